@@ -1,0 +1,895 @@
+//! The connection state machine: one type for both roles.
+
+mod config;
+mod event;
+
+pub use config::{Config, Delivery};
+pub use event::{Close, Event};
+
+use core::fmt;
+use core::ops::Range;
+use core::time::Duration;
+use std::sync::Arc;
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::{Rng, SeedableRng};
+
+use crate::deframer::{Chunk, Deframer, Input};
+use crate::error::{Error, PeerMisbehaved, SendError};
+use crate::frame::{
+    CloseCode, ClosePayload, DataKind, FrameRepr, MAX_CLOSE_REASON, MAX_CONTROL_PAYLOAD,
+    MAX_HEADER_LEN, OpCode, Rsv, mask,
+};
+use crate::message::{Fragment, Message, Utf8Validator};
+use crate::time::Instant;
+
+/// Which end of the connection this is. Clients mask what they send; servers do not
+/// (RFC 6455 §5.1), and each side rejects frames masked the other way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The side that sent the upgrade request.
+    Client,
+    /// The side that accepted it.
+    Server,
+}
+
+/// Where a connection is in its life (RFC 6455 §7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Messages flow both ways.
+    Open,
+    /// We sent a close frame and wait for the peer's; no more frames are sent.
+    Closing,
+    /// The closing handshake completed, or the connection failed. Frames still queued by
+    /// [`Connection::poll_transmit`] (a close reply) may be written; then the transport can be
+    /// shut.
+    Closed,
+}
+
+/// What kind of data frame to send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FrameKind {
+    /// A whole message in one frame.
+    Message(DataKind),
+    /// The first frame of a fragmented message.
+    First(DataKind),
+    /// A middle frame of the fragmented message in progress.
+    Continue,
+    /// The final frame of the fragmented message in progress.
+    Last,
+}
+
+/// A frame header produced by [`Connection::encode_header`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EncodedHeader {
+    bytes: [u8; MAX_HEADER_LEN],
+    len: u8,
+    mask: Option<[u8; 4]>,
+}
+
+impl EncodedHeader {
+    /// The header bytes, to be written right before the payload.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    /// The masking key the header announces (clients only). The caller must mask the payload
+    /// with it, e.g. with [`mask::apply_mask`], before writing it.
+    pub fn mask(&self) -> Option<[u8; 4]> {
+        self.mask
+    }
+}
+
+/// A sans-IO WebSocket connection (RFC 6455), for either role, after the HTTP upgrade.
+///
+/// It parses received bytes, enforces the protocol, runs the closing handshake, the heartbeat
+/// and the timeouts, and encodes frames to send. It performs no I/O and reads no clock: the
+/// caller passes bytes and the current [`Instant`] in and writes out what it is given.
+///
+/// # Calling order
+///
+/// 1. **Receive.** Wrap received bytes in an [`Input`] and call [`Connection::handle_bytes`]
+///    until it returns `Ok(None)`; the input is then fully consumed, a partial frame kept in
+///    the deframer and the `spill` buffer. Each event borrows the input or `spill` and must be
+///    dropped before the next call.
+/// 2. **Send.** [`Connection::send`], [`Connection::send_frame`], [`Connection::encode_header`],
+///    [`Connection::ping`], [`Connection::pong`] and [`Connection::close`] append to (or return
+///    bytes for) the caller's output, in call order.
+/// 3. **Transmit.** After handling input, timeouts or a failure, call
+///    [`Connection::poll_transmit`]: it appends the frames the connection produced by itself
+///    (pong replies, heartbeat pings, the close reply or the failure's close frame).
+/// 4. **Time.** When the instant [`Connection::poll_timeout`] returns has passed, call
+///    [`Connection::handle_timeout`], then [`Connection::poll_transmit`].
+/// 5. **End of stream.** When the transport reports EOF, call [`Connection::handle_eof`].
+///
+/// An `Err` from a `handle_*` method means the connection failed: its close frame, when one is
+/// due, waits in [`Connection::poll_transmit`]; the transport may be shut once it is written.
+/// The connection then ignores input. A clean ending is [`Event::Close`]. Exactly one of the
+/// two ends every connection that sees its transport close.
+///
+/// # The spill buffer
+///
+/// `spill` is the caller's per-connection buffer for bytes that must outlive one input: the
+/// parts of a message split across frames or reads, and a control frame split across reads.
+/// It is empty whenever [`Connection::handle_bytes`] has returned `Ok(None)` with no message
+/// in progress, so the caller can free it to keep idle connections small. Its size is bounded
+/// by [`Config::max_message_size`] plus 125 bytes.
+pub struct Connection {
+    role: Role,
+    state: State,
+    config: Arc<Config>,
+    deframer: Deframer,
+    recv: Receive,
+    send: Send,
+    pending: Pending,
+    timers: Timers,
+    /// Masking keys for the client role, from a caller-seeded ChaCha8 generator.
+    masks: Option<Box<ChaCha8Rng>>,
+}
+
+/// Receive-side message state.
+#[derive(Debug, Default)]
+struct Receive {
+    /// The data message in progress.
+    message: Option<InMessage>,
+    /// UTF-8 state of a text message that is being buffered or streamed.
+    utf8: Utf8Validator,
+    /// Offset in spill where a control frame split across reads starts.
+    control_start: usize,
+    /// Length to cut spill back to before the next input: what an event borrowed is released.
+    truncate_spill: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct InMessage {
+    kind: DataKind,
+    /// Sum of the payload lengths its frames announced so far.
+    /// INVARIANT: `announced <= max_message_size`.
+    announced: u64,
+    /// Frames so far. INVARIANT: `1 <= fragments <= max_fragments`.
+    fragments: u32,
+}
+
+/// Send-side state.
+#[derive(Debug, Default)]
+struct Send {
+    /// The fragmented message in progress.
+    fragment: Option<DataKind>,
+    /// UTF-8 state of the text fragments sent so far; `None` once a fragment of the message
+    /// went out through [`Connection::encode_header`], which does not see payloads.
+    utf8: Option<Utf8Validator>,
+}
+
+/// Frames the connection produced by itself, waiting for [`Connection::poll_transmit`].
+#[derive(Debug, Default)]
+struct Pending {
+    /// Payload of the latest ping to answer (RFC 6455 §5.5.3 allows answering only the latest).
+    pong: Option<Box<ControlPayload>>,
+    /// Heartbeat ping: its payload is the send time, echoed back for the round-trip time.
+    ping: Option<Instant>,
+    close: Option<PendingClose>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct PendingClose {
+    code: Option<CloseCode>,
+    reason: &'static str,
+}
+
+#[derive(Debug)]
+struct ControlPayload {
+    len: u8,
+    bytes: [u8; MAX_CONTROL_PAYLOAD],
+}
+
+#[derive(Debug)]
+struct Timers {
+    /// When bytes last arrived.
+    last_recv: Instant,
+    /// When a data message last arrived (idle timeout).
+    last_message: Instant,
+    /// When the last heartbeat ping was sent; its payload, echoed in the pong, is this time.
+    last_ping: Option<Instant>,
+    /// The last heartbeat ping is out and nothing arrived since it was sent.
+    awaiting_pong: bool,
+    /// Round-trip time measured on the last heartbeat pong.
+    rtt: Option<Duration>,
+    /// When the closing handshake we started times out (state `Closing`).
+    close_deadline: Instant,
+}
+
+/// Where an event's bytes are.
+#[derive(Clone, Debug)]
+enum Src {
+    Input(Range<usize>),
+    Spill(Range<usize>),
+}
+
+impl Src {
+    fn slice<'e>(&self, input: &'e Input<'_>, spill: &'e [u8]) -> &'e [u8] {
+        match self {
+            Self::Input(r) => input.get(r.clone()),
+            Self::Spill(r) => &spill[r.clone()],
+        }
+    }
+
+    /// The bytes from `skip` on.
+    fn skip(self, skip: usize) -> Self {
+        match self {
+            Self::Input(r) => Self::Input((r.start + skip).min(r.end)..r.end),
+            Self::Spill(r) => Self::Spill((r.start + skip).min(r.end)..r.end),
+        }
+    }
+}
+
+/// An event decoded, before its bytes are borrowed.
+#[derive(Debug)]
+enum Ready {
+    Message { kind: DataKind, src: Src },
+    Fragment { kind: DataKind, src: Src, first: bool, last: bool },
+    Ping(Src),
+    Pong(Src),
+    Close { code: Option<CloseCode>, reason: Src, initiated_locally: bool },
+}
+
+impl Connection {
+    /// A server-side connection, opened at `now`.
+    pub fn server(now: Instant, config: impl Into<Arc<Config>>) -> Self {
+        Self::new(Role::Server, now, config.into(), None)
+    }
+
+    /// A client-side connection, opened at `now`.
+    ///
+    /// `mask_seed` seeds the generator of masking keys. It must come from a cryptographically
+    /// secure source (the OS): RFC 6455 §10.3 requires keys an attacker cannot predict, to
+    /// keep proxies' caches safe from poisoning.
+    pub fn client(now: Instant, config: impl Into<Arc<Config>>, mask_seed: [u8; 32]) -> Self {
+        let rng = Box::new(ChaCha8Rng::from_seed(mask_seed));
+        Self::new(Role::Client, now, config.into(), Some(rng))
+    }
+
+    fn new(role: Role, now: Instant, config: Arc<Config>, masks: Option<Box<ChaCha8Rng>>) -> Self {
+        Self {
+            role,
+            state: State::Open,
+            deframer: Deframer::new(role, config.max_frame_size),
+            config,
+            recv: Receive::default(),
+            send: Send::default(),
+            pending: Pending::default(),
+            timers: Timers {
+                last_recv: now,
+                last_message: now,
+                last_ping: None,
+                awaiting_pong: false,
+                rtt: None,
+                close_deadline: now,
+            },
+            masks,
+        }
+    }
+
+    /// This side's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Where the connection is in its life.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Round-trip time measured by the last heartbeat ping and its pong.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.timers.rtt
+    }
+
+    /// Lets received frames carry reserved bits that a negotiated extension claims.
+    pub fn allow_rsv(&mut self, rsv: Rsv) {
+        self.deframer.allow_rsv(rsv);
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Inputs.
+
+    /// Consumes received bytes up to the next event and returns it; `Ok(None)` once the input
+    /// is exhausted.
+    ///
+    /// A message that lies whole in `input` (one frame, fully received) is handed over in
+    /// place; any other is gathered in `spill` (see the type's docs). After the connection
+    /// is closed or failed, input is consumed and ignored.
+    ///
+    /// # Errors
+    ///
+    /// The [`Error`] that failed the connection. Its close frame (1002, 1007 or 1009) is
+    /// queued for [`Connection::poll_transmit`].
+    pub fn handle_bytes<'e>(
+        &mut self,
+        now: Instant,
+        input: &'e mut Input<'_>,
+        spill: &'e mut Vec<u8>,
+    ) -> Result<Option<Event<'e>>, Error> {
+        if let Some(len) = self.recv.truncate_spill.take() {
+            spill.truncate(len);
+        }
+        if self.state == State::Closed {
+            input.skip_all();
+            return Ok(None);
+        }
+        if !input.is_empty() {
+            self.timers.last_recv = now;
+            self.timers.awaiting_pong = false;
+        }
+        loop {
+            let chunk = match self.deframer.next(input) {
+                None => return Ok(None),
+                Some(Ok(chunk)) => chunk,
+                Some(Err(e)) => return Err(self.fail_with(e)),
+            };
+            let ready = match self.on_chunk(now, chunk, input, spill) {
+                Ok(Some(ready)) => ready,
+                Ok(None) => continue,
+                Err(e) => return Err(self.fail_with(e)),
+            };
+            return self.event(ready, input, spill);
+        }
+    }
+
+    /// Advances the timers to `now`: heartbeat, pong, idle and close-handshake timeouts.
+    ///
+    /// May queue a heartbeat ping or an idle-timeout close for [`Connection::poll_transmit`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PongTimeout`] or [`Error::CloseTimeout`]: the peer is silent, the connection
+    /// failed, and nothing more is sent.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), Error> {
+        match self.state {
+            State::Closed => Ok(()),
+            State::Closing if now >= self.timers.close_deadline => {
+                Err(self.fail_with(Error::CloseTimeout))
+            }
+            State::Closing => Ok(()),
+            State::Open => {
+                match (self.timers.awaiting_pong, self.timers.last_ping, self.config.ping_interval)
+                {
+                    (true, Some(sent), _) if now >= sent + self.config.pong_timeout => {
+                        return Err(self.fail_with(Error::PongTimeout));
+                    }
+                    (false, _, Some(interval)) if now >= self.timers.last_recv + interval => {
+                        self.pending.ping = Some(now);
+                        self.timers.last_ping = Some(now);
+                        self.timers.awaiting_pong = true;
+                    }
+                    _ => {}
+                }
+                if self
+                    .config
+                    .idle_timeout
+                    .is_some_and(|idle| now >= self.timers.last_message + idle)
+                {
+                    self.start_close(now);
+                    self.pending.close = Some(PendingClose {
+                        code: Some(CloseCode::GOING_AWAY),
+                        reason: "idle timeout",
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The transport's byte stream ended.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnexpectedEof`] unless the connection was already closed (handshake done, or
+    /// failed earlier).
+    pub fn handle_eof(&mut self) -> Result<(), Error> {
+        if self.state == State::Closed {
+            return Ok(());
+        }
+        self.state = State::Closed;
+        self.pending = Pending::default();
+        Err(Error::UnexpectedEof)
+    }
+
+    /// Fails the connection with `error`, e.g. [`Error::Internal`] when the application
+    /// cannot go on. Queues the error's close frame when one may be sent and none was; the
+    /// connection then ignores input and refuses sends. Does nothing if already closed.
+    pub fn fail(&mut self, error: Error) {
+        if self.state == State::Closed {
+            return;
+        }
+        if self.state == State::Open && error.sends_close_frame() {
+            self.pending.close =
+                Some(PendingClose { code: Some(error.close_code()), reason: short_reason(&error) });
+        }
+        if !error.sends_close_frame() {
+            self.pending = Pending::default();
+        }
+        self.pending.ping = None;
+        self.state = State::Closed;
+        self.recv.message = None;
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Outputs.
+
+    /// The next instant at which [`Connection::handle_timeout`] has work, if any.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Closed => None,
+            State::Closing => Some(self.timers.close_deadline),
+            State::Open => {
+                let heartbeat = match (self.timers.awaiting_pong, self.timers.last_ping) {
+                    (true, Some(sent)) => Some(sent + self.config.pong_timeout),
+                    _ => self.config.ping_interval.map(|i| self.timers.last_recv + i),
+                };
+                let idle = self.config.idle_timeout.map(|i| self.timers.last_message + i);
+                match (heartbeat, idle) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
+        }
+    }
+
+    /// Appends the frames the connection produced by itself to `out`: the pong for the latest
+    /// ping, a heartbeat ping, the close reply or the failure's close frame, in that order.
+    /// Returns whether anything was written.
+    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> bool {
+        let start = out.len();
+        if let Some(pong) = self.pending.pong.take() {
+            self.write_frame(OpCode::Pong, true, &pong.bytes[..usize::from(pong.len)], out);
+        }
+        if let Some(sent) = self.pending.ping.take() {
+            self.write_frame(OpCode::Ping, true, &sent.as_nanos().to_be_bytes(), out);
+        }
+        if let Some(close) = self.pending.close.take() {
+            let mut payload = Vec::with_capacity(2 + close.reason.len());
+            ClosePayload { code: close.code, reason: close.reason }.emit(&mut payload);
+            self.write_frame(OpCode::Close, true, &payload, out);
+        }
+        out.len() > start
+    }
+
+    /// Appends a whole message as one frame to `out`.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`] after a close frame was sent or received;
+    /// [`SendError::FragmentInProgress`] while a fragmented message is being sent.
+    pub fn send(&mut self, message: Message<'_>, out: &mut Vec<u8>) -> Result<(), SendError> {
+        let plan = self.plan(FrameKind::Message(message.kind()))?;
+        self.commit(plan);
+        self.write_frame(plan.opcode, true, message.as_bytes(), out);
+        Ok(())
+    }
+
+    /// Appends one data frame to `out`: a whole message or a piece of a fragmented one.
+    ///
+    /// Text is validated: a whole message must be UTF-8, and text fragments must be UTF-8
+    /// once joined (a fragment may end inside a code point, the message may not).
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`], [`SendError::FragmentInProgress`],
+    /// [`SendError::NoFragmentInProgress`], or [`SendError::InvalidUtf8`]. Nothing is written
+    /// and the fragment state is unchanged on error.
+    pub fn send_frame(
+        &mut self,
+        kind: FrameKind,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), SendError> {
+        let plan = self.plan(kind)?;
+        if plan.text {
+            let starts = matches!(kind, FrameKind::Message(_) | FrameKind::First(_));
+            let mut utf8 = if starts { Some(Utf8Validator::new()) } else { self.send.utf8 };
+            if let Some(v) = utf8.as_mut() {
+                v.feed(payload).map_err(|_| SendError::InvalidUtf8)?;
+                if plan.fin {
+                    v.finish().map_err(|_| SendError::InvalidUtf8)?;
+                }
+            }
+            self.send.utf8 = utf8;
+        }
+        self.commit(plan);
+        self.write_frame(plan.opcode, plan.fin, payload, out);
+        Ok(())
+    }
+
+    /// The header of one data frame whose `len`-byte payload the caller writes itself, e.g.
+    /// straight from shared memory with `writev`. This is how a server sends without copying.
+    ///
+    /// The payload is not seen, so text is not validated: the caller vouches that it is UTF-8.
+    /// A client must mask the payload with [`EncodedHeader::mask`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::send_frame`], but never [`SendError::InvalidUtf8`].
+    pub fn encode_header(
+        &mut self,
+        kind: FrameKind,
+        len: usize,
+    ) -> Result<EncodedHeader, SendError> {
+        let plan = self.plan(kind)?;
+        self.send.utf8 = None;
+        self.commit(plan);
+        let mask = self.next_mask();
+        let repr = FrameRepr {
+            fin: plan.fin,
+            rsv: Rsv::NONE,
+            opcode: plan.opcode,
+            mask,
+            payload_len: len as u64,
+        };
+        let (bytes, n) = repr.to_bytes();
+        Ok(EncodedHeader { bytes, len: n as u8, mask })
+    }
+
+    /// Appends a ping to `out`; the peer answers with a pong carrying the same payload.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`] once closing; [`SendError::ControlPayloadTooLong`] past 125 bytes.
+    pub fn ping(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), SendError> {
+        self.send_control(OpCode::Ping, payload, out)
+    }
+
+    /// Appends a pong to `out`: the answer to a ping when [`Config::auto_pong`] is off, or an
+    /// unsolicited heartbeat.
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::ping`].
+    pub fn pong(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), SendError> {
+        self.send_control(OpCode::Pong, payload, out)
+    }
+
+    /// Starts the closing handshake: appends a close frame to `out` and waits up to
+    /// [`Config::close_timeout`] for the peer's (then [`Error::CloseTimeout`]). No frame may be
+    /// sent after it.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`] if a close frame was already sent or received;
+    /// [`SendError::InvalidCloseCode`] for a code that may not be sent (1005, 1006, 1015,
+    /// reserved ranges); [`SendError::ControlPayloadTooLong`] for a reason over 123 bytes.
+    pub fn close(
+        &mut self,
+        now: Instant,
+        code: CloseCode,
+        reason: &str,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SendError> {
+        if self.state != State::Open {
+            return Err(SendError::Closed);
+        }
+        if !code.is_sendable() {
+            return Err(SendError::InvalidCloseCode(code));
+        }
+        if reason.len() > MAX_CLOSE_REASON {
+            return Err(SendError::ControlPayloadTooLong);
+        }
+        let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
+        payload[..2].copy_from_slice(&code.0.to_be_bytes());
+        payload[2..2 + reason.len()].copy_from_slice(reason.as_bytes());
+        self.write_frame(OpCode::Close, true, &payload[..2 + reason.len()], out);
+        self.start_close(now);
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Internals.
+
+    fn fail_with(&mut self, error: Error) -> Error {
+        self.fail(error);
+        error
+    }
+
+    /// Enters `Closing`: nothing but the peer's close is awaited, nothing more is sent.
+    fn start_close(&mut self, now: Instant) {
+        self.state = State::Closing;
+        self.timers.close_deadline = now + self.config.close_timeout;
+        self.pending.pong = None;
+        self.pending.ping = None;
+    }
+
+    fn on_chunk(
+        &mut self,
+        now: Instant,
+        chunk: Chunk,
+        input: &Input<'_>,
+        spill: &mut Vec<u8>,
+    ) -> Result<Option<Ready>, Error> {
+        if chunk.frame.opcode.is_control() {
+            self.on_control(now, chunk, input, spill)
+        } else {
+            self.on_data(now, chunk, input, spill)
+        }
+    }
+
+    fn on_control(
+        &mut self,
+        now: Instant,
+        chunk: Chunk,
+        input: &Input<'_>,
+        spill: &mut Vec<u8>,
+    ) -> Result<Option<Ready>, Error> {
+        let src = if chunk.is_whole() {
+            Src::Input(chunk.payload)
+        } else {
+            // A control frame split across reads: gather it after any message bytes.
+            if chunk.is_first() {
+                self.recv.control_start = spill.len();
+            }
+            spill.extend_from_slice(input.get(chunk.payload));
+            if !chunk.is_last {
+                return Ok(None);
+            }
+            let start = self.recv.control_start;
+            self.recv.truncate_spill = Some(start);
+            Src::Spill(start..spill.len())
+        };
+        let payload = src.slice(input, spill);
+        Ok(Some(match chunk.frame.opcode {
+            OpCode::Ping => {
+                if self.config.auto_pong && self.state == State::Open {
+                    let pong = self.pending.pong.get_or_insert_with(|| {
+                        Box::new(ControlPayload { len: 0, bytes: [0; MAX_CONTROL_PAYLOAD] })
+                    });
+                    pong.bytes[..payload.len()].copy_from_slice(payload);
+                    pong.len = payload.len() as u8;
+                }
+                Ready::Ping(src)
+            }
+            OpCode::Pong => {
+                let echo = <[u8; 8]>::try_from(payload).map(u64::from_be_bytes);
+                if let (Ok(echo), Some(sent)) = (echo, self.timers.last_ping)
+                    && echo == sent.as_nanos()
+                {
+                    self.timers.rtt = Some(now - sent);
+                }
+                Ready::Pong(src)
+            }
+            _ => {
+                let close = ClosePayload::parse(payload)?;
+                let initiated_locally = self.state == State::Closing;
+                if !initiated_locally {
+                    // Echo the code (RFC 6455 §5.5.1); an empty close is answered empty.
+                    self.pending.close = Some(PendingClose { code: close.code, reason: "" });
+                }
+                self.pending.pong = None;
+                self.pending.ping = None;
+                self.state = State::Closed;
+                let skip = if close.code.is_some() { 2 } else { 0 };
+                Ready::Close { code: close.code, reason: src.skip(skip), initiated_locally }
+            }
+        }))
+    }
+
+    fn on_data(
+        &mut self,
+        now: Instant,
+        chunk: Chunk,
+        input: &Input<'_>,
+        spill: &mut Vec<u8>,
+    ) -> Result<Option<Ready>, Error> {
+        let frame = chunk.frame;
+        if chunk.is_first() {
+            self.start_frame(&frame)?;
+        }
+        let message = self.recv.message.expect("a data frame belongs to a message");
+        let ends_message = chunk.is_last && frame.fin;
+        let first_piece = chunk.is_first() && message.fragments == 1;
+        if ends_message {
+            self.recv.message = None;
+            self.timers.last_message = now;
+        }
+        let text = message.kind == DataKind::Text;
+        match self.config.delivery {
+            Delivery::Messages if first_piece && ends_message => {
+                // The whole message is here in one piece: hand it over in place. Text is
+                // validated once, when the event is built.
+                Ok(Some(Ready::Message { kind: message.kind, src: Src::Input(chunk.payload) }))
+            }
+            Delivery::Messages => {
+                let bytes = input.get(chunk.payload);
+                if text {
+                    self.recv.utf8.feed(bytes).map_err(|_| Error::InvalidUtf8)?;
+                }
+                spill.extend_from_slice(bytes);
+                if !ends_message {
+                    return Ok(None);
+                }
+                if text {
+                    self.recv.utf8.finish().map_err(|_| Error::InvalidUtf8)?;
+                }
+                self.recv.truncate_spill = Some(0);
+                Ok(Some(Ready::Message { kind: message.kind, src: Src::Spill(0..spill.len()) }))
+            }
+            Delivery::Fragments => {
+                if text {
+                    self.recv
+                        .utf8
+                        .feed(input.get(chunk.payload.clone()))
+                        .map_err(|_| Error::InvalidUtf8)?;
+                    if ends_message {
+                        self.recv.utf8.finish().map_err(|_| Error::InvalidUtf8)?;
+                    }
+                }
+                Ok(Some(Ready::Fragment {
+                    kind: message.kind,
+                    src: Src::Input(chunk.payload),
+                    first: first_piece,
+                    last: ends_message,
+                }))
+            }
+        }
+    }
+
+    /// Applies the continuation rules (RFC 6455 §5.4) and the message limits to a new data
+    /// frame.
+    fn start_frame(&mut self, frame: &FrameRepr) -> Result<(), Error> {
+        let max_message = self.config.max_message_size as u64;
+        match (frame.opcode, self.recv.message.as_mut()) {
+            (OpCode::Continuation, None) => Err(PeerMisbehaved::UnexpectedContinuation.into()),
+            (OpCode::Continuation, Some(m)) => {
+                if m.fragments >= self.config.max_fragments {
+                    return Err(Error::TooManyFragments { limit: self.config.max_fragments });
+                }
+                m.fragments += 1;
+                m.announced += frame.payload_len;
+                if m.announced > max_message {
+                    return Err(Error::MessageTooBig { limit: max_message });
+                }
+                Ok(())
+            }
+            (_, Some(_)) => Err(PeerMisbehaved::ExpectedContinuation.into()),
+            (opcode, None) => {
+                if frame.payload_len > max_message {
+                    return Err(Error::MessageTooBig { limit: max_message });
+                }
+                let kind = if opcode == OpCode::Text { DataKind::Text } else { DataKind::Binary };
+                self.recv.utf8.reset();
+                self.recv.message =
+                    Some(InMessage { kind, announced: frame.payload_len, fragments: 1 });
+                Ok(())
+            }
+        }
+    }
+
+    /// Borrows a decoded event's bytes.
+    fn event<'e>(
+        &mut self,
+        ready: Ready,
+        input: &'e Input<'_>,
+        spill: &'e [u8],
+    ) -> Result<Option<Event<'e>>, Error> {
+        Ok(Some(match ready {
+            Ready::Message { kind: DataKind::Text, src } => {
+                match simdutf8::basic::from_utf8(src.slice(input, spill)) {
+                    Ok(text) => Event::Message(Message::Text(text)),
+                    Err(_) => return Err(self.fail_with(Error::InvalidUtf8)),
+                }
+            }
+            Ready::Message { kind: DataKind::Binary, src } => {
+                Event::Message(Message::Binary(src.slice(input, spill)))
+            }
+            Ready::Fragment { kind, src, first, last } => {
+                Event::Fragment(Fragment { kind, payload: src.slice(input, spill), first, last })
+            }
+            Ready::Ping(src) => Event::Ping(src.slice(input, spill)),
+            Ready::Pong(src) => Event::Pong(src.slice(input, spill)),
+            Ready::Close { code, reason, initiated_locally } => {
+                // Validated by ClosePayload::parse already.
+                let reason = simdutf8::basic::from_utf8(reason.slice(input, spill)).unwrap_or("");
+                Event::Close(Close { code, reason, initiated_locally })
+            }
+        }))
+    }
+
+    fn plan(&self, kind: FrameKind) -> Result<Plan, SendError> {
+        if self.state != State::Open {
+            return Err(SendError::Closed);
+        }
+        let open = self.send.fragment;
+        let (opcode, fin, fragment, text) = match (kind, open) {
+            (FrameKind::Message(k), None) => (k.opcode(), true, None, k == DataKind::Text),
+            (FrameKind::First(k), None) => (k.opcode(), false, Some(k), k == DataKind::Text),
+            (FrameKind::Message(_) | FrameKind::First(_), Some(_)) => {
+                return Err(SendError::FragmentInProgress);
+            }
+            (FrameKind::Continue, Some(k)) => {
+                (OpCode::Continuation, false, Some(k), k == DataKind::Text)
+            }
+            (FrameKind::Last, Some(k)) => (OpCode::Continuation, true, None, k == DataKind::Text),
+            (FrameKind::Continue | FrameKind::Last, None) => {
+                return Err(SendError::NoFragmentInProgress);
+            }
+        };
+        Ok(Plan { opcode, fin, fragment, text })
+    }
+
+    fn commit(&mut self, plan: Plan) {
+        self.send.fragment = plan.fragment;
+    }
+
+    fn send_control(
+        &mut self,
+        opcode: OpCode,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), SendError> {
+        if self.state != State::Open {
+            return Err(SendError::Closed);
+        }
+        if payload.len() > MAX_CONTROL_PAYLOAD {
+            return Err(SendError::ControlPayloadTooLong);
+        }
+        self.write_frame(opcode, true, payload, out);
+        Ok(())
+    }
+
+    fn next_mask(&mut self) -> Option<[u8; 4]> {
+        self.masks.as_mut().map(|rng| rng.next_u32().to_ne_bytes())
+    }
+
+    /// Appends header and payload, masked with a fresh key for the client role.
+    fn write_frame(&mut self, opcode: OpCode, fin: bool, payload: &[u8], out: &mut Vec<u8>) {
+        let mask = self.next_mask();
+        let repr =
+            FrameRepr { fin, rsv: Rsv::NONE, opcode, mask, payload_len: payload.len() as u64 };
+        let (header, n) = repr.to_bytes();
+        out.reserve(n + payload.len());
+        out.extend_from_slice(&header[..n]);
+        let start = out.len();
+        out.extend_from_slice(payload);
+        if let Some(key) = mask {
+            mask::apply_mask(&mut out[start..], key, 0);
+        }
+    }
+}
+
+/// A send decided but not yet applied.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    opcode: OpCode,
+    fin: bool,
+    /// The fragmented message in progress after this frame.
+    fragment: Option<DataKind>,
+    text: bool,
+}
+
+/// The reason sent in a failure's close frame.
+fn short_reason(error: &Error) -> &'static str {
+    match error {
+        Error::InvalidFrame(_) | Error::PeerMisbehaved(_) => "protocol error",
+        Error::InvalidUtf8 => "invalid UTF-8",
+        Error::FrameTooBig { .. } => "frame too big",
+        Error::MessageTooBig { .. } => "message too big",
+        Error::TooManyFragments { .. } => "too many fragments",
+        _ => "",
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("role", &self.role)
+            .field("state", &self.state)
+            .field("deframer", &self.deframer)
+            .field("recv", &self.recv)
+            .field("send", &self.send)
+            .field("pending", &self.pending)
+            .field("timers", &self.timers)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,445 @@
+//! The server side of the opening handshake: parse the request in place, validate it
+//! (RFC 6455 §4.2.1), and say why not when it is refused.
+
+use core::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use httparse::Header;
+
+use super::header::{self, ExtensionOffer, Extensions, InvalidExtension};
+use super::{AcceptKey, Status, StatusCode};
+
+/// A parsed HTTP/1.x request head, borrowed from the caller's buffer (`'b`) and header array
+/// (`'h`).
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'h, 'b> {
+    /// The method, e.g. `GET`.
+    pub method: &'b str,
+    /// The request target as sent: path and query.
+    pub target: &'b str,
+    /// The minor version: 1 for HTTP/1.1, 0 for HTTP/1.0.
+    pub version: u8,
+    /// The headers, in order.
+    pub headers: &'h [Header<'b>],
+}
+
+impl<'h, 'b> Request<'h, 'b> {
+    /// Parses a request head from the start of `buf`.
+    ///
+    /// Returns `Complete((request, head_len))` with the length of the head (the bytes after it
+    /// belong to the connection), or `Partial` when the head has not ended yet; then nothing is
+    /// consumed and the caller parses again once more bytes arrived. Call again only when new
+    /// bytes contain a line end, or a client sending one byte at a time makes parsing
+    /// quadratic; `max_head_len` bounds the cost in any case.
+    ///
+    /// # Errors
+    ///
+    /// - [`HandshakeError::HeadTooLarge`] once the head (complete or not) exceeds
+    ///   `max_head_len` bytes;
+    /// - [`HandshakeError::TooManyHeaders`] if `headers` is too short to hold them;
+    /// - [`HandshakeError::Malformed`] if the bytes are not an HTTP/1.x request.
+    pub fn parse(
+        buf: &'b [u8],
+        headers: &'h mut [Header<'b>],
+        max_head_len: usize,
+    ) -> Result<Status<(Self, usize)>, HandshakeError> {
+        let mut req = httparse::Request::new(headers);
+        match req.parse(buf) {
+            Ok(httparse::Status::Complete(len)) if len > max_head_len => {
+                Err(HandshakeError::HeadTooLarge)
+            }
+            Ok(httparse::Status::Complete(len)) => {
+                let request = Self {
+                    method: req.method.unwrap_or_default(),
+                    target: req.path.unwrap_or_default(),
+                    version: req.version.unwrap_or_default(),
+                    headers: req.headers,
+                };
+                Ok(Status::Complete((request, len)))
+            }
+            Ok(httparse::Status::Partial) if buf.len() > max_head_len => {
+                Err(HandshakeError::HeadTooLarge)
+            }
+            Ok(httparse::Status::Partial) => Ok(Status::Partial),
+            Err(httparse::Error::TooManyHeaders) => Err(HandshakeError::TooManyHeaders),
+            Err(_) => Err(HandshakeError::Malformed),
+        }
+    }
+
+    /// The path: the target up to `?`.
+    pub fn path(&self) -> &'b str {
+        self.target.split_once('?').map_or(self.target, |(path, _)| path)
+    }
+
+    /// The query: the target after `?`, if any.
+    pub fn query(&self) -> Option<&'b str> {
+        self.target.split_once('?').map(|(_, query)| query)
+    }
+
+    /// The value of the first header named `name` (ASCII case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&'b [u8]> {
+        self.headers_named(name).next()
+    }
+
+    /// The values of every header named `name`, in order.
+    pub fn headers_named<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'b [u8]> + 's {
+        self.headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
+    }
+
+    /// The `Host` header, if present once and UTF-8.
+    pub fn host(&self) -> Option<&'b str> {
+        let mut hosts = self.headers_named("host");
+        let host = hosts.next()?;
+        if hosts.next().is_some() {
+            return None;
+        }
+        core::str::from_utf8(host).ok()
+    }
+
+    /// Whether the request asks for a WebSocket (`Upgrade: websocket`). A request that does not
+    /// is plain HTTP: route it to an HTTP handler, or answer
+    /// [`HandshakeError::NotWebSocket`] (426) on a WebSocket-only path.
+    pub fn is_websocket_upgrade(&self) -> bool {
+        self.headers_named("upgrade").any(|v| header::has_token(v, "websocket"))
+    }
+
+    /// Validates the request as a WebSocket opening handshake (RFC 6455 §4.2.1).
+    ///
+    /// # Errors
+    ///
+    /// The first rule the request breaks, checked in this order: method (405), version (400),
+    /// `Upgrade` (426), `Connection` (400), `Host` (400), `Sec-WebSocket-Key` (400),
+    /// `Sec-WebSocket-Version` (400 if absent, 426 if not 13).
+    pub fn upgrade(&self) -> Result<Upgrade<'h, 'b>, HandshakeError> {
+        if self.method != "GET" {
+            return Err(HandshakeError::MethodNotAllowed);
+        }
+        if self.version < 1 {
+            return Err(HandshakeError::HttpVersion);
+        }
+        if !self.is_websocket_upgrade() {
+            return Err(HandshakeError::NotWebSocket);
+        }
+        if !self.headers_named("connection").any(|v| header::has_token(v, "upgrade")) {
+            return Err(HandshakeError::MissingConnectionUpgrade);
+        }
+        let host = self.host().ok_or(HandshakeError::MissingHost)?;
+        let key = self.key()?;
+        let mut versions = self.headers_named("sec-websocket-version");
+        match (versions.next().map(header::trim), versions.next()) {
+            (None, _) => return Err(HandshakeError::MissingVersion),
+            (Some(b"13"), None) => {}
+            _ => return Err(HandshakeError::UnsupportedVersion),
+        }
+        Ok(Upgrade { request: *self, host, key })
+    }
+
+    fn key(&self) -> Result<&'b str, HandshakeError> {
+        let mut keys = self.headers_named("sec-websocket-key");
+        let (Some(key), None) = (keys.next(), keys.next()) else {
+            return Err(HandshakeError::InvalidKey);
+        };
+        let key = header::trim(key);
+        let mut nonce = [0u8; 18];
+        match BASE64.decode_slice(key, &mut nonce) {
+            Ok(16) if key.len() == 24 => {
+                Ok(core::str::from_utf8(key).map_err(|_| HandshakeError::InvalidKey)?)
+            }
+            _ => Err(HandshakeError::InvalidKey),
+        }
+    }
+}
+
+/// A valid WebSocket upgrade request.
+#[derive(Clone, Copy, Debug)]
+pub struct Upgrade<'h, 'b> {
+    /// The whole request: path, query, every header.
+    pub request: Request<'h, 'b>,
+    /// The `Host` header.
+    pub host: &'b str,
+    /// The client's `Sec-WebSocket-Key` (24 base64 characters for 16 bytes).
+    pub key: &'b str,
+}
+
+impl<'h, 'b> Upgrade<'h, 'b> {
+    /// The `Sec-WebSocket-Accept` value that answers this request's key.
+    pub fn accept_key(&self) -> AcceptKey {
+        AcceptKey::new(self.key.as_bytes())
+    }
+
+    /// The `Origin` header, if any (browsers always send one).
+    pub fn origin(&self) -> Option<&'b str> {
+        self.request.header("origin").and_then(|v| core::str::from_utf8(v).ok())
+    }
+
+    /// The subprotocols offered in `Sec-WebSocket-Protocol` headers, in order of preference.
+    /// Elements that are not tokens are skipped.
+    pub fn protocols(&self) -> impl Iterator<Item = &'b str> + '_ {
+        self.request
+            .headers_named("sec-websocket-protocol")
+            .flat_map(header::tokens)
+            .filter(|t| header::is_token(t))
+            .filter_map(|t| core::str::from_utf8(t).ok())
+    }
+
+    /// The extensions offered in `Sec-WebSocket-Extensions` headers, in order of preference;
+    /// a malformed element is an `Err` among the others.
+    pub fn extensions(
+        &self,
+    ) -> impl Iterator<Item = Result<ExtensionOffer<'b>, InvalidExtension>> + '_ {
+        self.request.headers_named("sec-websocket-extensions").flat_map(Extensions::new)
+    }
+}
+
+/// Why an opening handshake request is refused; each maps to an HTTP status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// Not an HTTP/1.x request. 400.
+    Malformed,
+    /// The head exceeds the configured size. 431.
+    HeadTooLarge,
+    /// More headers than the caller's array holds. 431.
+    TooManyHeaders,
+    /// §4.1: the method must be GET. 405, with `Allow: GET`.
+    MethodNotAllowed,
+    /// §4.1: HTTP/1.1 or later is required. 400.
+    HttpVersion,
+    /// No `Upgrade: websocket`: a plain HTTP request on a WebSocket path. 426, with
+    /// `Upgrade: websocket`.
+    NotWebSocket,
+    /// §4.2.1: `Connection` must include `Upgrade`. 400.
+    MissingConnectionUpgrade,
+    /// §4.2.1: exactly one `Host` header is required. 400.
+    MissingHost,
+    /// §4.2.1: exactly one `Sec-WebSocket-Key` that decodes to 16 bytes is required. 400.
+    InvalidKey,
+    /// §4.2.1: `Sec-WebSocket-Version` is required. 400.
+    MissingVersion,
+    /// §4.4: only version 13 is spoken. 426, with `Sec-WebSocket-Version: 13`.
+    UnsupportedVersion,
+}
+
+impl HandshakeError {
+    /// The status to answer with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Malformed
+            | Self::HttpVersion
+            | Self::MissingConnectionUpgrade
+            | Self::MissingHost
+            | Self::InvalidKey
+            | Self::MissingVersion => StatusCode::BAD_REQUEST,
+            Self::HeadTooLarge | Self::TooManyHeaders => StatusCode::HEADER_FIELDS_TOO_LARGE,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::NotWebSocket | Self::UnsupportedVersion => StatusCode::UPGRADE_REQUIRED,
+        }
+    }
+
+    /// Headers the answer must carry besides the usual ones.
+    pub fn headers(&self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Self::MethodNotAllowed => &[("Allow", "GET")],
+            Self::NotWebSocket => &[("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")],
+            Self::UnsupportedVersion => &[("Sec-WebSocket-Version", "13")],
+            _ => &[],
+        }
+    }
+
+    /// Appends the whole HTTP response (status, headers, a short text body) to `out`.
+    pub fn write_response(&self, out: &mut Vec<u8>) {
+        let body = self.to_string();
+        super::response::write_response(out, self.status(), self.headers(), body.as_bytes())
+            .expect("static headers are valid");
+    }
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Malformed => "malformed HTTP request",
+            Self::HeadTooLarge => "request head too large",
+            Self::TooManyHeaders => "too many request headers",
+            Self::MethodNotAllowed => "WebSocket handshake must use GET",
+            Self::HttpVersion => "WebSocket handshake needs HTTP/1.1",
+            Self::NotWebSocket => "this resource speaks WebSocket only",
+            Self::MissingConnectionUpgrade => "Connection header must include Upgrade",
+            Self::MissingHost => "exactly one Host header is required",
+            Self::InvalidKey => "invalid Sec-WebSocket-Key",
+            Self::MissingVersion => "missing Sec-WebSocket-Version",
+            Self::UnsupportedVersion => "unsupported Sec-WebSocket-Version",
+        })
+    }
+}
+
+impl std::error::Error for HandshakeError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 6455 §1.3's example handshake.
+    const RFC_REQUEST: &[u8] = b"GET /chat?room=1 HTTP/1.1\r\n\
+        Host: server.example.com\r\n\
+        Upgrade: websocket\r\n\
+        Connection: Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Origin: http://example.com\r\n\
+        Sec-WebSocket-Protocol: chat, superchat\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n";
+
+    fn with_request<R>(
+        bytes: &[u8],
+        f: impl FnOnce(Result<Status<(Request<'_, '_>, usize)>, HandshakeError>) -> R,
+    ) -> R {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        f(Request::parse(bytes, &mut headers, 8192))
+    }
+
+    fn upgrade_error(bytes: &[u8]) -> HandshakeError {
+        with_request(bytes, |r| match r.unwrap() {
+            Status::Complete((req, _)) => req.upgrade().unwrap_err(),
+            Status::Partial => panic!("partial"),
+        })
+    }
+
+    #[test]
+    fn rfc_example_request() {
+        with_request(RFC_REQUEST, |r| {
+            let Status::Complete((req, len)) = r.unwrap() else { panic!("partial") };
+            assert_eq!(len, RFC_REQUEST.len());
+            assert_eq!((req.path(), req.query()), ("/chat", Some("room=1")));
+            let up = req.upgrade().unwrap();
+            assert_eq!(up.host, "server.example.com");
+            assert_eq!(up.accept_key().as_str(), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+            assert_eq!(up.origin(), Some("http://example.com"));
+            assert_eq!(up.protocols().collect::<Vec<_>>(), ["chat", "superchat"]);
+            assert_eq!(up.extensions().count(), 0);
+        });
+    }
+
+    #[test]
+    fn partial_consumes_nothing_and_limits_apply() {
+        for cut in 0..RFC_REQUEST.len() {
+            with_request(&RFC_REQUEST[..cut], |r| {
+                assert!(matches!(r, Ok(Status::Partial)), "cut {cut}")
+            });
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        assert_eq!(
+            Request::parse(RFC_REQUEST, &mut headers, 64).unwrap_err(),
+            HandshakeError::HeadTooLarge
+        );
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        assert_eq!(
+            Request::parse(&RFC_REQUEST[..100], &mut headers, 64).unwrap_err(),
+            HandshakeError::HeadTooLarge
+        );
+        let mut few = [httparse::EMPTY_HEADER; 3];
+        assert_eq!(
+            Request::parse(RFC_REQUEST, &mut few, 8192).unwrap_err(),
+            HandshakeError::TooManyHeaders
+        );
+        with_request(b"\x16\x03\x01garbage\r\n\r\n", |r| {
+            assert_eq!(r.unwrap_err(), HandshakeError::Malformed)
+        });
+    }
+
+    fn replace(from: &str, to: &str) -> Vec<u8> {
+        let s = core::str::from_utf8(RFC_REQUEST).unwrap();
+        assert!(s.contains(from));
+        s.replacen(from, to, 1).into_bytes()
+    }
+
+    #[test]
+    fn each_rule_has_its_rejection() {
+        let cases = [
+            (replace("GET", "POST"), HandshakeError::MethodNotAllowed, 405),
+            (replace("HTTP/1.1", "HTTP/1.0"), HandshakeError::HttpVersion, 400),
+            (replace("Upgrade: websocket\r\n", ""), HandshakeError::NotWebSocket, 426),
+            (replace("Upgrade: websocket", "Upgrade: h2c"), HandshakeError::NotWebSocket, 426),
+            (
+                replace("Connection: Upgrade", "Connection: keep-alive"),
+                HandshakeError::MissingConnectionUpgrade,
+                400,
+            ),
+            (replace("Host: server.example.com\r\n", ""), HandshakeError::MissingHost, 400),
+            (
+                replace("Host: server.example.com\r\n", "Host: a\r\nHost: b\r\n"),
+                HandshakeError::MissingHost,
+                400,
+            ),
+            (
+                replace("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZQ=="),
+                HandshakeError::InvalidKey,
+                400,
+            ),
+            (
+                replace("dGhlIHNhbXBsZSBub25jZQ==", "not base64 at all!!!!!!!"),
+                HandshakeError::InvalidKey,
+                400,
+            ),
+            (
+                replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", ""),
+                HandshakeError::InvalidKey,
+                400,
+            ),
+            (replace("Sec-WebSocket-Version: 13\r\n", ""), HandshakeError::MissingVersion, 400),
+            (
+                replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8"),
+                HandshakeError::UnsupportedVersion,
+                426,
+            ),
+        ];
+        for (bytes, expected, status) in cases {
+            let got = upgrade_error(&bytes);
+            assert_eq!(got, expected);
+            assert_eq!(got.status().0, status);
+        }
+    }
+
+    #[test]
+    fn header_matching_is_case_insensitive_and_list_aware() {
+        let bytes =
+            replace("Connection: Upgrade", "connection: keep-alive\r\nCONNECTION: foo, UPGRADE");
+        let bytes =
+            String::from_utf8(bytes).unwrap().replace("Upgrade: websocket", "upgrade: WebSocket");
+        with_request(bytes.as_bytes(), |r| {
+            let Status::Complete((req, _)) = r.unwrap() else { panic!("partial") };
+            assert!(req.is_websocket_upgrade());
+            req.upgrade().unwrap();
+        });
+    }
+
+    #[test]
+    fn rejections_render_as_http() {
+        let mut out = vec![];
+        HandshakeError::UnsupportedVersion.write_response(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 426 Upgrade Required\r\n"), "{text}");
+        assert!(text.contains("\r\nSec-WebSocket-Version: 13\r\n"));
+        assert!(text.ends_with("\r\n\r\nunsupported Sec-WebSocket-Version"));
+        let mut out = vec![];
+        HandshakeError::MethodNotAllowed.write_response(&mut out);
+        assert!(String::from_utf8(out).unwrap().contains("\r\nAllow: GET\r\n"));
+    }
+
+    #[test]
+    fn extensions_are_collected_across_headers() {
+        let bytes = replace(
+            "Sec-WebSocket-Version: 13\r\n",
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\
+             Sec-WebSocket-Extensions: x-foo, bad name\r\n",
+        );
+        with_request(&bytes, |r| {
+            let Status::Complete((req, _)) = r.unwrap() else { panic!("partial") };
+            let up = req.upgrade().unwrap();
+            let offers: Vec<_> = up.extensions().collect();
+            assert_eq!(offers.len(), 3);
+            assert_eq!(offers[0].unwrap().name, "permessage-deflate");
+            assert_eq!(offers[1].unwrap().name, "x-foo");
+            assert_eq!(offers[2], Err(InvalidExtension));
+        });
+    }
+}

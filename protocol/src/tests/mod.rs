@@ -1,0 +1,3 @@
+//! Whole-protocol tests: a client and a server joined in memory.
+
+mod pair;

@@ -1,0 +1,1 @@
+//! The OS layer of bidir: event backends, sockets, cpu enumeration and pinning.
