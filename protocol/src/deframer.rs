@@ -116,7 +116,8 @@ struct Current {
 #[derive(Clone, Debug)]
 pub struct Deframer {
     /// Bytes of a header split across inputs.
-    /// INVARIANT: `partial_len < MAX_HEADER_LEN`, and it is 0 while `current` is `Some`.
+    /// INVARIANT: `partial_len <= MAX_HEADER_LEN`, and it is 0 while `current` is `Some`. It
+    /// holds a whole header only when that header was refused (the error repeats).
     partial: [u8; MAX_HEADER_LEN],
     partial_len: u8,
     current: Option<Current>,
@@ -151,7 +152,7 @@ impl Deframer {
 
     #[cfg(fuzzing)]
     pub(crate) fn check_invariants(&self) {
-        assert!(usize::from(self.partial_len) < MAX_HEADER_LEN);
+        assert!(usize::from(self.partial_len) <= MAX_HEADER_LEN);
         if let Some(current) = self.current {
             assert_eq!(self.partial_len, 0);
             assert!(current.read <= current.frame.payload_len);

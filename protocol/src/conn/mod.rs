@@ -411,8 +411,9 @@ impl Connection {
                 Some(PendingClose { code: Some(error.close_code()), reason: short_reason(&error) });
         }
         if !error.sends_close_frame() {
-            self.pending = Pending::default();
+            self.pending.close = None;
         }
+        self.pending.pong = None;
         self.pending.ping = None;
         self.state = State::Closed;
         self.recv.message = None;
@@ -588,6 +589,24 @@ impl Connection {
 
     // ---------------------------------------------------------------------------------------
     // Internals.
+
+    #[cfg(fuzzing)]
+    pub(crate) fn check_invariants(&self, spill: &[u8]) {
+        let max_message = self.config.max_message_size;
+        assert!(spill.len() <= max_message + MAX_CONTROL_PAYLOAD, "spill grew to {}", spill.len());
+        if let Some(m) = self.recv.message {
+            assert!(m.announced <= max_message as u64);
+            assert!(m.fragments >= 1 && m.fragments <= self.config.max_fragments);
+        }
+        if self.state == State::Closed {
+            assert!(self.poll_timeout().is_none());
+            assert!(self.pending.ping.is_none());
+        }
+        if self.state != State::Open {
+            assert!(self.pending.pong.is_none());
+        }
+        self.deframer.check_invariants();
+    }
 
     fn fail_with(&mut self, error: Error) -> Error {
         self.fail(error);

@@ -1,0 +1,74 @@
+//! The opening handshake parsers: requests (server side) and responses (client side).
+//!
+//! Never panics; whatever parses and validates renders a response that is itself valid HTTP.
+#![no_main]
+
+use bidir_protocol::http::{
+    self, Accept, ClientRequest, Extensions, Request, Response, Status, write_response,
+};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let mut headers = [http::EMPTY_HEADER; 32];
+    match Request::parse(data, &mut headers, 4096) {
+        Ok(Status::Complete((req, len))) => {
+            assert!(len <= data.len() && len <= 4096);
+            let _ = (req.path(), req.query(), req.host(), req.is_websocket_upgrade());
+            match req.upgrade() {
+                Ok(up) => {
+                    let protocol = up.protocols().next();
+                    for offer in up.extensions().flatten() {
+                        for param in offer.params() {
+                            let _ = param.expect("offers are validated whole");
+                        }
+                    }
+                    let mut out = vec![];
+                    Accept { key: up.accept_key(), protocol, extensions: None, headers: &[] }
+                        .write(&mut out)
+                        .expect("a chosen offered protocol is a token");
+                    let mut h = [http::EMPTY_HEADER; 8];
+                    assert!(matches!(Response::parse(&out, &mut h, 4096), Ok(Status::Complete(_))));
+                }
+                Err(e) => {
+                    let mut out = vec![];
+                    e.write_response(&mut out);
+                    let mut h = [http::EMPTY_HEADER; 8];
+                    let Ok(Status::Complete((res, _))) = Response::parse(&out, &mut h, 4096) else {
+                        panic!("rejection is not valid HTTP")
+                    };
+                    assert_eq!(res.status, e.status());
+                }
+            }
+        }
+        Ok(Status::Partial) => assert!(data.len() <= 4096),
+        Err(_) => {}
+    }
+
+    let request = ClientRequest {
+        host: "h",
+        target: "/",
+        nonce: [7; 16],
+        protocols: &["a", "b"],
+        extensions: Some("permessage-deflate; client_max_window_bits"),
+        headers: &[],
+    };
+    let mut headers = [http::EMPTY_HEADER; 32];
+    if let Ok(Status::Complete((res, _))) = Response::parse(data, &mut headers, 4096) {
+        let _ = res.content_length();
+        if let Ok(n) = res.validate(&request) {
+            assert!(n.protocol.is_none_or(|p| p == "a" || p == "b"));
+        }
+    }
+
+    for offer in Extensions::new(data) {
+        if let Ok(offer) = offer {
+            assert!(!offer.name.is_empty());
+            offer.params().for_each(|p| assert!(p.is_ok()));
+        }
+    }
+
+    let mut out = vec![];
+    if let Ok(text) = core::str::from_utf8(data) {
+        let _ = write_response(&mut out, http::StatusCode(200), &[("X", text)], b"");
+    }
+});
