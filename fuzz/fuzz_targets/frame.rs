@@ -57,14 +57,14 @@ fuzz_target!(|input: &[u8]| {
     let cut_len = usize::from(flags & 0x0f).min(rest.len());
     let (cuts, data) = rest.split_at(cut_len);
 
-    if let Ok(header) = FrameHeader::new_checked(data) {
-        if let Ok(repr) = FrameRepr::parse(&header) {
-            let mut buf = vec![0xa5; repr.buffer_len()];
-            repr.emit(&mut FrameHeader::new_unchecked(&mut buf[..]));
-            assert_eq!(&buf[..], &data[..header.header_len()]);
-            let again = FrameRepr::parse(&FrameHeader::new_checked(&buf[..]).unwrap()).unwrap();
-            assert_eq!(again, repr);
-        }
+    if let Ok(header) = FrameHeader::new_checked(data)
+        && let Ok(repr) = FrameRepr::parse(&header)
+    {
+        let mut buf = vec![0xa5; repr.buffer_len()];
+        repr.emit(&mut FrameHeader::new_unchecked(&mut buf[..]));
+        assert_eq!(&buf[..], &data[..header.header_len()]);
+        let again = FrameRepr::parse(&FrameHeader::new_checked(&buf[..]).unwrap()).unwrap();
+        assert_eq!(again, repr);
     }
 
     let role = if flags & 0x80 != 0 { Role::Client } else { Role::Server };

@@ -60,11 +60,9 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
-    for offer in Extensions::new(data) {
-        if let Ok(offer) = offer {
-            assert!(!offer.name.is_empty());
-            offer.params().for_each(|p| assert!(p.is_ok()));
-        }
+    for offer in Extensions::new(data).flatten() {
+        assert!(!offer.name.is_empty());
+        offer.params().for_each(|p| assert!(p.is_ok()));
     }
 
     let mut out = vec![];
