@@ -1,3 +1,4 @@
-//! Whole-protocol tests: a client and a server joined in memory.
+//! Whole-protocol tests: a client and a server joined in memory, and property tests.
 
 mod pair;
+mod props;
