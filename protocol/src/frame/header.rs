@@ -358,21 +358,33 @@ impl FrameRepr {
     /// # Panics
     ///
     /// If the header has not passed [`FrameHeader::check_len`].
+    #[inline(always)]
     pub fn parse<T: AsRef<[u8]>>(header: &FrameHeader<T>) -> Result<Self, InvalidFrame> {
-        let bits = header.opcode_bits();
+        let b = header.buffer.as_ref();
+        let (flags, len) = (b[field::FLAGS], b[field::LEN]);
+        let bits = flags & field::OPCODE;
         let opcode = OpCode::from_bits(bits).ok_or(InvalidFrame::ReservedOpcode(bits))?;
-        let fin = header.fin();
-        let payload_len = header.payload_len();
-        match header.len7() {
-            field::LEN_16 if payload_len < u64::from(field::LEN_16) => {
-                return Err(InvalidFrame::NonMinimalLength);
+        let fin = flags & field::FIN != 0;
+        let (payload_len, mask_at) = match len & field::LEN7 {
+            field::LEN_16 => {
+                let n = u64::from(u16::from_be_bytes([b[2], b[3]]));
+                if n < u64::from(field::LEN_16) {
+                    return Err(InvalidFrame::NonMinimalLength);
+                }
+                (n, 4)
             }
-            field::LEN_64 if payload_len >> 63 != 0 => return Err(InvalidFrame::LengthMsbSet),
-            field::LEN_64 if payload_len <= u64::from(u16::MAX) => {
-                return Err(InvalidFrame::NonMinimalLength);
+            field::LEN_64 => {
+                let n = u64::from_be_bytes(b[2..10].try_into().expect("checked header"));
+                if n >> 63 != 0 {
+                    return Err(InvalidFrame::LengthMsbSet);
+                }
+                if n <= u64::from(u16::MAX) {
+                    return Err(InvalidFrame::NonMinimalLength);
+                }
+                (n, 10)
             }
-            _ => {}
-        }
+            n => (u64::from(n), 2),
+        };
         if opcode.is_control() {
             if !fin {
                 return Err(InvalidFrame::FragmentedControlFrame);
@@ -381,7 +393,12 @@ impl FrameRepr {
                 return Err(InvalidFrame::ControlFrameTooLong(payload_len));
             }
         }
-        Ok(Self { fin, rsv: header.rsv(), opcode, mask: header.mask_key(), payload_len })
+        let mask = if len & field::MASK != 0 {
+            Some(b[mask_at..mask_at + 4].try_into().expect("checked header"))
+        } else {
+            None
+        };
+        Ok(Self { fin, rsv: Rsv::from_bits_truncate(flags), opcode, mask, payload_len })
     }
 
     /// Length of the header this value emits.

@@ -77,14 +77,18 @@ impl Kernel {
 /// `offset` is the position of `buf[0]` in the frame payload: byte `i` of `buf` is XORed with
 /// `key[(offset + i) % 4]`. It lets a payload that arrives in pieces be unmasked piece by piece.
 /// Applying the same mask twice restores the input.
-#[inline]
+#[inline(always)]
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
-    if buf.len() < 16 {
-        mask_scalar(buf, key, offset);
+    if buf.len() < SMALL {
+        // Small payloads (most messages): a few words inline beat any dispatch.
+        mask_words(buf, rotate(key, offset));
         return;
     }
     apply_mask_with(Kernel::selected(), buf, key, offset);
 }
+
+/// Below this length [`apply_mask`] masks inline, word by word.
+const SMALL: usize = 64;
 
 /// [`apply_mask`] with a chosen kernel.
 ///
@@ -117,10 +121,17 @@ pub fn apply_mask_with(kernel: Kernel, buf: &mut [u8], key: [u8; 4], offset: usi
 }
 
 /// The key as seen from payload position `offset`.
-#[inline]
+#[inline(always)]
 fn rotate(key: [u8; 4], offset: usize) -> [u8; 4] {
-    let o = offset & 3;
-    [key[o], key[(o + 1) & 3], key[(o + 2) & 3], key[(o + 3) & 3]]
+    // Byte i of the result is key[(offset + i) % 4]: a rotation of the word towards byte 0.
+    let word = u32::from_ne_bytes(key);
+    let shift = 8 * (offset as u32 & 3);
+    let rotated = if cfg!(target_endian = "little") {
+        word.rotate_right(shift)
+    } else {
+        word.rotate_left(shift)
+    };
+    rotated.to_ne_bytes()
 }
 
 /// The reference: one byte at a time.
@@ -131,31 +142,33 @@ fn mask_scalar(buf: &mut [u8], key: [u8; 4], offset: usize) {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn mask_words(buf: &mut [u8], key: [u8; 4]) {
     let k = u64::from_ne_bytes([key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]]);
     let mut chunks = buf.chunks_exact_mut(8);
     for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        c.copy_from_slice(&(u64::from_ne_bytes(w) ^ k).to_ne_bytes());
+        let w = u64::from_ne_bytes((&*c).try_into().expect("8-byte chunk"));
+        c.copy_from_slice(&(w ^ k).to_ne_bytes());
     }
-    mask_scalar(chunks.into_remainder(), key, 0);
+    let kb = k.to_ne_bytes();
+    for (b, k) in chunks.into_remainder().iter_mut().zip(kb) {
+        *b ^= k;
+    }
 }
 
-/// 64-byte blocks; the body the vector kernels share. Blocks start at multiples of 4 so the key
-/// phase stays 0.
+/// 64-byte blocks as eight words, which the compiler turns into vector operations of the
+/// width the calling kernel enables; the body the vector kernels share. Blocks start at
+/// multiples of 4 so the key phase stays 0.
 #[inline(always)]
 fn mask_blocks(buf: &mut [u8], key: [u8; 4]) {
     const BLOCK: usize = 64;
-    let mut k = [0u8; BLOCK];
-    for (i, b) in k.iter_mut().enumerate() {
-        *b = key[i & 3];
-    }
+    let k = u64::from_ne_bytes([key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]]);
     let mut chunks = buf.chunks_exact_mut(BLOCK);
     for c in &mut chunks {
-        for (b, k) in c.iter_mut().zip(k.iter()) {
-            *b ^= *k;
+        let block: &mut [u8; BLOCK] = c.try_into().expect("64-byte chunk");
+        for lane in block.chunks_exact_mut(8) {
+            let w = u64::from_ne_bytes((&*lane).try_into().expect("8-byte lane"));
+            lane.copy_from_slice(&(w ^ k).to_ne_bytes());
         }
     }
     mask_words(chunks.into_remainder(), key);
