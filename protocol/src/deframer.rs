@@ -174,10 +174,11 @@ impl Deframer {
     /// again returns the same error; a connection that gets one is done.
     #[inline]
     pub fn next(&mut self, input: &mut Input<'_>) -> Option<Result<Chunk, Error>> {
-        if self.current.is_none() && self.partial_len == 0 {
-            if let Some(chunk) = self.next_small(input) {
-                return Some(Ok(chunk));
-            }
+        if self.current.is_none()
+            && self.partial_len == 0
+            && let Some(chunk) = self.next_small(input)
+        {
+            return Some(Ok(chunk));
         }
         let (frame, read) = match self.current {
             Some(current) => (current.frame, current.read),
