@@ -7,3 +7,8 @@
 #![warn(missing_docs)]
 
 pub use bidir_protocol as protocol;
+
+/// The README's code runs as a doctest, so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,1 +1,27 @@
 //! The OS layer of bidir: event backends, sockets, cpu enumeration and pinning.
+//!
+//! Everything here is a thin, documented wrapper over Linux system calls that returns plain
+//! [`std::io::Result`]s; errno becomes [`std::io::Error`] through one `syscall!` macro. The
+//! crate knows nothing of WebSocket: the protocol lives in `bidir-protocol`, and the engine
+//! (`bidir`) joins the two.
+//!
+//! Today it holds what the per-core workers need first: [`cpu`] enumeration and pinning. The
+//! epoll and io_uring backends and socket setup arrive with the engine.
+//!
+//! # Unsafe code
+//!
+//! This crate calls libc, so `unsafe` is allowed; every block carries a `// SAFETY:` comment
+//! (clippy's `undocumented_unsafe_blocks` is denied workspace-wide).
+
+/// Calls a libc function and turns a `-1` return into [`std::io::Error::last_os_error`].
+///
+/// The call is unsafe: every use carries its own `// SAFETY:` comment on the arguments.
+macro_rules! syscall {
+    ($fn: ident ( $($arg: expr),* $(,)? ) ) => {{
+        // SAFETY: argued at each use of the macro.
+        let res = unsafe { libc::$fn($($arg, )*) };
+        if res == -1 { Err(std::io::Error::last_os_error()) } else { Ok(res) }
+    }};
+}
+
+pub mod cpu;

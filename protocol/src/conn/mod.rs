@@ -163,23 +163,21 @@ struct Send {
 /// Frames the connection produced by itself, waiting for [`Connection::poll_transmit`].
 #[derive(Debug, Default)]
 struct Pending {
-    /// Payload of the latest ping to answer (RFC 6455 §5.5.3 allows answering only the latest).
-    pong: Option<Box<ControlPayload>>,
-    /// Heartbeat ping: its payload is the send time, echoed back for the round-trip time.
-    ping: Option<Instant>,
+    /// Pong frames, encoded, answering every ping received since the last transmit (RFC 6455
+    /// §5.5.3 would allow answering only the latest; peers such as Autobahn's 2.10 expect
+    /// all). Bounded by the input: a pong is at most 139 bytes per ping of at least 6.
+    pongs: Vec<u8>,
+    /// A heartbeat ping is due; its payload is `Timers::last_ping`, echoed back for the
+    /// round-trip time.
+    ping: bool,
     close: Option<PendingClose>,
 }
 
 #[derive(Clone, Copy, Debug)]
 struct PendingClose {
     code: Option<CloseCode>,
-    reason: &'static str,
-}
-
-#[derive(Debug)]
-struct ControlPayload {
-    len: u8,
-    bytes: [u8; MAX_CONTROL_PAYLOAD],
+    /// A reply echoes the code without a reason; our own close explains itself.
+    reply: bool,
 }
 
 #[derive(Debug)]
@@ -362,7 +360,7 @@ impl Connection {
                         return Err(self.fail_with(Error::PongTimeout));
                     }
                     (false, _, Some(interval)) if now >= self.timers.last_recv + interval => {
-                        self.pending.ping = Some(now);
+                        self.pending.ping = true;
                         self.timers.last_ping = Some(now);
                         self.timers.awaiting_pong = true;
                     }
@@ -374,10 +372,8 @@ impl Connection {
                     .is_some_and(|idle| now >= self.timers.last_message + idle)
                 {
                     self.start_close(now);
-                    self.pending.close = Some(PendingClose {
-                        code: Some(CloseCode::GOING_AWAY),
-                        reason: "idle timeout",
-                    });
+                    self.pending.close =
+                        Some(PendingClose { code: Some(CloseCode::GOING_AWAY), reply: false });
                 }
                 Ok(())
             }
@@ -408,13 +404,13 @@ impl Connection {
         }
         if self.state == State::Open && error.sends_close_frame() {
             self.pending.close =
-                Some(PendingClose { code: Some(error.close_code()), reason: short_reason(&error) });
+                Some(PendingClose { code: Some(error.close_code()), reply: false });
         }
         if !error.sends_close_frame() {
             self.pending.close = None;
         }
-        self.pending.pong = None;
-        self.pending.ping = None;
+        self.pending.pongs = Vec::new();
+        self.pending.ping = false;
         self.state = State::Closed;
         self.recv.message = None;
     }
@@ -441,20 +437,26 @@ impl Connection {
         }
     }
 
-    /// Appends the frames the connection produced by itself to `out`: the pong for the latest
-    /// ping, a heartbeat ping, the close reply or the failure's close frame, in that order.
+    /// Appends the frames the connection produced by itself to `out`: pongs for the pings
+    /// received, a heartbeat ping, the close reply or the failure's close frame, in that order.
     /// Returns whether anything was written.
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> bool {
         let start = out.len();
-        if let Some(pong) = self.pending.pong.take() {
-            self.write_frame(OpCode::Pong, true, &pong.bytes[..usize::from(pong.len)], out);
+        if !self.pending.pongs.is_empty() {
+            out.extend_from_slice(&self.pending.pongs);
+            self.pending.pongs.clear();
+            if self.pending.pongs.capacity() > 4096 {
+                self.pending.pongs = Vec::new(); // a ping flood's buffer is not kept
+            }
         }
-        if let Some(sent) = self.pending.ping.take() {
+        if let (true, Some(sent)) = (core::mem::take(&mut self.pending.ping), self.timers.last_ping)
+        {
             self.write_frame(OpCode::Ping, true, &sent.as_nanos().to_be_bytes(), out);
         }
         if let Some(close) = self.pending.close.take() {
-            let mut payload = Vec::with_capacity(2 + close.reason.len());
-            ClosePayload { code: close.code, reason: close.reason }.emit(&mut payload);
+            let reason = if close.reply { "" } else { close.code.map_or("", reason_for) };
+            let mut payload = Vec::with_capacity(2 + reason.len());
+            ClosePayload { code: close.code, reason }.emit(&mut payload);
             self.write_frame(OpCode::Close, true, &payload, out);
         }
         out.len() > start
@@ -600,10 +602,10 @@ impl Connection {
         }
         if self.state == State::Closed {
             assert!(self.poll_timeout().is_none());
-            assert!(self.pending.ping.is_none());
+            assert!(!self.pending.ping);
         }
         if self.state != State::Open {
-            assert!(self.pending.pong.is_none());
+            assert!(self.pending.pongs.is_empty());
         }
         self.deframer.check_invariants();
     }
@@ -617,8 +619,8 @@ impl Connection {
     fn start_close(&mut self, now: Instant) {
         self.state = State::Closing;
         self.timers.close_deadline = now + self.config.close_timeout;
-        self.pending.pong = None;
-        self.pending.ping = None;
+        self.pending.pongs = Vec::new();
+        self.pending.ping = false;
     }
 
     fn on_chunk(
@@ -661,11 +663,9 @@ impl Connection {
         Ok(Some(match chunk.frame.opcode {
             OpCode::Ping => {
                 if self.config.auto_pong && self.state == State::Open {
-                    let pong = self.pending.pong.get_or_insert_with(|| {
-                        Box::new(ControlPayload { len: 0, bytes: [0; MAX_CONTROL_PAYLOAD] })
-                    });
-                    pong.bytes[..payload.len()].copy_from_slice(payload);
-                    pong.len = payload.len() as u8;
+                    let mut pongs = core::mem::take(&mut self.pending.pongs);
+                    self.write_frame(OpCode::Pong, true, payload, &mut pongs);
+                    self.pending.pongs = pongs;
                 }
                 Ready::Ping(src)
             }
@@ -683,10 +683,10 @@ impl Connection {
                 let initiated_locally = self.state == State::Closing;
                 if !initiated_locally {
                     // Echo the code (RFC 6455 §5.5.1); an empty close is answered empty.
-                    self.pending.close = Some(PendingClose { code: close.code, reason: "" });
+                    self.pending.close = Some(PendingClose { code: close.code, reply: true });
                 }
-                self.pending.pong = None;
-                self.pending.ping = None;
+                self.pending.pongs = Vec::new();
+                self.pending.ping = false;
                 self.state = State::Closed;
                 let skip = if close.code.is_some() { 2 } else { 0 };
                 Ready::Close { code: close.code, reason: src.skip(skip), initiated_locally }
@@ -887,14 +887,14 @@ struct Plan {
     text: bool,
 }
 
-/// The reason sent in a failure's close frame.
-fn short_reason(error: &Error) -> &'static str {
-    match error {
-        Error::InvalidFrame(_) | Error::PeerMisbehaved(_) => "protocol error",
-        Error::InvalidUtf8 => "invalid UTF-8",
-        Error::FrameTooBig { .. } => "frame too big",
-        Error::MessageTooBig { .. } => "message too big",
-        Error::TooManyFragments { .. } => "too many fragments",
+/// The reason sent with a close frame the connection starts itself.
+fn reason_for(code: CloseCode) -> &'static str {
+    match code {
+        CloseCode::GOING_AWAY => "idle timeout",
+        CloseCode::PROTOCOL_ERROR => "protocol error",
+        CloseCode::INVALID_PAYLOAD => "invalid UTF-8",
+        CloseCode::MESSAGE_TOO_BIG => "message too big",
+        CloseCode::INTERNAL_ERROR => "internal error",
         _ => "",
     }
 }

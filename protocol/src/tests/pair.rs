@@ -550,6 +550,20 @@ fn idle_timeout_closes_with_going_away() {
     assert_eq!(p.server.conn.state(), State::Closed);
 }
 
+/// Autobahn 2.10: ten pings in one read get ten pongs, in order.
+#[test]
+fn every_ping_is_answered() {
+    let mut p = Pair::with_split(Split::Whole);
+    p.client_writes(|c, out| {
+        (0..10).try_for_each(|i| c.ping(format!("payload-{i}").as_bytes(), out))
+    })
+    .unwrap();
+    p.drive();
+    let pongs: Vec<Seen> =
+        (0..10).map(|i| Seen::Pong(format!("payload-{i}").into_bytes())).collect();
+    assert_eq!(p.client.take_seen(), pongs);
+}
+
 #[test]
 fn auto_pong_can_be_turned_off() {
     let config = Config { auto_pong: false, ..Config::default() };

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Everything CI checks, in the order a failure is cheapest to find. Run from anywhere:
+#   scripts/test.sh
+# Environment: FUZZ_SECONDS (per fuzz target, default 45; 0 skips running the fuzzers).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+FUZZ_SECONDS=${FUZZ_SECONDS:-45}
+step() { printf '\n==> %s\n' "$*"; }
+started=$SECONDS
+
+step "format"
+cargo fmt --all --check
+(cd fuzz && cargo fmt --check)
+
+step "clippy (workspace, all targets)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+cargo test --workspace --locked
+
+step "tests with the scalar masking path forced (--cfg bidir_force_scalar)"
+RUSTFLAGS="--cfg bidir_force_scalar" CARGO_TARGET_DIR=target/scalar \
+    cargo test -p bidir-protocol --locked --lib
+
+step "docs"
+RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --workspace --locked
+
+step "main job smoke run"
+cargo run --release --locked --example echo_in_memory > /dev/null
+
+step "fuzz targets"
+if ! cargo fuzz --version > /dev/null 2>&1; then
+    cargo install cargo-fuzz --locked
+fi
+RUSTFLAGS="--cfg fuzzing" cargo clippy --manifest-path fuzz/Cargo.toml --all-targets --locked -- -D warnings
+(
+    cd fuzz
+    RUSTC_BOOTSTRAP=1 cargo fuzz build
+    if [ "$FUZZ_SECONDS" -gt 0 ]; then
+        for target in frame upgrade connection; do
+            echo "--- fuzz $target for ${FUZZ_SECONDS}s"
+            RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- \
+                -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 2>&1 |
+                grep -E '^(#[0-9]+ +DONE|Done|stat::number_of_executed_units|stat::peak_rss)|ERROR|panicked' || true
+            # cargo fuzz exits non-zero on a crash; the pipe hides that, so check artifacts.
+            if ls "artifacts/$target"/crash-* "artifacts/$target"/leak-* "artifacts/$target"/oom-* > /dev/null 2>&1; then
+                echo "fuzz target $target found a failing input:"; ls "artifacts/$target"
+                exit 1
+            fi
+        done
+    fi
+)
+
+step "all checks passed in $((SECONDS - started))s"
