@@ -5,8 +5,11 @@
 //! crate knows nothing of WebSocket: the protocol lives in `bidir-protocol`, and the engine
 //! (`bidir`) joins the two.
 //!
-//! Today it holds what the per-core workers need first: [`cpu`] enumeration and pinning. The
-//! epoll and io_uring backends and socket setup arrive with the engine.
+//! - [`backend`]: the contract every I/O backend meets (completion semantics, so readiness
+//!   and completion backends look the same to the engine);
+//! - [`epoll`]: the epoll backend, over mio;
+//! - [`socket`]: listeners for `SO_REUSEPORT` groups, stream options, descriptor limits;
+//! - [`cpu`]: enumeration and pinning of the CPUs the process may use.
 //!
 //! # Unsafe code
 //!
@@ -24,4 +27,10 @@ macro_rules! syscall {
     }};
 }
 
+pub mod backend;
 pub mod cpu;
+pub mod epoll;
+pub mod socket;
+
+pub use backend::{Backend, Completion, SendOutcome, SyscallCounts, Token, Waker};
+pub use epoll::Epoll;

@@ -1,0 +1,194 @@
+//! The contract every I/O backend meets, so the engine's worker loop runs unchanged on epoll
+//! (readiness) and io_uring (completion).
+//!
+//! # The model: completions
+//!
+//! The worker never asks "is this socket readable?": it asks the backend to [`poll`], and the
+//! backend reports what *happened* as [`Completion`]s — a connection accepted, bytes received,
+//! a socket writable again, a stream closed, a wake-up from another thread. A readiness
+//! backend (epoll) performs the `accept4`/`read` itself when the kernel says a socket is ready
+//! and reports the result; a completion backend (io_uring) reports the kernel's completions
+//! directly. Either way the worker sees the same events.
+//!
+//! # Rules every backend keeps
+//!
+//! 1. **Received bytes are lent.** [`Completion::Received`]'s slice belongs to the backend (a
+//!    per-worker read buffer, or a provided-buffer ring entry) and is valid only during the
+//!    callback. The worker may modify it in place (unmasking) and must copy what it keeps.
+//! 2. **Tokens are the worker's.** The worker names each stream with a [`Token`] when it
+//!    [`add_stream`]s it and retires the token with [`remove_stream`]. Between the two, every
+//!    completion for the stream carries its token; after `remove_stream` returns, none does.
+//! 3. **Registration changes happen between polls.** The callback gets no access to the
+//!    backend: the worker collects streams to add and remove and applies them after `poll`
+//!    returns. So a token is never reused within one batch of completions, and a completion
+//!    can never name a stream that the worker already retired.
+//! 4. **Sends may complete now or later.** [`send`] gathers the slices into one write per call
+//!    and returns [`SendOutcome::Written`] with the bytes taken — possibly fewer than offered,
+//!    possibly 0 — when the kernel took them synchronously (epoll); then the worker drops the
+//!    written prefix and waits for [`Completion::Writable`] before sending the rest. A
+//!    completion backend returns [`SendOutcome::Submitted`]: the kernel owns the memory behind
+//!    the slices until [`Completion::Sent`] reports the length written, and the worker must
+//!    neither move nor modify those bytes before then.
+//! 5. **EOF and errors end the stream.** [`Completion::Closed`] reports the peer's EOF
+//!    (`error: None`) or a failure; the backend reads nothing more for that token. The worker
+//!    still owns the token until it calls `remove_stream`, which closes the descriptor (after
+//!    any operation in flight has completed, for a completion backend).
+//! 6. **Wake-ups coalesce.** [`Waker::wake`] may be called from any thread any number of
+//!    times; the next `poll` reports at least one [`Completion::Woken`] and returns promptly.
+//!
+//! [`poll`]: Backend::poll
+//! [`add_stream`]: Backend::add_stream
+//! [`remove_stream`]: Backend::remove_stream
+//! [`send`]: Backend::send
+//!
+//! # Implementation notes
+//!
+//! | backend | module | readiness → completion | writes |
+//! | --- | --- | --- | --- |
+//! | epoll (mio, edge-triggered) | [`crate::epoll`] | `accept4`/`read` on readiness; one `read` per ready socket per poll, another next poll if the buffer filled | `writev`, synchronous |
+//! | io_uring | (next milestone) | multishot accept and recv with a provided-buffer ring | `send`/`sendmsg` SQEs, one submit per loop turn |
+
+use std::io::{self, IoSlice};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+/// Names a stream for the backend; chosen by the worker (its connection slot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Token(pub usize);
+
+/// What a backend reports from [`Backend::poll`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Completion<'a> {
+    /// A connection was accepted; the stream is nonblocking and close-on-exec, not yet
+    /// registered: the worker adds it with a token of its choice after the poll.
+    Accepted {
+        /// The accepted stream.
+        stream: TcpStream,
+        /// The peer's address.
+        peer: SocketAddr,
+    },
+    /// Bytes arrived on a stream. Lent for the callback only (rule 1).
+    Received {
+        /// The stream.
+        token: Token,
+        /// The bytes; may be modified in place.
+        data: &'a mut [u8],
+    },
+    /// A stream can take more bytes after a short write.
+    Writable {
+        /// The stream.
+        token: Token,
+    },
+    /// A completion backend finished a [`Backend::send`] (rule 4).
+    Sent {
+        /// The stream.
+        token: Token,
+        /// Bytes written.
+        len: usize,
+    },
+    /// The stream ended: the peer's EOF (`None`) or a failure.
+    Closed {
+        /// The stream.
+        token: Token,
+        /// Why, if it failed.
+        error: Option<io::Error>,
+    },
+    /// Another thread called [`Waker::wake`].
+    Woken,
+}
+
+/// What [`Backend::send`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// The kernel took this many bytes now; 0 means "wait for [`Completion::Writable`]".
+    Written(usize),
+    /// The write was submitted; [`Completion::Sent`] will report it. The bytes must stay put.
+    Submitted,
+}
+
+/// Wakes a backend's [`Backend::poll`] from another thread.
+pub trait Waker: Send + Sync + 'static {
+    /// Makes the backend report [`Completion::Woken`] soon. Cheap when repeated before the
+    /// backend polls (the wake-ups coalesce).
+    ///
+    /// # Errors
+    ///
+    /// What writing to the wake-up descriptor reports.
+    fn wake(&self) -> io::Result<()>;
+}
+
+/// An I/O backend for one worker thread. See the module documentation for the contract.
+pub trait Backend {
+    /// The backend's waker.
+    type Waker: Waker;
+
+    /// Starts accepting connections from `listener` (nonblocking).
+    ///
+    /// # Errors
+    ///
+    /// What registering the listener reports.
+    fn add_listener(&mut self, listener: TcpListener) -> io::Result<()>;
+
+    /// Stops accepting and closes every listener; connections already accepted stay.
+    fn close_listeners(&mut self);
+
+    /// Registers an accepted stream under `token`; completions for it follow.
+    ///
+    /// # Errors
+    ///
+    /// What registering the stream reports; the stream is closed then.
+    fn add_stream(&mut self, token: Token, stream: TcpStream) -> io::Result<()>;
+
+    /// Retires `token` and closes its stream. Unknown tokens are ignored.
+    fn remove_stream(&mut self, token: Token);
+
+    /// Writes `bufs` to the stream in one gathered write (rule 4).
+    ///
+    /// # Errors
+    ///
+    /// A failure other than "would block" (e.g. `EPIPE`): the stream is done; the worker
+    /// should remove it.
+    fn send(&mut self, token: Token, bufs: &[IoSlice<'_>]) -> io::Result<SendOutcome>;
+
+    /// A waker for this backend, to hand to other threads.
+    fn waker(&self) -> std::sync::Arc<Self::Waker>;
+
+    /// Waits up to `timeout` (`None`: indefinitely) for something to happen, then reports
+    /// every completion to `on` and returns. Returns early, with nothing reported, if
+    /// interrupted by a signal.
+    ///
+    /// # Errors
+    ///
+    /// What waiting reports, other than an interruption.
+    fn poll<F: FnMut(Completion<'_>)>(
+        &mut self,
+        timeout: Option<Duration>,
+        on: F,
+    ) -> io::Result<()>;
+
+    /// Counts of system calls made so far, for the engine's metrics.
+    fn syscalls(&self) -> SyscallCounts;
+}
+
+/// System calls a backend made, by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyscallCounts {
+    /// Waits: `epoll_wait`, or `io_uring_enter` that waited.
+    pub waits: u64,
+    /// `read`/`recv` calls.
+    pub reads: u64,
+    /// `writev`/`send` calls.
+    pub writes: u64,
+    /// `accept4` calls.
+    pub accepts: u64,
+    /// Registration changes (`epoll_ctl`) and closes.
+    pub other: u64,
+}
+
+impl SyscallCounts {
+    /// All of them.
+    pub fn total(&self) -> u64 {
+        self.waits + self.reads + self.writes + self.accepts + self.other
+    }
+}

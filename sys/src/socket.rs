@@ -1,0 +1,85 @@
+//! Socket setup: listeners for per-worker `SO_REUSEPORT` groups, accepted-stream options, and
+//! the process's file descriptor limit.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+
+use socket2::{Domain, Socket, Type};
+
+/// Opens a nonblocking, close-on-exec listener on `addr` with `SO_REUSEADDR` and, when
+/// `reuse_port` is set, `SO_REUSEPORT`: each worker opens its own on the same address and the
+/// kernel spreads new connections over them, so no accept lock is shared between cores.
+///
+/// # Errors
+///
+/// What `socket(2)`, `setsockopt(2)`, `bind(2)` or `listen(2)` report, e.g. `EADDRINUSE`.
+pub fn listener(addr: SocketAddr, backlog: u32, reuse_port: bool) -> io::Result<TcpListener> {
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking().cloexec(), None)?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        socket.set_only_v6(false).ok();
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    Ok(socket.into())
+}
+
+/// Applies the per-connection options: `TCP_NODELAY` (frames are coalesced by the engine, so
+/// Nagle's algorithm would only add latency).
+///
+/// # Errors
+///
+/// What `setsockopt(2)` reports.
+pub fn configure_stream(stream: &TcpStream) -> io::Result<()> {
+    stream.set_nodelay(true)
+}
+
+/// Raises the soft limit on open file descriptors to the hard limit; returns the new soft
+/// limit. A server holding many connections needs one descriptor per connection.
+///
+/// # Errors
+///
+/// What `getrlimit(2)` / `setrlimit(2)` report.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `limit` is a valid, writable rlimit.
+    syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut limit))?;
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: `limit` is a valid rlimit.
+        syscall!(setrlimit(libc::RLIMIT_NOFILE, &limit))?;
+    }
+    Ok(limit.rlim_cur)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reuse_port_lets_several_listeners_share_an_address() {
+        let first = listener("127.0.0.1:0".parse().unwrap(), 128, true).unwrap();
+        let addr = first.local_addr().unwrap();
+        let second = listener(addr, 128, true).unwrap();
+        assert_eq!(second.local_addr().unwrap(), addr);
+        // Without SO_REUSEPORT on the newcomer, the address is taken.
+        let err = listener(addr, 128, false).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
+
+    #[test]
+    fn listeners_are_nonblocking() {
+        let l = listener("127.0.0.1:0".parse().unwrap(), 16, false).unwrap();
+        assert_eq!(l.accept().unwrap_err().kind(), io::ErrorKind::WouldBlock);
+    }
+
+    #[test]
+    fn fd_limit_is_at_least_what_it_was() {
+        let raised = raise_fd_limit().unwrap();
+        assert!(raised >= 1024);
+    }
+}
