@@ -1,12 +1,97 @@
 //! bidir: a zero-copy WebSocket engine for Linux servers.
 //!
-//! The engine (per-core workers on epoll or io_uring, the synchronous `Handler` API, the
-//! client) grows here in the next milestones. Today this crate re-exports the sans-IO protocol
-//! core, [`protocol`], which everything else is built on.
+//! Per-core workers run their own event loop (epoll, through mio), parse HTTP upgrades and
+//! WebSocket frames in place, and call plain synchronous [`Handler`]s; frames queued during a
+//! loop turn go out in one gathered write per socket. No async runtime is involved.
+//!
+//! ```no_run
+//! use bidir::{Context, Handler, Message, Request, Server};
+//!
+//! struct Echo;
+//! impl Handler for Echo {
+//!     fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
+//!         let _ = cx.send(msg); // queued, coalesced, never blocks
+//!     }
+//! }
+//!
+//! Server::builder()
+//!     .bind("0.0.0.0:9001")
+//!     .route("/echo", |_req: &Request<'_>| Ok(Echo))
+//!     .run()?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! # Threading
+//!
+//! Each worker owns a `SO_REUSEPORT` listener, a slab of connections, a timer wheel, a
+//! mailbox and a subscription table; the kernel spreads new connections over the workers and
+//! a connection never leaves its worker. Handlers run on their connection's worker, one call
+//! at a time, and must not block. Other threads reach connections through [`ConnHandle`] and
+//! the server through [`ServerHandle`]; both push commands into a worker's mailbox with one
+//! wake-up per batch.
+//!
+//! # Layers
+//!
+//! - [`protocol`] (`bidir-protocol`): the sans-IO protocol core — handshake, frames,
+//!   messages, close, heartbeats.
+//! - `bidir-sys`: the OS layer — the backend contract, epoll, sockets, CPU pinning.
+//! - this crate: workers, routing, the handler API, backpressure, timers, pub/sub, metrics.
+//!
+//! docs/architecture.md in the repository walks through the data path.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod config;
+mod handle;
+mod handler;
+mod metrics;
+mod outq;
+mod pubsub;
+mod route;
+mod server;
+mod timer;
+mod worker;
+
 pub use bidir_protocol as protocol;
+pub use bidir_protocol::{CloseCode, DataKind, Fragment, FrameKind, Message, State};
+pub use bidir_sys::signal::Signals;
+pub use bytes::Bytes;
+pub use hdrhistogram;
+
+pub use config::{Backpressure, ServerConfig};
+pub use handle::{ConnHandle, ConnId};
+pub use handler::{CloseInfo, Context, Handler};
+pub use metrics::{Counters, Stats};
+pub use route::{Accept, HttpResponse, IntoAccept, Reject, Request};
+pub use server::{Server, ServerBuilder, ServerHandle};
+
+use std::fmt;
+
+/// Why a send was refused; nothing was queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The connection is closing or closed.
+    Closed,
+    /// The connection's queue is over
+    /// [`ServerConfig::max_backpressure`](crate::ServerConfig::max_backpressure).
+    Backpressure,
+    /// The protocol refused the frame (fragment order, control payload length, close code,
+    /// invalid UTF-8 in text).
+    Protocol(protocol::SendError),
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Closed => f.write_str("connection is closing or closed"),
+            Self::Backpressure => f.write_str("send queue is over its limit"),
+            Self::Protocol(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
 
 /// The README's code runs as a doctest, so it stays true.
 #[cfg(doctest)]

@@ -9,7 +9,8 @@
 //!   and completion backends look the same to the engine);
 //! - [`epoll`]: the epoll backend, over mio;
 //! - [`socket`]: listeners for `SO_REUSEPORT` groups, stream options, descriptor limits;
-//! - [`cpu`]: enumeration and pinning of the CPUs the process may use.
+//! - [`cpu`]: enumeration and pinning of the CPUs the process may use;
+//! - [`signal`]: waiting for `SIGINT`/`SIGTERM` synchronously, for graceful shutdown.
 //!
 //! # Unsafe code
 //!
@@ -30,6 +31,7 @@ macro_rules! syscall {
 pub mod backend;
 pub mod cpu;
 pub mod epoll;
+pub mod signal;
 pub mod socket;
 
 pub use backend::{Backend, Completion, SendOutcome, SyscallCounts, Token, Waker};

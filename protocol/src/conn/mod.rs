@@ -537,6 +537,17 @@ impl Connection {
         Ok(EncodedHeader { bytes, len: n as u8, mask })
     }
 
+    /// Checks whether a frame of this kind may be sent now, without changing anything: the
+    /// connection is open and the fragment order allows it. An engine that sends one
+    /// pre-encoded frame to many server connections (a broadcast) checks each with this.
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::encode_header`].
+    pub fn check_send(&self, kind: FrameKind) -> Result<(), SendError> {
+        self.plan(kind).map(|_| ())
+    }
+
     /// Appends a ping to `out`; the peer answers with a pong carrying the same payload.
     ///
     /// # Errors

@@ -1,0 +1,96 @@
+//! An echo server: text and binary messages come back as they came, on every worker.
+//!
+//! - `GET /` serves a page that opens a WebSocket to `/echo`: type and see echoes, send a 1 MiB
+//!   message, close.
+//! - `/echo` and `/` echo over WebSocket; `/health` answers `ok`.
+//!
+//! ```text
+//! cargo run --release --example echo                      # 127.0.0.1:9001
+//! cargo run --release --example echo -- --addr 0.0.0.0:9001 --workers 2
+//! cargo run --release --example echo -- --max-message 16777216 --max-fragments 65536   # Autobahn 9.x
+//! ```
+//!
+//! Stops on Ctrl-C (or SIGTERM) with a graceful shutdown: close 1001 to every connection.
+
+use std::time::Duration;
+
+use bidir::{
+    CloseInfo, Context, Handler, HttpResponse, Message, Request, Server, ServerConfig, Signals,
+};
+
+struct Echo;
+
+impl Handler for Echo {
+    fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
+        // Refused only past the backpressure limit or once closing; an echo has nothing to add.
+        let _ = cx.send(msg);
+    }
+
+    fn on_close(&mut self, _cx: &mut Context<'_>, _close: CloseInfo<'_>) {}
+}
+
+const PAGE: &str = include_str!("static/echo.html");
+
+fn main() -> std::io::Result<()> {
+    let mut addr = "127.0.0.1:9001".to_owned();
+    let mut config = ServerConfig::default();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| usage(&format!("{arg} needs a value")));
+        match arg.as_str() {
+            "--addr" => addr = value(),
+            "--workers" => config.workers = Some(number(&value())),
+            "--max-message" => {
+                let n = number(&value());
+                config.protocol.max_message_size = n;
+                config.protocol.max_frame_size = n;
+                config.max_backpressure = config.max_backpressure.max(n);
+            }
+            "--max-fragments" => config.protocol.max_fragments = number(&value()) as u32,
+            "--no-pin" => config.pin_workers = false,
+            "-h" | "--help" => usage(""),
+            other => usage(&format!("unknown argument {other}")),
+        }
+    }
+    // Block SIGINT/SIGTERM before the workers start, so that they inherit the mask and the
+    // signal reaches `signals.wait()` below.
+    let signals = Signals::block()?;
+    let server = Server::builder()
+        .bind(addr.as_str())
+        .config(config)
+        .http("/", |_req: &Request<'_>| HttpResponse::html(PAGE))
+        .http("/health", |_req: &Request<'_>| HttpResponse::text("ok"))
+        .route("/echo", |_req: &Request<'_>| Ok(Echo))
+        .route("/", |_req: &Request<'_>| Ok(Echo))
+        .start()?;
+    println!(
+        "echo server on ws://{}/echo — open http://{}/ in a browser",
+        server.local_addr(),
+        server.local_addr()
+    );
+    println!("{} workers; Ctrl-C stops it", server.workers());
+    let signal = signals.wait()?;
+    let stats = server.stats();
+    println!("signal {signal}: shutting down ({} connections open)", server.connections());
+    server.shutdown(Duration::from_secs(5));
+    let c = &stats.counters;
+    println!(
+        "served {} upgrades, {} messages in, {} out, {} bytes in, {} out",
+        c.upgraded, c.messages_in, c.messages_out, c.bytes_in, c.bytes_out
+    );
+    Ok(())
+}
+
+fn number(s: &str) -> usize {
+    s.parse().unwrap_or_else(|_| usage(&format!("not a number: {s}")))
+}
+
+fn usage(error: &str) -> ! {
+    if !error.is_empty() {
+        eprintln!("error: {error}");
+    }
+    eprintln!(
+        "usage: echo [--addr HOST:PORT] [--workers N] [--max-message BYTES] [--max-fragments N] [--no-pin]"
+    );
+    std::process::exit(if error.is_empty() { 0 } else { 2 });
+}

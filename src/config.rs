@@ -1,0 +1,96 @@
+//! Engine configuration: workers, limits, timeouts, and what happens past each limit.
+
+use std::time::Duration;
+
+use bidir_protocol::{CloseCode, Config as ProtocolConfig};
+
+/// What a send does when the connection's queue is over
+/// [`ServerConfig::max_backpressure`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backpressure {
+    /// Refuse the new message: the send returns [`SendError::Backpressure`](crate::SendError)
+    /// and the connection stays open. For feeds where a slow reader may miss updates.
+    Drop,
+    /// Close the connection with this code (1008 "policy violation" or 1013 "try again
+    /// later" are the usual choices); what was queued before is still sent.
+    Close(CloseCode),
+}
+
+/// Server-wide settings. Every default is chosen for a server facing the open internet; each
+/// field gives its reason.
+///
+/// ```
+/// let mut config = bidir::ServerConfig::default();
+/// config.max_connections = 50_000;
+/// config.protocol.max_message_size = 16 << 20;
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Protocol limits and timeouts for every route that does not set its own
+    /// ([`Accept::config`](crate::Accept::config)).
+    pub protocol: ProtocolConfig,
+    /// Worker threads. Default: one per CPU the process may use.
+    pub workers: Option<usize>,
+    /// Pin each worker to its own CPU. Default `true`: a connection's state stays in one core's
+    /// caches. Turn off when sharing the machine with other pinned work.
+    pub pin_workers: bool,
+    /// Most connections held at once, server-wide (divided evenly among workers). Default
+    /// 100 000. Past it, new connections are closed as soon as accepted, before any work is
+    /// spent on them. Raise the process's descriptor limit to match: the server raises its soft
+    /// limit to the hard limit at start.
+    pub max_connections: usize,
+    /// `listen(2)` backlog per worker listener. Default 1024.
+    pub backlog: u32,
+    /// Size of each worker's read buffer, the most one `read` takes. Default 256 KiB: large
+    /// enough that a burst of small messages is one read, small enough to stay in L2.
+    pub read_buffer_size: usize,
+    /// Largest HTTP request head accepted during the handshake. Default 8 KiB (nginx's
+    /// default); more gets 431.
+    pub max_handshake_size: usize,
+    /// Time a new connection has to complete its HTTP upgrade. Default 10 s: a slowloris
+    /// client that trickles header bytes loses its slot after that.
+    pub handshake_timeout: Duration,
+    /// Bytes a connection may have queued for sending before [`ServerConfig::backpressure`]
+    /// applies. Default 1 MiB: at least one maximal message (so an echo of it always fits),
+    /// and at most 1 GiB for 1000 stalled readers. A send is accepted when the queue is under
+    /// the limit, even if that message takes it over.
+    pub max_backpressure: usize,
+    /// What a send does past [`ServerConfig::max_backpressure`]. Default
+    /// [`Backpressure::Drop`].
+    pub backpressure: Backpressure,
+    /// [`Handler::on_drain`](crate::Handler::on_drain) fires when the queue, having reached
+    /// this many bytes, falls below it again. Default 64 KiB.
+    pub drain_threshold: usize,
+    /// How long a closed connection may take to flush its queue (the close reply, the last
+    /// messages) before its socket is dropped. Default 5 s.
+    pub linger: Duration,
+    /// Granularity of the per-worker timer wheel. Default 100 ms: timeouts are coarse by
+    /// design, and a coarse wheel wakes an idle worker rarely.
+    pub timer_tick: Duration,
+    /// Time every handler call and loop turn into [`Stats`](crate::Stats)'s histograms.
+    /// Default `true`; it costs two clock reads (about 40 ns) per handler call.
+    pub handler_timing: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            protocol: ProtocolConfig::default(),
+            workers: None,
+            pin_workers: true,
+            max_connections: 100_000,
+            backlog: 1024,
+            read_buffer_size: 256 << 10,
+            max_handshake_size: 8 << 10,
+            handshake_timeout: Duration::from_secs(10),
+            max_backpressure: 1 << 20,
+            backpressure: Backpressure::Drop,
+            drain_threshold: 64 << 10,
+            linger: Duration::from_secs(5),
+            timer_tick: Duration::from_millis(100),
+            handler_timing: true,
+        }
+    }
+}

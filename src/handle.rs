@@ -1,0 +1,203 @@
+//! Acting on connections from any thread: [`ConnHandle`], and the per-worker mailbox behind it.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use bidir_protocol::{CloseCode, DataKind, Message};
+
+use crate::SendError;
+use crate::metrics::WorkerStats;
+
+/// A connection's identity: its worker, its slot, and the slot's generation, so an id is never
+/// confused with a later connection in the same slot.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    pub(crate) worker: u16,
+    pub(crate) slot: u32,
+    pub(crate) generation: u32,
+}
+
+impl ConnId {
+    /// The worker the connection lives on.
+    pub fn worker(&self) -> usize {
+        usize::from(self.worker)
+    }
+}
+
+impl fmt::Debug for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConnId({}/{}#{})", self.worker, self.slot, self.generation)
+    }
+}
+
+/// State shared between a connection's worker and its handles.
+#[derive(Debug, Default)]
+pub(crate) struct ConnShared {
+    closed: AtomicBool,
+}
+
+impl ConnShared {
+    pub(crate) fn set_closed(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+}
+
+/// Sends to, or closes, one connection from any thread. `Send + Sync + Clone`.
+///
+/// Each call pushes a command into the connection's worker mailbox and wakes the worker once
+/// per batch (an eventfd write only when the mailbox was empty), so many sends from one thread
+/// cost one wake-up. Commands from one thread are applied in the order they were made.
+#[derive(Clone)]
+pub struct ConnHandle {
+    pub(crate) id: ConnId,
+    pub(crate) shared: Arc<ConnShared>,
+    pub(crate) mailbox: Arc<Mailbox>,
+}
+
+impl ConnHandle {
+    /// The connection's id.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// Whether the connection has closed (a send would be refused).
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// Queues a message for the connection; the payload is copied.
+    ///
+    /// `Ok` means the worker accepted the command. A connection that closes before the worker
+    /// applies it drops the message and counts it in [`Stats::dropped_sends`](crate::Stats), as
+    /// does one over its backpressure limit.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`] if the connection is known to be closed.
+    pub fn send(&self, msg: Message<'_>) -> Result<(), SendError> {
+        self.send_shared(msg.kind(), Bytes::copy_from_slice(msg.as_bytes()))
+    }
+
+    /// Queues a text message.
+    ///
+    /// # Errors
+    ///
+    /// As [`ConnHandle::send`].
+    pub fn send_text(&self, text: &str) -> Result<(), SendError> {
+        self.send(Message::Text(text))
+    }
+
+    /// Queues a binary message.
+    ///
+    /// # Errors
+    ///
+    /// As [`ConnHandle::send`].
+    pub fn send_binary(&self, bytes: &[u8]) -> Result<(), SendError> {
+        self.send(Message::Binary(bytes))
+    }
+
+    /// Queues a message without copying its payload.
+    ///
+    /// # Errors
+    ///
+    /// As [`ConnHandle::send`]; [`SendError::Protocol`] for text that is not UTF-8.
+    pub fn send_shared(&self, kind: DataKind, payload: Bytes) -> Result<(), SendError> {
+        if self.is_closed() {
+            return Err(SendError::Closed);
+        }
+        if kind == DataKind::Text && simdutf8::basic::from_utf8(&payload).is_err() {
+            return Err(SendError::Protocol(bidir_protocol::SendError::InvalidUtf8));
+        }
+        self.mailbox.push(Command::Send { id: self.id, kind, payload });
+        Ok(())
+    }
+
+    /// Starts the closing handshake with `code` and `reason`, after what was queued before.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`] if the connection is known to be closed;
+    /// [`SendError::Protocol`] for a code that may not be sent or a reason over 123 bytes.
+    pub fn close(&self, code: CloseCode, reason: &str) -> Result<(), SendError> {
+        if self.is_closed() {
+            return Err(SendError::Closed);
+        }
+        if !code.is_sendable() {
+            return Err(SendError::Protocol(bidir_protocol::SendError::InvalidCloseCode(code)));
+        }
+        if reason.len() > bidir_protocol::frame::MAX_CLOSE_REASON {
+            return Err(SendError::Protocol(bidir_protocol::SendError::ControlPayloadTooLong));
+        }
+        self.mailbox.push(Command::Close { id: self.id, code, reason: reason.to_owned() });
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ConnHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnHandle")
+            .field("id", &self.id)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+/// Work for a worker from other threads.
+pub(crate) enum Command {
+    Send {
+        id: ConnId,
+        kind: DataKind,
+        payload: Bytes,
+    },
+    Close {
+        id: ConnId,
+        code: CloseCode,
+        reason: String,
+    },
+    /// A pre-encoded frame for a topic's subscribers.
+    Publish {
+        topic: Arc<str>,
+        kind: DataKind,
+        frame: Bytes,
+    },
+    Stats(mpsc::Sender<WorkerStats>),
+    Shutdown {
+        deadline: Instant,
+    },
+}
+
+/// A worker's multi-producer inbox, with a wake-up per batch.
+pub(crate) struct Mailbox {
+    queue: Mutex<Vec<Command>>,
+    waker: Arc<dyn bidir_sys::Waker>,
+}
+
+impl Mailbox {
+    pub(crate) fn new(waker: Arc<dyn bidir_sys::Waker>) -> Self {
+        Self { queue: Mutex::new(Vec::new()), waker }
+    }
+
+    /// Queues a command; wakes the worker if the mailbox was empty (a non-empty mailbox has a
+    /// wake-up pending already).
+    pub(crate) fn push(&self, command: Command) {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let was_empty = queue.is_empty();
+        queue.push(command);
+        drop(queue);
+        if was_empty {
+            // A failed eventfd write means the counter is saturated: a wake-up is pending.
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Takes every queued command (swapping buffers, so the lock is held for a moment).
+    pub(crate) fn drain(&self, into: &mut Vec<Command>) {
+        debug_assert!(into.is_empty());
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::swap(&mut *queue, into);
+    }
+}

@@ -1,0 +1,292 @@
+//! The synchronous handler API: one [`Handler`] per connection, called on the connection's
+//! worker thread with a [`Context`] to act on the connection.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use bidir_protocol::{CloseCode, DataKind, Fragment, FrameKind, Message, State};
+
+use crate::handle::{ConnHandle, ConnId};
+use crate::worker::{Meta, WorkerCx};
+use crate::{Backpressure, SendError};
+
+/// Reacts to one connection's events. Created by the route's accept hook, one instance per
+/// connection, and called only on that connection's worker thread, one call at a time.
+///
+/// Calls must not block: a worker serves thousands of connections, and every one of them
+/// waits while a handler runs. Hand long work to another thread and answer through
+/// [`Context::handle`].
+///
+/// Payloads (`msg`, `fragment`, `payload`) are borrowed from the worker's buffers and live only
+/// during the call; copy what you keep.
+///
+/// Every method has a default that does nothing, so a handler implements only what it needs.
+pub trait Handler: 'static {
+    /// The upgrade completed; the connection is open. Called once, before any other method.
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        let _ = cx;
+    }
+
+    /// A whole message arrived (the route's delivery is
+    /// [`Delivery::Messages`](crate::protocol::Delivery::Messages), the default).
+    fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
+        let _ = (cx, msg);
+    }
+
+    /// A piece of a message arrived (the route's delivery is
+    /// [`Delivery::Fragments`](crate::protocol::Delivery::Fragments)): for messages too large
+    /// to hold, processed as they stream in.
+    fn on_frame(&mut self, cx: &mut Context<'_>, fragment: Fragment<'_>) {
+        let _ = (cx, fragment);
+    }
+
+    /// A ping arrived; it has been answered already unless the route turned
+    /// [`auto_pong`](crate::protocol::Config::auto_pong) off.
+    fn on_ping(&mut self, cx: &mut Context<'_>, payload: &[u8]) {
+        let _ = (cx, payload);
+    }
+
+    /// A pong arrived.
+    fn on_pong(&mut self, cx: &mut Context<'_>, payload: &[u8]) {
+        let _ = (cx, payload);
+    }
+
+    /// The send queue fell below [`ServerConfig::drain_threshold`](crate::ServerConfig) after
+    /// having reached it: a good time to send more.
+    fn on_drain(&mut self, cx: &mut Context<'_>) {
+        let _ = cx;
+    }
+
+    /// The connection ended. Called exactly once, last; sends fail from here on.
+    fn on_close(&mut self, cx: &mut Context<'_>, close: CloseInfo<'_>) {
+        let _ = (cx, close);
+    }
+}
+
+/// How a connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CloseInfo<'a> {
+    /// The code: the peer's (1005 if it sent none), the error's (1002, 1007, 1009, 1011), or
+    /// 1006 when the connection ended without a close frame.
+    pub code: CloseCode,
+    /// The peer's reason, or a description of the failure.
+    pub reason: &'a str,
+    /// Whether the closing handshake completed: both close frames were exchanged.
+    pub clean: bool,
+}
+
+/// The handler's view of its connection and worker: send, close, subscribe, publish.
+///
+/// Sends are queued and written once per loop turn, coalesced into one gathered write per
+/// socket; they never block. Ordering: frames go out in the order they were queued.
+pub struct Context<'a> {
+    pub(crate) conn: &'a mut bidir_protocol::Connection,
+    pub(crate) meta: &'a mut Meta,
+    pub(crate) worker: &'a mut WorkerCx,
+}
+
+impl std::fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("id", &self.meta.id)
+            .field("peer", &self.meta.peer)
+            .field("state", &self.state())
+            .field("buffered", &self.buffered_amount())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context<'_> {
+    /// Queues a whole message. The payload is copied.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`] once a close frame was sent or received;
+    /// [`SendError::Backpressure`] when the queue is over
+    /// [`ServerConfig::max_backpressure`](crate::ServerConfig) (the connection also starts
+    /// closing when the policy is [`Backpressure::Close`]);
+    /// [`SendError::Protocol`] while a fragmented message is being sent.
+    pub fn send(&mut self, msg: Message<'_>) -> Result<(), SendError> {
+        let Self { conn, meta, worker } = self;
+        // A `Message` is valid by construction: text is a `&str`.
+        worker.send_payload(
+            conn,
+            meta,
+            FrameKind::Message(msg.kind()),
+            Payload::Borrowed(msg.as_bytes()),
+            true,
+        )
+    }
+
+    /// Queues a text message.
+    ///
+    /// # Errors
+    ///
+    /// As [`Context::send`].
+    pub fn send_text(&mut self, text: &str) -> Result<(), SendError> {
+        self.send(Message::Text(text))
+    }
+
+    /// Queues a binary message.
+    ///
+    /// # Errors
+    ///
+    /// As [`Context::send`].
+    pub fn send_binary(&mut self, bytes: &[u8]) -> Result<(), SendError> {
+        self.send(Message::Binary(bytes))
+    }
+
+    /// Queues a message whose payload is shared, not copied (large payloads, the same bytes
+    /// sent to many connections). Text must be UTF-8: it is validated.
+    ///
+    /// # Errors
+    ///
+    /// As [`Context::send`], and [`SendError::Protocol`] for text that is not UTF-8.
+    pub fn send_shared(&mut self, kind: DataKind, payload: Bytes) -> Result<(), SendError> {
+        if kind == DataKind::Text && simdutf8::basic::from_utf8(&payload).is_err() {
+            return Err(SendError::Protocol(bidir_protocol::SendError::InvalidUtf8));
+        }
+        let Self { conn, meta, worker } = self;
+        worker.send_payload(conn, meta, FrameKind::Message(kind), Payload::Shared(payload), true)
+    }
+
+    /// Queues one frame of a message sent in pieces: [`FrameKind::First`], then any number of
+    /// [`FrameKind::Continue`], then [`FrameKind::Last`]. Other messages cannot be sent until
+    /// the last piece; control frames (ping, close) can.
+    ///
+    /// # Errors
+    ///
+    /// As [`Context::send`]; [`SendError::Protocol`] for pieces out of order or text that is
+    /// not UTF-8 once joined.
+    pub fn send_frame(&mut self, kind: FrameKind, payload: &[u8]) -> Result<(), SendError> {
+        let Self { conn, meta, worker } = self;
+        worker.send_payload(conn, meta, kind, Payload::Borrowed(payload), false)
+    }
+
+    /// Queues a ping (at most 125 bytes of payload).
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`], or [`SendError::Protocol`] for a payload over 125 bytes.
+    pub fn ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        let Self { conn, meta, worker } = self;
+        worker.control(conn, meta, |conn, out| conn.ping(payload, out))
+    }
+
+    /// Starts the closing handshake with `code` and `reason` (at most 123 bytes). Frames queued
+    /// before it are still sent; [`Handler::on_close`] follows when the peer answers (or the
+    /// close timeout passes).
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`] if already closing; [`SendError::Protocol`] for a code that may
+    /// not be sent (1005, 1006, 1015, reserved) or a reason over 123 bytes.
+    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), SendError> {
+        let Self { conn, meta, worker } = self;
+        let now = worker.now;
+        worker.control(conn, meta, |conn, out| conn.close(now, code, reason, out))
+    }
+
+    /// Drops the connection at once: no close frame, queued frames discarded.
+    /// [`Handler::on_close`] follows with 1006.
+    pub fn abort(&mut self) {
+        self.meta.abort = true;
+    }
+
+    /// Where the connection is in its life.
+    pub fn state(&self) -> State {
+        if self.meta.abort { State::Closed } else { self.conn.state() }
+    }
+
+    /// Bytes queued and not yet written to the socket.
+    pub fn buffered_amount(&self) -> usize {
+        self.meta.out.len()
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.meta.peer
+    }
+
+    /// The request target (path and query) of the upgrade request.
+    pub fn target(&self) -> &str {
+        &self.meta.target
+    }
+
+    /// The path of the upgrade request.
+    pub fn path(&self) -> &str {
+        let t = self.target();
+        t.split_once('?').map_or(t, |(p, _)| p)
+    }
+
+    /// The subprotocol chosen at the upgrade, if any.
+    pub fn protocol(&self) -> Option<&str> {
+        self.meta.protocol.as_deref()
+    }
+
+    /// The connection's identity, unique in the server's lifetime.
+    pub fn id(&self) -> ConnId {
+        self.meta.id
+    }
+
+    /// Round-trip time measured by the last heartbeat ping and its pong.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.conn.rtt()
+    }
+
+    /// A handle for sending to or closing this connection from any thread.
+    pub fn handle(&mut self) -> ConnHandle {
+        self.worker.handle(self.meta)
+    }
+
+    /// Subscribes this connection to `topic`; a no-op if already subscribed.
+    pub fn subscribe(&mut self, topic: &str) {
+        self.worker.topics.subscribe(topic, self.meta);
+    }
+
+    /// Unsubscribes this connection from `topic`; returns whether it was subscribed.
+    pub fn unsubscribe(&mut self, topic: &str) -> bool {
+        self.worker.topics.unsubscribe(topic, self.meta)
+    }
+
+    /// Whether this connection is subscribed to `topic`.
+    pub fn is_subscribed(&self, topic: &str) -> bool {
+        self.worker.topics.is_subscribed(topic, self.meta)
+    }
+
+    /// Sends `msg` to every connection subscribed to `topic`, on every worker (this one
+    /// included, if subscribed). The frame is encoded once and shared. Subscribers over their
+    /// backpressure limit, or in the middle of sending a fragmented message, miss it (counted
+    /// in [`Stats::dropped_sends`](crate::Stats)). Returns how many subscribers on this worker
+    /// got it; other workers deliver theirs on their next loop turn.
+    pub fn publish(&mut self, topic: &str, msg: Message<'_>) -> usize {
+        self.worker.publish_everywhere(topic, msg)
+    }
+
+    /// The worker's clock, read once per loop turn.
+    pub fn now(&self) -> std::time::Instant {
+        self.worker.wall_now()
+    }
+
+    /// The policy applied past the backpressure limit.
+    pub fn backpressure_policy(&self) -> Backpressure {
+        self.worker.shared.config.backpressure
+    }
+}
+
+/// A payload to queue.
+pub(crate) enum Payload<'a> {
+    Borrowed(&'a [u8]),
+    Shared(Bytes),
+}
+
+impl Payload<'_> {
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            Self::Borrowed(b) => b,
+            Self::Shared(b) => b,
+        }
+    }
+}

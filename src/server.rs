@@ -1,0 +1,342 @@
+//! The server: a builder for routes and configuration, worker threads, and a handle to the
+//! running server.
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use bidir_protocol::{DataKind, Message};
+use bidir_sys::{Backend, Epoll};
+
+use crate::config::ServerConfig;
+use crate::handle::{Command, Mailbox};
+use crate::metrics::Stats;
+use crate::route::{self, HttpHook, HttpResponse, IntoAccept, Reject, Request, Router};
+use crate::worker::{self, Shared, Worker};
+
+/// The entry point: `Server::builder()`.
+#[derive(Debug)]
+pub struct Server;
+
+impl Server {
+    /// A builder with no address, no routes and the default configuration.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder {
+            addrs: Vec::new(),
+            config: ServerConfig::default(),
+            router: Router::default(),
+            error: None,
+        }
+    }
+}
+
+/// Configures and starts a [`Server`].
+///
+/// ```no_run
+/// use bidir::{Context, Handler, Message, Request, Server};
+///
+/// struct Echo;
+/// impl Handler for Echo {
+///     fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
+///         let _ = cx.send(msg);
+///     }
+/// }
+///
+/// Server::builder()
+///     .bind("127.0.0.1:9001")
+///     .route("/echo", |_req: &Request<'_>| Ok(Echo))
+///     .run()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct ServerBuilder {
+    addrs: Vec<SocketAddr>,
+    config: ServerConfig,
+    router: Router,
+    error: Option<io::Error>,
+}
+
+impl ServerBuilder {
+    /// Listens on `addr` (every address it resolves to). May be called more than once.
+    #[must_use]
+    pub fn bind(mut self, addr: impl ToSocketAddrs) -> Self {
+        match addr.to_socket_addrs() {
+            Ok(addrs) => self.addrs.extend(addrs),
+            Err(e) => self.error = Some(e),
+        }
+        self
+    }
+
+    /// Replaces the configuration.
+    #[must_use]
+    pub fn config(mut self, config: ServerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets the number of worker threads (default: one per CPU the process may use).
+    #[must_use]
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.config.workers = Some(workers.max(1));
+        self
+    }
+
+    /// A WebSocket route on any host. `hook` sees each upgrade request and answers with a
+    /// handler (optionally wrapped in [`Accept`](crate::Accept) to choose a subprotocol or add
+    /// headers) or a [`Reject`]. It runs on the worker thread that accepted the connection and
+    /// must not block. A plain HTTP request to this path gets 426 unless an HTTP route shares it.
+    #[must_use]
+    pub fn route<F, A>(self, path: &str, hook: F) -> Self
+    where
+        F: Fn(&Request<'_>) -> Result<A, Reject> + Send + Sync + 'static,
+        A: IntoAccept,
+    {
+        self.route_on(None, Some(path), hook)
+    }
+
+    /// A WebSocket route for one `Host` (matched case-insensitively, port ignored). Hosts
+    /// without a matching route fall back to the routes of [`ServerBuilder::route`].
+    #[must_use]
+    pub fn host_route<F, A>(self, host: &str, path: &str, hook: F) -> Self
+    where
+        F: Fn(&Request<'_>) -> Result<A, Reject> + Send + Sync + 'static,
+        A: IntoAccept,
+    {
+        self.route_on(Some(host), Some(path), hook)
+    }
+
+    /// The WebSocket route for paths no other route matches.
+    #[must_use]
+    pub fn default_route<F, A>(self, hook: F) -> Self
+    where
+        F: Fn(&Request<'_>) -> Result<A, Reject> + Send + Sync + 'static,
+        A: IntoAccept,
+    {
+        self.route_on(None, None, hook)
+    }
+
+    fn route_on<F, A>(mut self, host: Option<&str>, path: Option<&str>, hook: F) -> Self
+    where
+        F: Fn(&Request<'_>) -> Result<A, Reject> + Send + Sync + 'static,
+        A: IntoAccept,
+    {
+        self.router.add_ws(host, path, route::erase(hook));
+        self
+    }
+
+    /// A plain HTTP route (a health check, a static page): `respond` answers GET and other
+    /// requests that are not WebSocket upgrades. The connection closes after the answer.
+    #[must_use]
+    pub fn http<F>(mut self, path: &str, respond: F) -> Self
+    where
+        F: Fn(&Request<'_>) -> HttpResponse + Send + Sync + 'static,
+    {
+        let hook: HttpHook = Arc::new(respond);
+        self.router.add_http(None, Some(path), hook);
+        self
+    }
+
+    /// Starts the workers and blocks until the server is shut down (through a
+    /// [`ServerHandle`] obtained with [`ServerBuilder::start`] instead).
+    ///
+    /// # Errors
+    ///
+    /// As [`ServerBuilder::start`].
+    pub fn run(self) -> io::Result<()> {
+        self.start()?.join();
+        Ok(())
+    }
+
+    /// Starts the workers and returns a handle to the running server.
+    ///
+    /// # Errors
+    ///
+    /// No address, no route, an address that cannot be bound, or a thread that cannot be
+    /// spawned.
+    pub fn start(self) -> io::Result<ServerHandle> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        if self.addrs.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no address to bind"));
+        }
+        if self.router.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no route"));
+        }
+        let _ = bidir_sys::socket::raise_fd_limit();
+        let cpus = bidir_sys::cpu::allowed().unwrap_or_default();
+        let workers = self.config.workers.unwrap_or(cpus.len()).max(1);
+
+        // Every worker opens its own SO_REUSEPORT listener per address. An address with port 0
+        // is resolved by the first bind and the others join that port.
+        let reuse = workers > 1;
+        let mut listeners: Vec<Vec<std::net::TcpListener>> =
+            (0..workers).map(|_| Vec::new()).collect();
+        let mut bound = Vec::with_capacity(self.addrs.len());
+        for addr in &self.addrs {
+            let first = bidir_sys::socket::listener(*addr, self.config.backlog, reuse)?;
+            let actual = first.local_addr()?;
+            bound.push(actual);
+            listeners[0].push(first);
+            for per_worker in listeners.iter_mut().skip(1) {
+                per_worker.push(bidir_sys::socket::listener(actual, self.config.backlog, true)?);
+            }
+        }
+
+        let read_buf = self.config.read_buffer_size;
+        let mut backends = Vec::with_capacity(workers);
+        let mut mailboxes = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let backend = Epoll::new(read_buf, 1024)?;
+            mailboxes.push(Arc::new(Mailbox::new(backend.waker())));
+            backends.push(backend);
+        }
+        let protocol = Arc::new(self.config.protocol.clone());
+        let pin = self.config.pin_workers;
+        let shared = Arc::new(Shared {
+            config: self.config,
+            protocol,
+            router: self.router,
+            mailboxes: mailboxes.clone(),
+            open: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+        });
+        let mut threads = Vec::with_capacity(workers);
+        for (index, (mut backend, listeners)) in backends.into_iter().zip(listeners).enumerate() {
+            for listener in listeners {
+                backend.add_listener(listener)?;
+            }
+            let cpu = if pin && !cpus.is_empty() { Some(cpus[index % cpus.len()]) } else { None };
+            let shared = Arc::clone(&shared);
+            // The worker is built on its own thread: handlers are not `Send`.
+            let thread = std::thread::Builder::new().name(format!("bidir-worker-{index}")).spawn(
+                move || {
+                    if let Some(cpu) = cpu {
+                        let _ = bidir_sys::cpu::pin_current_thread(cpu);
+                    }
+                    Worker::new(index, backend, shared).run();
+                },
+            )?;
+            threads.push(thread);
+        }
+        Ok(ServerHandle {
+            inner: Arc::new(Inner { shared, addrs: bound, threads: Mutex::new(threads) }),
+        })
+    }
+}
+
+impl fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("addrs", &self.addrs)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    addrs: Vec<SocketAddr>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A running server: publish, count, measure and stop it from any thread. `Send + Sync +
+/// Clone`.
+#[derive(Clone)]
+pub struct ServerHandle {
+    inner: Arc<Inner>,
+}
+
+impl ServerHandle {
+    /// The addresses the server listens on (with the ports chosen for port 0).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.inner.addrs
+    }
+
+    /// The first of [`ServerHandle::local_addrs`].
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.addrs[0]
+    }
+
+    /// Number of worker threads.
+    pub fn workers(&self) -> usize {
+        self.inner.shared.mailboxes.len()
+    }
+
+    /// Open WebSocket connections, as of each worker's last loop turn.
+    pub fn connections(&self) -> u64 {
+        self.inner.shared.open.iter().map(|o| o.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Sends `msg` to every connection subscribed to `topic`, on every worker. The frame is
+    /// encoded once (and copied once per worker, so that workers share no reference counts).
+    /// Delivery happens on each worker's next loop turn; subscribers over their backpressure
+    /// limit miss it.
+    pub fn publish(&self, topic: &str, msg: Message<'_>) {
+        let frame = worker::encode_frame(msg.kind(), msg.as_bytes());
+        self.publish_frame(topic, msg.kind(), &frame);
+    }
+
+    fn publish_frame(&self, topic: &str, kind: DataKind, frame: &Bytes) {
+        let topic: Arc<str> = Arc::from(topic);
+        for mailbox in &self.inner.shared.mailboxes {
+            let frame = Bytes::copy_from_slice(frame);
+            mailbox.push(Command::Publish { topic: Arc::clone(&topic), kind, frame });
+        }
+    }
+
+    /// Counters and latency histograms merged over every worker. Each worker answers on its
+    /// next loop turn; a worker that does not answer within a second (or has stopped) is
+    /// left out, and [`Stats::workers`] says how many answered.
+    pub fn stats(&self) -> Stats {
+        let (tx, rx) = mpsc::channel();
+        for mailbox in &self.inner.shared.mailboxes {
+            mailbox.push(Command::Stats(tx.clone()));
+        }
+        drop(tx);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let mut parts = Vec::new();
+        while parts.len() < self.workers() {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(part) => parts.push(part),
+                Err(_) => break,
+            }
+        }
+        Stats::merge(parts)
+    }
+
+    /// Graceful shutdown: stop accepting, send 1001 ("going away") to every connection, keep
+    /// flushing what was queued and waiting for the peers' close frames, and drop whatever is
+    /// left when `grace` has passed. Blocks until every worker has stopped. Nothing queued
+    /// before the shutdown is lost on a connection that closes cleanly within `grace`.
+    pub fn shutdown(&self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        for mailbox in &self.inner.shared.mailboxes {
+            mailbox.push(Command::Shutdown { deadline });
+        }
+        self.join();
+    }
+
+    /// Blocks until every worker has stopped (after a [`ServerHandle::shutdown`] from
+    /// elsewhere).
+    pub fn join(&self) {
+        let threads =
+            std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("addrs", &self.inner.addrs)
+            .field("workers", &self.workers())
+            .finish()
+    }
+}

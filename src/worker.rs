@@ -1,0 +1,1150 @@
+//! The per-core worker: one thread, one backend, a slab of connections, a timer wheel, a
+//! mailbox and a subscription table. Nothing here is shared with other workers except the
+//! mailboxes; a connection never leaves its worker.
+//!
+//! # One loop turn
+//!
+//! 1. Wait in the backend (until I/O, a wake-up, or the next timer tick).
+//! 2. Read the clock once; handle each completion: accept, handshake, deframe and call the
+//!    handler, note writability and EOF.
+//! 3. Register accepted streams; drain the mailbox (cross-thread sends, closes, publishes,
+//!    stats, shutdown); deliver this worker's own publishes; fire due timers.
+//! 4. Flush: every connection with queued frames gets one gathered write.
+//! 5. Retire closed connections (close their sockets, free their slots).
+
+use std::io::IoSlice;
+use std::net::{SocketAddr, TcpStream};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant as WallClock};
+
+use bytes::{Bytes, BytesMut};
+use hdrhistogram::Histogram;
+use slab::Slab;
+
+use bidir_protocol::frame::{FrameHeader, FrameRepr, Rsv};
+use bidir_protocol::http::{self, Accept as HttpAccept, HandshakeError, StatusCode};
+use bidir_protocol::{
+    CloseCode, Config as ProtocolConfig, Connection, DataKind, Error, Event, FrameKind, Input,
+    Instant, Message, State,
+};
+use bidir_sys::{Backend, Completion, SendOutcome, Token};
+
+use crate::SendError;
+use crate::config::{Backpressure, ServerConfig};
+use crate::handle::{Command, ConnHandle, ConnId, ConnShared, Mailbox};
+use crate::handler::{CloseInfo, Context, Handler, Payload};
+use crate::metrics::{self, Counters, WorkerStats};
+use crate::outq::{MAX_IOV, OutQueue, Pool, SHARE_THRESHOLD};
+use crate::pubsub::Topics;
+use crate::route::{Accepted, Request, Route, Router};
+use crate::timer::Wheel;
+
+/// Server-wide state every worker reads.
+pub(crate) struct Shared {
+    pub(crate) config: ServerConfig,
+    pub(crate) protocol: Arc<ProtocolConfig>,
+    pub(crate) router: Router,
+    pub(crate) mailboxes: Vec<Arc<Mailbox>>,
+    /// Open connections per worker, for [`ServerHandle::connections`](crate::ServerHandle).
+    pub(crate) open: Vec<AtomicU64>,
+}
+
+/// Per-connection state the [`Context`] reaches; the protocol state and handler live in
+/// [`Phase::Open`].
+pub(crate) struct Meta {
+    pub(crate) id: ConnId,
+    pub(crate) peer: SocketAddr,
+    pub(crate) out: OutQueue,
+    /// The upgrade request's target and the chosen subprotocol.
+    pub(crate) target: Box<str>,
+    pub(crate) protocol: Option<Box<str>>,
+    /// Topic ids this connection subscribed to on this worker.
+    pub(crate) topics: Vec<u32>,
+    pub(crate) handle: Option<Arc<ConnShared>>,
+    /// The handler asked to drop the connection.
+    pub(crate) abort: bool,
+    /// Listed in the worker's dirty list.
+    dirty: bool,
+    /// A write was cut short: wait for writability before writing again.
+    blocked: bool,
+    /// The queue reached the drain threshold since the last `on_drain`.
+    above_drain: bool,
+    /// `on_close` was called.
+    close_reported: bool,
+    /// The handler panicked: it is not called again.
+    poisoned: bool,
+    /// Retired: the socket closes after this turn.
+    retired: bool,
+    /// The wheel tick this slot is scheduled for, or `NO_TICK`.
+    timer_tick: u64,
+}
+
+const NO_TICK: u64 = u64::MAX;
+
+// Most of a slot's life is `Open`: boxing it would add an allocation per connection to save
+// memory only during the handshake.
+#[allow(clippy::large_enum_variant)]
+enum Phase {
+    /// Waiting for the HTTP upgrade request.
+    Handshake { buf: Vec<u8>, deadline: u64 },
+    /// A WebSocket connection.
+    Open { conn: Connection, handler: Box<dyn Handler>, spill: Vec<u8> },
+    /// Done; flushing what is queued (an HTTP answer, a close reply) until `deadline`.
+    Linger { deadline: u64 },
+    /// Retired; the socket closes and the slot frees after this turn.
+    Dead,
+}
+
+struct Slot {
+    meta: Meta,
+    phase: Phase,
+}
+
+/// The worker's state the handler's [`Context`] may use.
+pub(crate) struct WorkerCx {
+    pub(crate) index: u16,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) pool: Pool,
+    pub(crate) topics: Topics,
+    pub(crate) now: Instant,
+    base: WallClock,
+    dirty: Vec<usize>,
+    scratch: Vec<u8>,
+    /// Publishes made by handlers of this worker, delivered after the handler returns.
+    local_publishes: Vec<(Arc<str>, DataKind, Bytes)>,
+    /// Slots retired this turn, to close after it.
+    retire: Vec<usize>,
+    counters: Counters,
+    handler_ns: Histogram<u64>,
+    turn_ns: Histogram<u64>,
+    timing: bool,
+}
+
+pub(crate) struct Worker<B: Backend> {
+    backend: B,
+    slots: Slab<Slot>,
+    cx: WorkerCx,
+    wheel: Wheel,
+    mailbox: Arc<Mailbox>,
+    commands: Vec<Command>,
+    to_add: Vec<(usize, TcpStream)>,
+    to_remove: Vec<usize>,
+    next_generation: u32,
+    max_slots: usize,
+    shutdown: Option<u64>,
+    listeners_open: bool,
+}
+
+impl<B: Backend> Worker<B> {
+    pub(crate) fn new(index: usize, backend: B, shared: Arc<Shared>) -> Self {
+        let config = &shared.config;
+        let workers = shared.mailboxes.len().max(1);
+        let max_slots = config.max_connections.div_ceil(workers);
+        let mailbox = Arc::clone(&shared.mailboxes[index]);
+        let wheel = Wheel::new(config.timer_tick);
+        let timing = config.handler_timing;
+        Self {
+            backend,
+            slots: Slab::new(),
+            cx: WorkerCx {
+                index: index as u16,
+                shared,
+                pool: Pool::default(),
+                topics: Topics::default(),
+                now: Instant::ZERO,
+                base: WallClock::now(),
+                dirty: Vec::new(),
+                scratch: Vec::new(),
+                local_publishes: Vec::new(),
+                retire: Vec::new(),
+                counters: Counters::default(),
+                handler_ns: metrics::histogram(),
+                turn_ns: metrics::histogram(),
+                timing,
+            },
+            wheel,
+            mailbox,
+            commands: Vec::new(),
+            to_add: Vec::new(),
+            to_remove: Vec::new(),
+            next_generation: 0,
+            max_slots,
+            shutdown: None,
+            listeners_open: true,
+        }
+    }
+
+    /// Runs until shut down and every connection is gone.
+    pub(crate) fn run(mut self) {
+        loop {
+            let timeout = self.poll_timeout();
+            let mut woken = false;
+            let mut clock_read = false;
+            let Self {
+                backend,
+                slots,
+                cx,
+                wheel,
+                to_add,
+                next_generation,
+                max_slots,
+                shutdown,
+                ..
+            } = &mut self;
+            let result = backend.poll(timeout, |completion| {
+                if !clock_read {
+                    cx.now = cx.read_clock();
+                    clock_read = true;
+                }
+                match completion {
+                    Completion::Accepted { stream, peer } => {
+                        accept(
+                            slots,
+                            cx,
+                            wheel,
+                            to_add,
+                            next_generation,
+                            *max_slots,
+                            shutdown.is_some(),
+                            stream,
+                            peer,
+                        );
+                    }
+                    Completion::Received { token, data } => {
+                        cx.counters.bytes_in += data.len() as u64;
+                        on_received(slots, cx, wheel, token.0, data);
+                    }
+                    Completion::Writable { token } => {
+                        if let Some(slot) = slots.get_mut(token.0) {
+                            slot.meta.blocked = false;
+                            cx.mark_dirty(&mut slot.meta);
+                        }
+                    }
+                    Completion::Sent { token, len } => {
+                        if let Some(slot) = slots.get_mut(token.0) {
+                            cx.counters.bytes_out += len as u64;
+                            slot.meta.out.consume(&mut cx.pool, len);
+                            slot.meta.blocked = false;
+                            cx.mark_dirty(&mut slot.meta);
+                        }
+                    }
+                    Completion::Closed { token, error } => on_closed(slots, cx, token.0, error),
+                    Completion::Woken => woken = true,
+                    _ => {}
+                }
+            });
+            if let Err(e) = result {
+                // The backend cannot wait any more: nothing sensible is left to do.
+                panic!("worker {} backend failed: {e}", self.cx.index);
+            }
+            let turn_start = if clock_read {
+                self.cx.now
+            } else {
+                self.cx.now = self.cx.read_clock();
+                self.cx.now
+            };
+            self.cx.counters.turns += 1;
+
+            for (key, stream) in std::mem::take(&mut self.to_add) {
+                if let Err(_e) = self.backend.add_stream(Token(key), stream) {
+                    self.kill(key);
+                }
+            }
+            if woken {
+                self.drain_mailbox();
+            }
+            self.deliver_local_publishes();
+            self.fire_timers();
+            if let Some(deadline) = self.shutdown {
+                if self.listeners_open {
+                    self.backend.close_listeners();
+                    self.listeners_open = false;
+                }
+                if self.cx.now.as_nanos() >= deadline {
+                    self.abandon_all();
+                }
+            }
+            self.flush();
+            self.to_remove.append(&mut self.cx.retire);
+            for key in std::mem::take(&mut self.to_remove) {
+                self.backend.remove_stream(Token(key));
+                self.slots.remove(key);
+            }
+            self.publish_open_count();
+            if self.cx.timing {
+                let end = self.cx.read_clock();
+                let busy = end.as_nanos().saturating_sub(turn_start.as_nanos()).max(1);
+                let _ = self.cx.turn_ns.record(busy);
+            }
+            if self.shutdown.is_some() && self.slots.is_empty() {
+                return;
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.cx.dirty.is_empty() || !self.cx.local_publishes.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let now = self.cx.read_clock().as_nanos();
+        let wheel = self.wheel.timeout(now);
+        match self.shutdown {
+            Some(deadline) => {
+                let left = Duration::from_nanos(deadline.saturating_sub(now));
+                Some(wheel.map_or(left, |w| w.min(left)))
+            }
+            None => wheel,
+        }
+    }
+
+    fn publish_open_count(&self) {
+        let open = self.cx.counters.open;
+        self.cx.shared.open[usize::from(self.cx.index)].store(open, Ordering::Relaxed);
+    }
+
+    fn drain_mailbox(&mut self) {
+        let mut commands = std::mem::take(&mut self.commands);
+        self.mailbox.drain(&mut commands);
+        for command in commands.drain(..) {
+            match command {
+                Command::Send { id, kind, payload } => {
+                    let delivered = self.with_open(id, |conn, meta, cx| {
+                        cx.send_payload(
+                            conn,
+                            meta,
+                            FrameKind::Message(kind),
+                            Payload::Shared(payload),
+                            true,
+                        )
+                        .is_ok()
+                    });
+                    if delivered != Some(true) {
+                        self.cx.counters.dropped_sends += 1;
+                    }
+                }
+                Command::Close { id, code, reason } => {
+                    let now = self.cx.now;
+                    self.with_open(id, |conn, meta, cx| {
+                        let _ =
+                            cx.control(conn, meta, |conn, out| conn.close(now, code, &reason, out));
+                    });
+                }
+                Command::Publish { topic, kind, frame } => self.deliver(&topic, kind, &frame),
+                Command::Stats(reply) => {
+                    let mut counters = self.cx.counters.clone();
+                    counters.syscalls = self.backend.syscalls();
+                    let _ = reply.send(WorkerStats {
+                        counters,
+                        handler_ns: self.cx.handler_ns.clone(),
+                        turn_ns: self.cx.turn_ns.clone(),
+                    });
+                }
+                Command::Shutdown { deadline } => self.begin_shutdown(deadline),
+            }
+        }
+        self.commands = commands;
+    }
+
+    /// Runs `f` on an open connection named by `id`, then settles it; `None` if it is gone.
+    fn with_open<R>(
+        &mut self,
+        id: ConnId,
+        f: impl FnOnce(&mut Connection, &mut Meta, &mut WorkerCx) -> R,
+    ) -> Option<R> {
+        let key = id.slot as usize;
+        let slot = self.slots.get_mut(key)?;
+        if slot.meta.id != id {
+            return None;
+        }
+        let Phase::Open { conn, .. } = &mut slot.phase else { return None };
+        let r = f(conn, &mut slot.meta, &mut self.cx);
+        settle(&mut self.slots, &mut self.cx, &mut self.wheel, key);
+        Some(r)
+    }
+
+    fn deliver_local_publishes(&mut self) {
+        for (topic, kind, frame) in std::mem::take(&mut self.cx.local_publishes) {
+            self.deliver(&topic, kind, &frame);
+        }
+    }
+
+    /// Queues a pre-encoded frame for every subscriber of `topic` on this worker.
+    fn deliver(&mut self, topic: &str, kind: DataKind, frame: &Bytes) {
+        let members: Vec<usize> = self.cx.topics.members(topic).collect();
+        for key in members {
+            let Some(slot) = self.slots.get_mut(key) else { continue };
+            let Phase::Open { conn, .. } = &mut slot.phase else { continue };
+            let ok = self.cx.push_frame(conn, &mut slot.meta, kind, frame);
+            if !ok {
+                self.cx.counters.dropped_sends += 1;
+            }
+            settle(&mut self.slots, &mut self.cx, &mut self.wheel, key);
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = self.cx.now.as_nanos();
+        let mut due = Vec::new();
+        self.wheel.advance(now, |entry| due.push(entry));
+        for entry in due {
+            let Some(slot) = self.slots.get_mut(entry.slot) else { continue };
+            if slot.meta.timer_tick != entry.tick {
+                continue; // stale: the slot was rescheduled earlier, or reused
+            }
+            slot.meta.timer_tick = NO_TICK;
+            on_timer(&mut self.slots, &mut self.cx, &mut self.wheel, entry.slot);
+        }
+    }
+
+    fn begin_shutdown(&mut self, deadline: WallClock) {
+        let deadline_nanos = self.cx.clock_of(deadline).as_nanos();
+        self.shutdown = Some(self.shutdown.map_or(deadline_nanos, |d| d.min(deadline_nanos)));
+        let keys: Vec<usize> = self.slots.iter().map(|(k, _)| k).collect();
+        let now = self.cx.now;
+        for key in keys {
+            let Slot { meta, phase } = &mut self.slots[key];
+            match phase {
+                Phase::Handshake { .. } => kill(&mut self.slots, &mut self.cx, key),
+                Phase::Open { conn, .. } => {
+                    let _ = self.cx.control(conn, meta, |conn, out| {
+                        conn.close(now, CloseCode::GOING_AWAY, "server shutting down", out)
+                    });
+                    settle(&mut self.slots, &mut self.cx, &mut self.wheel, key);
+                }
+                Phase::Linger { .. } | Phase::Dead => {}
+            }
+        }
+    }
+
+    /// The shutdown deadline passed: drop whatever is left.
+    fn abandon_all(&mut self) {
+        let keys: Vec<usize> = self.slots.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            report_close(
+                &mut self.slots,
+                &mut self.cx,
+                key,
+                CloseInfo {
+                    code: CloseCode::ABNORMAL,
+                    reason: "shutdown deadline passed",
+                    clean: false,
+                },
+            );
+            kill(&mut self.slots, &mut self.cx, key);
+        }
+    }
+
+    fn kill(&mut self, key: usize) {
+        kill(&mut self.slots, &mut self.cx, key);
+    }
+
+    /// One gathered write per connection with something queued.
+    fn flush(&mut self) {
+        let dirty = std::mem::take(&mut self.cx.dirty);
+        for key in dirty {
+            let Some(slot) = self.slots.get_mut(key) else { continue };
+            slot.meta.dirty = false;
+            if matches!(slot.phase, Phase::Dead) || slot.meta.blocked {
+                continue;
+            }
+            let mut failed = false;
+            while !slot.meta.out.is_empty() {
+                let mut iov = [IoSlice::new(&[]); MAX_IOV];
+                let n = slot.meta.out.slices(&mut iov);
+                let queued: usize = iov[..n].iter().map(|s| s.len()).sum();
+                match self.backend.send(Token(key), &iov[..n]) {
+                    Ok(SendOutcome::Written(written)) => {
+                        self.cx.counters.bytes_out += written as u64;
+                        slot.meta.out.consume(&mut self.cx.pool, written);
+                        if written < queued {
+                            slot.meta.blocked = true;
+                            break;
+                        }
+                    }
+                    Ok(SendOutcome::Submitted) => {
+                        slot.meta.blocked = true;
+                        break;
+                    }
+                    Err(_) => {
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            if failed {
+                report_close(
+                    &mut self.slots,
+                    &mut self.cx,
+                    key,
+                    CloseInfo { code: CloseCode::ABNORMAL, reason: "write failed", clean: false },
+                );
+                kill(&mut self.slots, &mut self.cx, key);
+                continue;
+            }
+            let slot = &mut self.slots[key];
+            match &slot.phase {
+                Phase::Linger { .. } if slot.meta.out.is_empty() => {
+                    kill(&mut self.slots, &mut self.cx, key);
+                }
+                Phase::Open { .. }
+                    if slot.meta.above_drain
+                        && slot.meta.out.len() < self.cx.shared.config.drain_threshold =>
+                {
+                    slot.meta.above_drain = false;
+                    call_handler(&mut self.slots, &mut self.cx, key, |h, cx| h.on_drain(cx));
+                    settle(&mut self.slots, &mut self.cx, &mut self.wheel, key);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl WorkerCx {
+    fn read_clock(&self) -> Instant {
+        Instant::from_nanos(self.base.elapsed().as_nanos() as u64)
+    }
+
+    fn clock_of(&self, at: WallClock) -> Instant {
+        Instant::from_nanos(at.saturating_duration_since(self.base).as_nanos() as u64)
+    }
+
+    pub(crate) fn wall_now(&self) -> WallClock {
+        self.base + Duration::from_nanos(self.now.as_nanos())
+    }
+
+    fn mark_dirty(&mut self, meta: &mut Meta) {
+        if !meta.dirty {
+            meta.dirty = true;
+            self.dirty.push(meta.id.slot as usize);
+        }
+    }
+
+    /// Applies the backpressure policy; `Err` when the send must be refused.
+    fn admit(&mut self, conn: &mut Connection, meta: &mut Meta) -> Result<(), SendError> {
+        if meta.abort {
+            return Err(SendError::Closed);
+        }
+        if meta.out.len() < self.shared.config.max_backpressure {
+            return Ok(());
+        }
+        self.counters.dropped_sends += 1;
+        if let Backpressure::Close(code) = self.shared.config.backpressure {
+            let now = self.now;
+            let _ =
+                self.control(conn, meta, |conn, out| conn.close(now, code, "backpressure", out));
+        }
+        Err(SendError::Backpressure)
+    }
+
+    /// Queues one data frame. `text_checked`: the payload is known to be UTF-8 already.
+    pub(crate) fn send_payload(
+        &mut self,
+        conn: &mut Connection,
+        meta: &mut Meta,
+        kind: FrameKind,
+        payload: Payload<'_>,
+        text_checked: bool,
+    ) -> Result<(), SendError> {
+        self.admit(conn, meta)?;
+        let bytes = payload.bytes();
+        let is_text = match kind {
+            FrameKind::Message(k) | FrameKind::First(k) => k == DataKind::Text,
+            FrameKind::Continue | FrameKind::Last => false,
+        };
+        let needs_validation =
+            !text_checked && (is_text || matches!(kind, FrameKind::Continue | FrameKind::Last));
+        if needs_validation {
+            // Let the protocol validate text (and text fragments as they join).
+            self.scratch.clear();
+            conn.send_frame(kind, bytes, &mut self.scratch).map_err(protocol_error)?;
+            meta.out.push_copy(&mut self.pool, &self.scratch);
+        } else {
+            let header = conn.encode_header(kind, bytes.len()).map_err(protocol_error)?;
+            meta.out.push_copy(&mut self.pool, header.as_bytes());
+            match payload {
+                Payload::Shared(shared) if shared.len() >= SHARE_THRESHOLD => {
+                    meta.out.push_shared(&mut self.pool, shared);
+                }
+                _ => meta.out.push_copy(&mut self.pool, bytes),
+            }
+        }
+        if matches!(kind, FrameKind::Message(_) | FrameKind::Last) {
+            self.counters.messages_out += 1;
+        }
+        self.queued(meta);
+        Ok(())
+    }
+
+    /// Queues a pre-encoded (server, unmasked) frame of a whole message; `false` if refused.
+    fn push_frame(
+        &mut self,
+        conn: &mut Connection,
+        meta: &mut Meta,
+        kind: DataKind,
+        frame: &Bytes,
+    ) -> bool {
+        if conn.check_send(FrameKind::Message(kind)).is_err() || self.admit(conn, meta).is_err() {
+            return false;
+        }
+        if frame.len() >= SHARE_THRESHOLD {
+            meta.out.push_shared(&mut self.pool, frame.clone());
+        } else {
+            meta.out.push_copy(&mut self.pool, frame);
+        }
+        self.counters.messages_out += 1;
+        self.queued(meta);
+        true
+    }
+
+    /// Queues a control frame the protocol writes.
+    pub(crate) fn control(
+        &mut self,
+        conn: &mut Connection,
+        meta: &mut Meta,
+        write: impl FnOnce(&mut Connection, &mut Vec<u8>) -> Result<(), bidir_protocol::SendError>,
+    ) -> Result<(), SendError> {
+        if meta.abort {
+            return Err(SendError::Closed);
+        }
+        self.scratch.clear();
+        write(conn, &mut self.scratch).map_err(protocol_error)?;
+        meta.out.push_copy(&mut self.pool, &self.scratch);
+        self.queued(meta);
+        Ok(())
+    }
+
+    fn queued(&mut self, meta: &mut Meta) {
+        if meta.out.len() >= self.shared.config.drain_threshold {
+            meta.above_drain = true;
+        }
+        self.mark_dirty(meta);
+    }
+
+    pub(crate) fn handle(&mut self, meta: &mut Meta) -> ConnHandle {
+        let shared = meta.handle.get_or_insert_with(Default::default);
+        ConnHandle {
+            id: meta.id,
+            shared: Arc::clone(shared),
+            mailbox: Arc::clone(&self.shared.mailboxes[usize::from(self.index)]),
+        }
+    }
+
+    /// Publishes to this worker (after the handler returns) and to every other worker.
+    pub(crate) fn publish_everywhere(&mut self, topic: &str, msg: Message<'_>) -> usize {
+        let frame = encode_frame(msg.kind(), msg.as_bytes());
+        let topic: Arc<str> = Arc::from(topic);
+        for (i, mailbox) in self.shared.mailboxes.iter().enumerate() {
+            if i != usize::from(self.index) {
+                // A copy per worker: subscribers' queues then share a worker-local refcount.
+                let frame = Bytes::copy_from_slice(&frame);
+                mailbox.push(Command::Publish {
+                    topic: Arc::clone(&topic),
+                    kind: msg.kind(),
+                    frame,
+                });
+            }
+        }
+        let local = self.topics.count(&topic);
+        self.local_publishes.push((topic, msg.kind(), frame));
+        local
+    }
+}
+
+fn protocol_error(e: bidir_protocol::SendError) -> SendError {
+    match e {
+        bidir_protocol::SendError::Closed => SendError::Closed,
+        other => SendError::Protocol(other),
+    }
+}
+
+/// A whole message as one unmasked (server) frame.
+pub(crate) fn encode_frame(kind: DataKind, payload: &[u8]) -> Bytes {
+    let repr = FrameRepr {
+        fin: true,
+        rsv: Rsv::NONE,
+        opcode: kind.opcode(),
+        mask: None,
+        payload_len: payload.len() as u64,
+    };
+    let mut frame = BytesMut::zeroed(repr.buffer_len());
+    repr.emit(&mut FrameHeader::new_unchecked(&mut frame[..]));
+    frame.extend_from_slice(payload);
+    frame.freeze()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn accept(
+    slots: &mut Slab<Slot>,
+    cx: &mut WorkerCx,
+    wheel: &mut Wheel,
+    to_add: &mut Vec<(usize, TcpStream)>,
+    next_generation: &mut u32,
+    max_slots: usize,
+    shutting_down: bool,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    cx.counters.accepted += 1;
+    if shutting_down || slots.len() >= max_slots {
+        cx.counters.refused += 1;
+        return; // dropping the stream closes it
+    }
+    if bidir_sys::socket::configure_stream(&stream).is_err() {
+        return;
+    }
+    let entry = slots.vacant_entry();
+    let key = entry.key();
+    *next_generation = next_generation.wrapping_add(1);
+    let deadline = (cx.now + cx.shared.config.handshake_timeout).as_nanos();
+    let tick = wheel.insert(key, deadline);
+    entry.insert(Slot {
+        meta: Meta {
+            id: ConnId { worker: cx.index, slot: key as u32, generation: *next_generation },
+            peer,
+            out: OutQueue::default(),
+            target: Box::from(""),
+            protocol: None,
+            topics: Vec::new(),
+            handle: None,
+            abort: false,
+            dirty: false,
+            blocked: false,
+            above_drain: false,
+            close_reported: false,
+            poisoned: false,
+            retired: false,
+            timer_tick: tick,
+        },
+        phase: Phase::Handshake { buf: Vec::new(), deadline },
+    });
+    to_add.push((key, stream));
+}
+
+fn on_received(
+    slots: &mut Slab<Slot>,
+    cx: &mut WorkerCx,
+    wheel: &mut Wheel,
+    key: usize,
+    data: &mut [u8],
+) {
+    let Some(slot) = slots.get_mut(key) else { return };
+    match &mut slot.phase {
+        Phase::Handshake { .. } => handshake(slots, cx, wheel, key, data),
+        Phase::Open { .. } => feed(slots, cx, wheel, key, data),
+        Phase::Linger { .. } | Phase::Dead => {} // input after the end is discarded
+    }
+}
+
+fn on_closed(slots: &mut Slab<Slot>, cx: &mut WorkerCx, key: usize, error: Option<std::io::Error>) {
+    let Some(slot) = slots.get_mut(key) else { return };
+    if let Phase::Open { conn, .. } = &mut slot.phase {
+        let eof = conn.handle_eof();
+        let reason = match (&error, eof) {
+            (Some(e), _) => Some(e.to_string()),
+            (None, Err(e)) => Some(e.to_string()),
+            (None, Ok(())) => None,
+        };
+        if let Some(reason) = reason {
+            report_close(
+                slots,
+                cx,
+                key,
+                CloseInfo { code: CloseCode::ABNORMAL, reason: &reason, clean: false },
+            );
+        }
+    }
+    kill(slots, cx, key);
+}
+
+/// Handles handshake bytes: parse, route, answer.
+fn handshake(
+    slots: &mut Slab<Slot>,
+    cx: &mut WorkerCx,
+    wheel: &mut Wheel,
+    key: usize,
+    data: &[u8],
+) {
+    let slot = &mut slots[key];
+    let Phase::Handshake { buf, .. } = &mut slot.phase else { return };
+    buf.extend_from_slice(data);
+    let mut head_bytes = std::mem::take(buf);
+    let shared = Arc::clone(&cx.shared);
+    let max = shared.config.max_handshake_size;
+    let mut headers = [http::EMPTY_HEADER; 64];
+    let (head, head_len) = match http::Request::parse(&head_bytes, &mut headers, max) {
+        Ok(http::Status::Complete(parsed)) => parsed,
+        Ok(http::Status::Partial) => {
+            let Phase::Handshake { buf, .. } = &mut slots[key].phase else { return };
+            *buf = head_bytes;
+            return;
+        }
+        Err(e) => {
+            cx.scratch.clear();
+            e.write_response(&mut cx.scratch);
+            respond(slots, cx, wheel, key);
+            return;
+        }
+    };
+    let req = Request { head, peer: slot.meta.peer };
+    cx.scratch.clear();
+    let accepted = match shared.router.find(&req) {
+        Route::WebSocket(hook) => match head.upgrade() {
+            Err(e) => {
+                e.write_response(&mut cx.scratch);
+                None
+            }
+            Ok(upgrade) => match catch_unwind(AssertUnwindSafe(|| hook(&req))) {
+                Err(_) => {
+                    write_status(
+                        &mut cx.scratch,
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &[],
+                        b"accept hook failed",
+                    );
+                    None
+                }
+                Ok(Err(reject)) => {
+                    let headers: Vec<(&str, &str)> =
+                        reject.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+                    write_status(&mut cx.scratch, reject.status, &headers, &reject.body);
+                    None
+                }
+                Ok(Ok(accepted)) => {
+                    let offered = accepted
+                        .protocol
+                        .as_deref()
+                        .is_none_or(|p| req.protocols().any(|o| o == p));
+                    let headers: Vec<(&str, &str)> =
+                        accepted.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+                    let answer = HttpAccept {
+                        key: upgrade.accept_key(),
+                        protocol: accepted.protocol.as_deref(),
+                        extensions: None,
+                        headers: &headers,
+                    };
+                    if offered && answer.write(&mut cx.scratch).is_ok() {
+                        Some((accepted, req.target().to_owned()))
+                    } else {
+                        write_status(
+                            &mut cx.scratch,
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            &[],
+                            b"invalid handshake answer",
+                        );
+                        None
+                    }
+                }
+            },
+        },
+        Route::Http(hook) => {
+            match catch_unwind(AssertUnwindSafe(|| hook(&req))) {
+                Ok(response) => {
+                    let headers: Vec<(&str, &str)> =
+                        response.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+                    write_status(&mut cx.scratch, response.status, &headers, &response.body);
+                }
+                Err(_) => {
+                    write_status(&mut cx.scratch, StatusCode::INTERNAL_SERVER_ERROR, &[], b"")
+                }
+            }
+            None
+        }
+        Route::UpgradeRequired => {
+            HandshakeError::NotWebSocket.write_response(&mut cx.scratch);
+            None
+        }
+        Route::NotFound => {
+            write_status(&mut cx.scratch, StatusCode::NOT_FOUND, &[], b"not found");
+            None
+        }
+    };
+    let Some((accepted, target)) = accepted else {
+        respond(slots, cx, wheel, key);
+        return;
+    };
+    // Upgrade: answer 101, open the protocol connection, call on_open, then feed any bytes
+    // that followed the request (a client may pipeline its first frames).
+    let Accepted { handler, protocol, config, .. } = accepted;
+    let config = config.unwrap_or_else(|| Arc::clone(&shared.protocol));
+    let slot = &mut slots[key];
+    slot.meta.out.push_copy(&mut cx.pool, &cx.scratch);
+    cx.mark_dirty(&mut slot.meta);
+    slot.meta.target = target.into_boxed_str();
+    slot.meta.protocol = protocol.map(String::into_boxed_str);
+    slot.phase =
+        Phase::Open { conn: Connection::server(cx.now, config), handler, spill: Vec::new() };
+    cx.counters.upgraded += 1;
+    cx.counters.open += 1;
+    slot.meta.timer_tick = NO_TICK; // the handshake deadline no longer applies
+    call_handler(slots, cx, key, |h, cx| h.on_open(cx));
+    let mut rest = head_bytes.split_off(head_len);
+    drop(head_bytes);
+    if rest.is_empty() {
+        settle(slots, cx, wheel, key);
+    } else {
+        feed(slots, cx, wheel, key, &mut rest);
+    }
+}
+
+fn write_status(out: &mut Vec<u8>, status: StatusCode, headers: &[(&str, &str)], body: &[u8]) {
+    if http::write_response(out, status, headers, body).is_err() {
+        out.clear();
+        http::write_response(
+            out,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &[],
+            b"invalid response header",
+        )
+        .expect("static response is valid");
+    }
+}
+
+/// Queues the HTTP answer in `cx.scratch` and lets the slot linger until it is written.
+fn respond(slots: &mut Slab<Slot>, cx: &mut WorkerCx, wheel: &mut Wheel, key: usize) {
+    let slot = &mut slots[key];
+    slot.meta.out.push_copy(&mut cx.pool, &cx.scratch);
+    cx.mark_dirty(&mut slot.meta);
+    cx.counters.http_responses += 1;
+    let deadline = (cx.now + cx.shared.config.linger).as_nanos();
+    slot.phase = Phase::Linger { deadline };
+    schedule(slot, wheel, deadline);
+}
+
+/// Feeds received bytes to an open connection and its handler.
+fn feed(slots: &mut Slab<Slot>, cx: &mut WorkerCx, wheel: &mut Wheel, key: usize, data: &mut [u8]) {
+    let slot = &mut slots[key];
+    let Slot { meta, phase } = slot;
+    let Phase::Open { conn, handler, spill } = phase else { return };
+    let mut input = Input::new(data);
+    loop {
+        if meta.abort {
+            input.skip_all();
+            break;
+        }
+        let event = match conn.handle_bytes(cx.now, &mut input, spill) {
+            Ok(Some(event)) => event,
+            Ok(None) => break,
+            Err(e) => {
+                let reason = e.to_string();
+                deliver_close(
+                    conn,
+                    handler,
+                    meta,
+                    cx,
+                    CloseInfo { code: e.close_code(), reason: &reason, clean: false },
+                );
+                break;
+            }
+        };
+        match event {
+            Event::Message(msg) => {
+                cx.counters.messages_in += 1;
+                invoke(conn, handler, meta, cx, |h, cx| h.on_message(cx, msg));
+            }
+            Event::Fragment(fragment) => {
+                if fragment.last {
+                    cx.counters.messages_in += 1;
+                }
+                invoke(conn, handler, meta, cx, |h, cx| h.on_frame(cx, fragment));
+            }
+            Event::Ping(payload) => invoke(conn, handler, meta, cx, |h, cx| h.on_ping(cx, payload)),
+            Event::Pong(payload) => invoke(conn, handler, meta, cx, |h, cx| h.on_pong(cx, payload)),
+            Event::Close(close) => {
+                let info = CloseInfo {
+                    code: close.code_or_no_status(),
+                    reason: close.reason,
+                    clean: true,
+                };
+                deliver_close(conn, handler, meta, cx, info);
+            }
+            _ => {}
+        }
+    }
+    if spill.is_empty() && spill.capacity() > 0 {
+        *spill = Vec::new(); // an idle connection owns no receive buffer
+    }
+    settle(slots, cx, wheel, key);
+}
+
+/// Calls one handler method with a context, timing it and containing a panic: a panicking
+/// handler fails its connection with 1011 and is not called again.
+fn invoke(
+    conn: &mut Connection,
+    handler: &mut Box<dyn Handler>,
+    meta: &mut Meta,
+    cx: &mut WorkerCx,
+    f: impl FnOnce(&mut dyn Handler, &mut Context<'_>),
+) {
+    if meta.poisoned {
+        return;
+    }
+    let start = cx.timing.then(WallClock::now);
+    let outcome = {
+        let mut context = Context { conn: &mut *conn, meta: &mut *meta, worker: &mut *cx };
+        catch_unwind(AssertUnwindSafe(|| f(handler.as_mut(), &mut context)))
+    };
+    if let Some(start) = start {
+        let _ = cx.handler_ns.record((start.elapsed().as_nanos() as u64).max(1));
+    }
+    if outcome.is_err() {
+        meta.poisoned = true;
+        meta.close_reported = true;
+        conn.fail(Error::Internal);
+    }
+}
+
+/// Reports the end of the connection to its handler, once.
+fn deliver_close(
+    conn: &mut Connection,
+    handler: &mut Box<dyn Handler>,
+    meta: &mut Meta,
+    cx: &mut WorkerCx,
+    info: CloseInfo<'_>,
+) {
+    if meta.close_reported {
+        return;
+    }
+    meta.close_reported = true;
+    invoke(conn, handler, meta, cx, |h, cx| h.on_close(cx, info));
+}
+
+/// [`deliver_close`] for a slot, if it is open.
+fn report_close(slots: &mut Slab<Slot>, cx: &mut WorkerCx, key: usize, info: CloseInfo<'_>) {
+    let Some(slot) = slots.get_mut(key) else { return };
+    let Slot { meta, phase } = slot;
+    if let Phase::Open { conn, handler, .. } = phase {
+        deliver_close(conn, handler, meta, cx, info);
+    }
+}
+
+/// [`invoke`] for a slot, if it is open.
+fn call_handler(
+    slots: &mut Slab<Slot>,
+    cx: &mut WorkerCx,
+    key: usize,
+    f: impl FnOnce(&mut dyn Handler, &mut Context<'_>),
+) {
+    let Some(slot) = slots.get_mut(key) else { return };
+    let Slot { meta, phase } = slot;
+    if let Phase::Open { conn, handler, .. } = phase {
+        invoke(conn, handler, meta, cx, f);
+    }
+}
+
+/// After anything happened to an open connection: queue what the protocol produced, notice
+/// the end of the connection, and schedule its next timer.
+fn settle(slots: &mut Slab<Slot>, cx: &mut WorkerCx, wheel: &mut Wheel, key: usize) {
+    let Some(slot) = slots.get_mut(key) else { return };
+    let Slot { meta, phase } = &mut *slot;
+    let Phase::Open { conn, handler, .. } = phase else { return };
+    if meta.abort {
+        deliver_close(
+            conn,
+            handler,
+            meta,
+            cx,
+            CloseInfo { code: CloseCode::ABNORMAL, reason: "aborted", clean: false },
+        );
+        kill(slots, cx, key);
+        return;
+    }
+    cx.scratch.clear();
+    if conn.poll_transmit(&mut cx.scratch) {
+        meta.out.push_copy(&mut cx.pool, &cx.scratch);
+        cx.mark_dirty(meta);
+    }
+    if conn.state() == State::Closed {
+        deliver_close(
+            conn,
+            handler,
+            meta,
+            cx,
+            CloseInfo { code: CloseCode::ABNORMAL, reason: "closed", clean: false },
+        );
+        close_subscriptions(meta, cx);
+        cx.counters.open -= 1;
+        if meta.out.is_empty() {
+            kill(slots, cx, key);
+            return;
+        }
+        let deadline = (cx.now + cx.shared.config.linger).as_nanos();
+        slot.phase = Phase::Linger { deadline };
+        schedule(slot, wheel, deadline);
+        return;
+    }
+    if let Some(deadline) = conn.poll_timeout() {
+        schedule(slot, wheel, deadline.as_nanos());
+    }
+}
+
+fn schedule(slot: &mut Slot, wheel: &mut Wheel, deadline: u64) {
+    let tick = wheel.tick_of(deadline);
+    if slot.meta.timer_tick == NO_TICK || tick < slot.meta.timer_tick {
+        slot.meta.timer_tick = wheel.insert(slot.meta.id.slot as usize, deadline);
+    }
+}
+
+fn on_timer(slots: &mut Slab<Slot>, cx: &mut WorkerCx, wheel: &mut Wheel, key: usize) {
+    let now = cx.now.as_nanos();
+    let slot = &mut slots[key];
+    match &mut slot.phase {
+        Phase::Handshake { deadline, .. } => {
+            if now >= *deadline {
+                kill(slots, cx, key); // a client that never finished its request
+            } else {
+                let deadline = *deadline;
+                schedule(slot, wheel, deadline);
+            }
+        }
+        Phase::Linger { deadline } => {
+            if now >= *deadline {
+                kill(slots, cx, key);
+            } else {
+                let deadline = *deadline;
+                schedule(slot, wheel, deadline);
+            }
+        }
+        Phase::Open { conn, handler, .. } => {
+            if let Err(e) = conn.handle_timeout(cx.now) {
+                let reason = e.to_string();
+                deliver_close(
+                    conn,
+                    handler,
+                    &mut slot.meta,
+                    cx,
+                    CloseInfo { code: e.close_code(), reason: &reason, clean: false },
+                );
+            }
+            settle(slots, cx, wheel, key);
+        }
+        Phase::Dead => {}
+    }
+}
+
+fn close_subscriptions(meta: &mut Meta, cx: &mut WorkerCx) {
+    cx.topics.unsubscribe_all(meta);
+    if let Some(handle) = &meta.handle {
+        handle.set_closed();
+    }
+}
+
+/// Retires a slot: its queue is dropped and its socket closes after this turn.
+fn kill(slots: &mut Slab<Slot>, cx: &mut WorkerCx, key: usize) {
+    let Some(slot) = slots.get_mut(key) else { return };
+    if slot.meta.retired {
+        return;
+    }
+    if matches!(slot.phase, Phase::Open { .. }) {
+        cx.counters.open -= 1;
+    }
+    close_subscriptions(&mut slot.meta, cx);
+    slot.meta.out.clear(&mut cx.pool);
+    slot.phase = Phase::Dead;
+    slot.meta.retired = true;
+    slot.meta.timer_tick = NO_TICK;
+    cx.counters.closed += 1;
+    cx.retire.push(key);
+}

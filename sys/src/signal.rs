@@ -1,0 +1,77 @@
+//! Waiting for termination signals without a signal handler.
+//!
+//! [`Signals::block`] blocks `SIGINT` and `SIGTERM` in the calling thread; threads it spawns
+//! afterwards (the server's workers) inherit the mask. [`Signals::wait`] then takes the next one
+//! with `sigwait(2)`, synchronously, so shutdown code runs in ordinary context. Block before
+//! starting other threads: a thread that does not block the signals may receive one and die.
+
+use std::io;
+use std::mem;
+
+/// `SIGINT` and `SIGTERM`, blocked in this thread.
+#[derive(Clone, Copy)]
+pub struct Signals {
+    set: libc::sigset_t,
+}
+
+impl Signals {
+    /// Blocks `SIGINT` and `SIGTERM` in the calling thread (and the threads it spawns later).
+    ///
+    /// # Errors
+    ///
+    /// What `pthread_sigmask(3)` reports.
+    pub fn block() -> io::Result<Self> {
+        // SAFETY: sigset_t is plain data; sigemptyset initialises it before use.
+        let mut set: libc::sigset_t = unsafe { mem::zeroed() };
+        // SAFETY: `set` is a valid sigset_t; SIGINT and SIGTERM are valid signal numbers.
+        syscall!(sigemptyset(&mut set))?;
+        // SAFETY: as above.
+        syscall!(sigaddset(&mut set, libc::SIGINT))?;
+        // SAFETY: as above.
+        syscall!(sigaddset(&mut set, libc::SIGTERM))?;
+        // SAFETY: `set` is initialised; the old mask is not wanted (null is allowed).
+        let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        Ok(Self { set })
+    }
+
+    /// Blocks until `SIGINT` or `SIGTERM` arrives; returns its number.
+    ///
+    /// # Errors
+    ///
+    /// What `sigwait(3)` reports.
+    pub fn wait(&self) -> io::Result<i32> {
+        let mut signal = 0;
+        // SAFETY: `self.set` is an initialised sigset_t and `signal` is writable.
+        let rc = unsafe { libc::sigwait(&self.set, &mut signal) };
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        Ok(signal)
+    }
+}
+
+impl std::fmt::Debug for Signals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Signals(SIGINT, SIGTERM)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blocked_signal_is_waited_for() {
+        std::thread::spawn(|| {
+            let signals = Signals::block().unwrap();
+            // SAFETY: raising a signal at the calling thread is always allowed.
+            unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGTERM) };
+            assert_eq!(signals.wait().unwrap(), libc::SIGTERM);
+        })
+        .join()
+        .unwrap();
+    }
+}
