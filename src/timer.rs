@@ -149,6 +149,9 @@ mod tests {
     fn timeout_points_at_the_next_tick() {
         let mut w = Wheel::new(Duration::from_millis(100));
         w.insert(0, 5000 * MS);
+        // Tick 0 has not fired yet: wake at once.
+        assert_eq!(w.timeout(30 * MS), Some(Duration::ZERO));
+        w.advance(30 * MS, |_| {});
         assert_eq!(w.timeout(30 * MS), Some(Duration::from_millis(70)));
     }
 }
