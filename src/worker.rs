@@ -939,6 +939,13 @@ fn feed(slots: &mut Slab<Slot>, cx: &mut WorkerCx, wheel: &mut Wheel, key: usize
                 break;
             }
         };
+        // Queue what the protocol answered (a pong, a close reply) before the handler's own
+        // frames, so answers keep the order of what they answer.
+        cx.scratch.clear();
+        if conn.poll_transmit(&mut cx.scratch) {
+            meta.out.push_copy(&mut cx.pool, &cx.scratch);
+            cx.mark_dirty(meta);
+        }
         match event {
             Event::Message(msg) => {
                 cx.counters.messages_in += 1;
