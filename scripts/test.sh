@@ -29,6 +29,9 @@ RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --workspace --locked
 step "main job smoke run"
 cargo run --release --locked --example echo_in_memory > /dev/null
 
+step "Autobahn|Testsuite against the echo server (groups 1-11), compared with autobahn/expected-server.json"
+scripts/autobahn/server.sh
+
 step "fuzz targets"
 if ! cargo fuzz --version > /dev/null 2>&1; then
     cargo install cargo-fuzz --locked

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Runs the Autobahn|Testsuite fuzzingclient against the echo example and compares the results
+# with the golden file autobahn/expected-server.json.
+#
+#   scripts/autobahn/server.sh [CASES] [--update]
+#
+#   CASES     comma-separated case patterns (default "*" minus $AUTOBAHN_EXCLUDE)
+#   --update  write the results into the golden file instead of comparing
+#
+# Environment: AUTOBAHN_EXCLUDE (default "12.*,13.*": compression, not negotiated yet),
+# AUTOBAHN_OUT (report directory, default target/autobahn/server).
+#
+# The echo server runs with the limits the performance cases need — 16 MiB messages, and
+# 131072 frames per message (9.3.1 and 9.4.1 send a first frame and 65536 continuations) —
+# set on its command line; the library's defaults stay as they are.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT="$(pwd)"
+HERE="$ROOT/scripts/autobahn"
+
+CASES="*"
+UPDATE=()
+for arg in "$@"; do
+    case "$arg" in
+        --update) UPDATE=(--update) ;;
+        *) CASES="$arg" ;;
+    esac
+done
+EXCLUDE="${AUTOBAHN_EXCLUDE-12.*,13.*}"
+OUT="${AUTOBAHN_OUT:-$ROOT/target/autobahn/server}"
+GOLDEN="$ROOT/autobahn/expected-server.json"
+AGENT=bidir
+
+bash "$HERE/setup.sh"
+VENV="${BIDIR_AUTOBAHN_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/bidir/autobahn}/py27"
+
+cargo build --release --locked --example echo -q
+PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+"$ROOT/target/release/examples/echo" --addr "127.0.0.1:$PORT" --workers 2 --no-pin \
+    --max-message 16777216 --max-fragments 131072 > "$ROOT/target/autobahn-echo.log" 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2> /dev/null || true' EXIT
+python3 - "$PORT" << 'PY'
+import socket, sys, time
+deadline = time.time() + 20
+while True:
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()
+        break
+    except OSError:
+        if time.time() > deadline:
+            sys.exit("the echo server did not start")
+        time.sleep(0.1)
+PY
+
+rm -rf "$OUT"
+mkdir -p "$OUT"
+python3 - "$OUT/spec.json" "$CASES" "$EXCLUDE" "$AGENT" "ws://127.0.0.1:$PORT" "$OUT/reports" << 'PY'
+import json, sys
+path, cases, exclude, agent, url, outdir = sys.argv[1:]
+split = lambda s: [x.strip() for x in s.split(",") if x.strip()]
+json.dump({
+    "options": {"failByDrop": False},
+    "outdir": outdir,
+    "servers": [{"agent": agent, "url": url}],
+    "cases": split(cases) or ["*"],
+    "exclude-cases": split(exclude),
+    "exclude-agent-cases": {},
+}, open(path, "w"), indent=2)
+PY
+"$VENV/bin/python" "$HERE/wstest.py" --list-cases "$OUT/spec.json" > "$OUT/cases.txt"
+echo "autobahn: $(wc -l < "$OUT/cases.txt") cases against ws://127.0.0.1:$PORT (log: $OUT/wstest.log)"
+start=$SECONDS
+(cd "$OUT" && timeout 3000 "$VENV/bin/python" "$HERE/wstest.py" -m fuzzingclient -s "$OUT/spec.json") \
+    > "$OUT/wstest.log" 2>&1 || { echo "wstest failed:"; tail -20 "$OUT/wstest.log"; exit 1; }
+echo "autobahn: ran in $((SECONDS - start))s"
+python3 "$HERE/compare.py" "$OUT/reports" "$GOLDEN" "$AGENT" "$OUT/cases.txt" "${UPDATE[@]}"
