@@ -1073,13 +1073,13 @@ fn settle(slots: &mut Slab<Slot>, cx: &mut WorkerCx, wheel: &mut Wheel, key: usi
         );
         close_subscriptions(meta, cx);
         cx.counters.open -= 1;
-        if meta.out.is_empty() {
-            kill(slots, cx, key);
-            return;
-        }
         let deadline = (cx.now + cx.shared.config.linger).as_nanos();
         slot.phase = Phase::Linger { deadline };
-        schedule(slot, wheel, deadline);
+        if slot.meta.out.is_empty() {
+            kill(slots, cx, key);
+        } else {
+            schedule(slot, wheel, deadline);
+        }
         return;
     }
     if let Some(deadline) = conn.poll_timeout() {

@@ -1,0 +1,659 @@
+//! The engine over real loopback sockets: upgrade and routing, echo, close, backpressure,
+//! cross-thread sends, publish, timeouts, shutdown, bad input.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use bidir::protocol::{Config as ProtocolConfig, DataKind, FrameKind, Message};
+use bidir::{
+    Accept, Backpressure, CloseCode, CloseInfo, ConnHandle, Context, Handler, HttpResponse, Reject,
+    Request, SendError, Server, ServerConfig, ServerHandle,
+};
+use util::{Client, Got, raw_http, wait_until};
+
+fn config() -> ServerConfig {
+    let mut config = ServerConfig::default();
+    config.pin_workers = false;
+    config.workers = Some(2);
+    config
+}
+
+struct Echo;
+impl Handler for Echo {
+    fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
+        cx.send(msg).unwrap();
+    }
+}
+
+fn echo_server(config: ServerConfig) -> ServerHandle {
+    Server::builder()
+        .bind("127.0.0.1:0")
+        .config(config)
+        .route("/echo", |_req: &Request<'_>| Ok(Echo))
+        .start()
+        .unwrap()
+}
+
+const UPGRADE: &str = "GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                       Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+#[test]
+fn accept_hook_rejects_and_accepts_with_headers() {
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .config(config())
+        .route("/chat", |req: &Request<'_>| {
+            if req.query() != Some("token=secret") {
+                return Err(Reject::unauthorized()
+                    .header("WWW-Authenticate", "Bearer")
+                    .body("login first"));
+            }
+            if req.header("origin") == Some("http://evil.example") {
+                return Err(Reject::forbidden());
+            }
+            let accept = Accept::new(Echo).header("Set-Cookie", "session=1; HttpOnly");
+            Ok(match req.protocols().find(|p| *p == "chat.v2") {
+                Some(p) => accept.protocol(p),
+                None => accept,
+            })
+        })
+        .start()
+        .unwrap();
+    let addr = server.local_addr();
+
+    let refused = Client::connect_with(addr, "/chat", "h", &[], &[]).err().unwrap();
+    assert_eq!(refused.status, 401);
+    assert!(refused.headers.iter().any(|(n, v)| n == "WWW-Authenticate" && v == "Bearer"));
+    assert_eq!(refused.body, b"login first");
+
+    let refused = Client::connect_with(
+        addr,
+        "/chat?token=secret",
+        "h",
+        &[],
+        &[("Origin", "http://evil.example")],
+    );
+    assert_eq!(refused.err().unwrap().status, 403);
+
+    let mut client =
+        Client::connect_with(addr, "/chat?token=secret", "h", &["chat.v1", "chat.v2"], &[])
+            .unwrap();
+    assert_eq!(client.header("Sec-WebSocket-Protocol"), Some("chat.v2"));
+    assert_eq!(client.header("Set-Cookie"), Some("session=1; HttpOnly"));
+    client.send_text("hi");
+    assert_eq!(client.recv(), Got::Text("hi".into()));
+    server.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn hook_choosing_an_unoffered_protocol_is_a_server_error() {
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .config(config())
+        .route("/", |_req: &Request<'_>| Ok(Accept::new(Echo).protocol("never-offered")))
+        .start()
+        .unwrap();
+    let refused =
+        Client::connect_with(server.local_addr(), "/", "h", &["other"], &[]).err().unwrap();
+    assert_eq!(refused.status, 500);
+    server.shutdown(Duration::from_secs(1));
+}
+
+struct Tagged(&'static str);
+impl Handler for Tagged {
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        cx.send_text(self.0).unwrap();
+    }
+}
+
+#[test]
+fn routing_by_host_and_path_and_plain_http() {
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .config(config())
+        .route("/a", |_req: &Request<'_>| Ok(Tagged("default /a")))
+        .host_route("chat.example", "/a", |_req: &Request<'_>| Ok(Tagged("chat /a")))
+        .default_route(|req: &Request<'_>| {
+            let path = req.path().to_owned();
+            Ok(Tagged(if path == "/other" { "fallback" } else { "fallback?" }))
+        })
+        .http("/health", |_req: &Request<'_>| HttpResponse::text("ok"))
+        .start()
+        .unwrap();
+    let addr = server.local_addr();
+    let mut c = Client::connect_with(addr, "/a", "CHAT.example:8080", &[], &[]).unwrap();
+    assert_eq!(c.recv(), Got::Text("chat /a".into()));
+    let mut c = Client::connect_with(addr, "/a", "other.example", &[], &[]).unwrap();
+    assert_eq!(c.recv(), Got::Text("default /a".into()));
+    let mut c = Client::connect_with(addr, "/other", "x", &[], &[]).unwrap();
+    assert_eq!(c.recv(), Got::Text("fallback".into()));
+
+    let health = raw_http(addr, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!((health.status, health.body.as_slice()), (200, &b"ok"[..]));
+    // A plain GET on a WebSocket route: 426 with the headers RFC 6455 §4.4 asks for.
+    let plain = raw_http(addr, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(plain.status, 426);
+    assert!(plain.headers.iter().any(|(n, v)| n == "Sec-WebSocket-Version" && v == "13"));
+    server.shutdown(Duration::from_secs(1));
+
+    // Without a fallback, an unknown path is 404.
+    let server = echo_server(config());
+    assert_eq!(
+        raw_http(server.local_addr(), b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n").status,
+        404
+    );
+    server.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn malformed_handshakes_get_4xx_and_garbage_frames_get_1002() {
+    let server = echo_server(config());
+    let addr = server.local_addr();
+    assert_eq!(raw_http(addr, b"\x16\x03\x01\x02\x00 not http\r\n\r\n").status, 400);
+    assert_eq!(raw_http(addr, UPGRADE.replace("GET", "POST").as_bytes()).status, 405);
+    assert_eq!(raw_http(addr, UPGRADE.replace("Version: 13", "Version: 8").as_bytes()).status, 426);
+    assert_eq!(
+        raw_http(addr, UPGRADE.replace("dGhlIHNhbXBsZSBub25jZQ==", "short").as_bytes()).status,
+        400
+    );
+    let huge = format!("GET /echo HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000));
+    assert_eq!(raw_http(addr, huge.as_bytes()).status, 431);
+
+    // An unmasked frame from a client: close 1002, then the server drops TCP.
+    let mut c = Client::connect(addr, "/echo");
+    c.write_raw(&[0x81, 0x02, b'h', b'i']);
+    match c.next() {
+        Got::Error(_) | Got::Close(Some(1002), _) => {}
+        other => panic!("expected close 1002, got {other:?}"),
+    }
+    // Pure garbage after the upgrade.
+    let mut c = Client::connect(addr, "/echo");
+    c.write_raw(&[0xff; 64]);
+    assert!(matches!(c.next(), Got::Close(Some(1002), _) | Got::Eof));
+    assert!(wait_until(Duration::from_secs(5), || server.connections() == 0));
+    server.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn echo_of_every_shape_up_to_16_mib() {
+    let mut cfg = config();
+    cfg.protocol.max_message_size = 16 << 20;
+    cfg.protocol.max_frame_size = 16 << 20;
+    cfg.max_backpressure = 32 << 20;
+    let server = echo_server(cfg);
+    let mut c = Client::connect(server.local_addr(), "/echo");
+    c.send_text("κόσμε");
+    assert_eq!(c.recv(), Got::Text("κόσμε".into()));
+    c.send(Message::Binary(&[0, 1, 2, 255]));
+    assert_eq!(c.recv(), Got::Binary(vec![0, 1, 2, 255]));
+    c.send_frame(FrameKind::First(DataKind::Text), b"frag");
+    c.ping(b"in between");
+    c.send_frame(FrameKind::Continue, b"men");
+    c.send_frame(FrameKind::Last, b"ted");
+    assert_eq!(c.next(), Got::Pong(b"in between".to_vec()));
+    assert_eq!(c.recv(), Got::Text("fragmented".into()));
+    c.send(Message::Text(""));
+    assert_eq!(c.recv(), Got::Text(String::new()));
+    let big: Vec<u8> = (0..16 << 20).map(|i: u32| (i * 7 + 3) as u8).collect();
+    c.send(Message::Binary(&big));
+    match c.recv() {
+        Got::Binary(b) => assert!(b == big, "16 MiB echo differs"),
+        other => panic!("{other:?}"),
+    }
+    server.shutdown(Duration::from_secs(1));
+}
+
+/// Records what happened to it.
+struct Recorder(mpsc::Sender<String>);
+impl Handler for Recorder {
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        self.0.send(format!("open {}", cx.path())).unwrap();
+    }
+    fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
+        match msg {
+            Message::Text("close me") => cx.close(CloseCode(4001), "as asked").unwrap(),
+            Message::Text("abort") => cx.abort(),
+            Message::Text(t) => self.0.send(format!("text {t}")).unwrap(),
+            Message::Binary(_) => {}
+        }
+    }
+    fn on_ping(&mut self, _cx: &mut Context<'_>, payload: &[u8]) {
+        self.0.send(format!("ping {}", String::from_utf8_lossy(payload))).unwrap();
+    }
+    fn on_close(&mut self, cx: &mut Context<'_>, close: CloseInfo<'_>) {
+        assert_eq!(cx.send_text("too late"), Err(SendError::Closed));
+        self.0.send(format!("close {} {} {}", close.code, close.reason, close.clean)).unwrap();
+    }
+}
+
+fn recorder_server(cfg: ServerConfig) -> (ServerHandle, mpsc::Receiver<String>) {
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .config(cfg)
+        .route("/r", move |_req: &Request<'_>| Ok(Recorder(tx.lock().unwrap().clone())))
+        .start()
+        .unwrap();
+    (server, rx)
+}
+
+fn expect(rx: &mpsc::Receiver<String>, what: &str) {
+    let got = rx
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|_| panic!("no event, wanted {what}"));
+    assert_eq!(got, what);
+}
+
+#[test]
+fn close_from_either_side_and_abort() {
+    let (server, rx) = recorder_server(config());
+    let addr = server.local_addr();
+
+    // Client closes: the handler hears the code and reason, clean; the client gets the echo.
+    let mut c = Client::connect(addr, "/r");
+    expect(&rx, "open /r");
+    c.ping(b"hello");
+    expect(&rx, "ping hello");
+    c.close(4000, "client done");
+    expect(&rx, "close 4000 client done true");
+    assert_eq!(c.next(), Got::Pong(b"hello".to_vec()));
+    assert_eq!(c.next(), Got::Close(Some(4000), String::new()));
+    assert_eq!(c.next(), Got::Eof);
+
+    // Server closes.
+    let mut c = Client::connect(addr, "/r");
+    expect(&rx, "open /r");
+    c.send_text("close me");
+    assert_eq!(c.recv(), Got::Close(Some(4001), "as asked".into()));
+    expect(&rx, "close 4001  true");
+
+    // Abort: no close frame, the socket just ends; the handler hears 1006.
+    let mut c = Client::connect(addr, "/r");
+    expect(&rx, "open /r");
+    c.send_text("abort");
+    assert_eq!(c.next(), Got::Eof);
+    expect(&rx, "close 1006 aborted false");
+
+    // The peer vanishes without a close frame: 1006, not clean.
+    let c = Client::connect(addr, "/r");
+    expect(&rx, "open /r");
+    drop(c);
+    let got = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(got.starts_with("close 1006 ") && got.ends_with(" false"), "{got}");
+    assert!(wait_until(Duration::from_secs(5), || server.connections() == 0));
+    server.shutdown(Duration::from_secs(1));
+}
+
+/// Sends `n` messages of `size` bytes on open, then records what each send returned.
+struct Flood {
+    size: usize,
+    results: mpsc::Sender<Vec<Result<(), SendError>>>,
+}
+impl Handler for Flood {
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        let payload = vec![b'x'; self.size];
+        let results = (0..64).map(|_| cx.send_binary(&payload)).collect();
+        self.results.send(results).unwrap();
+    }
+}
+
+fn flood_server(
+    policy: Backpressure,
+) -> (ServerHandle, mpsc::Receiver<Vec<Result<(), SendError>>>) {
+    let mut cfg = config();
+    cfg.max_backpressure = 256 << 10;
+    cfg.backpressure = policy;
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .config(cfg)
+        .route("/f", move |_req: &Request<'_>| {
+            Ok(Flood { size: 64 << 10, results: tx.lock().unwrap().clone() })
+        })
+        .start()
+        .unwrap();
+    (server, rx)
+}
+
+#[test]
+fn backpressure_drop_refuses_sends_past_the_limit() {
+    let (server, rx) = flood_server(Backpressure::Drop);
+    let mut c = Client::connect(server.local_addr(), "/f");
+    let results = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    // 256 KiB limit, 64 KiB messages: the first 4 fit (a send is admitted under the limit),
+    // the rest are refused; the connection stays open.
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 4, "{results:?}");
+    assert!(results[4..].iter().all(|r| *r == Err(SendError::Backpressure)));
+    for _ in 0..4 {
+        assert!(matches!(c.recv(), Got::Binary(b) if b.len() == 64 << 10));
+    }
+    c.send_text("still open");
+    assert!(server.stats().counters.dropped_sends >= 60);
+    server.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn backpressure_close_policy_closes_with_its_code() {
+    let (server, rx) = flood_server(Backpressure::Close(CloseCode::TRY_AGAIN_LATER));
+    let mut c = Client::connect(server.local_addr(), "/f");
+    let results = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 4);
+    // What was queued before the limit is still delivered, then the close.
+    for _ in 0..4 {
+        assert!(matches!(c.recv(), Got::Binary(b) if b.len() == 64 << 10));
+    }
+    assert_eq!(c.recv(), Got::Close(Some(1013), "backpressure".into()));
+    server.shutdown(Duration::from_secs(1));
+}
+
+/// Hands its connection's handle out on open.
+struct Handed(mpsc::Sender<ConnHandle>);
+impl Handler for Handed {
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        self.0.send(cx.handle()).unwrap();
+    }
+}
+
+#[test]
+fn cross_thread_sends_and_closes() {
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .config(config())
+        .route("/h", move |_req: &Request<'_>| Ok(Handed(tx.lock().unwrap().clone())))
+        .start()
+        .unwrap();
+    let mut c = Client::connect(server.local_addr(), "/h");
+    let handle = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    // Many threads send at once; each thread's messages arrive in its order.
+    let senders: Vec<_> = (0..4)
+        .map(|t| {
+            let handle = handle.clone();
+            std::thread::spawn(move || {
+                for i in 0..250 {
+                    handle.send_text(&format!("{t}:{i}")).unwrap();
+                }
+            })
+        })
+        .collect();
+    senders.into_iter().for_each(|s| s.join().unwrap());
+    let mut next = [0; 4];
+    for _ in 0..1000 {
+        let Got::Text(t) = c.recv() else { panic!() };
+        let (thread, i) = t.split_once(':').unwrap();
+        let thread: usize = thread.parse().unwrap();
+        assert_eq!(i.parse::<i32>().unwrap(), next[thread], "thread {thread} out of order");
+        next[thread] += 1;
+    }
+    handle.close(CloseCode::NORMAL, "from afar").unwrap();
+    assert_eq!(c.recv(), Got::Close(Some(1000), "from afar".into()));
+    assert!(wait_until(Duration::from_secs(5), || handle.is_closed()));
+    assert_eq!(handle.send_text("late"), Err(SendError::Closed));
+    assert!(handle.close(CloseCode::NO_STATUS, "").is_err());
+    server.shutdown(Duration::from_secs(1));
+}
+
+/// Subscribes to the room named by the path; publishes what it receives.
+struct Room;
+impl Handler for Room {
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        let topic = cx.path().to_owned();
+        cx.subscribe(&topic);
+        assert!(cx.is_subscribed(&topic));
+        cx.send_text("joined").unwrap();
+    }
+    fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
+        if msg == Message::Text("leave") {
+            let topic = cx.path().to_owned();
+            assert!(cx.unsubscribe(&topic));
+            cx.send_text("left").unwrap();
+            return;
+        }
+        let topic = cx.path().to_owned();
+        cx.publish(&topic, msg);
+    }
+}
+
+#[test]
+fn publish_reaches_subscribers_on_every_worker() {
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .config(config())
+        .default_route(|_req: &Request<'_>| Ok(Room))
+        .start()
+        .unwrap();
+    let addr = server.local_addr();
+    let mut clients: Vec<Client> = (0..8).map(|_| Client::connect(addr, "/room1")).collect();
+    let mut other = Client::connect(addr, "/room2");
+    for c in clients.iter_mut().chain([&mut other]) {
+        assert_eq!(c.recv(), Got::Text("joined".into()));
+    }
+    assert!(wait_until(Duration::from_secs(5), || server.connections() == 9));
+    // From a handler: every member of room1 (the sender included), none of room2.
+    clients[0].send_text("hello room");
+    for c in &mut clients {
+        assert_eq!(c.recv(), Got::Text("hello room".into()));
+    }
+    // From any thread.
+    server.publish("/room1", Message::Binary(&[1, 2, 3]));
+    server.publish("/room2", Message::Text("for room2"));
+    for c in &mut clients {
+        assert_eq!(c.recv(), Got::Binary(vec![1, 2, 3]));
+    }
+    assert_eq!(other.recv(), Got::Text("for room2".into()));
+    // Unsubscribed connections get nothing more.
+    clients[1].send_text("leave");
+    assert_eq!(clients[1].recv(), Got::Text("left".into()));
+    server.publish("/room1", Message::Text("after"));
+    for (i, c) in clients.iter_mut().enumerate() {
+        if i != 1 {
+            assert_eq!(c.recv(), Got::Text("after".into()));
+        }
+    }
+    clients[1].ping(b"p");
+    assert_eq!(clients[1].next(), Got::Pong(b"p".to_vec()));
+    // A large publish is shared, not copied per subscriber, and arrives intact.
+    let big = vec![9u8; 100_000];
+    server.publish("/room1", Message::Binary(&big));
+    assert_eq!(clients[0].recv(), Got::Binary(big));
+    server.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn heartbeat_closes_a_silent_peer() {
+    let mut cfg = config();
+    cfg.protocol.ping_interval = Some(Duration::from_millis(200));
+    cfg.protocol.pong_timeout = Duration::from_millis(300);
+    cfg.timer_tick = Duration::from_millis(20);
+    let (server, rx) = recorder_server(cfg);
+    // A client that answers pings stays: it keeps reading (and so answering) on a thread.
+    let mut alive = Client::connect(server.local_addr(), "/r");
+    expect(&rx, "open /r");
+    let alive = std::thread::spawn(move || {
+        let mut pings = 0;
+        while pings < 4 {
+            match alive.next() {
+                Got::Ping(p) if p.len() == 8 => pings += 1,
+                other => panic!("the live client got {other:?}"),
+            }
+        }
+        alive.state()
+    });
+    // A client that never reads (so never answers) is dropped after interval + timeout.
+    let mut silent = TcpStream::connect(server.local_addr()).unwrap();
+    silent.write_all(UPGRADE.replace("/echo", "/r").as_bytes()).unwrap();
+    expect(&rx, "open /r");
+    let got = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(got.starts_with("close 1006 no answer to a heartbeat ping"), "{got}");
+    assert_eq!(alive.join().unwrap(), bidir::State::Open);
+    let mut rest = Vec::new();
+    silent.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = silent.read_to_end(&mut rest); // the server closed it
+    server.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn handshake_timeout_drops_a_slowloris_client() {
+    let mut cfg = config();
+    cfg.handshake_timeout = Duration::from_millis(300);
+    cfg.timer_tick = Duration::from_millis(20);
+    let server = echo_server(cfg);
+    let mut slow = TcpStream::connect(server.local_addr()).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let start = std::time::Instant::now();
+    for b in UPGRADE.as_bytes()[..40].iter() {
+        if slow.write_all(&[*b]).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut buf = [0u8; 64];
+    let n = slow.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the server answered instead of dropping the connection");
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(3),
+        "{elapsed:?}"
+    );
+    server.shutdown(Duration::from_secs(1));
+}
+
+/// Queues many messages on open.
+struct Burst(usize);
+impl Handler for Burst {
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        for i in 0..self.0 {
+            cx.send_text(&format!("message {i}")).unwrap();
+        }
+    }
+}
+
+#[test]
+fn graceful_shutdown_delivers_what_was_queued() {
+    let mut cfg = config();
+    cfg.max_backpressure = 64 << 20;
+    let opened = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&opened);
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .config(cfg)
+        .route("/b", move |_req: &Request<'_>| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok(Burst(20_000))
+        })
+        .start()
+        .unwrap();
+    let addr = server.local_addr();
+    let mut clients: Vec<Client> = (0..4).map(|_| Client::connect(addr, "/b")).collect();
+    assert!(wait_until(Duration::from_secs(5), || opened.load(Ordering::SeqCst) == 4));
+    let shutdown = std::thread::spawn(move || server.shutdown(Duration::from_secs(10)));
+    for c in &mut clients {
+        for i in 0..20_000 {
+            assert_eq!(c.recv(), Got::Text(format!("message {i}")));
+        }
+        assert_eq!(c.recv(), Got::Close(Some(1001), "server shutting down".into()));
+    }
+    shutdown.join().unwrap();
+    // The listeners are gone.
+    assert!(TcpStream::connect(addr).is_err());
+}
+
+#[test]
+fn shutdown_deadline_drops_peers_that_never_answer() {
+    let server = echo_server(config());
+    let addr = server.local_addr();
+    // A peer that completes the upgrade and then never reads nor answers the close.
+    let mut mute = TcpStream::connect(addr).unwrap();
+    mute.write_all(UPGRADE.as_bytes()).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || server.connections() == 1));
+    let start = std::time::Instant::now();
+    server.shutdown(Duration::from_millis(300));
+    assert!(start.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
+fn stats_count_messages_and_syscalls() {
+    let server = echo_server(config());
+    let mut c = Client::connect(server.local_addr(), "/echo");
+    for i in 0..100 {
+        c.send_text(&format!("{i}"));
+        assert_eq!(c.recv(), Got::Text(format!("{i}")));
+    }
+    let stats = server.stats();
+    assert_eq!(stats.workers, 2);
+    assert_eq!(stats.counters.upgraded, 1);
+    assert_eq!(stats.counters.open, 1);
+    assert_eq!(stats.counters.messages_in, 100);
+    assert_eq!(stats.counters.messages_out, 100);
+    assert!(stats.counters.syscalls.writes >= 100 && stats.counters.syscalls.reads >= 100);
+    assert_eq!(stats.handler_ns.len(), 101); // on_open and 100 on_message
+    assert!(stats.turn_ns.len() > 0);
+    server.shutdown(Duration::from_secs(1));
+}
+
+/// Panics on "boom".
+struct Fragile;
+impl Handler for Fragile {
+    fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
+        if msg == Message::Text("boom") {
+            panic!("handler bug");
+        }
+        cx.send(msg).unwrap();
+    }
+}
+
+#[test]
+fn a_panicking_handler_closes_its_connection_with_1011_only() {
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .config(config())
+        .route("/", |_req: &Request<'_>| Ok(Fragile))
+        .start()
+        .unwrap();
+    let addr = server.local_addr();
+    let mut good = Client::connect(addr, "/");
+    let mut bad = Client::connect(addr, "/");
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {})); // keep the expected panic out of the test output
+    bad.send_text("boom");
+    assert_eq!(bad.recv(), Got::Close(Some(1011), "internal error".into()));
+    std::panic::set_hook(prev);
+    good.send_text("still here");
+    assert_eq!(good.recv(), Got::Text("still here".into()));
+    server.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn per_route_protocol_config() {
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .config(config())
+        .route("/small", |_req: &Request<'_>| {
+            let mut limits = ProtocolConfig::default();
+            limits.max_message_size = 10;
+            Ok(Accept::new(Echo).config(limits))
+        })
+        .start()
+        .unwrap();
+    let mut c = Client::connect(server.local_addr(), "/small");
+    c.send_text("0123456789");
+    assert_eq!(c.recv(), Got::Text("0123456789".into()));
+    c.send_text("0123456789A");
+    assert_eq!(c.recv(), Got::Close(Some(1009), "message too big".into()));
+    server.shutdown(Duration::from_secs(1));
+}
+
+fn _assert_send_sync() {
+    fn is<T: Send + Sync + Clone>() {}
+    is::<ConnHandle>();
+    is::<ServerHandle>();
+    let _: fn() -> SocketAddr;
+}
