@@ -595,7 +595,7 @@ fn stats_count_messages_and_syscalls() {
     assert_eq!(stats.counters.messages_out, 100);
     assert!(stats.counters.syscalls.writes >= 100 && stats.counters.syscalls.reads >= 100);
     assert_eq!(stats.handler_ns.len(), 101); // on_open and 100 on_message
-    assert!(stats.turn_ns.len() > 0);
+    assert!(!stats.turn_ns.is_empty());
     server.shutdown(Duration::from_secs(1));
 }
 

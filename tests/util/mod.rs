@@ -190,7 +190,7 @@ impl Client {
     }
 
     /// Feeds `bytes`; returns the first event and keeps the rest pending.
-    fn process(&mut self, bytes: &mut Vec<u8>) -> Option<Got> {
+    fn process(&mut self, bytes: &mut [u8]) -> Option<Got> {
         let mut input = Input::new(bytes);
         let got = match self.conn.handle_bytes(now(self.start), &mut input, &mut self.spill) {
             Ok(None) => None,
