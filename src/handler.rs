@@ -212,7 +212,7 @@ impl Context<'_> {
 
     /// The request target (path and query) of the upgrade request.
     pub fn target(&self) -> &str {
-        &self.meta.target
+        self.meta.request.split_once('\n').map_or(&self.meta.request, |(target, _)| target)
     }
 
     /// The path of the upgrade request.
@@ -223,7 +223,7 @@ impl Context<'_> {
 
     /// The subprotocol chosen at the upgrade, if any.
     pub fn protocol(&self) -> Option<&str> {
-        self.meta.protocol.as_deref()
+        self.meta.request.split_once('\n').map(|(_, protocol)| protocol)
     }
 
     /// The connection's identity, unique in the server's lifetime.

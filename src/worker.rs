@@ -57,9 +57,9 @@ pub(crate) struct Meta {
     pub(crate) id: ConnId,
     pub(crate) peer: SocketAddr,
     pub(crate) out: OutQueue,
-    /// The upgrade request's target and the chosen subprotocol.
-    pub(crate) target: Box<str>,
-    pub(crate) protocol: Option<Box<str>>,
+    /// The upgrade request's target, then `\n` and the chosen subprotocol if there is one
+    /// (one allocation for both; a target never contains a line break).
+    pub(crate) request: Box<str>,
     /// Topic ids this connection subscribed to on this worker.
     pub(crate) topics: Vec<u32>,
     pub(crate) handle: Option<Arc<ConnShared>>,
@@ -705,8 +705,7 @@ fn accept(
             id: ConnId { worker: cx.index, slot: key as u32, generation: *next_generation },
             peer,
             out: OutQueue::default(),
-            target: Box::from(""),
-            protocol: None,
+            request: Box::from(""),
             topics: Vec::new(),
             handle: None,
             abort: false,
@@ -872,8 +871,10 @@ fn handshake(
     let slot = &mut slots[key];
     slot.meta.out.push_copy(&mut cx.pool, &cx.scratch);
     cx.mark_dirty(&mut slot.meta);
-    slot.meta.target = target.into_boxed_str();
-    slot.meta.protocol = protocol.map(String::into_boxed_str);
+    slot.meta.request = match protocol {
+        Some(p) => format!("{target}\n{p}").into_boxed_str(),
+        None => target.into_boxed_str(),
+    };
     slot.phase =
         Phase::Open { conn: Connection::server(cx.now, config), handler, spill: Vec::new() };
     cx.counters.upgraded += 1;
