@@ -74,10 +74,30 @@ fn main() -> std::io::Result<()> {
     println!("signal {signal}: shutting down ({} connections open)", server.connections());
     server.shutdown(Duration::from_secs(5));
     let c = &stats.counters;
+    let s = &c.syscalls;
     println!(
         "served {} upgrades, {} messages in, {} out, {} bytes in, {} out",
         c.upgraded, c.messages_in, c.messages_out, c.bytes_in, c.bytes_out
     );
+    println!(
+        "syscalls: {} waits, {} reads, {} writes, {} accepts, {} other; {:.3} per message in, {} loop turns",
+        s.waits,
+        s.reads,
+        s.writes,
+        s.accepts,
+        s.other,
+        s.total() as f64 / c.messages_in.max(1) as f64,
+        c.turns
+    );
+    if !stats.handler_ns.is_empty() {
+        println!(
+            "handler time p50 {} ns, p99 {} ns; loop turn p50 {} ns, p99 {} ns",
+            stats.handler_ns.value_at_quantile(0.5),
+            stats.handler_ns.value_at_quantile(0.99),
+            stats.turn_ns.value_at_quantile(0.5),
+            stats.turn_ns.value_at_quantile(0.99)
+        );
+    }
     Ok(())
 }
 
