@@ -107,14 +107,18 @@ fn main() -> io::Result<()> {
             }
             loop {
                 let n = match c.io.read(&mut buf) {
-                    Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "server closed")),
+                    Ok(0) => {
+                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "server closed"));
+                    }
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => return Err(e),
                 };
                 let mut input = Input::new(&mut buf[..n]);
                 let at = WallClock::now();
-                while let Some(ev) = c.proto.handle_bytes(now(), &mut input, &mut c.spill).expect("protocol") {
+                while let Some(ev) =
+                    c.proto.handle_bytes(now(), &mut input, &mut c.spill).expect("protocol")
+                {
                     if let Event::Message(_) = ev {
                         let sent = c.sent_at.pop_front().expect("an echo answers a send");
                         if at >= measure_from {
@@ -188,7 +192,14 @@ fn handshake(addr: SocketAddr, path: &str, i: usize) -> io::Result<TcpStream> {
     let host = addr.to_string();
     let mut nonce = [0u8; 16];
     nonce[..8].copy_from_slice(&(i as u64).to_le_bytes());
-    let request = ClientRequest { host: &host, target: path, nonce, protocols: &[], extensions: None, headers: &[] };
+    let request = ClientRequest {
+        host: &host,
+        target: path,
+        nonce,
+        protocols: &[],
+        extensions: None,
+        headers: &[],
+    };
     let mut out = Vec::new();
     request.write(&mut out).map_err(|e| io::Error::other(e.to_string()))?;
     stream.write_all(&out)?;
@@ -197,7 +208,10 @@ fn handshake(addr: SocketAddr, path: &str, i: usize) -> io::Result<TcpStream> {
     loop {
         let n = stream.read(&mut chunk)?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed during the handshake"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed during the handshake",
+            ));
         }
         buf.extend_from_slice(&chunk[..n]);
         let mut headers = [http::EMPTY_HEADER; 32];
