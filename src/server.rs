@@ -4,7 +4,7 @@
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -204,6 +204,7 @@ impl ServerBuilder {
             router: self.router,
             mailboxes: mailboxes.clone(),
             open: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            stopping: AtomicBool::new(false),
         });
         let mut threads = Vec::with_capacity(workers);
         for (index, (mut backend, listeners)) in backends.into_iter().zip(listeners).enumerate() {
@@ -275,8 +276,11 @@ impl ServerHandle {
     /// Sends `msg` to every connection subscribed to `topic`, on every worker. The frame is
     /// encoded once (and copied once per worker, so that workers share no reference counts).
     /// Delivery happens on each worker's next loop turn; subscribers over their backpressure
-    /// limit miss it.
+    /// limit miss it. Does nothing once a shutdown has started.
     pub fn publish(&self, topic: &str, msg: Message<'_>) {
+        if self.inner.shared.stopping.load(Ordering::Relaxed) {
+            return;
+        }
         let frame = worker::encode_frame(msg.kind(), msg.as_bytes());
         self.publish_frame(topic, msg.kind(), &frame);
     }
@@ -314,6 +318,7 @@ impl ServerHandle {
     /// left when `grace` has passed. Blocks until every worker has stopped. Nothing queued
     /// before the shutdown is lost on a connection that closes cleanly within `grace`.
     pub fn shutdown(&self, grace: Duration) {
+        self.inner.shared.stopping.store(true, Ordering::Relaxed);
         let deadline = Instant::now() + grace;
         for mailbox in &self.inner.shared.mailboxes {
             mailbox.push(Command::Shutdown { deadline });

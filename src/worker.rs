@@ -16,7 +16,7 @@ use std::io::IoSlice;
 use std::net::{SocketAddr, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant as WallClock};
 
 use bytes::{Bytes, BytesMut};
@@ -49,6 +49,8 @@ pub(crate) struct Shared {
     pub(crate) mailboxes: Vec<Arc<Mailbox>>,
     /// Open connections per worker, for [`ServerHandle::connections`](crate::ServerHandle).
     pub(crate) open: Vec<AtomicU64>,
+    /// Set when a shutdown starts: publishes and sends are refused from then on.
+    pub(crate) stopping: AtomicBool,
 }
 
 /// Per-connection state the [`Context`] reaches; the protocol state and handler live in
@@ -277,6 +279,7 @@ impl<B: Backend> Worker<B> {
                 let end = self.cx.read_clock();
                 let busy = end.as_nanos().saturating_sub(turn_start.as_nanos()).max(1);
                 let _ = self.cx.turn_ns.record(busy);
+                self.cx.now = end;
             }
             if self.shutdown.is_some() && self.slots.is_empty() {
                 return;
@@ -284,11 +287,14 @@ impl<B: Backend> Worker<B> {
         }
     }
 
+    /// How long the next wait may last. Uses the clock as last read (at the end of the turn
+    /// with timing on, else at its start): timers are coarse, and a wait that ends a turn's
+    /// length late costs nothing.
     fn poll_timeout(&self) -> Option<Duration> {
         if !self.cx.dirty.is_empty() || !self.cx.local_publishes.is_empty() {
             return Some(Duration::ZERO);
         }
-        let now = self.cx.read_clock().as_nanos();
+        let now = self.cx.now.as_nanos();
         let wheel = self.wheel.timeout(now);
         match self.shutdown {
             Some(deadline) => {

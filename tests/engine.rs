@@ -180,6 +180,26 @@ fn malformed_handshakes_get_4xx_and_garbage_frames_get_1002() {
 }
 
 #[test]
+fn frames_pipelined_behind_the_upgrade_request_are_served() {
+    let server = echo_server(config());
+    let mut s = TcpStream::connect(server.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut wire = UPGRADE.as_bytes().to_vec();
+    // A masked "hi" text frame, in the same write as the request.
+    wire.extend_from_slice(&[0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2]);
+    s.write_all(&wire).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    while !got.ends_with(&[0x81, 0x02, b'h', b'i']) {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 101"));
+    server.shutdown(Duration::from_secs(1));
+}
+
+#[test]
 fn echo_of_every_shape_up_to_16_mib() {
     let mut cfg = config();
     cfg.protocol.max_message_size = 16 << 20;
