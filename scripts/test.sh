@@ -32,6 +32,9 @@ cargo run --release --locked --example echo_in_memory > /dev/null
 step "Autobahn|Testsuite against the echo server (groups 1-11), compared with autobahn/expected-server.json"
 scripts/autobahn/server.sh
 
+step "the echo page in headless Chromium"
+scripts/browser/check.sh
+
 step "fuzz targets"
 if ! cargo fuzz --version > /dev/null 2>&1; then
     cargo install cargo-fuzz --locked

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Serves the echo example and drives its page in headless Chromium (Playwright): an echo, a
+# 1 MiB round trip, a clean close. Installs Debian's chromium and playwright-core (npm) into
+# target/browser on first use.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT="$(pwd)"
+if [ ! -x /usr/bin/chromium ]; then
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium > /dev/null
+fi
+mkdir -p target/browser
+if [ ! -d target/browser/node_modules/playwright-core ]; then
+    (cd target/browser && npm init -y > /dev/null && npm install --no-audit --no-fund -q playwright-core@1 > /dev/null)
+fi
+cargo build --release --locked --example echo -q
+PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+"$ROOT/target/release/examples/echo" --addr "127.0.0.1:$PORT" --workers 2 --no-pin > target/browser/echo.log 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2> /dev/null || true' EXIT
+sleep 0.5
+NODE_PATH="$ROOT/target/browser/node_modules" node scripts/browser/echo-check.js \
+    "http://127.0.0.1:$PORT/" "$ROOT/target/browser/echo.png"

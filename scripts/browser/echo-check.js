@@ -1,0 +1,28 @@
+// Drives the echo example's page in headless Chromium: type a message and see its echo,
+// send 1 MiB and get it back identical, close cleanly. Usage: node echo-check.js URL SCREENSHOT
+const { chromium } = require('playwright-core');
+const [url, screenshot] = process.argv.slice(2);
+(async () => {
+  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+           '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
+  const page = await browser.newPage();
+  await page.goto(url);
+  await page.waitForFunction(() => document.getElementById('status').textContent === 'open', null, { timeout: 10000 });
+  await page.fill('#text', 'hello from chromium — κόσμε');
+  await page.press('#text', 'Enter');
+  await page.waitForFunction(() => document.getElementById('log').textContent.includes('echo: hello from chromium — κόσμε'), null, { timeout: 10000 });
+  await page.click('#big');
+  await page.waitForFunction(() => document.getElementById('log').textContent.includes('1048576 bytes of binary in'), null, { timeout: 20000 });
+  const bigLine = await page.evaluate(() => [...document.querySelectorAll('#log div')].map(d => d.textContent).find(t => t.includes('1048576 bytes of binary in')));
+  await page.click('#close');
+  await page.waitForFunction(() => document.getElementById('status').textContent.startsWith('closed'), null, { timeout: 10000 });
+  const status = await page.textContent('#status');
+  if (screenshot) await page.screenshot({ path: screenshot });
+  console.log('big:', bigLine);
+  console.log('status:', status);
+  if (!bigLine.endsWith('identical') || status !== 'closed (1000, clean)') {
+    throw new Error(`unexpected page state: ${bigLine} / ${status}`);
+  }
+  await browser.close();
+})().catch(e => { console.error(e); process.exit(1); });
