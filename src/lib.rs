@@ -62,7 +62,7 @@ pub use config::{Backpressure, ServerConfig};
 pub use handle::{ConnHandle, ConnId};
 pub use handler::{CloseInfo, Context, Handler};
 pub use metrics::{Counters, Stats};
-pub use route::{Accept, HttpResponse, IntoAccept, Reject, Request};
+pub use route::{Accept, HttpResponse, IntoAccept, Request};
 pub use server::{Server, ServerBuilder, ServerHandle};
 
 use std::fmt;

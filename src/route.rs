@@ -148,22 +148,23 @@ impl<H: Handler> IntoAccept for Accept<H> {
     }
 }
 
-/// The accept hook's "no": a status (401, 403, 404, …), headers and a body. The connection is
-/// closed after the answer.
+/// An HTTP answer other than the upgrade: what a plain HTTP route returns (a health check, a
+/// static page), and the accept hook's "no" (401, 403, 404, …). The connection is closed after
+/// it is sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Reject {
+pub struct HttpResponse {
     pub(crate) status: StatusCode,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) body: Vec<u8>,
 }
 
-impl Reject {
-    /// Refuses with `status` and an empty body.
+impl HttpResponse {
+    /// A response with `status` and no body.
     pub fn status(status: u16) -> Self {
         Self { status: StatusCode(status), headers: Vec::new(), body: Vec::new() }
     }
 
-    /// 401 Unauthorized.
+    /// 401 Unauthorized (add `WWW-Authenticate` with [`HttpResponse::header`]).
     pub fn unauthorized() -> Self {
         Self::status(401)
     }
@@ -176,36 +177,6 @@ impl Reject {
     /// 404 Not Found.
     pub fn not_found() -> Self {
         Self::status(404)
-    }
-
-    /// Adds a header, e.g. `WWW-Authenticate`.
-    #[must_use]
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.push((name.into(), value.into()));
-        self
-    }
-
-    /// Sets the body.
-    #[must_use]
-    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
-        self.body = body.into();
-        self
-    }
-}
-
-/// An answer to a plain HTTP request (health checks, a static page). The connection is
-/// closed after it is sent.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HttpResponse {
-    pub(crate) status: StatusCode,
-    pub(crate) headers: Vec<(String, String)>,
-    pub(crate) body: Vec<u8>,
-}
-
-impl HttpResponse {
-    /// A response with `status` and no body.
-    pub fn status(status: u16) -> Self {
-        Self { status: StatusCode(status), headers: Vec::new(), body: Vec::new() }
     }
 
     /// 200 with a `text/html; charset=utf-8` body.
@@ -241,12 +212,12 @@ pub(crate) struct Accepted {
     pub(crate) config: Option<Arc<ProtocolConfig>>,
 }
 
-pub(crate) type WsHook = Arc<dyn Fn(&Request<'_>) -> Result<Accepted, Reject> + Send + Sync>;
+pub(crate) type WsHook = Arc<dyn Fn(&Request<'_>) -> Result<Accepted, HttpResponse> + Send + Sync>;
 pub(crate) type HttpHook = Arc<dyn Fn(&Request<'_>) -> HttpResponse + Send + Sync>;
 
 pub(crate) fn erase<F, A>(hook: F) -> WsHook
 where
-    F: Fn(&Request<'_>) -> Result<A, Reject> + Send + Sync + 'static,
+    F: Fn(&Request<'_>) -> Result<A, HttpResponse> + Send + Sync + 'static,
     A: IntoAccept,
 {
     Arc::new(move |req| {
@@ -390,7 +361,7 @@ mod tests {
     #[test]
     fn routing_by_host_and_path_with_fallbacks() {
         let mut router = Router::default();
-        let ws = erase(|_: &Request<'_>| Ok::<_, Reject>(Nop));
+        let ws = erase(|_: &Request<'_>| Ok::<_, HttpResponse>(Nop));
         router.add_ws(None, Some("/echo"), ws.clone());
         router.add_ws(Some("Chat.Example"), Some("/room"), ws.clone());
         router.add_http(None, Some("/"), Arc::new(|_: &Request<'_>| HttpResponse::text("hi")));

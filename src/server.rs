@@ -17,7 +17,7 @@ use bidir_sys::{Backend, Epoll};
 use crate::config::ServerConfig;
 use crate::handle::{Command, Mailbox};
 use crate::metrics::Stats;
-use crate::route::{self, HttpHook, HttpResponse, IntoAccept, Reject, Request, Router};
+use crate::route::{self, HttpHook, HttpResponse, IntoAccept, Request, Router};
 use crate::worker::{self, Shared, Worker};
 
 /// The entry point: `Server::builder()`.
@@ -88,12 +88,12 @@ impl ServerBuilder {
 
     /// A WebSocket route on any host. `hook` sees each upgrade request and answers with a
     /// handler (optionally wrapped in [`Accept`](crate::Accept) to choose a subprotocol or add
-    /// headers) or a [`Reject`]. It runs on the worker thread that accepted the connection and
+    /// headers) or an [`HttpResponse`] that refuses it (401, 403, …). It runs on the worker thread that accepted the connection and
     /// must not block. A plain HTTP request to this path gets 426 unless an HTTP route shares it.
     #[must_use]
     pub fn route<F, A>(self, path: &str, hook: F) -> Self
     where
-        F: Fn(&Request<'_>) -> Result<A, Reject> + Send + Sync + 'static,
+        F: Fn(&Request<'_>) -> Result<A, HttpResponse> + Send + Sync + 'static,
         A: IntoAccept,
     {
         self.route_on(None, Some(path), hook)
@@ -104,7 +104,7 @@ impl ServerBuilder {
     #[must_use]
     pub fn host_route<F, A>(self, host: &str, path: &str, hook: F) -> Self
     where
-        F: Fn(&Request<'_>) -> Result<A, Reject> + Send + Sync + 'static,
+        F: Fn(&Request<'_>) -> Result<A, HttpResponse> + Send + Sync + 'static,
         A: IntoAccept,
     {
         self.route_on(Some(host), Some(path), hook)
@@ -114,7 +114,7 @@ impl ServerBuilder {
     #[must_use]
     pub fn default_route<F, A>(self, hook: F) -> Self
     where
-        F: Fn(&Request<'_>) -> Result<A, Reject> + Send + Sync + 'static,
+        F: Fn(&Request<'_>) -> Result<A, HttpResponse> + Send + Sync + 'static,
         A: IntoAccept,
     {
         self.route_on(None, None, hook)
@@ -122,7 +122,7 @@ impl ServerBuilder {
 
     fn route_on<F, A>(mut self, host: Option<&str>, path: Option<&str>, hook: F) -> Self
     where
-        F: Fn(&Request<'_>) -> Result<A, Reject> + Send + Sync + 'static,
+        F: Fn(&Request<'_>) -> Result<A, HttpResponse> + Send + Sync + 'static,
         A: IntoAccept,
     {
         self.router.add_ws(host, path, route::erase(hook));

@@ -811,10 +811,8 @@ fn handshake(
                     );
                     None
                 }
-                Ok(Err(reject)) => {
-                    let headers: Vec<(&str, &str)> =
-                        reject.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-                    write_status(&mut cx.scratch, reject.status, &headers, &reject.body);
+                Ok(Err(refusal)) => {
+                    write_http(&mut cx.scratch, &refusal);
                     None
                 }
                 Ok(Ok(accepted)) => {
@@ -846,11 +844,7 @@ fn handshake(
         },
         Route::Http(hook) => {
             match catch_unwind(AssertUnwindSafe(|| hook(&req))) {
-                Ok(response) => {
-                    let headers: Vec<(&str, &str)> =
-                        response.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-                    write_status(&mut cx.scratch, response.status, &headers, &response.body);
-                }
+                Ok(response) => write_http(&mut cx.scratch, &response),
                 Err(_) => {
                     write_status(&mut cx.scratch, StatusCode::INTERNAL_SERVER_ERROR, &[], b"")
                 }
@@ -894,6 +888,12 @@ fn handshake(
     } else {
         feed(slots, cx, wheel, key, &mut rest);
     }
+}
+
+fn write_http(out: &mut Vec<u8>, response: &crate::HttpResponse) {
+    let headers: Vec<(&str, &str)> =
+        response.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    write_status(out, response.status, &headers, &response.body);
 }
 
 fn write_status(out: &mut Vec<u8>, status: StatusCode, headers: &[(&str, &str)], body: &[u8]) {

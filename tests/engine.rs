@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bidir::protocol::{Config as ProtocolConfig, DataKind, FrameKind, Message};
 use bidir::{
-    Accept, Backpressure, CloseCode, CloseInfo, ConnHandle, Context, Handler, HttpResponse, Reject,
+    Accept, Backpressure, CloseCode, CloseInfo, ConnHandle, Context, Handler, HttpResponse,
     Request, SendError, Server, ServerConfig, ServerHandle,
 };
 use util::{Client, Got, raw_http, wait_until};
@@ -49,12 +49,12 @@ fn accept_hook_rejects_and_accepts_with_headers() {
         .config(config())
         .route("/chat", |req: &Request<'_>| {
             if req.query() != Some("token=secret") {
-                return Err(Reject::unauthorized()
+                return Err(HttpResponse::unauthorized()
                     .header("WWW-Authenticate", "Bearer")
                     .body("login first"));
             }
             if req.header("origin") == Some("http://evil.example") {
-                return Err(Reject::forbidden());
+                return Err(HttpResponse::forbidden());
             }
             let accept = Accept::new(Echo).header("Set-Cookie", "session=1; HttpOnly");
             Ok(match req.protocols().find(|p| *p == "chat.v2") {
