@@ -45,6 +45,8 @@ pub enum Error {
     /// The peer did not answer our close frame within
     /// [`Config::close_timeout`](crate::Config::close_timeout). Reported as 1006.
     CloseTimeout,
+    /// A compressed message is not valid DEFLATE data (RFC 7692 §7.2.2). Close code 1007.
+    InvalidCompressedData,
     /// The byte stream ended before the closing handshake completed. Reported as 1006.
     UnexpectedEof,
     /// The application failed while handling the connection (raised through
@@ -71,7 +73,7 @@ impl From<&Error> for CloseCode {
     fn from(error: &Error) -> Self {
         match error {
             Error::InvalidFrame(_) | Error::PeerMisbehaved(_) => Self::PROTOCOL_ERROR,
-            Error::InvalidUtf8 => Self::INVALID_PAYLOAD,
+            Error::InvalidUtf8 | Error::InvalidCompressedData => Self::INVALID_PAYLOAD,
             Error::FrameTooBig { .. }
             | Error::MessageTooBig { .. }
             | Error::TooManyFragments { .. } => Self::MESSAGE_TOO_BIG,
@@ -108,6 +110,7 @@ impl fmt::Display for Error {
             Self::TooManyFragments { limit } => {
                 write!(f, "message split into more than {limit} frames")
             }
+            Self::InvalidCompressedData => f.write_str("invalid compressed data"),
             Self::PongTimeout => f.write_str("no answer to a heartbeat ping"),
             Self::CloseTimeout => f.write_str("no answer to our close frame"),
             Self::UnexpectedEof => f.write_str("connection ended before the closing handshake"),
@@ -205,6 +208,9 @@ pub enum SendError {
     InvalidCloseCode(CloseCode),
     /// Text fragments that are not valid UTF-8 once joined.
     InvalidUtf8,
+    /// A piece of a compressed fragmented message must go through
+    /// [`Connection::send_frame`](crate::Connection::send_frame), which compresses it.
+    CompressedFragmentInProgress,
 }
 
 impl fmt::Display for SendError {
@@ -216,6 +222,9 @@ impl fmt::Display for SendError {
             Self::ControlPayloadTooLong => f.write_str("control payload longer than 125 bytes"),
             Self::InvalidCloseCode(code) => write!(f, "close code {code} may not be sent"),
             Self::InvalidUtf8 => f.write_str("text fragments are not valid UTF-8"),
+            Self::CompressedFragmentInProgress => {
+                f.write_str("a compressed fragmented message continues through send_frame")
+            }
         }
     }
 }

@@ -28,6 +28,7 @@
 #![deny(unsafe_code)]
 
 mod conn;
+pub mod deflate;
 mod deframer;
 pub mod error;
 pub mod frame;

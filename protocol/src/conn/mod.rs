@@ -14,8 +14,9 @@ use std::sync::Arc;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
+use crate::deflate::{Codec, DecompressError, DeflateConfig, DeflateParams};
 use crate::deframer::{Chunk, Deframer, Input};
-use crate::error::{Error, PeerMisbehaved, SendError};
+use crate::error::{Error, InvalidFrame, PeerMisbehaved, SendError};
 use crate::frame::{
     CloseCode, ClosePayload, DataKind, FrameRepr, MAX_CLOSE_REASON, MAX_CONTROL_PAYLOAD,
     MAX_HEADER_LEN, OpCode, Rsv, mask,
@@ -125,6 +126,27 @@ pub struct Connection {
     timers: Timers,
     /// Masking keys for the client role, from a caller-seeded ChaCha8 generator.
     masks: Option<Box<ChaCha8Rng>>,
+    /// permessage-deflate, when negotiated.
+    deflate: Option<Box<DeflateState>>,
+}
+
+/// Negotiated permessage-deflate and the codec attached to the connection.
+#[derive(Debug)]
+struct DeflateState {
+    params: DeflateParams,
+    /// Whether outgoing messages are compressed at all (not when the peer demanded a window
+    /// of 8 bits, which zlib cannot compress with).
+    compress: bool,
+    /// Messages shorter than this go out uncompressed.
+    min_size: usize,
+    level: u8,
+    mem_level: u8,
+    /// The codec: owned, or lent by the caller for the duration of a call.
+    codec: Option<Box<Codec>>,
+    /// Scratch for compressed output.
+    scratch: Vec<u8>,
+    /// The fragmented message being sent is compressed.
+    sending_compressed: bool,
 }
 
 /// Receive-side message state.
@@ -148,6 +170,8 @@ struct InMessage {
     announced: u64,
     /// Frames so far. INVARIANT: `1 <= fragments <= max_fragments`.
     fragments: u32,
+    /// RSV1 was set on its first frame: the payload is DEFLATE data (RFC 7692 §6).
+    compressed: bool,
 }
 
 /// Send-side state.
@@ -264,6 +288,7 @@ impl Connection {
                 close_deadline: now,
             },
             masks,
+            deflate: None,
         }
     }
 
@@ -290,6 +315,58 @@ impl Connection {
     /// Lets received frames carry reserved bits that a negotiated extension claims.
     pub fn allow_rsv(&mut self, rsv: Rsv) {
         self.deframer.allow_rsv(rsv);
+    }
+
+    /// Turns permessage-deflate on with the negotiated `params` (RFC 7692): RSV1 is allowed on
+    /// the first frame of data messages, compressed messages are decompressed on arrival, and
+    /// messages of at least `config.min_size` bytes are compressed when sent — if a [`Codec`]
+    /// is attached when they are. Call once, before any byte is exchanged.
+    ///
+    /// Without an attached codec, a received compressed message makes the connection create
+    /// its own; an engine that shares one codec among connections
+    /// ([`DeflateParams::is_stateless`]) attaches it around each call instead.
+    pub fn enable_deflate(&mut self, params: DeflateParams, config: &DeflateConfig) {
+        self.deframer.allow_rsv(Rsv::RSV1);
+        self.deflate = Some(Box::new(DeflateState {
+            params,
+            compress: params.compress_window_bits(self.role) >= 9,
+            min_size: config.min_size,
+            level: config.level,
+            mem_level: config.mem_level,
+            codec: None,
+            scratch: Vec::new(),
+            sending_compressed: false,
+        }));
+    }
+
+    /// The negotiated permessage-deflate parameters, if any.
+    pub fn deflate_params(&self) -> Option<DeflateParams> {
+        self.deflate.as_ref().map(|d| d.params)
+    }
+
+    /// A codec suited to this connection's parameters (sized for the windows negotiated), not
+    /// attached. `None` without permessage-deflate.
+    pub fn new_codec(&self) -> Option<Box<Codec>> {
+        let d = self.deflate.as_ref()?;
+        Some(Box::new(Codec::new(d.level, d.mem_level, d.params.decompress_window_bits(self.role))))
+    }
+
+    /// Attaches `codec` for compressing and decompressing; returns the one attached before, if
+    /// any. Ignored (and returned) without permessage-deflate.
+    ///
+    /// A codec may serve several connections in turn, attached to one at a time, only when
+    /// their parameters are stateless ([`DeflateParams::is_stateless`]): the connection then
+    /// resets it before each message and never relies on it between calls.
+    pub fn attach_codec(&mut self, codec: Box<Codec>) -> Option<Box<Codec>> {
+        match self.deflate.as_mut() {
+            Some(d) => d.codec.replace(codec),
+            None => Some(codec),
+        }
+    }
+
+    /// Detaches the codec, if one is attached.
+    pub fn detach_codec(&mut self) -> Option<Box<Codec>> {
+        self.deflate.as_mut().and_then(|d| d.codec.take())
     }
 
     // ---------------------------------------------------------------------------------------
@@ -462,7 +539,8 @@ impl Connection {
         out.len() > start
     }
 
-    /// Appends a whole message as one frame to `out`.
+    /// Appends a whole message as one frame to `out`, compressed when permessage-deflate is
+    /// on, a codec is attached and the message is at least the configured minimum size.
     ///
     /// # Errors
     ///
@@ -471,7 +549,12 @@ impl Connection {
     pub fn send(&mut self, message: Message<'_>, out: &mut Vec<u8>) -> Result<(), SendError> {
         let plan = self.plan(FrameKind::Message(message.kind()))?;
         self.commit(plan);
-        self.write_frame(plan.opcode, true, message.as_bytes(), out);
+        let payload = message.as_bytes();
+        if self.compresses(payload.len()) {
+            self.write_compressed(plan.opcode, true, true, payload, out);
+        } else {
+            self.write_frame(plan.opcode, true, payload, out);
+        }
         Ok(())
     }
 
@@ -504,7 +587,26 @@ impl Connection {
             self.send.utf8 = utf8;
         }
         self.commit(plan);
-        self.write_frame(plan.opcode, plan.fin, payload, out);
+        // A fragmented message is compressed, or not, as a whole: decided on its first frame.
+        let compressed = match kind {
+            FrameKind::Message(_) => self.compresses(payload.len()),
+            FrameKind::First(_) => {
+                let compress = self.compresses(usize::MAX);
+                if let Some(d) = self.deflate.as_mut() {
+                    d.sending_compressed = compress;
+                }
+                compress
+            }
+            FrameKind::Continue | FrameKind::Last => {
+                self.deflate.as_ref().is_some_and(|d| d.sending_compressed)
+            }
+        };
+        if compressed {
+            let starts = matches!(kind, FrameKind::Message(_) | FrameKind::First(_));
+            self.write_compressed(plan.opcode, plan.fin, starts, payload, out);
+        } else {
+            self.write_frame(plan.opcode, plan.fin, payload, out);
+        }
         Ok(())
     }
 
@@ -512,17 +614,25 @@ impl Connection {
     /// straight from shared memory with `writev`. This is how a server sends without copying.
     ///
     /// The payload is not seen, so text is not validated: the caller vouches that it is UTF-8.
-    /// A client must mask the payload with [`EncodedHeader::mask`].
+    /// A client must mask the payload with [`EncodedHeader::mask`]. The frame is never
+    /// compressed (uncompressed messages are always allowed, RFC 7692 §6).
     ///
     /// # Errors
     ///
-    /// As [`Connection::send_frame`], but never [`SendError::InvalidUtf8`].
+    /// As [`Connection::send_frame`], but never [`SendError::InvalidUtf8`];
+    /// [`SendError::CompressedFragmentInProgress`] for a piece of a message whose first frame
+    /// was compressed (continue it with [`Connection::send_frame`]).
     pub fn encode_header(
         &mut self,
         kind: FrameKind,
         len: usize,
     ) -> Result<EncodedHeader, SendError> {
         let plan = self.plan(kind)?;
+        if matches!(kind, FrameKind::Continue | FrameKind::Last)
+            && self.deflate.as_ref().is_some_and(|d| d.sending_compressed)
+        {
+            return Err(SendError::CompressedFragmentInProgress);
+        }
         self.send.utf8 = None;
         self.commit(plan);
         let mask = self.next_mask();
@@ -606,9 +716,11 @@ impl Connection {
     #[cfg(fuzzing)]
     pub(crate) fn check_invariants(&self, spill: &[u8]) {
         let max_message = self.config.max_message_size;
-        assert!(spill.len() <= max_message + MAX_CONTROL_PAYLOAD, "spill grew to {}", spill.len());
+        // Compressed messages may exceed the limit on the wire by a little (see start_frame).
+        let wire_limit = max_message + max_message / 32 + 1024;
+        assert!(spill.len() <= wire_limit + MAX_CONTROL_PAYLOAD, "spill grew to {}", spill.len());
         if let Some(m) = self.recv.message {
-            assert!(m.announced <= max_message as u64);
+            assert!(m.announced <= wire_limit as u64);
             assert!(m.fragments >= 1 && m.fragments <= self.config.max_fragments);
         }
         if self.state == State::Closed {
@@ -641,7 +753,15 @@ impl Connection {
         input: &Input<'_>,
         spill: &mut Vec<u8>,
     ) -> Result<Option<Ready>, Error> {
-        if chunk.frame.opcode.is_control() {
+        // RSV1 means "compressed" on a message's first frame only (RFC 7692 §6); the deframer
+        // lets it through once permessage-deflate is on.
+        let frame = &chunk.frame;
+        if frame.rsv.contains(Rsv::RSV1)
+            && (frame.opcode.is_control() || frame.opcode == OpCode::Continuation)
+        {
+            return Err(InvalidFrame::ReservedBits(Rsv::RSV1.bits()).into());
+        }
+        if frame.opcode.is_control() {
             self.on_control(now, chunk, input, spill)
         } else {
             self.on_data(now, chunk, input, spill)
@@ -724,6 +844,16 @@ impl Connection {
             self.timers.last_message = now;
         }
         let text = message.kind == DataKind::Text;
+        if message.compressed {
+            return self.on_compressed(
+                chunk,
+                first_piece,
+                ends_message,
+                message.kind,
+                input,
+                spill,
+            );
+        }
         match self.config.delivery {
             Delivery::Messages if first_piece && ends_message => {
                 // The whole message is here in one piece: hand it over in place. Text is
@@ -765,10 +895,64 @@ impl Connection {
         }
     }
 
+    /// A piece of a compressed message: gathered in spill (unless the message lies whole in
+    /// the input), decompressed when the message ends, within the message size limit.
+    fn on_compressed(
+        &mut self,
+        chunk: Chunk,
+        first_piece: bool,
+        ends_message: bool,
+        kind: DataKind,
+        input: &Input<'_>,
+        spill: &mut Vec<u8>,
+    ) -> Result<Option<Ready>, Error> {
+        let whole = first_piece && ends_message;
+        if !whole {
+            spill.extend_from_slice(input.get(chunk.payload.clone()));
+            if !ends_message {
+                return Ok(None);
+            }
+        }
+        let role = self.role;
+        let limit = self.config.max_message_size;
+        let d = self.deflate.as_mut().expect("RSV1 is only allowed with permessage-deflate");
+        let (level, mem_level, bits) =
+            (d.level, d.mem_level, d.params.decompress_window_bits(role));
+        let reset = d.params.is_stateless();
+        let codec = d.codec.get_or_insert_with(|| Box::new(Codec::new(level, mem_level, bits)));
+        let start = if whole { spill.len() } else { 0 };
+        let result = if whole {
+            codec.decompress(input.get(chunk.payload), limit, reset, spill)
+        } else {
+            let compressed = std::mem::take(spill);
+            codec.decompress(&compressed, limit, reset, spill)
+        };
+        result.map_err(|e| match e {
+            DecompressError::TooBig => Error::MessageTooBig { limit: limit as u64 },
+            _ => Error::InvalidCompressedData,
+        })?;
+        self.recv.truncate_spill = Some(start);
+        let src = Src::Spill(start..spill.len());
+        Ok(Some(match self.config.delivery {
+            Delivery::Messages => Ready::Message { kind, src },
+            // Compressed messages are decompressed whole: one piece, validated here.
+            Delivery::Fragments => {
+                if kind == DataKind::Text && simdutf8::basic::from_utf8(&spill[start..]).is_err() {
+                    return Err(Error::InvalidUtf8);
+                }
+                Ready::Fragment { kind, src, first: true, last: true }
+            }
+        }))
+    }
+
     /// Applies the continuation rules (RFC 6455 §5.4) and the message limits to a new data
-    /// frame.
+    /// frame. A compressed message may be a little larger on the wire than the limit it
+    /// decompresses within (incompressible data grows by a few bytes per block).
     fn start_frame(&mut self, frame: &FrameRepr) -> Result<(), Error> {
         let max_message = self.config.max_message_size as u64;
+        let wire_limit = |compressed: bool| {
+            if compressed { max_message + max_message / 32 + 1024 } else { max_message }
+        };
         match (frame.opcode, self.recv.message.as_mut()) {
             (OpCode::Continuation, None) => Err(PeerMisbehaved::UnexpectedContinuation.into()),
             (OpCode::Continuation, Some(m)) => {
@@ -777,20 +961,25 @@ impl Connection {
                 }
                 m.fragments += 1;
                 m.announced += frame.payload_len;
-                if m.announced > max_message {
+                if m.announced > wire_limit(m.compressed) {
                     return Err(Error::MessageTooBig { limit: max_message });
                 }
                 Ok(())
             }
             (_, Some(_)) => Err(PeerMisbehaved::ExpectedContinuation.into()),
             (opcode, None) => {
-                if frame.payload_len > max_message {
+                let compressed = frame.rsv.contains(Rsv::RSV1);
+                if frame.payload_len > wire_limit(compressed) {
                     return Err(Error::MessageTooBig { limit: max_message });
                 }
                 let kind = if opcode == OpCode::Text { DataKind::Text } else { DataKind::Binary };
                 self.recv.utf8.reset();
-                self.recv.message =
-                    Some(InMessage { kind, announced: frame.payload_len, fragments: 1 });
+                self.recv.message = Some(InMessage {
+                    kind,
+                    announced: frame.payload_len,
+                    fragments: 1,
+                    compressed,
+                });
                 Ok(())
             }
         }
@@ -872,11 +1061,53 @@ impl Connection {
         self.masks.as_mut().map(|rng| rng.next_u32().to_ne_bytes())
     }
 
+    /// Whether a message of `len` bytes would go out compressed now.
+    fn compresses(&self, len: usize) -> bool {
+        self.deflate.as_ref().is_some_and(|d| d.compress && d.codec.is_some() && len >= d.min_size)
+    }
+
+    /// Compresses a piece of a message and appends it as one frame: RSV1 on the message's
+    /// first frame (RFC 7692 §6), the sync-flush tail stripped from its last.
+    fn write_compressed(
+        &mut self,
+        opcode: OpCode,
+        fin: bool,
+        starts: bool,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) {
+        let role = self.role;
+        let d = self.deflate.as_mut().expect("checked by compresses()");
+        let codec = d.codec.as_mut().expect("checked by compresses()");
+        // A shared codec may have served others since the last piece: start afresh (a new
+        // sync-flushed run of blocks continues a DEFLATE stream validly).
+        let reset =
+            d.params.is_stateless() || (starts && d.params.compress_no_context_takeover(role));
+        let mut compressed = std::mem::take(&mut d.scratch);
+        compressed.clear();
+        codec.compress(d.params.compress_window_bits(role), payload, fin, reset, &mut compressed);
+        let rsv = if starts { Rsv::RSV1 } else { Rsv::NONE };
+        self.write_frame_with(opcode, fin, rsv, &compressed, out);
+        if let Some(d) = self.deflate.as_mut() {
+            d.scratch = compressed;
+        }
+    }
+
     /// Appends header and payload, masked with a fresh key for the client role.
     fn write_frame(&mut self, opcode: OpCode, fin: bool, payload: &[u8], out: &mut Vec<u8>) {
+        self.write_frame_with(opcode, fin, Rsv::NONE, payload, out);
+    }
+
+    fn write_frame_with(
+        &mut self,
+        opcode: OpCode,
+        fin: bool,
+        rsv: Rsv,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) {
         let mask = self.next_mask();
-        let repr =
-            FrameRepr { fin, rsv: Rsv::NONE, opcode, mask, payload_len: payload.len() as u64 };
+        let repr = FrameRepr { fin, rsv, opcode, mask, payload_len: payload.len() as u64 };
         let (header, n) = repr.to_bytes();
         out.reserve(n + payload.len());
         out.extend_from_slice(&header[..n]);
@@ -903,7 +1134,7 @@ fn reason_for(code: CloseCode) -> &'static str {
     match code {
         CloseCode::GOING_AWAY => "idle timeout",
         CloseCode::PROTOCOL_ERROR => "protocol error",
-        CloseCode::INVALID_PAYLOAD => "invalid UTF-8",
+        CloseCode::INVALID_PAYLOAD => "invalid payload data",
         CloseCode::MESSAGE_TOO_BIG => "message too big",
         CloseCode::INTERNAL_ERROR => "internal error",
         _ => "",

@@ -1,4 +1,5 @@
 //! Whole-protocol tests: a client and a server joined in memory, and property tests.
 
+mod deflate;
 mod pair;
 mod props;

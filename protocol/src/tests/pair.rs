@@ -3,6 +3,7 @@
 
 use core::time::Duration;
 
+use crate::deflate::{DeflateConfig, accept_answer, negotiate};
 use crate::http::{self, Accept, ClientRequest, Request, Response, Status};
 use crate::{
     CloseCode, Config, Connection, DataKind, Error, Event, Input, Instant, Message, State,
@@ -115,13 +116,35 @@ impl Pair {
         split: Split,
         seed: u64,
     ) -> Self {
+        Self::build(client_config, server_config, None, split, seed)
+    }
+
+    /// As [`Pair::new`], negotiating permessage-deflate: the client offers with its
+    /// configuration, the server answers with its own; each side gets its own codec.
+    pub(crate) fn with_deflate(
+        client: DeflateConfig,
+        server: DeflateConfig,
+        split: Split,
+        seed: u64,
+    ) -> Self {
+        Self::build(Config::default(), Config::default(), Some((client, server)), split, seed)
+    }
+
+    fn build(
+        client_config: Config,
+        server_config: Config,
+        deflate: Option<(DeflateConfig, DeflateConfig)>,
+        split: Split,
+        seed: u64,
+    ) -> Self {
         let now = Instant::from_nanos(1_000_000_000);
+        let offer = deflate.as_ref().map(|(client, _)| client.offer());
         let request = ClientRequest {
             host: "example.com",
             target: "/echo?x=1",
             nonce: seed.to_le_bytes().repeat(2).try_into().unwrap(),
             protocols: &["chat"],
-            extensions: None,
+            extensions: offer.as_deref(),
             headers: &[],
         };
         let mut wire = vec![];
@@ -136,10 +159,18 @@ impl Pair {
         let upgrade = req.upgrade().unwrap();
         assert_eq!(upgrade.request.path(), "/echo");
         let chosen = upgrade.protocols().find(|p| *p == "chat");
+        let server_params =
+            deflate.as_ref().and_then(|(_, server)| negotiate(upgrade.extensions(), server));
+        let answer_header = server_params.map(|p| p.answer());
         let mut answer = vec![];
-        Accept { key: upgrade.accept_key(), protocol: chosen, extensions: None, headers: &[] }
-            .write(&mut answer)
-            .unwrap();
+        Accept {
+            key: upgrade.accept_key(),
+            protocol: chosen,
+            extensions: answer_header.as_deref(),
+            headers: &[],
+        }
+        .write(&mut answer)
+        .unwrap();
 
         let mut headers = [http::EMPTY_HEADER; 32];
         let Status::Complete((res, _)) = Response::parse(&answer, &mut headers, 8192).unwrap()
@@ -148,16 +179,25 @@ impl Pair {
         };
         let negotiated = res.validate(&request).unwrap();
         assert_eq!(negotiated.protocol, Some("chat"));
+        let client_params = match (&deflate, negotiated.extensions) {
+            (Some((client, _)), Some(answer)) => accept_answer(answer, client).unwrap(),
+            _ => None,
+        };
+        assert_eq!(client_params, server_params, "both ends agree on the parameters");
 
         let mut seed32 = [0u8; 32];
         seed32[..8].copy_from_slice(&seed.to_le_bytes());
-        Self {
-            client: Side::new(Connection::client(now, client_config, seed32)),
-            server: Side::new(Connection::server(now, server_config)),
-            now,
-            split,
-            rng: seed | 1,
+        let mut client = Connection::client(now, client_config, seed32);
+        let mut server = Connection::server(now, server_config);
+        if let (Some((client_cfg, server_cfg)), Some(params)) = (&deflate, server_params) {
+            client.enable_deflate(params, client_cfg);
+            server.enable_deflate(params, server_cfg);
+            let codec = client.new_codec().unwrap();
+            client.attach_codec(codec);
+            let codec = server.new_codec().unwrap();
+            server.attach_codec(codec);
         }
+        Self { client: Side::new(client), server: Side::new(server), now, split, rng: seed | 1 }
     }
 
     pub(crate) fn with_split(split: Split) -> Self {

@@ -1,0 +1,319 @@
+//! Compressing and decompressing message payloads (RFC 7692 §7.2), over zlib-rs.
+
+use core::fmt;
+
+use zlib_rs::{Deflate, DeflateConfig, Inflate, Status};
+use zlib_rs::{DeflateFlush, InflateFlush};
+
+/// The four bytes a sync flush ends with; senders strip them, receivers put them back
+/// (RFC 7692 §7.2.1, §7.2.2).
+pub(crate) const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+/// Output grows by at most this much per call, so a decompression bomb is caught after a
+/// bounded amount of work and memory past the limit.
+const STEP: usize = 64 << 10;
+
+/// zlib state for one connection, or for many in turn (see
+/// [`DeflateParams::is_stateless`](super::DeflateParams::is_stateless)).
+///
+/// Nothing is allocated until first use: a connection that never sends or receives a
+/// compressed message costs only this struct.
+pub struct Codec {
+    level: i32,
+    mem_level: i32,
+    /// Compressors by window bits (index `bits - 9`), created on demand.
+    deflate: [Option<Deflate>; 7],
+    inflate: Option<Inflate>,
+    /// The decompressor's window bits.
+    inflate_bits: u8,
+}
+
+/// A compressed message could not be decompressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecompressError {
+    /// The data is not a valid DEFLATE stream.
+    InvalidData,
+    /// The decompressed message would exceed the limit.
+    TooBig,
+}
+
+impl fmt::Display for DecompressError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::InvalidData => "invalid compressed data",
+            Self::TooBig => "decompressed message too big",
+        })
+    }
+}
+
+impl std::error::Error for DecompressError {}
+
+impl Codec {
+    /// A codec that compresses at `level` (0–9) with `mem_level` (1–9) and decompresses
+    /// windows of up to `inflate_bits` (8–15). Values out of range are clamped.
+    pub fn new(level: u8, mem_level: u8, inflate_bits: u8) -> Self {
+        Self {
+            level: i32::from(level.min(9)),
+            mem_level: i32::from(mem_level.clamp(1, 9)),
+            deflate: Default::default(),
+            inflate: None,
+            inflate_bits: inflate_bits.clamp(8, 15),
+        }
+    }
+
+    /// Compresses `input`, one piece of a message, with a window of `window_bits` (9–15;
+    /// clamped), appending the compressed bytes to `out`. The output is sync-flushed, so a
+    /// receiver can decode everything so far; the `last` piece of a message has the trailing
+    /// `00 00 ff ff` removed, as a message's payload must.
+    ///
+    /// With `reset`, the compressor forgets the previous messages first (no context takeover,
+    /// or a codec shared between connections).
+    pub fn compress(
+        &mut self,
+        window_bits: u8,
+        input: &[u8],
+        last: bool,
+        reset: bool,
+        out: &mut Vec<u8>,
+    ) {
+        let bits = window_bits.clamp(9, 15);
+        let (level, mem_level) = (self.level, self.mem_level);
+        let deflate = self.deflate[usize::from(bits - 9)].get_or_insert_with(|| {
+            let config = DeflateConfig {
+                level,
+                window_bits: -i32::from(bits),
+                mem_level,
+                ..Default::default()
+            };
+            Deflate::new_with_config(config)
+        });
+        if reset {
+            deflate.reset();
+        }
+        let start = out.len();
+        let mut consumed = 0;
+        loop {
+            let room = (input.len() - consumed) / 2 + 64;
+            let at = out.len();
+            out.resize(at + room, 0);
+            let (in_before, out_before) = (deflate.total_in(), deflate.total_out());
+            let status = deflate
+                .compress(&input[consumed..], &mut out[at..], DeflateFlush::SyncFlush)
+                .expect("a valid compressor with room to write cannot fail");
+            consumed += (deflate.total_in() - in_before) as usize;
+            let written = (deflate.total_out() - out_before) as usize;
+            out.truncate(at + written);
+            // A sync flush is complete once the input is gone and the output stopped filling
+            // the room; "no progress possible" (a flush with nothing new) also means done.
+            if consumed == input.len() && (written < room || status == Status::BufError) {
+                break;
+            }
+        }
+        if last && out.len() - start >= TAIL.len() && out[out.len() - TAIL.len()..] == TAIL {
+            out.truncate(out.len() - TAIL.len());
+        }
+    }
+
+    /// Decompresses one whole compressed message (its payload, without the tail, which is
+    /// added here), appending at most `limit` bytes to `out`. With `reset`, the decompressor
+    /// forgets previous messages first, as a codec shared between connections must (a reset
+    /// decompressor accepts 15-bit windows). A decompressor that is not shared need not reset
+    /// even when the peer does not take context over: such a peer never refers to what came
+    /// before.
+    ///
+    /// # Errors
+    ///
+    /// [`DecompressError::TooBig`] as soon as the output would pass `limit` (the work done is
+    /// bounded: a small input cannot make this allocate more than `limit` plus 64 KiB);
+    /// [`DecompressError::InvalidData`] for a corrupt stream. The decompressor is reset after
+    /// an error; `out` may hold partial output.
+    pub fn decompress(
+        &mut self,
+        input: &[u8],
+        limit: usize,
+        reset: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), DecompressError> {
+        let bits = self.inflate_bits;
+        let inflate = self.inflate.get_or_insert_with(|| Inflate::new(false, bits));
+        if reset {
+            inflate.reset(false);
+        }
+        let result = Self::inflate_all(inflate, input, limit, out);
+        if result.is_err() {
+            inflate.reset(false);
+        }
+        result
+    }
+
+    fn inflate_all(
+        inflate: &mut Inflate,
+        input: &[u8],
+        limit: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), DecompressError> {
+        let start = out.len();
+        for piece in [input, &TAIL[..]] {
+            let mut consumed = 0;
+            loop {
+                let produced = out.len() - start;
+                let room = STEP.min(limit - produced + 1).max(1);
+                let at = out.len();
+                out.resize(at + room, 0);
+                let (in_before, out_before) = (inflate.total_in(), inflate.total_out());
+                let status = inflate
+                    .decompress(&piece[consumed..], &mut out[at..], InflateFlush::SyncFlush)
+                    .map_err(|_| DecompressError::InvalidData)?;
+                consumed += (inflate.total_in() - in_before) as usize;
+                let written = (inflate.total_out() - out_before) as usize;
+                out.truncate(at + written);
+                if out.len() - start > limit {
+                    return Err(DecompressError::TooBig);
+                }
+                match status {
+                    // A final block (BFINAL) ends the stream: what follows must be our tail.
+                    Status::StreamEnd => {
+                        inflate.reset(false);
+                        return Ok(());
+                    }
+                    _ if consumed == piece.len() && written < room => break,
+                    Status::BufError if written == 0 => break,
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Codec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Codec")
+            .field("level", &self.level)
+            .field("mem_level", &self.mem_level)
+            .field("compressors", &self.deflate.iter().filter(|d| d.is_some()).count())
+            .field("decompressor", &self.inflate.is_some())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inflate(codec: &mut Codec, input: &[u8]) -> Vec<u8> {
+        let mut out = vec![];
+        codec.decompress(input, 1 << 20, false, &mut out).unwrap();
+        out
+    }
+
+    /// RFC 7692 §7.2.3's examples.
+    #[test]
+    fn rfc_examples_decompress() {
+        let mut c = Codec::new(1, 8, 15);
+        // §7.2.3.1: "Hello" in one compressed message.
+        assert_eq!(inflate(&mut c, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]), b"Hello");
+        // §7.2.3.2: the same again, referring to the previous message (context takeover).
+        assert_eq!(inflate(&mut c, &[0xf2, 0x00, 0x11, 0x00, 0x00]), b"Hello");
+        // §7.2.3.3: a DEFLATE block with no compression.
+        let mut c = Codec::new(1, 8, 15);
+        assert_eq!(
+            inflate(&mut c, &[0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00]),
+            b"Hello"
+        );
+        // §7.2.3.4: a block with BFINAL set.
+        let mut c = Codec::new(1, 8, 15);
+        assert_eq!(inflate(&mut c, &[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00]), b"Hello");
+        // §7.2.3.5: two DEFLATE blocks in one message.
+        let mut c = Codec::new(1, 8, 15);
+        let two = [0xf2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xff, 0xff, 0xca, 0xc9, 0xc9, 0x07, 0x00];
+        assert_eq!(inflate(&mut c, &two), b"Hello");
+        // §7.2.3.6: an empty message is a single 0x00.
+        let mut c = Codec::new(1, 8, 15);
+        assert_eq!(inflate(&mut c, &[0x00]), b"");
+        let mut out = vec![];
+        c.compress(15, b"", true, true, &mut out);
+        assert_eq!(out, [0x00]);
+    }
+
+    #[test]
+    fn round_trips_with_every_window_and_context_rule() {
+        let text: Vec<u8> =
+            (0..20_000).map(|i| b"the quick brown fox jumps "[i % 26] ^ (i / 997) as u8).collect();
+        for bits in 9..=15u8 {
+            for reset in [false, true] {
+                let mut tx = Codec::new(1, 8, 15);
+                let mut rx = Codec::new(1, 8, bits);
+                for round in 0..3 {
+                    let msg = &text[round * 1000..round * 1000 + 5000];
+                    let mut wire = vec![];
+                    tx.compress(bits, msg, true, reset, &mut wire);
+                    assert!(wire.len() < msg.len(), "compressed something");
+                    let mut back = vec![];
+                    rx.decompress(&wire, 1 << 20, reset, &mut back).unwrap();
+                    assert!(back == msg, "bits {bits} reset {reset} round {round}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_message_compressed_in_pieces_decompresses_whole() {
+        let msg: Vec<u8> = b"{\"price\": 101.25, \"symbol\": \"XYZ\"} ".repeat(300);
+        for reset_each_piece in [false, true] {
+            let mut tx = Codec::new(6, 8, 15);
+            let mut wire = vec![];
+            let pieces: Vec<&[u8]> = msg.chunks(1000).collect();
+            for (i, piece) in pieces.iter().enumerate() {
+                // Resetting between pieces (a shared codec) still makes a valid stream.
+                tx.compress(
+                    15,
+                    piece,
+                    i == pieces.len() - 1,
+                    reset_each_piece || i == 0,
+                    &mut wire,
+                );
+            }
+            let mut rx = Codec::new(1, 8, 15);
+            let mut back = vec![];
+            rx.decompress(&wire, 1 << 20, true, &mut back).unwrap();
+            assert!(back == msg);
+        }
+    }
+
+    #[test]
+    fn bombs_stop_at_the_limit() {
+        let zeros = vec![0u8; 8 << 20];
+        let mut tx = Codec::new(9, 9, 15);
+        let mut bomb = vec![];
+        tx.compress(15, &zeros, true, true, &mut bomb);
+        assert!(bomb.len() < 20 << 10, "8 MiB of zeros compress to {} bytes", bomb.len());
+        let mut rx = Codec::new(1, 8, 15);
+        let mut out = vec![];
+        assert_eq!(rx.decompress(&bomb, 1 << 20, false, &mut out), Err(DecompressError::TooBig));
+        assert!(out.len() <= (1 << 20) + 1 + STEP);
+        assert!(out.capacity() <= 4 << 20, "grew to {}", out.capacity());
+        // The codec recovers for the next message.
+        let mut wire = vec![];
+        tx.compress(15, b"fine", true, true, &mut wire);
+        let mut out = vec![];
+        rx.decompress(&wire, 10, true, &mut out).unwrap();
+        assert_eq!(out, b"fine");
+        // Exactly at the limit is fine.
+        let mut out = vec![];
+        rx.decompress(&wire, 4, true, &mut out).unwrap();
+        let mut out = vec![];
+        assert_eq!(rx.decompress(&wire, 3, true, &mut out), Err(DecompressError::TooBig));
+    }
+
+    #[test]
+    fn garbage_is_invalid_data() {
+        let mut rx = Codec::new(1, 8, 15);
+        let mut out = vec![];
+        assert_eq!(
+            rx.decompress(&[0xff, 0xff, 0xff, 0xff, 0xff], 1 << 20, false, &mut out),
+            Err(DecompressError::InvalidData)
+        );
+    }
+}
