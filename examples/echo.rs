@@ -7,7 +7,8 @@
 //! ```text
 //! cargo run --release --example echo                      # 127.0.0.1:9001
 //! cargo run --release --example echo -- --addr 0.0.0.0:9001 --workers 2
-//! cargo run --release --example echo -- --max-message 16777216 --max-fragments 65536   # Autobahn 9.x
+//! cargo run --release --example echo -- --max-message 16777216 --max-fragments 131072  # Autobahn 9.x
+//! cargo run --release --example echo -- --deflate dedicated:15   # or shared (default), off
 //! ```
 //!
 //! Stops on Ctrl-C (or SIGTERM) with a graceful shutdown: close 1001 to every connection.
@@ -15,7 +16,8 @@
 use std::time::Duration;
 
 use bidir::{
-    CloseInfo, Context, Handler, HttpResponse, Message, Request, Server, ServerConfig, Signals,
+    CloseInfo, Context, DeflateConfig, Handler, HttpResponse, Message, Request, Server,
+    ServerConfig, Signals,
 };
 
 struct Echo;
@@ -34,6 +36,8 @@ const PAGE: &str = include_str!("static/echo.html");
 fn main() -> std::io::Result<()> {
     let mut addr = "127.0.0.1:9001".to_owned();
     let mut config = ServerConfig::default();
+    // Browsers offer permessage-deflate; the echo server accepts it in the low-memory profile.
+    config.compression = Some(DeflateConfig::shared());
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage(&format!("{arg} needs a value")));
@@ -48,6 +52,16 @@ fn main() -> std::io::Result<()> {
             }
             "--max-fragments" => config.protocol.max_fragments = number(&value()) as u32,
             "--no-pin" => config.pin_workers = false,
+            "--deflate" => {
+                config.compression = match value().as_str() {
+                    "off" => None,
+                    "shared" => Some(DeflateConfig::shared()),
+                    other => match other.strip_prefix("dedicated:").and_then(|b| b.parse().ok()) {
+                        Some(bits) => Some(DeflateConfig::dedicated(bits)),
+                        None => usage("--deflate takes off, shared or dedicated:BITS"),
+                    },
+                }
+            }
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown argument {other}")),
         }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use bidir_protocol::deflate::DeflateConfig;
 use bidir_protocol::{CloseCode, Config as ProtocolConfig};
 
 /// What a send does when the connection's queue is over
@@ -31,6 +32,14 @@ pub struct ServerConfig {
     /// Protocol limits and timeouts for every route that does not set its own
     /// ([`Accept::config`](crate::Accept::config)).
     pub protocol: ProtocolConfig,
+    /// permessage-deflate (RFC 7692) for routes that do not choose for themselves
+    /// ([`Accept::compression`](crate::Accept::compression)). Default `None`: off, because
+    /// compression costs CPU per message that many applications do not want to pay.
+    ///
+    /// [`DeflateConfig::shared`] keeps no zlib state per connection (one codec per worker, no
+    /// context takeover either way); [`DeflateConfig::dedicated`] keeps a window per
+    /// connection for the best ratio. docs/deflate.md gives the memory and speed of each.
+    pub compression: Option<DeflateConfig>,
     /// Worker threads. Default: one per CPU the process may use.
     pub workers: Option<usize>,
     /// Pin each worker to its own CPU. Default `true`: a connection's state stays in one core's
@@ -78,6 +87,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             protocol: ProtocolConfig::default(),
+            compression: None,
             workers: None,
             pin_workers: true,
             max_connections: 100_000,

@@ -158,11 +158,11 @@ pub(crate) enum Command {
         code: CloseCode,
         reason: String,
     },
-    /// A pre-encoded frame for a topic's subscribers.
+    /// A message for a topic's subscribers; the worker encodes (and compresses) it once.
     Publish {
         topic: Arc<str>,
         kind: DataKind,
-        frame: Bytes,
+        payload: Bytes,
     },
     Stats(mpsc::Sender<WorkerStats>),
     Shutdown {

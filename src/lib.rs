@@ -53,6 +53,7 @@ mod timer;
 mod worker;
 
 pub use bidir_protocol as protocol;
+pub use bidir_protocol::deflate::DeflateConfig;
 pub use bidir_protocol::{CloseCode, DataKind, Fragment, FrameKind, Message, State};
 pub use bidir_sys::signal::Signals;
 pub use bytes::Bytes;

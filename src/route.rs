@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bidir_protocol::Config as ProtocolConfig;
+use bidir_protocol::deflate::DeflateConfig;
 use bidir_protocol::http::{self, ExtensionOffer, InvalidExtension, StatusCode};
 
 use crate::handler::Handler;
@@ -93,12 +94,13 @@ pub struct Accept<H> {
     pub(crate) protocol: Option<String>,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) config: Option<Arc<ProtocolConfig>>,
+    pub(crate) compression: Option<Option<DeflateConfig>>,
 }
 
 impl<H: Handler> Accept<H> {
     /// Accepts with `handler` and nothing more.
     pub fn new(handler: H) -> Self {
-        Self { handler, protocol: None, headers: Vec::new(), config: None }
+        Self { handler, protocol: None, headers: Vec::new(), config: None, compression: None }
     }
 
     /// Chooses a subprotocol. It must be one the client offered (see
@@ -122,6 +124,21 @@ impl<H: Handler> Accept<H> {
     #[must_use]
     pub fn config(mut self, config: impl Into<Arc<ProtocolConfig>>) -> Self {
         self.config = Some(config.into());
+        self
+    }
+
+    /// Negotiates permessage-deflate with this configuration, if the client offers it,
+    /// instead of the server's [`ServerConfig::compression`](crate::ServerConfig).
+    #[must_use]
+    pub fn compression(mut self, config: DeflateConfig) -> Self {
+        self.compression = Some(Some(config));
+        self
+    }
+
+    /// Declines permessage-deflate for this connection, whatever the server's default.
+    #[must_use]
+    pub fn no_compression(mut self) -> Self {
+        self.compression = Some(None);
         self
     }
 }
@@ -210,6 +227,7 @@ pub(crate) struct Accepted {
     pub(crate) protocol: Option<String>,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) config: Option<Arc<ProtocolConfig>>,
+    pub(crate) compression: Option<Option<DeflateConfig>>,
 }
 
 pub(crate) type WsHook = Arc<dyn Fn(&Request<'_>) -> Result<Accepted, HttpResponse> + Send + Sync>;
@@ -227,6 +245,7 @@ where
             protocol: accept.protocol,
             headers: accept.headers,
             config: accept.config,
+            compression: accept.compression,
         })
     })
 }

@@ -11,14 +11,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use bidir_protocol::{DataKind, Message};
+use bidir_protocol::Message;
 use bidir_sys::{Backend, Epoll};
 
 use crate::config::ServerConfig;
 use crate::handle::{Command, Mailbox};
 use crate::metrics::Stats;
 use crate::route::{self, HttpHook, HttpResponse, IntoAccept, Request, Router};
-use crate::worker::{self, Shared, Worker};
+use crate::worker::{Shared, Worker};
 
 /// The entry point: `Server::builder()`.
 #[derive(Debug)]
@@ -273,23 +273,21 @@ impl ServerHandle {
         self.inner.shared.open.iter().map(|o| o.load(Ordering::Relaxed)).sum()
     }
 
-    /// Sends `msg` to every connection subscribed to `topic`, on every worker. The frame is
-    /// encoded once (and copied once per worker, so that workers share no reference counts).
+    /// Sends `msg` to every connection subscribed to `topic`, on every worker. Each worker
+    /// encodes the frame once (and compresses it once per window size, for subscribers that
+    /// negotiated permessage-deflate without context takeover on the server's side; others get
+    /// it uncompressed, as RFC 7692 allows).
     /// Delivery happens on each worker's next loop turn; subscribers over their backpressure
     /// limit miss it. Does nothing once a shutdown has started.
     pub fn publish(&self, topic: &str, msg: Message<'_>) {
         if self.inner.shared.stopping.load(Ordering::Relaxed) {
             return;
         }
-        let frame = worker::encode_frame(msg.kind(), msg.as_bytes());
-        self.publish_frame(topic, msg.kind(), &frame);
-    }
-
-    fn publish_frame(&self, topic: &str, kind: DataKind, frame: &Bytes) {
         let topic: Arc<str> = Arc::from(topic);
         for mailbox in &self.inner.shared.mailboxes {
-            let frame = Bytes::copy_from_slice(frame);
-            mailbox.push(Command::Publish { topic: Arc::clone(&topic), kind, frame });
+            // A copy per worker: subscribers' queues then share a worker-local refcount.
+            let payload = Bytes::copy_from_slice(msg.as_bytes());
+            mailbox.push(Command::Publish { topic: Arc::clone(&topic), kind: msg.kind(), payload });
         }
     }
 

@@ -23,6 +23,7 @@ use bytes::{Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use slab::Slab;
 
+use bidir_protocol::deflate::{self, Codec, DeflateConfig, DeflateParams};
 use bidir_protocol::frame::{FrameHeader, FrameRepr, Rsv};
 use bidir_protocol::http::{self, Accept as HttpAccept, HandshakeError, StatusCode};
 use bidir_protocol::{
@@ -79,6 +80,9 @@ pub(crate) struct Meta {
     poisoned: bool,
     /// Retired: the socket closes after this turn.
     retired: bool,
+    /// permessage-deflate without context takeover: the worker's codec is lent to this
+    /// connection around each call instead of the connection owning one.
+    shares_codec: bool,
     /// The wheel tick this slot is scheduled for, or `NO_TICK`.
     timer_tick: u64,
 }
@@ -116,6 +120,12 @@ pub(crate) struct WorkerCx {
     scratch: Vec<u8>,
     /// Publishes made by handlers of this worker, delivered after the handler returns.
     local_publishes: Vec<(Arc<str>, DataKind, Bytes)>,
+    /// The worker's permessage-deflate codec, lent to connections that need no state of
+    /// their own; `None` while lent (or before first use).
+    codec: Option<Box<Codec>>,
+    /// The worker's receive scratch, lent as a connection's spill buffer while it has none,
+    /// so that messages gathered or decompressed within one read need no allocation.
+    spill: Vec<u8>,
     /// Slots retired this turn, to close after it.
     retire: Vec<usize>,
     counters: Counters,
@@ -160,6 +170,8 @@ impl<B: Backend> Worker<B> {
                 dirty: Vec::new(),
                 scratch: Vec::new(),
                 local_publishes: Vec::new(),
+                codec: None,
+                spill: Vec::new(),
                 retire: Vec::new(),
                 counters: Counters::default(),
                 handler_ns: metrics::histogram(),
@@ -337,7 +349,7 @@ impl<B: Backend> Worker<B> {
                             cx.control(conn, meta, |conn, out| conn.close(now, code, &reason, out));
                     });
                 }
-                Command::Publish { topic, kind, frame } => self.deliver(&topic, kind, &frame),
+                Command::Publish { topic, kind, payload } => self.deliver(&topic, kind, &payload),
                 Command::Stats(reply) => {
                     let mut counters = self.cx.counters.clone();
                     counters.syscalls = self.backend.syscalls();
@@ -365,7 +377,9 @@ impl<B: Backend> Worker<B> {
             return None;
         }
         let Phase::Open { conn, .. } = &mut slot.phase else { return None };
+        self.cx.lend_codec(conn, &slot.meta);
         let r = f(conn, &mut slot.meta, &mut self.cx);
+        self.cx.return_codec(conn, &slot.meta);
         settle(&mut self.slots, &mut self.cx, &mut self.wheel, key);
         Some(r)
     }
@@ -376,13 +390,23 @@ impl<B: Backend> Worker<B> {
         }
     }
 
-    /// Queues a pre-encoded frame for every subscriber of `topic` on this worker.
-    fn deliver(&mut self, topic: &str, kind: DataKind, frame: &Bytes) {
+    /// Queues a message for every subscriber of `topic` on this worker. The frame is encoded
+    /// once, and compressed at most once per window size, for the subscribers that may get a
+    /// standalone compressed message ([`Connection::broadcast_window`]).
+    fn deliver(&mut self, topic: &str, kind: DataKind, payload: &Bytes) {
         let members: Vec<usize> = self.cx.topics.members(topic).collect();
+        let mut plain: Option<Bytes> = None;
+        let mut compressed: [Option<Bytes>; 7] = Default::default();
         for key in members {
             let Some(slot) = self.slots.get_mut(key) else { continue };
             let Phase::Open { conn, .. } = &mut slot.phase else { continue };
-            let ok = self.cx.push_frame(conn, &mut slot.meta, kind, frame);
+            let frame = match conn.broadcast_window(payload.len()) {
+                Some(bits) => compressed[usize::from(bits.clamp(9, 15) - 9)]
+                    .get_or_insert_with(|| self.cx.compressed_frame(kind, payload, bits)),
+                None => plain.get_or_insert_with(|| encode_frame(kind, payload)),
+            };
+            let frame = frame.clone();
+            let ok = self.cx.push_frame(conn, &mut slot.meta, kind, &frame);
             if !ok {
                 self.cx.counters.dropped_sends += 1;
             }
@@ -562,8 +586,13 @@ impl WorkerCx {
         };
         let needs_validation =
             !text_checked && (is_text || matches!(kind, FrameKind::Continue | FrameKind::Last));
-        if needs_validation {
-            // Let the protocol validate text (and text fragments as they join).
+        let compress = match kind {
+            FrameKind::Message(_) => conn.will_compress(bytes.len()),
+            FrameKind::First(_) => conn.will_compress(usize::MAX),
+            FrameKind::Continue | FrameKind::Last => false,
+        };
+        if needs_validation || compress {
+            // Let the protocol validate text (and text fragments as they join) and compress.
             self.scratch.clear();
             conn.send_frame(kind, bytes, &mut self.scratch).map_err(protocol_error)?;
             meta.out.push_copy(&mut self.pool, &self.scratch);
@@ -640,22 +669,63 @@ impl WorkerCx {
 
     /// Publishes to this worker (after the handler returns) and to every other worker.
     pub(crate) fn publish_everywhere(&mut self, topic: &str, msg: Message<'_>) -> usize {
-        let frame = encode_frame(msg.kind(), msg.as_bytes());
         let topic: Arc<str> = Arc::from(topic);
         for (i, mailbox) in self.shared.mailboxes.iter().enumerate() {
             if i != usize::from(self.index) {
                 // A copy per worker: subscribers' queues then share a worker-local refcount.
-                let frame = Bytes::copy_from_slice(&frame);
+                let payload = Bytes::copy_from_slice(msg.as_bytes());
                 mailbox.push(Command::Publish {
                     topic: Arc::clone(&topic),
                     kind: msg.kind(),
-                    frame,
+                    payload,
                 });
             }
         }
         let local = self.topics.count(&topic);
-        self.local_publishes.push((topic, msg.kind(), frame));
+        self.local_publishes.push((topic, msg.kind(), Bytes::copy_from_slice(msg.as_bytes())));
         local
+    }
+
+    /// A whole message compressed on its own with the worker's codec, as one server frame.
+    fn compressed_frame(&mut self, kind: DataKind, payload: &[u8], bits: u8) -> Bytes {
+        let mut compressed = Vec::with_capacity(payload.len() / 2 + 64);
+        self.codec().compress(bits, payload, true, true, &mut compressed);
+        let repr = FrameRepr {
+            fin: true,
+            rsv: Rsv::RSV1,
+            opcode: kind.opcode(),
+            mask: None,
+            payload_len: compressed.len() as u64,
+        };
+        let mut frame = BytesMut::zeroed(repr.buffer_len());
+        repr.emit(&mut FrameHeader::new_unchecked(&mut frame[..]));
+        frame.extend_from_slice(&compressed);
+        frame.freeze()
+    }
+
+    /// The worker's shared codec (created on first use with the server's compression level).
+    fn codec(&mut self) -> &mut Codec {
+        let config = self.shared.config.compression.clone().unwrap_or_else(DeflateConfig::shared);
+        self.codec.get_or_insert_with(|| Box::new(Codec::new(config.level, config.mem_level, 15)))
+    }
+
+    /// Lends the worker's codec to a connection that shares it, for one call.
+    fn lend_codec(&mut self, conn: &mut Connection, meta: &Meta) {
+        if meta.shares_codec {
+            self.codec();
+            if let Some(codec) = self.codec.take() {
+                conn.attach_codec(codec);
+            }
+        }
+    }
+
+    /// Takes the lent codec back.
+    fn return_codec(&mut self, conn: &mut Connection, meta: &Meta) {
+        if meta.shares_codec
+            && let Some(codec) = conn.detach_codec()
+        {
+            self.codec = Some(codec);
+        }
     }
 }
 
@@ -721,6 +791,7 @@ fn accept(
             close_reported: false,
             poisoned: false,
             retired: false,
+            shares_codec: false,
             timer_tick: tick,
         },
         phase: Phase::Handshake { buf: Vec::new(), deadline },
@@ -822,14 +893,22 @@ fn handshake(
                         .is_none_or(|p| req.protocols().any(|o| o == p));
                     let headers: Vec<(&str, &str)> =
                         accepted.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+                    let compression = match &accepted.compression {
+                        Some(route) => route.clone(),
+                        None => shared.config.compression.clone(),
+                    };
+                    let deflate = compression.and_then(|config| {
+                        deflate::negotiate(req.extensions(), &config).map(|params| (params, config))
+                    });
+                    let extensions = deflate.as_ref().map(|(params, _)| params.answer());
                     let answer = HttpAccept {
                         key: upgrade.accept_key(),
                         protocol: accepted.protocol.as_deref(),
-                        extensions: None,
+                        extensions: extensions.as_deref(),
                         headers: &headers,
                     };
                     if offered && answer.write(&mut cx.scratch).is_ok() {
-                        Some((accepted, req.target().to_owned()))
+                        Some((accepted, req.target().to_owned(), deflate))
                     } else {
                         write_status(
                             &mut cx.scratch,
@@ -860,7 +939,7 @@ fn handshake(
             None
         }
     };
-    let Some((accepted, target)) = accepted else {
+    let Some((accepted, target, deflate)) = accepted else {
         respond(slots, cx, wheel, key);
         return;
     };
@@ -875,8 +954,11 @@ fn handshake(
         Some(p) => format!("{target}\n{p}").into_boxed_str(),
         None => target.into_boxed_str(),
     };
-    slot.phase =
-        Phase::Open { conn: Connection::server(cx.now, config), handler, spill: Vec::new() };
+    let mut conn = Connection::server(cx.now, config);
+    if let Some((params, config)) = deflate {
+        open_deflate(&mut conn, &mut slot.meta, params, &config);
+    }
+    slot.phase = Phase::Open { conn, handler, spill: Vec::new() };
     cx.counters.upgraded += 1;
     cx.counters.open += 1;
     slot.meta.timer_tick = NO_TICK; // the handshake deadline no longer applies
@@ -887,6 +969,22 @@ fn handshake(
         settle(slots, cx, wheel, key);
     } else {
         feed(slots, cx, wheel, key, &mut rest);
+    }
+}
+
+/// Turns permessage-deflate on for a new connection: with the worker's codec lent call by call
+/// when no context is kept between messages, else with a codec of its own.
+fn open_deflate(
+    conn: &mut Connection,
+    meta: &mut Meta,
+    params: DeflateParams,
+    config: &DeflateConfig,
+) {
+    conn.enable_deflate(params, config);
+    if params.is_stateless() {
+        meta.shares_codec = true;
+    } else if let Some(codec) = conn.new_codec() {
+        conn.attach_codec(codec);
     }
 }
 
@@ -925,6 +1023,13 @@ fn feed(slots: &mut Slab<Slot>, cx: &mut WorkerCx, wheel: &mut Wheel, key: usize
     let slot = &mut slots[key];
     let Slot { meta, phase } = slot;
     let Phase::Open { conn, handler, spill } = phase else { return };
+    cx.lend_codec(conn, meta);
+    // While the connection holds no partial message, the worker's scratch serves as its spill
+    // buffer: messages gathered or decompressed within this read need no allocation.
+    let lent_spill = spill.capacity() == 0;
+    if lent_spill {
+        std::mem::swap(spill, &mut cx.spill);
+    }
     let mut input = Input::new(data);
     loop {
         if meta.abort {
@@ -977,9 +1082,15 @@ fn feed(slots: &mut Slab<Slot>, cx: &mut WorkerCx, wheel: &mut Wheel, key: usize
             _ => {}
         }
     }
-    if spill.is_empty() && spill.capacity() > 0 {
-        *spill = Vec::new(); // an idle connection owns no receive buffer
+    if spill.is_empty() {
+        if lent_spill {
+            std::mem::swap(spill, &mut cx.spill); // the scratch goes back to the worker
+        } else if spill.capacity() > 0 {
+            *spill = Vec::new(); // an idle connection owns no receive buffer
+        }
     }
+    // A partial message keeps the buffer it is in; the worker starts a new scratch.
+    cx.return_codec(conn, meta);
     settle(slots, cx, wheel, key);
 }
 
@@ -1044,7 +1155,9 @@ fn call_handler(
     let Some(slot) = slots.get_mut(key) else { return };
     let Slot { meta, phase } = slot;
     if let Phase::Open { conn, handler, .. } = phase {
+        cx.lend_codec(conn, meta);
         invoke(conn, handler, meta, cx, f);
+        cx.return_codec(conn, meta);
     }
 }
 

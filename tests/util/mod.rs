@@ -7,6 +7,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant as WallClock};
 
+use bidir::protocol::deflate::{self, DeflateConfig};
 use bidir::protocol::http::{self, ClientRequest, Response, Status};
 use bidir::protocol::{
     CloseCode, Config, Connection, DataKind, Event, FrameKind, Input, Instant, Message, State,
@@ -104,12 +105,37 @@ impl Client {
         protocols: &[&str],
         headers: &[(&str, &str)],
     ) -> Result<Self, Refused> {
+        Self::connect_full(addr, target, host, protocols, headers, None)
+    }
+
+    /// Connects offering permessage-deflate with `deflate`; compresses and decompresses if the
+    /// server accepts.
+    pub fn connect_deflate(addr: SocketAddr, target: &str, deflate: DeflateConfig) -> Self {
+        Self::connect_full(addr, target, "localhost", &[], &[], Some(deflate))
+            .unwrap_or_else(|r| panic!("refused: {r:?}"))
+    }
+
+    pub fn connect_full(
+        addr: SocketAddr,
+        target: &str,
+        host: &str,
+        protocols: &[&str],
+        headers: &[(&str, &str)],
+        deflate: Option<DeflateConfig>,
+    ) -> Result<Self, Refused> {
         let start = WallClock::now();
         let mut stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         stream.set_nodelay(true).unwrap();
-        let request =
-            ClientRequest { host, target, nonce: [7; 16], protocols, extensions: None, headers };
+        let offer = deflate.as_ref().map(DeflateConfig::offer);
+        let request = ClientRequest {
+            host,
+            target,
+            nonce: [7; 16],
+            protocols,
+            extensions: offer.as_deref(),
+            headers,
+        };
         let mut out = Vec::new();
         request.write(&mut out).unwrap();
         stream.write_all(&out).unwrap();
@@ -122,9 +148,20 @@ impl Client {
         config.max_message_size = 64 << 20;
         config.max_frame_size = 64 << 20;
         config.ping_interval = None;
+        let mut conn = Connection::client(now(start), config, [3; 32]);
+        let extensions =
+            answer.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("Sec-WebSocket-Extensions"));
+        if let (Some(ours), Some((_, value))) = (&deflate, extensions) {
+            let params = deflate::accept_answer(value, ours)
+                .expect("a valid deflate answer")
+                .expect("deflate");
+            conn.enable_deflate(params, ours);
+            let codec = conn.new_codec().unwrap();
+            conn.attach_codec(codec);
+        }
         Ok(Self {
             stream,
-            conn: Connection::client(now(start), config, [3; 32]),
+            conn,
             spill: Vec::new(),
             buf: vec![0; 256 << 10],
             pending: buf,

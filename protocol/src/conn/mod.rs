@@ -550,7 +550,7 @@ impl Connection {
         let plan = self.plan(FrameKind::Message(message.kind()))?;
         self.commit(plan);
         let payload = message.as_bytes();
-        if self.compresses(payload.len()) {
+        if self.will_compress(payload.len()) {
             self.write_compressed(plan.opcode, true, true, payload, out);
         } else {
             self.write_frame(plan.opcode, true, payload, out);
@@ -589,9 +589,9 @@ impl Connection {
         self.commit(plan);
         // A fragmented message is compressed, or not, as a whole: decided on its first frame.
         let compressed = match kind {
-            FrameKind::Message(_) => self.compresses(payload.len()),
+            FrameKind::Message(_) => self.will_compress(payload.len()),
             FrameKind::First(_) => {
-                let compress = self.compresses(usize::MAX);
+                let compress = self.will_compress(usize::MAX);
                 if let Some(d) = self.deflate.as_mut() {
                     d.sending_compressed = compress;
                 }
@@ -1061,9 +1061,22 @@ impl Connection {
         self.masks.as_mut().map(|rng| rng.next_u32().to_ne_bytes())
     }
 
-    /// Whether a message of `len` bytes would go out compressed now.
-    fn compresses(&self, len: usize) -> bool {
+    /// Whether a message of `len` bytes would go out compressed now (permessage-deflate on, a
+    /// codec attached, the message at least the minimum size). Frames from
+    /// [`Connection::encode_header`] never are.
+    pub fn will_compress(&self, len: usize) -> bool {
         self.deflate.as_ref().is_some_and(|d| d.compress && d.codec.is_some() && len >= d.min_size)
+    }
+
+    /// For a broadcast: the window (9–15) with which a message of `len` bytes, compressed on
+    /// its own by someone else's codec, may be sent to this connection; `None` if it must go
+    /// uncompressed. A standalone compressed message is only safe when this side forgets its
+    /// compression context after every message (otherwise the peer's window would hold bytes
+    /// this side's compressor never saw).
+    pub fn broadcast_window(&self, len: usize) -> Option<u8> {
+        let d = self.deflate.as_ref()?;
+        (d.compress && len >= d.min_size && d.params.compress_no_context_takeover(self.role))
+            .then(|| d.params.compress_window_bits(self.role))
     }
 
     /// Compresses a piece of a message and appends it as one frame: RSV1 on the message's
@@ -1077,8 +1090,8 @@ impl Connection {
         out: &mut Vec<u8>,
     ) {
         let role = self.role;
-        let d = self.deflate.as_mut().expect("checked by compresses()");
-        let codec = d.codec.as_mut().expect("checked by compresses()");
+        let d = self.deflate.as_mut().expect("checked by will_compress()");
+        let codec = d.codec.as_mut().expect("checked by will_compress()");
         // A shared codec may have served others since the last piece: start afresh (a new
         // sync-flushed run of blocks continues a DEFLATE stream validly).
         let reset =

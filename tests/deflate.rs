@@ -1,0 +1,192 @@
+//! permessage-deflate through the engine over loopback: negotiation per server and per route,
+//! compressed echo in both profiles, compressed publishes, bombs.
+
+mod util;
+
+use std::time::Duration;
+
+use bidir::protocol::deflate::DeflateConfig;
+use bidir::protocol::{DataKind, FrameKind, Message};
+use bidir::{Accept, Context, Handler, Request, Server, ServerConfig, ServerHandle};
+use util::{Client, Got};
+
+struct Echo;
+impl Handler for Echo {
+    fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
+        cx.send(msg).unwrap();
+    }
+}
+
+fn server(compression: Option<DeflateConfig>) -> ServerHandle {
+    let mut config = ServerConfig::default();
+    config.pin_workers = false;
+    config.workers = Some(2);
+    config.compression = compression;
+    config.protocol.max_message_size = 4 << 20;
+    config.protocol.max_frame_size = 4 << 20;
+    Server::builder()
+        .bind("127.0.0.1:0")
+        .config(config)
+        .route("/echo", |_req: &Request<'_>| Ok(Echo))
+        .route("/plain", |_req: &Request<'_>| Ok(Accept::new(Echo).no_compression()))
+        .route("/best", |_req: &Request<'_>| {
+            Ok(Accept::new(Echo).compression(DeflateConfig::dedicated(15)))
+        })
+        .default_route(|_req: &Request<'_>| Ok(Room))
+        .start()
+        .unwrap()
+}
+
+fn json(n: usize) -> String {
+    let items: Vec<String> = (0..n)
+        .map(|i| {
+            format!("{{\"id\":{i},\"name\":\"item-{}\",\"price\":{}.5}}", i % 13, i * 7 % 1000)
+        })
+        .collect();
+    format!("[{}]", items.join(","))
+}
+
+fn echo_round_trips(c: &mut Client) {
+    let big = json(20_000);
+    for text in ["", "short", json(10).as_str(), big.as_str()] {
+        c.send_text(text);
+        assert_eq!(c.recv(), Got::Text(text.to_owned()));
+    }
+    c.send(Message::Binary(big.as_bytes()));
+    assert_eq!(c.recv(), Got::Binary(big.clone().into_bytes()));
+    // Fragmented and compressed, with a ping between the pieces.
+    let bytes = big.as_bytes();
+    c.send_frame(FrameKind::First(DataKind::Text), &bytes[..10_000]);
+    c.ping(b"mid");
+    c.send_frame(FrameKind::Last, &bytes[10_000..]);
+    assert_eq!(c.next(), Got::Pong(b"mid".to_vec()));
+    assert_eq!(c.recv(), Got::Text(big));
+}
+
+#[test]
+fn echo_in_both_profiles_and_every_client_offer() {
+    for (name, server_cfg) in
+        [("shared", DeflateConfig::shared()), ("dedicated", DeflateConfig::dedicated(12))]
+    {
+        let server = server(Some(server_cfg));
+        for client_cfg in
+            [DeflateConfig::shared(), DeflateConfig::dedicated(15), DeflateConfig::dedicated(9)]
+        {
+            let mut c = Client::connect_deflate(server.local_addr(), "/echo", client_cfg.clone());
+            let answer = c.header("Sec-WebSocket-Extensions").unwrap_or_default().to_owned();
+            assert!(answer.starts_with("permessage-deflate"), "{name}: {answer}");
+            assert!(c.conn.deflate_params().is_some());
+            echo_round_trips(&mut c);
+        }
+        // A client without the offer gets plain WebSocket.
+        let mut c = Client::connect(server.local_addr(), "/echo");
+        assert_eq!(c.header("Sec-WebSocket-Extensions"), None);
+        echo_round_trips(&mut c);
+        let bytes_in = server.stats().counters.bytes_in;
+        assert!(bytes_in > 0);
+        server.shutdown(Duration::from_secs(1));
+    }
+}
+
+#[test]
+fn routes_override_the_server_default() {
+    let off = server(None);
+    let c = Client::connect_deflate(off.local_addr(), "/echo", DeflateConfig::shared());
+    assert_eq!(c.header("Sec-WebSocket-Extensions"), None, "off by default");
+    let mut best = Client::connect_deflate(off.local_addr(), "/best", DeflateConfig::dedicated(15));
+    assert_eq!(best.header("Sec-WebSocket-Extensions"), Some("permessage-deflate"));
+    echo_round_trips(&mut best);
+    off.shutdown(Duration::from_secs(1));
+
+    let on = server(Some(DeflateConfig::shared()));
+    let c = Client::connect_deflate(on.local_addr(), "/plain", DeflateConfig::shared());
+    assert_eq!(c.header("Sec-WebSocket-Extensions"), None, "declined by the route");
+    on.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn compression_shrinks_what_goes_on_the_wire() {
+    let server = server(Some(DeflateConfig::shared()));
+    let big = json(20_000);
+    let mut c = Client::connect_deflate(server.local_addr(), "/echo", DeflateConfig::shared());
+    let before = server.stats().counters;
+    for _ in 0..10 {
+        c.send_text(&big);
+        assert_eq!(c.recv(), Got::Text(big.clone()));
+    }
+    let after = server.stats().counters;
+    let (sent, received) = (after.bytes_out - before.bytes_out, after.bytes_in - before.bytes_in);
+    let raw = 10 * big.len() as u64;
+    assert!(sent * 4 < raw, "{sent} bytes out for {raw} of messages");
+    assert!(received * 4 < raw, "{received} bytes in for {raw} of messages");
+    server.shutdown(Duration::from_secs(1));
+}
+
+/// Joins the topic named by its path; publishes what it receives.
+struct Room;
+impl Handler for Room {
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        let topic = cx.path().to_owned();
+        cx.subscribe(&topic);
+        cx.send_text("joined").unwrap();
+    }
+    fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
+        let topic = cx.path().to_owned();
+        cx.publish(&topic, msg);
+    }
+}
+
+#[test]
+fn publishes_are_compressed_once_for_shared_subscribers() {
+    let server = server(Some(DeflateConfig::shared()));
+    let addr = server.local_addr();
+    let mut compressed: Vec<Client> =
+        (0..4).map(|_| Client::connect_deflate(addr, "/news", DeflateConfig::shared())).collect();
+    // A subscriber keeping context gets the message uncompressed; one without deflate too.
+    let best_cfg = DeflateConfig::dedicated(15);
+    let mut mixed =
+        vec![Client::connect_deflate(addr, "/news", best_cfg), Client::connect(addr, "/news")];
+    for c in compressed.iter_mut().chain(mixed.iter_mut()) {
+        assert_eq!(c.recv(), Got::Text("joined".into()));
+    }
+    let big = json(20_000);
+    let before = server.stats().counters.bytes_out;
+    server.publish("/news", Message::Text(&big));
+    for c in compressed.iter_mut().chain(mixed.iter_mut()) {
+        assert_eq!(c.recv(), Got::Text(big.clone()));
+    }
+    let sent = server.stats().counters.bytes_out - before;
+    let raw = big.len() as u64;
+    // Two uncompressed copies, four compressed ones much smaller than the message.
+    assert!(sent < 2 * raw + 4 * raw / 4, "{sent} bytes for 6 subscribers of {raw}");
+    assert!(sent > 2 * raw);
+    // From a handler too.
+    compressed[0].send_text(&big);
+    for c in compressed.iter_mut().chain(mixed.iter_mut()) {
+        assert_eq!(c.recv(), Got::Text(big.clone()));
+    }
+    server.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn a_decompression_bomb_closes_with_1009() {
+    let mut config = ServerConfig::default();
+    config.pin_workers = false;
+    config.workers = Some(1);
+    config.compression = Some(DeflateConfig::shared());
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .config(config)
+        .route("/echo", |_req: &Request<'_>| Ok(Echo))
+        .start()
+        .unwrap();
+    let mut c = Client::connect_deflate(server.local_addr(), "/echo", DeflateConfig::shared());
+    // 64 MiB of zeros compress to ~64 KiB: under the 1 MiB frame limit, far over the 1 MiB
+    // message limit once inflated.
+    let zeros = vec![0u8; 64 << 20];
+    c.send(Message::Binary(&zeros));
+    assert_eq!(c.recv(), Got::Close(Some(1009), "message too big".into()));
+    let stats = server.stats();
+    assert_eq!(stats.counters.messages_in, 0);
+    server.shutdown(Duration::from_secs(1));
+}
