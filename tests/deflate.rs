@@ -145,7 +145,7 @@ fn publishes_are_compressed_once_for_shared_subscribers() {
     // A subscriber keeping context gets the message uncompressed; one without deflate too.
     let best_cfg = DeflateConfig::dedicated(15);
     let mut mixed =
-        vec![Client::connect_deflate(addr, "/news", best_cfg), Client::connect(addr, "/news")];
+        [Client::connect_deflate(addr, "/news", best_cfg), Client::connect(addr, "/news")];
     for c in compressed.iter_mut().chain(mixed.iter_mut()) {
         assert_eq!(c.recv(), Got::Text("joined".into()));
     }
