@@ -7,6 +7,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
+use bidir_protocol::deflate::{DeflateConfig, DeflateParams};
 use bidir_protocol::frame::{FrameHeader, FrameRepr, Rsv};
 use bidir_protocol::{
     CloseCode, Config, Connection, DataKind, Deframer, Delivery, Event, FrameKind, Input, Instant,
@@ -20,6 +21,9 @@ struct Case {
     client: bool,
     fragments: bool,
     auto_pong: bool,
+    /// permessage-deflate: off, or on with parameters built from these bits (stateless, our
+    /// side resetting, the peer resetting, window bits).
+    deflate: Option<(bool, bool, bool, u8)>,
     /// Small limits make the limit paths reachable.
     max_message: u16,
     max_frame: u16,
@@ -123,9 +127,13 @@ impl Side {
     }
 
     /// Checks that what this side wrote is valid for its peer.
-    fn check_wire(&mut self, client: bool) {
+    /// `compressed`: permessage-deflate is on, so RSV1 may mark a message.
+    fn check_wire(&mut self, client: bool, compressed: bool) {
         let peer = if client { Role::Server } else { Role::Client };
         let mut deframer = Deframer::new(peer, usize::MAX);
+        if compressed {
+            deframer.allow_rsv(Rsv::RSV1);
+        }
         let mut input = Input::new(&mut self.wire);
         let mut closed = false;
         while let Some(chunk) = deframer.next(&mut input) {
@@ -171,11 +179,24 @@ fuzz_target!(|case: Case| {
     config.idle_timeout = Some(Duration::from_secs(100));
     let mut now = Instant::from_nanos(1);
     let make = || {
-        if case.client {
+        let mut conn = if case.client {
             Connection::client(now, config.clone(), [9; 32])
         } else {
             Connection::server(now, config.clone())
+        };
+        if let Some((stateless, ours, theirs, bits)) = case.deflate {
+            let params = DeflateParams {
+                server_no_context_takeover: stateless || ours,
+                client_no_context_takeover: stateless || theirs,
+                server_max_window_bits: Some(8 + bits % 8),
+                client_max_window_bits: None,
+            };
+            conn.enable_deflate(params, &DeflateConfig::shared());
+            if let Some(codec) = conn.new_codec() {
+                conn.attach_codec(codec);
+            }
         }
+        conn
     };
     let mut whole = Side { conn: make(), spill: vec![], seen: vec![], partial: None, wire: vec![] };
     let mut split = Side { conn: make(), spill: vec![], seen: vec![], partial: None, wire: vec![] };
@@ -258,6 +279,6 @@ fuzz_target!(|case: Case| {
     }
     assert_eq!(whole.seen, split.seen);
     assert_eq!(whole.conn.state(), split.conn.state());
-    whole.check_wire(case.client);
-    split.check_wire(case.client);
+    whole.check_wire(case.client, case.deflate.is_some());
+    split.check_wire(case.client, case.deflate.is_some());
 });

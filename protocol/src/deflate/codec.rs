@@ -113,6 +113,12 @@ impl Codec {
         if last && out.len() - start >= TAIL.len() && out[out.len() - TAIL.len()..] == TAIL {
             out.truncate(out.len() - TAIL.len());
         }
+        // A flush with nothing new since the last one writes nothing (zlib skips duplicate
+        // flushes), yet the peer appends the tail to every message: an empty stored block
+        // (RFC 7692 section 7.2.3.6) keeps its decompressor on a block boundary.
+        if last && out.len() == start {
+            out.push(0x00);
+        }
     }
 
     /// Decompresses one whole compressed message (its payload, without the tail, which is
@@ -139,6 +145,12 @@ impl Codec {
         let inflate = self.inflate.get_or_insert_with(|| Inflate::new(false, bits));
         if reset {
             inflate.reset(false);
+        }
+        // An empty payload carries no block at all; appending the tail to it would leave the
+        // decompressor inside a half-read stored block header. Some peers send empty
+        // messages this way, so it reads as the empty message it means.
+        if input.is_empty() {
+            return Ok(());
         }
         let result = Self::inflate_all(inflate, input, limit, out);
         if result.is_err() {
@@ -280,6 +292,37 @@ mod tests {
             rx.decompress(&wire, 1 << 20, true, &mut back).unwrap();
             assert!(back == msg);
         }
+    }
+
+    /// Found by the `inflate` fuzz target: a flush with nothing new writes nothing, so a
+    /// second empty message once went out as an empty payload and broke the peer's stream.
+    #[test]
+    fn empty_messages_keep_the_stream_in_step() {
+        for level in [0, 1, 9] {
+            let mut tx = Codec::new(level, 8, 15);
+            let mut rx = Codec::new(1, 8, 15);
+            for msg in [&b""[..], b"", b"abc", b"", b"", b"abcabc", b""] {
+                let mut wire = vec![];
+                tx.compress(15, msg, true, false, &mut wire);
+                assert!(!wire.is_empty(), "level {level}: a message always has a block");
+                let mut back = vec![];
+                rx.decompress(&wire, msg.len(), false, &mut back).unwrap();
+                assert_eq!(back, msg, "level {level}");
+            }
+            // A fragmented message whose last piece adds nothing.
+            let mut wire = vec![];
+            tx.compress(15, b"tail", false, false, &mut wire);
+            tx.compress(15, b"", true, false, &mut wire);
+            let mut back = vec![];
+            rx.decompress(&wire, 4, false, &mut back).unwrap();
+            assert_eq!(back, b"tail");
+        }
+        // A peer's empty payload reads as an empty message and leaves the stream usable.
+        let mut rx = Codec::new(1, 8, 15);
+        let mut out = vec![];
+        rx.decompress(&[], 0, false, &mut out).unwrap();
+        assert!(out.is_empty());
+        assert_eq!(inflate(&mut rx, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]), b"Hello");
     }
 
     #[test]
