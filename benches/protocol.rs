@@ -1,16 +1,23 @@
 //! Micro benchmarks of the protocol core: unmasking (against memcpy of the same bytes, the
-//! ceiling), header parsing, deframing many small frames, upgrade parsing, UTF-8 validation.
+//! ceiling), header parsing, deframing many small frames, upgrade parsing, UTF-8 validation,
+//! permessage-deflate (our zlib-rs codec against miniz_oxide).
 //!
 //! `cargo bench --bench protocol`; results and the method are in docs/benchmarks.md.
 
 use std::hint::black_box;
 
+use bidir::protocol::deflate::Codec;
 use bidir::protocol::frame::mask::{self, Kernel};
 use bidir::protocol::frame::{FrameHeader, FrameRepr, OpCode, Rsv};
 use bidir::protocol::http::{self, Accept, Request, Status};
 use bidir::protocol::message::Utf8Validator;
 use bidir::protocol::{Config, Connection, Deframer, Event, Input, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use miniz_oxide::deflate::core::{
+    CompressorOxide, TDEFLFlush, compress as miniz_compress, create_comp_flags_from_zip_params,
+};
+use miniz_oxide::inflate::stream::{InflateState, inflate as miniz_inflate};
+use miniz_oxide::{DataFormat, MZFlush};
 
 const SIZES: [usize; 6] = [16, 128, 256, 1024, 64 << 10, 1 << 20];
 
@@ -199,5 +206,108 @@ fn utf8(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, unmask, header, deframe, upgrade, utf8);
+/// Quote-like JSON records with varying numbers: what a market-data or RPC service sends.
+fn json_like(len: usize) -> Vec<u8> {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut out = Vec::with_capacity(len + 200);
+    out.push(b'[');
+    while out.len() < len {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let symbols = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOG", "META"];
+        let record = format!(
+            "{{\"id\":{},\"symbol\":\"{}\",\"price\":{}.{:02},\"qty\":{},\"side\":\"{}\",\"ts\":{}}},",
+            seed % 1_000_000,
+            symbols[(seed >> 20) as usize % symbols.len()],
+            seed % 900 + 100,
+            (seed >> 8) % 100,
+            (seed >> 16) % 5000,
+            if seed & 1 == 0 { "buy" } else { "sell" },
+            1_763_800_000_000 + (seed >> 30) % 1_000_000,
+        );
+        out.extend_from_slice(record.as_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn random(len: usize) -> Vec<u8> {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 24) as u8
+        })
+        .collect()
+}
+
+/// One message compressed and decompressed without context takeover (the shared profile,
+/// and the only mode miniz_oxide can match window for window), level 1, 15-bit window.
+fn deflate(c: &mut Criterion) {
+    const TAIL: [u8; 4] = [0, 0, 0xff, 0xff];
+    let inputs =
+        [("json", json_like(1024)), ("json", json_like(16 << 10)), ("random", random(16 << 10))];
+    let mut g = c.benchmark_group("deflate");
+    for (kind, input) in &inputs {
+        let id = |lib: &str| BenchmarkId::new(format!("{lib}/{kind}"), input.len());
+        g.throughput(Throughput::Bytes(input.len() as u64));
+        let mut codec = Codec::new(1, 8, 15);
+        let mut wire = Vec::with_capacity(2 * input.len() + 64);
+        g.bench_function(id("compress/zlib-rs"), |b| {
+            b.iter(|| {
+                wire.clear();
+                codec.compress(15, black_box(input), true, true, &mut wire);
+                wire.len()
+            });
+        });
+        let mut miniz = CompressorOxide::new(create_comp_flags_from_zip_params(1, -15, 0));
+        let mut buf = vec![0u8; 2 * input.len() + 64];
+        g.bench_function(id("compress/miniz_oxide"), |b| {
+            b.iter(|| {
+                miniz.reset();
+                let (_, _, n) =
+                    miniz_compress(&mut miniz, black_box(input), &mut buf, TDEFLFlush::Sync);
+                n
+            });
+        });
+        let miniz_len = {
+            miniz.reset();
+            miniz_compress(&mut miniz, input, &mut buf, TDEFLFlush::Sync).2
+        };
+        wire.clear();
+        codec.compress(15, input, true, true, &mut wire);
+        eprintln!(
+            "deflate {kind} {} B: zlib-rs level 1 -> {} B, miniz_oxide level 1 -> {} B",
+            input.len(),
+            wire.len() + TAIL.len(),
+            miniz_len
+        );
+        let mut out = Vec::with_capacity(input.len() + 64);
+        g.bench_function(id("decompress/zlib-rs"), |b| {
+            b.iter(|| {
+                out.clear();
+                codec.decompress(black_box(&wire), input.len(), true, &mut out).unwrap();
+                out.len()
+            });
+        });
+        let mut state = InflateState::new_boxed(DataFormat::Raw);
+        let mut with_tail = wire.clone();
+        with_tail.extend_from_slice(&TAIL);
+        let mut plain = vec![0u8; input.len() + 64];
+        g.bench_function(id("decompress/miniz_oxide"), |b| {
+            b.iter(|| {
+                state.reset(DataFormat::Raw);
+                let r = miniz_inflate(&mut state, black_box(&with_tail), &mut plain, MZFlush::Sync);
+                assert_eq!(r.bytes_written, input.len());
+                r.bytes_written
+            });
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, unmask, header, deframe, upgrade, utf8, deflate);
 criterion_main!(benches);

@@ -4,8 +4,12 @@
 //!
 //! ```text
 //! cargo run --release --example loopback_load -- --addr 127.0.0.1:9001 --path /echo \
-//!     --conns 100 --inflight 16 --size 16 --seconds 10 --warmup 2 [--binary] [--server-pid PID]
+//!     --conns 100 --inflight 16 --size 16 --seconds 10 --warmup 2 [--binary] [--json] \
+//!     [--deflate off|shared|dedicated:BITS] [--server-pid PID]
 //! ```
+//!
+//! `--json` sends JSON-like text (quote records with varying numbers, 64 different messages in
+//! turn) instead of one repeated byte; `--deflate` offers permessage-deflate with that profile.
 //!
 //! Each connection keeps `inflight` messages outstanding: every echo received sends the next
 //! message. Prints messages per second, round-trip latency percentiles (HDR histogram), and,
@@ -18,6 +22,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant as WallClock};
 
 use bidir::hdrhistogram::Histogram;
+use bidir::protocol::deflate::{self, DeflateConfig};
 use bidir::protocol::http::{self, ClientRequest, Response, Status};
 use bidir::protocol::{Config, Connection, Event, Input, Instant, Message};
 use mio::net::TcpStream as MioStream;
@@ -32,6 +37,8 @@ struct Args {
     seconds: f64,
     warmup: f64,
     binary: bool,
+    json: bool,
+    deflate: Option<DeflateConfig>,
     server_pid: Option<u32>,
 }
 
@@ -46,13 +53,22 @@ struct Conn {
 
 fn main() -> io::Result<()> {
     let args = parse_args();
-    let payload = vec![b'T'; args.size];
+    let payloads: Vec<String> = if args.json {
+        (0..64).map(|i| json_like(args.size, i)).collect()
+    } else {
+        vec!["T".repeat(args.size)]
+    };
+    let msg = |n: usize| {
+        let text = &payloads[n % payloads.len()];
+        if args.binary { Message::Binary(text.as_bytes()) } else { Message::Text(text) }
+    };
+    let mut next = 0usize;
     let start = WallClock::now();
     let now = || Instant::from_nanos(start.elapsed().as_nanos() as u64);
     let mut poll = Poll::new()?;
     let mut conns = Vec::with_capacity(args.conns);
     for i in 0..args.conns {
-        let stream = handshake(args.addr, &args.path, i)?;
+        let (stream, answer) = handshake(args.addr, &args.path, i, args.deflate.as_ref())?;
         stream.set_nonblocking(true)?;
         let mut io = MioStream::from_std(stream);
         poll.registry().register(&mut io, Token(i), Interest::READABLE | Interest::WRITABLE)?;
@@ -60,20 +76,30 @@ fn main() -> io::Result<()> {
         config.ping_interval = None;
         let mut seed = [0u8; 32];
         seed[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+        let mut proto = Connection::client(now(), config, seed);
+        if let (Some(ours), Some(answer)) = (&args.deflate, answer) {
+            let params = deflate::accept_answer(&answer, ours)
+                .map_err(|e| io::Error::other(format!("deflate answer: {e:?}")))?
+                .expect("a permessage-deflate answer");
+            proto.enable_deflate(params, ours);
+            let codec = proto.new_codec().expect("deflate is on");
+            proto.attach_codec(codec);
+        } else if args.deflate.is_some() && i == 0 {
+            eprintln!("the server declined permessage-deflate");
+        }
         conns.push(Conn {
             io,
-            proto: Connection::client(now(), config, seed),
+            proto,
             spill: Vec::new(),
             out: Vec::new(),
             sent_at: VecDeque::new(),
             blocked: false,
         });
     }
-    let text = String::from_utf8(payload.clone()).expect("ASCII payload");
-    let msg = if args.binary { Message::Binary(&payload) } else { Message::Text(&text) };
     for c in &mut conns {
         for _ in 0..args.inflight {
-            c.proto.send(msg, &mut c.out).expect("send");
+            next += 1;
+            c.proto.send(msg(next), &mut c.out).expect("send");
             c.sent_at.push_back(WallClock::now());
         }
         flush(c)?;
@@ -129,7 +155,8 @@ fn main() -> io::Result<()> {
                 }
                 // One new message per echo received: the number in flight stays constant.
                 while c.sent_at.len() < args.inflight {
-                    c.proto.send(msg, &mut c.out).expect("send");
+                    next += 1;
+                    c.proto.send(msg(next), &mut c.out).expect("send");
                     c.sent_at.push_back(WallClock::now());
                 }
                 if n < buf.len() {
@@ -148,11 +175,17 @@ fn main() -> io::Result<()> {
     let client_ns = cpu_ns(std::process::id()).saturating_sub(client0);
     let rate = counted as f64 / args.seconds;
     println!(
-        "conns {} inflight {} size {} {}: {:.0} msg/s, p50 {:.1} µs, p90 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs, max {:.1} µs",
+        "conns {} inflight {} size {} {}{}{}: {:.0} msg/s, p50 {:.1} µs, p90 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs, max {:.1} µs",
         args.conns,
         args.inflight,
         args.size,
         if args.binary { "binary" } else { "text" },
+        if args.json { " json" } else { "" },
+        match &args.deflate {
+            None => String::new(),
+            Some(d) if d.no_context_takeover => ", deflate shared".to_owned(),
+            Some(d) => format!(", deflate dedicated:{}", d.window_bits),
+        },
         rate,
         hist.value_at_quantile(0.5) as f64 / 1e3,
         hist.value_at_quantile(0.9) as f64 / 1e3,
@@ -186,18 +219,48 @@ fn flush(c: &mut Conn) -> io::Result<()> {
     Ok(())
 }
 
-fn handshake(addr: SocketAddr, path: &str, i: usize) -> io::Result<TcpStream> {
+/// Quote-like JSON records with varying numbers, cut to `len` bytes.
+fn json_like(len: usize, variant: u64) -> String {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ (variant.wrapping_mul(7919) + 1);
+    let mut out = String::from("[");
+    while out.len() < len {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let symbols = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOG", "META"];
+        out.push_str(&format!(
+            "{{\"id\":{},\"symbol\":\"{}\",\"price\":{}.{:02},\"qty\":{},\"side\":\"{}\"}},",
+            seed % 1_000_000,
+            symbols[(seed >> 20) as usize % symbols.len()],
+            seed % 900 + 100,
+            (seed >> 8) % 100,
+            (seed >> 16) % 5000,
+            if seed & 1 == 0 { "buy" } else { "sell" },
+        ));
+    }
+    out.truncate(len);
+    out
+}
+
+/// Upgrades; returns the stream and the server's `Sec-WebSocket-Extensions` answer.
+fn handshake(
+    addr: SocketAddr,
+    path: &str,
+    i: usize,
+    deflate: Option<&DeflateConfig>,
+) -> io::Result<(TcpStream, Option<String>)> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_nodelay(true)?;
     let host = addr.to_string();
     let mut nonce = [0u8; 16];
     nonce[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    let offer = deflate.map(DeflateConfig::offer);
     let request = ClientRequest {
         host: &host,
         target: path,
         nonce,
         protocols: &[],
-        extensions: None,
+        extensions: offer.as_deref(),
         headers: &[],
     };
     let mut out = Vec::new();
@@ -216,9 +279,10 @@ fn handshake(addr: SocketAddr, path: &str, i: usize) -> io::Result<TcpStream> {
         buf.extend_from_slice(&chunk[..n]);
         let mut headers = [http::EMPTY_HEADER; 32];
         if let Ok(Status::Complete((res, len))) = Response::parse(&buf, &mut headers, 8192) {
-            res.validate(&request).map_err(|e| io::Error::other(e.to_string()))?;
+            let negotiated = res.validate(&request).map_err(|e| io::Error::other(e.to_string()))?;
             assert_eq!(len, buf.len(), "the server spoke first");
-            return Ok(stream);
+            let answer = negotiated.extensions.map(str::to_owned);
+            return Ok((stream, answer));
         }
     }
 }
@@ -242,6 +306,8 @@ fn parse_args() -> Args {
         seconds: 10.0,
         warmup: 2.0,
         binary: false,
+        json: false,
+        deflate: None,
         server_pid: None,
     };
     let mut it = std::env::args().skip(1);
@@ -256,6 +322,19 @@ fn parse_args() -> Args {
             "--seconds" => a.seconds = v().parse().expect("number"),
             "--warmup" => a.warmup = v().parse().expect("number"),
             "--binary" => a.binary = true,
+            "--json" => a.json = true,
+            "--deflate" => {
+                a.deflate = match v().as_str() {
+                    "off" => None,
+                    "shared" => Some(DeflateConfig::shared()),
+                    other => Some(DeflateConfig::dedicated(
+                        other
+                            .strip_prefix("dedicated:")
+                            .and_then(|b| b.parse().ok())
+                            .expect("--deflate takes off, shared or dedicated:BITS"),
+                    )),
+                }
+            }
             "--server-pid" => a.server_pid = Some(v().parse().expect("pid")),
             other => panic!("unknown argument {other}"),
         }

@@ -80,8 +80,9 @@ pub(crate) struct Meta {
     poisoned: bool,
     /// Retired: the socket closes after this turn.
     retired: bool,
-    /// permessage-deflate without context takeover: the worker's codec is lent to this
-    /// connection around each call instead of the connection owning one.
+    /// permessage-deflate with no zlib state kept between messages (no context takeover, or
+    /// compact context): the worker's codec is lent to this connection around each call
+    /// instead of the connection owning one.
     shares_codec: bool,
     /// The wheel tick this slot is scheduled for, or `NO_TICK`.
     timer_tick: u64,
@@ -973,7 +974,8 @@ fn handshake(
 }
 
 /// Turns permessage-deflate on for a new connection: with the worker's codec lent call by call
-/// when no context is kept between messages, else with a codec of its own.
+/// when the connection keeps no zlib state between messages (no context, or compact context),
+/// else with a codec of its own.
 fn open_deflate(
     conn: &mut Connection,
     meta: &mut Meta,
@@ -981,7 +983,7 @@ fn open_deflate(
     config: &DeflateConfig,
 ) {
     conn.enable_deflate(params, config);
-    if params.is_stateless() {
+    if conn.shares_codec() {
         meta.shares_codec = true;
     } else if let Some(codec) = conn.new_codec() {
         conn.attach_codec(codec);

@@ -65,9 +65,13 @@ fn echo_round_trips(c: &mut Client) {
 
 #[test]
 fn echo_in_both_profiles_and_every_client_offer() {
-    for (name, server_cfg) in
-        [("shared", DeflateConfig::shared()), ("dedicated", DeflateConfig::dedicated(12))]
-    {
+    let mut live = DeflateConfig::dedicated(12);
+    live.compact_context = false;
+    for (name, server_cfg) in [
+        ("shared", DeflateConfig::shared()),
+        ("dedicated, compact", DeflateConfig::dedicated(12)),
+        ("dedicated, live", live),
+    ] {
         let server = server(Some(server_cfg));
         for client_cfg in
             [DeflateConfig::shared(), DeflateConfig::dedicated(15), DeflateConfig::dedicated(9)]
@@ -119,6 +123,40 @@ fn compression_shrinks_what_goes_on_the_wire() {
     let raw = 10 * big.len() as u64;
     assert!(sent * 4 < raw, "{sent} bytes out for {raw} of messages");
     assert!(received * 4 < raw, "{received} bytes in for {raw} of messages");
+    server.shutdown(Duration::from_secs(1));
+}
+
+/// Compact context: connections keep only their windows and take turns with the worker's
+/// codec, yet each still refers back to its own earlier messages.
+#[test]
+fn compact_context_keeps_each_connections_history() {
+    let server = server(Some(DeflateConfig::dedicated(10)));
+    let mut clients: Vec<Client> = (0..4)
+        .map(|_| {
+            Client::connect_deflate(server.local_addr(), "/echo", DeflateConfig::dedicated(10))
+        })
+        .collect();
+    let answer = clients[0].header("Sec-WebSocket-Extensions").unwrap().to_owned();
+    assert!(!answer.contains("no_context_takeover"), "{answer}");
+    let texts: Vec<String> = (0..4).map(|i| format!("client {i}: {}", json(8 + i))).collect();
+    let wire = |c: &mut Client, text: &str| {
+        let before = server.stats().counters.bytes_out;
+        c.send_text(text);
+        assert_eq!(c.recv(), Got::Text(text.to_owned()));
+        server.stats().counters.bytes_out - before
+    };
+    let mut first = vec![];
+    for (c, text) in clients.iter_mut().zip(&texts) {
+        assert!(text.len() < 1024, "fits the window");
+        first.push(wire(c, text));
+    }
+    // Again, interleaved: each repeat is a back reference into that connection's own window.
+    for round in 0..3 {
+        for ((c, text), first) in clients.iter_mut().zip(&texts).zip(&first) {
+            let again = wire(c, text);
+            assert!(again * 4 < *first, "round {round}: {again} bytes after {first}");
+        }
+    }
     server.shutdown(Duration::from_secs(1));
 }
 

@@ -22,8 +22,8 @@ struct Case {
     fragments: bool,
     auto_pong: bool,
     /// permessage-deflate: off, or on with parameters built from these bits (stateless, our
-    /// side resetting, the peer resetting, window bits).
-    deflate: Option<(bool, bool, bool, u8)>,
+    /// side resetting, the peer resetting, window bits, compact context).
+    deflate: Option<(bool, bool, bool, u8, bool)>,
     /// Small limits make the limit paths reachable.
     max_message: u16,
     max_frame: u16,
@@ -184,14 +184,16 @@ fuzz_target!(|case: Case| {
         } else {
             Connection::server(now, config.clone())
         };
-        if let Some((stateless, ours, theirs, bits)) = case.deflate {
+        if let Some((stateless, ours, theirs, bits, compact)) = case.deflate {
             let params = DeflateParams {
                 server_no_context_takeover: stateless || ours,
                 client_no_context_takeover: stateless || theirs,
                 server_max_window_bits: Some(8 + bits % 8),
                 client_max_window_bits: None,
             };
-            conn.enable_deflate(params, &DeflateConfig::shared());
+            let mut config = DeflateConfig::shared();
+            config.compact_context = compact;
+            conn.enable_deflate(params, &config);
             if let Some(codec) = conn.new_codec() {
                 conn.attach_codec(codec);
             }

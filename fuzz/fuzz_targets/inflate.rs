@@ -1,5 +1,6 @@
 //! The permessage-deflate path: arbitrary compressed payloads never panic, never produce more
-//! than the limit, and whatever this side compresses decompresses to the same bytes.
+//! than the limit, and whatever this side compresses decompresses to the same bytes, also
+//! with context kept as plaintext windows (compact context).
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -15,6 +16,8 @@ struct Case {
     window_bits: u8,
     level: u8,
     reset: bool,
+    /// Keep context as plaintext windows, priming both codecs per message.
+    compact: bool,
     limit: u16,
 }
 
@@ -34,12 +37,23 @@ fuzz_target!(|case: Case| {
     let bits = 9 + case.window_bits % 7;
     let mut tx = Codec::new(case.level, 1 + case.level % 9, 15);
     let mut rx = Codec::new(1, 8, bits);
+    let mut history: Vec<u8> = Vec::new();
     for message in &case.plain {
         let mut wire = Vec::new();
-        tx.compress(bits, message, true, case.reset, &mut wire);
         let mut back = Vec::new();
-        rx.decompress(&wire, message.len(), case.reset, &mut back)
-            .expect("own output decompresses");
+        if case.compact {
+            tx.prime_compressor(bits, &history);
+            tx.compress(bits, message, true, false, &mut wire);
+            rx.prime_decompressor(&history);
+            rx.decompress(&wire, message.len(), false, &mut back).expect("own output decompresses");
+            history.extend_from_slice(message);
+            let excess = history.len().saturating_sub(1 << bits);
+            history.drain(..excess);
+        } else {
+            tx.compress(bits, message, true, case.reset, &mut wire);
+            rx.decompress(&wire, message.len(), case.reset, &mut back)
+                .expect("own output decompresses");
+        }
         assert_eq!(&back, message);
     }
 });

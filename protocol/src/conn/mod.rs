@@ -143,10 +143,42 @@ struct DeflateState {
     mem_level: u8,
     /// The codec: owned, or lent by the caller for the duration of a call.
     codec: Option<Box<Codec>>,
-    /// Scratch for compressed output.
-    scratch: Vec<u8>,
+    /// Context between messages is kept as plaintext windows, not in the codec
+    /// ([`DeflateConfig::compact_context`]).
+    compact: bool,
+    /// Compact context: the last bytes sent (at most the compression window), when this side
+    /// keeps context.
+    tx_window: Vec<u8>,
+    /// Compact context: the last bytes received (at most the decompression window), when the
+    /// peer keeps context.
+    rx_window: Vec<u8>,
     /// The fragmented message being sent is compressed.
     sending_compressed: bool,
+}
+
+impl DeflateState {
+    /// Whether the connection keeps no zlib state between calls, so that a codec can be lent.
+    fn shares_codec(&self) -> bool {
+        self.params.is_stateless() || self.compact
+    }
+}
+
+/// Appends `data` to a plaintext window, keeping its last `1 << bits` bytes.
+fn slide_window(window: &mut Vec<u8>, bits: u8, data: &[u8]) {
+    let size = 1usize << bits;
+    if data.len() >= size {
+        window.clear();
+        window.extend_from_slice(&data[data.len() - size..]);
+        return;
+    }
+    let excess = (window.len() + data.len()).saturating_sub(size);
+    window.drain(..excess);
+    // Grow in powers of two up to the window, never past it.
+    let needed = window.len() + data.len();
+    if needed > window.capacity() {
+        window.reserve_exact(needed.next_power_of_two().min(size) - window.len());
+    }
+    window.extend_from_slice(data);
 }
 
 /// Receive-side message state.
@@ -324,7 +356,7 @@ impl Connection {
     ///
     /// Without an attached codec, a received compressed message makes the connection create
     /// its own; an engine that shares one codec among connections
-    /// ([`DeflateParams::is_stateless`]) attaches it around each call instead.
+    /// ([`Connection::shares_codec`]) attaches it around each call instead.
     pub fn enable_deflate(&mut self, params: DeflateParams, config: &DeflateConfig) {
         self.deframer.allow_rsv(Rsv::RSV1);
         self.deflate = Some(Box::new(DeflateState {
@@ -334,9 +366,20 @@ impl Connection {
             level: config.level,
             mem_level: config.mem_level,
             codec: None,
-            scratch: Vec::new(),
+            compact: config.compact_context,
+            tx_window: Vec::new(),
+            rx_window: Vec::new(),
             sending_compressed: false,
         }));
+    }
+
+    /// Whether this connection keeps no zlib state of its own between calls: neither side
+    /// keeps context ([`DeflateParams::is_stateless`]), or context is kept compactly
+    /// ([`DeflateConfig::compact_context`]). Such a connection can be served by a codec
+    /// shared with others, attached around each call; otherwise it needs one of its own.
+    /// `false` without permessage-deflate.
+    pub fn shares_codec(&self) -> bool {
+        self.deflate.as_ref().is_some_and(|d| d.shares_codec())
     }
 
     /// The negotiated permessage-deflate parameters, if any.
@@ -355,8 +398,8 @@ impl Connection {
     /// any. Ignored (and returned) without permessage-deflate.
     ///
     /// A codec may serve several connections in turn, attached to one at a time, only when
-    /// their parameters are stateless ([`DeflateParams::is_stateless`]): the connection then
-    /// resets it before each message and never relies on it between calls.
+    /// they share codecs ([`Connection::shares_codec`]): the connection then resets (and
+    /// primes) it before each message and never relies on it between calls.
     pub fn attach_codec(&mut self, codec: Box<Codec>) -> Option<Box<Codec>> {
         match self.deflate.as_mut() {
             Some(d) => d.codec.replace(codec),
@@ -918,8 +961,14 @@ impl Connection {
         let d = self.deflate.as_mut().expect("RSV1 is only allowed with permessage-deflate");
         let (level, mem_level, bits) =
             (d.level, d.mem_level, d.params.decompress_window_bits(role));
-        let reset = d.params.is_stateless();
+        let shared = d.shares_codec();
+        // Compact context: prime the codec with the window the peer may refer to.
+        let windowed = d.compact && !d.params.decompress_no_context_takeover(role);
         let codec = d.codec.get_or_insert_with(|| Box::new(Codec::new(level, mem_level, bits)));
+        if windowed {
+            codec.prime_decompressor(&d.rx_window);
+        }
+        let reset = shared && !windowed;
         let start = if whole { spill.len() } else { 0 };
         let result = if whole {
             codec.decompress(input.get(chunk.payload), limit, reset, spill)
@@ -931,6 +980,10 @@ impl Connection {
             DecompressError::TooBig => Error::MessageTooBig { limit: limit as u64 },
             _ => Error::InvalidCompressedData,
         })?;
+        if windowed {
+            // zlib compresses with 9 bits when told 8: keep at least that much.
+            slide_window(&mut d.rx_window, bits.max(9), &spill[start..]);
+        }
         self.recv.truncate_spill = Some(start);
         let src = Src::Spill(start..spill.len());
         Ok(Some(match self.config.delivery {
@@ -1091,18 +1144,32 @@ impl Connection {
     ) {
         let role = self.role;
         let d = self.deflate.as_mut().expect("checked by will_compress()");
-        let codec = d.codec.as_mut().expect("checked by will_compress()");
+        let bits = d.params.compress_window_bits(role);
+        let forget = d.params.compress_no_context_takeover(role);
+        let shared = d.shares_codec();
+        let mut codec = d.codec.take().expect("checked by will_compress()");
         // A shared codec may have served others since the last piece: start afresh (a new
-        // sync-flushed run of blocks continues a DEFLATE stream validly).
-        let reset =
-            d.params.is_stateless() || (starts && d.params.compress_no_context_takeover(role));
-        let mut compressed = std::mem::take(&mut d.scratch);
+        // sync-flushed run of blocks continues a DEFLATE stream validly), primed with the
+        // window when context is kept compactly.
+        let windowed = d.compact && !forget;
+        if windowed {
+            codec.prime_compressor(bits, &d.tx_window);
+            slide_window(&mut d.tx_window, bits, payload);
+        }
+        let reset = !windowed && (shared || (starts && forget));
+        let mut compressed = std::mem::take(&mut codec.scratch);
         compressed.clear();
-        codec.compress(d.params.compress_window_bits(role), payload, fin, reset, &mut compressed);
+        codec.compress(bits, payload, fin, reset, &mut compressed);
         let rsv = if starts { Rsv::RSV1 } else { Rsv::NONE };
         self.write_frame_with(opcode, fin, rsv, &compressed, out);
+        // Keep the scratch unless one message made it large.
+        compressed.clear();
+        if compressed.capacity() > 1 << 20 {
+            compressed = Vec::new();
+        }
+        codec.scratch = compressed;
         if let Some(d) = self.deflate.as_mut() {
-            d.scratch = compressed;
+            d.codec = Some(codec);
         }
     }
 
@@ -1165,5 +1232,30 @@ impl fmt::Debug for Connection {
             .field("pending", &self.pending)
             .field("timers", &self.timers)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slide_window;
+
+    #[test]
+    fn a_window_keeps_the_last_bytes_and_never_grows_past_its_size() {
+        let mut w = Vec::new();
+        slide_window(&mut w, 9, b"abc");
+        assert_eq!(w, b"abc");
+        assert!(w.capacity() < 512);
+        let data: Vec<u8> = (0..700u32).map(|i| i as u8).collect();
+        slide_window(&mut w, 9, &data[..400]);
+        assert_eq!(w.len(), 403);
+        slide_window(&mut w, 9, &data[400..]);
+        assert_eq!(w.len(), 512);
+        assert_eq!(w[..], [&b"abc"[..], &data][..].concat()[703 - 512..]);
+        assert_eq!(w.capacity(), 512);
+        // More than a window at once: its tail.
+        let big: Vec<u8> = (0..2000u32).map(|i| (i * 7) as u8).collect();
+        slide_window(&mut w, 9, &big);
+        assert_eq!(w[..], big[2000 - 512..]);
+        assert_eq!(w.capacity(), 512);
     }
 }

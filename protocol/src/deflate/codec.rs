@@ -26,6 +26,9 @@ pub struct Codec {
     inflate: Option<Inflate>,
     /// The decompressor's window bits.
     inflate_bits: u8,
+    /// Scratch for a connection's compressed output, kept with the codec so that a codec
+    /// shared by many connections keeps one buffer, not one each.
+    pub(crate) scratch: Vec<u8>,
 }
 
 /// A compressed message could not be decompressed.
@@ -59,6 +62,51 @@ impl Codec {
             deflate: Default::default(),
             inflate: None,
             inflate_bits: inflate_bits.clamp(8, 15),
+            scratch: Vec::new(),
+        }
+    }
+
+    fn deflater(&mut self, bits: u8) -> &mut Deflate {
+        let (level, mem_level) = (self.level, self.mem_level);
+        self.deflate[usize::from(bits - 9)].get_or_insert_with(|| {
+            let config = DeflateConfig {
+                level,
+                window_bits: -i32::from(bits),
+                mem_level,
+                ..Default::default()
+            };
+            Deflate::new_with_config(config)
+        })
+    }
+
+    /// Resets the compressor for `window_bits` (9–15; clamped) and loads `history`, the
+    /// last bytes this side sent (at most the window is used), as its dictionary: the next
+    /// [`Codec::compress`] without reset may refer to them, exactly as a compressor that
+    /// kept its context would. This lets a connection keep only its window of plaintext
+    /// between messages instead of a whole compressor.
+    pub fn prime_compressor(&mut self, window_bits: u8, history: &[u8]) {
+        let deflate = self.deflater(window_bits.clamp(9, 15));
+        deflate.reset();
+        if !history.is_empty() {
+            deflate
+                .set_dictionary(history)
+                .expect("a freshly reset raw compressor accepts a dictionary");
+        }
+    }
+
+    /// Resets the decompressor and loads `history`, the last bytes received (at most 32 KiB
+    /// are used), as its window: the next [`Codec::decompress`] without reset may meet
+    /// references to them. The receiving counterpart of [`Codec::prime_compressor`].
+    pub fn prime_decompressor(&mut self, history: &[u8]) {
+        let bits = self.inflate_bits;
+        let inflate = self.inflate.get_or_insert_with(|| Inflate::new(false, bits));
+        inflate.reset(false);
+        if !history.is_empty() {
+            // The window is 15 bits after a reset, so any history up to 32 KiB fits.
+            let keep = history.len().min(1 << 15);
+            inflate
+                .set_dictionary(&history[history.len() - keep..])
+                .expect("a raw decompressor accepts a dictionary at a block boundary");
         }
     }
 
@@ -77,17 +125,7 @@ impl Codec {
         reset: bool,
         out: &mut Vec<u8>,
     ) {
-        let bits = window_bits.clamp(9, 15);
-        let (level, mem_level) = (self.level, self.mem_level);
-        let deflate = self.deflate[usize::from(bits - 9)].get_or_insert_with(|| {
-            let config = DeflateConfig {
-                level,
-                window_bits: -i32::from(bits),
-                mem_level,
-                ..Default::default()
-            };
-            Deflate::new_with_config(config)
-        });
+        let deflate = self.deflater(window_bits.clamp(9, 15));
         if reset {
             deflate.reset();
         }

@@ -50,15 +50,27 @@ pub struct DeflateConfig {
     /// (a client that offers `client_max_window_bits`; any server). It bounds the
     /// decompression window this side keeps. 8–15. Default 15.
     pub peer_window_bits: u8,
-    /// zlib compression level, 0 (store) to 9 (best). Default 1: most of the ratio of level 6
-    /// on text for a third of the time (docs/deflate.md).
+    /// zlib compression level, 0 (store) to 9 (best). Default 1, zlib-rs's fastest
+    /// matcher: on small JSON messages it keeps about four fifths of level 6's savings for
+    /// under a third of its time (docs/deflate.md).
     pub level: u8,
-    /// zlib memory level for the compressor's hash tables, 1–9 (1 << (level + 9) bytes).
-    /// Default 8.
+    /// zlib memory level, 1–9: it sizes a live compressor's symbol buffer,
+    /// `7 << (mem_level + 6)` bytes (112 KiB at 8, 3.5 KiB at 3); smaller buffers end blocks
+    /// sooner, which costs ratio at levels 2 and up. zlib-rs's hash table is 128 KiB whatever
+    /// the level. Default 8.
     pub mem_level: u8,
     /// Messages shorter than this are sent uncompressed: compressing them costs more than it
     /// saves. Default 64 bytes.
     pub min_size: usize,
+    /// Where context kept between messages lives. `false`: a live zlib state per connection
+    /// (the fastest per message; about 130 KiB plus four times the window for the compressor
+    /// and 7 KiB plus the window for the decompressor, see docs/deflate.md). `true`: only the
+    /// last window of plaintext in each direction that keeps context (at most
+    /// `1 << window_bits` bytes each), with the worker's codec primed from it for every
+    /// message — the same compressed bytes for a fraction of the memory, at the price of
+    /// re-indexing the window per message (cheap for small windows, dear for 32 KiB ones).
+    /// Irrelevant when neither side keeps context.
+    pub compact_context: bool,
 }
 
 impl DeflateConfig {
@@ -74,14 +86,16 @@ impl DeflateConfig {
             level: 1,
             mem_level: 8,
             min_size: 64,
+            compact_context: true,
         }
     }
 
-    /// The best-ratio profile: both sides keep context, each connection has its own zlib
-    /// state with windows of `window_bits` (9–15; clamped). Memory per active connection is
-    /// about `(1 << (window_bits + 2)) + (1 << (mem_level + 9))` bytes for the compressor and
-    /// `(1 << window_bits) + 7 KiB` for the decompressor: 263 KiB at 15 bits, 7 KiB at 9 bits
-    /// with `mem_level` 1 (docs/deflate.md).
+    /// The best-ratio profile: both sides keep context between messages, in windows of
+    /// `window_bits` (9–15; clamped). Up to 12 bits the context is compact
+    /// ([`DeflateConfig::compact_context`]): about twice the window per connection (1 KiB at
+    /// 9 bits, 8 KiB at 12). From 13 bits each connection has live zlib state, about 330 KiB
+    /// at 15 bits once it has sent and received a compressed message. Measured figures are in
+    /// docs/deflate.md.
     pub fn dedicated(window_bits: u8) -> Self {
         let window_bits = window_bits.clamp(9, 15);
         Self {
@@ -90,8 +104,9 @@ impl DeflateConfig {
             peer_no_context_takeover: false,
             peer_window_bits: window_bits,
             level: 1,
-            mem_level: if window_bits <= 10 { 1 } else { 8 },
+            mem_level: 8,
             min_size: 64,
+            compact_context: window_bits <= 12,
         }
     }
 

@@ -29,10 +29,20 @@ fn profiles() -> Vec<(&'static str, DeflateConfig, DeflateConfig)> {
     demand_8.peer_window_bits = 8;
     let mut client_resets = DeflateConfig::dedicated(15);
     client_resets.no_context_takeover = true;
+    let mut live_9 = DeflateConfig::dedicated(9);
+    live_9.compact_context = false;
+    let mut compact_15 = DeflateConfig::dedicated(15);
+    compact_15.compact_context = true;
+    let mut compact_resets = DeflateConfig::dedicated(11);
+    compact_resets.no_context_takeover = true;
     vec![
         ("shared", DeflateConfig::shared(), DeflateConfig::shared()),
         ("dedicated 15", DeflateConfig::dedicated(15), DeflateConfig::dedicated(15)),
         ("dedicated 9", DeflateConfig::dedicated(9), DeflateConfig::dedicated(9)),
+        ("live 9", live_9.clone(), live_9),
+        ("compact 15, live 15", compact_15.clone(), DeflateConfig::dedicated(15)),
+        ("live 15, compact 15", DeflateConfig::dedicated(15), compact_15),
+        ("compact, client resets", compact_resets, DeflateConfig::dedicated(11)),
         ("client 15, server 10", DeflateConfig::dedicated(15), DeflateConfig::dedicated(10)),
         (
             "client asks shared, server dedicated",
@@ -119,6 +129,15 @@ fn context_takeover_makes_repeats_cheap() {
     };
     let (first, second) = sizes(DeflateConfig::dedicated(15), DeflateConfig::dedicated(15));
     assert!(second * 4 < first, "with context takeover: {first} then {second}");
+    // Compact context (12 bits: the message fits the window) refers back just as well.
+    assert!(msg.len() < 4096);
+    let mut live = DeflateConfig::dedicated(12);
+    live.compact_context = false;
+    let (live_first, live_second) = sizes(live.clone(), live);
+    let (first, second) = sizes(DeflateConfig::dedicated(12), DeflateConfig::dedicated(12));
+    assert!(second * 4 < first, "compact context: {first} then {second}");
+    assert!(second <= live_second + 8, "compact {second} bytes, live {live_second}");
+    assert_eq!(first, live_first, "the first message has no history either way");
     let (first, second) = sizes(DeflateConfig::shared(), DeflateConfig::shared());
     assert_eq!(first, second, "without context takeover every message stands alone");
 }
