@@ -9,6 +9,7 @@
 //! cargo run --release --example echo -- --addr 0.0.0.0:9001 --workers 2
 //! cargo run --release --example echo -- --max-message 16777216 --max-fragments 131072  # Autobahn 9.x
 //! cargo run --release --example echo -- --deflate dedicated:15   # or shared (default), off
+//! cargo run --release --example echo -- --deflate dedicated:15 --context compact  # or live
 //! ```
 //!
 //! Stops on Ctrl-C (or SIGTERM) with a graceful shutdown: close 1001 to every connection.
@@ -38,6 +39,7 @@ fn main() -> std::io::Result<()> {
     let mut config = ServerConfig::default();
     // Browsers offer permessage-deflate; the echo server accepts it in the low-memory profile.
     config.compression = Some(DeflateConfig::shared());
+    let mut context = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage(&format!("{arg} needs a value")));
@@ -62,9 +64,19 @@ fn main() -> std::io::Result<()> {
                     },
                 }
             }
+            "--context" => {
+                context = Some(match value().as_str() {
+                    "live" => false,
+                    "compact" => true,
+                    _ => usage("--context takes live or compact"),
+                })
+            }
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown argument {other}")),
         }
+    }
+    if let (Some(d), Some(compact)) = (config.compression.as_mut(), context) {
+        d.compact_context = compact;
     }
     // Block SIGINT/SIGTERM before the workers start, so that they inherit the mask and the
     // signal reaches `signals.wait()` below.
@@ -124,7 +136,8 @@ fn usage(error: &str) -> ! {
         eprintln!("error: {error}");
     }
     eprintln!(
-        "usage: echo [--addr HOST:PORT] [--workers N] [--max-message BYTES] [--max-fragments N] [--no-pin]"
+        "usage: echo [--addr HOST:PORT] [--workers N] [--max-message BYTES] [--max-fragments N] [--no-pin]\n\
+         \x20           [--deflate off|shared|dedicated:BITS] [--context live|compact]"
     );
     std::process::exit(if error.is_empty() { 0 } else { 2 });
 }

@@ -121,9 +121,10 @@ pub(crate) struct WorkerCx {
     scratch: Vec<u8>,
     /// Publishes made by handlers of this worker, delivered after the handler returns.
     local_publishes: Vec<(Arc<str>, DataKind, Bytes)>,
-    /// The worker's permessage-deflate codec, lent to connections that need no state of
-    /// their own; `None` while lent (or before first use).
-    codec: Option<Box<Codec>>,
+    /// The worker's permessage-deflate codecs, one per (level, memory level) in use, lent to
+    /// connections that keep no zlib state of their own; a lent one is out of the list.
+    #[allow(clippy::vec_box, reason = "lent to connections as the Box they hold")]
+    codecs: Vec<Box<Codec>>,
     /// The worker's receive scratch, lent as a connection's spill buffer while it has none,
     /// so that messages gathered or decompressed within one read need no allocation.
     spill: Vec<u8>,
@@ -171,7 +172,7 @@ impl<B: Backend> Worker<B> {
                 dirty: Vec::new(),
                 scratch: Vec::new(),
                 local_publishes: Vec::new(),
-                codec: None,
+                codecs: Vec::new(),
                 spill: Vec::new(),
                 retire: Vec::new(),
                 counters: Counters::default(),
@@ -690,7 +691,10 @@ impl WorkerCx {
     /// A whole message compressed on its own with the worker's codec, as one server frame.
     fn compressed_frame(&mut self, kind: DataKind, payload: &[u8], bits: u8) -> Bytes {
         let mut compressed = Vec::with_capacity(payload.len() / 2 + 64);
-        self.codec().compress(bits, payload, true, true, &mut compressed);
+        let config = self.shared.config.compression.as_ref();
+        let settings = config.map_or((1, 8), |c| (c.level, c.mem_level));
+        let at = self.codec_index(settings);
+        self.codecs[at].compress(bits, payload, true, true, &mut compressed);
         let repr = FrameRepr {
             fin: true,
             rsv: Rsv::RSV1,
@@ -704,19 +708,27 @@ impl WorkerCx {
         frame.freeze()
     }
 
-    /// The worker's shared codec (created on first use with the server's compression level).
-    fn codec(&mut self) -> &mut Codec {
-        let config = self.shared.config.compression.clone().unwrap_or_else(DeflateConfig::shared);
-        self.codec.get_or_insert_with(|| Box::new(Codec::new(config.level, config.mem_level, 15)))
+    /// Where the worker's shared codec with `settings` (level, memory level) is in
+    /// `codecs`, created on first use.
+    fn codec_index(&mut self, settings: (u8, u8)) -> usize {
+        let settings = (settings.0.min(9), settings.1.clamp(1, 9));
+        match self.codecs.iter().position(|c| c.settings() == settings) {
+            Some(at) => at,
+            None => {
+                self.codecs.push(Box::new(Codec::new(settings.0, settings.1, 15)));
+                self.codecs.len() - 1
+            }
+        }
     }
 
-    /// Lends the worker's codec to a connection that shares it, for one call.
+    /// Lends the worker's codec with the connection's settings to a connection that shares
+    /// one, for one call.
     fn lend_codec(&mut self, conn: &mut Connection, meta: &Meta) {
-        if meta.shares_codec {
-            self.codec();
-            if let Some(codec) = self.codec.take() {
-                conn.attach_codec(codec);
-            }
+        if meta.shares_codec
+            && let Some(settings) = conn.codec_settings()
+        {
+            let at = self.codec_index(settings);
+            conn.attach_codec(self.codecs.swap_remove(at));
         }
     }
 
@@ -725,7 +737,7 @@ impl WorkerCx {
         if meta.shares_codec
             && let Some(codec) = conn.detach_codec()
         {
-            self.codec = Some(codec);
+            self.codecs.push(codec);
         }
     }
 }

@@ -32,6 +32,11 @@ fn server(compression: Option<DeflateConfig>) -> ServerHandle {
         .route("/best", |_req: &Request<'_>| {
             Ok(Accept::new(Echo).compression(DeflateConfig::dedicated(15)))
         })
+        .route("/level9", |_req: &Request<'_>| {
+            let mut config = DeflateConfig::shared();
+            config.level = 9;
+            Ok(Accept::new(Echo).compression(config))
+        })
         .default_route(|_req: &Request<'_>| Ok(Room))
         .start()
         .unwrap()
@@ -123,6 +128,29 @@ fn compression_shrinks_what_goes_on_the_wire() {
     let raw = 10 * big.len() as u64;
     assert!(sent * 4 < raw, "{sent} bytes out for {raw} of messages");
     assert!(received * 4 < raw, "{received} bytes in for {raw} of messages");
+    server.shutdown(Duration::from_secs(1));
+}
+
+/// A route's compression level is its own, though the worker lends one codec per setting.
+#[test]
+fn each_route_compresses_at_its_own_level() {
+    let server = server(Some(DeflateConfig::shared()));
+    let text = json(300);
+    // Clients stay open until the end, so that no closing handshake adds to the counts.
+    let mut open = vec![];
+    let mut out_bytes = |path: &str| {
+        let mut c = Client::connect_deflate(server.local_addr(), path, DeflateConfig::shared());
+        let before = server.stats().counters.bytes_out;
+        c.send_text(&text);
+        assert_eq!(c.recv(), Got::Text(text.clone()));
+        open.push(c);
+        server.stats().counters.bytes_out - before
+    };
+    let (level1, level9) = (out_bytes("/echo"), out_bytes("/level9"));
+    assert!(level9 * 10 < level1 * 9, "level 9: {level9} bytes, level 1: {level1}");
+    // Interleaved, each still gets its own.
+    assert_eq!(out_bytes("/echo"), level1);
+    assert_eq!(out_bytes("/level9"), level9);
     server.shutdown(Duration::from_secs(1));
 }
 

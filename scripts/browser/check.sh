@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Serves the echo example and drives its page in headless Chromium (Playwright): an echo, a
-# 1 MiB round trip, a clean close. Installs Debian's chromium and playwright-core (npm) into
+# Serves the echo example and drives its page in headless Chromium (Playwright):
+# permessage-deflate negotiated, an echo, a 1 MiB round trip, a clean close — once with the
+# shared compression profile (the echo default) and once with a compact 9-bit dedicated one
+# (Chromium then compresses with context takeover). Installs Debian's chromium and playwright-core (npm) into
 # target/browser on first use.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,10 +18,16 @@ if [ ! -d target/browser/node_modules/playwright-core ]; then
     (cd target/browser && npm init -y > /dev/null && npm install --no-audit --no-fund -q playwright-core@1 > /dev/null)
 fi
 cargo build --release --locked --example echo -q
-PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-"$ROOT/target/release/examples/echo" --addr "127.0.0.1:$PORT" --workers 2 --no-pin > target/browser/echo.log 2>&1 &
-SERVER=$!
-trap 'kill $SERVER 2> /dev/null || true' EXIT
-sleep 0.5
-NODE_PATH="$ROOT/target/browser/node_modules" node scripts/browser/echo-check.js \
-    "http://127.0.0.1:$PORT/" "$ROOT/target/browser/echo.png"
+for deflate in shared dedicated:9; do
+    PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    "$ROOT/target/release/examples/echo" --addr "127.0.0.1:$PORT" --workers 2 --no-pin \
+        --deflate "$deflate" > target/browser/echo.log 2>&1 &
+    SERVER=$!
+    trap 'kill $SERVER 2> /dev/null || true' EXIT
+    sleep 0.5
+    echo "--- echo page, deflate $deflate"
+    NODE_PATH="$ROOT/target/browser/node_modules" node scripts/browser/echo-check.js \
+        "http://127.0.0.1:$PORT/" "$ROOT/target/browser/echo.png"
+    kill $SERVER 2> /dev/null || true
+    wait $SERVER 2> /dev/null || true
+done

@@ -1,5 +1,6 @@
-// Drives the echo example's page in headless Chromium: type a message and see its echo,
-// send 1 MiB and get it back identical, close cleanly. Usage: node echo-check.js URL SCREENSHOT
+// Drives the echo example's page in headless Chromium: check that permessage-deflate was
+// negotiated, type a message and see its echo, send 1 MiB and get it back identical, close
+// cleanly. Usage: node echo-check.js URL SCREENSHOT
 const { chromium } = require('playwright-core');
 const [url, screenshot] = process.argv.slice(2);
 (async () => {
@@ -9,9 +10,22 @@ const [url, screenshot] = process.argv.slice(2);
   const page = await browser.newPage();
   await page.goto(url);
   await page.waitForFunction(() => document.getElementById('status').textContent === 'open', null, { timeout: 10000 });
+  const extensions = await page.textContent('#ext');
+  console.log('negotiated:', extensions);
+  if (!extensions.includes('permessage-deflate')) {
+    throw new Error(`permessage-deflate not negotiated: '${extensions}'`);
+  }
   await page.fill('#text', 'hello from chromium — κόσμε');
   await page.press('#text', 'Enter');
   await page.waitForFunction(() => document.getElementById('log').textContent.includes('echo: hello from chromium — κόσμε'), null, { timeout: 10000 });
+  // Long enough to be compressed both ways, three times: with context takeover, the repeats
+  // are back references into the previous messages.
+  for (let i = 1; i <= 3; i++) {
+    const text = `round ${i}: {"symbol":"XYZ","price":101.25,"qty":300,"side":"buy","venue":"test"} — κόσμε`;
+    await page.fill('#text', text);
+    await page.press('#text', 'Enter');
+    await page.waitForFunction(t => document.getElementById('log').textContent.includes('echo: ' + t), text, { timeout: 10000 });
+  }
   await page.click('#big');
   await page.waitForFunction(() => document.getElementById('log').textContent.includes('1048576 bytes of binary in'), null, { timeout: 20000 });
   const bigLine = await page.evaluate(() => [...document.querySelectorAll('#log div')].map(d => d.textContent).find(t => t.includes('1048576 bytes of binary in')));

@@ -387,6 +387,12 @@ impl Connection {
         self.deflate.as_ref().map(|d| d.params)
     }
 
+    /// The compression level and memory level this connection's codec should have (see
+    /// [`Codec::settings`]); `None` without permessage-deflate.
+    pub fn codec_settings(&self) -> Option<(u8, u8)> {
+        self.deflate.as_ref().map(|d| (d.level.min(9), d.mem_level.clamp(1, 9)))
+    }
+
     /// A codec suited to this connection's parameters (sized for the windows negotiated), not
     /// attached. `None` without permessage-deflate.
     pub fn new_codec(&self) -> Option<Box<Codec>> {

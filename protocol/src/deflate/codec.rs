@@ -66,6 +66,11 @@ impl Codec {
         }
     }
 
+    /// The compression level and memory level this codec compresses with.
+    pub fn settings(&self) -> (u8, u8) {
+        (self.level as u8, self.mem_level as u8)
+    }
+
     fn deflater(&mut self, bits: u8) -> &mut Deflate {
         let (level, mem_level) = (self.level, self.mem_level);
         self.deflate[usize::from(bits - 9)].get_or_insert_with(|| {
