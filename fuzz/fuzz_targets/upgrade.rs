@@ -1,12 +1,22 @@
-//! The opening handshake parsers: requests (server side) and responses (client side).
+//! The opening handshake parsers: requests (server side) and responses (client side), and the
+//! permessage-deflate negotiation on both sides.
 //!
-//! Never panics; whatever parses and validates renders a response that is itself valid HTTP.
+//! Never panics; whatever parses and validates renders a response that is itself valid HTTP;
+//! a deflate answer is well formed and honours the configuration it was made with.
 #![no_main]
 
+use bidir_protocol::deflate::{self, DeflateConfig};
 use bidir_protocol::http::{
     self, Accept, ClientRequest, Extensions, Request, Response, Status, write_response,
 };
 use libfuzzer_sys::fuzz_target;
+
+fn configs() -> [DeflateConfig; 4] {
+    let mut demanding = DeflateConfig::dedicated(10);
+    demanding.peer_window_bits = 8;
+    demanding.peer_no_context_takeover = true;
+    [DeflateConfig::shared(), DeflateConfig::dedicated(15), DeflateConfig::dedicated(9), demanding]
+}
 
 fuzz_target!(|data: &[u8]| {
     let mut headers = [http::EMPTY_HEADER; 32];
@@ -63,6 +73,34 @@ fuzz_target!(|data: &[u8]| {
     for offer in Extensions::new(data).flatten() {
         assert!(!offer.name.is_empty());
         offer.params().for_each(|p| assert!(p.is_ok()));
+    }
+
+    // The server's side: arbitrary offers.
+    for config in configs() {
+        let Some(params) = deflate::negotiate(Extensions::new(data), &config) else { continue };
+        let answer = params.answer();
+        let mut answers = Extensions::new(answer.as_bytes());
+        let first = answers.next().expect("one extension").expect("a well-formed answer");
+        assert_eq!(first.name, deflate::PERMESSAGE_DEFLATE);
+        assert!(first.params().all(|p| p.is_ok()));
+        assert!(answers.next().is_none());
+        for bits in [params.server_max_window_bits, params.client_max_window_bits] {
+            assert!(bits.is_none_or(|b| (8..=15).contains(&b)));
+        }
+        assert!(!config.no_context_takeover || params.server_no_context_takeover);
+        assert!(!config.peer_no_context_takeover || params.client_no_context_takeover);
+        assert!(params.server_max_window_bits.unwrap_or(15) <= config.window_bits.max(9));
+    }
+    // The client's side: arbitrary answers.
+    if let Ok(answer) = core::str::from_utf8(data) {
+        for config in configs() {
+            if let Ok(Some(params)) = deflate::accept_answer(answer, &config) {
+                assert!(!config.peer_no_context_takeover || params.server_no_context_takeover);
+                assert!(!config.no_context_takeover || params.client_no_context_takeover);
+                let bits = params.server_max_window_bits.unwrap_or(15);
+                assert!(config.peer_window_bits >= 15 || bits <= config.peer_window_bits);
+            }
+        }
     }
 
     let mut out = vec![];
