@@ -394,7 +394,8 @@ impl<B: Backend> Worker<B> {
 
     /// Queues a message for every subscriber of `topic` on this worker. The frame is encoded
     /// once, and compressed at most once per window size, for the subscribers that may get a
-    /// standalone compressed message ([`Connection::broadcast_window`]).
+    /// standalone compressed message ([`Connection::broadcast_window`]: no context, or compact
+    /// context, which is then told with [`Connection::broadcast_sent`]).
     fn deliver(&mut self, topic: &str, kind: DataKind, payload: &Bytes) {
         let members: Vec<usize> = self.cx.topics.members(topic).collect();
         let mut plain: Option<Bytes> = None;
@@ -402,14 +403,18 @@ impl<B: Backend> Worker<B> {
         for key in members {
             let Some(slot) = self.slots.get_mut(key) else { continue };
             let Phase::Open { conn, .. } = &mut slot.phase else { continue };
-            let frame = match conn.broadcast_window(payload.len()) {
+            let window = conn.broadcast_window(payload.len());
+            let frame = match window {
                 Some(bits) => compressed[usize::from(bits.clamp(9, 15) - 9)]
                     .get_or_insert_with(|| self.cx.compressed_frame(kind, payload, bits)),
                 None => plain.get_or_insert_with(|| encode_frame(kind, payload)),
             };
             let frame = frame.clone();
-            let ok = self.cx.push_frame(conn, &mut slot.meta, kind, &frame);
-            if !ok {
+            if self.cx.push_frame(conn, &mut slot.meta, kind, &frame) {
+                if window.is_some() {
+                    conn.broadcast_sent(payload);
+                }
+            } else {
                 self.cx.counters.dropped_sends += 1;
             }
             settle(&mut self.slots, &mut self.cx, &mut self.wheel, key);

@@ -37,6 +37,9 @@ fn server(compression: Option<DeflateConfig>) -> ServerHandle {
             config.level = 9;
             Ok(Accept::new(Echo).compression(config))
         })
+        .route("/live/news", |_req: &Request<'_>| {
+            Ok(Accept::new(Room).compression(DeflateConfig::dedicated(15)))
+        })
         .default_route(|_req: &Request<'_>| Ok(Room))
         .start()
         .unwrap()
@@ -188,17 +191,20 @@ fn compact_context_keeps_each_connections_history() {
     server.shutdown(Duration::from_secs(1));
 }
 
-/// Joins the topic named by its path; publishes what it receives.
+/// Joins the topic named by its path, less a "/live" prefix; publishes what it receives.
 struct Room;
+impl Room {
+    fn topic(cx: &Context<'_>) -> String {
+        cx.path().trim_start_matches("/live").to_owned()
+    }
+}
 impl Handler for Room {
     fn on_open(&mut self, cx: &mut Context<'_>) {
-        let topic = cx.path().to_owned();
-        cx.subscribe(&topic);
+        cx.subscribe(&Self::topic(cx));
         cx.send_text("joined").unwrap();
     }
     fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
-        let topic = cx.path().to_owned();
-        cx.publish(&topic, msg);
+        cx.publish(&Self::topic(cx), msg);
     }
 }
 
@@ -208,10 +214,13 @@ fn publishes_are_compressed_once_for_shared_subscribers() {
     let addr = server.local_addr();
     let mut compressed: Vec<Client> =
         (0..4).map(|_| Client::connect_deflate(addr, "/news", DeflateConfig::shared())).collect();
-    // A subscriber keeping context gets the message uncompressed; one without deflate too.
+    // A subscriber with a live compressor (keeping context) gets the message uncompressed;
+    // one without deflate too.
     let best_cfg = DeflateConfig::dedicated(15);
     let mut mixed =
-        [Client::connect_deflate(addr, "/news", best_cfg), Client::connect(addr, "/news")];
+        [Client::connect_deflate(addr, "/live/news", best_cfg), Client::connect(addr, "/news")];
+    let answer = mixed[0].header("Sec-WebSocket-Extensions").unwrap();
+    assert!(!answer.contains("server_no_context_takeover"), "{answer}");
     for c in compressed.iter_mut().chain(mixed.iter_mut()) {
         assert_eq!(c.recv(), Got::Text("joined".into()));
     }
@@ -231,6 +240,68 @@ fn publishes_are_compressed_once_for_shared_subscribers() {
     for c in compressed.iter_mut().chain(mixed.iter_mut()) {
         assert_eq!(c.recv(), Got::Text(big.clone()));
     }
+    server.shutdown(Duration::from_secs(1));
+}
+
+/// Subscribes to "news"; echoes messages starting with "echo ", publishes the others.
+struct Newsroom;
+impl Handler for Newsroom {
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        cx.subscribe("news");
+    }
+    fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
+        if msg.as_bytes().starts_with(b"echo ") {
+            cx.send(msg).unwrap();
+        } else {
+            cx.publish("news", msg);
+        }
+    }
+}
+
+/// Compact context: subscribers share one compressed publish, and their windows stay in step
+/// with their peers' — a later message of their own may refer back to both.
+#[test]
+fn compact_subscribers_share_compressed_publishes_and_stay_in_step() {
+    let mut config = ServerConfig::default();
+    config.pin_workers = false;
+    config.workers = Some(1);
+    config.compression = Some(DeflateConfig::dedicated(12));
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .config(config)
+        .route("/news", |_req: &Request<'_>| Ok(Newsroom))
+        .start()
+        .unwrap();
+    let addr = server.local_addr();
+    let mut clients: Vec<Client> = (0..3)
+        .map(|_| Client::connect_deflate(addr, "/news", DeflateConfig::dedicated(12)))
+        .collect();
+    let q = format!("echo {}", json(12));
+    let p = format!("news {}", json(14));
+    assert!(q.len() + p.len() < 4096, "both fit the window");
+    let wire = |c: &mut Client, text: &str| {
+        let before = server.stats().counters.bytes_out;
+        c.send_text(text);
+        assert_eq!(c.recv(), Got::Text(text.to_owned()));
+        server.stats().counters.bytes_out - before
+    };
+    // Q through the connection's own compression: now in its window.
+    let q_first = wire(&mut clients[0], &q);
+    // P published: compressed once for all three.
+    let before = server.stats().counters.bytes_out;
+    server.publish("news", Message::Text(&p));
+    for c in &mut clients {
+        assert_eq!(c.recv(), Got::Text(p.clone()));
+    }
+    let published = server.stats().counters.bytes_out - before;
+    assert!(published < 3 * p.len() as u64 / 2, "{published} bytes for 3 x {}", p.len());
+    // Q again: a back reference across P, right only if both windows hold P.
+    let q_again = wire(&mut clients[0], &q);
+    assert!(q_again * 4 < q_first, "{q_again} bytes after {q_first}");
+    // And P itself, now a back reference into the published message.
+    let p_echo = format!("echo {}", &p[5..]);
+    let p_again = wire(&mut clients[1], &p_echo);
+    assert!(p_again * 4 < published / 3, "{p_again} bytes, published {published} / 3");
     server.shutdown(Duration::from_secs(1));
 }
 

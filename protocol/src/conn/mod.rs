@@ -1129,13 +1129,31 @@ impl Connection {
 
     /// For a broadcast: the window (9–15) with which a message of `len` bytes, compressed on
     /// its own by someone else's codec, may be sent to this connection; `None` if it must go
-    /// uncompressed. A standalone compressed message is only safe when this side forgets its
-    /// compression context after every message (otherwise the peer's window would hold bytes
-    /// this side's compressor never saw).
+    /// uncompressed. A standalone compressed message is safe when this side forgets its
+    /// compression context after every message, or keeps it compactly
+    /// ([`DeflateConfig::compact_context`]) and is told with [`Connection::broadcast_sent`];
+    /// not with a live compressor, which would never see the bytes the peer's window now
+    /// holds.
     pub fn broadcast_window(&self, len: usize) -> Option<u8> {
         let d = self.deflate.as_ref()?;
-        (d.compress && len >= d.min_size && d.params.compress_no_context_takeover(self.role))
+        let standalone = d.params.compress_no_context_takeover(self.role) || d.compact;
+        (d.compress && len >= d.min_size && standalone)
             .then(|| d.params.compress_window_bits(self.role))
+    }
+
+    /// Records that a standalone compressed message carrying `payload`, allowed by
+    /// [`Connection::broadcast_window`], was queued for this connection (after everything
+    /// this connection wrote before, before anything it writes next): with compact context,
+    /// the peer's window now ends with `payload`, and so must this side's. Call it exactly
+    /// once per such message sent, and not for a message that was dropped.
+    pub fn broadcast_sent(&mut self, payload: &[u8]) {
+        let role = self.role;
+        if let Some(d) = self.deflate.as_mut()
+            && d.compact
+            && !d.params.compress_no_context_takeover(role)
+        {
+            slide_window(&mut d.tx_window, d.params.compress_window_bits(role), payload);
+        }
     }
 
     /// Compresses a piece of a message and appends it as one frame: RSV1 on the message's
