@@ -263,6 +263,19 @@ fn deflate(c: &mut Criterion) {
                 wire.len()
             });
         });
+        if *kind == "json" {
+            // The ratio a higher level buys, and what it costs.
+            let mut level6 = Codec::new(6, 8, 15);
+            let mut out = Vec::with_capacity(2 * input.len() + 64);
+            g.bench_function(id("compress/zlib-rs-level-6"), |b| {
+                b.iter(|| {
+                    out.clear();
+                    level6.compress(15, black_box(input), true, true, &mut out);
+                    out.len()
+                });
+            });
+            eprintln!("deflate {kind} {} B: zlib-rs level 6 -> {} B", input.len(), out.len() + 4);
+        }
         let mut miniz = CompressorOxide::new(create_comp_flags_from_zip_params(1, -15, 0));
         let mut buf = vec![0u8; 2 * input.len() + 64];
         g.bench_function(id("compress/miniz_oxide"), |b| {

@@ -28,7 +28,8 @@ for bench in sorted(root.glob("**/new/benchmark.json")):
     median = est["median"]["point_estimate"]
     thr = meta.get("throughput") or {}
     if "Bytes" in thr:
-        rate = f"{thr['Bytes'] / median:.2f} GB/s"
+        gbs = thr["Bytes"] / median
+        rate = f"{gbs:.2f} GB/s" if gbs >= 1 else f"{gbs * 1e3:.0f} MB/s"
     elif "Elements" in thr:
         per = median / thr["Elements"]
         rate = f"{thr['Elements'] / median * 1e3:.1f} M/s ({per:.2f} ns each)"

@@ -399,19 +399,22 @@ impl<B: Backend> Worker<B> {
     fn deliver(&mut self, topic: &str, kind: DataKind, payload: &Bytes) {
         let members: Vec<usize> = self.cx.topics.members(topic).collect();
         let mut plain: Option<Bytes> = None;
-        let mut compressed: [Option<Bytes>; 7] = Default::default();
+        // Per window size: not tried yet, or the compressed frame (`None`: no smaller).
+        let mut compressed: [Option<Option<Bytes>>; 7] = Default::default();
         for key in members {
             let Some(slot) = self.slots.get_mut(key) else { continue };
             let Phase::Open { conn, .. } = &mut slot.phase else { continue };
-            let window = conn.broadcast_window(payload.len());
-            let frame = match window {
-                Some(bits) => compressed[usize::from(bits.clamp(9, 15) - 9)]
-                    .get_or_insert_with(|| self.cx.compressed_frame(kind, payload, bits)),
-                None => plain.get_or_insert_with(|| encode_frame(kind, payload)),
-            };
-            let frame = frame.clone();
+            let standalone = conn.broadcast_window(payload.len()).and_then(|bits| {
+                compressed[usize::from(bits.clamp(9, 15) - 9)]
+                    .get_or_insert_with(|| self.cx.compressed_frame(kind, payload, bits))
+                    .clone()
+            });
+            let is_compressed = standalone.is_some();
+            let frame = standalone.unwrap_or_else(|| {
+                plain.get_or_insert_with(|| encode_frame(kind, payload)).clone()
+            });
             if self.cx.push_frame(conn, &mut slot.meta, kind, &frame) {
-                if window.is_some() {
+                if is_compressed {
                     conn.broadcast_sent(payload);
                 }
             } else {
@@ -694,12 +697,16 @@ impl WorkerCx {
     }
 
     /// A whole message compressed on its own with the worker's codec, as one server frame.
-    fn compressed_frame(&mut self, kind: DataKind, payload: &[u8], bits: u8) -> Bytes {
+    /// `None` when compressing does not make the message smaller: it then goes out plain.
+    fn compressed_frame(&mut self, kind: DataKind, payload: &[u8], bits: u8) -> Option<Bytes> {
         let mut compressed = Vec::with_capacity(payload.len() / 2 + 64);
         let config = self.shared.config.compression.as_ref();
         let settings = config.map_or((1, 8), |c| (c.level, c.mem_level));
         let at = self.codec_index(settings);
         self.codecs[at].compress(bits, payload, true, true, &mut compressed);
+        if compressed.len() >= payload.len() {
+            return None;
+        }
         let repr = FrameRepr {
             fin: true,
             rsv: Rsv::RSV1,
@@ -710,7 +717,7 @@ impl WorkerCx {
         let mut frame = BytesMut::zeroed(repr.buffer_len());
         repr.emit(&mut FrameHeader::new_unchecked(&mut frame[..]));
         frame.extend_from_slice(&compressed);
-        frame.freeze()
+        Some(frame.freeze())
     }
 
     /// Where the worker's shared codec with `settings` (level, memory level) is in

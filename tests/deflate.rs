@@ -295,7 +295,24 @@ fn compact_subscribers_share_compressed_publishes_and_stay_in_step() {
     }
     let published = server.stats().counters.bytes_out - before;
     assert!(published < 3 * p.len() as u64 / 2, "{published} bytes for 3 x {}", p.len());
-    // Q again: a back reference across P, right only if both windows hold P.
+    // Noise published: no smaller compressed, so sent plain, and in no window.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let noise: Vec<u8> = (0..600)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 32) as u8
+        })
+        .collect();
+    let before = server.stats().counters.bytes_out;
+    server.publish("news", Message::Binary(&noise));
+    for c in &mut clients {
+        assert_eq!(c.recv(), Got::Binary(noise.clone()));
+    }
+    assert_eq!(server.stats().counters.bytes_out - before, 3 * (noise.len() as u64 + 4));
+    // Q again: a back reference across P, right only if both windows hold P (and not the
+    // noise).
     let q_again = wire(&mut clients[0], &q);
     assert!(q_again * 4 < q_first, "{q_again} bytes after {q_first}");
     // And P itself, now a back reference into the published message.

@@ -142,6 +142,11 @@ impl Deframer {
         }
     }
 
+    /// Changes the largest payload accepted, for frames whose header is yet to come.
+    pub fn set_max_frame_size(&mut self, max_frame_size: usize) {
+        self.max_frame_size = max_frame_size as u64;
+    }
+
     /// Lets frames carry these reserved bits (an extension negotiated them).
     pub fn allow_rsv(&mut self, rsv: Rsv) {
         self.allowed_rsv = self.allowed_rsv.union(rsv);

@@ -34,14 +34,17 @@ pub struct Config {
     ///
     /// Checked against the length a header announces, before any payload arrives: a peer
     /// cannot make the connection wait for, or buffer, a frame it will refuse. Exceeding it
-    /// fails the connection with 1009.
+    /// fails the connection with 1009. With permessage-deflate, a compressed frame may be
+    /// larger by 1/8 plus 1 KiB (incompressible data grows when compressed).
     pub max_frame_size: usize,
     /// Largest message accepted, in bytes, after joining fragments. Default 1 MiB.
     ///
     /// This bounds the spill buffer a connection may grow: with 10 000 connections each
     /// holding a partial message, 1 MiB caps the worst case at 10 GiB instead of the 640 GiB
     /// that a 64 MiB default (tungstenite's) would allow. Exceeding it fails the connection
-    /// with 1009, as soon as a frame header announces a length that would cross it.
+    /// with 1009, as soon as a frame header announces a length that would cross it. With
+    /// permessage-deflate it bounds the decompressed message (checked while inflating), and
+    /// the compressed bytes may be 1/8 plus 1 KiB more.
     pub max_message_size: usize,
     /// Most frames one message may be split into. Default 4096.
     ///

@@ -163,6 +163,13 @@ impl DeflateState {
     }
 }
 
+/// How large compressed data may be on the wire for `limit` bytes of message or frame:
+/// incompressible data coded with the fixed Huffman codes (what zlib-ng's fastest level does)
+/// grows by up to 1/8, stored blocks by a few bytes each.
+fn compressed_limit(limit: usize) -> usize {
+    limit.saturating_add(limit / 8).saturating_add(1024)
+}
+
 /// Appends `data` to a plaintext window, keeping its last `1 << bits` bytes.
 fn slide_window(window: &mut Vec<u8>, bits: u8, data: &[u8]) {
     let size = 1usize << bits;
@@ -359,6 +366,9 @@ impl Connection {
     /// ([`Connection::shares_codec`]) attaches it around each call instead.
     pub fn enable_deflate(&mut self, params: DeflateParams, config: &DeflateConfig) {
         self.deframer.allow_rsv(Rsv::RSV1);
+        // Compressed frames may be larger than the data they carry; `start_frame` holds
+        // uncompressed ones to the configured size.
+        self.deframer.set_max_frame_size(compressed_limit(self.config.max_frame_size));
         self.deflate = Some(Box::new(DeflateState {
             params,
             compress: params.compress_window_bits(self.role) >= 9,
@@ -765,8 +775,8 @@ impl Connection {
     #[cfg(fuzzing)]
     pub(crate) fn check_invariants(&self, spill: &[u8]) {
         let max_message = self.config.max_message_size;
-        // Compressed messages may exceed the limit on the wire by a little (see start_frame).
-        let wire_limit = max_message + max_message / 32 + 1024;
+        // Compressed messages may exceed the limit on the wire (see start_frame).
+        let wire_limit = compressed_limit(max_message);
         assert!(spill.len() <= wire_limit + MAX_CONTROL_PAYLOAD, "spill grew to {}", spill.len());
         if let Some(m) = self.recv.message {
             assert!(m.announced <= wire_limit as u64);
@@ -1005,16 +1015,24 @@ impl Connection {
     }
 
     /// Applies the continuation rules (RFC 6455 §5.4) and the message limits to a new data
-    /// frame. A compressed message may be a little larger on the wire than the limit it
-    /// decompresses within (incompressible data grows by a few bytes per block).
+    /// frame. A compressed message may be larger on the wire than the limit it decompresses
+    /// within: incompressible data coded with the fixed Huffman codes (as zlib-ng's fastest
+    /// level does) grows by up to 1/8, stored blocks by a few bytes each.
     fn start_frame(&mut self, frame: &FrameRepr) -> Result<(), Error> {
         let max_message = self.config.max_message_size as u64;
+        let max_frame = self.config.max_frame_size;
         let wire_limit = |compressed: bool| {
-            if compressed { max_message + max_message / 32 + 1024 } else { max_message }
+            if compressed { compressed_limit(max_message as usize) as u64 } else { max_message }
+        };
+        let frame_limit = |compressed: bool| {
+            if compressed { compressed_limit(max_frame) as u64 } else { max_frame as u64 }
         };
         match (frame.opcode, self.recv.message.as_mut()) {
             (OpCode::Continuation, None) => Err(PeerMisbehaved::UnexpectedContinuation.into()),
             (OpCode::Continuation, Some(m)) => {
+                if frame.payload_len > frame_limit(m.compressed) {
+                    return Err(Error::FrameTooBig { limit: max_frame as u64 });
+                }
                 if m.fragments >= self.config.max_fragments {
                     return Err(Error::TooManyFragments { limit: self.config.max_fragments });
                 }
@@ -1028,6 +1046,9 @@ impl Connection {
             (_, Some(_)) => Err(PeerMisbehaved::ExpectedContinuation.into()),
             (opcode, None) => {
                 let compressed = frame.rsv.contains(Rsv::RSV1);
+                if frame.payload_len > frame_limit(compressed) {
+                    return Err(Error::FrameTooBig { limit: max_frame as u64 });
+                }
                 if frame.payload_len > wire_limit(compressed) {
                     return Err(Error::MessageTooBig { limit: max_message });
                 }
@@ -1157,7 +1178,10 @@ impl Connection {
     }
 
     /// Compresses a piece of a message and appends it as one frame: RSV1 on the message's
-    /// first frame (RFC 7692 §6), the sync-flush tail stripped from its last.
+    /// first frame (RFC 7692 §6), the sync-flush tail stripped from its last. A whole message
+    /// that does not shrink goes out uncompressed instead, where that leaves no trace in the
+    /// context the peer keeps: when this side forgets context, or keeps it compactly (the
+    /// message then stays out of the window, as it stays out of the peer's).
     fn write_compressed(
         &mut self,
         opcode: OpCode,
@@ -1178,14 +1202,21 @@ impl Connection {
         let windowed = d.compact && !forget;
         if windowed {
             codec.prime_compressor(bits, &d.tx_window);
-            slide_window(&mut d.tx_window, bits, payload);
         }
         let reset = !windowed && (shared || (starts && forget));
         let mut compressed = std::mem::take(&mut codec.scratch);
         compressed.clear();
         codec.compress(bits, payload, fin, reset, &mut compressed);
-        let rsv = if starts { Rsv::RSV1 } else { Rsv::NONE };
-        self.write_frame_with(opcode, fin, rsv, &compressed, out);
+        let plain = starts && fin && (forget || windowed) && compressed.len() >= payload.len();
+        if windowed && !plain {
+            slide_window(&mut d.tx_window, bits, payload);
+        }
+        if plain {
+            self.write_frame_with(opcode, fin, Rsv::NONE, payload, out);
+        } else {
+            let rsv = if starts { Rsv::RSV1 } else { Rsv::NONE };
+            self.write_frame_with(opcode, fin, rsv, &compressed, out);
+        }
         // Keep the scratch unless one message made it large.
         compressed.clear();
         if compressed.capacity() > 1 << 20 {

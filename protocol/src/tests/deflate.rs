@@ -237,7 +237,7 @@ fn server_gets(raw: Vec<u8>, limit: usize) -> (Option<Error>, Vec<Seen>, Vec<See
     );
     let params = p.server.conn.deflate_params().unwrap();
     let config =
-        crate::Config { max_message_size: limit, max_frame_size: limit * 2, ..Default::default() };
+        crate::Config { max_message_size: limit, max_frame_size: limit, ..Default::default() };
     p.server.conn = crate::Connection::server(p.now, config);
     p.server.conn.enable_deflate(params, &DeflateConfig::dedicated(15));
     p.server.inbox = raw;
@@ -301,4 +301,66 @@ fn bombs_and_garbage_fail_the_connection() {
     codec.compress(15, b"ok then \xff", true, true, &mut bad);
     let (err, _, _) = server_gets(client_frame(0xc1, &bad), 1 << 20);
     assert_eq!(err, Some(Error::InvalidUtf8));
+}
+
+fn random_bytes(n: usize, mut seed: u64) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 32) as u8
+        })
+        .collect()
+}
+
+/// Incompressible messages go out plain where that leaves the peer's context untouched, and
+/// compressed (larger) where a live compressor already took them in; every profile still
+/// round trips what follows.
+#[test]
+fn incompressible_messages_go_out_plain_where_they_can() {
+    let noise = random_bytes(4000, 17);
+    let text = json(40);
+    let mut live = DeflateConfig::dedicated(12);
+    live.compact_context = false;
+    for (name, config, plain) in [
+        ("shared", DeflateConfig::shared(), true),
+        ("compact", DeflateConfig::dedicated(12), true),
+        ("live", live, false),
+    ] {
+        let mut p = Pair::with_deflate(config.clone(), config, Split::Whole, 6);
+        let wire = server_frames(&mut p, |c, out| c.send(Message::Binary(&noise), out).unwrap());
+        assert_eq!(wire[0] & 0x40 == 0, plain, "{name}: RSV1 {:#x}", wire[0]);
+        if !plain {
+            assert!(wire.len() > noise.len(), "{name}: fixed Huffman codes grow noise");
+        }
+        for _ in 0..2 {
+            server_frames(&mut p, |c, out| c.send(Message::Text(&text), out).unwrap());
+        }
+        p.drive();
+        assert_eq!(p.client.error, None, "{name}");
+        let seen = p.client.take_seen();
+        assert_eq!(seen[0], Seen::Message(DataKind::Binary, noise.clone()), "{name}");
+        assert_eq!(seen[1], Seen::Message(DataKind::Text, text.clone().into_bytes()), "{name}");
+        assert_eq!(seen[2], Seen::Message(DataKind::Text, text.clone().into_bytes()), "{name}");
+    }
+}
+
+/// A peer's compressed noise may be larger on the wire than the frame and message limits:
+/// up to 1/8 more is accepted — for compressed frames only.
+#[test]
+fn compressed_noise_at_the_limits_is_accepted() {
+    let limit = 64 << 10;
+    let noise = random_bytes(limit, 5);
+    let mut tx = crate::deflate::Codec::new(1, 8, 15);
+    let mut payload = vec![];
+    tx.compress(15, &noise, true, true, &mut payload);
+    assert!(payload.len() > limit, "{} bytes compressed for {limit}", payload.len());
+    let (err, seen, _) = server_gets(client_frame(0xc2, &payload), limit);
+    assert_eq!(err, None);
+    assert_eq!(seen, vec![Seen::Message(DataKind::Binary, noise)]);
+    // The same size uncompressed is a frame too big.
+    let (err, _, client_saw) = server_gets(client_frame(0x82, &payload), limit);
+    assert_eq!(err, Some(Error::FrameTooBig { limit: limit as u64 }));
+    assert!(matches!(client_saw.last(), Some(Seen::Close { code: Some(CloseCode(1009)), .. })));
 }
