@@ -209,11 +209,14 @@ impl Codec {
         out: &mut Vec<u8>,
     ) -> Result<(), DecompressError> {
         let start = out.len();
+        // The room offered per call is zeroed first (no unsafe here): start near the likely
+        // size, a few times the compressed size, and double while it fills up.
+        let mut step = (input.len() * 4).clamp(256, STEP);
         for piece in [input, &TAIL[..]] {
             let mut consumed = 0;
             loop {
                 let produced = out.len() - start;
-                let room = STEP.min(limit - produced + 1).max(1);
+                let room = step.min(limit - produced + 1).max(1);
                 let at = out.len();
                 out.resize(at + room, 0);
                 let (in_before, out_before) = (inflate.total_in(), inflate.total_out());
@@ -234,7 +237,7 @@ impl Codec {
                     }
                     _ if consumed == piece.len() && written < room => break,
                     Status::BufError if written == 0 => break,
-                    _ => {}
+                    _ => step = (step * 2).min(STEP),
                 }
             }
         }
