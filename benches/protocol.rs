@@ -208,7 +208,11 @@ fn utf8(c: &mut Criterion) {
 
 /// Quote-like JSON records with varying numbers: what a market-data or RPC service sends.
 fn json_like(len: usize) -> Vec<u8> {
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    json_like_variant(len, 0)
+}
+
+fn json_like_variant(len: usize, variant: u64) -> Vec<u8> {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ variant.wrapping_mul(0x2545_f491_4f6c_dd1d);
     let mut out = Vec::with_capacity(len + 200);
     out.push(b'[');
     while out.len() < len {
@@ -267,6 +271,8 @@ fn deflate(c: &mut Criterion) {
             // The ratio a higher level buys, and what it costs.
             let mut level6 = Codec::new(6, 8, 15);
             let mut out = Vec::with_capacity(2 * input.len() + 64);
+            level6.compress(15, input, true, true, &mut out);
+            eprintln!("deflate {kind} {} B: zlib-rs level 6 -> {} B", input.len(), out.len() + 4);
             g.bench_function(id("compress/zlib-rs-level-6"), |b| {
                 b.iter(|| {
                     out.clear();
@@ -274,7 +280,6 @@ fn deflate(c: &mut Criterion) {
                     out.len()
                 });
             });
-            eprintln!("deflate {kind} {} B: zlib-rs level 6 -> {} B", input.len(), out.len() + 4);
         }
         let mut miniz = CompressorOxide::new(create_comp_flags_from_zip_params(1, -15, 0));
         let mut buf = vec![0u8; 2 * input.len() + 64];
@@ -322,5 +327,50 @@ fn deflate(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, unmask, header, deframe, upgrade, utf8, deflate);
+/// Compressing 1 KiB JSON messages in turn (64 different ones) with context kept live, kept
+/// compactly (the window as a preset dictionary each time) and not kept, per window size.
+fn deflate_context(c: &mut Criterion) {
+    let messages: Vec<Vec<u8>> = (0..64).map(|i| json_like_variant(1024, i)).collect();
+    let mut g = c.benchmark_group("deflate_context");
+    g.throughput(Throughput::Bytes(1024));
+    for bits in [9u8, 12, 15] {
+        for mode in ["live", "compact", "none"] {
+            let mut codec = Codec::new(1, 8, 15);
+            let mut history: Vec<u8> = Vec::new();
+            let mut out = Vec::with_capacity(4096);
+            let mut n = 0usize;
+            let mut step = |codec: &mut Codec, history: &mut Vec<u8>, out: &mut Vec<u8>| {
+                let msg = &messages[n % messages.len()];
+                n += 1;
+                out.clear();
+                match mode {
+                    "live" => codec.compress(bits, msg, true, false, out),
+                    "compact" => {
+                        codec.prime_compressor(bits, history);
+                        codec.compress(bits, msg, true, false, out);
+                        history.extend_from_slice(msg);
+                        let excess = history.len().saturating_sub(1 << bits);
+                        history.drain(..excess);
+                    }
+                    _ => codec.compress(bits, msg, true, true, out),
+                }
+                out.len()
+            };
+            let (mut total, rounds) = (0, 256);
+            for _ in 0..rounds {
+                total += step(&mut codec, &mut history, &mut out);
+            }
+            eprintln!(
+                "deflate_context {bits} bits {mode}: {:.1} % of the input",
+                100.0 * total as f64 / (rounds * 1024) as f64
+            );
+            g.bench_function(BenchmarkId::new(mode, bits), |b| {
+                b.iter(|| step(&mut codec, &mut history, &mut out));
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, unmask, header, deframe, upgrade, utf8, deflate, deflate_context);
 criterion_main!(benches);
