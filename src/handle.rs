@@ -164,6 +164,8 @@ pub(crate) enum Command {
         kind: DataKind,
         payload: Bytes,
     },
+    /// Open a client connection ([`ServerHandle::connect`](crate::ServerHandle::connect)).
+    Connect(Box<crate::client::engine::PendingConnect>),
     Stats(mpsc::Sender<WorkerStats>),
     Shutdown {
         deadline: Instant,

@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use bidir_protocol::{CloseCode, DataKind, Fragment, FrameKind, Message, State};
 
+use crate::client::ConnectError;
 use crate::handle::{ConnHandle, ConnId};
 use crate::worker::{Meta, WorkerCx};
 use crate::{Backpressure, SendError};
@@ -62,6 +63,14 @@ pub trait Handler: 'static {
     /// The connection ended. Called exactly once, last; sends fail from here on.
     fn on_close(&mut self, cx: &mut Context<'_>, close: CloseInfo<'_>) {
         let _ = (cx, close);
+    }
+
+    /// A client connection ([`ServerHandle::connect`](crate::ServerHandle::connect)) could not
+    /// be opened: the connect or the handshake failed, timed out, or the server refused (the
+    /// error carries its answer). Called instead of every other method; the handler is dropped
+    /// afterwards.
+    fn on_connect_failed(&mut self, error: ConnectError) {
+        let _ = error;
     }
 }
 

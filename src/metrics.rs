@@ -18,6 +18,10 @@ pub struct Counters {
     pub refused: u64,
     /// WebSocket upgrades completed.
     pub upgraded: u64,
+    /// Client connections opened (handshake completed).
+    pub connected: u64,
+    /// Client connections that failed to open.
+    pub connect_failed: u64,
     /// Handshakes answered with an HTTP error or a plain HTTP response.
     pub http_responses: u64,
     /// Connections whose slot was released (any reason).
@@ -46,6 +50,8 @@ impl Counters {
         self.accepted += other.accepted;
         self.refused += other.refused;
         self.upgraded += other.upgraded;
+        self.connected += other.connected;
+        self.connect_failed += other.connect_failed;
         self.http_responses += other.http_responses;
         self.closed += other.closed;
         self.open += other.open;

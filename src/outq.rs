@@ -120,6 +120,17 @@ impl OutQueue {
         chain.segs.push_back(Seg::Owned(buf));
     }
 
+    /// Copies `bytes` to the end of the queue, masked with `key` (a client's frame payload).
+    pub(crate) fn push_masked(&mut self, pool: &mut Pool, bytes: &[u8], key: [u8; 4]) {
+        self.push_copy(pool, bytes);
+        if let Some(chain) = self.chain.as_mut()
+            && let Some(Seg::Owned(last)) = chain.segs.back_mut()
+        {
+            let end = last.len();
+            bidir_protocol::frame::mask::apply_mask(&mut last[end - bytes.len()..], key, 0);
+        }
+    }
+
     /// Appends `bytes` by reference.
     pub(crate) fn push_shared(&mut self, pool: &mut Pool, bytes: Bytes) {
         if bytes.is_empty() {

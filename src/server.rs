@@ -4,7 +4,7 @@
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -14,6 +14,9 @@ use bytes::Bytes;
 use bidir_protocol::Message;
 use bidir_sys::{Backend, Epoll};
 
+use crate::Handler;
+use crate::client::engine::PendingConnect;
+use crate::client::{Connect, ConnectError};
 use crate::config::ServerConfig;
 use crate::handle::{Command, Mailbox};
 use crate::metrics::Stats;
@@ -156,16 +159,14 @@ impl ServerBuilder {
     ///
     /// # Errors
     ///
-    /// No address, no route, an address that cannot be bound, or a thread that cannot be
-    /// spawned.
+    /// An address but no route, an address that cannot be bound, or a thread that cannot be
+    /// spawned. (No address is not an error: the workers then only run client connections,
+    /// [`ServerHandle::connect`].)
     pub fn start(self) -> io::Result<ServerHandle> {
         if let Some(e) = self.error {
             return Err(e);
         }
-        if self.addrs.is_empty() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no address to bind"));
-        }
-        if self.router.is_empty() {
+        if !self.addrs.is_empty() && self.router.is_empty() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "no route"));
         }
         let _ = bidir_sys::socket::raise_fd_limit();
@@ -225,7 +226,12 @@ impl ServerBuilder {
             threads.push(thread);
         }
         Ok(ServerHandle {
-            inner: Arc::new(Inner { shared, addrs: bound, threads: Mutex::new(threads) }),
+            inner: Arc::new(Inner {
+                shared,
+                next_worker: AtomicUsize::new(0),
+                addrs: bound,
+                threads: Mutex::new(threads),
+            }),
         })
     }
 }
@@ -241,6 +247,8 @@ impl fmt::Debug for ServerBuilder {
 
 struct Inner {
     shared: Arc<Shared>,
+    /// The worker the next client connection goes to (modulo the count).
+    next_worker: AtomicUsize,
     addrs: Vec<SocketAddr>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -259,8 +267,43 @@ impl ServerHandle {
     }
 
     /// The first of [`ServerHandle::local_addrs`].
+    ///
+    /// # Panics
+    ///
+    /// If the server listens on no address (a client-only engine).
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.addrs[0]
+    }
+
+    /// Opens a client connection to `options`' URL from one of the workers (round robin), run
+    /// by `handler` exactly like an accepted connection: [`Handler::on_open`] once the
+    /// handshake completes, then messages, then [`Handler::on_close`]. A failure to connect,
+    /// a refusal (with the server's status, headers and body), or a timeout is reported to
+    /// [`Handler::on_connect_failed`] instead. Returns once the request is queued; the host
+    /// name is resolved here, on the caller's thread (blocking), and the first address is used.
+    ///
+    /// Client connections count in [`ServerHandle::connections`] and
+    /// [`ServerConfig::max_connections`](crate::ServerConfig), take heartbeats and limits from
+    /// `options`, and are told 1001 on shutdown like the others. A server started with no
+    /// address serves as a client-only engine.
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectError::Io`] when the host does not resolve; [`ConnectError::InvalidRequest`]
+    /// when a header or subprotocol cannot be sent; [`ConnectError::ShuttingDown`].
+    pub fn connect<H: Handler + Send>(
+        &self,
+        options: &Connect,
+        handler: H,
+    ) -> Result<(), ConnectError> {
+        if self.inner.shared.stopping.load(Ordering::Relaxed) {
+            return Err(ConnectError::ShuttingDown);
+        }
+        let pending = PendingConnect::new(options, Box::new(handler))?;
+        let mailboxes = &self.inner.shared.mailboxes;
+        let next = self.inner.next_worker.fetch_add(1, Ordering::Relaxed);
+        mailboxes[next % mailboxes.len()].push(Command::Connect(Box::new(pending)));
+        Ok(())
     }
 
     /// Number of worker threads.

@@ -28,11 +28,14 @@ use bidir_protocol::frame::{FrameHeader, FrameRepr, Rsv};
 use bidir_protocol::http::{self, Accept as HttpAccept, HandshakeError, StatusCode};
 use bidir_protocol::{
     CloseCode, Config as ProtocolConfig, Connection, DataKind, Error, Event, FrameKind, Input,
-    Instant, Message, State,
+    Instant, Message, Role, State,
 };
 use bidir_sys::{Backend, Completion, SendOutcome, Token};
 
 use crate::SendError;
+use crate::client::ConnectError;
+use crate::client::engine::PendingConnect;
+use crate::client::handshake::Handshake;
 use crate::config::{Backpressure, ServerConfig};
 use crate::handle::{Command, ConnHandle, ConnId, ConnShared, Mailbox};
 use crate::handler::{CloseInfo, Context, Handler, Payload};
@@ -96,6 +99,9 @@ const NO_TICK: u64 = u64::MAX;
 enum Phase {
     /// Waiting for the HTTP upgrade request.
     Handshake { buf: Vec<u8>, deadline: u64 },
+    /// A client connection: connecting (`connected` false), then waiting for the server's
+    /// answer to the request queued in `out`.
+    Connecting(Box<Connecting>),
     /// A WebSocket connection.
     Open { conn: Connection, handler: Box<dyn Handler>, spill: Vec<u8> },
     /// Done; flushing what is queued (an HTTP answer, a close reply) until `deadline`.
@@ -107,6 +113,16 @@ enum Phase {
 struct Slot {
     meta: Meta,
     phase: Phase,
+}
+
+struct Connecting {
+    handshake: Handshake,
+    handler: Box<dyn Handler>,
+    /// The answer so far.
+    buf: Vec<u8>,
+    connected: bool,
+    deadline: u64,
+    handshake_timeout: Duration,
 }
 
 /// The worker's state the handler's [`Context`] may use.
@@ -246,7 +262,12 @@ impl<B: Backend> Worker<B> {
                             cx.mark_dirty(&mut slot.meta);
                         }
                     }
-                    Completion::Closed { token, error } => on_closed(slots, cx, token.0, error),
+                    Completion::Closed { token, error } => {
+                        on_closed(slots, cx, wheel, token.0, error);
+                    }
+                    Completion::Connected { token, error } => {
+                        on_connected(slots, cx, wheel, token.0, error);
+                    }
                     Completion::Woken => woken = true,
                     _ => {}
                 }
@@ -352,6 +373,7 @@ impl<B: Backend> Worker<B> {
                     });
                 }
                 Command::Publish { topic, kind, payload } => self.deliver(&topic, kind, &payload),
+                Command::Connect(pending) => self.start_connect(*pending),
                 Command::Stats(reply) => {
                     let mut counters = self.cx.counters.clone();
                     counters.syscalls = self.backend.syscalls();
@@ -365,6 +387,76 @@ impl<B: Backend> Worker<B> {
             }
         }
         self.commands = commands;
+    }
+
+    /// Opens a client connection: a slot in [`Phase::Connecting`] with the request queued
+    /// (held back until the connect completes).
+    fn start_connect(&mut self, pending: PendingConnect) {
+        let PendingConnect {
+            addr,
+            handshake,
+            request,
+            mut handler,
+            target,
+            connect_timeout,
+            handshake_timeout,
+        } = pending;
+        let refusal = if self.shutdown.is_some() {
+            Some(ConnectError::ShuttingDown)
+        } else if self.slots.len() >= self.max_slots {
+            Some(ConnectError::TooManyConnections)
+        } else {
+            None
+        };
+        if let Some(error) = refusal {
+            self.cx.counters.connect_failed += 1;
+            connect_failed(handler.as_mut(), error);
+            return;
+        }
+        let key = self.slots.vacant_key();
+        if let Err(e) = self.backend.connect(Token(key), addr) {
+            self.cx.counters.connect_failed += 1;
+            connect_failed(handler.as_mut(), ConnectError::from(e));
+            return;
+        }
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let deadline = (self.cx.now + connect_timeout).as_nanos();
+        let tick = self.wheel.insert(key, deadline);
+        let mut out = OutQueue::default();
+        out.push_copy(&mut self.cx.pool, &request);
+        let handler: Box<dyn Handler> = handler;
+        let inserted = self.slots.insert(Slot {
+            meta: Meta {
+                id: ConnId {
+                    worker: self.cx.index,
+                    slot: key as u32,
+                    generation: self.next_generation,
+                },
+                peer: addr,
+                out,
+                request: target.into_boxed_str(),
+                topics: Vec::new(),
+                handle: None,
+                abort: false,
+                dirty: false,
+                blocked: true,
+                above_drain: false,
+                close_reported: false,
+                poisoned: false,
+                retired: false,
+                shares_codec: false,
+                timer_tick: tick,
+            },
+            phase: Phase::Connecting(Box::new(Connecting {
+                handshake,
+                handler,
+                buf: Vec::new(),
+                connected: false,
+                deadline,
+                handshake_timeout,
+            })),
+        });
+        debug_assert_eq!(inserted, key);
     }
 
     /// Runs `f` on an open connection named by `id`, then settles it; `None` if it is gone.
@@ -404,6 +496,16 @@ impl<B: Backend> Worker<B> {
         for key in members {
             let Some(slot) = self.slots.get_mut(key) else { continue };
             let Phase::Open { conn, .. } = &mut slot.phase else { continue };
+            if conn.role() == Role::Client {
+                // Client frames are masked per connection: no shared encoding.
+                let kind = FrameKind::Message(kind);
+                let payload = Payload::Shared(payload.clone());
+                if self.cx.send_payload(conn, &mut slot.meta, kind, payload, true).is_err() {
+                    self.cx.counters.dropped_sends += 1;
+                }
+                settle(&mut self.slots, &mut self.cx, &mut self.wheel, key);
+                continue;
+            }
             let standalone = conn.broadcast_window(payload.len()).and_then(|bits| {
                 compressed[usize::from(bits.clamp(9, 15) - 9)]
                     .get_or_insert_with(|| self.cx.compressed_frame(kind, payload, bits))
@@ -447,6 +549,9 @@ impl<B: Backend> Worker<B> {
             let Slot { meta, phase } = &mut self.slots[key];
             match phase {
                 Phase::Handshake { .. } => kill(&mut self.slots, &mut self.cx, key),
+                Phase::Connecting(_) => {
+                    fail_connect(&mut self.slots, &mut self.cx, key, ConnectError::ShuttingDown);
+                }
                 Phase::Open { conn, .. } => {
                     let _ = self.cx.control(conn, meta, |conn, out| {
                         conn.close(now, CloseCode::GOING_AWAY, "server shutting down", out)
@@ -462,6 +567,7 @@ impl<B: Backend> Worker<B> {
     fn abandon_all(&mut self) {
         let keys: Vec<usize> = self.slots.iter().map(|(k, _)| k).collect();
         for key in keys {
+            fail_connect(&mut self.slots, &mut self.cx, key, ConnectError::ShuttingDown);
             report_close(
                 &mut self.slots,
                 &mut self.cx,
@@ -514,6 +620,8 @@ impl<B: Backend> Worker<B> {
                 }
             }
             if failed {
+                let error = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+                fail_connect(&mut self.slots, &mut self.cx, key, ConnectError::Io(error));
                 report_close(
                     &mut self.slots,
                     &mut self.cx,
@@ -610,6 +718,10 @@ impl WorkerCx {
             let header = conn.encode_header(kind, bytes.len()).map_err(protocol_error)?;
             meta.out.push_copy(&mut self.pool, header.as_bytes());
             match payload {
+                // A client's payload is masked: always a copy.
+                _ if let Some(key) = header.mask() => {
+                    meta.out.push_masked(&mut self.pool, bytes, key)
+                }
                 Payload::Shared(shared) if shared.len() >= SHARE_THRESHOLD => {
                     meta.out.push_shared(&mut self.pool, shared);
                 }
@@ -834,12 +946,31 @@ fn on_received(
     let Some(slot) = slots.get_mut(key) else { return };
     match &mut slot.phase {
         Phase::Handshake { .. } => handshake(slots, cx, wheel, key, data),
+        Phase::Connecting(_) => answer(slots, cx, wheel, key, data, false),
         Phase::Open { .. } => feed(slots, cx, wheel, key, data),
         Phase::Linger { .. } | Phase::Dead => {} // input after the end is discarded
     }
 }
 
-fn on_closed(slots: &mut Slab<Slot>, cx: &mut WorkerCx, key: usize, error: Option<std::io::Error>) {
+fn on_closed(
+    slots: &mut Slab<Slot>,
+    cx: &mut WorkerCx,
+    wheel: &mut Wheel,
+    key: usize,
+    error: Option<std::io::Error>,
+) {
+    let Some(slot) = slots.get_mut(key) else { return };
+    if matches!(slot.phase, Phase::Connecting(_)) {
+        // The answer may end at EOF (a refusal without Content-Length).
+        answer(slots, cx, wheel, key, &mut [], true);
+        let Some(slot) = slots.get_mut(key) else { return };
+        if !matches!(slot.phase, Phase::Open { .. }) {
+            let error = error.map_or(ConnectError::Closed, ConnectError::Io);
+            fail_connect(slots, cx, key, error);
+            kill(slots, cx, key);
+            return;
+        }
+    }
     let Some(slot) = slots.get_mut(key) else { return };
     if let Phase::Open { conn, .. } = &mut slot.phase {
         let eof = conn.handle_eof();
@@ -1007,11 +1138,109 @@ fn open_deflate(
     config: &DeflateConfig,
 ) {
     conn.enable_deflate(params, config);
+    adopt_codec(conn, meta);
+}
+
+/// Gives a connection with permessage-deflate on its codec: the worker's, lent call by call,
+/// or its own.
+fn adopt_codec(conn: &mut Connection, meta: &mut Meta) {
+    if conn.deflate_params().is_none() {
+        return;
+    }
     if conn.shares_codec() {
         meta.shares_codec = true;
     } else if let Some(codec) = conn.new_codec() {
         conn.attach_codec(codec);
     }
+}
+
+/// A client connection's connect completed or failed.
+fn on_connected(
+    slots: &mut Slab<Slot>,
+    cx: &mut WorkerCx,
+    wheel: &mut Wheel,
+    key: usize,
+    error: Option<std::io::Error>,
+) {
+    if let Some(e) = error {
+        fail_connect(slots, cx, key, ConnectError::from(e));
+        return;
+    }
+    let Some(slot) = slots.get_mut(key) else { return };
+    let Phase::Connecting(connecting) = &mut slot.phase else { return };
+    connecting.connected = true;
+    connecting.deadline = (cx.now + connecting.handshake_timeout).as_nanos();
+    let deadline = connecting.deadline;
+    slot.meta.blocked = false; // the request may go now
+    cx.mark_dirty(&mut slot.meta);
+    slot.meta.timer_tick = NO_TICK;
+    schedule(slot, wheel, deadline);
+}
+
+/// Handles the server's answer to a client connection's request: open the connection and
+/// call `on_open`, or report the failure. `eof`: the stream ended.
+fn answer(
+    slots: &mut Slab<Slot>,
+    cx: &mut WorkerCx,
+    wheel: &mut Wheel,
+    key: usize,
+    data: &mut [u8],
+    eof: bool,
+) {
+    let slot = &mut slots[key];
+    let Phase::Connecting(connecting) = &mut slot.phase else { return };
+    connecting.buf.extend_from_slice(data);
+    let (upgraded, used) = match connecting.handshake.on_bytes(&connecting.buf, eof, cx.now) {
+        Ok(None) => return,
+        Ok(Some(done)) => done,
+        Err(e) => {
+            fail_connect(slots, cx, key, e);
+            return;
+        }
+    };
+    let Phase::Connecting(connecting) = std::mem::replace(&mut slot.phase, Phase::Dead) else {
+        unreachable!("checked above")
+    };
+    let Connecting { handler, buf, .. } = *connecting;
+    let mut conn = upgraded.conn;
+    adopt_codec(&mut conn, &mut slot.meta);
+    if let Some(protocol) = &upgraded.protocol {
+        slot.meta.request = format!("{}\n{protocol}", slot.meta.request).into_boxed_str();
+    }
+    slot.phase = Phase::Open { conn, handler, spill: Vec::new() };
+    slot.meta.timer_tick = NO_TICK;
+    cx.counters.connected += 1;
+    cx.counters.open += 1;
+    call_handler(slots, cx, key, |h, cx| h.on_open(cx));
+    let mut rest = buf;
+    rest.drain(..used);
+    if rest.is_empty() {
+        settle(slots, cx, wheel, key);
+    } else {
+        feed(slots, cx, wheel, key, &mut rest);
+    }
+}
+
+/// Ends a client connection that did not open: tells its handler why and retires the slot.
+/// Does nothing for slots in other phases.
+fn fail_connect(slots: &mut Slab<Slot>, cx: &mut WorkerCx, key: usize, error: ConnectError) {
+    let Some(slot) = slots.get_mut(key) else { return };
+    if !matches!(slot.phase, Phase::Connecting(_)) {
+        return;
+    }
+    let Phase::Connecting(mut connecting) = std::mem::replace(&mut slot.phase, Phase::Dead) else {
+        return;
+    };
+    cx.counters.connect_failed += 1;
+    // Retire before calling out: the slot is gone whatever the handler does.
+    slot.phase = Phase::Linger { deadline: 0 };
+    kill(slots, cx, key);
+    connect_failed(connecting.handler.as_mut(), error);
+}
+
+/// Calls [`Handler::on_connect_failed`], containing a panic.
+fn connect_failed(handler: &mut dyn Handler, error: ConnectError) {
+    let _ = catch_unwind(AssertUnwindSafe(|| handler.on_connect_failed(error)));
 }
 
 fn write_http(out: &mut Vec<u8>, response: &crate::HttpResponse) {
@@ -1252,6 +1481,14 @@ fn on_timer(slots: &mut Slab<Slot>, cx: &mut WorkerCx, wheel: &mut Wheel, key: u
                 schedule(slot, wheel, deadline);
             }
         }
+        Phase::Connecting(connecting) => {
+            if now >= connecting.deadline {
+                fail_connect(slots, cx, key, ConnectError::Timeout);
+            } else {
+                let deadline = connecting.deadline;
+                schedule(slot, wheel, deadline);
+            }
+        }
         Phase::Linger { deadline } => {
             if now >= *deadline {
                 kill(slots, cx, key);
@@ -1292,6 +1529,10 @@ fn kill(slots: &mut Slab<Slot>, cx: &mut WorkerCx, key: usize) {
     }
     if matches!(slot.phase, Phase::Open { .. }) {
         cx.counters.open -= 1;
+    }
+    if let Phase::Connecting(connecting) = &mut slot.phase {
+        cx.counters.connect_failed += 1;
+        connect_failed(connecting.handler.as_mut(), ConnectError::Closed);
     }
     close_subscriptions(&mut slot.meta, cx);
     slot.meta.out.clear(&mut cx.pool);

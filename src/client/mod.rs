@@ -1,4 +1,6 @@
-//! The client side: a blocking [`WebSocket`] for scripts, tests and tools.
+//! The client side: a blocking [`WebSocket`] for scripts, tests and tools, and connections
+//! opened from the engine's workers ([`ServerHandle::connect`](crate::ServerHandle::connect))
+//! for running thousands of them on the same [`Handler`](crate::Handler) API.
 //!
 //! Both start from a [`Connect`]: the URL, headers, subprotocols, the permessage-deflate offer,
 //! timeouts and the protocol limits.
@@ -17,6 +19,7 @@
 //! ```
 
 mod blocking;
+pub(crate) mod engine;
 pub(crate) mod handshake;
 mod url;
 
@@ -172,6 +175,11 @@ pub enum ConnectError {
     Deflate(NegotiationError),
     /// The server closed the connection during the handshake.
     Closed,
+    /// The engine is shutting down ([`ServerHandle::connect`](crate::ServerHandle::connect)).
+    ShuttingDown,
+    /// The worker holds [`ServerConfig::max_connections`](crate::ServerConfig) connections
+    /// already ([`ServerHandle::connect`](crate::ServerHandle::connect)).
+    TooManyConnections,
 }
 
 impl fmt::Display for ConnectError {
@@ -187,6 +195,8 @@ impl fmt::Display for ConnectError {
             Self::InvalidResponse(e) => write!(f, "invalid handshake answer: {e}"),
             Self::Deflate(e) => write!(f, "invalid permessage-deflate answer: {e}"),
             Self::Closed => f.write_str("the server closed the connection during the handshake"),
+            Self::ShuttingDown => f.write_str("the engine is shutting down"),
+            Self::TooManyConnections => f.write_str("the worker is at its connection limit"),
         }
     }
 }

@@ -33,13 +33,16 @@
 //!    (`error: None`) or a failure; the backend reads nothing more for that token. The worker
 //!    still owns the token until it calls `remove_stream`, which closes the descriptor (after
 //!    any operation in flight has completed, for a completion backend).
-//! 6. **Wake-ups coalesce.** [`Waker::wake`] may be called from any thread any number of
+//! 6. **Connects complete later.** [`connect`] starts a nonblocking connect; exactly one
+//!    [`Completion::Connected`] reports its outcome before any other completion for the token.
+//! 7. **Wake-ups coalesce.** [`Waker::wake`] may be called from any thread any number of
 //!    times; the next `poll` reports at least one [`Completion::Woken`] and returns promptly.
 //!
 //! [`poll`]: Backend::poll
 //! [`add_stream`]: Backend::add_stream
 //! [`remove_stream`]: Backend::remove_stream
 //! [`send`]: Backend::send
+//! [`connect`]: Backend::connect
 //!
 //! # Implementation notes
 //!
@@ -94,6 +97,14 @@ pub enum Completion<'a> {
         /// Why, if it failed.
         error: Option<io::Error>,
     },
+    /// A stream started with [`Backend::connect`] connected (`error: None`; completions for
+    /// it follow as for an added stream) or failed to (the worker removes the token).
+    Connected {
+        /// The stream.
+        token: Token,
+        /// Why the connection failed, if it did.
+        error: Option<io::Error>,
+    },
     /// Another thread called [`Waker::wake`].
     Woken,
 }
@@ -139,6 +150,15 @@ pub trait Backend {
     ///
     /// What registering the stream reports; the stream is closed then.
     fn add_stream(&mut self, token: Token, stream: TcpStream) -> io::Result<()>;
+
+    /// Opens a client stream to `addr` under `token`: the connect starts now and
+    /// [`Completion::Connected`] reports its outcome. Until then nothing may be sent on it.
+    ///
+    /// # Errors
+    ///
+    /// What creating the socket or starting the connect reports at once; the token is not
+    /// registered then.
+    fn connect(&mut self, token: Token, addr: SocketAddr) -> io::Result<()>;
 
     /// Retires `token` and closes its stream. Unknown tokens are ignored.
     fn remove_stream(&mut self, token: Token);

@@ -14,7 +14,7 @@
 //! others.
 
 use std::io::{self, IoSlice, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +52,8 @@ struct Stream {
     io: mio::net::TcpStream,
     /// EOF or an error was reported: read nothing more.
     done: bool,
+    /// A client connect is in progress: the first writable (or error) event settles it.
+    connecting: bool,
 }
 
 impl Epoll {
@@ -108,6 +110,37 @@ impl Epoll {
                 on(Completion::Closed { token, error: Some(e) });
             }
         }
+    }
+
+    /// Settles a connect in progress on its first event; `false` while it is still
+    /// connecting or once it failed (nothing else to report for the event).
+    fn settle_connect(
+        stream: &mut Stream,
+        token: Token,
+        event: &mio::event::Event,
+        on: &mut impl FnMut(Completion<'_>),
+    ) -> bool {
+        if !(event.is_writable() || event.is_error() || event.is_write_closed()) {
+            return false;
+        }
+        let error = match stream.io.take_error() {
+            Ok(Some(e)) | Err(e) => Some(e),
+            Ok(None) => match stream.io.peer_addr() {
+                Ok(_) => None,
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                    if !event.is_error() && !event.is_write_closed() {
+                        return false; // a spurious wake-up: still connecting
+                    }
+                    Some(io::Error::from(io::ErrorKind::ConnectionRefused))
+                }
+                Err(e) => Some(e),
+            },
+        };
+        stream.connecting = false;
+        let failed = error.is_some();
+        stream.done = failed;
+        on(Completion::Connected { token, error });
+        !failed
     }
 
     fn accept(
@@ -173,7 +206,17 @@ impl Backend for Epoll {
         if self.streams.len() <= token.0 {
             self.streams.resize_with(token.0 + 1, || None);
         }
-        self.streams[token.0] = Some(Stream { io, done: false });
+        self.streams[token.0] = Some(Stream { io, done: false, connecting: false });
+        Ok(())
+    }
+
+    fn connect(&mut self, token: Token, addr: SocketAddr) -> io::Result<()> {
+        let stream = crate::socket::connecting(addr)?;
+        self.counts.other += 2; // socket, connect
+        self.add_stream(token, stream)?;
+        if let Some(Some(stream)) = self.streams.get_mut(token.0) {
+            stream.connecting = true;
+        }
         Ok(())
     }
 
@@ -241,6 +284,12 @@ impl Backend for Epoll {
                 }
                 mio::Token(t) => {
                     let token = Token(t);
+                    if let Some(Some(stream)) = streams.get_mut(t)
+                        && stream.connecting
+                        && !Self::settle_connect(stream, token, event, &mut on)
+                    {
+                        continue;
+                    }
                     if event.is_readable() || event.is_read_closed() || event.is_error() {
                         Self::read(streams, read_buf, again, counts, token, &mut on);
                     }

@@ -28,6 +28,24 @@ pub fn listener(addr: SocketAddr, backlog: u32, reuse_port: bool) -> io::Result<
     Ok(socket.into())
 }
 
+/// Starts a nonblocking connect to `addr` on a new close-on-exec stream with `TCP_NODELAY`;
+/// the connection completes (or fails) later: a backend reports it once the socket is writable.
+///
+/// # Errors
+///
+/// What `socket(2)` or `connect(2)` report at once (not `EINPROGRESS`), e.g. `ENETUNREACH`.
+pub fn connecting(addr: SocketAddr) -> io::Result<TcpStream> {
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking().cloexec(), None)?;
+    socket.set_tcp_nodelay(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(socket.into())
+}
+
 /// Applies the per-connection options: `TCP_NODELAY` (frames are coalesced by the engine, so
 /// Nagle's algorithm would only add latency).
 ///
