@@ -29,8 +29,12 @@ RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --workspace --locked
 step "main job smoke run"
 cargo run --release --locked --example echo_in_memory > /dev/null
 
-step "Autobahn|Testsuite against the echo server (groups 1-11), compared with autobahn/expected-server.json"
+step "Autobahn|Testsuite against the echo server (1-11, a 12-13 sample), compared with autobahn/expected-server.json"
 scripts/autobahn/server.sh
+
+step "Autobahn|Testsuite against the clients (engine and blocking), compared with autobahn/expected-client.json"
+scripts/autobahn/client.sh --mode engine
+scripts/autobahn/client.sh --mode blocking
 
 step "the echo page in headless Chromium"
 scripts/browser/check.sh

@@ -54,6 +54,13 @@ pub trait Handler: 'static {
         let _ = (cx, payload);
     }
 
+    /// The timer set with [`Context::set_timer`] fell due. Timers are as coarse as
+    /// [`ServerConfig::timer_tick`](crate::ServerConfig) (never early, up to a tick late, or
+    /// later while the worker is busy).
+    fn on_timer(&mut self, cx: &mut Context<'_>) {
+        let _ = cx;
+    }
+
     /// The send queue fell below [`ServerConfig::drain_threshold`](crate::ServerConfig) after
     /// having reached it: a good time to send more.
     fn on_drain(&mut self, cx: &mut Context<'_>) {
@@ -272,6 +279,17 @@ impl Context<'_> {
     /// got it; other workers deliver theirs on their next loop turn.
     pub fn publish(&mut self, topic: &str, msg: Message<'_>) -> usize {
         self.worker.publish_everywhere(topic, msg)
+    }
+
+    /// Calls [`Handler::on_timer`] once `after` has passed (rounded up to the worker's timer
+    /// tick). One timer per connection: setting it again replaces the previous deadline.
+    pub fn set_timer(&mut self, after: Duration) {
+        self.meta.user_timer = (self.worker.now + after).as_nanos();
+    }
+
+    /// Cancels the timer set with [`Context::set_timer`], if any.
+    pub fn cancel_timer(&mut self) {
+        self.meta.user_timer = u64::MAX;
     }
 
     /// The worker's clock, read once per loop turn.

@@ -89,6 +89,8 @@ pub(crate) struct Meta {
     shares_codec: bool,
     /// The wheel tick this slot is scheduled for, or `NO_TICK`.
     timer_tick: u64,
+    /// The handler's timer ([`Context::set_timer`]), in worker nanoseconds, or `u64::MAX`.
+    pub(crate) user_timer: u64,
 }
 
 const NO_TICK: u64 = u64::MAX;
@@ -446,6 +448,7 @@ impl<B: Backend> Worker<B> {
                 retired: false,
                 shares_codec: false,
                 timer_tick: tick,
+                user_timer: u64::MAX,
             },
             phase: Phase::Connecting(Box::new(Connecting {
                 handshake,
@@ -930,6 +933,7 @@ fn accept(
             retired: false,
             shares_codec: false,
             timer_tick: tick,
+            user_timer: u64::MAX,
         },
         phase: Phase::Handshake { buf: Vec::new(), deadline },
     });
@@ -1457,8 +1461,9 @@ fn settle(slots: &mut Slab<Slot>, cx: &mut WorkerCx, wheel: &mut Wheel, key: usi
         }
         return;
     }
-    if let Some(deadline) = conn.poll_timeout() {
-        schedule(slot, wheel, deadline.as_nanos());
+    let deadline = conn.poll_timeout().map_or(u64::MAX, |d| d.as_nanos()).min(meta.user_timer);
+    if deadline != u64::MAX {
+        schedule(slot, wheel, deadline);
     }
 }
 
@@ -1498,6 +1503,12 @@ fn on_timer(slots: &mut Slab<Slot>, cx: &mut WorkerCx, wheel: &mut Wheel, key: u
             }
         }
         Phase::Open { conn, handler, .. } => {
+            if slot.meta.user_timer <= now {
+                slot.meta.user_timer = u64::MAX;
+                cx.lend_codec(conn, &slot.meta);
+                invoke(conn, handler, &mut slot.meta, cx, |h, cx| h.on_timer(cx));
+                cx.return_codec(conn, &slot.meta);
+            }
             if let Err(e) = conn.handle_timeout(cx.now) {
                 let reason = e.to_string();
                 deliver_close(

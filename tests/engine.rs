@@ -677,3 +677,52 @@ fn _assert_send_sync() {
     is::<ServerHandle>();
     let _: fn() -> SocketAddr;
 }
+
+/// Sends "tick N" from its timer three times, 30 ms apart; a message "stop" cancels the timer.
+struct Ticker {
+    ticks: u32,
+    started: Option<std::time::Instant>,
+}
+impl Handler for Ticker {
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        self.started = Some(std::time::Instant::now());
+        cx.set_timer(Duration::from_millis(30));
+    }
+    fn on_timer(&mut self, cx: &mut Context<'_>) {
+        self.ticks += 1;
+        let elapsed = self.started.unwrap().elapsed();
+        assert!(elapsed >= Duration::from_millis(30 * u64::from(self.ticks)), "{elapsed:?}");
+        cx.send_text(&format!("tick {}", self.ticks)).unwrap();
+        if self.ticks < 3 {
+            cx.set_timer(Duration::from_millis(30));
+        }
+    }
+    fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
+        if msg == Message::Text("stop") {
+            cx.cancel_timer();
+            cx.send_text("stopped").unwrap();
+        }
+    }
+}
+
+#[test]
+fn handler_timers_fire_in_order_and_cancel() {
+    let mut cfg = config();
+    cfg.timer_tick = Duration::from_millis(5);
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .config(cfg)
+        .route("/t", |_req: &Request<'_>| Ok(Ticker { ticks: 0, started: None }))
+        .start()
+        .unwrap();
+    let mut client = Client::connect(server.local_addr(), "/t");
+    for i in 1..=3 {
+        assert_eq!(client.next(), Got::Text(format!("tick {i}")));
+    }
+    // A second connection cancels before the first tick: nothing but the answer arrives.
+    let mut client = Client::connect(server.local_addr(), "/t");
+    client.send_text("stop");
+    assert_eq!(client.next(), Got::Text("stopped".into()));
+    client.close(1000, "");
+    assert_eq!(client.next(), Got::Close(Some(1000), String::new()));
+}

@@ -39,6 +39,7 @@ for arg in "$@"; do
 done
 EXCLUDE="${AUTOBAHN_EXCLUDE-}"
 OUT="${AUTOBAHN_OUT:-$ROOT/target/autobahn/server}"
+OUT="$(realpath -m "$OUT")"
 GOLDEN="$ROOT/autobahn/expected-server.json"
 AGENT=bidir
 

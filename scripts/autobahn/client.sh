@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Runs the Autobahn|Testsuite fuzzingserver against the client example (examples/autobahn_client)
+# and compares the results with the golden file autobahn/expected-client.json.
+#
+#   scripts/autobahn/client.sh [--full | CASES] [--mode engine|blocking] [--update]
+#
+#   (none)    groups 1-11 whole, and of the compression groups 12-13 the first and the
+#             eleventh case of every sub-group: what CI runs
+#   --full    every case (about 15 minutes here: wstest itself is the bottleneck)
+#   CASES     comma-separated case patterns, e.g. "12.1.*,13.3.*"
+#   --mode    engine (default): client connections opened from the engine's workers;
+#             blocking: the blocking WebSocket client
+#   --update  write the results into the golden file instead of comparing
+#
+# Environment: AUTOBAHN_EXCLUDE (patterns to skip), AUTOBAHN_OUT (report directory, default
+# target/autobahn/client-MODE), AUTOBAHN_DEFLATE (the client's offer: shared (default), off,
+# dedicated:BITS).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT="$(pwd)"
+HERE="$ROOT/scripts/autobahn"
+
+SUBSET="1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.*,10.*"
+for group in 12.1 12.2 12.3 12.4 12.5 13.1 13.2 13.3 13.4 13.5 13.6 13.7; do
+    SUBSET="$SUBSET,$group.1,$group.11"
+done
+CASES="$SUBSET"
+MODE=engine
+UPDATE=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --update) UPDATE=(--update) ;;
+        --full) CASES="*" ;;
+        --mode) MODE="$2"; shift ;;
+        *) CASES="$1" ;;
+    esac
+    shift
+done
+EXCLUDE="${AUTOBAHN_EXCLUDE-}"
+OUT="${AUTOBAHN_OUT:-$ROOT/target/autobahn/client-$MODE}"
+OUT="$(realpath -m "$OUT")"
+GOLDEN="$ROOT/autobahn/expected-client.json"
+AGENT=bidir
+
+bash "$HERE/setup.sh"
+VENV="${BIDIR_AUTOBAHN_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/bidir/autobahn}/py27"
+
+cargo build --release --locked --example autobahn_client -q
+PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+
+rm -rf "$OUT"
+mkdir -p "$OUT"
+python3 - "$OUT/spec.json" "$CASES" "$EXCLUDE" "ws://127.0.0.1:$PORT" "$OUT/reports" << 'PY'
+import json, sys
+path, cases, exclude, url, outdir = sys.argv[1:]
+split = lambda s: [x.strip() for x in s.split(",") if x.strip()]
+json.dump({
+    "url": url,
+    "options": {"failByDrop": False},
+    "outdir": outdir,
+    "webport": 0,
+    "cases": split(cases) or ["*"],
+    "exclude-cases": split(exclude),
+    "exclude-agent-cases": {},
+}, open(path, "w"), indent=2)
+PY
+"$VENV/bin/python" "$HERE/wstest.py" --list-cases "$OUT/spec.json" > "$OUT/cases.txt"
+echo "autobahn client ($MODE): $(wc -l < "$OUT/cases.txt") cases, fuzzingserver on ws://127.0.0.1:$PORT (log: $OUT/wstest.log)"
+(cd "$OUT" && exec "$VENV/bin/python" "$HERE/wstest.py" -m fuzzingserver -s "$OUT/spec.json") \
+    > "$OUT/wstest.log" 2>&1 &
+WSTEST=$!
+trap 'kill $WSTEST 2> /dev/null || true' EXIT
+python3 - "$PORT" << 'PY'
+import socket, sys, time
+deadline = time.time() + 60
+while True:
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()
+        break
+    except OSError:
+        if time.time() > deadline:
+            sys.exit("the fuzzing server did not start")
+        time.sleep(0.1)
+PY
+start=$SECONDS
+timeout 3000 "$ROOT/target/release/examples/autobahn_client" --url "ws://127.0.0.1:$PORT" \
+    --agent "$AGENT" --mode "$MODE" --deflate "${AUTOBAHN_DEFLATE:-shared}" > "$OUT/client.log" 2>&1 \
+    || { echo "the client failed:"; tail -20 "$OUT/client.log"; exit 1; }
+echo "autobahn client ($MODE): ran in $((SECONDS - start))s"
+python3 "$HERE/compare.py" "$OUT/reports" "$GOLDEN" "$AGENT" "$OUT/cases.txt" "${UPDATE[@]}"
