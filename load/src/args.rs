@@ -1,0 +1,186 @@
+//! Command-line options.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bidir::DeflateConfig;
+
+pub(crate) const USAGE: &str = "\
+usage: bidir-load --url ws://HOST:PORT/PATH [options]
+       bidir-load plot --out FILE.svg [--title TEXT] RUN.hgrm[:LABEL]...
+
+  --mode echo|connect    echo (default): send and time echoes; connect: open idle connections
+  --conns N              connections (default 100)
+  --inflight P           closed loop: messages outstanding per connection (default 1)
+  --rate R               open loop: R messages per second in total, timed from the intended
+                         send time (replaces --inflight)
+  --size BYTES           message size (default 16; text needs 16, binary 8 for the timestamp)
+  --binary               binary messages (default text)
+  --deflate off|shared|dedicated:BITS   offer permessage-deflate (default off)
+  --duration SECS        measured time (default 10; connect mode: hold time, default 0)
+  --warmup SECS          unmeasured time before it (default 2)
+  --threads N            engine workers (default 1)
+  --connect-window N     handshakes in flight at once (default 256)
+  --server-pid PID       report the server's CPU per message and memory per connection
+  --label TEXT           names the run in the summary and the JSON
+  --hgrm FILE            write the latency percentile distribution (HdrHistogram .hgrm, ms)
+  --svg FILE             write a latency-by-percentile plot
+  --json                 print the result as one JSON object on stdout
+  --quiet                no progress line";
+
+/// What to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Echo,
+    Connect,
+}
+
+/// Parsed options.
+#[derive(Clone, Debug)]
+pub(crate) struct Options {
+    pub(crate) url: String,
+    pub(crate) mode: Mode,
+    pub(crate) conns: usize,
+    pub(crate) inflight: usize,
+    /// Open loop: messages per second in total.
+    pub(crate) rate: Option<f64>,
+    pub(crate) size: usize,
+    pub(crate) binary: bool,
+    pub(crate) deflate: Option<DeflateConfig>,
+    pub(crate) duration: Duration,
+    pub(crate) warmup: Duration,
+    pub(crate) threads: usize,
+    pub(crate) connect_window: usize,
+    pub(crate) server_pid: Option<u32>,
+    pub(crate) label: String,
+    pub(crate) hgrm: Option<PathBuf>,
+    pub(crate) svg: Option<PathBuf>,
+    pub(crate) json: bool,
+    pub(crate) quiet: bool,
+}
+
+pub(crate) fn parse(argv: &[String]) -> Result<Options, String> {
+    let mut o = Options {
+        url: String::new(),
+        mode: Mode::Echo,
+        conns: 100,
+        inflight: 1,
+        rate: None,
+        size: 16,
+        binary: false,
+        deflate: None,
+        duration: Duration::from_secs(10),
+        warmup: Duration::from_secs(2),
+        threads: 1,
+        connect_window: 256,
+        server_pid: None,
+        label: String::new(),
+        hgrm: None,
+        svg: None,
+        json: false,
+        quiet: false,
+    };
+    let mut duration_set = false;
+    let mut args = argv.iter();
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().cloned().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--url" => o.url = value()?,
+            "--mode" => {
+                o.mode = match value()?.as_str() {
+                    "echo" => Mode::Echo,
+                    "connect" => Mode::Connect,
+                    other => return Err(format!("unknown mode {other}")),
+                }
+            }
+            "--conns" => o.conns = number(&value()?)?,
+            "--inflight" => o.inflight = number(&value()?)?,
+            "--rate" => o.rate = Some(positive(&value()?)?),
+            "--size" => o.size = number(&value()?)?,
+            "--binary" => o.binary = true,
+            "--deflate" => {
+                o.deflate = match value()?.as_str() {
+                    "off" => None,
+                    "shared" => Some(DeflateConfig::shared()),
+                    other => match other.strip_prefix("dedicated:").and_then(|b| b.parse().ok()) {
+                        Some(bits @ 9..=15) => Some(DeflateConfig::dedicated(bits)),
+                        _ => return Err("--deflate takes off, shared or dedicated:9..15".into()),
+                    },
+                }
+            }
+            "--duration" => {
+                o.duration = seconds(&value()?)?;
+                duration_set = true;
+            }
+            "--warmup" => o.warmup = seconds(&value()?)?,
+            "--threads" => o.threads = number(&value()?)?,
+            "--connect-window" => o.connect_window = number(&value()?)?,
+            "--server-pid" => o.server_pid = Some(number(&value()?)? as u32),
+            "--label" => o.label = value()?,
+            "--hgrm" => o.hgrm = Some(value()?.into()),
+            "--svg" => o.svg = Some(value()?.into()),
+            "--json" => o.json = true,
+            "--quiet" => o.quiet = true,
+            "-h" | "--help" => return Err("help".into()),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if o.url.is_empty() {
+        return Err("--url is required".into());
+    }
+    if o.conns == 0 || o.inflight == 0 || o.threads == 0 || o.connect_window == 0 {
+        return Err("--conns, --inflight, --threads and --connect-window must be positive".into());
+    }
+    let min = if o.binary { 8 } else { 16 };
+    if o.size < min {
+        return Err(format!("--size must be at least {min} (the timestamp)"));
+    }
+    if o.mode == Mode::Connect && !duration_set {
+        o.duration = Duration::ZERO;
+    }
+    if o.label.is_empty() {
+        o.label = o.url.clone();
+    }
+    Ok(o)
+}
+
+fn number(s: &str) -> Result<usize, String> {
+    s.replace('_', "").parse().map_err(|_| format!("not a number: {s}"))
+}
+
+fn positive(s: &str) -> Result<f64, String> {
+    match s.replace('_', "").parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("not a positive number: {s}")),
+    }
+}
+
+fn seconds(s: &str) -> Result<Duration, String> {
+    let s = s.trim_end_matches('s');
+    match s.parse::<f64>() {
+        Ok(v) if v >= 0.0 && v.is_finite() => Ok(Duration::from_secs_f64(v)),
+        _ => Err(format!("not a number of seconds: {s}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(s: &str) -> Result<Options, String> {
+        parse(&s.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn defaults_and_checks() {
+        let o = parse_str("--url ws://h/e").unwrap();
+        assert_eq!((o.conns, o.inflight, o.size, o.mode), (100, 1, 16, Mode::Echo));
+        assert!(parse_str("--conns 5").is_err(), "no url");
+        assert!(parse_str("--url ws://h/ --size 8").is_err(), "text needs 16 bytes");
+        assert_eq!(parse_str("--url ws://h/ --size 8 --binary").unwrap().size, 8);
+        assert!(parse_str("--url ws://h/ --deflate dedicated:8").is_err());
+        let o = parse_str("--url ws://h/ --mode connect --conns 10_000 --rate 1e5").unwrap();
+        assert_eq!((o.conns, o.rate, o.duration), (10_000, Some(1e5), Duration::ZERO));
+        assert_eq!(parse_str("--url ws://h/ --duration 2.5s").unwrap().duration.as_millis(), 2500);
+    }
+}

@@ -1,0 +1,66 @@
+//! `bidir-load`: a WebSocket load generator built on bidir's engine client.
+//!
+//! ```text
+//! bidir-load --url ws://127.0.0.1:9001/echo --conns 100 --inflight 16 --size 16 --duration 10
+//! bidir-load --url ... --rate 50000                 # open loop: 50 000 msg/s in total
+//! bidir-load --url ... --mode connect --conns 10000 --server-pid PID   # idle connections
+//! bidir-load plot --out cell.svg --title "..." bidir.hgrm:bidir ws.hgrm:ws
+//! ```
+//!
+//! Closed loop keeps `--inflight` messages outstanding per connection: each echo is timed
+//! and answered by the next message. Open loop sends at a fixed total rate whatever the
+//! server does, and times each message from its *intended* send time (carried in the
+//! payload), so a stalled server shows up as latency instead of as fewer samples
+//! (coordinated omission). Connect mode opens `--conns` idle connections, times the
+//! handshakes and, given the server's PID, reports its resident memory per connection.
+//!
+//! Both report HDR percentiles, throughput and — given `--server-pid` — the server's CPU
+//! time per message from /proc/PID/task/*/schedstat, next to the generator's own, so runs
+//! on a noisy machine stay comparable. `--hgrm` writes the full percentile distribution and
+//! `--svg` a latency-by-percentile plot; `bidir-load plot` draws several runs in one plot.
+
+mod args;
+mod plot;
+mod procfs;
+mod report;
+mod run;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("plot") {
+        return match plot::command(&argv[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bidir-load plot: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let options = match args::parse(&argv) {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("bidir-load: {e}\n\n{}", args::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    match run::run(&options) {
+        Ok(result) => {
+            report::print(&options, &result);
+            if let Err(e) = report::write_files(&options, &result) {
+                eprintln!("bidir-load: {e}");
+                return ExitCode::FAILURE;
+            }
+            if result.failed > 0 || result.errors > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("bidir-load: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Printing a run: a table on stderr, a one-line summary, optionally JSON on stdout, and the
+//! `.hgrm` / SVG files.
+
+use std::fmt::Write as _;
+use std::fs;
+
+use crate::args::{Mode, Options};
+use crate::plot;
+use crate::run::RunResult;
+
+const QUANTILES: [(&str, f64); 5] =
+    [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999), ("max", 1.0)];
+
+fn us(ns: u64) -> f64 {
+    ns as f64 / 1e3
+}
+
+/// Messages per second in the window.
+fn rate(r: &RunResult) -> f64 {
+    r.messages as f64 / r.window.as_secs_f64().max(1e-9)
+}
+
+fn per_message(ns: u64, r: &RunResult) -> Option<f64> {
+    (r.messages > 0).then(|| ns as f64 / r.messages as f64)
+}
+
+pub(crate) fn print(o: &Options, r: &RunResult) {
+    let mut s = String::new();
+    let what = match (o.mode, o.rate) {
+        (Mode::Connect, _) => format!("connect {} conns", o.conns),
+        (Mode::Echo, Some(rate)) => format!(
+            "open loop {rate:.0} msg/s, {} conns x {} B {}",
+            o.conns,
+            o.size,
+            if o.binary { "binary" } else { "text" }
+        ),
+        (Mode::Echo, None) => format!(
+            "closed loop {} conns x {} in flight x {} B {}",
+            o.conns,
+            o.inflight,
+            o.size,
+            if o.binary { "binary" } else { "text" }
+        ),
+    };
+    let deflate = o.deflate.as_ref().map_or("", |_| ", deflate offered");
+    let _ = writeln!(s, "{} — {what}{deflate}", o.label);
+    let h = &r.latency;
+    let label = if o.mode == Mode::Connect { "handshake" } else { "latency" };
+    let _ = write!(s, "  {label:<9}");
+    for (name, q) in QUANTILES {
+        let _ = write!(s, "  {name} {:.1} µs", us(h.value_at_quantile(q)));
+    }
+    let _ = writeln!(s, "  ({} samples)", h.len());
+    match o.mode {
+        Mode::Echo => {
+            let _ =
+                write!(s, "  throughput {:.0} msg/s over {:.1} s", rate(r), r.window.as_secs_f64());
+            if let Some(ns) = r.server_cpu_ns.and_then(|ns| per_message(ns, r)) {
+                let _ = write!(s, "; server CPU {ns:.0} ns/msg");
+            }
+            if let Some(ns) = per_message(r.own_cpu_ns, r) {
+                let _ = write!(s, "; generator CPU {ns:.0} ns/msg");
+            }
+            let _ = writeln!(s);
+            if o.rate.is_some() {
+                let _ = writeln!(
+                    s,
+                    "  send lag (generator behind schedule, included above): p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs",
+                    us(r.lag.value_at_quantile(0.5)),
+                    us(r.lag.value_at_quantile(0.99)),
+                    us(r.lag.max())
+                );
+            }
+        }
+        Mode::Connect => {
+            let _ = write!(
+                s,
+                "  {} open in {:.2} s ({:.0} handshakes/s)",
+                r.opened,
+                r.connect_time.as_secs_f64(),
+                r.opened as f64 / r.connect_time.as_secs_f64().max(1e-9)
+            );
+            if let Some(b) = r.server_rss_per_conn {
+                let _ = write!(s, "; server RSS {b:.0} B/conn");
+            }
+            if let Some(b) = r.own_rss_per_conn {
+                let _ = write!(s, "; client RSS {b:.0} B/conn");
+            }
+            let _ = writeln!(s);
+        }
+    }
+    if r.failed > 0 || r.errors > 0 {
+        let _ = writeln!(
+            s,
+            "  ERRORS: {} connects failed, {} errors; first: {}",
+            r.failed,
+            r.errors,
+            r.first_error.as_deref().unwrap_or("-")
+        );
+    }
+    eprint!("{s}");
+    println!("{}", if o.json { json(o, r) } else { summary(o, r) });
+}
+
+/// The one-line summary.
+fn summary(o: &Options, r: &RunResult) -> String {
+    let h = &r.latency;
+    let mut s = format!("bidir-load: {}", o.label);
+    match o.mode {
+        Mode::Echo => {
+            let _ = write!(s, " msg/s={:.0}", rate(r));
+        }
+        Mode::Connect => {
+            let _ = write!(
+                s,
+                " conns={} handshakes/s={:.0}",
+                r.opened,
+                r.opened as f64 / r.connect_time.as_secs_f64().max(1e-9)
+            );
+        }
+    }
+    for (name, q) in [("p50", 0.5), ("p99", 0.99), ("max", 1.0)] {
+        let _ = write!(s, " {name}_us={:.1}", us(h.value_at_quantile(q)));
+    }
+    if let Some(ns) = r.server_cpu_ns.and_then(|ns| per_message(ns, r)) {
+        let _ = write!(s, " server_ns_per_msg={ns:.0}");
+    }
+    if let Some(b) = r.server_rss_per_conn {
+        let _ = write!(s, " server_bytes_per_conn={b:.0}");
+    }
+    let _ = write!(s, " errors={}", r.failed + r.errors);
+    s
+}
+
+fn json(o: &Options, r: &RunResult) -> String {
+    fn opt(v: Option<f64>) -> String {
+        v.map_or("null".into(), |v| format!("{v:.1}"))
+    }
+    let h = &r.latency;
+    let mut s = String::from("{");
+    let _ = write!(
+        s,
+        r#""label":"{}","mode":"{}","conns":{},"inflight":{},"rate":{},"size":{},"binary":{},"deflate":{},"#,
+        o.label.replace('\\', "\\\\").replace('"', "\\\""),
+        if o.mode == Mode::Echo { "echo" } else { "connect" },
+        o.conns,
+        o.inflight,
+        opt(o.rate),
+        o.size,
+        o.binary,
+        o.deflate.is_some()
+    );
+    let _ = write!(
+        s,
+        r#""msgs_per_sec":{:.1},"messages":{},"window_s":{:.3},"#,
+        rate(r),
+        r.messages,
+        r.window.as_secs_f64()
+    );
+    for (name, q) in QUANTILES {
+        let _ = write!(s, r#""{}_us":{:.2},"#, name.replace('.', "_"), us(h.value_at_quantile(q)));
+    }
+    let _ = write!(
+        s,
+        r#""server_ns_per_msg":{},"client_ns_per_msg":{},"server_bytes_per_conn":{},"client_bytes_per_conn":{},"#,
+        opt(r.server_cpu_ns.and_then(|ns| per_message(ns, r))),
+        opt(per_message(r.own_cpu_ns, r)),
+        opt(r.server_rss_per_conn),
+        opt(r.own_rss_per_conn)
+    );
+    let _ = write!(
+        s,
+        r#""opened":{},"connect_s":{:.3},"failed":{},"errors":{}}}"#,
+        r.opened,
+        r.connect_time.as_secs_f64(),
+        r.failed,
+        r.errors
+    );
+    s
+}
+
+pub(crate) fn write_files(o: &Options, r: &RunResult) -> Result<(), String> {
+    if let Some(path) = &o.hgrm {
+        fs::write(path, plot::hgrm(&r.latency)).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Some(path) = &o.svg {
+        let title = format!("{} latency by percentile", o.label);
+        let svg = plot::svg(&title, &[plot::series(&r.latency, &o.label)]);
+        fs::write(path, svg).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! The `bidir-load` binary against an echo server in this process: closed and open loop,
+//! connect mode with this process as the server PID, the files it writes, and failures.
+
+use std::process::Command;
+use std::time::Duration;
+
+use bidir::{Context, Handler, Message, Request, Server, ServerConfig, ServerHandle};
+
+struct Echo;
+impl Handler for Echo {
+    fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
+        let _ = cx.send(msg);
+    }
+}
+
+fn server() -> ServerHandle {
+    let mut config = ServerConfig::default();
+    config.workers = Some(1);
+    config.pin_workers = false;
+    config.compression = Some(bidir::DeflateConfig::shared());
+    Server::builder()
+        .bind("127.0.0.1:0")
+        .config(config)
+        .route("/echo", |_req: &Request<'_>| Ok(Echo))
+        .start()
+        .unwrap()
+}
+
+fn load(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_bidir-load")).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// The number after `"key":` in a flat JSON object.
+fn field(json: &str, key: &str) -> f64 {
+    let at = json.find(&format!("\"{key}\":")).unwrap_or_else(|| panic!("{key} in {json}"));
+    let rest = &json[at + key.len() + 3..];
+    let end = rest.find([',', '}']).unwrap();
+    rest[..end].parse().unwrap_or_else(|_| panic!("{key}: {}", &rest[..end]))
+}
+
+#[test]
+fn closed_and_open_loop_measure_and_write_files() {
+    let server = server();
+    let url = format!("ws://{}/echo", server.local_addr());
+    let pid = std::process::id().to_string();
+    let dir = std::env::temp_dir().join(format!("bidir-load-test-{pid}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let hgrm = dir.join("run.hgrm");
+    let svg = dir.join("run.svg");
+    let (ok, stdout, stderr) = load(&[
+        "--url",
+        &url,
+        "--conns",
+        "8",
+        "--inflight",
+        "4",
+        "--size",
+        "64",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0.2",
+        "--server-pid",
+        &pid,
+        "--json",
+        "--quiet",
+        "--deflate",
+        "shared",
+        "--hgrm",
+        hgrm.to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(field(&stdout, "msgs_per_sec") > 100.0, "{stdout}");
+    assert!(field(&stdout, "p50_us") > 0.0 && field(&stdout, "p99_us") >= field(&stdout, "p50_us"));
+    assert!(field(&stdout, "server_ns_per_msg") > 0.0, "{stdout}");
+    assert_eq!((field(&stdout, "errors"), field(&stdout, "opened")), (0.0, 8.0));
+    assert!(stderr.contains("closed loop 8 conns x 4 in flight x 64 B text"), "{stderr}");
+    let text = std::fs::read_to_string(&hgrm).unwrap();
+    assert!(text.starts_with("       Value     Percentile") && text.contains("#[Max"));
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<path"));
+
+    // Open loop: about the asked rate, binary.
+    let (ok, stdout, stderr) = load(&[
+        "--url",
+        &url,
+        "--conns",
+        "4",
+        "--rate",
+        "2000",
+        "--binary",
+        "--size",
+        "32",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.2",
+        "--json",
+        "--quiet",
+    ]);
+    assert!(ok, "{stderr}");
+    let rate = field(&stdout, "msgs_per_sec");
+    assert!((1500.0..2500.0).contains(&rate), "{rate} msg/s for 2000 asked");
+    assert!(stderr.contains("send lag"), "{stderr}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn connect_mode_reports_memory_per_connection() {
+    let server = server();
+    let url = format!("ws://{}/echo", server.local_addr());
+    let pid = std::process::id().to_string();
+    let (ok, stdout, stderr) = load(&[
+        "--url",
+        &url,
+        "--mode",
+        "connect",
+        "--conns",
+        "200",
+        "--server-pid",
+        &pid,
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    assert_eq!(field(&stdout, "opened"), 200.0);
+    // This process is the server: its resident memory grew by something per connection.
+    assert!(field(&stdout, "server_bytes_per_conn").is_finite(), "{stdout}");
+    assert!(stderr.contains("handshakes/s"), "{stderr}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while server.connections() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(server.connections(), 0, "the generator closed its connections");
+}
+
+#[test]
+fn failures_exit_non_zero_with_the_reason() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (ok, _, stderr) = load(&["--url", &format!("ws://{closed}/"), "--conns", "2", "--quiet"]);
+    assert!(!ok);
+    assert!(stderr.contains("2 connections failed") && stderr.contains("refused"), "{stderr}");
+    let (ok, _, stderr) = load(&["--url", "ws://127.0.0.1:1/", "--size", "4"]);
+    assert!(!ok && stderr.contains("--size must be at least 16"), "{stderr}");
+    let server = server();
+    let url = format!("ws://{}/nowhere", server.local_addr());
+    let (ok, _, stderr) = load(&["--url", &url, "--conns", "1", "--quiet"]);
+    assert!(!ok && stderr.contains("404"), "{stderr}");
+}
