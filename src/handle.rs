@@ -1,7 +1,7 @@
 //! Acting on connections from any thread: [`ConnHandle`], and the per-worker mailbox behind it.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Instant;
 
@@ -38,6 +38,10 @@ impl fmt::Debug for ConnId {
 #[derive(Debug, Default)]
 pub(crate) struct ConnShared {
     closed: AtomicBool,
+    /// Payload bytes pushed by handles and not yet applied by the worker.
+    pub(crate) in_mailbox: AtomicUsize,
+    /// The connection's send queue, as of the worker's last look.
+    pub(crate) queued: AtomicUsize,
 }
 
 impl ConnShared {
@@ -67,6 +71,13 @@ impl ConnHandle {
     /// Whether the connection has closed (a send would be refused).
     pub fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// Bytes queued for the connection and not yet written to its socket: sends from handles
+    /// the worker has not applied yet, plus its send queue as of the worker's last loop turn.
+    /// For pacing a producer thread (the blocking adapter waits on it).
+    pub fn buffered_amount(&self) -> usize {
+        self.shared.in_mailbox.load(Ordering::Relaxed) + self.shared.queued.load(Ordering::Relaxed)
     }
 
     /// Queues a message for the connection; the payload is copied.
@@ -112,6 +123,7 @@ impl ConnHandle {
         if kind == DataKind::Text && simdutf8::basic::from_utf8(&payload).is_err() {
             return Err(SendError::Protocol(bidir_protocol::SendError::InvalidUtf8));
         }
+        self.shared.in_mailbox.fetch_add(payload.len(), Ordering::Relaxed);
         self.mailbox.push(Command::Send { id: self.id, kind, payload });
         Ok(())
     }

@@ -41,6 +41,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod blocking;
 pub mod client;
 mod config;
 mod handle;

@@ -354,6 +354,9 @@ impl<B: Backend> Worker<B> {
             match command {
                 Command::Send { id, kind, payload } => {
                     let delivered = self.with_open(id, |conn, meta, cx| {
+                        if let Some(handle) = &meta.handle {
+                            handle.in_mailbox.fetch_sub(payload.len(), Ordering::Relaxed);
+                        }
                         cx.send_payload(
                             conn,
                             meta,
@@ -635,6 +638,9 @@ impl<B: Backend> Worker<B> {
                 continue;
             }
             let slot = &mut self.slots[key];
+            if let Some(handle) = &slot.meta.handle {
+                handle.queued.store(slot.meta.out.len(), Ordering::Relaxed);
+            }
             match &slot.phase {
                 Phase::Linger { .. } if slot.meta.out.is_empty() => {
                     kill(&mut self.slots, &mut self.cx, key);
@@ -1441,6 +1447,9 @@ fn settle(slots: &mut Slab<Slot>, cx: &mut WorkerCx, wheel: &mut Wheel, key: usi
     if conn.poll_transmit(&mut cx.scratch) {
         meta.out.push_copy(&mut cx.pool, &cx.scratch);
         cx.mark_dirty(meta);
+    }
+    if let Some(handle) = &meta.handle {
+        handle.queued.store(meta.out.len(), Ordering::Relaxed);
     }
     if conn.state() == State::Closed {
         deliver_close(
