@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Side-by-side echo benchmark: bidir and its peers, each server pinned to one core with
+# bidir-load pinned to another, in one run. Prints a table and writes, under OUT (default
+# target/peers/<date>):
+#   results.jsonl      one bidir-load JSON result per server and cell
+#   CELL-SERVER.hgrm   full latency distributions
+#   CELL.svg           latency-by-percentile plot of every server in the cell
+#   table.md           the table for docs/benchmarks.md
+#
+#   scripts/bench-peers.sh [--duration SECS] [--warmup SECS] [--servers "bidir ws ..."]
+#                          [--cells "c100x16 c100x4x4k c1000 c1 idle10k"] [--server-cpu N --load-cpu M]
+#
+# Servers: bidir (examples/echo, one worker, deflate off), tungstenite (tokio-tungstenite,
+# current_thread), fastwebsockets (tokio current_thread), ws-rs, node-ws (Node `ws`),
+# uws (uWebSockets.js). Peers are built by scripts/peers/build.sh (dev only, outside the
+# bidir crate's dependency tree).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$(pwd)"
+source scripts/peers/common.sh
+
+DURATION=5
+WARMUP=1
+SERVERS="bidir uws fastwebsockets tungstenite ws-rs node-ws"
+CELLS="c100x16 c100x4x4k c1000 c1 idle10k"
+SERVER_CPU=0
+LOAD_CPU=1
+OUT="$ROOT/target/peers/$(date -u +%Y-%m-%d)"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --duration) DURATION="$2"; shift ;;
+        --warmup) WARMUP="$2"; shift ;;
+        --servers) SERVERS="$2"; shift ;;
+        --cells) CELLS="$2"; shift ;;
+        --server-cpu) SERVER_CPU="$2"; shift ;;
+        --load-cpu) LOAD_CPU="$2"; shift ;;
+        --out) OUT="$2"; shift ;;
+        *) echo "unknown argument $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+mkdir -p "$OUT"
+: > "$OUT/results.jsonl"
+
+cargo build --release --locked --example echo -p bidir -q
+cargo build --release --locked -p bidir-load -q
+LOAD="$ROOT/target/release/bidir-load"
+if [ "$SERVERS" != "bidir" ]; then
+    bash scripts/peers/build.sh > "$OUT/build.log" 2>&1 || { tail -20 "$OUT/build.log"; exit 1; }
+    NODE="$(peers_find_node)"
+fi
+ulimit -n "$(ulimit -Hn)"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+start_server() { # NAME PORT -> sets SERVER_PID
+    local name=$1 port=$2 cmd
+    case "$name" in
+        bidir) cmd=("$ROOT/target/release/examples/echo" --addr "127.0.0.1:$port" --workers 1 --deflate off) ;;
+        tungstenite) cmd=("$ROOT/$PEERS_BIN_DIR/tungstenite-echo" --port "$port") ;;
+        fastwebsockets) cmd=("$ROOT/$PEERS_BIN_DIR/fastwebsockets-echo" --port "$port") ;;
+        ws-rs) cmd=("$ROOT/$PEERS_BIN_DIR/ws-rs-echo" --port "$port") ;;
+        node-ws) cmd=("$NODE" "$ROOT/$PEERS_NODE_DIR/ws-echo.js" --port "$port") ;;
+        uws) cmd=("$NODE" "$ROOT/$PEERS_NODE_DIR/uws-echo.js" --port "$port") ;;
+        *) echo "unknown server $name" >&2; exit 2 ;;
+    esac
+    taskset -c "$SERVER_CPU" "${cmd[@]}" > "$OUT/server-$name.log" 2>&1 &
+    SERVER_PID=$!
+    python3 - "$port" << 'PY'
+import socket, sys, time
+deadline = time.time() + 20
+while True:
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()
+        break
+    except OSError:
+        if time.time() > deadline:
+            sys.exit("server did not start")
+        time.sleep(0.05)
+PY
+}
+
+stop_server() {
+    kill "$SERVER_PID" 2> /dev/null || true
+    wait "$SERVER_PID" 2> /dev/null || true
+}
+trap stop_server EXIT
+
+cell_args() {
+    case "$1" in
+        c100x16) echo "--conns 100 --inflight 16 --size 16" ;;
+        c100x4x4k) echo "--conns 100 --inflight 4 --size 4096 --binary" ;;
+        c1000) echo "--conns 1000 --inflight 1 --size 64" ;;
+        c1) echo "--conns 1 --inflight 1 --size 16" ;;
+        idle10k) echo "--mode connect --conns 10000 --connect-window 128" ;;
+        *) echo "unknown cell $1" >&2; exit 2 ;;
+    esac
+}
+
+for cell in $CELLS; do
+    for server in $SERVERS; do
+        port="$(free_port)"
+        start_server "$server" "$port"
+        # shellcheck disable=SC2046
+        if ! taskset -c "$LOAD_CPU" "$LOAD" --url "ws://127.0.0.1:$port/echo" $(cell_args "$cell") \
+            --duration "$DURATION" --warmup "$WARMUP" --server-pid "$SERVER_PID" \
+            --label "$cell $server" --hgrm "$OUT/$cell-$server.hgrm" --json --quiet \
+            >> "$OUT/results.jsonl" 2> "$OUT/$cell-$server.log"; then
+            echo "  $cell $server: FAILED ($(tail -1 "$OUT/$cell-$server.log"))"
+        else
+            echo "  $cell $server: $(tail -1 "$OUT/results.jsonl" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(f"{r[\"msgs_per_sec\"]:.0f} msg/s, server {r[\"server_ns_per_msg\"]} ns/msg, p50 {r[\"p50_us\"]} us, p99 {r[\"p99_us\"]} us, {r[\"server_bytes_per_conn\"]} B/conn")')"
+        fi
+        stop_server
+    done
+    if [ "$cell" != idle10k ]; then
+        plots=()
+        for server in $SERVERS; do
+            [ -s "$OUT/$cell-$server.hgrm" ] && plots+=("$OUT/$cell-$server.hgrm:$server")
+        done
+        [ ${#plots[@]} -gt 0 ] && "$LOAD" plot --out "$OUT/$cell.svg" --title "$cell: echo latency by percentile" "${plots[@]}"
+    fi
+done
+
+python3 scripts/bench-peers-table.py "$OUT/results.jsonl" | tee "$OUT/table.md"
+echo "results in $OUT"
