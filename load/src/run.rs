@@ -2,7 +2,6 @@
 //! thread pacing the phases and reading /proc.
 
 use std::cell::RefCell;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -148,9 +147,11 @@ impl LoadConn {
             self.bytes[..8].copy_from_slice(&stamp.to_le_bytes());
             cx.send_binary(&self.bytes)
         } else {
-            let mut hex = String::with_capacity(16);
-            let _ = write!(hex, "{stamp:016x}");
-            self.text.replace_range(..16, &hex);
+            let mut hex = [0u8; 16];
+            for (i, digit) in hex.iter_mut().enumerate() {
+                *digit = b"0123456789abcdef"[(stamp >> (60 - 4 * i)) as usize & 15];
+            }
+            self.text.replace_range(..16, std::str::from_utf8(&hex).expect("ASCII digits"));
             cx.send_text(&self.text)
         };
         sent.is_ok()
@@ -268,7 +269,7 @@ impl Handler for LoadConn {
         }
         if self.shared.interval.is_some() {
             self.pace(cx);
-        } else if self.send(cx, self.shared.now())
+        } else if self.send(cx, now)
             && let Some(tally) = &self.tally
         {
             lock(tally).sent += 1;
