@@ -1,61 +1,86 @@
 #!/usr/bin/env python3
-"""Turns bench-peers.sh's results.jsonl into the markdown table of docs/benchmarks.md.
+"""Turns bench-peers.sh's results into the markdown table of docs/benchmarks.md.
 
-For each cell: every server's msg/s, server CPU ns/msg, p50/p99 latency, and bidir's ratio to
-the best peer (server ns/msg, lower is better); for the idle cell, server RSS per connection.
+    bench-peers-table.py OUT_DIR BIDIR_LOAD
+
+Reads OUT_DIR/results.jsonl (one bidir-load JSON result per round, cell and server). For each
+cell and server it quotes the median over the rounds of msg/s, server CPU ns/msg, p50, p99 and
+p99.9 (or, for the idle cell, server RSS per connection and handshakes/s), then bidir's ratio to
+the best peer. It draws OUT_DIR/CELL.svg from each server's median round (by server ns/msg).
 """
 import json
+import statistics
+import subprocess
 import sys
 
 CELLS = {
     "c100x16": "100 conns x 16 in flight x 16 B text",
-    "c100x4x4k": "100 x 4 x 4 KiB binary",
-    "c1000": "1000 x 1 x 64 B text",
-    "c1": "1 x 1 x 16 B text",
+    "c100x4x4k": "100 conns x 4 in flight x 4 KiB binary",
+    "c1000": "1000 conns x 1 in flight x 64 B text",
+    "c1": "1 conn x 1 in flight x 16 B text",
     "idle10k": "10 000 idle connections",
 }
 
 
+def median(rows, key):
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
 def main():
-    rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+    out_dir, load = sys.argv[1], sys.argv[2]
     by_cell = {}
-    for r in rows:
-        cell, server = r["label"].split(" ", 1)
-        by_cell.setdefault(cell, {})[server] = r
-    out = []
+    with open(out_dir + "/results.jsonl") as f:
+        for line in f:
+            if line.strip():
+                r = json.loads(line)
+                cell, server = r["label"].split(" ", 1)
+                by_cell.setdefault(cell, {}).setdefault(server, []).append(r)
+    rounds = max((len(v) for c in by_cell.values() for v in c.values()), default=0)
+    lines = [f"Medians of {rounds} rounds; server CPU from /proc/PID/task/*/schedstat."]
     for cell, title in CELLS.items():
         results = by_cell.get(cell)
         if not results:
             continue
-        out.append(f"\n**{title}**\n")
+        lines.append(f"\n**{title}**\n")
         if cell == "idle10k":
-            out.append("| server | server RSS per connection | handshakes/s | p50 handshake | p99 handshake |")
-            out.append("| --- | ---: | ---: | ---: | ---: |")
-            for server, r in results.items():
-                rate = r["opened"] / r["connect_s"] if r["connect_s"] else 0
-                out.append(f"| {server} | {fmt(r['server_bytes_per_conn'], ' B')} | {rate:,.0f} | "
-                           f"{r['p50_us']:.0f} µs | {r['p99_us']:.0f} µs |")
-            best = best_peer(results, "server_bytes_per_conn")
+            key = "server_bytes_per_conn"
+            lines.append("| server | server RSS per connection | handshakes/s | p50 handshake | p99 handshake |")
+            lines.append("| --- | ---: | ---: | ---: | ---: |")
+            for server, rows in results.items():
+                for r in rows:
+                    r["handshakes_per_sec"] = r["opened"] / r["connect_s"] if r["connect_s"] else None
+                lines.append(f"| {server} | {fmt(median(rows, key), ' B')} | "
+                             f"{fmt(median(rows, 'handshakes_per_sec'))} | "
+                             f"{median(rows, 'p50_us'):,.0f} µs | {median(rows, 'p99_us'):,.0f} µs |")
         else:
-            out.append("| server | msg/s | server CPU ns/msg | p50 | p99 | p99.9 |")
-            out.append("| --- | ---: | ---: | ---: | ---: | ---: |")
-            for server, r in results.items():
-                out.append(f"| {server} | {r['msgs_per_sec']:,.0f} | {fmt(r['server_ns_per_msg'])} | "
-                           f"{r['p50_us']:.1f} µs | {r['p99_us']:.1f} µs | {r['p99_9_us']:.1f} µs |")
-            best = best_peer(results, "server_ns_per_msg")
-        if best and "bidir" in results:
-            key = "server_bytes_per_conn" if cell == "idle10k" else "server_ns_per_msg"
-            ours = results["bidir"][key]
-            name, theirs = best
-            if ours and theirs:
-                out.append(f"\nbidir / best peer ({name}): **{ours / theirs:.2f}x** "
-                           f"{'memory per connection' if cell == 'idle10k' else 'server CPU per message'}")
-    print("\n".join(out))
+            key = "server_ns_per_msg"
+            lines.append("| server | msg/s | server CPU ns/msg | p50 | p99 | p99.9 |")
+            lines.append("| --- | ---: | ---: | ---: | ---: | ---: |")
+            plots = []
+            for server, rows in results.items():
+                lines.append(f"| {server} | {fmt(median(rows, 'msgs_per_sec'))} | {fmt(median(rows, key))} | "
+                             f"{us(median(rows, 'p50_us'))} | {us(median(rows, 'p99_us'))} | "
+                             f"{us(median(rows, 'p99_9_us'))} |")
+                ordered = sorted(range(len(rows)), key=lambda i: rows[i].get(key) or 0)
+                mid = ordered[len(ordered) // 2]
+                plots.append(f"{out_dir}/{cell}-{server}-r{mid + 1}.hgrm:{server}")
+            subprocess.run([load, "plot", "--out", f"{out_dir}/{cell}.svg",
+                            "--title", f"{title}: echo latency by percentile"] + plots, check=False)
+        peers = [(s, median(rows, key)) for s, rows in results.items() if s != "bidir"]
+        peers = [p for p in peers if p[1]]
+        if peers and "bidir" in results and median(results["bidir"], key):
+            name, theirs = min(peers, key=lambda p: p[1])
+            ours = median(results["bidir"], key)
+            what = "memory per connection" if cell == "idle10k" else "server CPU per message"
+            lines.append(f"\nbidir / best peer ({name}): **{ours / theirs:.2f}x** {what}")
+    print("\n".join(lines))
 
 
-def best_peer(results, key):
-    peers = [(s, r[key]) for s, r in results.items() if s != "bidir" and r.get(key)]
-    return min(peers, key=lambda p: p[1]) if peers else None
+def us(v):
+    if v is None:
+        return "n/a"
+    return f"{v / 1000:.2f} ms" if v >= 1000 else f"{v:.1f} µs"
 
 
 def fmt(v, unit=""):

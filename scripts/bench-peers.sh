@@ -3,11 +3,16 @@
 # bidir-load pinned to another, in one run. Prints a table and writes, under OUT (default
 # target/peers/<date>):
 #   results.jsonl      one bidir-load JSON result per server and cell
-#   CELL-SERVER.hgrm   full latency distributions
-#   CELL.svg           latency-by-percentile plot of every server in the cell
-#   table.md           the table for docs/benchmarks.md
+#   CELL-SERVER-rN.hgrm  full latency distributions, per round
+#   CELL.svg           latency-by-percentile plot of every server in the cell (each server's
+#                      median round)
+#   table.md           the table for docs/benchmarks.md: medians over the rounds
 #
-#   scripts/bench-peers.sh [--duration SECS] [--warmup SECS] [--servers "bidir ws ..."]
+# Every round runs every cell against every server, in a rotated order, so a disturbance on
+# this shared machine hits one sample of several servers rather than all samples of one; the
+# table quotes medians.
+#
+#   scripts/bench-peers.sh [--rounds N] [--duration SECS] [--warmup SECS] [--servers "bidir ws ..."]
 #                          [--cells "c100x16 c100x4x4k c1000 c1 idle10k"] [--server-cpu N --load-cpu M]
 #
 # Servers: bidir (examples/echo, one worker, deflate off), tungstenite (tokio-tungstenite,
@@ -19,6 +24,7 @@ cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
 source scripts/peers/common.sh
 
+ROUNDS=3
 DURATION=5
 WARMUP=1
 SERVERS="bidir uws fastwebsockets tungstenite ws-rs node-ws"
@@ -28,6 +34,7 @@ LOAD_CPU=1
 OUT="$ROOT/target/peers/$(date -u +%Y-%m-%d)"
 while [ $# -gt 0 ]; do
     case "$1" in
+        --rounds) ROUNDS="$2"; shift ;;
         --duration) DURATION="$2"; shift ;;
         --warmup) WARMUP="$2"; shift ;;
         --servers) SERVERS="$2"; shift ;;
@@ -97,29 +104,33 @@ cell_args() {
     esac
 }
 
-for cell in $CELLS; do
-    for server in $SERVERS; do
-        port="$(free_port)"
-        start_server "$server" "$port"
-        # shellcheck disable=SC2046
-        if ! taskset -c "$LOAD_CPU" "$LOAD" --url "ws://127.0.0.1:$port/echo" $(cell_args "$cell") \
-            --duration "$DURATION" --warmup "$WARMUP" --server-pid "$SERVER_PID" \
-            --label "$cell $server" --hgrm "$OUT/$cell-$server.hgrm" --json --quiet \
-            >> "$OUT/results.jsonl" 2> "$OUT/$cell-$server.log"; then
-            echo "  $cell $server: FAILED ($(tail -1 "$OUT/$cell-$server.log"))"
-        else
-            echo "  $cell $server: $(tail -1 "$OUT/results.jsonl" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(f"{r[\"msgs_per_sec\"]:.0f} msg/s, server {r[\"server_ns_per_msg\"]} ns/msg, p50 {r[\"p50_us\"]} us, p99 {r[\"p99_us\"]} us, {r[\"server_bytes_per_conn\"]} B/conn")')"
-        fi
-        stop_server
-    done
-    if [ "$cell" != idle10k ]; then
-        plots=()
-        for server in $SERVERS; do
-            [ -s "$OUT/$cell-$server.hgrm" ] && plots+=("$OUT/$cell-$server.hgrm:$server")
+SUMMARY='import json, sys
+r = json.load(sys.stdin)
+print("%.0f msg/s, server %s ns/msg, p50 %s us, p99 %s us, %s B/conn" % (r["msgs_per_sec"],
+      r["server_ns_per_msg"], r["p50_us"], r["p99_us"], r["server_bytes_per_conn"]))'
+read -r -a SERVER_LIST <<< "$SERVERS"
+for round in $(seq 1 "$ROUNDS"); do
+    echo "round $round of $ROUNDS"
+    for cell in $CELLS; do
+        # Rotate the order each round.
+        n=${#SERVER_LIST[@]}
+        for i in $(seq 0 $((n - 1))); do
+            server=${SERVER_LIST[$(((i + round - 1) % n))]}
+            port="$(free_port)"
+            start_server "$server" "$port"
+            # shellcheck disable=SC2046
+            if ! taskset -c "$LOAD_CPU" "$LOAD" --url "ws://127.0.0.1:$port/echo" $(cell_args "$cell") \
+                --duration "$DURATION" --warmup "$WARMUP" --server-pid "$SERVER_PID" \
+                --label "$cell $server" --hgrm "$OUT/$cell-$server-r$round.hgrm" --json --quiet \
+                >> "$OUT/results.jsonl" 2> "$OUT/$cell-$server-r$round.log"; then
+                echo "  $cell $server: FAILED ($(tail -1 "$OUT/$cell-$server-r$round.log"))"
+            else
+                echo "  $cell $server: $(tail -1 "$OUT/results.jsonl" | python3 -c "$SUMMARY")"
+            fi
+            stop_server
         done
-        [ ${#plots[@]} -gt 0 ] && "$LOAD" plot --out "$OUT/$cell.svg" --title "$cell: echo latency by percentile" "${plots[@]}"
-    fi
+    done
 done
 
-python3 scripts/bench-peers-table.py "$OUT/results.jsonl" | tee "$OUT/table.md"
+python3 scripts/bench-peers-table.py "$OUT" "$LOAD" | tee "$OUT/table.md"
 echo "results in $OUT"

@@ -44,6 +44,9 @@
 pub mod blocking;
 pub mod client;
 mod config;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod handle;
 mod handler;
 mod metrics;

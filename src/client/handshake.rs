@@ -12,7 +12,7 @@ use super::{Connect, ConnectError, Refusal};
 /// The most a handshake answer's head may take.
 const MAX_HEAD: usize = 16 << 10;
 /// The most of a refusal's body kept.
-const MAX_BODY: usize = 64 << 10;
+pub(crate) const MAX_BODY: usize = 64 << 10;
 
 /// One opening handshake in progress.
 #[derive(Debug)]
@@ -51,7 +51,12 @@ impl Handshake {
         getrandom::fill(&mut nonce)
             .and_then(|()| getrandom::fill(&mut mask_seed))
             .map_err(|e| ConnectError::Io(std::io::Error::other(e)))?;
-        Ok(Self {
+        Ok(Self::with_keys(connect, nonce, mask_seed))
+    }
+
+    /// A handshake with a chosen key nonce and masking seed: deterministic, for fuzzing.
+    pub(crate) fn with_keys(connect: &Connect, nonce: [u8; 16], mask_seed: [u8; 32]) -> Self {
+        Self {
             nonce,
             mask_seed,
             host: connect.url.host_header.clone(),
@@ -61,7 +66,7 @@ impl Handshake {
             headers: connect.headers.clone(),
             deflate: connect.deflate.clone(),
             config: Arc::clone(&connect.config),
-        })
+        }
     }
 
     fn with_request<R>(&self, f: impl FnOnce(&ClientRequest<'_>) -> R) -> R {
