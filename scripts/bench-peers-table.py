@@ -66,7 +66,7 @@ def main():
                 mid = ordered[len(ordered) // 2]
                 plots.append(f"{out_dir}/{cell}-{server}-r{mid + 1}.hgrm:{server}")
             subprocess.run([load, "plot", "--out", f"{out_dir}/{cell}.svg",
-                            "--title", f"{title}: echo latency by percentile"] + plots, check=False)
+                            "--title", f"{title}: echo latency by percentile", "--log-y"] + plots, check=False)
         peers = [(s, median(rows, key)) for s, rows in results.items() if s != "bidir"]
         peers = [p for p in peers if p[1]]
         if peers and "bidir" in results and median(results["bidir"], key):

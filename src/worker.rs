@@ -1562,3 +1562,15 @@ fn kill(slots: &mut Slab<Slot>, cx: &mut WorkerCx, key: usize) {
     cx.counters.closed += 1;
     cx.retire.push(key);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The slot is most of an idle connection's memory (docs/benchmarks.md keeps the budget).
+    #[test]
+    fn a_connection_slot_stays_small() {
+        let size = size_of::<Slot>();
+        assert!(size <= 408, "a slot grew to {size} bytes");
+    }
+}

@@ -7,7 +7,7 @@ use bidir::DeflateConfig;
 
 pub(crate) const USAGE: &str = "\
 usage: bidir-load --url ws://HOST:PORT/PATH [options]
-       bidir-load plot --out FILE.svg [--title TEXT] RUN.hgrm[:LABEL]...
+       bidir-load plot --out FILE.svg [--title TEXT] [--log-y] RUN.hgrm[:LABEL]...
 
   --mode echo|connect    echo (default): send and time echoes; connect: open idle connections
   --conns N              connections (default 100)

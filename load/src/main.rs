@@ -4,7 +4,7 @@
 //! bidir-load --url ws://127.0.0.1:9001/echo --conns 100 --inflight 16 --size 16 --duration 10
 //! bidir-load --url ... --rate 50000                 # open loop: 50 000 msg/s in total
 //! bidir-load --url ... --mode connect --conns 10000 --server-pid PID   # idle connections
-//! bidir-load plot --out cell.svg --title "..." bidir.hgrm:bidir ws.hgrm:ws
+//! bidir-load plot --out cell.svg --title "..." [--log-y] bidir.hgrm:bidir ws.hgrm:ws
 //! ```
 //!
 //! Closed loop keeps `--inflight` messages outstanding per connection: each echo is timed

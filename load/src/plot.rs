@@ -84,10 +84,20 @@ fn nice_ceiling(v: f64) -> f64 {
     [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * base).find(|c| *c >= v).unwrap_or(10.0 * base)
 }
 
-/// An SVG plot of the series.
-pub(crate) fn svg(title: &str, series: &[Series]) -> String {
+/// 1, 2 or 5 times a power of ten, at most `v`.
+fn nice_floor(v: f64) -> f64 {
+    if v <= 0.0 {
+        return 1.0;
+    }
+    let base = 10f64.powf(v.log10().floor());
+    [5.0, 2.0, 1.0].iter().map(|m| m * base).find(|c| *c <= v).unwrap_or(base)
+}
+
+/// An SVG plot of the series; `log_y`: a logarithmic latency axis (for series that differ by
+/// orders of magnitude).
+pub(crate) fn svg(title: &str, series: &[Series], log_y: bool) -> String {
     let (w, h) = (860.0, 480.0);
-    let (left, right, top, bottom) = (80.0, 20.0, 50.0, 60.0);
+    let (left, right, top, bottom) = (80.0, 44.0, 50.0, 60.0);
     let (pw, ph) = (w - left - right, h - top - bottom);
     // Across: up to the highest finite percentile any series reached (at least 99.9 %).
     let reached = series
@@ -97,11 +107,38 @@ pub(crate) fn svg(title: &str, series: &[Series]) -> String {
         .map(|(p, _)| x_of(*p, 7.0))
         .fold(3.0f64, f64::max);
     let x_top = reached.ceil().min(7.0);
-    let y_max = nice_ceiling(
-        series.iter().flat_map(|s| s.points.iter()).map(|(_, v)| *v).fold(0.0, f64::max),
-    );
+    let values = || series.iter().flat_map(|s| s.points.iter()).map(|(_, v)| *v);
+    let y_max = nice_ceiling(values().fold(0.0, f64::max));
+    let y_min = if log_y {
+        nice_floor(values().filter(|v| *v > 0.0).fold(f64::MAX, f64::min)).min(y_max / 10.0)
+    } else {
+        0.0
+    };
     let px = |p: f64| left + x_of(p, x_top) / x_top * pw;
-    let py = |v: f64| top + ph - (v / y_max).min(1.0) * ph;
+    let py = |v: f64| {
+        let frac = if log_y {
+            (v.max(y_min).log10() - y_min.log10()) / (y_max.log10() - y_min.log10())
+        } else {
+            v / y_max
+        };
+        top + ph - frac.clamp(0.0, 1.0) * ph
+    };
+    let y_ticks: Vec<f64> = if log_y {
+        let mut ticks = Vec::new();
+        let mut decade = 10f64.powf(y_min.log10().floor());
+        while decade <= y_max {
+            for m in [1.0, 2.0, 5.0] {
+                let v = decade * m;
+                if v >= y_min * 0.999 && v <= y_max * 1.001 {
+                    ticks.push(v);
+                }
+            }
+            decade *= 10.0;
+        }
+        ticks
+    } else {
+        (0..=5).map(|i| y_max * f64::from(i) / 5.0).collect()
+    };
 
     let mut out = String::new();
     let _ = writeln!(
@@ -133,8 +170,7 @@ pub(crate) fn svg(title: &str, series: &[Series]) -> String {
             top + ph + 18.0
         );
     }
-    for i in 0..=5 {
-        let v = y_max * f64::from(i) / 5.0;
+    for v in y_ticks {
         let y = py(v);
         let _ = writeln!(
             out,
@@ -206,12 +242,14 @@ fn escape(s: &str) -> String {
 pub(crate) fn command(argv: &[String]) -> Result<(), String> {
     let mut out = None;
     let mut title = "latency by percentile".to_owned();
+    let mut log_y = false;
     let mut series = Vec::new();
     let mut args = argv.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--out" => out = args.next().cloned(),
             "--title" => title = args.next().cloned().ok_or("--title needs a value")?,
+            "--log-y" => log_y = true,
             file => {
                 let (path, label) = match file.rsplit_once(':') {
                     Some((path, label)) => (path, label.to_owned()),
@@ -226,7 +264,7 @@ pub(crate) fn command(argv: &[String]) -> Result<(), String> {
     if series.is_empty() {
         return Err("no .hgrm file given".into());
     }
-    fs::write(&out, svg(&title, &series)).map_err(|e| format!("{out}: {e}"))
+    fs::write(&out, svg(&title, &series, log_y)).map_err(|e| format!("{out}: {e}"))
 }
 
 #[cfg(test)]
@@ -247,10 +285,15 @@ mod tests {
         assert!((v_last - 10_000.0).abs() / 10_000.0 < 0.01, "{v_last}");
         let median = s.points.iter().find(|(p, _)| *p >= 0.5).unwrap().1;
         assert!((median - 5_000.0).abs() / 5_000.0 < 0.01, "{median}");
-        let svg = svg("a <title>", &[s, series(&h, "y")]);
+        let svg = svg("a <title>", &[s.clone(), series(&h, "y")], false);
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("a &lt;title&gt;") && svg.matches("<path").count() == 2);
         assert!(svg.contains("99.9%"));
+        let log = super::svg("log", &[s], true);
+        // Ticks at 1, 2, 5 per decade from 1 µs to 10 ms.
+        for tick in [">1<", ">10<", ">100<", ">1000<", ">5000<", ">10000<"] {
+            assert!(log.contains(tick), "{tick}");
+        }
     }
 
     #[test]
@@ -259,5 +302,7 @@ mod tests {
         assert_eq!(nice_ceiling(37.0), 50.0);
         assert_eq!(nice_ceiling(120.0), 200.0);
         assert_eq!(nice_ceiling(1000.0), 1000.0);
+        assert_eq!(nice_floor(37.0), 20.0);
+        assert_eq!(nice_floor(0.7), 0.5);
     }
 }

@@ -185,7 +185,7 @@ pub(crate) fn write_files(o: &Options, r: &RunResult) -> Result<(), String> {
     }
     if let Some(path) = &o.svg {
         let title = format!("{} latency by percentile", o.label);
-        let svg = plot::svg(&title, &[plot::series(&r.latency, &o.label)]);
+        let svg = plot::svg(&title, &[plot::series(&r.latency, &o.label)], false);
         fs::write(path, svg).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())
