@@ -73,18 +73,7 @@ start_server() { # NAME PORT -> sets SERVER_PID
     esac
     taskset -c "$SERVER_CPU" "${cmd[@]}" > "$OUT/server-$name.log" 2>&1 &
     SERVER_PID=$!
-    python3 - "$port" << 'PY'
-import socket, sys, time
-deadline = time.time() + 20
-while True:
-    try:
-        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()
-        break
-    except OSError:
-        if time.time() > deadline:
-            sys.exit("server did not start")
-        time.sleep(0.05)
-PY
+    python3 "$ROOT/scripts/wait-for-port.py" "$port" 20 "the server"
 }
 
 stop_server() {

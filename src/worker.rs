@@ -95,6 +95,30 @@ pub(crate) struct Meta {
 
 const NO_TICK: u64 = u64::MAX;
 
+impl Meta {
+    /// A fresh slot's state: nothing queued, no target yet, scheduled at `timer_tick`.
+    fn new(id: ConnId, peer: SocketAddr, timer_tick: u64) -> Self {
+        Self {
+            id,
+            peer,
+            out: OutQueue::default(),
+            request: Box::from(""),
+            topics: Vec::new(),
+            handle: None,
+            abort: false,
+            dirty: false,
+            blocked: false,
+            above_drain: false,
+            close_reported: false,
+            poisoned: false,
+            retired: false,
+            shares_codec: false,
+            timer_tick,
+            user_timer: u64::MAX,
+        }
+    }
+}
+
 // Most of a slot's life is `Open`: boxing it would add an allocation per connection to save
 // memory only during the handshake.
 #[allow(clippy::large_enum_variant)]
@@ -427,32 +451,15 @@ impl<B: Backend> Worker<B> {
         self.next_generation = self.next_generation.wrapping_add(1);
         let deadline = (self.cx.now + connect_timeout).as_nanos();
         let tick = self.wheel.insert(key, deadline);
-        let mut out = OutQueue::default();
-        out.push_copy(&mut self.cx.pool, &request);
+        let id =
+            ConnId { worker: self.cx.index, slot: key as u32, generation: self.next_generation };
+        let mut meta = Meta::new(id, addr, tick);
+        meta.out.push_copy(&mut self.cx.pool, &request);
+        meta.request = target.into_boxed_str();
+        meta.blocked = true; // until the connect completes
         let handler: Box<dyn Handler> = handler;
         let inserted = self.slots.insert(Slot {
-            meta: Meta {
-                id: ConnId {
-                    worker: self.cx.index,
-                    slot: key as u32,
-                    generation: self.next_generation,
-                },
-                peer: addr,
-                out,
-                request: target.into_boxed_str(),
-                topics: Vec::new(),
-                handle: None,
-                abort: false,
-                dirty: false,
-                blocked: true,
-                above_drain: false,
-                close_reported: false,
-                poisoned: false,
-                retired: false,
-                shares_codec: false,
-                timer_tick: tick,
-                user_timer: u64::MAX,
-            },
+            meta,
             phase: Phase::Connecting(Box::new(Connecting {
                 handshake,
                 handler,
@@ -923,24 +930,11 @@ fn accept(
     let deadline = (cx.now + cx.shared.config.handshake_timeout).as_nanos();
     let tick = wheel.insert(key, deadline);
     entry.insert(Slot {
-        meta: Meta {
-            id: ConnId { worker: cx.index, slot: key as u32, generation: *next_generation },
+        meta: Meta::new(
+            ConnId { worker: cx.index, slot: key as u32, generation: *next_generation },
             peer,
-            out: OutQueue::default(),
-            request: Box::from(""),
-            topics: Vec::new(),
-            handle: None,
-            abort: false,
-            dirty: false,
-            blocked: false,
-            above_drain: false,
-            close_reported: false,
-            poisoned: false,
-            retired: false,
-            shares_codec: false,
-            timer_tick: tick,
-            user_timer: u64::MAX,
-        },
+            tick,
+        ),
         phase: Phase::Handshake { buf: Vec::new(), deadline },
     });
     to_add.push((key, stream));

@@ -70,18 +70,7 @@ echo "autobahn client ($MODE): $(wc -l < "$OUT/cases.txt") cases, fuzzingserver 
     > "$OUT/wstest.log" 2>&1 &
 WSTEST=$!
 trap 'kill $WSTEST 2> /dev/null || true' EXIT
-python3 - "$PORT" << 'PY'
-import socket, sys, time
-deadline = time.time() + 60
-while True:
-    try:
-        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()
-        break
-    except OSError:
-        if time.time() > deadline:
-            sys.exit("the fuzzing server did not start")
-        time.sleep(0.1)
-PY
+python3 "$ROOT/scripts/wait-for-port.py" "$PORT" 60 "the fuzzing server"
 start=$SECONDS
 timeout 3000 "$ROOT/target/release/examples/autobahn_client" --url "ws://127.0.0.1:$PORT" \
     --agent "$AGENT" --mode "$MODE" --deflate "${AUTOBAHN_DEFLATE:-shared}" > "$OUT/client.log" 2>&1 \

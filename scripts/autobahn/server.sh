@@ -53,18 +53,7 @@ PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); 
     > "$ROOT/target/autobahn-echo.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2> /dev/null || true' EXIT
-python3 - "$PORT" << 'PY'
-import socket, sys, time
-deadline = time.time() + 20
-while True:
-    try:
-        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()
-        break
-    except OSError:
-        if time.time() > deadline:
-            sys.exit("the echo server did not start")
-        time.sleep(0.1)
-PY
+python3 "$ROOT/scripts/wait-for-port.py" "$PORT" 20 "the echo server"
 
 rm -rf "$OUT"
 mkdir -p "$OUT"
