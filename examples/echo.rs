@@ -94,7 +94,13 @@ fn main() -> std::io::Result<()> {
         server.local_addr(),
         server.local_addr()
     );
-    println!("{} workers; Ctrl-C stops it", server.workers());
+    let backend = server.backend();
+    match &backend.fallback_reason {
+        Some(why) => {
+            println!("{} workers on {} ({why}); Ctrl-C stops it", server.workers(), backend.name())
+        }
+        None => println!("{} workers on {}; Ctrl-C stops it", server.workers(), backend.name()),
+    }
     let signal = signals.wait()?;
     let stats = server.stats();
     println!("signal {signal}: shutting down ({} connections open)", server.connections());

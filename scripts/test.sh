@@ -16,8 +16,11 @@ cargo fmt --all --check
 step "clippy (workspace, all targets)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "tests"
+step "tests (BackendChoice::Auto: io_uring where the kernel has it)"
 cargo test --workspace --locked
+
+step "integration tests again on epoll (BIDIR_BACKEND=epoll)"
+BIDIR_BACKEND=epoll cargo test --workspace --locked --tests
 
 step "tests with the scalar masking path forced (--cfg bidir_force_scalar)"
 RUSTFLAGS="--cfg bidir_force_scalar" CARGO_TARGET_DIR=target/scalar \
@@ -31,9 +34,13 @@ cargo run --release --locked --example echo_in_memory > /dev/null
 
 step "Autobahn|Testsuite against the echo server (1-11, a 12-13 sample), compared with autobahn/expected-server.json"
 scripts/autobahn/server.sh
+echo "--- again on epoll"
+BIDIR_BACKEND=epoll scripts/autobahn/server.sh
 
 step "Autobahn|Testsuite against the clients (engine and blocking), compared with autobahn/expected-client.json"
 scripts/autobahn/client.sh --mode engine
+echo "--- again on epoll"
+BIDIR_BACKEND=epoll scripts/autobahn/client.sh --mode engine
 scripts/autobahn/client.sh --mode blocking
 
 step "the echo page in headless Chromium"

@@ -40,6 +40,12 @@ pub struct ServerConfig {
     /// context takeover either way); [`DeflateConfig::dedicated`] keeps a window per
     /// connection for the best ratio. docs/deflate.md gives the memory and speed of each.
     pub compression: Option<DeflateConfig>,
+    /// The I/O backend. Default [`BackendChoice::Auto`] — or what the `BIDIR_BACKEND`
+    /// environment variable names (`epoll`, `io_uring`, `auto`), so a test suite or a
+    /// deployment can switch without a rebuild.
+    pub backend: BackendChoice,
+    /// Sizes of the io_uring backend's rings and provided buffers.
+    pub uring: bidir_sys::UringConfig,
     /// Worker threads. Default: one per CPU the process may use.
     pub workers: Option<usize>,
     /// Pin each worker to its own CPU. Default `true`: a connection's state stays in one core's
@@ -88,6 +94,8 @@ impl Default for ServerConfig {
         Self {
             protocol: ProtocolConfig::default(),
             compression: None,
+            backend: BackendChoice::from_env(),
+            uring: bidir_sys::UringConfig::default(),
             workers: None,
             pin_workers: true,
             max_connections: 100_000,
@@ -101,6 +109,32 @@ impl Default for ServerConfig {
             linger: Duration::from_secs(5),
             timer_tick: Duration::from_millis(100),
             handler_timing: true,
+        }
+    }
+}
+
+/// Which I/O backend the workers use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BackendChoice {
+    /// io_uring when this kernel has everything the backend needs (probed once at start:
+    /// ring flags, multishot accept and receive, provided-buffer rings), else epoll;
+    /// [`ServerHandle::backend`](crate::ServerHandle::backend) says which and why.
+    #[default]
+    Auto,
+    /// epoll, through mio: any Linux.
+    Epoll,
+    /// io_uring; starting fails if the kernel lacks a feature.
+    IoUring,
+}
+
+impl BackendChoice {
+    /// `BIDIR_BACKEND` (`epoll`, `io_uring` or `iouring`, `auto`), or `Auto`.
+    pub fn from_env() -> Self {
+        match std::env::var("BIDIR_BACKEND").as_deref() {
+            Ok("epoll") => Self::Epoll,
+            Ok("io_uring" | "iouring" | "uring") => Self::IoUring,
+            _ => Self::Auto,
         }
     }
 }

@@ -64,12 +64,12 @@ pub use bidir_sys::signal::Signals;
 pub use bytes::Bytes;
 pub use hdrhistogram;
 
-pub use config::{Backpressure, ServerConfig};
+pub use config::{BackendChoice, Backpressure, ServerConfig};
 pub use handle::{ConnHandle, ConnId};
 pub use handler::{CloseInfo, Context, Handler};
 pub use metrics::{Counters, Stats};
 pub use route::{Accept, HttpResponse, IntoAccept, Request};
-pub use server::{Server, ServerBuilder, ServerHandle};
+pub use server::{BackendInfo, Server, ServerBuilder, ServerHandle};
 
 use std::fmt;
 

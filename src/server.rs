@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use bidir_protocol::Message;
-use bidir_sys::{Backend, Epoll};
+use bidir_sys::uring::UringWaker;
+use bidir_sys::{Backend, Epoll, IoUring};
 
 use crate::Handler;
 use crate::client::engine::PendingConnect;
 use crate::client::{Connect, ConnectError};
-use crate::config::ServerConfig;
+use crate::config::{BackendChoice, ServerConfig};
 use crate::handle::{Command, Mailbox};
 use crate::metrics::Stats;
 use crate::route::{self, HttpHook, HttpResponse, IntoAccept, Request, Router};
@@ -190,13 +191,32 @@ impl ServerBuilder {
         }
 
         let read_buf = self.config.read_buffer_size;
-        let mut backends = Vec::with_capacity(workers);
+        let (use_uring, fallback) = match self.config.backend {
+            BackendChoice::Epoll => (false, None),
+            BackendChoice::IoUring => {
+                bidir_sys::uring::probe()?;
+                (true, None)
+            }
+            BackendChoice::Auto => match bidir_sys::uring::probe() {
+                Ok(()) => (true, None),
+                Err(e) => (false, Some(format!("io_uring unavailable: {e}"))),
+            },
+        };
+        let mut prepared = Vec::with_capacity(workers);
         let mut mailboxes = Vec::with_capacity(workers);
         for _ in 0..workers {
-            let backend = Epoll::new(read_buf, 1024)?;
-            mailboxes.push(Arc::new(Mailbox::new(backend.waker())));
-            backends.push(backend);
+            if use_uring {
+                let waker = Arc::new(UringWaker::new()?);
+                mailboxes
+                    .push(Arc::new(Mailbox::new(Arc::clone(&waker) as Arc<dyn bidir_sys::Waker>)));
+                prepared.push(Prepared::Uring(waker));
+            } else {
+                let backend = Epoll::new(read_buf, 1024)?;
+                mailboxes.push(Arc::new(Mailbox::new(backend.waker())));
+                prepared.push(Prepared::Epoll(backend));
+            }
         }
+        let uring_config = self.config.uring;
         let protocol = Arc::new(self.config.protocol.clone());
         let pin = self.config.pin_workers;
         let shared = Arc::new(Shared {
@@ -207,28 +227,62 @@ impl ServerBuilder {
             open: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             stopping: AtomicBool::new(false),
         });
+        let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
         let mut threads = Vec::with_capacity(workers);
-        for (index, (mut backend, listeners)) in backends.into_iter().zip(listeners).enumerate() {
-            for listener in listeners {
-                backend.add_listener(listener)?;
-            }
+        for (index, (prepared, listeners)) in prepared.into_iter().zip(listeners).enumerate() {
             let cpu = if pin && !cpus.is_empty() { Some(cpus[index % cpus.len()]) } else { None };
             let shared = Arc::clone(&shared);
-            // The worker is built on its own thread: handlers are not `Send`.
+            let ready = ready_tx.clone();
+            // The worker and its backend are built on its own thread: handlers are not
+            // `Send`, and an io_uring ring belongs to the thread that submits to it.
             let thread = std::thread::Builder::new().name(format!("bidir-worker-{index}")).spawn(
                 move || {
                     if let Some(cpu) = cpu {
                         let _ = bidir_sys::cpu::pin_current_thread(cpu);
                     }
-                    Worker::new(index, backend, shared).run();
+                    match prepared {
+                        Prepared::Epoll(backend) => {
+                            run_worker(index, backend, listeners, shared, &ready)
+                        }
+                        Prepared::Uring(waker) => match IoUring::new(uring_config, waker) {
+                            Ok(backend) => run_worker(index, backend, listeners, shared, &ready),
+                            Err(e) => {
+                                let _ = ready.send(Err(e));
+                            }
+                        },
+                    }
                 },
             )?;
             threads.push(thread);
         }
+        drop(ready_tx);
+        let mut failure = None;
+        for _ in 0..workers {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failure = failure.or(Some(e)),
+                Err(_) => {
+                    failure = failure.or(Some(io::Error::other("a worker thread died starting")));
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failure {
+            shared.stopping.store(true, Ordering::Relaxed);
+            for mailbox in &shared.mailboxes {
+                mailbox.push(Command::Shutdown { deadline: Instant::now() });
+            }
+            for thread in threads {
+                let _ = thread.join();
+            }
+            return Err(e);
+        }
+        let backend = BackendInfo { io_uring: use_uring, fallback_reason: fallback };
         Ok(ServerHandle {
             inner: Arc::new(Inner {
                 shared,
                 next_worker: AtomicUsize::new(0),
+                backend,
                 addrs: bound,
                 threads: Mutex::new(threads),
             }),
@@ -245,8 +299,49 @@ impl fmt::Debug for ServerBuilder {
     }
 }
 
+/// Registers the listeners and runs a worker; tells `start` whether it got going.
+fn run_worker<B: Backend>(
+    index: usize,
+    mut backend: B,
+    listeners: Vec<std::net::TcpListener>,
+    shared: Arc<Shared>,
+    ready: &mpsc::Sender<io::Result<()>>,
+) {
+    for listener in listeners {
+        if let Err(e) = backend.add_listener(listener) {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    }
+    let _ = ready.send(Ok(()));
+    Worker::new(index, backend, shared).run();
+}
+
+/// A worker's backend, or what it needs to make one on its own thread.
+enum Prepared {
+    Epoll(Epoll),
+    Uring(Arc<UringWaker>),
+}
+
+/// The backend the workers run on, and why it is not io_uring when it is not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendInfo {
+    /// The workers run on io_uring (else epoll).
+    pub io_uring: bool,
+    /// Why [`BackendChoice::Auto`] fell back to epoll.
+    pub fallback_reason: Option<String>,
+}
+
+impl BackendInfo {
+    /// `"io_uring"` or `"epoll"`.
+    pub fn name(&self) -> &'static str {
+        if self.io_uring { "io_uring" } else { "epoll" }
+    }
+}
+
 struct Inner {
     shared: Arc<Shared>,
+    backend: BackendInfo,
     /// The worker the next client connection goes to (modulo the count).
     next_worker: AtomicUsize,
     addrs: Vec<SocketAddr>,
@@ -304,6 +399,11 @@ impl ServerHandle {
         let next = self.inner.next_worker.fetch_add(1, Ordering::Relaxed);
         mailboxes[next % mailboxes.len()].push(Command::Connect(Box::new(pending)));
         Ok(())
+    }
+
+    /// The I/O backend the workers run on ([`ServerConfig::backend`](crate::ServerConfig)).
+    pub fn backend(&self) -> &BackendInfo {
+        &self.inner.backend
     }
 
     /// Number of worker threads.

@@ -49,7 +49,7 @@
 //! | backend | module | readiness → completion | writes |
 //! | --- | --- | --- | --- |
 //! | epoll (mio, edge-triggered) | [`crate::epoll`] | `accept4`/`read` on readiness; one `read` per ready socket per poll, another next poll if the buffer filled | `writev`, synchronous |
-//! | io_uring | (next milestone) | multishot accept and recv with a provided-buffer ring | `send`/`sendmsg` SQEs, one submit per loop turn |
+//! | io_uring | [`crate::uring`] | multishot accept and recv with a provided-buffer ring | copied into a backend-owned buffer, one `send` SQE per socket, all submitted with the next wait (one `io_uring_enter` per loop turn); `Writable` when it is all sent |
 
 use std::io::{self, IoSlice};
 use std::net::{SocketAddr, TcpListener, TcpStream};

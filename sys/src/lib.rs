@@ -8,6 +8,7 @@
 //! - [`backend`]: the contract every I/O backend meets (completion semantics, so readiness
 //!   and completion backends look the same to the engine);
 //! - [`epoll`]: the epoll backend, over mio;
+//! - [`uring`]: the io_uring backend (multishot accept and receive, provided buffers);
 //! - [`socket`]: listeners for `SO_REUSEPORT` groups, stream options, descriptor limits;
 //! - [`cpu`]: enumeration and pinning of the CPUs the process may use;
 //! - [`signal`]: waiting for `SIGINT`/`SIGTERM` synchronously, for graceful shutdown.
@@ -33,6 +34,8 @@ pub mod cpu;
 pub mod epoll;
 pub mod signal;
 pub mod socket;
+pub mod uring;
 
 pub use backend::{Backend, Completion, SendOutcome, SyscallCounts, Token, Waker};
 pub use epoll::Epoll;
+pub use uring::{IoUring, UringConfig};

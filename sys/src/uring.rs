@@ -1,0 +1,866 @@
+//! The io_uring backend: completions straight from the kernel, one `io_uring_enter` per loop
+//! turn for every socket's receives and sends.
+//!
+//! - **Accept**: one multishot accept per listener; re-armed when the kernel ends it.
+//! - **Receive**: one multishot receive per stream, into a *provided buffer ring* shared by
+//!   the worker's streams (so an idle connection holds no receive buffer). Each completion
+//!   names the buffer the kernel filled; the bytes are lent to the worker for the callback
+//!   and the buffer goes back to the ring right after. When the ring runs dry the kernel ends
+//!   the multishot receive with `ENOBUFS`; the stream is re-armed only after the batch's
+//!   buffers have been returned (re-arming at once would spin).
+//! - **Send**: [`Backend::send`] copies the gathered slices into a send buffer the backend
+//!   owns and submits one `send`; it returns `Written(n)` at once, so the worker's queue never
+//!   lends memory to the kernel. While that send is in flight further sends return
+//!   `Written(0)`; a short send is resubmitted from the buffer, in order; when the buffer is
+//!   all sent the backend reports [`Completion::Writable`]. The copy costs a `memcpy` per
+//!   message and buys a rule that is easy to keep (below).
+//! - **Connect**: `IORING_OP_CONNECT`, the address kept in the stream until it completes.
+//! - **Wake-ups**: a `read` of the waker's eventfd, always armed; **timers**: the wait's own
+//!   timeout (`IORING_ENTER_EXT_ARG`).
+//!
+//! # Buffer ownership (the rule, enforced here)
+//!
+//! Every piece of memory the kernel may read or write while an operation is in flight is
+//! owned by this backend, never by the worker: the provided buffers and their ring (freed in
+//! `Drop`, after the ring itself is gone), each stream's send buffer and connect address
+//! (kept in the `Stream` until its last completion is reaped), the eventfd's read target.
+//! A stream removed while operations are in flight has its receive (and connect) cancelled
+//! and is parked in `retired` with its buffers; a send in flight is let finish (for at most
+//! `RETIRE_GRACE`), so bytes accepted for sending are not cut off; the descriptor closes
+//! only when the last completion arrives, so its number cannot be reused under an operation
+//! still running. A received buffer
+//! is out of the ring from its completion until it is given back: no other reference
+//! to it exists meanwhile.
+//!
+//! Every `unsafe` block below argues its case against this rule.
+
+use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+use io_uring::{IoUring as Ring, cqueue, opcode, squeue, types};
+
+use crate::backend::{Backend, Completion, SendOutcome, SyscallCounts, Token, Waker};
+
+/// What a completion is for: the top 4 bits of its `user_data`.
+const OP_RECV: u64 = 1;
+const OP_SEND: u64 = 2;
+const OP_CONNECT: u64 = 3;
+const OP_ACCEPT: u64 = 4;
+const OP_WAKE: u64 = 5;
+const OP_CANCEL: u64 = 6;
+
+/// Bits of `user_data`: op (4) | generation (28) | slot (32).
+fn user_data(op: u64, slot: usize, generation: u32) -> u64 {
+    (op << 60) | (u64::from(generation & 0x0FFF_FFFF) << 32) | (slot as u64 & 0xFFFF_FFFF)
+}
+
+fn decode(user_data: u64) -> (u64, usize, u32) {
+    (user_data >> 60, (user_data & 0xFFFF_FFFF) as usize, ((user_data >> 32) & 0x0FFF_FFFF) as u32)
+}
+
+/// The most one send takes from the worker's queue; more waits for the next `Writable`.
+const MAX_SEND: usize = 256 << 10;
+/// The buffer group id of the worker's provided buffers.
+const BGID: u16 = 0;
+/// How long a removed stream's last send may take before it is cancelled.
+const RETIRE_GRACE: Duration = Duration::from_secs(5);
+/// How long to wait before accepting again after running out of descriptors or memory.
+const ACCEPT_RETRY: Duration = Duration::from_millis(10);
+
+/// Sizes of an io_uring backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UringConfig {
+    /// Submission queue entries (the completion queue gets twice as many).
+    pub entries: u32,
+    /// Provided receive buffers in the ring (a power of two, at most 32768).
+    pub buffers: u16,
+    /// Size of each provided buffer: the most one receive completion carries.
+    pub buffer_size: usize,
+}
+
+impl Default for UringConfig {
+    /// 4096 entries; 512 buffers of 16 KiB (8 MiB per worker, shared by all its connections).
+    fn default() -> Self {
+        Self { entries: 4096, buffers: 512, buffer_size: 16 << 10 }
+    }
+}
+
+/// The provided-buffer ring: `count` buffers of `size` bytes and the ring of entries that
+/// offers them to the kernel.
+struct BufRing {
+    /// Page-aligned array of `count` entries; the kernel reads it.
+    ring: NonNull<types::BufRingEntry>,
+    ring_layout: Layout,
+    /// `count * size` bytes; the kernel writes into the buffers it was offered.
+    bufs: NonNull<u8>,
+    bufs_layout: Layout,
+    count: u16,
+    size: usize,
+    /// Our copy of the tail: entries offered so far.
+    tail: u16,
+}
+
+impl BufRing {
+    fn new(count: u16, size: usize) -> io::Result<Self> {
+        if !count.is_power_of_two() || count > 32768 || size == 0 || size > u32::MAX as usize {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad provided-buffer sizes"));
+        }
+        let ring_layout =
+            Layout::from_size_align(usize::from(count) * size_of::<types::BufRingEntry>(), 4096)
+                .map_err(io::Error::other)?;
+        let bufs_layout =
+            Layout::from_size_align(usize::from(count) * size, 64).map_err(io::Error::other)?;
+        // SAFETY: both layouts have a non-zero size (count >= 1, size >= 1).
+        let ring = NonNull::new(unsafe { alloc_zeroed(ring_layout) }.cast::<types::BufRingEntry>());
+        // SAFETY: as above.
+        let bufs = NonNull::new(unsafe { alloc_zeroed(bufs_layout) });
+        let (Some(ring), Some(bufs)) = (ring, bufs) else {
+            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
+        };
+        let mut this = Self { ring, ring_layout, bufs, bufs_layout, count, size, tail: 0 };
+        for bid in 0..count {
+            this.offer(bid);
+        }
+        this.publish();
+        Ok(this)
+    }
+
+    /// Writes buffer `bid` into the ring at our tail (not yet visible to the kernel).
+    fn offer(&mut self, bid: u16) {
+        let index = usize::from(self.tail & (self.count - 1));
+        // SAFETY: `index < count`, so the entry lies inside the ring allocation. The kernel
+        // only reads entries between its head and the published tail; this one is past the
+        // published tail until `publish`, so nobody else touches it now.
+        let entry = unsafe { &mut *self.ring.as_ptr().add(index) };
+        // SAFETY: `bid < count`, so the buffer lies inside the allocation.
+        let addr = unsafe { self.bufs.as_ptr().add(usize::from(bid) * self.size) };
+        entry.set_addr(addr as u64);
+        entry.set_len(self.size as u32);
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Makes the offered entries visible to the kernel.
+    fn publish(&self) {
+        // SAFETY: the tail field overlays the first entry's reserved field, inside the ring
+        // allocation; it is a u16 the kernel reads and only we write; the release store
+        // orders the entries written by `offer` before it.
+        let tail = unsafe { &*types::BufRingEntry::tail(self.ring.as_ptr()).cast::<AtomicU16>() };
+        tail.store(self.tail, Ordering::Release);
+    }
+
+    /// The bytes the kernel put in buffer `bid`.
+    ///
+    /// # Safety
+    ///
+    /// `bid` was named by a completion and not given back since: the kernel is done with it
+    /// and no other reference to it exists.
+    unsafe fn filled(&mut self, bid: u16, len: usize) -> &mut [u8] {
+        debug_assert!(bid < self.count && len <= self.size);
+        // SAFETY: the range lies inside buffer `bid`, inside the allocation; per the
+        // function's contract the buffer is ours alone until `give_back`.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.bufs.as_ptr().add(usize::from(bid) * self.size),
+                len.min(self.size),
+            )
+        }
+    }
+
+    /// Returns buffer `bid` to the kernel (visible at the next `publish`).
+    fn give_back(&mut self, bid: u16) {
+        if bid < self.count {
+            self.offer(bid);
+        }
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with these layouts; the ring was unregistered (or the
+        // io_uring instance closed) before: `IoUring` drops its ring first.
+        unsafe {
+            dealloc(self.ring.as_ptr().cast(), self.ring_layout);
+            dealloc(self.bufs.as_ptr(), self.bufs_layout);
+        }
+    }
+}
+
+/// One stream's state.
+struct Stream {
+    io: TcpStream,
+    generation: u32,
+    /// Operations submitted whose last completion is not reaped yet.
+    in_flight: u32,
+    /// A multishot receive is armed.
+    receiving: bool,
+    /// The multishot receive ended for lack of buffers (counted for tests and metrics).
+    starved: bool,
+    /// EOF or an error was reported: nothing more is reported for it.
+    done: bool,
+    /// The bytes of the send in flight and how many went out; `None` when idle.
+    send: Option<(Vec<u8>, usize)>,
+    /// A spare send buffer, kept for the next send.
+    spare: Vec<u8>,
+    /// The worker waits for `Writable` (a send found one in flight).
+    wants_writable: bool,
+    /// The address of a connect in flight.
+    connect_to: Option<Box<socket2::SockAddr>>,
+}
+
+impl Stream {
+    fn new(io: TcpStream, generation: u32) -> Self {
+        Self {
+            io,
+            generation,
+            in_flight: 0,
+            receiving: false,
+            starved: false,
+            done: false,
+            send: None,
+            spare: Vec::new(),
+            wants_writable: false,
+            connect_to: None,
+        }
+    }
+}
+
+/// A listener and its multishot accept.
+struct Listener {
+    io: TcpListener,
+    accepting: bool,
+}
+
+/// The io_uring backend. See the module documentation.
+pub struct IoUring {
+    // Field order is drop order: the ring goes first, so the kernel is done with every buffer
+    // before the buffers are freed.
+    ring: Ring,
+    bufs: BufRing,
+    listeners: Vec<Listener>,
+    streams: Vec<Option<Stream>>,
+    /// Removed streams with operations still in flight: slot, stream, when it was removed,
+    /// whether everything of it was cancelled.
+    retired: Vec<(usize, Stream, std::time::Instant, bool)>,
+    next_generation: u32,
+    waker: Arc<UringWaker>,
+    /// The eventfd read's target.
+    wake_buf: Box<u64>,
+    waking: bool,
+    counts: SyscallCounts,
+    /// Listeners whose multishot accept ended: re-arm before the next wait.
+    rearm_accept: bool,
+    /// Accepting failed for lack of descriptors or memory: wait a little before re-arming.
+    accept_backoff: bool,
+    /// Streams whose multishot receive ended (the ring ran dry): re-arm before the next wait,
+    /// once the batch's buffers are back.
+    rearm_recv: Vec<usize>,
+}
+
+impl std::fmt::Debug for IoUring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IoUring")
+            .field("listeners", &self.listeners.len())
+            .field("streams", &self.streams.iter().filter(|s| s.is_some()).count())
+            .field("retired", &self.retired.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why io_uring cannot be used here, or `Ok` when every feature the backend needs is there:
+/// the ring flags, multishot accept and receive, provided-buffer rings, `connect`, the
+/// extended wait argument.
+///
+/// # Errors
+///
+/// The first missing feature, as an error naming it.
+pub fn probe() -> io::Result<()> {
+    // On a thread of its own: tearing a ring down may leave task work (a notification that
+    // interrupts a blocking system call with EINTR) on the thread that made it, and the
+    // caller's thread is the application's.
+    std::thread::Builder::new()
+        .name("bidir-uring-probe".into())
+        .spawn(probe_here)?
+        .join()
+        .map_err(|_| io::Error::other("the io_uring probe panicked"))?
+}
+
+fn probe_here() -> io::Result<()> {
+    let ring = build_ring(8)?;
+    if !ring.params().is_feature_ext_arg() {
+        return Err(io::Error::new(io::ErrorKind::Unsupported, "no IORING_FEAT_EXT_ARG"));
+    }
+    let mut probe = io_uring::Probe::new();
+    ring.submitter().register_probe(&mut probe)?;
+    for (code, name) in [
+        (opcode::AcceptMulti::CODE, "accept"),
+        (opcode::RecvMulti::CODE, "recv"),
+        (opcode::Send::CODE, "send"),
+        (opcode::Connect::CODE, "connect"),
+        (opcode::Read::CODE, "read"),
+        (opcode::AsyncCancel2::CODE, "async cancel"),
+    ] {
+        if !probe.is_supported(code) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("io_uring has no {name} operation"),
+            ));
+        }
+    }
+    let bufs = BufRing::new(1, 64)?;
+    // SAFETY: the ring memory stays valid until it is unregistered just below.
+    unsafe { ring.submitter().register_buf_ring_with_flags(bufs.ring.as_ptr() as u64, 1, 1, 0) }?;
+    ring.submitter().unregister_buf_ring(1)?;
+    Ok(())
+}
+
+fn build_ring(entries: u32) -> io::Result<Ring> {
+    let cq = entries.saturating_mul(2);
+    Ring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_cqsize(cq)
+        .build(entries)
+        .or_else(|_| Ring::builder().setup_coop_taskrun().setup_cqsize(cq).build(entries))
+}
+
+impl IoUring {
+    /// A backend with `config`'s sizes, woken through `waker` (made beforehand, so other
+    /// threads can hold it before the backend exists). Must be created on the thread that
+    /// will use it: the ring is single-issuer.
+    ///
+    /// # Errors
+    ///
+    /// What `io_uring_setup(2)` or registering the buffer ring report; see [`probe`].
+    pub fn new(config: UringConfig, waker: Arc<UringWaker>) -> io::Result<Self> {
+        let ring = build_ring(config.entries.max(64))?;
+        let bufs = BufRing::new(config.buffers, config.buffer_size)?;
+        // SAFETY: the ring memory lives in `bufs`, dropped after `ring` (field order), so it
+        // stays valid for as long as the registration.
+        unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                bufs.ring.as_ptr() as u64,
+                bufs.count,
+                BGID,
+                0,
+            )
+        }?;
+        Ok(Self {
+            ring,
+            bufs,
+            listeners: Vec::new(),
+            streams: Vec::new(),
+            retired: Vec::new(),
+            next_generation: 1,
+            waker,
+            wake_buf: Box::new(0),
+            waking: false,
+            counts: SyscallCounts::default(),
+            rearm_accept: false,
+            accept_backoff: false,
+            rearm_recv: Vec::new(),
+        })
+    }
+
+    /// Queues a submission, making room by submitting what is queued if the queue is full.
+    fn push(&mut self, entry: &squeue::Entry) {
+        loop {
+            // SAFETY: every entry's buffers and addresses are owned by this backend and kept
+            // until the operation's last completion (the module's ownership rule).
+            if unsafe { self.ring.submission().push(entry) }.is_ok() {
+                return;
+            }
+            self.counts.other += 1;
+            if self.ring.submit().is_err() {
+                // The kernel cannot take entries now; waiting for completions frees room.
+                let _ = self.ring.submitter().squeue_wait();
+            }
+        }
+    }
+
+    fn arm_recv(&mut self, token: usize) {
+        let Some(Some(stream)) = self.streams.get_mut(token) else { return };
+        if stream.receiving || stream.done {
+            return;
+        }
+        stream.receiving = true;
+        stream.starved = false;
+        stream.in_flight += 1;
+        let entry = opcode::RecvMulti::new(types::Fd(stream.io.as_raw_fd()), BGID)
+            .build()
+            .user_data(user_data(OP_RECV, token, stream.generation));
+        self.push(&entry);
+    }
+
+    fn arm_accept(&mut self, index: usize) {
+        let Some(listener) = self.listeners.get_mut(index) else { return };
+        if listener.accepting {
+            return;
+        }
+        listener.accepting = true;
+        let entry = opcode::AcceptMulti::new(types::Fd(listener.io.as_raw_fd()))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(user_data(OP_ACCEPT, index, 0));
+        self.push(&entry);
+    }
+
+    fn arm_wake(&mut self) {
+        if self.waking {
+            return;
+        }
+        self.waking = true;
+        let ptr: *mut u64 = &mut *self.wake_buf;
+        let entry = opcode::Read::new(types::Fd(self.waker.fd.as_raw_fd()), ptr.cast(), 8)
+            .build()
+            .user_data(user_data(OP_WAKE, 0, 0));
+        self.push(&entry);
+    }
+
+    /// Submits the rest of a stream's send buffer.
+    fn submit_send(&mut self, token: usize) {
+        let Some(Some(stream)) = self.streams.get_mut(token) else { return };
+        let Some((buf, sent)) = &stream.send else { return };
+        let rest = &buf[*sent..];
+        let entry =
+            opcode::Send::new(types::Fd(stream.io.as_raw_fd()), rest.as_ptr(), rest.len() as u32)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+                .user_data(user_data(OP_SEND, token, stream.generation));
+        stream.in_flight += 1;
+        self.push(&entry);
+    }
+
+    /// Registers a stream under `token` with a fresh generation.
+    fn insert(&mut self, token: Token, io: TcpStream) -> io::Result<()> {
+        if token.0 > u32::MAX as usize {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "token out of range"));
+        }
+        if self.streams.len() <= token.0 {
+            self.streams.resize_with(token.0 + 1, || None);
+        }
+        let generation = self.next_generation;
+        self.next_generation = (self.next_generation + 1) & 0x0FFF_FFFF;
+        if self.streams[token.0].is_some() {
+            self.remove_stream(token);
+        }
+        self.streams[token.0] = Some(Stream::new(io, generation));
+        Ok(())
+    }
+
+    /// Handles one completion; reports to `on` what the worker must hear of.
+    fn complete(
+        &mut self,
+        cqe: &cqueue::Entry,
+        on: &mut impl FnMut(Completion<'_>),
+        returned: &mut Vec<u16>,
+    ) {
+        let (op, slot, generation) = decode(cqe.user_data());
+        let result = cqe.result();
+        let more = cqueue::more(cqe.flags());
+        match op {
+            OP_WAKE => {
+                self.waking = false;
+                on(Completion::Woken);
+            }
+            OP_ACCEPT => {
+                let Some(listener) = self.listeners.get_mut(slot) else { return };
+                if !more {
+                    listener.accepting = false;
+                    self.rearm_accept = true;
+                }
+                if matches!(-result, libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) {
+                    self.accept_backoff = true;
+                }
+                if result >= 0 {
+                    // SAFETY: a successful accept completion carries a new descriptor that
+                    // nobody else owns.
+                    let stream = unsafe { TcpStream::from_raw_fd(result) };
+                    match stream.peer_addr() {
+                        Ok(peer) => on(Completion::Accepted { stream, peer }),
+                        Err(_) => drop(stream), // already gone
+                    }
+                }
+            }
+            OP_CANCEL => {}
+            OP_RECV | OP_SEND | OP_CONNECT => {
+                let live =
+                    matches!(self.streams.get(slot), Some(Some(s)) if s.generation == generation);
+                if !live {
+                    // A retired stream's operation: count it down, give a buffer back.
+                    if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
+                        returned.push(bid);
+                    }
+                    if op != OP_RECV || !more {
+                        self.retire_one(slot, generation);
+                    }
+                    return;
+                }
+                match op {
+                    OP_RECV => self.on_recv(slot, result, more, cqe.flags(), on, returned),
+                    OP_SEND => self.on_send(slot, result, on),
+                    _ => self.on_connect(slot, result, on),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn retire_one(&mut self, slot: usize, generation: u32) {
+        if let Some(at) =
+            self.retired.iter().position(|(s, r, ..)| *s == slot && r.generation == generation)
+        {
+            let stream = &mut self.retired[at].1;
+            stream.in_flight = stream.in_flight.saturating_sub(1);
+            if stream.in_flight == 0 {
+                // Its last operation is done: closing the descriptor is safe now.
+                self.counts.other += 1;
+                self.retired.swap_remove(at);
+            }
+        }
+    }
+
+    fn on_recv(
+        &mut self,
+        slot: usize,
+        result: i32,
+        more: bool,
+        flags: u32,
+        on: &mut impl FnMut(Completion<'_>),
+        returned: &mut Vec<u16>,
+    ) {
+        self.counts.reads += 1;
+        let token = Token(slot);
+        let bid = cqueue::buffer_select(flags);
+        let Some(Some(stream)) = self.streams.get_mut(slot) else { return };
+        if !more {
+            stream.receiving = false;
+            stream.in_flight -= 1;
+        }
+        match result {
+            n if n > 0 => {
+                if let Some(bid) = bid {
+                    if !stream.done {
+                        // SAFETY: the completion named `bid`: the kernel filled it and gave it
+                        // to us; it goes back to the ring only through `returned`, after this
+                        // callback.
+                        let data = unsafe { self.bufs.filled(bid, n as usize) };
+                        on(Completion::Received { token, data });
+                    }
+                    returned.push(bid);
+                }
+                if !more && !stream.done {
+                    self.rearm_recv.push(slot); // ended while data flowed (e.g. CQ overflow)
+                }
+            }
+            0 => {
+                if let Some(bid) = bid {
+                    returned.push(bid);
+                }
+                if !stream.done {
+                    stream.done = true;
+                    on(Completion::Closed { token, error: None });
+                }
+            }
+            e if -e == libc::ENOBUFS => {
+                // The ring ran dry: re-arm once this batch's buffers are back.
+                stream.starved = true;
+                self.rearm_recv.push(slot);
+            }
+            e => {
+                if let Some(bid) = bid {
+                    returned.push(bid);
+                }
+                if !stream.done && -e != libc::ECANCELED {
+                    stream.done = true;
+                    on(Completion::Closed { token, error: Some(io::Error::from_raw_os_error(-e)) });
+                }
+            }
+        }
+    }
+
+    fn on_send(&mut self, slot: usize, result: i32, on: &mut impl FnMut(Completion<'_>)) {
+        let token = Token(slot);
+        let Some(Some(stream)) = self.streams.get_mut(slot) else { return };
+        stream.in_flight -= 1;
+        if result < 0 {
+            stream.send = None;
+            if !stream.done && -result != libc::ECANCELED {
+                stream.done = true;
+                on(Completion::Closed {
+                    token,
+                    error: Some(io::Error::from_raw_os_error(-result)),
+                });
+            }
+            return;
+        }
+        let Some((buf, sent)) = &mut stream.send else { return };
+        *sent += result as usize;
+        if *sent < buf.len() {
+            self.submit_send(slot); // a short send: the rest, in order
+            return;
+        }
+        let (mut buf, _) = stream.send.take().expect("checked above");
+        buf.clear();
+        if buf.capacity() <= 64 << 10 {
+            stream.spare = buf; // keep a small buffer for the next send
+        }
+        if std::mem::take(&mut stream.wants_writable) && !stream.done {
+            on(Completion::Writable { token });
+        }
+    }
+
+    fn on_connect(&mut self, slot: usize, result: i32, on: &mut impl FnMut(Completion<'_>)) {
+        let token = Token(slot);
+        let Some(Some(stream)) = self.streams.get_mut(slot) else { return };
+        stream.in_flight -= 1;
+        stream.connect_to = None;
+        if result < 0 {
+            stream.done = true;
+            on(Completion::Connected { token, error: Some(io::Error::from_raw_os_error(-result)) });
+            return;
+        }
+        on(Completion::Connected { token, error: None });
+        self.arm_recv(slot);
+    }
+}
+
+impl Backend for IoUring {
+    type Waker = UringWaker;
+
+    fn add_listener(&mut self, listener: TcpListener) -> io::Result<()> {
+        listener.set_nonblocking(true)?;
+        self.listeners.push(Listener { io: listener, accepting: false });
+        self.arm_accept(self.listeners.len() - 1);
+        Ok(())
+    }
+
+    fn close_listeners(&mut self) {
+        for listener in &self.listeners {
+            let entry = opcode::AsyncCancel2::new(
+                types::CancelBuilder::fd(types::Fd(listener.io.as_raw_fd())).all(),
+            )
+            .build()
+            .user_data(user_data(OP_CANCEL, 0, 0));
+            // SAFETY: a cancel request references no memory.
+            let _ = unsafe { self.ring.submission().push(&entry) };
+        }
+        // The cancels go in before the descriptors close (an accept holds its own file
+        // reference in the kernel, so closing is safe either way).
+        let _ = self.ring.submit();
+        self.counts.other += 1 + self.listeners.len() as u64;
+        self.listeners.clear();
+    }
+
+    fn add_stream(&mut self, token: Token, stream: TcpStream) -> io::Result<()> {
+        // io_uring waits for readiness itself; a blocking descriptor keeps operations from
+        // completing with EAGAIN.
+        stream.set_nonblocking(false)?;
+        self.insert(token, stream)?;
+        self.arm_recv(token.0);
+        Ok(())
+    }
+
+    fn connect(&mut self, token: Token, addr: SocketAddr) -> io::Result<()> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM.cloexec(),
+            None,
+        )?;
+        socket.set_tcp_nodelay(true)?;
+        self.counts.other += 1;
+        self.insert(token, socket.into())?;
+        let Some(Some(stream)) = self.streams.get_mut(token.0) else {
+            return Err(io::Error::other("stream vanished"));
+        };
+        let to = Box::new(socket2::SockAddr::from(addr));
+        let entry =
+            opcode::Connect::new(types::Fd(stream.io.as_raw_fd()), to.as_ptr().cast(), to.len())
+                .build()
+                .user_data(user_data(OP_CONNECT, token.0, stream.generation));
+        stream.connect_to = Some(to);
+        stream.in_flight += 1;
+        self.push(&entry);
+        Ok(())
+    }
+
+    fn remove_stream(&mut self, token: Token) {
+        let Some(slot) = self.streams.get_mut(token.0) else { return };
+        let Some(stream) = slot.take() else { return };
+        if stream.in_flight == 0 {
+            self.counts.other += 1;
+            return; // dropping it closes the descriptor
+        }
+        // Stop receiving and connecting now; a send in flight finishes (what was accepted for
+        // sending is not cut off), for at most RETIRE_GRACE.
+        let generation = stream.generation;
+        let targets = [
+            (stream.receiving, user_data(OP_RECV, token.0, generation)),
+            (stream.connect_to.is_some(), user_data(OP_CONNECT, token.0, generation)),
+        ];
+        self.retired.push((token.0, stream, std::time::Instant::now(), false));
+        for (active, target) in targets {
+            if active {
+                let entry = opcode::AsyncCancel::new(target)
+                    .build()
+                    .user_data(user_data(OP_CANCEL, token.0, generation));
+                self.push(&entry);
+            }
+        }
+    }
+
+    fn send(&mut self, token: Token, bufs: &[io::IoSlice<'_>]) -> io::Result<SendOutcome> {
+        let Some(Some(stream)) = self.streams.get_mut(token.0) else {
+            return Err(io::Error::new(io::ErrorKind::NotConnected, "unknown token"));
+        };
+        if stream.done {
+            return Err(io::Error::from(io::ErrorKind::BrokenPipe));
+        }
+        if stream.send.is_some() || stream.connect_to.is_some() {
+            stream.wants_writable = true;
+            return Ok(SendOutcome::Written(0));
+        }
+        let mut buf = std::mem::take(&mut stream.spare);
+        for slice in bufs {
+            let room = MAX_SEND.saturating_sub(buf.len());
+            if room == 0 {
+                break;
+            }
+            buf.extend_from_slice(&slice[..slice.len().min(room)]);
+        }
+        let taken = buf.len();
+        if taken == 0 {
+            stream.spare = buf;
+            return Ok(SendOutcome::Written(0));
+        }
+        stream.send = Some((buf, 0));
+        let queued: usize = bufs.iter().map(|s| s.len()).sum();
+        if taken < queued {
+            stream.wants_writable = true; // the worker waits for the rest
+        }
+        self.counts.writes += 1;
+        self.submit_send(token.0);
+        Ok(SendOutcome::Written(taken))
+    }
+
+    fn waker(&self) -> Arc<UringWaker> {
+        Arc::clone(&self.waker)
+    }
+
+    fn poll<F: FnMut(Completion<'_>)>(
+        &mut self,
+        timeout: Option<Duration>,
+        mut on: F,
+    ) -> io::Result<()> {
+        self.arm_wake();
+        for token in std::mem::take(&mut self.rearm_recv) {
+            self.arm_recv(token);
+        }
+        let mut timeout = timeout;
+        if !self.retired.is_empty() {
+            timeout = Some(timeout.map_or(RETIRE_GRACE, |t| t.min(RETIRE_GRACE)));
+        }
+        if self.accept_backoff {
+            timeout = Some(timeout.map_or(ACCEPT_RETRY, |t| t.min(ACCEPT_RETRY)));
+        } else if std::mem::take(&mut self.rearm_accept) {
+            for i in 0..self.listeners.len() {
+                self.arm_accept(i);
+            }
+        }
+        let now = std::time::Instant::now();
+        let mut overdue = Vec::new();
+        for (slot, stream, since, cancelled) in &mut self.retired {
+            if !*cancelled && now.duration_since(*since) >= RETIRE_GRACE {
+                *cancelled = true;
+                overdue.push((*slot, stream.io.as_raw_fd(), stream.generation));
+            }
+        }
+        for (slot, fd, generation) in overdue {
+            // A peer that reads nothing keeps a send pending forever: cancel it.
+            let entry = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
+                .build()
+                .user_data(user_data(OP_CANCEL, slot, generation));
+            self.push(&entry);
+        }
+        self.counts.waits += 1;
+        let ready = !self.ring.completion().is_empty();
+        let result = match timeout {
+            _ if ready => self.ring.submit(),
+            Some(t) => {
+                let ts = types::Timespec::from(t);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(1, &args)
+            }
+            None => self.ring.submit_and_wait(1),
+        };
+        match result {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {} // CQ full: reap first
+            Err(e) => return Err(e),
+        }
+        if std::mem::take(&mut self.accept_backoff) {
+            self.rearm_accept = true; // waited: try again next turn
+        }
+        let mut returned = Vec::new();
+        loop {
+            let batch: Vec<cqueue::Entry> = self.ring.completion().collect();
+            if batch.is_empty() {
+                break;
+            }
+            for cqe in &batch {
+                self.complete(cqe, &mut on, &mut returned);
+            }
+            for bid in returned.drain(..) {
+                self.bufs.give_back(bid);
+            }
+            self.bufs.publish();
+        }
+        Ok(())
+    }
+
+    fn syscalls(&self) -> SyscallCounts {
+        self.counts
+    }
+}
+
+/// Wakes an [`IoUring`] from another thread: an eventfd the ring always has a read on.
+#[derive(Debug)]
+pub struct UringWaker {
+    fd: OwnedFd,
+}
+
+impl UringWaker {
+    /// A new eventfd.
+    ///
+    /// # Errors
+    ///
+    /// What `eventfd(2)` reports.
+    pub fn new() -> io::Result<Self> {
+        // Blocking: the ring's read on it waits for a write (a nonblocking one would complete
+        // at once with EAGAIN).
+        let fd = syscall!(eventfd(0, libc::EFD_CLOEXEC))?;
+        // SAFETY: `eventfd` returned a new descriptor that nobody else owns.
+        Ok(Self { fd: unsafe { OwnedFd::from_raw_fd(fd as RawFd) } })
+    }
+}
+
+impl Waker for UringWaker {
+    fn wake(&self) -> io::Result<()> {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our eventfd.
+        match syscall!(write(self.fd.as_raw_fd(), (&raw const one).cast(), 8)) {
+            Ok(_) => Ok(()),
+            // The counter is saturated: a wake-up is pending anyway.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
