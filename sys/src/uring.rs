@@ -261,6 +261,9 @@ pub struct IoUring {
     /// Streams whose multishot receive ended (the ring ran dry): re-arm before the next wait,
     /// once the batch's buffers are back.
     rearm_recv: Vec<usize>,
+    /// Completions being handled, and buffers to give back after them (kept for reuse).
+    batch: Vec<cqueue::Entry>,
+    returned: Vec<u16>,
 }
 
 impl std::fmt::Debug for IoUring {
@@ -365,6 +368,8 @@ impl IoUring {
             rearm_accept: false,
             accept_backoff: false,
             rearm_recv: Vec::new(),
+            batch: Vec::new(),
+            returned: Vec::new(),
         })
     }
 
@@ -809,20 +814,24 @@ impl Backend for IoUring {
         if std::mem::take(&mut self.accept_backoff) {
             self.rearm_accept = true; // waited: try again next turn
         }
-        let mut returned = Vec::new();
+        // Both vectors are kept between polls: no allocation per loop turn.
+        let mut batch = std::mem::take(&mut self.batch);
+        let mut returned = std::mem::take(&mut self.returned);
         loop {
-            let batch: Vec<cqueue::Entry> = self.ring.completion().collect();
+            batch.extend(self.ring.completion());
             if batch.is_empty() {
                 break;
             }
-            for cqe in &batch {
-                self.complete(cqe, &mut on, &mut returned);
+            for cqe in batch.drain(..) {
+                self.complete(&cqe, &mut on, &mut returned);
             }
             for bid in returned.drain(..) {
                 self.bufs.give_back(bid);
             }
             self.bufs.publish();
         }
+        self.batch = batch;
+        self.returned = returned;
         Ok(())
     }
 
