@@ -33,6 +33,13 @@
 //! to it exists meanwhile.
 //!
 //! Every `unsafe` block below argues its case against this rule.
+//!
+//! # Counting
+//!
+//! [`SyscallCounts`] counts system calls only: `waits` are `io_uring_enter` calls (one per
+//! loop turn, submitting and waiting at once), `other` the socket, cancel-on-full and close
+//! calls. Receives and sends are operations inside the ring, not system calls, so `reads` and
+//! `writes` stay 0.
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::io;
@@ -540,7 +547,6 @@ impl IoUring {
         on: &mut impl FnMut(Completion<'_>),
         returned: &mut Vec<u16>,
     ) {
-        self.counts.reads += 1;
         let token = Token(slot);
         let bid = cqueue::buffer_select(flags);
         let Some(Some(stream)) = self.streams.get_mut(slot) else { return };
@@ -749,7 +755,6 @@ impl Backend for IoUring {
         if taken < queued {
             stream.wants_writable = true; // the worker waits for the rest
         }
-        self.counts.writes += 1;
         self.submit_send(token.0);
         Ok(SendOutcome::Written(taken))
     }
