@@ -377,18 +377,18 @@ impl<B: Backend> Worker<B> {
         for command in commands.drain(..) {
             match command {
                 Command::Send { id, kind, payload } => {
+                    let len = payload.len();
                     let delivered = self.with_open(id, |conn, meta, cx| {
+                        let payload = Payload::Shared(payload);
+                        let sent =
+                            cx.send_payload(conn, meta, FrameKind::Message(kind), payload, true);
+                        // Count the bytes in the queue before taking them out of the mailbox:
+                        // a handle's `buffered_amount` may read high for a moment, never low.
                         if let Some(handle) = &meta.handle {
-                            handle.in_mailbox.fetch_sub(payload.len(), Ordering::Relaxed);
+                            handle.queued.store(meta.out.len(), Ordering::Relaxed);
+                            handle.in_mailbox.fetch_sub(len, Ordering::Relaxed);
                         }
-                        cx.send_payload(
-                            conn,
-                            meta,
-                            FrameKind::Message(kind),
-                            Payload::Shared(payload),
-                            true,
-                        )
-                        .is_ok()
+                        sent.is_ok()
                     });
                     if delivered != Some(true) {
                         self.cx.counters.dropped_sends += 1;
@@ -835,17 +835,7 @@ impl WorkerCx {
         if compressed.len() >= payload.len() {
             return None;
         }
-        let repr = FrameRepr {
-            fin: true,
-            rsv: Rsv::RSV1,
-            opcode: kind.opcode(),
-            mask: None,
-            payload_len: compressed.len() as u64,
-        };
-        let mut frame = BytesMut::zeroed(repr.buffer_len());
-        repr.emit(&mut FrameHeader::new_unchecked(&mut frame[..]));
-        frame.extend_from_slice(&compressed);
-        Some(frame.freeze())
+        Some(server_frame(Rsv::RSV1, kind, &compressed))
     }
 
     /// Where the worker's shared codec with `settings` (level, memory level) is in
@@ -891,9 +881,14 @@ fn protocol_error(e: bidir_protocol::SendError) -> SendError {
 
 /// A whole message as one unmasked (server) frame.
 pub(crate) fn encode_frame(kind: DataKind, payload: &[u8]) -> Bytes {
+    server_frame(Rsv::NONE, kind, payload)
+}
+
+/// A whole message as one unmasked frame with reserved bits `rsv` (RSV1: compressed).
+fn server_frame(rsv: Rsv, kind: DataKind, payload: &[u8]) -> Bytes {
     let repr = FrameRepr {
         fin: true,
-        rsv: Rsv::NONE,
+        rsv,
         opcode: kind.opcode(),
         mask: None,
         payload_len: payload.len() as u64,
@@ -969,9 +964,7 @@ fn on_closed(
         answer(slots, cx, wheel, key, &mut [], true);
         let Some(slot) = slots.get_mut(key) else { return };
         if !matches!(slot.phase, Phase::Open { .. }) {
-            let error = error.map_or(ConnectError::Closed, ConnectError::Io);
-            fail_connect(slots, cx, key, error);
-            kill(slots, cx, key);
+            fail_connect(slots, cx, key, error.map_or(ConnectError::Closed, ConnectError::Io));
             return;
         }
     }
@@ -1228,18 +1221,9 @@ fn answer(
 /// Ends a client connection that did not open: tells its handler why and retires the slot.
 /// Does nothing for slots in other phases.
 fn fail_connect(slots: &mut Slab<Slot>, cx: &mut WorkerCx, key: usize, error: ConnectError) {
-    let Some(slot) = slots.get_mut(key) else { return };
-    if !matches!(slot.phase, Phase::Connecting(_)) {
-        return;
+    if let Some(Slot { phase: Phase::Connecting(_), .. }) = slots.get(key) {
+        retire(slots, cx, key, error);
     }
-    let Phase::Connecting(mut connecting) = std::mem::replace(&mut slot.phase, Phase::Dead) else {
-        return;
-    };
-    cx.counters.connect_failed += 1;
-    // Retire before calling out: the slot is gone whatever the handler does.
-    slot.phase = Phase::Linger { deadline: 0 };
-    kill(slots, cx, key);
-    connect_failed(connecting.handler.as_mut(), error);
 }
 
 /// Calls [`Handler::on_connect_failed`], containing a panic.
@@ -1537,24 +1521,30 @@ fn close_subscriptions(meta: &mut Meta, cx: &mut WorkerCx) {
 
 /// Retires a slot: its queue is dropped and its socket closes after this turn.
 fn kill(slots: &mut Slab<Slot>, cx: &mut WorkerCx, key: usize) {
+    retire(slots, cx, key, ConnectError::Closed);
+}
+
+/// [`kill`], telling a client connection that never opened why (`connect_error`), after
+/// the slot is retired: it is gone whatever the handler does.
+fn retire(slots: &mut Slab<Slot>, cx: &mut WorkerCx, key: usize, connect_error: ConnectError) {
     let Some(slot) = slots.get_mut(key) else { return };
     if slot.meta.retired {
         return;
     }
-    if matches!(slot.phase, Phase::Open { .. }) {
-        cx.counters.open -= 1;
-    }
-    if let Phase::Connecting(connecting) = &mut slot.phase {
-        cx.counters.connect_failed += 1;
-        connect_failed(connecting.handler.as_mut(), ConnectError::Closed);
-    }
     close_subscriptions(&mut slot.meta, cx);
     slot.meta.out.clear(&mut cx.pool);
-    slot.phase = Phase::Dead;
     slot.meta.retired = true;
     slot.meta.timer_tick = NO_TICK;
     cx.counters.closed += 1;
     cx.retire.push(key);
+    match std::mem::replace(&mut slot.phase, Phase::Dead) {
+        Phase::Open { .. } => cx.counters.open -= 1,
+        Phase::Connecting(mut connecting) => {
+            cx.counters.connect_failed += 1;
+            connect_failed(connecting.handler.as_mut(), connect_error);
+        }
+        Phase::Handshake { .. } | Phase::Linger { .. } | Phase::Dead => {}
+    }
 }
 
 #[cfg(test)]
