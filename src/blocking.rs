@@ -153,7 +153,8 @@ struct Inbox {
 
 #[derive(Debug, Default)]
 struct InboxQueue {
-    items: std::collections::VecDeque<Incoming>,
+    /// Each item with the payload bytes it counts for.
+    items: std::collections::VecDeque<(Incoming, usize)>,
     bytes: usize,
     /// The connection ended; `items` holds the last of it.
     ended: bool,
@@ -184,7 +185,7 @@ impl Bridge {
         }
         queue.bytes += bytes;
         queue.ended = matches!(item, Incoming::Close(_));
-        queue.items.push_back(item);
+        queue.items.push_back((item, bytes));
         drop(queue);
         inbox.ready.notify_one();
     }
@@ -291,12 +292,8 @@ impl Socket {
     fn recv_until(&self, deadline: Option<Instant>) -> Result<Incoming, Error> {
         let mut queue = self.inbox.queue.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
-            if let Some(item) = queue.items.pop_front() {
-                queue.bytes -= match &item {
-                    Incoming::Text(t) => t.len(),
-                    Incoming::Binary(b) | Incoming::Ping(b) | Incoming::Pong(b) => b.len(),
-                    _ => 0,
-                };
+            if let Some((item, bytes)) = queue.items.pop_front() {
+                queue.bytes -= bytes;
                 return Ok(item);
             }
             if queue.ended {

@@ -51,6 +51,8 @@ pub struct ReadHalf {
     /// A message being put together by `recv`.
     message: Option<(DataKind, Vec<u8>)>,
     read_timeout: Option<Duration>,
+    /// The socket's `SO_RCVTIMEO` as last set.
+    socket_timeout: Option<Duration>,
     /// The close handshake completed or the connection failed: nothing more to read.
     done: bool,
 }
@@ -65,11 +67,19 @@ pub struct WriteHalf {
 #[derive(Debug)]
 struct Shared {
     proto: Mutex<Proto>,
-    wire: Mutex<TcpStream>,
+    wire: Mutex<Wire>,
     base: WallClock,
     peer: SocketAddr,
     protocol: Option<String>,
     headers: Vec<(String, String)>,
+}
+
+/// The writing side of the socket and the buffer its writer last wrote from: swapped with
+/// `Proto::pending`, so the two buffers alternate and a send allocates nothing.
+#[derive(Debug)]
+struct Wire {
+    stream: TcpStream,
+    buf: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -91,7 +101,7 @@ impl Shared {
     /// otherwise leave the bytes to that thread.
     fn flush(&self, wait: bool) -> io::Result<()> {
         loop {
-            let wire = if wait {
+            let mut wire = if wait {
                 lock(&self.wire)
             } else {
                 match self.wire.try_lock() {
@@ -101,11 +111,14 @@ impl Shared {
                 }
             };
             loop {
-                let chunk = std::mem::take(&mut lock(&self.proto).pending);
-                if chunk.is_empty() {
+                let Wire { stream, buf } = &mut *wire;
+                std::mem::swap(buf, &mut lock(&self.proto).pending);
+                if buf.is_empty() {
                     break;
                 }
-                (&*wire).write_all(&chunk)?;
+                let written = (&*stream).write_all(buf);
+                buf.clear();
+                written?;
             }
             drop(wire);
             if lock(&self.proto).pending.is_empty() {
@@ -156,7 +169,7 @@ pub(super) fn connect(options: &Connect) -> Result<WebSocket, ConnectError> {
     let peer = stream.peer_addr()?;
     let shared = Arc::new(Shared {
         proto: Mutex::new(Proto { conn: upgraded.conn, pending: Vec::new() }),
-        wire: Mutex::new(stream.try_clone()?),
+        wire: Mutex::new(Wire { stream: stream.try_clone()?, buf: Vec::new() }),
         base,
         peer,
         protocol: upgraded.protocol,
@@ -176,6 +189,7 @@ pub(super) fn connect(options: &Connect) -> Result<WebSocket, ConnectError> {
         spill: Vec::new(),
         message: None,
         read_timeout: options.read_timeout,
+        socket_timeout: None,
         done: false,
     };
     Ok(WebSocket { reader, writer: WriteHalf { shared } })
@@ -480,9 +494,12 @@ impl ReadHalf {
                 self.buf.copy_within(self.start..self.end, 0);
                 (self.start, self.end) = (0, self.end - self.start);
             }
-            self.stream
-                .set_read_timeout(wait.map(|w| w.max(Duration::from_millis(1))))
-                .map_err(Error::Io)?;
+            // A setsockopt per read would double the system calls: set it when it changes.
+            let wait = wait.map(|w| w.max(Duration::from_millis(1)));
+            if wait != self.socket_timeout {
+                self.stream.set_read_timeout(wait).map_err(Error::Io)?;
+                self.socket_timeout = wait;
+            }
             match self.stream.read(&mut self.buf[self.end..]) {
                 Ok(0) => {
                     self.done = true;
@@ -531,6 +548,7 @@ impl ReadHalf {
             if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
                 break;
             }
+            self.socket_timeout = Some(left);
             match self.stream.read(&mut scratch) {
                 Ok(0) => break,
                 Ok(_) => {}

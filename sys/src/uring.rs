@@ -783,12 +783,14 @@ impl Backend for IoUring {
                 self.arm_accept(i);
             }
         }
-        let now = std::time::Instant::now();
         let mut overdue = Vec::new();
-        for (slot, stream, since, cancelled) in &mut self.retired {
-            if !*cancelled && now.duration_since(*since) >= RETIRE_GRACE {
-                *cancelled = true;
-                overdue.push((*slot, stream.io.as_raw_fd(), stream.generation));
+        if !self.retired.is_empty() {
+            let now = std::time::Instant::now();
+            for (slot, stream, since, cancelled) in &mut self.retired {
+                if !*cancelled && now.duration_since(*since) >= RETIRE_GRACE {
+                    *cancelled = true;
+                    overdue.push((*slot, stream.io.as_raw_fd(), stream.generation));
+                }
             }
         }
         for (slot, fd, generation) in overdue {
