@@ -20,10 +20,7 @@ cd "$(dirname "$0")/../.."
 ROOT="$(pwd)"
 HERE="$ROOT/scripts/autobahn"
 
-SUBSET="1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.*,10.*"
-for group in 12.1 12.2 12.3 12.4 12.5 13.1 13.2 13.3 13.4 13.5 13.6 13.7; do
-    SUBSET="$SUBSET,$group.1,$group.11"
-done
+source "$HERE/common.sh"
 CASES="$SUBSET"
 MODE=engine
 UPDATE=()
@@ -40,13 +37,11 @@ EXCLUDE="${AUTOBAHN_EXCLUDE-}"
 OUT="${AUTOBAHN_OUT:-$ROOT/target/autobahn/client-$MODE}"
 OUT="$(realpath -m "$OUT")"
 GOLDEN="$ROOT/autobahn/expected-client.json"
-AGENT=bidir
 
-bash "$HERE/setup.sh"
-VENV="${BIDIR_AUTOBAHN_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/bidir/autobahn}/py27"
+autobahn_setup
 
 cargo build --release --locked --example autobahn_client -q
-PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+PORT="$(free_port)"
 
 rm -rf "$OUT"
 mkdir -p "$OUT"
