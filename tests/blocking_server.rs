@@ -1,24 +1,20 @@
 //! The blocking server adapter: accepted connections served by user threads with blocking
 //! recv/send/close, over the engine; checked with the blocking client.
 
+mod util;
+
 use std::thread;
 use std::time::Duration;
 
 use bidir::blocking::{Listener, Socket};
 use bidir::client::{Connect, Error, Incoming, WebSocket};
-use bidir::{Accept, Message, Request, Server, ServerConfig, ServerHandle};
-
-fn config() -> ServerConfig {
-    let mut config = ServerConfig::default();
-    config.pin_workers = false;
-    config.workers = Some(2);
-    config
-}
+use bidir::{Accept, Message, Request, Server, ServerHandle};
+use util::config;
 
 fn start(listener: &Listener) -> ServerHandle {
     Server::builder()
         .bind("127.0.0.1:0")
-        .config(config())
+        .config(config(2))
         .route("/s", listener.hook())
         .start()
         .unwrap()
@@ -92,7 +88,7 @@ fn server_side_close_drop_and_timeouts() {
     let listener = Listener::new();
     let server = Server::builder()
         .bind("127.0.0.1:0")
-        .config(config())
+        .config(config(2))
         .route("/s", {
             let listener = listener.clone();
             move |req: &Request<'_>| {

@@ -2,6 +2,8 @@
 //! messages, fragments, pings, the closing handshake, refusals, timeouts, bad answers, split
 //! halves on two threads, permessage-deflate.
 
+mod util;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::thread;
@@ -13,13 +15,7 @@ use bidir::{
     Accept, CloseCode, Context, DeflateConfig, Handler, HttpResponse, Request, Server,
     ServerConfig, ServerHandle,
 };
-
-fn config() -> ServerConfig {
-    let mut config = ServerConfig::default();
-    config.pin_workers = false;
-    config.workers = Some(1);
-    config
-}
+use util::config;
 
 /// Echoes, and closes with 4000 when told "bye".
 struct Echo;
@@ -63,7 +59,7 @@ fn open(addr: SocketAddr) -> WebSocket {
 
 #[test]
 fn echo_fragments_ping_and_close_handshake() {
-    let server = server(config());
+    let server = server(config(1));
     let mut ws = Connect::new(&url(server.local_addr()))
         .unwrap()
         .header("Authorization", "Bearer t")
@@ -107,7 +103,7 @@ fn echo_fragments_ping_and_close_handshake() {
 
 #[test]
 fn server_initiated_close_is_reported_and_answered() {
-    let server = server(config());
+    let server = server(config(1));
     let mut ws = open(server.local_addr());
     ws.send(Message::Text("bye")).unwrap();
     match ws.recv().unwrap() {
@@ -124,7 +120,7 @@ fn server_initiated_close_is_reported_and_answered() {
 
 #[test]
 fn refusal_carries_status_headers_and_body() {
-    let server = server(config());
+    let server = server(config(1));
     match Connect::new(&url(server.local_addr())).unwrap().connect() {
         Err(ConnectError::Refused(refusal)) => {
             assert_eq!(refusal.status, 401);
@@ -274,7 +270,7 @@ fn a_server_that_breaks_the_protocol_fails_the_connection() {
 
 #[test]
 fn read_timeout_leaves_the_connection_usable() {
-    let server = server(config());
+    let server = server(config(1));
     let mut ws = open(server.local_addr());
     ws.set_read_timeout(Some(Duration::from_millis(50)));
     assert!(matches!(ws.recv(), Err(Error::Timeout)));
@@ -285,7 +281,7 @@ fn read_timeout_leaves_the_connection_usable() {
 
 #[test]
 fn split_halves_read_and_write_on_two_threads() {
-    let server = server(config());
+    let server = server(config(1));
     let ws = open(server.local_addr());
     let (mut reader, writer) = ws.split();
     const N: usize = 2000;
@@ -311,7 +307,7 @@ fn split_halves_read_and_write_on_two_threads() {
 
 #[test]
 fn deflate_offer_is_negotiated_and_used() {
-    let mut config = config();
+    let mut config = config(1);
     config.compression = Some(DeflateConfig::shared());
     let server = server(config);
     for offer in

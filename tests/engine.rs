@@ -14,14 +14,7 @@ use bidir::{
     Accept, Backpressure, CloseCode, CloseInfo, ConnHandle, Context, Handler, HttpResponse,
     Request, SendError, Server, ServerConfig, ServerHandle,
 };
-use util::{Client, Got, raw_http, wait_until};
-
-fn config() -> ServerConfig {
-    let mut config = ServerConfig::default();
-    config.pin_workers = false;
-    config.workers = Some(2);
-    config
-}
+use util::{Client, Got, config, raw_http, wait_until};
 
 struct Echo;
 impl Handler for Echo {
@@ -46,7 +39,7 @@ const UPGRADE: &str = "GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nCo
 fn accept_hook_rejects_and_accepts_with_headers() {
     let server = Server::builder()
         .bind("127.0.0.1:0")
-        .config(config())
+        .config(config(2))
         .route("/chat", |req: &Request<'_>| {
             if req.query() != Some("token=secret") {
                 return Err(HttpResponse::unauthorized()
@@ -94,7 +87,7 @@ fn accept_hook_rejects_and_accepts_with_headers() {
 fn hook_choosing_an_unoffered_protocol_is_a_server_error() {
     let server = Server::builder()
         .bind("127.0.0.1:0")
-        .config(config())
+        .config(config(2))
         .route("/", |_req: &Request<'_>| Ok(Accept::new(Echo).protocol("never-offered")))
         .start()
         .unwrap();
@@ -115,7 +108,7 @@ impl Handler for Tagged {
 fn routing_by_host_and_path_and_plain_http() {
     let server = Server::builder()
         .bind("127.0.0.1:0")
-        .config(config())
+        .config(config(2))
         .route("/a", |_req: &Request<'_>| Ok(Tagged("default /a")))
         .host_route("chat.example", "/a", |_req: &Request<'_>| Ok(Tagged("chat /a")))
         .default_route(|req: &Request<'_>| {
@@ -142,7 +135,7 @@ fn routing_by_host_and_path_and_plain_http() {
     server.shutdown(Duration::from_secs(1));
 
     // Without a fallback, an unknown path is 404.
-    let server = echo_server(config());
+    let server = echo_server(config(2));
     assert_eq!(
         raw_http(server.local_addr(), b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n").status,
         404
@@ -152,7 +145,7 @@ fn routing_by_host_and_path_and_plain_http() {
 
 #[test]
 fn malformed_handshakes_get_4xx_and_garbage_frames_get_1002() {
-    let server = echo_server(config());
+    let server = echo_server(config(2));
     let addr = server.local_addr();
     assert_eq!(raw_http(addr, b"\x16\x03\x01\x02\x00 not http\r\n\r\n").status, 400);
     assert_eq!(raw_http(addr, UPGRADE.replace("GET", "POST").as_bytes()).status, 405);
@@ -181,7 +174,7 @@ fn malformed_handshakes_get_4xx_and_garbage_frames_get_1002() {
 
 #[test]
 fn frames_pipelined_behind_the_upgrade_request_are_served() {
-    let server = echo_server(config());
+    let server = echo_server(config(2));
     let mut s = TcpStream::connect(server.local_addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut wire = UPGRADE.as_bytes().to_vec();
@@ -201,7 +194,7 @@ fn frames_pipelined_behind_the_upgrade_request_are_served() {
 
 #[test]
 fn echo_of_every_shape_up_to_16_mib() {
-    let mut cfg = config();
+    let mut cfg = config(2);
     cfg.protocol.max_message_size = 16 << 20;
     cfg.protocol.max_frame_size = 16 << 20;
     cfg.max_backpressure = 32 << 20;
@@ -272,7 +265,7 @@ fn expect(rx: &mpsc::Receiver<String>, what: &str) {
 
 #[test]
 fn close_from_either_side_and_abort() {
-    let (server, rx) = recorder_server(config());
+    let (server, rx) = recorder_server(config(2));
     let addr = server.local_addr();
 
     // Client closes: the handler hears the code and reason, clean; the client gets the echo.
@@ -326,7 +319,7 @@ impl Handler for Flood {
 fn flood_server(
     policy: Backpressure,
 ) -> (ServerHandle, mpsc::Receiver<Vec<Result<(), SendError>>>) {
-    let mut cfg = config();
+    let mut cfg = config(2);
     cfg.max_backpressure = 256 << 10;
     cfg.backpressure = policy;
     let (tx, rx) = mpsc::channel();
@@ -387,7 +380,7 @@ fn cross_thread_sends_and_closes() {
     let tx = Mutex::new(tx);
     let server = Server::builder()
         .bind("127.0.0.1:0")
-        .config(config())
+        .config(config(2))
         .route("/h", move |_req: &Request<'_>| Ok(Handed(tx.lock().unwrap().clone())))
         .start()
         .unwrap();
@@ -446,7 +439,7 @@ impl Handler for Room {
 fn publish_reaches_subscribers_on_every_worker() {
     let server = Server::builder()
         .bind("127.0.0.1:0")
-        .config(config())
+        .config(config(2))
         .default_route(|_req: &Request<'_>| Ok(Room))
         .start()
         .unwrap();
@@ -489,7 +482,7 @@ fn publish_reaches_subscribers_on_every_worker() {
 
 #[test]
 fn heartbeat_closes_a_silent_peer() {
-    let mut cfg = config();
+    let mut cfg = config(2);
     cfg.protocol.ping_interval = Some(Duration::from_millis(200));
     cfg.protocol.pong_timeout = Duration::from_millis(300);
     cfg.timer_tick = Duration::from_millis(20);
@@ -522,7 +515,7 @@ fn heartbeat_closes_a_silent_peer() {
 
 #[test]
 fn handshake_timeout_drops_a_slowloris_client() {
-    let mut cfg = config();
+    let mut cfg = config(2);
     cfg.handshake_timeout = Duration::from_millis(300);
     cfg.timer_tick = Duration::from_millis(20);
     let server = echo_server(cfg);
@@ -558,7 +551,7 @@ impl Handler for Burst {
 
 #[test]
 fn graceful_shutdown_delivers_what_was_queued() {
-    let mut cfg = config();
+    let mut cfg = config(2);
     cfg.max_backpressure = 64 << 20;
     let opened = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&opened);
@@ -588,7 +581,7 @@ fn graceful_shutdown_delivers_what_was_queued() {
 
 #[test]
 fn shutdown_deadline_drops_peers_that_never_answer() {
-    let server = echo_server(config());
+    let server = echo_server(config(2));
     let addr = server.local_addr();
     // A peer that completes the upgrade and then never reads nor answers the close.
     let mut mute = TcpStream::connect(addr).unwrap();
@@ -601,7 +594,7 @@ fn shutdown_deadline_drops_peers_that_never_answer() {
 
 #[test]
 fn stats_count_messages_and_syscalls() {
-    let server = echo_server(config());
+    let server = echo_server(config(2));
     let mut c = Client::connect(server.local_addr(), "/echo");
     for i in 0..100 {
         c.send_text(&format!("{i}"));
@@ -641,7 +634,7 @@ impl Handler for Fragile {
 fn a_panicking_handler_closes_its_connection_with_1011_only() {
     let server = Server::builder()
         .bind("127.0.0.1:0")
-        .config(config())
+        .config(config(2))
         .route("/", |_req: &Request<'_>| Ok(Fragile))
         .start()
         .unwrap();
@@ -662,7 +655,7 @@ fn a_panicking_handler_closes_its_connection_with_1011_only() {
 fn per_route_protocol_config() {
     let server = Server::builder()
         .bind("127.0.0.1:0")
-        .config(config())
+        .config(config(2))
         .route("/small", |_req: &Request<'_>| {
             let mut limits = ProtocolConfig::default();
             limits.max_message_size = 10;
@@ -714,7 +707,7 @@ impl Handler for Ticker {
 
 #[test]
 fn handler_timers_fire_in_order_and_cancel() {
-    let mut cfg = config();
+    let mut cfg = config(2);
     cfg.timer_tick = Duration::from_millis(5);
     let server = Server::builder()
         .bind("127.0.0.1:0")

@@ -1,6 +1,8 @@
 //! Client connections opened from the engine's workers (`ServerHandle::connect`): many at
 //! once, refusals, connect failures and timeouts, deflate, cross-thread sends, shutdown.
 
+mod util;
+
 use std::net::TcpListener;
 use std::sync::mpsc;
 use std::thread;
@@ -11,13 +13,7 @@ use bidir::{
     CloseCode, CloseInfo, ConnHandle, Context, DeflateConfig, Handler, HttpResponse, Message,
     Request, Server, ServerConfig, ServerHandle,
 };
-
-fn config(workers: usize) -> ServerConfig {
-    let mut config = ServerConfig::default();
-    config.pin_workers = false;
-    config.workers = Some(workers);
-    config
-}
+use util::config;
 
 struct Echo;
 impl Handler for Echo {

@@ -285,3 +285,11 @@ pub fn kind_of(got: &Got) -> Option<DataKind> {
         _ => None,
     }
 }
+
+/// A server configuration for tests: `workers` unpinned workers (the machine is shared).
+pub fn config(workers: usize) -> bidir::ServerConfig {
+    let mut config = bidir::ServerConfig::default();
+    config.pin_workers = false;
+    config.workers = Some(workers);
+    config
+}
