@@ -3,10 +3,13 @@
 
     bench-peers-table.py OUT_DIR BIDIR_LOAD
 
-Reads OUT_DIR/results.jsonl (one bidir-load JSON result per round, cell and server). For each
+Reads OUT_DIR/results.jsonl (one bidir-load JSON result per round, cell and server) and, when
+there, OUT_DIR/syscalls.jsonl (system calls per message from a separate counted run). For each
 cell and server it quotes the median over the rounds of msg/s, server CPU ns/msg, p50, p99 and
-p99.9 (or, for the idle cell, server RSS per connection and handshakes/s), then bidir's ratio to
-the best peer. It draws OUT_DIR/CELL.svg from each server's median round (by server ns/msg).
+p99.9 (or, for the idle cell, server RSS per connection and handshakes/s), the system calls per
+message, then bidir's ratio to the best peer (servers whose name starts with "bidir" are not
+peers) and, with bidir-epoll in the run, io_uring's ratio to epoll. It draws OUT_DIR/CELL.svg
+from each server's median round (by server ns/msg).
 """
 import json
 import statistics
@@ -36,6 +39,15 @@ def main():
                 r = json.loads(line)
                 cell, server = r["label"].split(" ", 1)
                 by_cell.setdefault(cell, {}).setdefault(server, []).append(r)
+    syscalls = {}
+    try:
+        with open(out_dir + "/syscalls.jsonl") as f:
+            for line in f:
+                if line.strip():
+                    r = json.loads(line)
+                    syscalls[r["label"]] = r
+    except FileNotFoundError:
+        pass
     rounds = max((len(v) for c in by_cell.values() for v in c.values()), default=0)
     lines = [f"Medians of {rounds} rounds; server CPU from /proc/PID/task/*/schedstat."]
     for cell, title in CELLS.items():
@@ -55,26 +67,39 @@ def main():
                              f"{median(rows, 'p50_us'):,.0f} µs | {median(rows, 'p99_us'):,.0f} µs |")
         else:
             key = "server_ns_per_msg"
-            lines.append("| server | msg/s | server CPU ns/msg | p50 | p99 | p99.9 |")
-            lines.append("| --- | ---: | ---: | ---: | ---: | ---: |")
+            lines.append("| server | msg/s | server CPU ns/msg | p50 | p99 | p99.9 | syscalls/msg |")
+            lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
             plots = []
             for server, rows in results.items():
                 lines.append(f"| {server} | {fmt(median(rows, 'msgs_per_sec'))} | {fmt(median(rows, key))} | "
                              f"{us(median(rows, 'p50_us'))} | {us(median(rows, 'p99_us'))} | "
-                             f"{us(median(rows, 'p99_9_us'))} |")
+                             f"{us(median(rows, 'p99_9_us'))} | {per_msg(syscalls.get(cell + ' ' + server))} |")
                 ordered = sorted(range(len(rows)), key=lambda i: rows[i].get(key) or 0)
                 mid = ordered[len(ordered) // 2]
                 plots.append(f"{out_dir}/{cell}-{server}-r{mid + 1}.hgrm:{server}")
             subprocess.run([load, "plot", "--out", f"{out_dir}/{cell}.svg",
                             "--title", f"{title}: echo latency by percentile", "--log-y"] + plots, check=False)
-        peers = [(s, median(rows, key)) for s, rows in results.items() if s != "bidir"]
+        peers = [(s, median(rows, key)) for s, rows in results.items() if not s.startswith("bidir")]
         peers = [p for p in peers if p[1]]
         if peers and "bidir" in results and median(results["bidir"], key):
             name, theirs = min(peers, key=lambda p: p[1])
             ours = median(results["bidir"], key)
             what = "memory per connection" if cell == "idle10k" else "server CPU per message"
             lines.append(f"\nbidir / best peer ({name}): **{ours / theirs:.2f}x** {what}")
+        if cell != "idle10k" and "bidir" in results and "bidir-epoll" in results:
+            ours, epoll = median(results["bidir"], key), median(results["bidir-epoll"], key)
+            if ours and epoll:
+                lines.append(f"\nbidir (io_uring) / bidir-epoll: **{ours / epoll:.2f}x** server CPU per message")
     print("\n".join(lines))
+
+
+def per_msg(r):
+    if not r or r.get("syscalls_per_msg") is None:
+        return "n/a"
+    text = f"{r['syscalls_per_msg']:.3f}"
+    if r.get("io_uring_enter"):
+        text += f" ({r['io_uring_enter'] / r['messages']:.3f} io_uring_enter)"
+    return text
 
 
 def us(v):

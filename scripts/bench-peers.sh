@@ -6,6 +6,8 @@
 #   CELL-SERVER-rN.hgrm  full latency distributions, per round
 #   CELL.svg           latency-by-percentile plot of every server in the cell (each server's
 #                      median round)
+#   syscalls.jsonl     system calls per message, counted in a separate run per cell and
+#                      server (perf's raw_syscalls:sys_enter tracepoint; skipped without perf)
 #   table.md           the table for docs/benchmarks.md: medians over the rounds
 #
 # Every round runs every cell against every server, in a rotated order, so a disturbance on
@@ -14,8 +16,10 @@
 #
 #   scripts/bench-peers.sh [--rounds N] [--duration SECS] [--warmup SECS] [--servers "bidir ws ..."]
 #                          [--cells "c100x16 c100x4x4k c1000 c1 idle10k"] [--server-cpu N --load-cpu M]
+#                          [--no-syscalls]
 #
-# Servers: bidir (examples/echo, one worker, deflate off), tungstenite (tokio-tungstenite,
+# Servers: bidir (examples/echo, one worker, deflate off, the backend it picks: io_uring where
+# the kernel has it), bidir-epoll (the same forced onto epoll), tungstenite (tokio-tungstenite,
 # current_thread), fastwebsockets (tokio current_thread), ws-rs, node-ws (Node `ws`),
 # uws (uWebSockets.js). Peers are built by scripts/peers/build.sh (dev only, outside the
 # bidir crate's dependency tree).
@@ -27,10 +31,11 @@ source scripts/peers/common.sh
 ROUNDS=3
 DURATION=5
 WARMUP=1
-SERVERS="bidir uws fastwebsockets tungstenite ws-rs node-ws"
+SERVERS="bidir bidir-epoll uws fastwebsockets tungstenite ws-rs node-ws"
 CELLS="c100x16 c100x4x4k c1000 c1 idle10k"
 SERVER_CPU=0
 LOAD_CPU=1
+SYSCALLS=1
 OUT="$ROOT/target/peers/$(date -u +%Y-%m-%d)"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -42,17 +47,19 @@ while [ $# -gt 0 ]; do
         --server-cpu) SERVER_CPU="$2"; shift ;;
         --load-cpu) LOAD_CPU="$2"; shift ;;
         --out) OUT="$2"; shift ;;
+        --no-syscalls) SYSCALLS=0 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
     shift
 done
 mkdir -p "$OUT"
 : > "$OUT/results.jsonl"
+: > "$OUT/syscalls.jsonl"
 
 cargo build --release --locked --example echo -p bidir -q
 cargo build --release --locked -p bidir-load -q
 LOAD="$ROOT/target/release/bidir-load"
-if [ "$SERVERS" != "bidir" ]; then
+if [ -n "$(echo " $SERVERS " | tr ' ' '\n' | grep -v '^bidir' | grep -v '^$' || true)" ]; then
     bash scripts/peers/build.sh > "$OUT/build.log" 2>&1 || { tail -20 "$OUT/build.log"; exit 1; }
     NODE="$(peers_find_node)"
 fi
@@ -63,7 +70,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 start_server() { # NAME PORT -> sets SERVER_PID
     local name=$1 port=$2 cmd
     case "$name" in
-        bidir) cmd=("$ROOT/target/release/examples/echo" --addr "127.0.0.1:$port" --workers 1 --deflate off) ;;
+        bidir) cmd=(env BIDIR_BACKEND=auto "$ROOT/target/release/examples/echo" --addr "127.0.0.1:$port" --workers 1 --deflate off) ;;
+        bidir-epoll) cmd=(env BIDIR_BACKEND=epoll "$ROOT/target/release/examples/echo" --addr "127.0.0.1:$port" --workers 1 --deflate off) ;;
         tungstenite) cmd=("$ROOT/$PEERS_BIN_DIR/tungstenite-echo" --port "$port") ;;
         fastwebsockets) cmd=("$ROOT/$PEERS_BIN_DIR/fastwebsockets-echo" --port "$port") ;;
         ws-rs) cmd=("$ROOT/$PEERS_BIN_DIR/ws-rs-echo" --port "$port") ;;
@@ -120,6 +128,50 @@ for round in $(seq 1 "$ROUNDS"); do
         done
     done
 done
+
+# System calls per message: one more run per cell and server with perf counting the server's
+# system-call entries over the whole run (warm-up included; the connection setup's few
+# thousand calls are noise next to the messages). Kept out of the timed rounds: the
+# tracepoint costs a little per call, which would tax the servers that make more calls.
+if [ "$SYSCALLS" = 1 ] && perf stat -e raw_syscalls:sys_enter -- true > /dev/null 2>&1; then
+    echo "system calls per message"
+    for cell in $CELLS; do
+        [ "$cell" = idle10k ] && continue
+        for server in "${SERVER_LIST[@]}"; do
+            port="$(free_port)"
+            start_server "$server" "$port"
+            perf stat -x, -e raw_syscalls:sys_enter -e syscalls:sys_enter_io_uring_enter \
+                -p "$SERVER_PID" -o "$OUT/$cell-$server.perf" &
+            PERF_PID=$!
+            sleep 0.2
+            # shellcheck disable=SC2046
+            if taskset -c "$LOAD_CPU" "$LOAD" --url "ws://127.0.0.1:$port/echo" $(cell_args "$cell") \
+                --duration 3 --warmup 0 --label "$cell $server" --json --quiet \
+                > "$OUT/$cell-$server.syscalls.json" 2> /dev/null; then
+                kill -INT "$PERF_PID"; wait "$PERF_PID" || true
+                python3 - "$OUT/$cell-$server.perf" "$OUT/$cell-$server.syscalls.json" >> "$OUT/syscalls.jsonl" <<'PY'
+import json, sys
+counts = {}
+for line in open(sys.argv[1]):
+    parts = line.strip().split(",")
+    if len(parts) > 2 and parts[0].isdigit():
+        counts[parts[2]] = int(parts[0])
+r = json.load(open(sys.argv[2]))
+msgs = r["messages"]
+print(json.dumps({"label": r["label"], "messages": msgs,
+                  "syscalls": counts.get("raw_syscalls:sys_enter"),
+                  "io_uring_enter": counts.get("syscalls:sys_enter_io_uring_enter"),
+                  "syscalls_per_msg": counts.get("raw_syscalls:sys_enter", 0) / msgs if msgs else None}))
+PY
+                echo "  $cell $server: $(tail -1 "$OUT/syscalls.jsonl")"
+            else
+                kill -INT "$PERF_PID" 2> /dev/null || true; wait "$PERF_PID" || true
+                echo "  $cell $server: FAILED"
+            fi
+            stop_server
+        done
+    done
+fi
 
 python3 scripts/bench-peers-table.py "$OUT" "$LOAD" | tee "$OUT/table.md"
 echo "results in $OUT"
