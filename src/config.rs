@@ -44,7 +44,7 @@ pub struct ServerConfig {
     /// environment variable names (`epoll`, `io_uring`, `auto`), so a test suite or a
     /// deployment can switch without a rebuild.
     pub backend: BackendChoice,
-    /// Sizes of the io_uring backend's rings and provided buffers.
+    /// Sizes of the io_uring backend's rings and provided buffers, and when it sends zero-copy.
     pub uring: bidir_sys::UringConfig,
     /// Worker threads. Default: one per CPU the process may use.
     pub workers: Option<usize>,

@@ -13,7 +13,10 @@
 //!   lends memory to the kernel. While that send is in flight further sends return
 //!   `Written(0)`; a short send is resubmitted from the buffer, in order; when the buffer is
 //!   all sent the backend reports [`Completion::Writable`]. The copy costs a `memcpy` per
-//!   message and buys a rule that is easy to keep (below).
+//!   message and buys a rule that is easy to keep (below). Sends of at least
+//!   [`UringConfig::send_zc_threshold`] bytes go out as `IORING_OP_SEND_ZC`: the kernel sends
+//!   from that buffer without copying it and says when it is done with it (a notification
+//!   completion after the send's own); the buffer is reused only after every notification.
 //! - **Connect**: `IORING_OP_CONNECT`, the address kept in the stream until it completes.
 //! - **Wake-ups**: a `read` of the waker's eventfd, always armed; **timers**: the wait's own
 //!   timeout (`IORING_ENTER_EXT_ARG`).
@@ -89,12 +92,18 @@ pub struct UringConfig {
     pub buffers: u16,
     /// Size of each provided buffer: the most one receive completion carries.
     pub buffer_size: usize,
+    /// Sends of at least this many bytes use zero-copy `IORING_OP_SEND_ZC`; `None` (the
+    /// default): never. Over loopback the kernel copies a zero-copy send anyway and pays for
+    /// the pinning and the notification on top: it costs more CPU per byte at every size
+    /// measured (docs/benchmarks.md). Behind a network card it pays above some size, which
+    /// `cargo run --release -p bidir-sys --example send_zc -- --peer HOST:PORT` measures.
+    pub send_zc_threshold: Option<usize>,
 }
 
 impl Default for UringConfig {
     /// 4096 entries; 512 buffers of 16 KiB (8 MiB per worker, shared by all its connections).
     fn default() -> Self {
-        Self { entries: 4096, buffers: 512, buffer_size: 16 << 10 }
+        Self { entries: 4096, buffers: 512, buffer_size: 16 << 10, send_zc_threshold: None }
     }
 }
 
@@ -213,6 +222,9 @@ struct Stream {
     done: bool,
     /// The bytes of the send in flight and how many went out; `None` when idle.
     send: Option<(Vec<u8>, usize)>,
+    /// Zero-copy notifications still to come for `send`'s buffer: it is reused (or freed)
+    /// only at 0.
+    notifs: u32,
     /// A spare send buffer, kept for the next send.
     spare: Vec<u8>,
     /// The worker waits for `Writable` (a send found one in flight).
@@ -231,6 +243,7 @@ impl Stream {
             starved: false,
             done: false,
             send: None,
+            notifs: 0,
             spare: Vec::new(),
             wants_writable: false,
             connect_to: None,
@@ -268,6 +281,8 @@ pub struct IoUring {
     /// Streams whose multishot receive ended (the ring ran dry): re-arm before the next wait,
     /// once the batch's buffers are back.
     rearm_recv: Vec<usize>,
+    /// See [`UringConfig::send_zc_threshold`].
+    send_zc_threshold: Option<usize>,
     /// Completions being handled, and buffers to give back after them (kept for reuse).
     batch: Vec<cqueue::Entry>,
     returned: Vec<u16>,
@@ -330,6 +345,13 @@ fn probe_here() -> io::Result<()> {
     Ok(())
 }
 
+/// Whether the kernel has `IORING_OP_SEND_ZC` (6.0 and later); without it a threshold is
+/// ignored and every send copies.
+fn has_send_zc(ring: &Ring) -> bool {
+    let mut probe = io_uring::Probe::new();
+    ring.submitter().register_probe(&mut probe).is_ok() && probe.is_supported(opcode::SendZc::CODE)
+}
+
 fn build_ring(entries: u32) -> io::Result<Ring> {
     let cq = entries.saturating_mul(2);
     Ring::builder()
@@ -350,6 +372,7 @@ impl IoUring {
     /// What `io_uring_setup(2)` or registering the buffer ring report; see [`probe`].
     pub fn new(config: UringConfig, waker: Arc<UringWaker>) -> io::Result<Self> {
         let ring = build_ring(config.entries.max(64))?;
+        let send_zc_threshold = config.send_zc_threshold.filter(|_| has_send_zc(&ring));
         let bufs = BufRing::new(config.buffers, config.buffer_size)?;
         // SAFETY: the ring memory lives in `bufs`, dropped after `ring` (field order), so it
         // stays valid for as long as the registration.
@@ -375,6 +398,7 @@ impl IoUring {
             rearm_accept: false,
             accept_backoff: false,
             rearm_recv: Vec::new(),
+            send_zc_threshold,
             batch: Vec::new(),
             returned: Vec::new(),
         })
@@ -440,11 +464,17 @@ impl IoUring {
         let Some(Some(stream)) = self.streams.get_mut(token) else { return };
         let Some((buf, sent)) = &stream.send else { return };
         let rest = &buf[*sent..];
-        let entry =
-            opcode::Send::new(types::Fd(stream.io.as_raw_fd()), rest.as_ptr(), rest.len() as u32)
+        let fd = types::Fd(stream.io.as_raw_fd());
+        let entry = if self.send_zc_threshold.is_some_and(|at| rest.len() >= at) {
+            opcode::SendZc::new(fd, rest.as_ptr(), rest.len() as u32)
                 .flags(libc::MSG_NOSIGNAL)
                 .build()
-                .user_data(user_data(OP_SEND, token, stream.generation));
+        } else {
+            opcode::Send::new(fd, rest.as_ptr(), rest.len() as u32)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+        };
+        let entry = entry.user_data(user_data(OP_SEND, token, stream.generation));
         stream.in_flight += 1;
         self.push(&entry);
     }
@@ -509,14 +539,16 @@ impl IoUring {
                     if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
                         returned.push(bid);
                     }
-                    if op != OP_RECV || !more {
+                    // An operation's last completion has no MORE flag (a multishot receive
+                    // before its end, a zero-copy send before its notification have it).
+                    if !more {
                         self.retire_one(slot, generation);
                     }
                     return;
                 }
                 match op {
                     OP_RECV => self.on_recv(slot, result, more, cqe.flags(), on, returned),
-                    OP_SEND => self.on_send(slot, result, on),
+                    OP_SEND => self.on_send(slot, result, cqe.flags(), on),
                     _ => self.on_connect(slot, result, on),
                 }
             }
@@ -596,25 +628,47 @@ impl IoUring {
         }
     }
 
-    fn on_send(&mut self, slot: usize, result: i32, on: &mut impl FnMut(Completion<'_>)) {
+    /// A send's completion, or a zero-copy send's notification that the kernel let go of the
+    /// buffer. The buffer is released when it is all sent and no notification is due.
+    fn on_send(
+        &mut self,
+        slot: usize,
+        result: i32,
+        flags: u32,
+        on: &mut impl FnMut(Completion<'_>),
+    ) {
         let token = Token(slot);
         let Some(Some(stream)) = self.streams.get_mut(slot) else { return };
-        stream.in_flight -= 1;
-        if result < 0 {
-            stream.send = None;
-            if !stream.done && -result != libc::ECANCELED {
-                stream.done = true;
-                on(Completion::Closed {
-                    token,
-                    error: Some(io::Error::from_raw_os_error(-result)),
-                });
+        if cqueue::notif(flags) {
+            stream.in_flight -= 1;
+            stream.notifs -= 1;
+        } else {
+            if cqueue::more(flags) {
+                stream.notifs += 1; // the notification ends the operation
+            } else {
+                stream.in_flight -= 1;
             }
-            return;
+            if result < 0 {
+                if let Some((buf, sent)) = &mut stream.send {
+                    *sent = buf.len(); // nothing more goes out
+                }
+                if !stream.done && -result != libc::ECANCELED {
+                    stream.done = true;
+                    on(Completion::Closed {
+                        token,
+                        error: Some(io::Error::from_raw_os_error(-result)),
+                    });
+                }
+            } else if let Some((buf, sent)) = &mut stream.send {
+                *sent += result as usize;
+                if *sent < buf.len() {
+                    self.submit_send(slot); // a short send: the rest, in order
+                    return;
+                }
+            }
         }
-        let Some((buf, sent)) = &mut stream.send else { return };
-        *sent += result as usize;
-        if *sent < buf.len() {
-            self.submit_send(slot); // a short send: the rest, in order
+        let Some(Some(stream)) = self.streams.get_mut(slot) else { return };
+        if stream.notifs > 0 || !matches!(&stream.send, Some((buf, sent)) if *sent >= buf.len()) {
             return;
         }
         let (mut buf, _) = stream.send.take().expect("checked above");

@@ -1,5 +1,6 @@
 //! The io_uring backend on its own, over loopback: provided-buffer exhaustion (ENOBUFS),
-//! short sends under backpressure, removal with operations in flight, connect.
+//! short sends under backpressure (copying and zero-copy), removal with operations in flight,
+//! connect.
 
 use std::collections::HashMap;
 use std::io::{IoSlice, Read, Write};
@@ -12,8 +13,12 @@ use bidir_sys::uring::{IoUring, UringConfig, UringWaker, probe};
 use bidir_sys::{Backend, Completion, SendOutcome, Token};
 
 fn backend(buffers: u16, buffer_size: usize) -> IoUring {
+    backend_zc(buffers, buffer_size, None)
+}
+
+fn backend_zc(buffers: u16, buffer_size: usize, send_zc_threshold: Option<usize>) -> IoUring {
     probe().expect("this kernel has io_uring with everything the backend needs");
-    let config = UringConfig { entries: 256, buffers, buffer_size };
+    let config = UringConfig { entries: 256, buffers, buffer_size, send_zc_threshold };
     IoUring::new(config, Arc::new(UringWaker::new().unwrap())).unwrap()
 }
 
@@ -77,7 +82,20 @@ fn a_dry_buffer_ring_loses_nothing() {
 
 #[test]
 fn short_sends_are_finished_in_order_then_writable() {
-    let mut ring = backend(64, 4096);
+    short_sends(None);
+}
+
+#[test]
+fn zero_copy_sends_keep_their_buffer_until_the_kernel_lets_go() {
+    // Every send of 4 KiB or more goes out zero-copy: a buffer reused before its notification
+    // would show as corrupted bytes at the reader.
+    short_sends(Some(4096));
+}
+
+/// 8 MiB pushed at a client that reads nothing for a while, then the stream is removed with
+/// its last send in flight; the client must get every byte, in order.
+fn short_sends(send_zc_threshold: Option<usize>) {
+    let mut ring = backend_zc(64, 4096, send_zc_threshold);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let mut clients = accept(&mut ring, &listener, 1);
     let mut client = clients.pop().unwrap();
@@ -85,6 +103,7 @@ fn short_sends_are_finished_in_order_then_writable() {
     // the rest of each send and refuses more until it is all out.
     let message: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
     let mut offset = 0;
+    let mut sends = 0;
     let mut refused = 0;
     let reader = thread::spawn(move || {
         thread::sleep(Duration::from_millis(200));
@@ -107,11 +126,15 @@ fn short_sends_are_finished_in_order_then_writable() {
                     .unwrap();
                 }
             }
-            SendOutcome::Written(n) => offset += n,
+            SendOutcome::Written(n) => {
+                offset += n;
+                sends += 1;
+            }
             SendOutcome::Submitted => panic!("this backend copies"),
         }
     }
     assert!(refused > 0, "the client read nothing, so some send had to wait");
+    assert!(sends > 1, "the backend takes at most 256 KiB per send");
     // Let the last send finish, then close: removal keeps a send in flight going.
     ring.remove_stream(Token(0));
     let deadline = Instant::now() + Duration::from_secs(10);
