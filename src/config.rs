@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use bidir_protocol::deflate::DeflateConfig;
 use bidir_protocol::{CloseCode, Config as ProtocolConfig};
+use bidir_sys::UringConfig;
 
 /// What a send does when the connection's queue is over
 /// [`ServerConfig::max_backpressure`].
@@ -45,7 +46,7 @@ pub struct ServerConfig {
     /// deployment can switch without a rebuild.
     pub backend: BackendChoice,
     /// Sizes of the io_uring backend's rings and provided buffers, and when it sends zero-copy.
-    pub uring: bidir_sys::UringConfig,
+    pub uring: UringConfig,
     /// Worker threads. Default: one per CPU the process may use.
     pub workers: Option<usize>,
     /// Pin each worker to its own CPU. Default `true`: a connection's state stays in one core's
@@ -95,7 +96,7 @@ impl Default for ServerConfig {
             protocol: ProtocolConfig::default(),
             compression: None,
             backend: BackendChoice::from_env(),
-            uring: bidir_sys::UringConfig::default(),
+            uring: UringConfig::default(),
             workers: None,
             pin_workers: true,
             max_connections: 100_000,

@@ -60,6 +60,7 @@ mod worker;
 pub use bidir_protocol as protocol;
 pub use bidir_protocol::deflate::DeflateConfig;
 pub use bidir_protocol::{CloseCode, DataKind, Fragment, FrameKind, Message, State};
+pub use bidir_sys::UringConfig;
 pub use bidir_sys::signal::Signals;
 pub use bytes::Bytes;
 pub use hdrhistogram;

@@ -43,6 +43,10 @@ pub struct Counters {
     pub turns: u64,
     /// System calls by kind.
     pub syscalls: SyscallCounts,
+    /// Receives that ran out of shared receive buffers and waited for some to come back
+    /// (io_uring only; see `UringConfig::buffers`). Often non-zero means the ring is small
+    /// for the load: bytes are not lost, but they wait.
+    pub starved_receives: u64,
 }
 
 impl Counters {
@@ -66,6 +70,7 @@ impl Counters {
         self.syscalls.writes += other.syscalls.writes;
         self.syscalls.accepts += other.syscalls.accepts;
         self.syscalls.other += other.syscalls.other;
+        self.starved_receives += other.starved_receives;
     }
 }
 

@@ -406,6 +406,7 @@ impl<B: Backend> Worker<B> {
                 Command::Stats(reply) => {
                     let mut counters = self.cx.counters.clone();
                     counters.syscalls = self.backend.syscalls();
+                    counters.starved_receives = self.backend.starved_receives();
                     let _ = reply.send(WorkerStats {
                         counters,
                         handler_ns: self.cx.handler_ns.clone(),

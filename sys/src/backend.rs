@@ -189,6 +189,13 @@ pub trait Backend {
 
     /// Counts of system calls made so far, for the engine's metrics.
     fn syscalls(&self) -> SyscallCounts;
+
+    /// Receives that ended because the shared receive buffers ran out (io_uring's provided
+    /// buffer ring: `ENOBUFS`), each re-armed once buffers came back. 0 for backends that
+    /// read into per-call buffers.
+    fn starved_receives(&self) -> u64 {
+        0
+    }
 }
 
 /// System calls a backend made, by kind.

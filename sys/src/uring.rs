@@ -216,8 +216,6 @@ struct Stream {
     in_flight: u32,
     /// A multishot receive is armed.
     receiving: bool,
-    /// The multishot receive ended for lack of buffers (counted for tests and metrics).
-    starved: bool,
     /// EOF or an error was reported: nothing more is reported for it.
     done: bool,
     /// The bytes of the send in flight and how many went out; `None` when idle.
@@ -240,7 +238,6 @@ impl Stream {
             generation,
             in_flight: 0,
             receiving: false,
-            starved: false,
             done: false,
             send: None,
             notifs: 0,
@@ -274,6 +271,8 @@ pub struct IoUring {
     wake_buf: Box<u64>,
     waking: bool,
     counts: SyscallCounts,
+    /// Receives ended by `ENOBUFS` so far.
+    starved: u64,
     /// Listeners whose multishot accept ended: re-arm before the next wait.
     rearm_accept: bool,
     /// Accepting failed for lack of descriptors or memory: wait a little before re-arming.
@@ -395,6 +394,7 @@ impl IoUring {
             wake_buf: Box::new(0),
             waking: false,
             counts: SyscallCounts::default(),
+            starved: 0,
             rearm_accept: false,
             accept_backoff: false,
             rearm_recv: Vec::new(),
@@ -426,7 +426,6 @@ impl IoUring {
             return;
         }
         stream.receiving = true;
-        stream.starved = false;
         stream.in_flight += 1;
         let entry = opcode::RecvMulti::new(types::Fd(stream.io.as_raw_fd()), BGID)
             .build()
@@ -613,7 +612,7 @@ impl IoUring {
             }
             e if -e == libc::ENOBUFS => {
                 // The ring ran dry: re-arm once this batch's buffers are back.
-                stream.starved = true;
+                self.starved += 1;
                 self.rearm_recv.push(slot);
             }
             e => {
@@ -898,6 +897,10 @@ impl Backend for IoUring {
 
     fn syscalls(&self) -> SyscallCounts {
         self.counts
+    }
+
+    fn starved_receives(&self) -> u64 {
+        self.starved
     }
 }
 
