@@ -5,7 +5,10 @@
 //! - **Receive**: one multishot receive per stream, into a *provided buffer ring* shared by
 //!   the worker's streams (so an idle connection holds no receive buffer). Each completion
 //!   names the buffer the kernel filled; the bytes are lent to the worker for the callback
-//!   and the buffer goes back to the ring right after. When the ring runs dry the kernel ends
+//!   and the buffer goes back to the ring right after. Where the kernel has incremental
+//!   consumption (6.12) receives pack into a buffer one after another and the buffer goes
+//!   back after its last piece: small messages from many streams share one buffer, and a
+//!   large receive still fits in one completion. When the ring runs dry the kernel ends
 //!   the multishot receive with `ENOBUFS`; the stream is re-armed only after the batch's
 //!   buffers have been returned (re-arming at once would spin).
 //! - **Send**: [`Backend::send`] copies the gathered slices into a send buffer the backend
@@ -90,7 +93,10 @@ pub struct UringConfig {
     pub entries: u32,
     /// Provided receive buffers in the ring (a power of two, at most 32768).
     pub buffers: u16,
-    /// Size of each provided buffer: the most one receive completion carries.
+    /// Size of each provided buffer: the most one receive completion carries. Where the
+    /// kernel consumes buffers incrementally (Linux 6.12 and later) receives pack into a
+    /// buffer one after another; before, each receive takes a whole buffer, and buffers
+    /// larger than 16 KiB are cut into 16 KiB ones (as many as fit, up to 32768).
     pub buffer_size: usize,
     /// Sends of at least this many bytes use zero-copy `IORING_OP_SEND_ZC`; `None` (the
     /// default): never. Over loopback the kernel copies a zero-copy send anyway and pays for
@@ -101,14 +107,28 @@ pub struct UringConfig {
 }
 
 impl Default for UringConfig {
-    /// 4096 entries; 512 buffers of 16 KiB (8 MiB per worker, shared by all its connections).
+    /// 4096 entries; 128 buffers of 64 KiB (8 MiB per worker, shared by all its
+    /// connections), no zero-copy sends.
     fn default() -> Self {
-        Self { entries: 4096, buffers: 512, buffer_size: 16 << 10, send_zc_threshold: None }
+        Self { entries: 4096, buffers: 128, buffer_size: 64 << 10, send_zc_threshold: None }
     }
 }
 
+/// `IOU_PBUF_RING_INC` (Linux 6.12): the kernel consumes a provided buffer piece by piece,
+/// so small receives pack into one buffer instead of taking one each.
+const IOU_PBUF_RING_INC: u16 = 2;
+/// Without incremental consumption, buffers are cut to at most this size: a small message
+/// takes a whole buffer then, and more, smaller buffers go further.
+const PLAIN_BUFFER_SIZE: usize = 16 << 10;
+
 /// The provided-buffer ring: `count` buffers of `size` bytes and the ring of entries that
 /// offers them to the kernel.
+///
+/// With incremental consumption (`inc`), the kernel fills each buffer from where its last
+/// receive into it ended and says whether it will use the buffer again
+/// (`IORING_CQE_F_BUF_MORE`); completions arrive in the order the kernel consumed, so the
+/// offset of each piece is the sum of the earlier pieces' lengths, kept in `offsets`. A buffer
+/// goes back to the ring only after its last piece.
 struct BufRing {
     /// Page-aligned array of `count` entries; the kernel reads it.
     ring: NonNull<types::BufRingEntry>,
@@ -120,6 +140,10 @@ struct BufRing {
     size: usize,
     /// Our copy of the tail: entries offered so far.
     tail: u16,
+    /// Incremental consumption is on.
+    inc: bool,
+    /// Per buffer: bytes of it the kernel has filled and we have seen (with `inc`).
+    offsets: Vec<u32>,
 }
 
 impl BufRing {
@@ -139,7 +163,18 @@ impl BufRing {
         let (Some(ring), Some(bufs)) = (ring, bufs) else {
             return Err(io::Error::from(io::ErrorKind::OutOfMemory));
         };
-        let mut this = Self { ring, ring_layout, bufs, bufs_layout, count, size, tail: 0 };
+        let offsets = vec![0; usize::from(count)];
+        let mut this = Self {
+            ring,
+            ring_layout,
+            bufs,
+            bufs_layout,
+            count,
+            size,
+            tail: 0,
+            inc: false,
+            offsets,
+        };
         for bid in 0..count {
             this.offer(bid);
         }
@@ -171,20 +206,41 @@ impl BufRing {
         tail.store(self.tail, Ordering::Release);
     }
 
-    /// The bytes the kernel put in buffer `bid`.
+    /// Accounts for a completion that names buffer `bid` with `len` bytes: returns where in
+    /// the buffer those bytes start and whether the kernel is done with the buffer (it may go
+    /// back to the ring once the bytes are handled).
+    fn consume(&mut self, bid: u16, len: usize, flags: u32) -> (usize, bool) {
+        let Some(offset) = self.offsets.get_mut(usize::from(bid)) else { return (0, false) };
+        if !self.inc {
+            return (0, true);
+        }
+        let at = *offset as usize;
+        if cqueue::buffer_more(flags) {
+            *offset = (at + len).min(self.size) as u32;
+            (at, false)
+        } else {
+            *offset = 0;
+            (at, true)
+        }
+    }
+
+    /// The `len` bytes the kernel put in buffer `bid` from `offset` on.
     ///
     /// # Safety
     ///
-    /// `bid` was named by a completion and not given back since: the kernel is done with it
-    /// and no other reference to it exists.
-    unsafe fn filled(&mut self, bid: u16, len: usize) -> &mut [u8] {
-        debug_assert!(bid < self.count && len <= self.size);
+    /// A completion named `bid` with these bytes (placed by [`BufRing::consume`]) and the
+    /// buffer was not given back since: the kernel is done with this range (it only writes
+    /// past it, or nowhere) and no other reference to it exists.
+    unsafe fn filled(&mut self, bid: u16, offset: usize, len: usize) -> &mut [u8] {
+        debug_assert!(bid < self.count && offset + len <= self.size);
+        let offset = offset.min(self.size);
+        let len = len.min(self.size - offset);
         // SAFETY: the range lies inside buffer `bid`, inside the allocation; per the
-        // function's contract the buffer is ours alone until `give_back`.
+        // function's contract it is ours alone until the buffer is given back.
         unsafe {
             std::slice::from_raw_parts_mut(
-                self.bufs.as_ptr().add(usize::from(bid) * self.size),
-                len.min(self.size),
+                self.bufs.as_ptr().add(usize::from(bid) * self.size + offset),
+                len,
             )
         }
     }
@@ -293,6 +349,7 @@ impl std::fmt::Debug for IoUring {
             .field("listeners", &self.listeners.len())
             .field("streams", &self.streams.iter().filter(|s| s.is_some()).count())
             .field("retired", &self.retired.len())
+            .field("incremental_buffers", &self.bufs.inc)
             .finish_non_exhaustive()
     }
 }
@@ -372,17 +429,40 @@ impl IoUring {
     pub fn new(config: UringConfig, waker: Arc<UringWaker>) -> io::Result<Self> {
         let ring = build_ring(config.entries.max(64))?;
         let send_zc_threshold = config.send_zc_threshold.filter(|_| has_send_zc(&ring));
-        let bufs = BufRing::new(config.buffers, config.buffer_size)?;
+        let mut bufs = BufRing::new(config.buffers, config.buffer_size)?;
         // SAFETY: the ring memory lives in `bufs`, dropped after `ring` (field order), so it
         // stays valid for as long as the registration.
-        unsafe {
+        let inc = unsafe {
             ring.submitter().register_buf_ring_with_flags(
                 bufs.ring.as_ptr() as u64,
                 bufs.count,
                 BGID,
-                0,
+                IOU_PBUF_RING_INC,
             )
-        }?;
+        };
+        match inc {
+            Ok(()) => bufs.inc = true,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                // Before Linux 6.12: whole buffers per receive, so cut them smaller (the same
+                // memory in more buffers).
+                if config.buffer_size > PLAIN_BUFFER_SIZE {
+                    let pieces = config.buffer_size / PLAIN_BUFFER_SIZE;
+                    let count = (usize::from(config.buffers) * pieces).min(32768);
+                    let count = 1 << count.ilog2(); // a power of two
+                    bufs = BufRing::new(count as u16, PLAIN_BUFFER_SIZE)?;
+                }
+                // SAFETY: as above.
+                unsafe {
+                    ring.submitter().register_buf_ring_with_flags(
+                        bufs.ring.as_ptr() as u64,
+                        bufs.count,
+                        BGID,
+                        0,
+                    )
+                }?;
+            }
+            Err(e) => return Err(e),
+        }
         Ok(Self {
             ring,
             bufs,
@@ -402,6 +482,12 @@ impl IoUring {
             batch: Vec::new(),
             returned: Vec::new(),
         })
+    }
+
+    /// Whether the kernel consumes the provided receive buffers incrementally (Linux 6.12
+    /// and later; see [`UringConfig::buffer_size`]).
+    pub fn incremental_buffers(&self) -> bool {
+        self.bufs.inc
     }
 
     /// Queues a submission, making room by submitting what is queued if the queue is full.
@@ -534,9 +620,12 @@ impl IoUring {
                 let live =
                     matches!(self.streams.get(slot), Some(Some(s)) if s.generation == generation);
                 if !live {
-                    // A retired stream's operation: count it down, give a buffer back.
+                    // A retired stream's operation: count it down, account for its buffer.
                     if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
-                        returned.push(bid);
+                        let len = usize::try_from(result).unwrap_or(0);
+                        if self.bufs.consume(bid, len, cqe.flags()).1 {
+                            returned.push(bid);
+                        }
                     }
                     // An operation's last completion has no MORE flag (a multishot receive
                     // before its end, a zero-copy send before its notification have it).
@@ -588,21 +677,26 @@ impl IoUring {
         match result {
             n if n > 0 => {
                 if let Some(bid) = bid {
+                    let (offset, finished) = self.bufs.consume(bid, n as usize, flags);
                     if !stream.done {
-                        // SAFETY: the completion named `bid`: the kernel filled it and gave it
-                        // to us; it goes back to the ring only through `returned`, after this
-                        // callback.
-                        let data = unsafe { self.bufs.filled(bid, n as usize) };
+                        // SAFETY: the completion named `bid` and these bytes: the kernel
+                        // filled them and is done with them; the buffer goes back to the ring
+                        // only through `returned`, after this callback.
+                        let data = unsafe { self.bufs.filled(bid, offset, n as usize) };
                         on(Completion::Received { token, data });
                     }
-                    returned.push(bid);
+                    if finished {
+                        returned.push(bid);
+                    }
                 }
                 if !more && !stream.done {
                     self.rearm_recv.push(slot); // ended while data flowed (e.g. CQ overflow)
                 }
             }
             0 => {
-                if let Some(bid) = bid {
+                if let Some(bid) = bid
+                    && self.bufs.consume(bid, 0, flags).1
+                {
                     returned.push(bid);
                 }
                 if !stream.done {
@@ -616,7 +710,9 @@ impl IoUring {
                 self.rearm_recv.push(slot);
             }
             e => {
-                if let Some(bid) = bid {
+                if let Some(bid) = bid
+                    && self.bufs.consume(bid, 0, flags).1
+                {
                     returned.push(bid);
                 }
                 if !stream.done && -e != libc::ECANCELED {
