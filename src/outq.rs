@@ -189,6 +189,40 @@ impl OutQueue {
         }
     }
 
+    /// The queue's only buffer, when the queue is one owned buffer with nothing of it written
+    /// yet: a backend that takes buffers ([`bidir_sys::Backend::send_owned`]) may swap it for
+    /// an empty one, then [`OutQueue::handed_over`] settles the queue.
+    pub(crate) fn sole_owned(&mut self) -> Option<&mut Vec<u8>> {
+        let chain = self.chain.as_mut()?;
+        if chain.segs.len() != 1 || chain.front_written != 0 {
+            return None;
+        }
+        match chain.segs.front_mut() {
+            Some(Seg::Owned(v)) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The buffer from [`OutQueue::sole_owned`] was taken whole and an empty one put in its
+    /// place: the queue is empty now (the empty buffer is kept as a spare if it has capacity).
+    pub(crate) fn handed_over(&mut self, pool: &mut Pool) {
+        let Some(mut chain) = self.chain.take() else { return };
+        debug_assert!(
+            chain.segs.len() == 1
+                && matches!(chain.segs.front(), Some(Seg::Owned(v)) if v.is_empty())
+        );
+        if let Some(Seg::Owned(v)) = chain.segs.pop_front()
+            && v.capacity() > 0
+            && v.capacity() <= OWNED_CHUNK
+            && chain.spare.len() < 2
+        {
+            chain.spare.push(v);
+        }
+        chain.len = 0;
+        chain.front_written = 0;
+        pool.give(chain);
+    }
+
     /// Drops everything queued (the connection is gone).
     pub(crate) fn clear(&mut self, pool: &mut Pool) {
         if let Some(mut chain) = self.chain.take() {
@@ -278,6 +312,32 @@ mod tests {
         assert!(cap >= 7, "the owned buffer kept its capacity");
         q.clear(&mut pool);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_sole_owned_buffer_can_be_handed_over_whole() {
+        let mut pool = Pool::default();
+        let mut q = OutQueue::default();
+        q.push_copy(&mut pool, b"one ");
+        q.push_copy(&mut pool, b"two");
+        let buf = q.sole_owned().expect("two small copies share one buffer");
+        assert_eq!(buf.as_slice(), b"one two");
+        let mut taken = Vec::with_capacity(64);
+        std::mem::swap(buf, &mut taken);
+        q.handed_over(&mut pool);
+        assert!(q.is_empty());
+        assert_eq!(q.len(), 0);
+        assert_eq!(taken, b"one two");
+        // The swapped-in buffer is the next copy's storage.
+        q.push_copy(&mut pool, b"three");
+        assert!(q.sole_owned().unwrap().capacity() >= 64);
+        // Not with a shared segment, nor once part of the buffer was written.
+        q.push_shared(&mut pool, Bytes::from_static(b"shared"));
+        assert!(q.sole_owned().is_none());
+        q.clear(&mut pool);
+        q.push_copy(&mut pool, b"four");
+        q.consume(&mut pool, 1);
+        assert!(q.sole_owned().is_none());
     }
 
     #[test]

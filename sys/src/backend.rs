@@ -28,7 +28,9 @@
 //!    written prefix and waits for [`Completion::Writable`] before sending the rest. A
 //!    completion backend returns [`SendOutcome::Submitted`]: the kernel owns the memory behind
 //!    the slices until [`Completion::Sent`] reports the length written, and the worker must
-//!    neither move nor modify those bytes before then.
+//!    neither move nor modify those bytes before then. A backend that copies sends may also
+//!    take a whole buffer without copying it ([`send_owned`]): it swaps the worker's buffer
+//!    for an empty one of its own, so the bytes change owner, never place.
 //! 5. **EOF and errors end the stream.** [`Completion::Closed`] reports the peer's EOF
 //!    (`error: None`) or a failure; the backend reads nothing more for that token. The worker
 //!    still owns the token until it calls `remove_stream`, which closes the descriptor (after
@@ -43,6 +45,7 @@
 //! [`remove_stream`]: Backend::remove_stream
 //! [`send`]: Backend::send
 //! [`connect`]: Backend::connect
+//! [`send_owned`]: Backend::send_owned
 //!
 //! # Implementation notes
 //!
@@ -170,6 +173,20 @@ pub trait Backend {
     /// A failure other than "would block" (e.g. `EPIPE`): the stream is done; the worker
     /// should remove it.
     fn send(&mut self, token: Token, bufs: &[IoSlice<'_>]) -> io::Result<SendOutcome>;
+
+    /// Sends all of `buf` by taking it: swaps it for an empty buffer of the backend's (so the
+    /// caller keeps a buffer with capacity for its next bytes) when the stream can take a
+    /// send now. `Some(Ok(true))`: taken, `buf` is now empty; `Some(Ok(false))`: a send is in
+    /// flight, `buf` is untouched and [`Completion::Writable`] follows; `None`: this backend
+    /// does not take buffers (the default), use [`Backend::send`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Backend::send`].
+    fn send_owned(&mut self, token: Token, buf: &mut Vec<u8>) -> Option<io::Result<bool>> {
+        let _ = (token, buf);
+        None
+    }
 
     /// A waker for this backend, to hand to other threads.
     fn waker(&self) -> std::sync::Arc<Self::Waker>;

@@ -13,13 +13,15 @@
 //!   buffers have been returned (re-arming at once would spin).
 //! - **Send**: [`Backend::send`] copies the gathered slices into a send buffer the backend
 //!   owns and submits one `send`; it returns `Written(n)` at once, so the worker's queue never
-//!   lends memory to the kernel. While that send is in flight further sends return
-//!   `Written(0)`; a short send is resubmitted from the buffer, in order; when the buffer is
-//!   all sent the backend reports [`Completion::Writable`]. The copy costs a `memcpy` per
-//!   message and buys a rule that is easy to keep (below). Sends of at least
-//!   [`UringConfig::send_zc_threshold`] bytes go out as `IORING_OP_SEND_ZC`: the kernel sends
-//!   from that buffer without copying it and says when it is done with it (a notification
-//!   completion after the send's own); the buffer is reused only after every notification.
+//!   lends memory to the kernel. When the queue is one buffer, [`Backend::send_owned`] takes
+//!   it instead of copying it: the queue's buffer and one of the backend's spare ones swap places, so
+//!   the bytes change owner, not place, and neither side allocates in the steady state. While
+//!   a send is in flight further sends return `Written(0)`; a short send is resubmitted from
+//!   the buffer, in order; when the buffer is all sent the backend reports
+//!   [`Completion::Writable`]. Sends of at least [`UringConfig::send_zc_threshold`] bytes go
+//!   out as `IORING_OP_SEND_ZC`: the kernel sends from that buffer without copying it and
+//!   says when it is done with it (a notification completion after the send's own); the
+//!   buffer is reused only after every notification.
 //! - **Connect**: `IORING_OP_CONNECT`, the address kept in the stream until it completes.
 //! - **Wake-ups**: a `read` of the waker's eventfd, always armed; **timers**: the wait's own
 //!   timeout (`IORING_ENTER_EXT_ARG`).
@@ -79,6 +81,10 @@ fn decode(user_data: u64) -> (u64, usize, u32) {
 
 /// The most one send takes from the worker's queue; more waits for the next `Writable`.
 const MAX_SEND: usize = 256 << 10;
+/// Spare send buffers kept per worker (not per stream: an idle connection holds none), and
+/// the largest capacity kept.
+const SPARES: usize = 64;
+const SPARE_CAPACITY: usize = 64 << 10;
 /// The buffer group id of the worker's provided buffers.
 const BGID: u16 = 0;
 /// How long a removed stream's last send may take before it is cancelled.
@@ -279,8 +285,6 @@ struct Stream {
     /// Zero-copy notifications still to come for `send`'s buffer: it is reused (or freed)
     /// only at 0.
     notifs: u32,
-    /// A spare send buffer, kept for the next send.
-    spare: Vec<u8>,
     /// The worker waits for `Writable` (a send found one in flight).
     wants_writable: bool,
     /// The address of a connect in flight.
@@ -297,7 +301,6 @@ impl Stream {
             done: false,
             send: None,
             notifs: 0,
-            spare: Vec::new(),
             wants_writable: false,
             connect_to: None,
         }
@@ -336,6 +339,8 @@ pub struct IoUring {
     /// Streams whose multishot receive ended (the ring ran dry): re-arm before the next wait,
     /// once the batch's buffers are back.
     rearm_recv: Vec<usize>,
+    /// Empty send buffers with capacity, for the next sends.
+    spares: Vec<Vec<u8>>,
     /// See [`UringConfig::send_zc_threshold`].
     send_zc_threshold: Option<usize>,
     /// Completions being handled, and buffers to give back after them (kept for reuse).
@@ -478,6 +483,7 @@ impl IoUring {
             rearm_accept: false,
             accept_backoff: false,
             rearm_recv: Vec::new(),
+            spares: Vec::new(),
             send_zc_threshold,
             batch: Vec::new(),
             returned: Vec::new(),
@@ -768,8 +774,8 @@ impl IoUring {
         }
         let (mut buf, _) = stream.send.take().expect("checked above");
         buf.clear();
-        if buf.capacity() <= 64 << 10 {
-            stream.spare = buf; // keep a small buffer for the next send
+        if buf.capacity() <= SPARE_CAPACITY && self.spares.len() < SPARES {
+            self.spares.push(buf); // kept for the next send, of any stream
         }
         if std::mem::take(&mut stream.wants_writable) && !stream.done {
             on(Completion::Writable { token });
@@ -886,7 +892,7 @@ impl Backend for IoUring {
             stream.wants_writable = true;
             return Ok(SendOutcome::Written(0));
         }
-        let mut buf = std::mem::take(&mut stream.spare);
+        let mut buf = self.spares.pop().unwrap_or_default();
         for slice in bufs {
             let room = MAX_SEND.saturating_sub(buf.len());
             if room == 0 {
@@ -896,7 +902,7 @@ impl Backend for IoUring {
         }
         let taken = buf.len();
         if taken == 0 {
-            stream.spare = buf;
+            self.spares.push(buf);
             return Ok(SendOutcome::Written(0));
         }
         stream.send = Some((buf, 0));
@@ -906,6 +912,31 @@ impl Backend for IoUring {
         }
         self.submit_send(token.0);
         Ok(SendOutcome::Written(taken))
+    }
+
+    fn send_owned(&mut self, token: Token, buf: &mut Vec<u8>) -> Option<io::Result<bool>> {
+        if buf.len() > u32::MAX as usize {
+            return None; // more than one send SQE carries: the copying path cuts it
+        }
+        let Some(Some(stream)) = self.streams.get_mut(token.0) else {
+            return Some(Err(io::Error::new(io::ErrorKind::NotConnected, "unknown token")));
+        };
+        if stream.done {
+            return Some(Err(io::Error::from(io::ErrorKind::BrokenPipe)));
+        }
+        if stream.send.is_some() || stream.connect_to.is_some() {
+            stream.wants_writable = true;
+            return Some(Ok(false));
+        }
+        if buf.is_empty() {
+            return Some(Ok(true));
+        }
+        // The worker's buffer becomes the send buffer; it gets a spare in exchange.
+        let mut spare = self.spares.pop().unwrap_or_default();
+        std::mem::swap(&mut spare, buf);
+        stream.send = Some((spare, 0));
+        self.submit_send(token.0);
+        Some(Ok(true))
     }
 
     fn waker(&self) -> Arc<UringWaker> {
