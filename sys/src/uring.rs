@@ -30,15 +30,16 @@
 //!
 //! Every piece of memory the kernel may read or write while an operation is in flight is
 //! owned by this backend, never by the worker: the provided buffers and their ring (freed in
-//! `Drop`, after the ring itself is gone), each stream's send buffer and connect address
-//! (kept in the `Stream` until its last completion is reaped), the eventfd's read target.
-//! A stream removed while operations are in flight has its receive (and connect) cancelled
-//! and is parked in `retired` with its buffers; a send in flight is let finish (for at most
-//! `RETIRE_GRACE`), so bytes accepted for sending are not cut off; the descriptor closes
-//! only when the last completion arrives, so its number cannot be reused under an operation
-//! still running. A received buffer
-//! is out of the ring from its completion until it is given back: no other reference
-//! to it exists meanwhile.
+//! `Drop`, after the ring itself is gone), each stream's send buffer (kept in the `Stream`
+//! until the send's last completion — for a zero-copy send, its notification — is reaped),
+//! connect addresses (kept in `connecting` until the connect completes), the eventfd's read
+//! target. A stream removed while operations are in flight has its receive (and connect)
+//! cancelled and is parked in `retired` with its buffers; a send in flight is let finish
+//! (for at most `RETIRE_GRACE`), so bytes accepted for sending are not cut off; the
+//! descriptor closes only when the last completion arrives, so its number cannot be reused
+//! under an operation still running. A received buffer (or, with incremental consumption,
+//! the received piece of it) is out of the ring from its completion until it is given back:
+//! no other reference to it exists meanwhile.
 //!
 //! Every `unsafe` block below argues its case against this rule.
 //!
@@ -113,10 +114,10 @@ pub struct UringConfig {
 }
 
 impl Default for UringConfig {
-    /// 4096 entries; 128 buffers of 64 KiB (8 MiB per worker, shared by all its
+    /// 4096 entries; 32 buffers of 64 KiB (2 MiB per worker, shared by all its
     /// connections), no zero-copy sends.
     fn default() -> Self {
-        Self { entries: 4096, buffers: 128, buffer_size: 64 << 10, send_zc_threshold: None }
+        Self { entries: 4096, buffers: 32, buffer_size: 64 << 10, send_zc_threshold: None }
     }
 }
 
@@ -270,7 +271,24 @@ impl Drop for BufRing {
     }
 }
 
-/// One stream's state.
+/// A send in flight: its bytes, how many went out, the zero-copy notifications still to
+/// come (the buffer is reused or freed only at 0). Boxed and pooled per worker, so a stream
+/// with nothing in flight holds a pointer's worth of send state.
+#[derive(Default)]
+struct Sending {
+    buf: Vec<u8>,
+    sent: usize,
+    notifs: u32,
+}
+
+impl Sending {
+    /// All sent and no notification due: the kernel is done with the buffer.
+    fn finished(&self) -> bool {
+        self.sent >= self.buf.len() && self.notifs == 0
+    }
+}
+
+/// One stream's state (24 bytes: every connection has one).
 struct Stream {
     io: TcpStream,
     generation: u32,
@@ -280,16 +298,16 @@ struct Stream {
     receiving: bool,
     /// EOF or an error was reported: nothing more is reported for it.
     done: bool,
-    /// The bytes of the send in flight and how many went out; `None` when idle.
-    send: Option<(Vec<u8>, usize)>,
-    /// Zero-copy notifications still to come for `send`'s buffer: it is reused (or freed)
-    /// only at 0.
-    notifs: u32,
     /// The worker waits for `Writable` (a send found one in flight).
     wants_writable: bool,
-    /// The address of a connect in flight.
-    connect_to: Option<Box<socket2::SockAddr>>,
+    /// The send in flight; `None` when idle.
+    send: Option<Box<Sending>>,
+    /// A connect is in flight (its address is in `IoUring::connecting`).
+    connecting: bool,
 }
+
+// Every connection has a `Stream`: keep it small.
+const _: () = assert!(size_of::<Option<Stream>>() <= 24);
 
 impl Stream {
     fn new(io: TcpStream, generation: u32) -> Self {
@@ -299,10 +317,9 @@ impl Stream {
             in_flight: 0,
             receiving: false,
             done: false,
-            send: None,
-            notifs: 0,
             wants_writable: false,
-            connect_to: None,
+            send: None,
+            connecting: false,
         }
     }
 }
@@ -339,8 +356,12 @@ pub struct IoUring {
     /// Streams whose multishot receive ended (the ring ran dry): re-arm before the next wait,
     /// once the batch's buffers are back.
     rearm_recv: Vec<usize>,
-    /// Empty send buffers with capacity, for the next sends.
-    spares: Vec<Vec<u8>>,
+    /// The addresses of connects in flight (slot, generation), kept until their completion.
+    #[allow(clippy::vec_box, reason = "the kernel holds the address: it must not move")]
+    connecting: Vec<(usize, u32, Box<socket2::SockAddr>)>,
+    /// Finished send states with their (emptied) buffers, for the next sends.
+    #[allow(clippy::vec_box, reason = "moved into and out of streams as the Box they hold")]
+    spares: Vec<Box<Sending>>,
     /// See [`UringConfig::send_zc_threshold`].
     send_zc_threshold: Option<usize>,
     /// Completions being handled, and buffers to give back after them (kept for reuse).
@@ -483,6 +504,7 @@ impl IoUring {
             rearm_accept: false,
             accept_backoff: false,
             rearm_recv: Vec::new(),
+            connecting: Vec::new(),
             spares: Vec::new(),
             send_zc_threshold,
             batch: Vec::new(),
@@ -553,8 +575,8 @@ impl IoUring {
     /// Submits the rest of a stream's send buffer.
     fn submit_send(&mut self, token: usize) {
         let Some(Some(stream)) = self.streams.get_mut(token) else { return };
-        let Some((buf, sent)) = &stream.send else { return };
-        let rest = &buf[*sent..];
+        let Some(sending) = &stream.send else { return };
+        let rest = &sending.buf[sending.sent..];
         let fd = types::Fd(stream.io.as_raw_fd());
         let entry = if self.send_zc_threshold.is_some_and(|at| rest.len() >= at) {
             opcode::SendZc::new(fd, rest.as_ptr(), rest.len() as u32)
@@ -568,6 +590,21 @@ impl IoUring {
         let entry = entry.user_data(user_data(OP_SEND, token, stream.generation));
         stream.in_flight += 1;
         self.push(&entry);
+    }
+
+    /// Keeps a finished send's state and buffer for the next send of any stream (within
+    /// limits: a large buffer is freed).
+    fn recycle(&mut self, mut sending: Box<Sending>) {
+        if self.spares.len() >= SPARES {
+            return;
+        }
+        sending.buf.clear();
+        if sending.buf.capacity() > SPARE_CAPACITY {
+            sending.buf = Vec::new();
+        }
+        sending.sent = 0;
+        sending.notifs = 0;
+        self.spares.push(sending);
     }
 
     /// Registers a stream under `token` with a fresh generation.
@@ -623,6 +660,10 @@ impl IoUring {
             }
             OP_CANCEL => {}
             OP_RECV | OP_SEND | OP_CONNECT => {
+                if op == OP_CONNECT {
+                    // The kernel is done with the address, whoever the stream is now.
+                    self.connecting.retain(|(s, g, _)| (*s, *g) != (slot, generation));
+                }
                 let live =
                     matches!(self.streams.get(slot), Some(Some(s)) if s.generation == generation);
                 if !live {
@@ -740,19 +781,18 @@ impl IoUring {
     ) {
         let token = Token(slot);
         let Some(Some(stream)) = self.streams.get_mut(slot) else { return };
+        let Some(sending) = &mut stream.send else { return };
         if cqueue::notif(flags) {
             stream.in_flight -= 1;
-            stream.notifs -= 1;
+            sending.notifs -= 1;
         } else {
             if cqueue::more(flags) {
-                stream.notifs += 1; // the notification ends the operation
+                sending.notifs += 1; // the notification ends the operation
             } else {
                 stream.in_flight -= 1;
             }
             if result < 0 {
-                if let Some((buf, sent)) = &mut stream.send {
-                    *sent = buf.len(); // nothing more goes out
-                }
+                sending.sent = sending.buf.len(); // nothing more goes out
                 if !stream.done && -result != libc::ECANCELED {
                     stream.done = true;
                     on(Completion::Closed {
@@ -760,24 +800,22 @@ impl IoUring {
                         error: Some(io::Error::from_raw_os_error(-result)),
                     });
                 }
-            } else if let Some((buf, sent)) = &mut stream.send {
-                *sent += result as usize;
-                if *sent < buf.len() {
+            } else {
+                sending.sent += result as usize;
+                if sending.sent < sending.buf.len() {
                     self.submit_send(slot); // a short send: the rest, in order
                     return;
                 }
             }
         }
         let Some(Some(stream)) = self.streams.get_mut(slot) else { return };
-        if stream.notifs > 0 || !matches!(&stream.send, Some((buf, sent)) if *sent >= buf.len()) {
+        if !stream.send.as_ref().is_some_and(|s| s.finished()) {
             return;
         }
-        let (mut buf, _) = stream.send.take().expect("checked above");
-        buf.clear();
-        if buf.capacity() <= SPARE_CAPACITY && self.spares.len() < SPARES {
-            self.spares.push(buf); // kept for the next send, of any stream
-        }
-        if std::mem::take(&mut stream.wants_writable) && !stream.done {
+        let sending = stream.send.take().expect("checked above");
+        let writable = std::mem::take(&mut stream.wants_writable) && !stream.done;
+        self.recycle(sending);
+        if writable {
             on(Completion::Writable { token });
         }
     }
@@ -786,7 +824,7 @@ impl IoUring {
         let token = Token(slot);
         let Some(Some(stream)) = self.streams.get_mut(slot) else { return };
         stream.in_flight -= 1;
-        stream.connect_to = None;
+        stream.connecting = false;
         if result < 0 {
             stream.done = true;
             on(Completion::Connected { token, error: Some(io::Error::from_raw_os_error(-result)) });
@@ -850,7 +888,8 @@ impl Backend for IoUring {
             opcode::Connect::new(types::Fd(stream.io.as_raw_fd()), to.as_ptr().cast(), to.len())
                 .build()
                 .user_data(user_data(OP_CONNECT, token.0, stream.generation));
-        stream.connect_to = Some(to);
+        stream.connecting = true;
+        self.connecting.push((token.0, stream.generation, to));
         stream.in_flight += 1;
         self.push(&entry);
         Ok(())
@@ -868,7 +907,7 @@ impl Backend for IoUring {
         let generation = stream.generation;
         let targets = [
             (stream.receiving, user_data(OP_RECV, token.0, generation)),
-            (stream.connect_to.is_some(), user_data(OP_CONNECT, token.0, generation)),
+            (stream.connecting, user_data(OP_CONNECT, token.0, generation)),
         ];
         self.retired.push((token.0, stream, std::time::Instant::now(), false));
         for (active, target) in targets {
@@ -888,24 +927,24 @@ impl Backend for IoUring {
         if stream.done {
             return Err(io::Error::from(io::ErrorKind::BrokenPipe));
         }
-        if stream.send.is_some() || stream.connect_to.is_some() {
+        if stream.send.is_some() || stream.connecting {
             stream.wants_writable = true;
             return Ok(SendOutcome::Written(0));
         }
-        let mut buf = self.spares.pop().unwrap_or_default();
+        let mut sending = self.spares.pop().unwrap_or_default();
         for slice in bufs {
-            let room = MAX_SEND.saturating_sub(buf.len());
+            let room = MAX_SEND.saturating_sub(sending.buf.len());
             if room == 0 {
                 break;
             }
-            buf.extend_from_slice(&slice[..slice.len().min(room)]);
+            sending.buf.extend_from_slice(&slice[..slice.len().min(room)]);
         }
-        let taken = buf.len();
+        let taken = sending.buf.len();
         if taken == 0 {
-            self.spares.push(buf);
+            self.spares.push(sending);
             return Ok(SendOutcome::Written(0));
         }
-        stream.send = Some((buf, 0));
+        stream.send = Some(sending);
         let queued: usize = bufs.iter().map(|s| s.len()).sum();
         if taken < queued {
             stream.wants_writable = true; // the worker waits for the rest
@@ -924,7 +963,7 @@ impl Backend for IoUring {
         if stream.done {
             return Some(Err(io::Error::from(io::ErrorKind::BrokenPipe)));
         }
-        if stream.send.is_some() || stream.connect_to.is_some() {
+        if stream.send.is_some() || stream.connecting {
             stream.wants_writable = true;
             return Some(Ok(false));
         }
@@ -932,9 +971,9 @@ impl Backend for IoUring {
             return Some(Ok(true));
         }
         // The worker's buffer becomes the send buffer; it gets a spare in exchange.
-        let mut spare = self.spares.pop().unwrap_or_default();
-        std::mem::swap(&mut spare, buf);
-        stream.send = Some((spare, 0));
+        let mut sending = self.spares.pop().unwrap_or_default();
+        std::mem::swap(&mut sending.buf, buf);
+        stream.send = Some(sending);
         self.submit_send(token.0);
         Some(Ok(true))
     }
