@@ -12,8 +12,9 @@
 //! network card. The sender keeps four sends in flight; a zero-copy send's buffer is reused
 //! only after the kernel's notification that it let go of it.
 //!
-//! Output: one line per size: ns of sender CPU per KiB for each kind and the ratio zc / copy
-//! (below 1.00: zero-copy is cheaper at that size).
+//! Output: one line per size: ns of CPU per KiB sent for each kind and the ratio zc / copy
+//! (below 1.00: zero-copy is cheaper at that size), for the sending thread and for the whole
+//! process (over loopback that includes the reader thread, which pays for the receive).
 #![allow(clippy::print_stdout)]
 
 use std::io::{self, Read};
@@ -25,15 +26,26 @@ use io_uring::{IoUring, cqueue, opcode, types};
 
 const IN_FLIGHT: usize = 4;
 
-fn thread_cpu() -> Duration {
+fn cpu(clock: libc::clockid_t) -> Duration {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: writes into a live timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
+    unsafe { libc::clock_gettime(clock, &raw mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-/// Sends `total` bytes in messages of `size` through `stream`; returns the sender's CPU time.
-fn run(stream: &TcpStream, size: usize, total: usize, zc: bool) -> io::Result<Duration> {
+/// CPU time of this thread and of the whole process (the reader included, when it is ours).
+fn cpu_now() -> (Duration, Duration) {
+    (cpu(libc::CLOCK_THREAD_CPUTIME_ID), cpu(libc::CLOCK_PROCESS_CPUTIME_ID))
+}
+
+/// Sends `total` bytes in messages of `size` through `stream`; returns the CPU time of the
+/// sending thread and of the process.
+fn run(
+    stream: &TcpStream,
+    size: usize,
+    total: usize,
+    zc: bool,
+) -> io::Result<(Duration, Duration)> {
     let mut ring = IoUring::new(64)?;
     let bufs: Vec<Vec<u8>> = (0..IN_FLIGHT).map(|i| vec![i as u8; size]).collect();
     // Per buffer: the send's result is still to come, the notification is still to come.
@@ -41,7 +53,7 @@ fn run(stream: &TcpStream, size: usize, total: usize, zc: bool) -> io::Result<Du
     let mut sent = 0usize;
     let mut submitted = 0usize;
     let fd = types::Fd(stream.as_raw_fd());
-    let start = thread_cpu();
+    let start = cpu_now();
     while sent < total {
         for (i, buf) in bufs.iter().enumerate() {
             if pending[i] != (false, false) || submitted >= total {
@@ -89,7 +101,8 @@ fn run(stream: &TcpStream, size: usize, total: usize, zc: bool) -> io::Result<Du
             }
         }
     }
-    Ok(thread_cpu() - start)
+    let end = cpu_now();
+    Ok((end.0 - start.0, end.1 - start.1))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -130,18 +143,29 @@ fn main() -> io::Result<()> {
     if let Some(&cpu) = bidir_sys::cpu::allowed().unwrap_or_default().first() {
         bidir_sys::cpu::pin_current_thread(cpu)?;
     }
-    println!("{:>9} {:>14} {:>14} {:>8}", "size", "send ns/KiB", "send_zc ns/KiB", "zc/copy");
+    println!(
+        "{:>9} | {:>12} {:>12} {:>8} | {:>12} {:>12} {:>8}",
+        "size", "sender: copy", "zero-copy", "zc/copy", "process: copy", "zero-copy", "zc/copy"
+    );
     for size in [1usize << 10, 4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20] {
         let total = (mib << 20) / size * size;
         let per_kib = |cpu: Duration| cpu.as_nanos() as f64 / ((total / 5) as f64 / 1024.0);
         // Interleave the two kinds five times and quote each one's median.
-        let (mut copy, mut zc) = (Vec::new(), Vec::new());
+        let mut samples = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
         for _ in 0..5 {
-            copy.push(per_kib(run(&stream, size, total / 5, false)?));
-            zc.push(per_kib(run(&stream, size, total / 5, true)?));
+            let (thread, process) = run(&stream, size, total / 5, false)?;
+            samples[0].push(per_kib(thread));
+            samples[1].push(per_kib(process));
+            let (thread, process) = run(&stream, size, total / 5, true)?;
+            samples[2].push(per_kib(thread));
+            samples[3].push(per_kib(process));
         }
-        let (copy, zc) = (median(copy), median(zc));
-        println!("{size:>9} {copy:>14.1} {zc:>14.1} {:>8.2}", zc / copy);
+        let [copy, copy_all, zc, zc_all] = samples.map(median);
+        println!(
+            "{size:>9} | {copy:>12.0} {zc:>12.0} {:>8.2} | {copy_all:>12.0} {zc_all:>12.0} {:>8.2}",
+            zc / copy,
+            zc_all / copy_all
+        );
     }
     drop(stream);
     if let Some(reader) = reader {
