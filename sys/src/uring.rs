@@ -215,7 +215,8 @@ impl BufRing {
 
     /// Accounts for a completion that names buffer `bid` with `len` bytes: returns where in
     /// the buffer those bytes start and whether the kernel is done with the buffer (it may go
-    /// back to the ring once the bytes are handled).
+    /// back to the ring once the bytes are handled). A `bid` out of range (which the kernel
+    /// never names) is never done.
     fn consume(&mut self, bid: u16, len: usize, flags: u32) -> (usize, bool) {
         let Some(offset) = self.offsets.get_mut(usize::from(bid)) else { return (0, false) };
         if !self.inc {
@@ -723,7 +724,7 @@ impl IoUring {
         }
         match result {
             n if n > 0 => {
-                if let Some(bid) = bid {
+                if let Some(bid) = bid.filter(|&b| b < self.bufs.count) {
                     let (offset, finished) = self.bufs.consume(bid, n as usize, flags);
                     if !stream.done {
                         // SAFETY: the completion named `bid` and these bytes: the kernel
