@@ -16,9 +16,8 @@
 //!   lends memory to the kernel. When the queue is one buffer, [`Backend::send_owned`] takes
 //!   it instead of copying it: the queue's buffer and one of the backend's spare ones swap
 //!   places, so the bytes change owner, not place, and neither side allocates in the steady
-//!   state. While
-//!   a send is in flight further sends return `Written(0)`; a short send is resubmitted from
-//!   the buffer, in order; when the buffer is all sent the backend reports
+//!   state. While a send is in flight further sends return `Written(0)`; a short send is
+//!   resubmitted from the buffer, in order; when the buffer is all sent the backend reports
 //!   [`Completion::Writable`]. Sends of at least [`UringConfig::send_zc_threshold`] bytes go
 //!   out as `IORING_OP_SEND_ZC`: the kernel sends from that buffer without copying it and
 //!   says when it is done with it (a notification completion after the send's own); the
