@@ -22,7 +22,7 @@
 //!   out as `IORING_OP_SEND_ZC`: the kernel sends from that buffer without copying it and
 //!   says when it is done with it (a notification completion after the send's own); the
 //!   buffer is reused only after every notification.
-//! - **Connect**: `IORING_OP_CONNECT`, the address kept in the stream until it completes.
+//! - **Connect**: `IORING_OP_CONNECT`, the address kept in a side table until it completes.
 //! - **Wake-ups**: a `read` of the waker's eventfd, always armed; **timers**: the wait's own
 //!   timeout (`IORING_ENTER_EXT_ARG`).
 //!
