@@ -429,6 +429,22 @@ fn probe_here() -> io::Result<()> {
     Ok(())
 }
 
+/// The send of the rest of `stream`'s send buffer, zero-copy from `zc_threshold` bytes on.
+/// `MSG_WAITALL`: the kernel keeps sending (waiting for room) until all is out or the
+/// connection fails, so a short completion is rare (a signal); the caller still handles one.
+fn send_entry(stream: &Stream, slot: usize, zc_threshold: Option<usize>) -> Option<squeue::Entry> {
+    let sending = stream.send.as_ref()?;
+    let rest = &sending.buf[sending.sent.min(sending.buf.len())..];
+    let fd = types::Fd(stream.io.as_raw_fd());
+    let flags = libc::MSG_NOSIGNAL | libc::MSG_WAITALL;
+    let entry = if zc_threshold.is_some_and(|at| rest.len() >= at) {
+        opcode::SendZc::new(fd, rest.as_ptr(), rest.len() as u32).flags(flags).build()
+    } else {
+        opcode::Send::new(fd, rest.as_ptr(), rest.len() as u32).flags(flags).build()
+    };
+    Some(entry.user_data(user_data(OP_SEND, slot, stream.generation)))
+}
+
 /// Whether the kernel has `IORING_OP_SEND_ZC` (6.0 and later); without it a threshold is
 /// ignored and every send copies.
 fn has_send_zc(ring: &Ring) -> bool {
@@ -577,19 +593,25 @@ impl IoUring {
     /// Submits the rest of a stream's send buffer.
     fn submit_send(&mut self, token: usize) {
         let Some(Some(stream)) = self.streams.get_mut(token) else { return };
-        let Some(sending) = &stream.send else { return };
-        let rest = &sending.buf[sending.sent..];
-        let fd = types::Fd(stream.io.as_raw_fd());
-        let entry = if self.send_zc_threshold.is_some_and(|at| rest.len() >= at) {
-            opcode::SendZc::new(fd, rest.as_ptr(), rest.len() as u32)
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
-        } else {
-            opcode::Send::new(fd, rest.as_ptr(), rest.len() as u32)
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
+        let Some(entry) = send_entry(stream, token, self.send_zc_threshold) else { return };
+        stream.in_flight += 1;
+        self.push(&entry);
+    }
+
+    /// A removed stream's send completed with `n` bytes: if it was short, the rest goes out
+    /// too (what was accepted for sending is not cut off), unless its grace ran out.
+    fn continue_retired_send(&mut self, slot: usize, generation: u32, n: usize) {
+        let Some((_, stream, _, cancelled)) =
+            self.retired.iter_mut().find(|(s, r, ..)| *s == slot && r.generation == generation)
+        else {
+            return;
         };
-        let entry = entry.user_data(user_data(OP_SEND, token, stream.generation));
+        let Some(sending) = &mut stream.send else { return };
+        sending.sent += n;
+        if *cancelled || sending.sent >= sending.buf.len() {
+            return;
+        }
+        let Some(entry) = send_entry(stream, slot, self.send_zc_threshold) else { return };
         stream.in_flight += 1;
         self.push(&entry);
     }
@@ -669,7 +691,11 @@ impl IoUring {
                 let live =
                     matches!(self.streams.get(slot), Some(Some(s)) if s.generation == generation);
                 if !live {
-                    // A retired stream's operation: count it down, account for its buffer.
+                    // A retired stream's operation: count it down, account for its buffer,
+                    // finish a short send.
+                    if op == OP_SEND && !cqueue::notif(cqe.flags()) && result > 0 {
+                        self.continue_retired_send(slot, generation, result as usize);
+                    }
                     if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
                         let len = usize::try_from(result).unwrap_or(0);
                         if self.bufs.consume(bid, len, cqe.flags()).1 {
