@@ -1,6 +1,7 @@
 //! What is specific to the io_uring backend, through the whole engine: a provided-buffer ring
 //! far too small for the load (receives starve and are re-armed; nothing is lost), and
-//! zero-copy sends. The rest of the suite runs on io_uring too (CI runs it on both backends).
+//! zero-copy sends, and what `Auto` picks. The rest of the suite runs on io_uring too (CI runs
+//! it on both backends).
 
 mod util;
 
@@ -112,4 +113,39 @@ fn zero_copy_sends_through_the_engine() {
     assert!(matches!(c.recv(), Got::Binary(b) if b == big), "4 MiB echo differs");
     assert_eq!(server.stats().counters.messages_out, 801);
     server.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn auto_picks_io_uring_where_the_kernel_has_it_and_says_why_not_elsewhere() {
+    let start = |backend: BackendChoice| {
+        let mut cfg: ServerConfig = config(1);
+        cfg.backend = backend;
+        Server::builder()
+            .bind("127.0.0.1:0")
+            .config(cfg)
+            .route("/echo", |_req: &Request<'_>| Ok(Echo))
+            .start()
+            .unwrap()
+    };
+    let auto = start(BackendChoice::Auto);
+    match bidir_sys::uring::probe() {
+        Ok(()) => {
+            assert!(auto.backend().io_uring);
+            assert_eq!(auto.backend().fallback_reason, None);
+        }
+        Err(why) => {
+            assert!(!auto.backend().io_uring);
+            let reason = auto.backend().fallback_reason.clone().unwrap_or_default();
+            assert!(reason.contains(&why.to_string()), "{reason}");
+        }
+    }
+    // Either way the server works.
+    let mut c = Client::connect(auto.local_addr(), "/echo");
+    c.send(Message::Text("auto"));
+    assert_eq!(c.recv(), Got::Text("auto".into()));
+    auto.shutdown(Duration::from_secs(1));
+    let epoll = start(BackendChoice::Epoll);
+    assert!(!epoll.backend().io_uring);
+    assert_eq!(epoll.backend().fallback_reason, None);
+    epoll.shutdown(Duration::from_secs(1));
 }
