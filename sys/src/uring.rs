@@ -190,6 +190,23 @@ impl BufRing {
         Ok(this)
     }
 
+    /// Registers this ring with `ring` as buffer group `BGID`, with `flags`.
+    ///
+    /// The memory must outlive the registration: `IoUring` keeps its `BufRing` in a field
+    /// dropped after the ring's.
+    fn register(&self, ring: &Ring, flags: u16) -> io::Result<()> {
+        // SAFETY: the entries live in `self.ring` until `self` is dropped, which the caller
+        // orders after the io_uring instance (see above).
+        unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                self.ring.as_ptr() as u64,
+                self.count,
+                BGID,
+                flags,
+            )
+        }
+    }
+
     /// Writes buffer `bid` into the ring at our tail (not yet visible to the kernel).
     fn offer(&mut self, bid: u16) {
         let index = usize::from(self.tail & (self.count - 1));
@@ -284,6 +301,12 @@ struct Sending {
 }
 
 impl Sending {
+    /// `n` more bytes went out; whether some are still to go.
+    fn advance(&mut self, n: usize) -> bool {
+        self.sent += n;
+        self.sent < self.buf.len()
+    }
+
     /// All sent and no notification due: the kernel is done with the buffer.
     fn finished(&self) -> bool {
         self.sent >= self.buf.len() && self.notifs == 0
@@ -474,17 +497,7 @@ impl IoUring {
         let ring = build_ring(config.entries.max(64))?;
         let send_zc_threshold = config.send_zc_threshold.filter(|_| has_send_zc(&ring));
         let mut bufs = BufRing::new(config.buffers, config.buffer_size)?;
-        // SAFETY: the ring memory lives in `bufs`, dropped after `ring` (field order), so it
-        // stays valid for as long as the registration.
-        let inc = unsafe {
-            ring.submitter().register_buf_ring_with_flags(
-                bufs.ring.as_ptr() as u64,
-                bufs.count,
-                BGID,
-                IOU_PBUF_RING_INC,
-            )
-        };
-        match inc {
+        match bufs.register(&ring, IOU_PBUF_RING_INC) {
             Ok(()) => bufs.inc = true,
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 // Before Linux 6.12: whole buffers per receive, so cut them smaller (the same
@@ -495,15 +508,7 @@ impl IoUring {
                     let count = 1 << count.ilog2(); // a power of two
                     bufs = BufRing::new(count as u16, PLAIN_BUFFER_SIZE)?;
                 }
-                // SAFETY: as above.
-                unsafe {
-                    ring.submitter().register_buf_ring_with_flags(
-                        bufs.ring.as_ptr() as u64,
-                        bufs.count,
-                        BGID,
-                        0,
-                    )
-                }?;
+                bufs.register(&ring, 0)?;
             }
             Err(e) => return Err(e),
         }
@@ -590,6 +595,32 @@ impl IoUring {
         self.push(&entry);
     }
 
+    /// Whether `token` can take a send now: `Ok(false)` while a send or the connect is in
+    /// flight (the worker hears `Writable` when it can); an error for an unknown or ended
+    /// stream.
+    fn can_send(&mut self, token: Token) -> io::Result<bool> {
+        let Some(Some(stream)) = self.streams.get_mut(token.0) else {
+            return Err(io::Error::new(io::ErrorKind::NotConnected, "unknown token"));
+        };
+        if stream.done {
+            return Err(io::Error::from(io::ErrorKind::BrokenPipe));
+        }
+        if stream.send.is_some() || stream.connecting {
+            stream.wants_writable = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Makes `sending` the stream's send in flight and submits it; `more_queued`: the worker
+    /// holds more and waits for `Writable`.
+    fn start_send(&mut self, token: Token, sending: Box<Sending>, more_queued: bool) {
+        let Some(Some(stream)) = self.streams.get_mut(token.0) else { return };
+        stream.send = Some(sending);
+        stream.wants_writable |= more_queued;
+        self.submit_send(token.0);
+    }
+
     /// Submits the rest of a stream's send buffer.
     fn submit_send(&mut self, token: usize) {
         let Some(Some(stream)) = self.streams.get_mut(token) else { return };
@@ -607,8 +638,7 @@ impl IoUring {
             return;
         };
         let Some(sending) = &mut stream.send else { return };
-        sending.sent += n;
-        if *cancelled || sending.sent >= sending.buf.len() {
+        if !sending.advance(n) || *cancelled {
             return;
         }
         let Some(entry) = send_entry(stream, slot, self.send_zc_threshold) else { return };
@@ -688,19 +718,24 @@ impl IoUring {
                     // The kernel is done with the address, whoever the stream is now.
                     self.connecting.retain(|(s, g, _)| (*s, *g) != (slot, generation));
                 }
+                // A receive's buffer (or piece of one): where its bytes are, and back to the
+                // ring after this batch once the kernel is done with it.
+                let piece = cqueue::buffer_select(cqe.flags())
+                    .filter(|&bid| bid < self.bufs.count)
+                    .map(|bid| {
+                        let len = usize::try_from(result).unwrap_or(0);
+                        let (offset, finished) = self.bufs.consume(bid, len, cqe.flags());
+                        if finished {
+                            returned.push(bid);
+                        }
+                        (bid, offset)
+                    });
                 let live =
                     matches!(self.streams.get(slot), Some(Some(s)) if s.generation == generation);
                 if !live {
-                    // A retired stream's operation: count it down, account for its buffer,
-                    // finish a short send.
+                    // A retired stream's operation: finish a short send, count it down.
                     if op == OP_SEND && !cqueue::notif(cqe.flags()) && result > 0 {
                         self.continue_retired_send(slot, generation, result as usize);
-                    }
-                    if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
-                        let len = usize::try_from(result).unwrap_or(0);
-                        if self.bufs.consume(bid, len, cqe.flags()).1 {
-                            returned.push(bid);
-                        }
                     }
                     // An operation's last completion has no MORE flag (a multishot receive
                     // before its end, a zero-copy send before its notification have it).
@@ -710,7 +745,7 @@ impl IoUring {
                     return;
                 }
                 match op {
-                    OP_RECV => self.on_recv(slot, result, more, cqe.flags(), on, returned),
+                    OP_RECV => self.on_recv(slot, result, more, piece, on),
                     OP_SEND => self.on_send(slot, result, cqe.flags(), on),
                     _ => self.on_connect(slot, result, on),
                 }
@@ -733,17 +768,17 @@ impl IoUring {
         }
     }
 
+    /// A receive's completion; `piece` is the buffer and offset its bytes are at (already
+    /// accounted for and, when finished, queued to go back after the batch).
     fn on_recv(
         &mut self,
         slot: usize,
         result: i32,
         more: bool,
-        flags: u32,
+        piece: Option<(u16, usize)>,
         on: &mut impl FnMut(Completion<'_>),
-        returned: &mut Vec<u16>,
     ) {
         let token = Token(slot);
-        let bid = cqueue::buffer_select(flags);
         let Some(Some(stream)) = self.streams.get_mut(slot) else { return };
         if !more {
             stream.receiving = false;
@@ -751,29 +786,20 @@ impl IoUring {
         }
         match result {
             n if n > 0 => {
-                if let Some(bid) = bid.filter(|&b| b < self.bufs.count) {
-                    let (offset, finished) = self.bufs.consume(bid, n as usize, flags);
-                    if !stream.done {
-                        // SAFETY: the completion named `bid` and these bytes: the kernel
-                        // filled them and is done with them; the buffer goes back to the ring
-                        // only through `returned`, after this callback.
-                        let data = unsafe { self.bufs.filled(bid, offset, n as usize) };
-                        on(Completion::Received { token, data });
-                    }
-                    if finished {
-                        returned.push(bid);
-                    }
+                if let Some((bid, offset)) = piece
+                    && !stream.done
+                {
+                    // SAFETY: the completion named `bid` and these bytes: the kernel filled
+                    // them and is done with them; the buffer goes back to the ring only
+                    // through `returned`, after the batch.
+                    let data = unsafe { self.bufs.filled(bid, offset, n as usize) };
+                    on(Completion::Received { token, data });
                 }
                 if !more && !stream.done {
                     self.rearm_recv.push(slot); // ended while data flowed (e.g. CQ overflow)
                 }
             }
             0 => {
-                if let Some(bid) = bid
-                    && self.bufs.consume(bid, 0, flags).1
-                {
-                    returned.push(bid);
-                }
                 if !stream.done {
                     stream.done = true;
                     on(Completion::Closed { token, error: None });
@@ -785,11 +811,6 @@ impl IoUring {
                 self.rearm_recv.push(slot);
             }
             e => {
-                if let Some(bid) = bid
-                    && self.bufs.consume(bid, 0, flags).1
-                {
-                    returned.push(bid);
-                }
                 if !stream.done && -e != libc::ECANCELED {
                     stream.done = true;
                     on(Completion::Closed { token, error: Some(io::Error::from_raw_os_error(-e)) });
@@ -828,12 +849,9 @@ impl IoUring {
                         error: Some(io::Error::from_raw_os_error(-result)),
                     });
                 }
-            } else {
-                sending.sent += result as usize;
-                if sending.sent < sending.buf.len() {
-                    self.submit_send(slot); // a short send: the rest, in order
-                    return;
-                }
+            } else if sending.advance(result as usize) {
+                self.submit_send(slot); // a short send: the rest, in order
+                return;
             }
         }
         let Some(Some(stream)) = self.streams.get_mut(slot) else { return };
@@ -949,14 +967,7 @@ impl Backend for IoUring {
     }
 
     fn send(&mut self, token: Token, bufs: &[io::IoSlice<'_>]) -> io::Result<SendOutcome> {
-        let Some(Some(stream)) = self.streams.get_mut(token.0) else {
-            return Err(io::Error::new(io::ErrorKind::NotConnected, "unknown token"));
-        };
-        if stream.done {
-            return Err(io::Error::from(io::ErrorKind::BrokenPipe));
-        }
-        if stream.send.is_some() || stream.connecting {
-            stream.wants_writable = true;
+        if !self.can_send(token)? {
             return Ok(SendOutcome::Written(0));
         }
         let mut sending = self.spares.pop().unwrap_or_default();
@@ -972,12 +983,8 @@ impl Backend for IoUring {
             self.spares.push(sending);
             return Ok(SendOutcome::Written(0));
         }
-        stream.send = Some(sending);
         let queued: usize = bufs.iter().map(|s| s.len()).sum();
-        if taken < queued {
-            stream.wants_writable = true; // the worker waits for the rest
-        }
-        self.submit_send(token.0);
+        self.start_send(token, sending, taken < queued);
         Ok(SendOutcome::Written(taken))
     }
 
@@ -985,15 +992,9 @@ impl Backend for IoUring {
         if buf.len() > u32::MAX as usize {
             return None; // more than one send SQE carries: the copying path cuts it
         }
-        let Some(Some(stream)) = self.streams.get_mut(token.0) else {
-            return Some(Err(io::Error::new(io::ErrorKind::NotConnected, "unknown token")));
-        };
-        if stream.done {
-            return Some(Err(io::Error::from(io::ErrorKind::BrokenPipe)));
-        }
-        if stream.send.is_some() || stream.connecting {
-            stream.wants_writable = true;
-            return Some(Ok(false));
+        match self.can_send(token) {
+            Ok(true) => {}
+            other => return Some(other),
         }
         if buf.is_empty() {
             return Some(Ok(true));
@@ -1001,8 +1002,7 @@ impl Backend for IoUring {
         // The worker's buffer becomes the send buffer; it gets a spare in exchange.
         let mut sending = self.spares.pop().unwrap_or_default();
         std::mem::swap(&mut sending.buf, buf);
-        stream.send = Some(sending);
-        self.submit_send(token.0);
+        self.start_send(token, sending, false);
         Some(Ok(true))
     }
 
