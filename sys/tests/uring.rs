@@ -44,6 +44,28 @@ fn accept(ring: &mut IoUring, listener: &TcpListener, n: usize) -> Vec<TcpStream
     clients
 }
 
+/// Polls until `total` bytes arrived over all streams (or `secs` passed); returns them by
+/// token. Every completion carries at most `max_piece` bytes.
+fn receive(
+    ring: &mut IoUring,
+    total: usize,
+    max_piece: usize,
+    secs: u64,
+) -> HashMap<usize, Vec<u8>> {
+    let mut got: HashMap<usize, Vec<u8>> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while got.values().map(Vec::len).sum::<usize>() < total && Instant::now() < deadline {
+        ring.poll(Some(Duration::from_millis(20)), |c| {
+            if let Completion::Received { token, data } = c {
+                assert!(data.len() <= max_piece);
+                got.entry(token.0).or_default().extend_from_slice(data);
+            }
+        })
+        .unwrap();
+    }
+    got
+}
+
 #[test]
 fn a_dry_buffer_ring_loses_nothing() {
     // Two 64-byte buffers for eight connections that each send 64 KiB: receives end with
@@ -62,17 +84,7 @@ fn a_dry_buffer_ring_loses_nothing() {
             })
         })
         .collect();
-    let mut got: HashMap<usize, Vec<u8>> = HashMap::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while got.values().map(Vec::len).sum::<usize>() < 8 * (64 << 10) && Instant::now() < deadline {
-        ring.poll(Some(Duration::from_millis(20)), |c| {
-            if let Completion::Received { token, data } = c {
-                assert!(data.len() <= 64);
-                got.entry(token.0).or_default().extend_from_slice(data);
-            }
-        })
-        .unwrap();
-    }
+    let got = receive(&mut ring, 8 * (64 << 10), 64, 20);
     let _clients: Vec<TcpStream> = senders.into_iter().map(|s| s.join().unwrap()).collect();
     for i in 0..8 {
         let expected: Vec<u8> = (0..64 << 10).map(|j| (j * 7 + i) as u8).collect();
@@ -91,16 +103,7 @@ fn small_receives_share_a_buffer_where_the_kernel_consumes_incrementally() {
     for (i, c) in clients.iter_mut().enumerate() {
         c.write_all(&[i as u8; 100]).unwrap();
     }
-    let mut got: HashMap<usize, Vec<u8>> = HashMap::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while got.values().map(Vec::len).sum::<usize>() < 3200 && Instant::now() < deadline {
-        ring.poll(Some(Duration::from_millis(20)), |c| {
-            if let Completion::Received { token, data } = c {
-                got.entry(token.0).or_default().extend_from_slice(data);
-            }
-        })
-        .unwrap();
-    }
+    let got = receive(&mut ring, 3200, usize::MAX, 10);
     for i in 0..32 {
         assert_eq!(got.get(&i), Some(&vec![i as u8; 100]), "connection {i}");
     }
@@ -201,18 +204,9 @@ fn removing_a_stream_with_a_receive_in_flight_reports_nothing_more() {
     }
     ring.add_stream(Token(0), accepted.unwrap()).unwrap();
     (&fresh).write_all(b"fresh").unwrap();
-    let mut got = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while got.len() < 5 && Instant::now() < deadline {
-        ring.poll(Some(Duration::from_millis(20)), |c| {
-            if let Completion::Received { token: Token(0), data } = c {
-                got.extend_from_slice(data);
-            }
-        })
-        .unwrap();
-    }
+    let got = receive(&mut ring, 5, usize::MAX, 5);
     assert!(!ghost);
-    assert_eq!(got, b"fresh");
+    assert_eq!(got.get(&0).map(Vec::as_slice), Some(&b"fresh"[..]));
     // The removed stream's descriptor was closed: its client sees EOF.
     clients[0].set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut buf = [0u8; 8];
@@ -242,17 +236,8 @@ fn connect_completes_or_fails() {
     let (mut server, _) = listener.accept().unwrap();
     server.write_all(b"hello").unwrap();
     assert!(matches!(ring.send(Token(3), &[IoSlice::new(b"world")]), Ok(SendOutcome::Written(5))));
-    let mut got = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while got.len() < 5 && Instant::now() < deadline {
-        ring.poll(Some(Duration::from_millis(20)), |c| {
-            if let Completion::Received { token: Token(3), data } = c {
-                got.extend_from_slice(data);
-            }
-        })
-        .unwrap();
-    }
-    assert_eq!(got, b"hello");
+    let got = receive(&mut ring, 5, usize::MAX, 5);
+    assert_eq!(got.get(&3).map(Vec::as_slice), Some(&b"hello"[..]));
     let mut buf = [0u8; 5];
     server.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"world");
