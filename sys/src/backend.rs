@@ -51,7 +51,7 @@
 //!
 //! | backend | module | readiness → completion | writes |
 //! | --- | --- | --- | --- |
-//! | epoll (mio, edge-triggered) | [`crate::epoll`] | `accept4`/`read` on readiness; one `read` per ready socket per poll, another next poll if the buffer filled | `writev`, synchronous |
+//! | epoll (mio, edge-triggered) | [`crate::epoll`] | `accept4`/`read` on readiness; one `read` per ready socket per poll, another next poll if the buffer filled or the stream is ending (FIN, reset) until the end is read | `writev`, synchronous |
 //! | io_uring | [`crate::uring`] | multishot accept and recv with a provided-buffer ring | a queue that is one buffer is taken whole (`send_owned`, a swap), else copied into a backend-owned buffer; one `send` (or `send_zc` above a threshold) SQE per socket, all submitted with the next wait (one `io_uring_enter` per loop turn); `Writable` when it is all sent |
 
 use std::io::{self, IoSlice};

@@ -11,7 +11,9 @@
 //! have left bytes behind, so the stream is read again on the next poll without waiting for an
 //! edge (that poll does not block); a shorter read drained the socket, and later data brings a
 //! new edge. Reading once per stream per poll keeps one busy connection from starving the
-//! others.
+//! others. The end of the stream is the exception: a FIN, reset or error is reported by one
+//! edge, often the same edge as the last bytes, and no edge follows it; so once an event says
+//! the stream is ending, the stream is read again on every poll until a read returns the end.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -52,6 +54,10 @@ struct Stream {
     io: mio::net::TcpStream,
     /// EOF or an error was reported: read nothing more.
     done: bool,
+    /// The peer's FIN, a reset or an error was signalled: read again until the end is seen.
+    /// Edge triggering reports the end once, often in the same edge as the last bytes, and a
+    /// read that returns those bytes has not yet returned the end.
+    ending: bool,
     /// A client connect is in progress: the first writable (or error) event settles it.
     connecting: bool,
 }
@@ -98,7 +104,7 @@ impl Epoll {
                 on(Completion::Closed { token, error: None });
             }
             Ok(n) => {
-                if n == read_buf.len() {
+                if n == read_buf.len() || stream.ending {
                     again.push(token);
                 }
                 on(Completion::Received { token, data: &mut read_buf[..n] });
@@ -206,7 +212,7 @@ impl Backend for Epoll {
         if self.streams.len() <= token.0 {
             self.streams.resize_with(token.0 + 1, || None);
         }
-        self.streams[token.0] = Some(Stream { io, done: false, connecting: false });
+        self.streams[token.0] = Some(Stream { io, done: false, ending: false, connecting: false });
         Ok(())
     }
 
@@ -290,7 +296,11 @@ impl Backend for Epoll {
                     {
                         continue;
                     }
-                    if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    let ending = event.is_read_closed() || event.is_error();
+                    if ending && let Some(Some(stream)) = streams.get_mut(t) {
+                        stream.ending = true;
+                    }
+                    if event.is_readable() || ending {
                         Self::read(streams, read_buf, again, counts, token, &mut on);
                     }
                     if event.is_writable()
@@ -383,6 +393,37 @@ mod tests {
         assert!(backend.send(token, &[IoSlice::new(b"x")]).is_err());
         let counts = backend.syscalls();
         assert!(counts.reads >= 2 && counts.writes == 1 && counts.accepts >= 1);
+    }
+
+    #[test]
+    fn the_last_bytes_and_the_end_in_one_edge_are_both_reported() {
+        for reset in [false, true] {
+            let mut backend = Epoll::new(4096, 64).unwrap();
+            let (mut client, token) = pair(&mut backend);
+            client.write_all(b"partial").unwrap();
+            if reset {
+                socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO)).unwrap();
+                drop(client);
+            } else {
+                client.shutdown(Shutdown::Write).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(20)); // both arrive before the first poll
+            let mut received = 0;
+            poll_until(&mut backend, |c| match c {
+                Completion::Received { data, .. } => {
+                    received += data.len();
+                    false
+                }
+                Completion::Closed { token: t, error } => {
+                    assert_eq!(t, token);
+                    assert!(reset || error.is_none(), "{error:?}"); // a reset may report ECONNRESET
+                    true
+                }
+                _ => false,
+            });
+            assert!(reset || received == 7, "reset {reset}: {received} bytes");
+            backend.remove_stream(token);
+        }
     }
 
     #[test]
