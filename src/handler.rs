@@ -181,13 +181,17 @@ impl Context<'_> {
         worker.send_payload(conn, meta, kind, Payload::Borrowed(payload), false)
     }
 
-    /// Queues a ping (at most 125 bytes of payload).
+    /// Queues a ping (at most 125 bytes of payload). Like a message, it is refused past the
+    /// backpressure limit, so pinging a peer that does not read cannot grow the queue.
     ///
     /// # Errors
     ///
-    /// [`SendError::Closed`], or [`SendError::Protocol`] for a payload over 125 bytes.
+    /// [`SendError::Closed`], [`SendError::Backpressure`] past
+    /// [`ServerConfig::max_backpressure`](crate::ServerConfig::max_backpressure), or
+    /// [`SendError::Protocol`] for a payload over 125 bytes.
     pub fn ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
         let Self { conn, meta, worker } = self;
+        worker.admit(conn, meta)?;
         worker.control(conn, meta, |conn, out| conn.ping(payload, out))
     }
 

@@ -669,9 +669,16 @@ impl<B: Backend> Worker<B> {
             if let Some(handle) = &slot.meta.handle {
                 handle.queued.store(slot.meta.out.len(), Ordering::Relaxed);
             }
-            match &slot.phase {
+            match &mut slot.phase {
                 Phase::Linger { .. } if slot.meta.out.is_empty() => {
                     kill(&mut self.slots, &mut self.cx, key);
+                }
+                Phase::Open { conn, .. }
+                    if conn.has_pending_pong()
+                        && slot.meta.out.len() < self.cx.shared.config.max_backpressure =>
+                {
+                    // Pongs held back while the queue was full: sent on the next turn.
+                    self.cx.transmit(conn, &mut slot.meta);
                 }
                 Phase::Open { .. }
                     if slot.meta.above_drain
@@ -708,7 +715,11 @@ impl WorkerCx {
     }
 
     /// Applies the backpressure policy; `Err` when the send must be refused.
-    fn admit(&mut self, conn: &mut Connection, meta: &mut Meta) -> Result<(), SendError> {
+    pub(crate) fn admit(
+        &mut self,
+        conn: &mut Connection,
+        meta: &mut Meta,
+    ) -> Result<(), SendError> {
         if meta.abort {
             return Err(SendError::Closed);
         }
@@ -791,6 +802,24 @@ impl WorkerCx {
         self.counters.messages_out += 1;
         self.queued(meta);
         true
+    }
+
+    /// Queues the frames the protocol produced by itself (pongs, a heartbeat ping, a close
+    /// reply). Past the backpressure limit pongs wait in the connection, where a ping flood
+    /// collapses to one pong for the latest ping, until [`Worker::flush`] has drained the queue
+    /// below the limit; the heartbeat and the close frame, one each at most, go at once. So
+    /// what a peer that never reads can make the engine queue on its own is bounded.
+    fn transmit(&mut self, conn: &mut Connection, meta: &mut Meta) {
+        self.scratch.clear();
+        let wrote = if meta.out.len() < self.shared.config.max_backpressure {
+            conn.poll_transmit(&mut self.scratch)
+        } else {
+            conn.poll_transmit_congested(&mut self.scratch)
+        };
+        if wrote {
+            meta.out.push_copy(&mut self.pool, &self.scratch);
+            self.mark_dirty(meta);
+        }
     }
 
     /// Queues a control frame the protocol writes.
@@ -1317,11 +1346,7 @@ fn feed(slots: &mut Slab<Slot>, cx: &mut WorkerCx, wheel: &mut Wheel, key: usize
         };
         // Queue what the protocol answered (a pong, a close reply) before the handler's own
         // frames, so answers keep the order of what they answer.
-        cx.scratch.clear();
-        if conn.poll_transmit(&mut cx.scratch) {
-            meta.out.push_copy(&mut cx.pool, &cx.scratch);
-            cx.mark_dirty(meta);
-        }
+        cx.transmit(conn, meta);
         match event {
             Event::Message(msg) => {
                 cx.counters.messages_in += 1;
@@ -1442,11 +1467,7 @@ fn settle(slots: &mut Slab<Slot>, cx: &mut WorkerCx, wheel: &mut Wheel, key: usi
         kill(slots, cx, key);
         return;
     }
-    cx.scratch.clear();
-    if conn.poll_transmit(&mut cx.scratch) {
-        meta.out.push_copy(&mut cx.pool, &cx.scratch);
-        cx.mark_dirty(meta);
-    }
+    cx.transmit(conn, meta);
     if let Some(handle) = &meta.handle {
         handle.queued.store(meta.out.len(), Ordering::Relaxed);
     }

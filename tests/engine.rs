@@ -366,6 +366,80 @@ fn backpressure_close_policy_closes_with_its_code() {
     server.shutdown(Duration::from_secs(1));
 }
 
+/// Records the most bytes its connection had queued when a ping arrived, and counts pings.
+struct PingWatch {
+    most_queued: Arc<AtomicUsize>,
+    pings: Arc<AtomicUsize>,
+}
+impl Handler for PingWatch {
+    fn on_ping(&mut self, cx: &mut Context<'_>, _payload: &[u8]) {
+        self.most_queued.fetch_max(cx.buffered_amount(), Ordering::Relaxed);
+        self.pings.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A peer that pings and never reads: the pongs the engine queues on its own stay within the
+/// backpressure limit (only the latest ping is answered while the queue is full), and the
+/// latest ping is still answered once the peer reads.
+#[test]
+fn an_unread_ping_flood_stays_within_the_backpressure_limit() {
+    let mut cfg = config(1);
+    cfg.max_backpressure = 64 << 10;
+    let most_queued = Arc::new(AtomicUsize::new(0));
+    let pings = Arc::new(AtomicUsize::new(0));
+    let (m, p) = (Arc::clone(&most_queued), Arc::clone(&pings));
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .config(cfg)
+        .route("/p", move |_req: &Request<'_>| {
+            Ok(PingWatch { most_queued: Arc::clone(&m), pings: Arc::clone(&p) })
+        })
+        .start()
+        .unwrap();
+    let mut c = Client::connect(server.local_addr(), "/p");
+    // 160 000 pings of 125 bytes (21 MB): 20 MB of pongs if each were queued, twice what the
+    // kernel's socket buffers hold.
+    const BATCH: usize = 1000;
+    const BATCHES: usize = 160;
+    let ping = |n: u32| {
+        let mut frame = vec![0x89, 0x80 | 125, 0, 0, 0, 0]; // masked with a zero key
+        frame.extend_from_slice(&n.to_be_bytes());
+        frame.extend_from_slice(&[b'p'; 121]);
+        frame
+    };
+    for batch in 0..BATCHES {
+        let bytes: Vec<u8> = (0..BATCH).flat_map(|i| ping((batch * BATCH + i) as u32)).collect();
+        c.write_raw(&bytes);
+    }
+    let total = BATCH * BATCHES;
+    assert!(
+        wait_until(Duration::from_secs(20), || pings.load(Ordering::Relaxed) == total),
+        "{} of {total} pings handled",
+        pings.load(Ordering::Relaxed)
+    );
+    let most = most_queued.load(Ordering::Relaxed);
+    // The queue filled (the kernel's socket buffers take about 10 MB), and no further.
+    assert!(most >= 64 << 10, "the flood never filled the queue: {most} bytes at most");
+    assert!(most < (64 << 10) + 4096, "{most} bytes queued under a 64 KiB limit");
+    // Reading again: the answers drain, the last one answering the last ping.
+    let last = ping(total as u32 - 1)[6..].to_vec();
+    let mut pongs = 0;
+    loop {
+        match c.next() {
+            Got::Pong(payload) => {
+                pongs += 1;
+                if payload == last {
+                    break;
+                }
+            }
+            Got::Ping(_) => {} // a heartbeat
+            other => panic!("after {pongs} pongs: {other:?}"),
+        }
+    }
+    assert!(pongs < total, "every ping was answered: nothing was held back");
+    server.shutdown(Duration::from_secs(1));
+}
+
 /// Hands its connection's handle out on open.
 struct Handed(mpsc::Sender<ConnHandle>);
 impl Handler for Handed {

@@ -81,6 +81,9 @@ impl EncodedHeader {
     }
 }
 
+/// Pending pong bytes past which a new ping's pong replaces them (RFC 6455 §5.5.3).
+const MAX_PENDING_PONGS: usize = 4096;
+
 /// A sans-IO WebSocket connection (RFC 6455), for either role, after the HTTP upgrade.
 ///
 /// It parses received bytes, enforces the protocol, runs the closing handshake, the heartbeat
@@ -98,7 +101,10 @@ impl EncodedHeader {
 ///    bytes for) the caller's output, in call order.
 /// 3. **Transmit.** After handling input, timeouts or a failure, call
 ///    [`Connection::poll_transmit`]: it appends the frames the connection produced by itself
-///    (pong replies, heartbeat pings, the close reply or the failure's close frame).
+///    (pong replies, heartbeat pings, the close reply or the failure's close frame). A caller
+///    whose output is backed up (the peer is not reading) calls
+///    [`Connection::poll_transmit_congested`] instead, which holds pongs back so that a ping
+///    flood costs one pending pong, not one per ping.
 /// 4. **Time.** When the instant [`Connection::poll_timeout`] returns has passed, call
 ///    [`Connection::handle_timeout`], then [`Connection::poll_transmit`].
 /// 5. **End of stream.** When the transport reports EOF, call [`Connection::handle_eof`].
@@ -226,10 +232,14 @@ struct Send {
 /// Frames the connection produced by itself, waiting for [`Connection::poll_transmit`].
 #[derive(Debug, Default)]
 struct Pending {
-    /// Pong frames, encoded, answering every ping received since the last transmit (RFC 6455
-    /// §5.5.3 would allow answering only the latest; peers such as Autobahn's 2.10 expect
-    /// all). Bounded by the input: a pong is at most 139 bytes per ping of at least 6.
+    /// Pong frames, encoded, answering the pings received since the last transmit: every one
+    /// (peers such as Autobahn's 2.10 expect all) while the caller keeps taking them, only the
+    /// latest while it holds them back ([`Connection::poll_transmit_congested`]) or once they
+    /// pass [`MAX_PENDING_PONGS`] bytes, as RFC 6455 §5.5.3 allows for pongs not yet sent.
+    /// INVARIANT: `pongs.len() <= MAX_PENDING_PONGS` + one pong frame (at most 131 bytes).
     pongs: Vec<u8>,
+    /// The caller holds pongs back: a new ping's pong replaces the pending ones.
+    hold_pongs: bool,
     /// A heartbeat ping is due; its payload is `Timers::last_ping`, echoed back for the
     /// round-trip time.
     ping: bool,
@@ -578,13 +588,33 @@ impl Connection {
     /// Returns whether anything was written.
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> bool {
         let start = out.len();
+        self.pending.hold_pongs = false;
         if !self.pending.pongs.is_empty() {
             out.extend_from_slice(&self.pending.pongs);
             self.pending.pongs.clear();
-            if self.pending.pongs.capacity() > 4096 {
+            if self.pending.pongs.capacity() > MAX_PENDING_PONGS {
                 self.pending.pongs = Vec::new(); // a ping flood's buffer is not kept
             }
         }
+        self.transmit_ping_and_close(out);
+        out.len() > start
+    }
+
+    /// [`Connection::poll_transmit`] for a caller whose output is backed up (the peer is not
+    /// reading): appends the heartbeat ping and the close frame, which are one each at most,
+    /// and holds pong answers back. Until the next [`Connection::poll_transmit`], each ping
+    /// received replaces the pending pongs with its own (RFC 6455 §5.5.3 allows answering only
+    /// the most recent ping), so memory stays bounded however many pings arrive.
+    /// [`Connection::has_pending_pong`] tells when there is one to take later.
+    /// Returns whether anything was written.
+    pub fn poll_transmit_congested(&mut self, out: &mut Vec<u8>) -> bool {
+        let start = out.len();
+        self.pending.hold_pongs = true;
+        self.transmit_ping_and_close(out);
+        out.len() > start
+    }
+
+    fn transmit_ping_and_close(&mut self, out: &mut Vec<u8>) {
         if let (true, Some(sent)) = (core::mem::take(&mut self.pending.ping), self.timers.last_ping)
         {
             self.write_frame(OpCode::Ping, true, &sent.as_nanos().to_be_bytes(), out);
@@ -595,7 +625,11 @@ impl Connection {
             ClosePayload { code: close.code, reason }.emit(&mut payload);
             self.write_frame(OpCode::Close, true, &payload, out);
         }
-        out.len() > start
+    }
+
+    /// Whether pong answers wait for [`Connection::poll_transmit`].
+    pub fn has_pending_pong(&self) -> bool {
+        !self.pending.pongs.is_empty()
     }
 
     /// Appends a whole message as one frame to `out`, compressed when permessage-deflate is
@@ -789,6 +823,8 @@ impl Connection {
         if self.state != State::Open {
             assert!(self.pending.pongs.is_empty());
         }
+        let pong_frame = 2 + 4 + MAX_CONTROL_PAYLOAD;
+        assert!(self.pending.pongs.len() <= MAX_PENDING_PONGS + pong_frame);
         self.deframer.check_invariants();
     }
 
@@ -854,6 +890,9 @@ impl Connection {
             OpCode::Ping => {
                 if self.config.auto_pong && self.state == State::Open {
                     let mut pongs = core::mem::take(&mut self.pending.pongs);
+                    if self.pending.hold_pongs || pongs.len() > MAX_PENDING_PONGS {
+                        pongs.clear(); // only the latest is answered (RFC 6455 §5.5.3)
+                    }
                     self.write_frame(OpCode::Pong, true, payload, &mut pongs);
                     self.pending.pongs = pongs;
                 }

@@ -604,6 +604,58 @@ fn every_ping_is_answered() {
     assert_eq!(p.client.take_seen(), pongs);
 }
 
+/// An unmasked server pong frame.
+fn pong_frame(payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0x8a, payload.len() as u8];
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// A peer that pings and never reads: while the caller holds pongs back, only the latest ping
+/// is answered (RFC 6455 §5.5.3); once it takes them again, every ping is.
+#[test]
+fn a_congested_caller_gets_only_the_latest_pong() {
+    let mut conn = Connection::server(Instant::ZERO, Config::default());
+    let (mut spill, mut out) = (Vec::new(), Vec::new());
+    let mut feed = |conn: &mut Connection, payloads: &[&[u8]]| {
+        let mut bytes: Vec<u8> = payloads.iter().flat_map(|p| masked(0x89, p)).collect();
+        let mut input = Input::new(&mut bytes);
+        while conn.handle_bytes(Instant::ZERO, &mut input, &mut spill).unwrap().is_some() {}
+    };
+    assert!(!conn.poll_transmit_congested(&mut out));
+    feed(&mut conn, &[b"one", b"two", b"three"]);
+    assert!(conn.has_pending_pong());
+    assert!(!conn.poll_transmit_congested(&mut out), "pongs are held while congested");
+    feed(&mut conn, &[b"four"]);
+    assert!(conn.poll_transmit(&mut out));
+    assert_eq!(out, pong_frame(b"four"));
+    assert!(!conn.has_pending_pong());
+    out.clear();
+    feed(&mut conn, &[b"five", b"six"]);
+    conn.poll_transmit(&mut out);
+    assert_eq!(out, [pong_frame(b"five"), pong_frame(b"six")].concat());
+}
+
+/// A caller that never transmits holds at most 4 KiB of pongs plus the latest one.
+#[test]
+fn pending_pongs_are_bounded_without_transmits() {
+    let mut conn = Connection::server(Instant::ZERO, Config::default());
+    let (mut spill, mut out) = (Vec::new(), Vec::new());
+    let payload = [b'p'; 125];
+    for i in 0..10_000u32 {
+        let mut ping = payload;
+        ping[..4].copy_from_slice(&i.to_be_bytes());
+        let mut bytes = masked(0x89, &ping);
+        let mut input = Input::new(&mut bytes);
+        while conn.handle_bytes(Instant::ZERO, &mut input, &mut spill).unwrap().is_some() {}
+    }
+    conn.poll_transmit(&mut out);
+    assert!(out.len() <= 4096 + 131, "{} bytes of pongs", out.len());
+    let mut last = payload;
+    last[..4].copy_from_slice(&9_999u32.to_be_bytes());
+    assert!(out.ends_with(&pong_frame(&last)), "the latest ping is answered");
+}
+
 #[test]
 fn auto_pong_can_be_turned_off() {
     let config = Config { auto_pong: false, ..Config::default() };
