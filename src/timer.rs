@@ -7,6 +7,11 @@
 //! moves earlier a new entry is added and the old one is recognised as stale when it fires.
 //! So a busy connection costs nothing per message, and an idle one a few insertions per
 //! heartbeat interval.
+//!
+//! A bucket that fired gives its storage to a small pool of spare vectors, which buckets
+//! take from when they fill again; an empty bucket holds none. So the wheel's memory follows
+//! the entries scheduled now, not the busiest second it ever saw in each of its buckets
+//! (heavy connect/close churn used to leave every bucket at its peak size for good).
 
 use std::time::Duration;
 
@@ -23,18 +28,26 @@ pub(crate) struct Entry {
 pub(crate) struct Wheel {
     tick_nanos: u64,
     buckets: Vec<Vec<Entry>>,
+    /// Emptied buckets' storage, for buckets that fill again.
+    /// INVARIANT: at most `SPARES` vectors, each of at most `SPARE_CAPACITY` entries.
+    spares: Vec<Vec<Entry>>,
     /// The next tick to fire; every tick before it has fired.
     next: u64,
     len: usize,
 }
 
 const SLOTS: u64 = 1024;
+/// Spare vectors kept: a few ticks' worth, since buckets fill and empty in turn.
+const SPARES: usize = 8;
+/// The largest spare kept, in entries (16 KiB); a larger one is freed.
+const SPARE_CAPACITY: usize = 1024;
 
 impl Wheel {
     pub(crate) fn new(tick: Duration) -> Self {
         Self {
             tick_nanos: (tick.as_nanos() as u64).max(1_000_000),
             buckets: (0..SLOTS).map(|_| Vec::new()).collect(),
+            spares: Vec::new(),
             next: 0,
             len: 0,
         }
@@ -49,7 +62,13 @@ impl Wheel {
     /// deadline beyond the wheel's horizon is parked at the horizon and re-scheduled then.
     pub(crate) fn insert(&mut self, slot: usize, deadline_nanos: u64) -> u64 {
         let tick = self.tick_of(deadline_nanos).min(self.next + SLOTS - 1);
-        self.buckets[(tick % SLOTS) as usize].push(Entry { slot, tick });
+        let bucket = &mut self.buckets[(tick % SLOTS) as usize];
+        if bucket.capacity() == 0
+            && let Some(spare) = self.spares.pop()
+        {
+            *bucket = spare;
+        }
+        bucket.push(Entry { slot, tick });
         self.len += 1;
         tick
     }
@@ -63,17 +82,14 @@ impl Wheel {
         }
         while self.next <= now_tick {
             let bucket = &mut self.buckets[(self.next % SLOTS) as usize];
-            let entries = std::mem::take(bucket);
+            let mut entries = std::mem::take(bucket);
             self.len -= entries.len();
             for e in &entries {
                 fire(*e);
             }
-            // Give the bucket its storage back unless it was refilled meanwhile.
-            let bucket = &mut self.buckets[(self.next % SLOTS) as usize];
-            if bucket.is_empty() {
-                let mut entries = entries;
+            if entries.capacity() <= SPARE_CAPACITY && self.spares.len() < SPARES {
                 entries.clear();
-                *bucket = entries;
+                self.spares.push(entries);
             }
             self.next += 1;
         }
@@ -88,6 +104,12 @@ impl Wheel {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// Entries the wheel has storage for, in its buckets and spares.
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.buckets.iter().chain(&self.spares).map(Vec::capacity).sum()
     }
 }
 
@@ -143,6 +165,24 @@ mod tests {
         fired.sort();
         assert_eq!(fired, (0..100).collect::<Vec<_>>());
         assert_eq!(w.len(), 0);
+    }
+
+    /// A burst of churn fills every bucket once; when it is over, the wheel keeps no more
+    /// than its spares.
+    #[test]
+    fn storage_follows_the_entries_scheduled_now() {
+        let mut w = Wheel::new(Duration::from_millis(100));
+        // 400 insertions per tick for a whole turn, each due 10 s later (a handshake timeout).
+        for tick in 0..SLOTS {
+            for i in 0..400 {
+                w.insert(i, (tick + 100) * 100 * MS);
+            }
+            w.advance(tick * 100 * MS, |_| {});
+        }
+        assert!(w.capacity() >= 100 * 400, "the live entries are stored");
+        w.advance((2 * SLOTS + 100) * 100 * MS, |_| {});
+        assert_eq!(w.len(), 0);
+        assert!(w.capacity() <= SPARES * SPARE_CAPACITY, "{} entries kept", w.capacity());
     }
 
     #[test]
