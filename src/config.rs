@@ -57,6 +57,22 @@ pub struct ServerConfig {
     /// spent on them. Raise the process's descriptor limit to match: the server raises its soft
     /// limit to the hard limit at start.
     pub max_connections: usize,
+    /// Join another process's listeners on the same address instead of failing. Default
+    /// `false`: [`ServerBuilder::start`](crate::ServerBuilder::start) fails with
+    /// [`io::ErrorKind::AddrInUse`](std::io::ErrorKind::AddrInUse) when another process already
+    /// listens there, so a stale server cannot silently keep answering part of the traffic.
+    ///
+    /// Every worker listens with `SO_REUSEPORT`, and Linux lets the listeners of one user
+    /// share an address: with `true`, the kernel spreads new connections over this server's
+    /// and the other's listeners. That is the zero-downtime restart: start the new server with
+    /// `share_port = true` beside the old one, then shut the old one down gracefully; the old
+    /// one's queued but unaccepted connections are lost when it closes its listeners, so
+    /// clients should retry a refused connect. Processes of another user cannot join either
+    /// way.
+    ///
+    /// The check probes the address just before binding it: two servers started within the
+    /// same instant may both pass it.
+    pub share_port: bool,
     /// `listen(2)` backlog per worker listener. Default 1024.
     pub backlog: u32,
     /// Size of each worker's read buffer, the most one `read` takes. Default 256 KiB: large
@@ -100,6 +116,7 @@ impl Default for ServerConfig {
             workers: None,
             pin_workers: true,
             max_connections: 100_000,
+            share_port: false,
             backlog: 1024,
             read_buffer_size: 256 << 10,
             max_handshake_size: 8 << 10,

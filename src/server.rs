@@ -161,7 +161,9 @@ impl ServerBuilder {
     /// # Errors
     ///
     /// An address but no route, an address that cannot be bound, or a thread that cannot be
-    /// spawned. (No address is not an error: the workers then only run client connections,
+    /// spawned. An address another process listens on fails with
+    /// [`io::ErrorKind::AddrInUse`] and a message naming it, unless
+    /// [`ServerConfig::share_port`] is set. (No address is not an error: the workers then only run client connections,
     /// [`ServerHandle::connect`].)
     pub fn start(self) -> io::Result<ServerHandle> {
         if let Some(e) = self.error {
@@ -174,21 +176,7 @@ impl ServerBuilder {
         let cpus = bidir_sys::cpu::allowed().unwrap_or_default();
         let workers = self.config.workers.unwrap_or(cpus.len()).max(1);
 
-        // Every worker opens its own SO_REUSEPORT listener per address. An address with port 0
-        // is resolved by the first bind and the others join that port.
-        let reuse = workers > 1;
-        let mut listeners: Vec<Vec<std::net::TcpListener>> =
-            (0..workers).map(|_| Vec::new()).collect();
-        let mut bound = Vec::with_capacity(self.addrs.len());
-        for addr in &self.addrs {
-            let first = bidir_sys::socket::listener(*addr, self.config.backlog, reuse)?;
-            let actual = first.local_addr()?;
-            bound.push(actual);
-            listeners[0].push(first);
-            for per_worker in listeners.iter_mut().skip(1) {
-                per_worker.push(bidir_sys::socket::listener(actual, self.config.backlog, true)?);
-            }
-        }
+        let (listeners, bound) = bind_all(&self.addrs, workers, &self.config)?;
 
         let read_buf = self.config.read_buffer_size;
         let (use_uring, fallback) = match self.config.backend {
@@ -296,6 +284,53 @@ impl fmt::Debug for ServerBuilder {
             .field("addrs", &self.addrs)
             .field("config", &self.config)
             .finish_non_exhaustive()
+    }
+}
+
+/// Opens every worker's listener on every address; returns them per worker, and the addresses
+/// as bound (with the ports chosen for port 0).
+///
+/// Every listener has `SO_REUSEPORT` (even with one worker, so that a server started with
+/// [`ServerConfig::share_port`] can join it). Unless `share_port` is set, each address is first
+/// probed: another process's listener there fails the start with `AddrInUse`. An address with
+/// port 0 needs no probe: the kernel picks a port no listener holds, and the other workers join
+/// that port.
+fn bind_all(
+    addrs: &[SocketAddr],
+    workers: usize,
+    config: &ServerConfig,
+) -> io::Result<(Vec<Vec<std::net::TcpListener>>, Vec<SocketAddr>)> {
+    let mut listeners: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut bound = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        if !config.share_port && addr.port() != 0 {
+            bidir_sys::socket::probe_unused(*addr).map_err(|e| in_use(*addr, e))?;
+        }
+        let first = bidir_sys::socket::listener(*addr, config.backlog, true)
+            .map_err(|e| in_use(*addr, e))?;
+        let actual = first.local_addr()?;
+        bound.push(actual);
+        listeners[0].push(first);
+        for per_worker in listeners.iter_mut().skip(1) {
+            let listener = bidir_sys::socket::listener(actual, config.backlog, true)
+                .map_err(|e| in_use(actual, e))?;
+            per_worker.push(listener);
+        }
+    }
+    Ok((listeners, bound))
+}
+
+/// Names the address in a bind error, and says how to share it when it is taken.
+fn in_use(addr: SocketAddr, e: io::Error) -> io::Error {
+    match e.kind() {
+        io::ErrorKind::AddrInUse => io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "address {addr} is in use: another process listens on it \
+                 (ServerConfig::share_port joins it on purpose)"
+            ),
+        ),
+        kind => io::Error::new(kind, format!("cannot listen on {addr}: {e}")),
     }
 }
 
