@@ -73,6 +73,17 @@ pub struct ServerConfig {
     /// The check probes the address just before binding it: two servers started within the
     /// same instant may both pass it.
     pub share_port: bool,
+    /// What [`ServerBuilder::run`](crate::ServerBuilder::run) does on `SIGINT` (Ctrl-C) or
+    /// `SIGTERM`: with `Some(grace)`, a graceful shutdown with that grace
+    /// ([`ServerHandle::shutdown`](crate::ServerHandle::shutdown): close 1001 to every
+    /// connection, drain, drop what is left at the deadline), after which `run` returns
+    /// `Ok(())`. Default `Some(10 s)`: clients see a clean close rather than 1006, and 10 s is
+    /// within the time a supervisor waits before it kills (systemd: 90 s, Kubernetes: 30 s).
+    ///
+    /// `None` opts out: `run` leaves the signals alone (they end the process the usual way)
+    /// and returns only when the workers stop. [`ServerBuilder::start`](crate::ServerBuilder::start)
+    /// never touches signals; see [`Signals`](crate::Signals) to handle them by hand.
+    pub shutdown_on_signal: Option<Duration>,
     /// `listen(2)` backlog per worker listener. Default 1024.
     pub backlog: u32,
     /// Size of each worker's read buffer, the most one `read` takes. Default 256 KiB: large
@@ -117,6 +128,7 @@ impl Default for ServerConfig {
             pin_workers: true,
             max_connections: 100_000,
             share_port: false,
+            shutdown_on_signal: Some(Duration::from_secs(10)),
             backlog: 1024,
             read_buffer_size: 256 << 10,
             max_handshake_size: 8 << 10,

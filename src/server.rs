@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use bidir_protocol::Message;
+use bidir_sys::signal::Signals;
 use bidir_sys::uring::UringWaker;
 use bidir_sys::{Backend, Epoll, IoUring};
 
@@ -145,15 +146,37 @@ impl ServerBuilder {
         self
     }
 
-    /// Starts the workers and blocks until the server is shut down (through a
-    /// [`ServerHandle`] obtained with [`ServerBuilder::start`] instead).
+    /// Starts the workers and blocks until `SIGINT` (Ctrl-C) or `SIGTERM`, then shuts down
+    /// gracefully — close 1001 to every connection, drain, stop by the deadline — and returns
+    /// `Ok(())`: the grace is [`ServerConfig::shutdown_on_signal`] (default 10 s). With that
+    /// set to `None`, blocks until the workers stop and leaves the signals alone. To stop the
+    /// server otherwise, use [`ServerBuilder::start`] and its [`ServerHandle`].
+    ///
+    /// The signals are blocked in the calling thread (and so in the workers it spawns) and
+    /// taken with `sigwait(2)`; the thread's mask is restored before `run` returns. A thread
+    /// the process started before `run` that does not block them may still receive one and
+    /// die of it the usual way: call `run` from `main` before starting other threads, or
+    /// block the signals in them ([`Signals::block`](crate::Signals::block)).
     ///
     /// # Errors
     ///
-    /// As [`ServerBuilder::start`].
+    /// As [`ServerBuilder::start`], or what blocking or waiting for the signals reports (the
+    /// server is then shut down as for a signal).
     pub fn run(self) -> io::Result<()> {
-        self.start()?.join();
-        Ok(())
+        let Some(grace) = self.config.shutdown_on_signal else {
+            self.start()?.join();
+            return Ok(());
+        };
+        // Blocked before the workers start, so that they inherit the mask and the signal
+        // reaches the wait below.
+        let signals = Signals::block()?;
+        let served = self.start().and_then(|server| {
+            let signal = signals.wait();
+            server.shutdown(grace);
+            signal.map(drop)
+        });
+        let restored = signals.restore();
+        served.and(restored)
     }
 
     /// Starts the workers and returns a handle to the running server.
