@@ -1,5 +1,6 @@
 //! Engine configuration: workers, limits, timeouts, and what happens past each limit.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use bidir_protocol::deflate::DeflateConfig;
@@ -84,6 +85,21 @@ pub struct ServerConfig {
     /// and returns only when the workers stop. [`ServerBuilder::start`](crate::ServerBuilder::start)
     /// never touches signals; see [`Signals`](crate::Signals) to handle them by hand.
     pub shutdown_on_signal: Option<Duration>,
+    /// Most connections one peer may hold at once, counted server-wide (over every worker)
+    /// from accept until the connection ends, whether or not it ever upgraded. Default `None`:
+    /// no limit, and nothing counted. A peer is an IPv4 address, or the /64 prefix of an IPv6
+    /// one (a host usually holds a whole /64).
+    ///
+    /// A connection past the limit is closed as soon as it is accepted, before any work is
+    /// spent on it: the client sees the TCP connection end (a reset if it had sent its
+    /// request), with no HTTP answer; [`Counters::refused_per_peer`](crate::Counters) counts
+    /// it. Many clients behind one NAT or proxy share an address: size the limit for them.
+    pub max_connections_per_peer: Option<NonZeroU32>,
+    /// Most connections one peer may open per second (each a handshake to come), counted
+    /// server-wide in windows of one second. Default `None`: no limit. Refused as for
+    /// [`ServerConfig::max_connections_per_peer`], which also says what a peer is. Across a
+    /// window's edge a peer may open up to twice the limit within a second.
+    pub max_handshake_rate_per_peer: Option<NonZeroU32>,
     /// `listen(2)` backlog per worker listener. Default 1024.
     pub backlog: u32,
     /// Size of each worker's read buffer, the most one `read` takes. Default 256 KiB: large
@@ -128,6 +144,8 @@ impl Default for ServerConfig {
             pin_workers: true,
             max_connections: 100_000,
             share_port: false,
+            max_connections_per_peer: None,
+            max_handshake_rate_per_peer: None,
             shutdown_on_signal: Some(Duration::from_secs(10)),
             backlog: 1024,
             read_buffer_size: 256 << 10,

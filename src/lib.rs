@@ -51,6 +51,7 @@ mod handle;
 mod handler;
 mod metrics;
 mod outq;
+mod peers;
 mod pubsub;
 mod route;
 mod server;

@@ -22,6 +22,7 @@ use crate::client::{Connect, ConnectError};
 use crate::config::{BackendChoice, ServerConfig};
 use crate::handle::{Command, Mailbox};
 use crate::metrics::Stats;
+use crate::peers::PeerLimits;
 use crate::route::{self, HttpHook, HttpResponse, IntoAccept, Request, Router};
 use crate::worker::{Shared, Worker};
 
@@ -230,6 +231,7 @@ impl ServerBuilder {
         let uring_config = self.config.uring;
         let protocol = Arc::new(self.config.protocol.clone());
         let pin = self.config.pin_workers;
+        let peers = PeerLimits::new(&self.config);
         let shared = Arc::new(Shared {
             config: self.config,
             protocol,
@@ -237,6 +239,7 @@ impl ServerBuilder {
             mailboxes: mailboxes.clone(),
             open: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             stopping: AtomicBool::new(false),
+            peers,
         });
         let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
         let mut threads = Vec::with_capacity(workers);
