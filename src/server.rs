@@ -330,16 +330,17 @@ fn bind_all(
     let mut bound = Vec::with_capacity(addrs.len());
     for addr in addrs {
         if !config.share_port && addr.port() != 0 {
-            bidir_sys::socket::probe_unused(*addr).map_err(|e| in_use(*addr, e))?;
+            bidir_sys::socket::probe_unused(*addr)
+                .map_err(|e| in_use(*addr, config.share_port, e))?;
         }
         let first = bidir_sys::socket::listener(*addr, config.backlog, true)
-            .map_err(|e| in_use(*addr, e))?;
+            .map_err(|e| in_use(*addr, config.share_port, e))?;
         let actual = first.local_addr()?;
         bound.push(actual);
         listeners[0].push(first);
         for per_worker in listeners.iter_mut().skip(1) {
             let listener = bidir_sys::socket::listener(actual, config.backlog, true)
-                .map_err(|e| in_use(actual, e))?;
+                .map_err(|e| in_use(actual, config.share_port, e))?;
             per_worker.push(listener);
         }
     }
@@ -347,8 +348,15 @@ fn bind_all(
 }
 
 /// Names the address in a bind error, and says how to share it when it is taken.
-fn in_use(addr: SocketAddr, e: io::Error) -> io::Error {
+fn in_use(addr: SocketAddr, share_port: bool, e: io::Error) -> io::Error {
     match e.kind() {
+        io::ErrorKind::AddrInUse if share_port => io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "address {addr} is in use by a listener that does not share it \
+                 (only SO_REUSEPORT listeners of the same user can be joined)"
+            ),
+        ),
         io::ErrorKind::AddrInUse => io::Error::new(
             io::ErrorKind::AddrInUse,
             format!(

@@ -115,3 +115,14 @@ fn share_port_joins_a_running_server_for_a_zero_downtime_restart() {
         new.shutdown(Duration::from_secs(1));
     }
 }
+
+#[test]
+fn share_port_cannot_join_a_listener_that_does_not_share() {
+    // std's listener has no SO_REUSEPORT: nobody can join it.
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = other.local_addr().unwrap();
+    let err = named_server("new", addr, sharing(2)).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    assert!(err.to_string().contains("does not share"), "{err}");
+}
