@@ -1,5 +1,6 @@
 //! Engine configuration: workers, limits, timeouts, and what happens past each limit.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use bidir_protocol::deflate::DeflateConfig;
@@ -57,6 +58,48 @@ pub struct ServerConfig {
     /// spent on them. Raise the process's descriptor limit to match: the server raises its soft
     /// limit to the hard limit at start.
     pub max_connections: usize,
+    /// Join another process's listeners on the same address instead of failing. Default
+    /// `false`: [`ServerBuilder::start`](crate::ServerBuilder::start) fails with
+    /// [`io::ErrorKind::AddrInUse`](std::io::ErrorKind::AddrInUse) when another process already
+    /// listens there, so a stale server cannot silently keep answering part of the traffic.
+    ///
+    /// Every worker listens with `SO_REUSEPORT`, and Linux lets the listeners of one user
+    /// share an address: with `true`, the kernel spreads new connections over this server's
+    /// and the other's listeners. That is the zero-downtime restart: start the new server with
+    /// `share_port = true` beside the old one, then shut the old one down gracefully; the old
+    /// one's queued but unaccepted connections are lost when it closes its listeners, so
+    /// clients should retry a refused connect. Processes of another user cannot join either
+    /// way.
+    ///
+    /// The check probes the address just before binding it: two servers started within the
+    /// same instant may both pass it.
+    pub share_port: bool,
+    /// What [`ServerBuilder::run`](crate::ServerBuilder::run) does on `SIGINT` (Ctrl-C) or
+    /// `SIGTERM`: with `Some(grace)`, a graceful shutdown with that grace
+    /// ([`ServerHandle::shutdown`](crate::ServerHandle::shutdown): close 1001 to every
+    /// connection, drain, drop what is left at the deadline), after which `run` returns
+    /// `Ok(())`. Default `Some(10 s)`: clients see a clean close rather than 1006, and 10 s is
+    /// within the time a supervisor waits before it kills (systemd: 90 s, Kubernetes: 30 s).
+    ///
+    /// `None` opts out: `run` leaves the signals alone (they end the process the usual way)
+    /// and returns only when the workers stop. [`ServerBuilder::start`](crate::ServerBuilder::start)
+    /// never touches signals; see [`Signals`](crate::Signals) to handle them by hand.
+    pub shutdown_on_signal: Option<Duration>,
+    /// Most connections one peer may hold at once, counted server-wide (over every worker)
+    /// from accept until the connection ends, whether or not it ever upgraded. Default `None`:
+    /// no limit, and nothing counted. A peer is an IPv4 address, or the /64 prefix of an IPv6
+    /// one (a host usually holds a whole /64).
+    ///
+    /// A connection past the limit is closed as soon as it is accepted, before any work is
+    /// spent on it: the client sees the TCP connection end (a reset if it had sent its
+    /// request), with no HTTP answer; [`Counters::refused_per_peer`](crate::Counters) counts
+    /// it. Many clients behind one NAT or proxy share an address: size the limit for them.
+    pub max_connections_per_peer: Option<NonZeroU32>,
+    /// Most connections one peer may open per second (each a handshake to come), counted
+    /// server-wide in windows of one second. Default `None`: no limit. Refused as for
+    /// [`ServerConfig::max_connections_per_peer`], which also says what a peer is. Across a
+    /// window's edge a peer may open up to twice the limit within a second.
+    pub max_handshake_rate_per_peer: Option<NonZeroU32>,
     /// `listen(2)` backlog per worker listener. Default 1024.
     pub backlog: u32,
     /// Size of each worker's read buffer, the most one `read` takes. Default 256 KiB: large
@@ -100,6 +143,10 @@ impl Default for ServerConfig {
             workers: None,
             pin_workers: true,
             max_connections: 100_000,
+            share_port: false,
+            max_connections_per_peer: None,
+            max_handshake_rate_per_peer: None,
+            shutdown_on_signal: Some(Duration::from_secs(10)),
             backlog: 1024,
             read_buffer_size: 256 << 10,
             max_handshake_size: 8 << 10,

@@ -21,6 +21,10 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
+//! `run` serves until Ctrl-C (SIGINT) or SIGTERM, then closes every connection with 1001 and
+//! returns ([`ServerBuilder::run`]); [`ServerBuilder::start`] returns a [`ServerHandle`] to
+//! stop it another way.
+//!
 //! # Threading
 //!
 //! Each worker owns a `SO_REUSEPORT` listener, a slab of connections, a timer wheel, a
@@ -51,6 +55,7 @@ mod handle;
 mod handler;
 mod metrics;
 mod outq;
+mod peers;
 mod pubsub;
 mod route;
 mod server;

@@ -16,6 +16,10 @@ pub struct Counters {
     pub accepted: u64,
     /// Connections refused at accept because the server was at `max_connections`.
     pub refused: u64,
+    /// Connections refused at accept because their peer was at
+    /// [`ServerConfig::max_connections_per_peer`](crate::ServerConfig::max_connections_per_peer)
+    /// or [`ServerConfig::max_handshake_rate_per_peer`](crate::ServerConfig::max_handshake_rate_per_peer).
+    pub refused_per_peer: u64,
     /// WebSocket upgrades completed.
     pub upgraded: u64,
     /// Client connections opened (handshake completed).
@@ -53,6 +57,7 @@ impl Counters {
     fn merge(&mut self, other: &Self) {
         self.accepted += other.accepted;
         self.refused += other.refused;
+        self.refused_per_peer += other.refused_per_peer;
         self.upgraded += other.upgraded;
         self.connected += other.connected;
         self.connect_failed += other.connect_failed;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use bidir_protocol::Message;
+use bidir_sys::signal::Signals;
 use bidir_sys::uring::UringWaker;
 use bidir_sys::{Backend, Epoll, IoUring};
 
@@ -21,6 +22,7 @@ use crate::client::{Connect, ConnectError};
 use crate::config::{BackendChoice, ServerConfig};
 use crate::handle::{Command, Mailbox};
 use crate::metrics::Stats;
+use crate::peers::PeerLimits;
 use crate::route::{self, HttpHook, HttpResponse, IntoAccept, Request, Router};
 use crate::worker::{Shared, Worker};
 
@@ -145,15 +147,37 @@ impl ServerBuilder {
         self
     }
 
-    /// Starts the workers and blocks until the server is shut down (through a
-    /// [`ServerHandle`] obtained with [`ServerBuilder::start`] instead).
+    /// Starts the workers and blocks until `SIGINT` (Ctrl-C) or `SIGTERM`, then shuts down
+    /// gracefully — close 1001 to every connection, drain, stop by the deadline — and returns
+    /// `Ok(())`: the grace is [`ServerConfig::shutdown_on_signal`] (default 10 s). With that
+    /// set to `None`, blocks until the workers stop and leaves the signals alone. To stop the
+    /// server otherwise, use [`ServerBuilder::start`] and its [`ServerHandle`].
+    ///
+    /// The signals are blocked in the calling thread (and so in the workers it spawns) and
+    /// taken with `sigwait(2)`; the thread's mask is restored before `run` returns. A thread
+    /// the process started before `run` that does not block them may still receive one and
+    /// die of it the usual way: call `run` from `main` before starting other threads, or
+    /// block the signals in them ([`Signals::block`](crate::Signals::block)).
     ///
     /// # Errors
     ///
-    /// As [`ServerBuilder::start`].
+    /// As [`ServerBuilder::start`], or what blocking or waiting for the signals reports (the
+    /// server is then shut down as for a signal).
     pub fn run(self) -> io::Result<()> {
-        self.start()?.join();
-        Ok(())
+        let Some(grace) = self.config.shutdown_on_signal else {
+            self.start()?.join();
+            return Ok(());
+        };
+        // Blocked before the workers start, so that they inherit the mask and the signal
+        // reaches the wait below.
+        let signals = Signals::block()?;
+        let served = self.start().and_then(|server| {
+            let signal = signals.wait();
+            server.shutdown(grace);
+            signal.map(drop)
+        });
+        let restored = signals.restore();
+        served.and(restored)
     }
 
     /// Starts the workers and returns a handle to the running server.
@@ -161,7 +185,9 @@ impl ServerBuilder {
     /// # Errors
     ///
     /// An address but no route, an address that cannot be bound, or a thread that cannot be
-    /// spawned. (No address is not an error: the workers then only run client connections,
+    /// spawned. An address another process listens on fails with
+    /// [`io::ErrorKind::AddrInUse`] and a message naming it, unless
+    /// [`ServerConfig::share_port`] is set. (No address is not an error: the workers then only run client connections,
     /// [`ServerHandle::connect`].)
     pub fn start(self) -> io::Result<ServerHandle> {
         if let Some(e) = self.error {
@@ -174,21 +200,7 @@ impl ServerBuilder {
         let cpus = bidir_sys::cpu::allowed().unwrap_or_default();
         let workers = self.config.workers.unwrap_or(cpus.len()).max(1);
 
-        // Every worker opens its own SO_REUSEPORT listener per address. An address with port 0
-        // is resolved by the first bind and the others join that port.
-        let reuse = workers > 1;
-        let mut listeners: Vec<Vec<std::net::TcpListener>> =
-            (0..workers).map(|_| Vec::new()).collect();
-        let mut bound = Vec::with_capacity(self.addrs.len());
-        for addr in &self.addrs {
-            let first = bidir_sys::socket::listener(*addr, self.config.backlog, reuse)?;
-            let actual = first.local_addr()?;
-            bound.push(actual);
-            listeners[0].push(first);
-            for per_worker in listeners.iter_mut().skip(1) {
-                per_worker.push(bidir_sys::socket::listener(actual, self.config.backlog, true)?);
-            }
-        }
+        let (listeners, bound) = bind_all(&self.addrs, workers, &self.config)?;
 
         let read_buf = self.config.read_buffer_size;
         let (use_uring, fallback) = match self.config.backend {
@@ -219,6 +231,7 @@ impl ServerBuilder {
         let uring_config = self.config.uring;
         let protocol = Arc::new(self.config.protocol.clone());
         let pin = self.config.pin_workers;
+        let peers = PeerLimits::new(&self.config);
         let shared = Arc::new(Shared {
             config: self.config,
             protocol,
@@ -226,6 +239,7 @@ impl ServerBuilder {
             mailboxes: mailboxes.clone(),
             open: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             stopping: AtomicBool::new(false),
+            peers,
         });
         let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
         let mut threads = Vec::with_capacity(workers);
@@ -296,6 +310,61 @@ impl fmt::Debug for ServerBuilder {
             .field("addrs", &self.addrs)
             .field("config", &self.config)
             .finish_non_exhaustive()
+    }
+}
+
+/// Opens every worker's listener on every address; returns them per worker, and the addresses
+/// as bound (with the ports chosen for port 0).
+///
+/// Every listener has `SO_REUSEPORT` (even with one worker, so that a server started with
+/// [`ServerConfig::share_port`] can join it). Unless `share_port` is set, each address is first
+/// probed: another process's listener there fails the start with `AddrInUse`. An address with
+/// port 0 needs no probe: the kernel picks a port no listener holds, and the other workers join
+/// that port.
+fn bind_all(
+    addrs: &[SocketAddr],
+    workers: usize,
+    config: &ServerConfig,
+) -> io::Result<(Vec<Vec<std::net::TcpListener>>, Vec<SocketAddr>)> {
+    let mut listeners: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut bound = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        if !config.share_port && addr.port() != 0 {
+            bidir_sys::socket::probe_unused(*addr)
+                .map_err(|e| in_use(*addr, config.share_port, e))?;
+        }
+        let first = bidir_sys::socket::listener(*addr, config.backlog, true)
+            .map_err(|e| in_use(*addr, config.share_port, e))?;
+        let actual = first.local_addr()?;
+        bound.push(actual);
+        listeners[0].push(first);
+        for per_worker in listeners.iter_mut().skip(1) {
+            let listener = bidir_sys::socket::listener(actual, config.backlog, true)
+                .map_err(|e| in_use(actual, config.share_port, e))?;
+            per_worker.push(listener);
+        }
+    }
+    Ok((listeners, bound))
+}
+
+/// Names the address in a bind error, and says how to share it when it is taken.
+fn in_use(addr: SocketAddr, share_port: bool, e: io::Error) -> io::Error {
+    match e.kind() {
+        io::ErrorKind::AddrInUse if share_port => io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "address {addr} is in use by a listener that does not share it \
+                 (only SO_REUSEPORT listeners of the same user can be joined)"
+            ),
+        ),
+        io::ErrorKind::AddrInUse => io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "address {addr} is in use: another process listens on it \
+                 (ServerConfig::share_port joins it on purpose)"
+            ),
+        ),
+        kind => io::Error::new(kind, format!("cannot listen on {addr}: {e}")),
     }
 }
 

@@ -41,6 +41,7 @@ use crate::handle::{Command, ConnHandle, ConnId, ConnShared, Mailbox};
 use crate::handler::{CloseInfo, Context, Handler, Payload};
 use crate::metrics::{self, Counters, WorkerStats};
 use crate::outq::{MAX_IOV, OutQueue, Pool, SHARE_THRESHOLD};
+use crate::peers::{Admission, PeerLimits};
 use crate::pubsub::Topics;
 use crate::route::{Accepted, Request, Route, Router};
 use crate::timer::Wheel;
@@ -55,6 +56,8 @@ pub(crate) struct Shared {
     pub(crate) open: Vec<AtomicU64>,
     /// Set when a shutdown starts: publishes and sends are refused from then on.
     pub(crate) stopping: AtomicBool,
+    /// The per-peer counts, when a per-peer limit is on.
+    pub(crate) peers: Option<PeerLimits>,
 }
 
 /// Per-connection state the [`Context`] reaches; the protocol state and handler live in
@@ -83,6 +86,8 @@ pub(crate) struct Meta {
     poisoned: bool,
     /// Retired: the socket closes after this turn.
     retired: bool,
+    /// Counted in [`Shared::peers`]: released when the slot retires.
+    peer_held: bool,
     /// permessage-deflate with no zlib state kept between messages (no context takeover, or
     /// compact context): the worker's codec is lent to this connection around each call
     /// instead of the connection owning one.
@@ -112,6 +117,7 @@ impl Meta {
             close_reported: false,
             poisoned: false,
             retired: false,
+            peer_held: false,
             shares_codec: false,
             timer_tick,
             user_timer: u64::MAX,
@@ -966,7 +972,21 @@ fn accept(
         cx.counters.refused += 1;
         return; // dropping the stream closes it
     }
+    let peer_held = match &cx.shared.peers {
+        None => false,
+        Some(peers) => match peers.admit(peer.ip(), cx.wall_now()) {
+            Admission::Refused => {
+                cx.counters.refused_per_peer += 1;
+                return;
+            }
+            Admission::Held => true,
+            Admission::Opened => false,
+        },
+    };
     if bidir_sys::socket::configure_stream(&stream).is_err() {
+        if let (true, Some(peers)) = (peer_held, &cx.shared.peers) {
+            peers.release(peer.ip(), cx.wall_now());
+        }
         return;
     }
     let entry = slots.vacant_entry();
@@ -974,7 +994,7 @@ fn accept(
     *next_generation = next_generation.wrapping_add(1);
     let deadline = (cx.now + cx.shared.config.handshake_timeout).as_nanos();
     let tick = wheel.insert(key, deadline);
-    entry.insert(Slot {
+    let slot = entry.insert(Slot {
         meta: Meta::new(
             ConnId { worker: cx.index, slot: key as u32, generation: *next_generation },
             peer,
@@ -982,6 +1002,7 @@ fn accept(
         ),
         phase: Phase::Handshake { buf: Vec::new(), deadline },
     });
+    slot.meta.peer_held = peer_held;
     to_add.push((key, stream));
 }
 
@@ -1577,6 +1598,11 @@ fn retire(slots: &mut Slab<Slot>, cx: &mut WorkerCx, key: usize, connect_error: 
     slot.meta.out.clear(&mut cx.pool);
     slot.meta.retired = true;
     slot.meta.timer_tick = NO_TICK;
+    if std::mem::take(&mut slot.meta.peer_held)
+        && let Some(peers) = &cx.shared.peers
+    {
+        peers.release(slot.meta.peer.ip(), cx.wall_now());
+    }
     cx.counters.closed += 1;
     cx.retire.push(key);
     match std::mem::replace(&mut slot.phase, Phase::Dead) {

@@ -12,6 +12,8 @@ use std::mem;
 #[derive(Clone, Copy)]
 pub struct Signals {
     set: libc::sigset_t,
+    /// The thread's mask before [`Signals::block`], for [`Signals::restore`].
+    previous: libc::sigset_t,
 }
 
 impl Signals {
@@ -29,12 +31,32 @@ impl Signals {
         syscall!(sigaddset(&mut set, libc::SIGINT))?;
         // SAFETY: as above.
         syscall!(sigaddset(&mut set, libc::SIGTERM))?;
-        // SAFETY: `set` is initialised; the old mask is not wanted (null is allowed).
-        let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+        // SAFETY: sigset_t is plain data; pthread_sigmask fills it in.
+        let mut previous: libc::sigset_t = unsafe { mem::zeroed() };
+        // SAFETY: `set` is initialised and `previous` is writable.
+        let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut previous) };
         if rc != 0 {
             return Err(io::Error::from_raw_os_error(rc));
         }
-        Ok(Self { set })
+        Ok(Self { set, previous })
+    }
+
+    /// Gives the calling thread back the mask it had before [`Signals::block`] (threads
+    /// spawned meanwhile keep theirs). A signal that arrived since and was not waited for is
+    /// delivered then, with its usual effect.
+    ///
+    /// # Errors
+    ///
+    /// What `pthread_sigmask(3)` reports.
+    pub fn restore(&self) -> io::Result<()> {
+        // SAFETY: `self.previous` is an initialised sigset_t; the old mask is not wanted.
+        let rc = unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &self.previous, std::ptr::null_mut())
+        };
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        Ok(())
     }
 
     /// Blocks until `SIGINT` or `SIGTERM` arrives; returns its number.
@@ -73,5 +95,27 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    #[test]
+    fn restore_unblocks_what_block_blocked() {
+        std::thread::spawn(|| {
+            let signals = Signals::block().unwrap();
+            assert!(is_blocked(libc::SIGINT) && is_blocked(libc::SIGTERM));
+            signals.restore().unwrap();
+            assert!(!is_blocked(libc::SIGINT) && !is_blocked(libc::SIGTERM));
+        })
+        .join()
+        .unwrap();
+    }
+
+    fn is_blocked(signal: i32) -> bool {
+        // SAFETY: sigset_t is plain data; pthread_sigmask fills it in.
+        let mut mask: libc::sigset_t = unsafe { mem::zeroed() };
+        // SAFETY: a null new mask only reads the current one into `mask`.
+        let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut mask) };
+        assert_eq!(rc, 0);
+        // SAFETY: `mask` is initialised and `signal` is a valid signal number.
+        unsafe { libc::sigismember(&mask, signal) == 1 }
     }
 }

@@ -28,6 +28,39 @@ pub fn listener(addr: SocketAddr, backlog: u32, reuse_port: bool) -> io::Result<
     Ok(socket.into())
 }
 
+/// Fails with `EADDRINUSE` when a live listener holds `addr` (or an address overlapping it, such
+/// as the wildcard on the same port), whatever its `SO_REUSEPORT` setting: binds a socket with
+/// `SO_REUSEADDR` but without `SO_REUSEPORT` to `addr` and closes it again without listening.
+///
+/// `SO_REUSEADDR` makes connections of an earlier server still in `TIME_WAIT` (or still
+/// draining after it closed its listeners) no obstacle; only a listening socket is. Linux lets
+/// `SO_REUSEPORT` listeners of one user share an address silently, so this is how a server
+/// that does not mean to share it finds out that another process already listens there.
+/// The answer holds for the moment of the call only: a listener that binds between this probe
+/// and the caller's own bind is not seen.
+///
+/// # Errors
+///
+/// `EADDRINUSE` as above; otherwise what `socket(2)`, `setsockopt(2)` or `bind(2)` report.
+pub fn probe_unused(addr: SocketAddr) -> io::Result<()> {
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking().cloexec(), None)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        // As the listeners: a dual-stack probe collides with an IPv4 listener on the port too.
+        socket.set_only_v6(false).ok();
+    }
+    socket.bind(&addr.into())
+}
+
+/// Stops `listener` listening at once, even while the kernel still holds a reference to it
+/// (an io_uring accept in flight): `shutdown(2)` on a listening socket ends the listen and
+/// resets the connections waiting in its queue. The descriptor stays open until dropped.
+/// Errors are ignored: a listener that cannot be shut down stops when it closes.
+pub fn stop_listening(listener: &TcpListener) {
+    let _ = socket2::SockRef::from(listener).shutdown(std::net::Shutdown::Read);
+}
+
 /// Starts a nonblocking connect to `addr` on a new close-on-exec stream with `TCP_NODELAY`;
 /// the connection completes (or fails) later: a backend reports it once the socket is writable.
 ///
@@ -87,6 +120,43 @@ mod tests {
         // Without SO_REUSEPORT on the newcomer, the address is taken.
         let err = listener(addr, 128, false).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
+
+    #[test]
+    fn a_probe_sees_a_reuse_port_listener_and_nothing_else() {
+        let first = listener("127.0.0.1:0".parse().unwrap(), 128, true).unwrap();
+        let addr = first.local_addr().unwrap();
+        let err = probe_unused(addr).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        // The wildcard on the same port overlaps it.
+        let wildcard = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+        assert_eq!(probe_unused(wildcard).unwrap_err().kind(), io::ErrorKind::AddrInUse);
+        drop(first);
+        probe_unused(addr).unwrap();
+        // The probe holds nothing once it returns: a listener binds right after it.
+        listener(addr, 128, true).unwrap();
+    }
+
+    #[test]
+    fn a_probe_ignores_connections_left_by_a_closed_listener() {
+        let first = listener("127.0.0.1:0".parse().unwrap(), 128, true).unwrap();
+        let addr = first.local_addr().unwrap();
+        let client = TcpStream::connect(addr).unwrap();
+        let accepted = (0..1000)
+            .find_map(|_| match first.accept() {
+                Ok((stream, _)) => Some(stream),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    None
+                }
+                Err(e) => panic!("accept: {e}"),
+            })
+            .expect("accepted within a second");
+        drop(first);
+        // A server that stopped listening but still drains a connection does not block a
+        // successor.
+        probe_unused(addr).unwrap();
+        drop((client, accepted));
     }
 
     #[test]

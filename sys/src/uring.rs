@@ -904,7 +904,14 @@ impl Backend for IoUring {
         // The cancels go in before the descriptors close (an accept holds its own file
         // reference in the kernel, so closing is safe either way).
         let _ = self.ring.submit();
-        self.counts.other += 1 + self.listeners.len() as u64;
+        // That reference keeps the socket listening after the close, until the kernel has
+        // finished the cancelled accept (later still when the ring itself is torn down):
+        // shutting the listeners down stops them listening now, so the port is free for a
+        // successor once the worker stops.
+        for listener in &self.listeners {
+            crate::socket::stop_listening(&listener.io);
+        }
+        self.counts.other += 1 + 2 * self.listeners.len() as u64;
         self.listeners.clear();
     }
 
