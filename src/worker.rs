@@ -675,16 +675,16 @@ impl<B: Backend> Worker<B> {
             if let Some(handle) = &slot.meta.handle {
                 handle.queued.store(slot.meta.out.len(), Ordering::Relaxed);
             }
-            match &mut slot.phase {
+            if let Phase::Open { conn, .. } = &mut slot.phase
+                && conn.has_pending_pong()
+                && slot.meta.out.len() < self.cx.shared.config.max_backpressure
+            {
+                // Pongs held back while the queue was full: written on the next turn.
+                self.cx.transmit(conn, &mut slot.meta);
+            }
+            match &slot.phase {
                 Phase::Linger { .. } if slot.meta.out.is_empty() => {
                     kill(&mut self.slots, &mut self.cx, key);
-                }
-                Phase::Open { conn, .. }
-                    if conn.has_pending_pong()
-                        && slot.meta.out.len() < self.cx.shared.config.max_backpressure =>
-                {
-                    // Pongs held back while the queue was full: sent on the next turn.
-                    self.cx.transmit(conn, &mut slot.meta);
                 }
                 Phase::Open { .. }
                     if slot.meta.above_drain
