@@ -1038,8 +1038,15 @@ fn handshake(
             return;
         }
     };
-    let req = Request { head, peer: slot.meta.peer };
     cx.scratch.clear();
+    // Ambiguous framing gets 400 on every route (RFC 9112 §6.3). A well-framed body is never
+    // read: the answer closes the connection, so the body is not taken for the next request.
+    if let Err(e) = head.body() {
+        e.write_response(&mut cx.scratch);
+        respond(slots, cx, wheel, key);
+        return;
+    }
+    let req = Request { head, peer: slot.meta.peer };
     let accepted = match shared.router.find(&req) {
         Route::WebSocket(hook) => match head.upgrade() {
             Err(e) => {

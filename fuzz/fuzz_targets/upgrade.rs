@@ -24,8 +24,10 @@ fuzz_target!(|data: &[u8]| {
         Ok(Status::Complete((req, len))) => {
             assert!(len <= data.len() && len <= 4096);
             let _ = (req.path(), req.query(), req.host(), req.is_websocket_upgrade());
+            let body = req.body();
             match req.upgrade() {
                 Ok(up) => {
+                    assert_eq!(body, Ok(http::Body::Empty), "an upgrade never has a body");
                     let protocol = up.protocols().next();
                     for offer in up.extensions().flatten() {
                         for param in offer.params() {

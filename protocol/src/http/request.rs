@@ -97,6 +97,53 @@ impl<'h, 'b> Request<'h, 'b> {
         core::str::from_utf8(host).ok()
     }
 
+    /// How the request's body is delimited (RFC 9112 §6.3). The engine reads no request body:
+    /// it answers an upgrade only when this is [`Body::Empty`], and closes the connection after
+    /// any other answer, so a body is never taken for the next request.
+    ///
+    /// `Content-Length: 0` is no body (RFC 9110 §8.6): some clients and proxies send it on
+    /// every request. Repeated `Content-Length` values that are all equal count as one
+    /// (RFC 9112 §6.3 item 5).
+    ///
+    /// # Errors
+    ///
+    /// The framing is ambiguous, and a server in front of or behind this one might read the
+    /// body differently (request smuggling):
+    /// - [`HandshakeError::ContentLengthWithTransferEncoding`] if both are present (item 3);
+    /// - [`HandshakeError::InvalidTransferEncoding`] if `chunked` is not the final coding
+    ///   (item 4), or on an HTTP/1.0 request (RFC 9112 §6.1);
+    /// - [`HandshakeError::InvalidContentLength`] if a value is not a decimal number that fits
+    ///   in 64 bits, or values differ (item 5).
+    pub fn body(&self) -> Result<Body, HandshakeError> {
+        let chunked = match self.headers_named("transfer-encoding").last() {
+            None => None,
+            Some(_) if self.version < 1 => return Err(HandshakeError::InvalidTransferEncoding),
+            Some(last) => Some(is_chunked_final(last)),
+        };
+        let length = self.content_length()?;
+        match (chunked, length) {
+            (Some(_), Some(_)) => Err(HandshakeError::ContentLengthWithTransferEncoding),
+            (Some(true), None) => Ok(Body::Chunked),
+            (Some(false), None) => Err(HandshakeError::InvalidTransferEncoding),
+            (None, None | Some(0)) => Ok(Body::Empty),
+            (None, Some(n)) => Ok(Body::Length(n)),
+        }
+    }
+
+    /// Every `Content-Length` value (across repeated headers and comma lists) if they agree.
+    fn content_length(&self) -> Result<Option<u64>, HandshakeError> {
+        let mut length = None;
+        for element in self.headers_named("content-length").flat_map(|v| v.split(|&b| b == b',')) {
+            let n =
+                parse_decimal(header::trim(element)).ok_or(HandshakeError::InvalidContentLength)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(HandshakeError::InvalidContentLength);
+            }
+            length = Some(n);
+        }
+        Ok(length)
+    }
+
     /// Whether the request asks for a WebSocket (`Upgrade: websocket`). A request that does not
     /// is plain HTTP: route it to an HTTP handler, or answer
     /// [`HandshakeError::NotWebSocket`] (426) on a WebSocket-only path.
@@ -109,7 +156,8 @@ impl<'h, 'b> Request<'h, 'b> {
     /// # Errors
     ///
     /// The first rule the request breaks, checked in this order: method (405), version (400),
-    /// `Upgrade` (426), `Connection` (400), `Host` (400), `Sec-WebSocket-Key` (400),
+    /// body framing (400, as [`Request::body`]), a body (400: whatever follows the head would
+    /// otherwise be read as WebSocket frames), `Upgrade` (426), `Connection` (400), `Host` (400), `Sec-WebSocket-Key` (400),
     /// `Sec-WebSocket-Version` (400 if absent, 426 if not 13).
     pub fn upgrade(&self) -> Result<Upgrade<'h, 'b>, HandshakeError> {
         if self.method != "GET" {
@@ -117,6 +165,9 @@ impl<'h, 'b> Request<'h, 'b> {
         }
         if self.version < 1 {
             return Err(HandshakeError::HttpVersion);
+        }
+        if self.body()? != Body::Empty {
+            return Err(HandshakeError::BodyNotAllowed);
         }
         if !self.is_websocket_upgrade() {
             return Err(HandshakeError::NotWebSocket);
@@ -149,6 +200,35 @@ impl<'h, 'b> Request<'h, 'b> {
             _ => Err(HandshakeError::InvalidKey),
         }
     }
+}
+
+/// How a request's body is delimited, from [`Request::body`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// No body: neither header, or `Content-Length: 0`.
+    Empty,
+    /// `Content-Length` bytes follow the head (more than zero).
+    Length(u64),
+    /// A chunked body follows the head (`Transfer-Encoding` ending in `chunked`).
+    Chunked,
+}
+
+/// Whether the last coding of a `Transfer-Encoding` value is `chunked` (parameters ignored).
+fn is_chunked_final(value: &[u8]) -> bool {
+    let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+    let coding = last.split(|&b| b == b';').next().unwrap_or_default();
+    header::trim(coding).eq_ignore_ascii_case(b"chunked")
+}
+
+/// `1*DIGIT` as a `u64`; `None` if empty, not digits, or too large.
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        let digit = b.checked_sub(b'0').filter(|d| *d < 10)?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
 }
 
 /// A valid WebSocket upgrade request.
@@ -219,6 +299,17 @@ pub enum HandshakeError {
     MissingVersion,
     /// §4.4: only version 13 is spoken. 426, with `Sec-WebSocket-Version: 13`.
     UnsupportedVersion,
+    /// RFC 9112 §6.3: both `Content-Length` and `Transfer-Encoding`; the body's end is
+    /// ambiguous. 400.
+    ContentLengthWithTransferEncoding,
+    /// RFC 9112 §6.3: `Transfer-Encoding` whose final coding is not `chunked`, or any
+    /// `Transfer-Encoding` on HTTP/1.0 (§6.1). 400.
+    InvalidTransferEncoding,
+    /// RFC 9112 §6.3: a `Content-Length` that is not a number, or several that differ. 400.
+    InvalidContentLength,
+    /// An upgrade request with a body (`Content-Length` above 0, or `Transfer-Encoding`): the
+    /// bytes after the head would be read as WebSocket frames. 400.
+    BodyNotAllowed,
 }
 
 impl HandshakeError {
@@ -230,7 +321,11 @@ impl HandshakeError {
             | Self::MissingConnectionUpgrade
             | Self::MissingHost
             | Self::InvalidKey
-            | Self::MissingVersion => StatusCode::BAD_REQUEST,
+            | Self::MissingVersion
+            | Self::ContentLengthWithTransferEncoding
+            | Self::InvalidTransferEncoding
+            | Self::InvalidContentLength
+            | Self::BodyNotAllowed => StatusCode::BAD_REQUEST,
             Self::HeadTooLarge | Self::TooManyHeaders => StatusCode::HEADER_FIELDS_TOO_LARGE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::NotWebSocket | Self::UnsupportedVersion => StatusCode::UPGRADE_REQUIRED,
@@ -269,6 +364,10 @@ impl fmt::Display for HandshakeError {
             Self::InvalidKey => "invalid Sec-WebSocket-Key",
             Self::MissingVersion => "missing Sec-WebSocket-Version",
             Self::UnsupportedVersion => "unsupported Sec-WebSocket-Version",
+            Self::ContentLengthWithTransferEncoding => "both Content-Length and Transfer-Encoding",
+            Self::InvalidTransferEncoding => "invalid Transfer-Encoding",
+            Self::InvalidContentLength => "invalid Content-Length",
+            Self::BodyNotAllowed => "WebSocket handshake must not have a body",
         })
     }
 }
@@ -397,6 +496,77 @@ mod tests {
             assert_eq!(got, expected);
             assert_eq!(got.status().0, status);
         }
+    }
+
+    fn body_of(bytes: &[u8]) -> Result<Body, HandshakeError> {
+        with_request(bytes, |r| match r.unwrap() {
+            Status::Complete((req, _)) => req.body(),
+            Status::Partial => panic!("partial"),
+        })
+    }
+
+    #[test]
+    fn body_framing_follows_rfc_9112() {
+        let post = |headers: &str| format!("POST /x HTTP/1.1\r\nHost: a\r\n{headers}\r\n");
+        let cases: [(&str, Result<Body, HandshakeError>); 14] = [
+            ("", Ok(Body::Empty)),
+            ("Content-Length: 0\r\n", Ok(Body::Empty)),
+            ("Content-Length: 5\r\n", Ok(Body::Length(5))),
+            ("Content-Length: 5\r\ncontent-length: 5\r\n", Ok(Body::Length(5))),
+            ("Content-Length: 5, 5\r\n", Ok(Body::Length(5))),
+            (
+                "Content-Length: 5\r\nContent-Length: 6\r\n",
+                Err(HandshakeError::InvalidContentLength),
+            ),
+            ("Content-Length: 5, 6\r\n", Err(HandshakeError::InvalidContentLength)),
+            ("Content-Length: -1\r\n", Err(HandshakeError::InvalidContentLength)),
+            ("Content-Length: +5\r\n", Err(HandshakeError::InvalidContentLength)),
+            ("Content-Length: 99999999999999999999\r\n", Err(HandshakeError::InvalidContentLength)),
+            ("Transfer-Encoding: chunked\r\n", Ok(Body::Chunked)),
+            ("Transfer-Encoding: gzip, Chunked\r\n", Ok(Body::Chunked)),
+            ("Transfer-Encoding: chunked, gzip\r\n", Err(HandshakeError::InvalidTransferEncoding)),
+            (
+                "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+                Err(HandshakeError::ContentLengthWithTransferEncoding),
+            ),
+        ];
+        for (headers, expected) in cases {
+            assert_eq!(body_of(post(headers).as_bytes()), expected, "{headers:?}");
+        }
+        assert_eq!(
+            body_of(b"POST /x HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Err(HandshakeError::InvalidTransferEncoding)
+        );
+    }
+
+    #[test]
+    fn an_upgrade_has_no_body() {
+        let with = |headers: &str| {
+            replace(
+                "Sec-WebSocket-Version: 13\r\n",
+                &format!("Sec-WebSocket-Version: 13\r\n{headers}"),
+            )
+        };
+        let cases = [
+            ("Content-Length: 5\r\n", HandshakeError::BodyNotAllowed),
+            ("Transfer-Encoding: chunked\r\n", HandshakeError::BodyNotAllowed),
+            ("Content-Length: 0\r\nContent-Length: 5\r\n", HandshakeError::InvalidContentLength),
+            (
+                "Content-Length: 0\r\nTransfer-Encoding: chunked\r\n",
+                HandshakeError::ContentLengthWithTransferEncoding,
+            ),
+            ("Transfer-Encoding: gzip\r\n", HandshakeError::InvalidTransferEncoding),
+        ];
+        for (headers, expected) in cases {
+            let got = upgrade_error(&with(headers));
+            assert_eq!(got, expected, "{headers:?}");
+            assert_eq!(got.status(), StatusCode::BAD_REQUEST);
+        }
+        // `Content-Length: 0` is no body: the upgrade stands.
+        with_request(&with("Content-Length: 0\r\n"), |r| {
+            let Status::Complete((req, _)) = r.unwrap() else { panic!("partial") };
+            req.upgrade().unwrap();
+        });
     }
 
     #[test]
