@@ -25,7 +25,8 @@ impl<'a> Request<'a> {
         self.head.method
     }
 
-    /// The path, without the query.
+    /// The path, without the query: what routes match. For an absolute-form target
+    /// (`GET http://example.com/chat HTTP/1.1`, RFC 9112 §3.2.2) the path part of the URI.
     pub fn path(&self) -> &'a str {
         self.head.path()
     }
@@ -35,12 +36,15 @@ impl<'a> Request<'a> {
         self.head.query()
     }
 
-    /// The request target as sent (path and query).
+    /// The request target as sent: path and query, or the whole URI of an absolute-form
+    /// target.
     pub fn target(&self) -> &'a str {
         self.head.target
     }
 
-    /// The `Host` header, if exactly one was sent.
+    /// The host the request is for, port included if sent: what host routes match. An
+    /// absolute-form target's authority (its `Host` header is then ignored, RFC 9112
+    /// §3.2.2), else the `Host` header if exactly one was sent.
     pub fn host(&self) -> Option<&'a str> {
         self.head.host()
     }
@@ -394,6 +398,25 @@ mod tests {
         assert_eq!(kind(&router, "GET /nothing HTTP/1.1\r\nHost: a\r\n\r\n"), "404");
         router.add_ws(None, None, ws);
         assert_eq!(kind(&router, &upgrade("a", "/anything")), "ws");
+    }
+
+    #[test]
+    fn absolute_form_routes_by_the_targets_host_and_path() {
+        let mut router = Router::default();
+        let ws = erase(|_: &Request<'_>| Ok::<_, HttpResponse>(Nop));
+        router.add_ws(Some("chat.example"), Some("/room"), ws);
+        router.add_http(None, Some("/"), Arc::new(|_: &Request<'_>| HttpResponse::text("hi")));
+        // The Host header names another host: the target's authority wins.
+        assert_eq!(kind(&router, &upgrade("other", "http://Chat.Example:80/room")), "ws");
+        assert_eq!(kind(&router, &upgrade("chat.example", "http://other/room")), "404");
+        assert_eq!(kind(&router, "GET http://a HTTP/1.1\r\nHost: a\r\n\r\n"), "http");
+        with_request(&upgrade("x", "ws://chat.example/room?id=2"), |r| {
+            assert_eq!(
+                (r.host(), r.path(), r.query()),
+                (Some("chat.example"), "/room", Some("id=2"))
+            );
+            assert_eq!(r.target(), "ws://chat.example/room?id=2");
+        });
     }
 
     #[test]

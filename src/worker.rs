@@ -1089,7 +1089,7 @@ fn handshake(
                         headers: &headers,
                     };
                     if offered && answer.write(&mut cx.scratch).is_ok() {
-                        Some((accepted, req.target().to_owned(), deflate))
+                        Some((accepted, origin_target(&req), deflate))
                     } else {
                         write_status(
                             &mut cx.scratch,
@@ -1150,6 +1150,15 @@ fn handshake(
         settle(slots, cx, wheel, key);
     } else {
         feed(slots, cx, wheel, key, &mut rest);
+    }
+}
+
+/// The target in origin-form (path and query), also for an absolute-form request, for
+/// [`Context::target`](crate::Context::target).
+fn origin_target(req: &Request<'_>) -> String {
+    match req.query() {
+        Some(query) => format!("{}?{query}", req.path()),
+        None => req.path().to_owned(),
     }
 }
 

@@ -143,3 +143,56 @@ fn a_clean_upgrade_still_echoes() {
     assert_eq!(c.recv(), Got::Text("hi".into()));
     server.shutdown(Duration::from_secs(1));
 }
+
+/// Sends where it was routed and what it saw: "`tag` `target` `host`".
+struct Tell(&'static str);
+impl Handler for Tell {
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        let text = format!("{} {}", self.0, cx.target());
+        cx.send_text(&text).unwrap();
+    }
+}
+
+/// The payload of the one small unmasked text frame at the start of `bytes`.
+fn first_text(bytes: &[u8]) -> String {
+    assert!(bytes.len() >= 2 && bytes[0] == 0x81 && bytes[1] < 126, "{bytes:?}");
+    String::from_utf8(bytes[2..2 + usize::from(bytes[1])].to_vec()).unwrap()
+}
+
+#[test]
+fn absolute_form_targets_are_routed_by_their_host_and_path() {
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .config(config(1))
+        .route("/a", |_req: &Request<'_>| Ok(Tell("default")))
+        .host_route("chat.example", "/a", |req: &Request<'_>| {
+            assert_eq!((req.host(), req.path()), (Some("CHAT.example:8080"), "/a"));
+            Ok(Tell("chat"))
+        })
+        .http("/health", |_req: &Request<'_>| HttpResponse::text("ok"))
+        .start()
+        .unwrap();
+    let addr = server.local_addr();
+    let absolute = |target: &str, host: &str| {
+        format!(
+            "GET {target} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+    };
+    // Before: 404, the whole URI taken for a path. The Host header names another host: the
+    // target's authority wins (RFC 9112 §3.2.2).
+    let got = exchange(addr, absolute("http://CHAT.example:8080/a?x=1", "other").as_bytes());
+    assert_eq!(got.status, 101);
+    assert_eq!(first_text(&got.rest), "chat /a?x=1");
+    let got = exchange(addr, absolute("ws://other.example/a", "chat.example").as_bytes());
+    assert_eq!(got.status, 101);
+    assert_eq!(first_text(&got.rest), "default /a");
+    let got = exchange(addr, b"GET http://x/health HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!((got.status, got.body.as_slice()), (200, &b"ok"[..]));
+    // Userinfo in the target is refused (RFC 9110 §4.2.4), and so is a missing Host header.
+    let got = exchange(addr, absolute("http://user@chat.example/a", "chat.example").as_bytes());
+    assert_eq!((got.status, got.closed), (400, true));
+    let no_host = absolute("http://chat.example/a", "x").replace("Host: x\r\n", "");
+    assert_eq!(exchange(addr, no_host.as_bytes()).status, 400);
+    server.shutdown(Duration::from_secs(1));
+}

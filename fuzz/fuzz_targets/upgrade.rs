@@ -23,7 +23,11 @@ fuzz_target!(|data: &[u8]| {
     match Request::parse(data, &mut headers, 4096) {
         Ok(Status::Complete((req, len))) => {
             assert!(len <= data.len() && len <= 4096);
-            let _ = (req.path(), req.query(), req.host(), req.is_websocket_upgrade());
+            let _ = (req.query(), req.host(), req.is_websocket_upgrade());
+            if let Some(authority) = req.authority() {
+                assert!(!authority.is_empty() && !authority.contains('@'));
+                assert!(req.path().starts_with('/'), "absolute-form has a path");
+            }
             let body = req.body();
             match req.upgrade() {
                 Ok(up) => {

@@ -16,7 +16,9 @@ use super::{AcceptKey, Status, StatusCode};
 pub struct Request<'h, 'b> {
     /// The method, e.g. `GET`.
     pub method: &'b str,
-    /// The request target as sent: path and query.
+    /// The request target as sent: path and query (origin-form), or a whole URI
+    /// (absolute-form, RFC 9112 §3.2.2); [`Request::path`], [`Request::query`] and
+    /// [`Request::host`] read either.
     pub target: &'b str,
     /// The minor version: 1 for HTTP/1.1, 0 for HTTP/1.0.
     pub version: u8,
@@ -38,7 +40,10 @@ impl<'h, 'b> Request<'h, 'b> {
     /// - [`HandshakeError::HeadTooLarge`] once the head (complete or not) exceeds
     ///   `max_head_len` bytes;
     /// - [`HandshakeError::TooManyHeaders`] if `headers` is too short to hold them;
-    /// - [`HandshakeError::Malformed`] if the bytes are not an HTTP/1.x request.
+    /// - [`HandshakeError::Malformed`] if the bytes are not an HTTP/1.x request;
+    /// - [`HandshakeError::InvalidTarget`] if the target is absolute-form with an empty
+    ///   authority, with userinfo (`http://user@host/`, refused as RFC 9110 §4.2.4 advises),
+    ///   or with a fragment.
     pub fn parse(
         buf: &'b [u8],
         headers: &'h mut [Header<'b>],
@@ -56,6 +61,10 @@ impl<'h, 'b> Request<'h, 'b> {
                     version: req.version.unwrap_or_default(),
                     headers: req.headers,
                 };
+                let bad_authority = |a: &str| a.is_empty() || a.contains('@');
+                if request.authority().is_some_and(bad_authority) || has_fragment(&request) {
+                    return Err(HandshakeError::InvalidTarget);
+                }
                 Ok(Status::Complete((request, len)))
             }
             Ok(httparse::Status::Partial) if buf.len() > max_head_len => {
@@ -67,14 +76,32 @@ impl<'h, 'b> Request<'h, 'b> {
         }
     }
 
-    /// The path: the target up to `?`.
+    /// The path: the target up to `?`, without the scheme and authority of an absolute-form
+    /// target (`/chat` for `http://example.com/chat?room=1`; `/` when that form has no path).
     pub fn path(&self) -> &'b str {
-        self.target.split_once('?').map_or(self.target, |(path, _)| path)
+        let target = self.origin_form();
+        match target.split_once('?').map_or(target, |(path, _)| path) {
+            "" if self.authority().is_some() => "/",
+            path => path,
+        }
     }
 
     /// The query: the target after `?`, if any.
     pub fn query(&self) -> Option<&'b str> {
-        self.target.split_once('?').map(|(_, query)| query)
+        self.origin_form().split_once('?').map(|(_, query)| query)
+    }
+
+    /// The authority of an absolute-form target (RFC 9112 §3.2.2): `example.com:8080` for
+    /// `GET http://example.com:8080/chat HTTP/1.1`. `None` for the usual origin-form (`/chat`).
+    /// Only the schemes `http`, `https`, `ws` and `wss` make a target absolute-form; any other
+    /// target is taken as a path (and usually matches no route).
+    pub fn authority(&self) -> Option<&'b str> {
+        absolute_form(self.target).map(|(authority, _)| authority)
+    }
+
+    /// The target without the scheme and authority of an absolute-form target.
+    fn origin_form(&self) -> &'b str {
+        absolute_form(self.target).map_or(self.target, |(_, rest)| rest)
     }
 
     /// The value of the first header named `name` (ASCII case-insensitive).
@@ -87,8 +114,15 @@ impl<'h, 'b> Request<'h, 'b> {
         self.headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
     }
 
-    /// The `Host` header, if present once and UTF-8.
+    /// The host the request is for: an absolute-form target's authority (the `Host` header is
+    /// then ignored, RFC 9112 §3.2.2), else the `Host` header if present once and UTF-8.
+    /// Either may carry a port.
     pub fn host(&self) -> Option<&'b str> {
+        self.authority().or_else(|| self.host_header())
+    }
+
+    /// The `Host` header, if present once and UTF-8.
+    fn host_header(&self) -> Option<&'b str> {
         let mut hosts = self.headers_named("host");
         let host = hosts.next()?;
         if hosts.next().is_some() {
@@ -175,6 +209,9 @@ impl<'h, 'b> Request<'h, 'b> {
         if !self.headers_named("connection").any(|v| header::has_token(v, "upgrade")) {
             return Err(HandshakeError::MissingConnectionUpgrade);
         }
+        // RFC 9112 §3.2: the header is required even when an absolute-form target names the
+        // host, which then wins.
+        self.host_header().ok_or(HandshakeError::MissingHost)?;
         let host = self.host().ok_or(HandshakeError::MissingHost)?;
         let key = self.key()?;
         let mut versions = self.headers_named("sec-websocket-version");
@@ -213,6 +250,22 @@ pub enum Body {
     Chunked,
 }
 
+/// Whether an absolute-form target carries a fragment, which `absolute-URI` excludes.
+fn has_fragment(request: &Request<'_, '_>) -> bool {
+    request.authority().is_some() && request.target.contains('#')
+}
+
+/// Splits an absolute-form target (`scheme://authority[/path][?query]`, RFC 9112 §3.2.2) into
+/// its authority and the rest; `None` for any other form.
+fn absolute_form(target: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = target.split_once("://")?;
+    if !["http", "https", "ws", "wss"].iter().any(|s| scheme.eq_ignore_ascii_case(s)) {
+        return None;
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    Some(rest.split_at(end))
+}
+
 /// Whether the last coding of a `Transfer-Encoding` value is `chunked` (parameters ignored).
 fn is_chunked_final(value: &[u8]) -> bool {
     let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
@@ -236,7 +289,8 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
 pub struct Upgrade<'h, 'b> {
     /// The whole request: path, query, every header.
     pub request: Request<'h, 'b>,
-    /// The `Host` header.
+    /// The host the request is for: an absolute-form target's authority, else the `Host`
+    /// header ([`Request::host`]).
     pub host: &'b str,
     /// The client's `Sec-WebSocket-Key` (24 base64 characters for 16 bytes).
     pub key: &'b str,
@@ -278,6 +332,8 @@ impl<'h, 'b> Upgrade<'h, 'b> {
 pub enum HandshakeError {
     /// Not an HTTP/1.x request. 400.
     Malformed,
+    /// An absolute-form target with an empty authority, userinfo or a fragment. 400.
+    InvalidTarget,
     /// The head exceeds the configured size. 431.
     HeadTooLarge,
     /// More headers than the caller's array holds. 431.
@@ -317,6 +373,7 @@ impl HandshakeError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Malformed
+            | Self::InvalidTarget
             | Self::HttpVersion
             | Self::MissingConnectionUpgrade
             | Self::MissingHost
@@ -354,6 +411,7 @@ impl fmt::Display for HandshakeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Malformed => "malformed HTTP request",
+            Self::InvalidTarget => "invalid request target",
             Self::HeadTooLarge => "request head too large",
             Self::TooManyHeaders => "too many request headers",
             Self::MethodNotAllowed => "WebSocket handshake must use GET",
@@ -567,6 +625,62 @@ mod tests {
             let Status::Complete((req, _)) = r.unwrap() else { panic!("partial") };
             req.upgrade().unwrap();
         });
+    }
+
+    #[test]
+    fn absolute_form_targets_route_by_their_authority() {
+        let bytes = replace(
+            "GET /chat?room=1 HTTP/1.1",
+            "GET http://Other.example:8080/chat?room=1 HTTP/1.1",
+        );
+        with_request(&bytes, |r| {
+            let Status::Complete((req, _)) = r.unwrap() else { panic!("partial") };
+            assert_eq!(req.target, "http://Other.example:8080/chat?room=1");
+            assert_eq!(req.authority(), Some("Other.example:8080"));
+            assert_eq!((req.path(), req.query()), ("/chat", Some("room=1")));
+            // RFC 9112 §3.2.2: the target's authority wins over the Host header.
+            assert_eq!(req.host(), Some("Other.example:8080"));
+            assert_eq!(req.upgrade().unwrap().host, "Other.example:8080");
+        });
+        type Form<'a> = (&'a [u8], Option<&'a str>, &'a str, Option<&'a str>);
+        let forms: [Form<'_>; 7] = [
+            (b"GET wss://h HTTP/1.1\r\nHost: x\r\n\r\n", Some("h"), "/", None),
+            (b"GET WS://h?q HTTP/1.1\r\nHost: x\r\n\r\n", Some("h"), "/", Some("q")),
+            (
+                b"GET https://[::1]:443/a/b HTTP/1.1\r\nHost: x\r\n\r\n",
+                Some("[::1]:443"),
+                "/a/b",
+                None,
+            ),
+            (b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n", None, "/a", None),
+            // Not absolute-form: an unknown scheme, authority-form, asterisk-form.
+            (b"GET ftp://h/a HTTP/1.1\r\nHost: x\r\n\r\n", None, "ftp://h/a", None),
+            (b"CONNECT h:443 HTTP/1.1\r\nHost: x\r\n\r\n", None, "h:443", None),
+            (b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", None, "*", None),
+        ];
+        for (bytes, authority, path, query) in forms {
+            with_request(bytes, |r| {
+                let Status::Complete((req, _)) = r.unwrap() else { panic!("partial") };
+                assert_eq!((req.authority(), req.path(), req.query()), (authority, path, query));
+                assert_eq!(req.host(), authority.or(Some("x")));
+            });
+        }
+    }
+
+    #[test]
+    fn absolute_form_needs_an_authority_without_userinfo_and_a_host_header() {
+        for bytes in [
+            &b"GET http:///a HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"GET http://user:pw@h/a HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET ws://@h/ HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET http://h#f HTTP/1.1\r\nHost: h\r\n\r\n",
+        ] {
+            with_request(bytes, |r| assert_eq!(r.unwrap_err(), HandshakeError::InvalidTarget));
+        }
+        assert_eq!(HandshakeError::InvalidTarget.status(), StatusCode::BAD_REQUEST);
+        let bytes = replace("GET /chat?room=1 HTTP/1.1", "GET http://h/chat HTTP/1.1");
+        let s = String::from_utf8(bytes).unwrap().replace("Host: server.example.com\r\n", "");
+        assert_eq!(upgrade_error(s.as_bytes()), HandshakeError::MissingHost);
     }
 
     #[test]
