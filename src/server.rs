@@ -21,6 +21,7 @@ use crate::client::{Connect, ConnectError};
 use crate::config::{BackendChoice, ServerConfig};
 use crate::handle::{Command, Mailbox};
 use crate::metrics::Stats;
+use crate::origin::OriginPolicy;
 use crate::route::{self, HttpHook, HttpResponse, IntoAccept, Request, Router};
 use crate::worker::{Shared, Worker};
 
@@ -130,6 +131,52 @@ impl ServerBuilder {
         A: IntoAccept,
     {
         self.router.add_ws(host, path, route::erase(hook));
+        self
+    }
+
+    /// Sets the Origin policy of the WebSocket route on `path` (any host), instead of
+    /// [`ServerConfig::origins`]. Checked after the request is validated and before the accept
+    /// hook; a refused request gets 403. May come before or after the route itself.
+    ///
+    /// ```no_run
+    /// use bidir::{Context, Handler, Message, OriginPolicy, Request, Server};
+    ///
+    /// struct Echo;
+    /// impl Handler for Echo {
+    ///     fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
+    ///         let _ = cx.send(msg);
+    ///     }
+    /// }
+    ///
+    /// Server::builder()
+    ///     .bind("127.0.0.1:9001")
+    ///     .route("/public", |_req: &Request<'_>| Ok(Echo))
+    ///     .origins("/public", OriginPolicy::any()) // pages anywhere may use it
+    ///     .route("/app", |_req: &Request<'_>| Ok(Echo)) // same host only (the default)
+    ///     .route("/admin", |_req: &Request<'_>| Ok(Echo))
+    ///     .origins("/admin", OriginPolicy::listed().allow("https://admin.example.com"))
+    ///     .run()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
+    pub fn origins(mut self, path: &str, policy: OriginPolicy) -> Self {
+        self.router.set_origins(None, Some(path), policy);
+        self
+    }
+
+    /// Sets the Origin policy of the WebSocket route on `path` for `host`
+    /// ([`ServerBuilder::host_route`]).
+    #[must_use]
+    pub fn host_origins(mut self, host: &str, path: &str, policy: OriginPolicy) -> Self {
+        self.router.set_origins(Some(host), Some(path), policy);
+        self
+    }
+
+    /// Sets the Origin policy of the default WebSocket route
+    /// ([`ServerBuilder::default_route`]).
+    #[must_use]
+    pub fn default_origins(mut self, policy: OriginPolicy) -> Self {
+        self.router.set_origins(None, None, policy);
         self
     }
 

@@ -1047,8 +1047,20 @@ fn handshake(
         return;
     }
     let req = Request { head, peer: slot.meta.peer };
-    let accepted = match shared.router.find(&req) {
-        Route::WebSocket(hook) => match head.upgrade() {
+    let route = shared.router.find(&req);
+    // The Origin policy applies once the upgrade is valid and before the accept hook: a page
+    // from a site the route does not allow costs no application code.
+    if let Route::WebSocket(_, origins) = route
+        && head.upgrade().is_ok()
+        && let Err(refused) = origins.unwrap_or(&shared.config.origins).check(&req)
+    {
+        let body = refused.to_string();
+        write_status(&mut cx.scratch, StatusCode::FORBIDDEN, &[], body.as_bytes());
+        respond(slots, cx, wheel, key);
+        return;
+    }
+    let accepted = match route {
+        Route::WebSocket(hook, _) => match head.upgrade() {
             Err(e) => {
                 e.write_response(&mut cx.scratch);
                 None
