@@ -2,7 +2,8 @@
 //! permessage-deflate negotiation on both sides.
 //!
 //! Never panics; whatever parses and validates renders a response that is itself valid HTTP;
-//! a deflate answer is well formed and honours the configuration it was made with.
+//! a deflate answer is well formed and honours the configuration it was made with; the
+//! engine's Origin policies keep their invariants (`bidir::fuzzing::origin`).
 #![no_main]
 
 use bidir_protocol::deflate::{self, DeflateConfig};
@@ -59,6 +60,8 @@ fuzz_target!(|data: &[u8]| {
         Ok(Status::Partial) => assert!(data.len() <= 4096),
         Err(_) => {}
     }
+
+    bidir::fuzzing::origin(data);
 
     let request = ClientRequest {
         host: "h",
