@@ -95,6 +95,9 @@ impl ServerBuilder {
     /// handler (optionally wrapped in [`Accept`](crate::Accept) to choose a subprotocol or add
     /// headers) or an [`HttpResponse`] that refuses it (401, 403, …). It runs on the worker thread that accepted the connection and
     /// must not block. A plain HTTP request to this path gets 426 unless an HTTP route shares it.
+    /// Before the hook runs, the request must pass the route's Origin policy
+    /// ([`ServerConfig::origins`] unless [`ServerBuilder::origins`] sets one): by default a
+    /// page on another host gets 403.
     #[must_use]
     pub fn route<F, A>(self, path: &str, hook: F) -> Self
     where
