@@ -3,6 +3,10 @@
 //! - `GET /` serves a page that opens a WebSocket to `/echo`: type and see echoes, send a 1 MiB
 //!   message, close.
 //! - `/echo` and `/` echo over WebSocket; `/health` answers `ok`.
+//! - Pages on any site may open the echo (`--origins any`, the default here): it is a public
+//!   service for test pages and interop checks, and holds nothing a cross-site page could
+//!   steal. `--origins same-host` restores the engine's default (only pages served by this
+//!   host), and `--origins https://a.example,https://*.b.example` allows those sites as well.
 //!
 //! ```text
 //! cargo run --release --example echo                      # 127.0.0.1:9001
@@ -10,6 +14,7 @@
 //! cargo run --release --example echo -- --max-message 16777216 --max-fragments 131072  # Autobahn 9.x
 //! cargo run --release --example echo -- --deflate dedicated:15   # or shared (default), off
 //! cargo run --release --example echo -- --deflate dedicated:15 --context compact  # or live
+//! cargo run --release --example echo -- --origins same-host   # refuse pages on other sites
 //! ```
 //!
 //! Stops on Ctrl-C (or SIGTERM) with a graceful shutdown: close 1001 to every connection.
@@ -17,8 +22,8 @@
 use std::time::Duration;
 
 use bidir::{
-    CloseInfo, Context, DeflateConfig, Handler, HttpResponse, Message, Request, Server,
-    ServerConfig, Signals,
+    CloseInfo, Context, DeflateConfig, Handler, HttpResponse, Message, OriginPolicy, Request,
+    Server, ServerConfig, Signals,
 };
 
 struct Echo;
@@ -39,6 +44,9 @@ fn main() -> std::io::Result<()> {
     let mut config = ServerConfig::default();
     // Browsers offer permessage-deflate; the echo server accepts it in the low-memory profile.
     config.compression = Some(DeflateConfig::shared());
+    // A public echo service: pages on other sites (test pages, interop checks) use it.
+    config.origins = OriginPolicy::any();
+    let mut origins = "any".to_owned();
     let mut context = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -71,6 +79,10 @@ fn main() -> std::io::Result<()> {
                     _ => usage("--context takes live or compact"),
                 })
             }
+            "--origins" => {
+                origins = value();
+                config.origins = origin_policy(&origins);
+            }
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown argument {other}")),
         }
@@ -94,6 +106,12 @@ fn main() -> std::io::Result<()> {
         server.local_addr(),
         server.local_addr()
     );
+    match origins.as_str() {
+        "any" => println!(
+            "pages on any site may open the echo (a public service); --origins same-host restricts"
+        ),
+        _ => println!("pages allowed to open the echo: {origins}"),
+    }
     let backend = server.backend();
     match &backend.fallback_reason {
         Some(why) => {
@@ -133,6 +151,17 @@ fn main() -> std::io::Result<()> {
     Ok(())
 }
 
+/// `any`, `same-host`, or a comma-separated list of origins allowed besides the same host.
+fn origin_policy(arg: &str) -> OriginPolicy {
+    match arg {
+        "any" => OriginPolicy::any(),
+        "same-host" => OriginPolicy::same_host(),
+        list => list.split(',').fold(OriginPolicy::same_host(), |policy, origin| {
+            policy.try_allow(origin.trim()).unwrap_or_else(|e| usage(&e.to_string()))
+        }),
+    }
+}
+
 fn number(s: &str) -> usize {
     s.parse().unwrap_or_else(|_| usage(&format!("not a number: {s}")))
 }
@@ -143,7 +172,8 @@ fn usage(error: &str) -> ! {
     }
     eprintln!(
         "usage: echo [--addr HOST:PORT] [--workers N] [--max-message BYTES] [--max-fragments N] [--no-pin]\n\
-         \x20           [--deflate off|shared|dedicated:BITS] [--context live|compact]"
+         \x20           [--deflate off|shared|dedicated:BITS] [--context live|compact]\n\
+         \x20           [--origins any|same-host|ORIGIN,...]"
     );
     std::process::exit(if error.is_empty() { 0 } else { 2 });
 }

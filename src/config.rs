@@ -7,6 +7,8 @@ use bidir_protocol::deflate::DeflateConfig;
 use bidir_protocol::{CloseCode, Config as ProtocolConfig};
 use bidir_sys::UringConfig;
 
+use crate::origin::OriginPolicy;
+
 /// What a send does when the connection's queue is over
 /// [`ServerConfig::max_backpressure`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,6 +130,13 @@ pub struct ServerConfig {
     /// Granularity of the per-worker timer wheel. Default 100 ms: timeouts are coarse by
     /// design, and a coarse wheel wakes an idle worker rarely.
     pub timer_tick: Duration,
+    /// Which web pages may open a WebSocket, on routes without a policy of their own
+    /// ([`ServerBuilder::origins`](crate::ServerBuilder::origins)). Default
+    /// [`OriginPolicy::same_host`]: a request with an `Origin` header passes only when the
+    /// origin's host and port are the request's host, so a page on another site cannot use
+    /// the user's cookies here (cross-site WebSocket hijacking); a request without `Origin`
+    /// (not from a browser) passes. Refused requests get 403 before the accept hook runs.
+    pub origins: OriginPolicy,
     /// Time every handler call and loop turn into [`Stats`](crate::Stats)'s histograms.
     /// Default `true`; it costs two clock reads (about 40 ns) per handler call.
     pub handler_timing: bool,
@@ -157,6 +166,7 @@ impl Default for ServerConfig {
             linger: Duration::from_secs(5),
             timer_tick: Duration::from_millis(100),
             handler_timing: true,
+            origins: OriginPolicy::same_host(),
         }
     }
 }

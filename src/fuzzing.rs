@@ -1,9 +1,11 @@
 //! Entry points for the fuzz targets, built with `--cfg fuzzing` only: they reach types the
 //! public API keeps private.
 
+use bidir_protocol::http;
 use bidir_protocol::{Input, Instant};
 
 use crate::DeflateConfig;
+use crate::OriginPolicy;
 use crate::client::handshake::{Handshake, MAX_BODY};
 use crate::client::{Connect, ConnectError};
 
@@ -58,4 +60,30 @@ pub fn client_handshake(flags: u8, cut: u8, answer: &[u8]) {
         }
         Err(_) => {}
     }
+}
+
+/// The Origin policies and the subprotocol token over an arbitrary request head.
+///
+/// Never panics; `any` admits everything; a request without `Origin` passes every policy;
+/// `same_host` with patterns admits whatever `listed` with the same patterns does; the token
+/// never shows among the protocols a hook may choose.
+pub fn origin(data: &[u8]) {
+    let mut headers = [http::EMPTY_HEADER; 32];
+    let Ok(http::Status::Complete((head, _))) = http::Request::parse(data, &mut headers, 4096)
+    else {
+        return;
+    };
+    let req = crate::Request { head, peer: "127.0.0.1:1".parse().expect("an address") };
+    let patterns = ["https://*.example.com", "http://[::1]:8080", "ws://a.example"];
+    let listed = patterns.iter().fold(OriginPolicy::listed(), |p, o| p.allow(o));
+    let same_host = patterns.iter().fold(OriginPolicy::same_host(), |p, o| p.allow(o));
+    assert!(OriginPolicy::any().check(&req).is_ok());
+    let (by_list, by_host) = (listed.check(&req), same_host.check(&req));
+    if head.header("origin").is_none() {
+        assert!(by_list.is_ok() && by_host.is_ok());
+    }
+    assert!(by_list.is_err() || by_host.is_ok(), "{by_list:?} {by_host:?}");
+    let _ = OriginPolicy::same_host().allow_null().check(&req);
+    assert!(req.protocols().all(|p| !p.starts_with(crate::TOKEN_PROTOCOL_PREFIX)));
+    assert!(req.protocol_token().is_none_or(|t| !t.is_empty()));
 }

@@ -230,7 +230,8 @@ impl Context<'_> {
         self.meta.peer
     }
 
-    /// The request target (path and query) of the upgrade request.
+    /// The request target (path and query) of the upgrade request, in origin-form: an
+    /// absolute-form target (`http://host/path?query`) is given without scheme and authority.
     pub fn target(&self) -> &str {
         self.meta.request.split_once('\n').map_or(&self.meta.request, |(target, _)| target)
     }

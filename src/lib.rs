@@ -54,6 +54,7 @@ pub mod fuzzing;
 mod handle;
 mod handler;
 mod metrics;
+mod origin;
 mod outq;
 mod peers;
 mod pubsub;
@@ -74,7 +75,8 @@ pub use config::{BackendChoice, Backpressure, ServerConfig};
 pub use handle::{ConnHandle, ConnId};
 pub use handler::{CloseInfo, Context, Handler};
 pub use metrics::{Counters, Stats};
-pub use route::{Accept, HttpResponse, IntoAccept, Request};
+pub use origin::{InvalidOrigin, OriginPolicy, OriginRefused};
+pub use route::{Accept, HttpResponse, IntoAccept, Request, TOKEN_PROTOCOL_PREFIX};
 pub use server::{BackendInfo, Server, ServerBuilder, ServerHandle};
 
 use std::fmt;

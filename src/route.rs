@@ -9,6 +9,7 @@ use bidir_protocol::deflate::DeflateConfig;
 use bidir_protocol::http::{self, ExtensionOffer, InvalidExtension, StatusCode};
 
 use crate::handler::Handler;
+use crate::origin::OriginPolicy;
 
 /// What the accept hook and HTTP handlers see of a request: method, target, headers, offered
 /// subprotocols and extensions, and the peer's address. Borrowed from the worker's buffer for
@@ -25,7 +26,8 @@ impl<'a> Request<'a> {
         self.head.method
     }
 
-    /// The path, without the query.
+    /// The path, without the query: what routes match. For an absolute-form target
+    /// (`GET http://example.com/chat HTTP/1.1`, RFC 9112 §3.2.2) the path part of the URI.
     pub fn path(&self) -> &'a str {
         self.head.path()
     }
@@ -35,12 +37,15 @@ impl<'a> Request<'a> {
         self.head.query()
     }
 
-    /// The request target as sent (path and query).
+    /// The request target as sent: path and query, or the whole URI of an absolute-form
+    /// target.
     pub fn target(&self) -> &'a str {
         self.head.target
     }
 
-    /// The `Host` header, if exactly one was sent.
+    /// The host the request is for, port included if sent: what host routes match. An
+    /// absolute-form target's authority (its `Host` header is then ignored, RFC 9112
+    /// §3.2.2), else the `Host` header if exactly one was sent.
     pub fn host(&self) -> Option<&'a str> {
         self.head.host()
     }
@@ -60,8 +65,108 @@ impl<'a> Request<'a> {
         self.head.is_websocket_upgrade()
     }
 
-    /// Subprotocols the client offers, in its order of preference.
+    /// Subprotocols the client offers, in its order of preference, without those that carry
+    /// a token ([`TOKEN_PROTOCOL_PREFIX`], see [`Request::protocol_token`]): a hook that picks
+    /// from this list can never echo a credential back.
     pub fn protocols(&self) -> impl Iterator<Item = &'a str> + 'a {
+        self.offered_protocols().filter(|p| !p.starts_with(TOKEN_PROTOCOL_PREFIX))
+    }
+
+    /// The token a browser offered as a subprotocol `bidir.token.<token>`
+    /// ([`TOKEN_PROTOCOL_PREFIX`]), the first if several; `None` if none or empty.
+    ///
+    /// Browsers cannot set headers on a WebSocket, and a token in the URL ends up in access
+    /// logs, proxies and the browser's history. The list of subprotocols is a header the page
+    /// does control: offer the token beside the real subprotocol, and choose the real one.
+    /// The token must be a header token (`A-Z a-z 0-9 !#$%&'*+-.^_`|~`): base64url without
+    /// padding, or a JWT, fits. The engine never answers with it: it is left out of
+    /// [`Request::protocols`], and an [`Accept::protocol`] naming it fails the handshake
+    /// with 500.
+    ///
+    /// ```js
+    /// new WebSocket("wss://example.com/live", ["bidir.json.v1", "bidir.token." + token]);
+    /// ```
+    ///
+    /// ```no_run
+    /// use bidir::{Accept, Context, Handler, HttpResponse, Message, Request, Server};
+    ///
+    /// struct Live { user: String }
+    /// impl Handler for Live {
+    ///     fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
+    ///         let _ = cx.send(msg);
+    ///     }
+    /// }
+    ///
+    /// fn user_of(token: &str) -> Option<String> {
+    ///     (token == "s3cr3t").then(|| "ada".to_owned()) // verify a signature here
+    /// }
+    ///
+    /// Server::builder()
+    ///     .bind("0.0.0.0:9001")
+    ///     .route("/live", |req: &Request<'_>| {
+    ///         let user = req.protocol_token().and_then(user_of);
+    ///         let Some(user) = user else {
+    ///             return Err(HttpResponse::unauthorized().body("token required"));
+    ///         };
+    ///         let accept = Accept::new(Live { user });
+    ///         // Answer with the real subprotocol: a browser that offered some fails the
+    ///         // connection when the answer names none.
+    ///         Ok(match req.protocols().find(|p| *p == "bidir.json.v1") {
+    ///             Some(p) => accept.protocol(p),
+    ///             None => accept,
+    ///         })
+    ///     })
+    ///     .run()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// The other way, which needs nothing of the handshake: accept, and expect the token as
+    /// the first message within a deadline set with
+    /// [`Context::set_timer`](crate::Context::set_timer); until it has arrived, the handler
+    /// serves nothing.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use bidir::{CloseCode, Context, Handler, Message};
+    ///
+    /// /// `None` until the first message proved who the peer is.
+    /// struct Session { user: Option<String> }
+    ///
+    /// impl Handler for Session {
+    ///     fn on_open(&mut self, cx: &mut Context<'_>) {
+    ///         cx.set_timer(Duration::from_secs(5)); // the token's deadline
+    ///     }
+    ///
+    ///     fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
+    ///         match (&self.user, msg) {
+    ///             (None, Message::Text(token)) if token == "s3cr3t" => {
+    ///                 self.user = Some("ada".to_owned()); // verify a signature here
+    ///             }
+    ///             (None, _) => {
+    ///                 let _ = cx.close(CloseCode::POLICY_VIOLATION, "authentication failed");
+    ///             }
+    ///             (Some(_), msg) => {
+    ///                 let _ = cx.send(msg);
+    ///             }
+    ///         }
+    ///     }
+    ///
+    ///     fn on_timer(&mut self, cx: &mut Context<'_>) {
+    ///         if self.user.is_none() {
+    ///             let _ = cx.close(CloseCode::POLICY_VIOLATION, "authentication timed out");
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    pub fn protocol_token(&self) -> Option<&'a str> {
+        self.offered_protocols()
+            .filter_map(|p| p.strip_prefix(TOKEN_PROTOCOL_PREFIX))
+            .find(|token| !token.is_empty())
+    }
+
+    /// Every offered subprotocol, tokens included.
+    fn offered_protocols(&self) -> impl Iterator<Item = &'a str> + 'a {
         let head = self.head;
         head.headers
             .iter()
@@ -87,6 +192,10 @@ impl<'a> Request<'a> {
     }
 }
 
+/// The prefix of a subprotocol that carries a token rather than names a protocol:
+/// `bidir.token.<token>`. See [`Request::protocol_token`].
+pub const TOKEN_PROTOCOL_PREFIX: &str = "bidir.token.";
+
 /// The accept hook's "yes": the handler for the connection, and how to answer.
 #[derive(Debug)]
 pub struct Accept<H> {
@@ -105,7 +214,9 @@ impl<H: Handler> Accept<H> {
 
     /// Chooses a subprotocol. It must be one the client offered (see
     /// [`Request::protocols`]); otherwise the handshake fails with 500, since answering with an
-    /// unoffered protocol would make the client fail the connection anyway.
+    /// unoffered protocol would make the client fail the connection anyway. A token offered as
+    /// a subprotocol ([`Request::protocol_token`]) is not a protocol that can be chosen: naming
+    /// it fails with 500 too, so a credential is never echoed.
     #[must_use]
     pub fn protocol(mut self, protocol: impl Into<String>) -> Self {
         self.protocol = Some(protocol.into());
@@ -256,11 +367,15 @@ pub(crate) struct Routes {
     http: HashMap<String, HttpHook>,
     ws_fallback: Option<WsHook>,
     http_fallback: Option<HttpHook>,
+    /// Origin policies of WebSocket routes, by path, where not the server's.
+    origins: HashMap<String, Arc<OriginPolicy>>,
+    fallback_origins: Option<Arc<OriginPolicy>>,
 }
 
 /// Where a request goes.
 pub(crate) enum Route<'r> {
-    WebSocket(&'r WsHook),
+    /// A WebSocket route's hook, and its Origin policy if it has its own.
+    WebSocket(&'r WsHook, Option<&'r OriginPolicy>),
     Http(&'r HttpHook),
     /// A WebSocket route exists for the path, but the request is not an upgrade: 426.
     UpgradeRequired,
@@ -303,6 +418,22 @@ impl Router {
         }
     }
 
+    pub(crate) fn set_origins(
+        &mut self,
+        host: Option<&str>,
+        path: Option<&str>,
+        policy: OriginPolicy,
+    ) {
+        let routes = self.routes(host);
+        let policy = Arc::new(policy);
+        match path {
+            Some(p) => {
+                routes.origins.insert(p.to_owned(), policy);
+            }
+            None => routes.fallback_origins = Some(policy),
+        }
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.hosts.is_empty()
             && self.default.ws.is_empty()
@@ -317,10 +448,13 @@ impl Router {
         let path = req.path();
         let upgrade = req.is_websocket();
         for routes in on_host.into_iter().chain([&self.default]) {
-            let ws = routes.ws.get(path).or(routes.ws_fallback.as_ref());
+            let (ws, origins) = match routes.ws.get(path) {
+                Some(hook) => (Some(hook), routes.origins.get(path)),
+                None => (routes.ws_fallback.as_ref(), routes.fallback_origins.as_ref()),
+            };
             let http = routes.http.get(path).or(routes.http_fallback.as_ref());
             match (upgrade, ws, http) {
-                (true, Some(hook), _) => return Route::WebSocket(hook),
+                (true, Some(hook), _) => return Route::WebSocket(hook, origins.map(|o| &**o)),
                 (false, _, Some(hook)) => return Route::Http(hook),
                 (false, Some(_), None) => return Route::UpgradeRequired,
                 _ => {}
@@ -370,7 +504,7 @@ mod tests {
 
     fn kind(router: &Router, raw: &str) -> &'static str {
         with_request(raw, |r| match router.find(r) {
-            Route::WebSocket(_) => "ws",
+            Route::WebSocket(..) => "ws",
             Route::Http(_) => "http",
             Route::UpgradeRequired => "426",
             Route::NotFound => "404",
@@ -394,6 +528,25 @@ mod tests {
         assert_eq!(kind(&router, "GET /nothing HTTP/1.1\r\nHost: a\r\n\r\n"), "404");
         router.add_ws(None, None, ws);
         assert_eq!(kind(&router, &upgrade("a", "/anything")), "ws");
+    }
+
+    #[test]
+    fn absolute_form_routes_by_the_targets_host_and_path() {
+        let mut router = Router::default();
+        let ws = erase(|_: &Request<'_>| Ok::<_, HttpResponse>(Nop));
+        router.add_ws(Some("chat.example"), Some("/room"), ws);
+        router.add_http(None, Some("/"), Arc::new(|_: &Request<'_>| HttpResponse::text("hi")));
+        // The Host header names another host: the target's authority wins.
+        assert_eq!(kind(&router, &upgrade("other", "http://Chat.Example:80/room")), "ws");
+        assert_eq!(kind(&router, &upgrade("chat.example", "http://other/room")), "404");
+        assert_eq!(kind(&router, "GET http://a HTTP/1.1\r\nHost: a\r\n\r\n"), "http");
+        with_request(&upgrade("x", "ws://chat.example/room?id=2"), |r| {
+            assert_eq!(
+                (r.host(), r.path(), r.query()),
+                (Some("chat.example"), "/room", Some("id=2"))
+            );
+            assert_eq!(r.target(), "ws://chat.example/room?id=2");
+        });
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::client::{Connect, ConnectError};
 use crate::config::{BackendChoice, ServerConfig};
 use crate::handle::{Command, Mailbox};
 use crate::metrics::Stats;
+use crate::origin::OriginPolicy;
 use crate::peers::PeerLimits;
 use crate::route::{self, HttpHook, HttpResponse, IntoAccept, Request, Router};
 use crate::worker::{Shared, Worker};
@@ -96,6 +97,9 @@ impl ServerBuilder {
     /// handler (optionally wrapped in [`Accept`](crate::Accept) to choose a subprotocol or add
     /// headers) or an [`HttpResponse`] that refuses it (401, 403, …). It runs on the worker thread that accepted the connection and
     /// must not block. A plain HTTP request to this path gets 426 unless an HTTP route shares it.
+    /// Before the hook runs, the request must pass the route's Origin policy
+    /// ([`ServerConfig::origins`] unless [`ServerBuilder::origins`] sets one): by default a
+    /// page on another host gets 403.
     #[must_use]
     pub fn route<F, A>(self, path: &str, hook: F) -> Self
     where
@@ -132,6 +136,52 @@ impl ServerBuilder {
         A: IntoAccept,
     {
         self.router.add_ws(host, path, route::erase(hook));
+        self
+    }
+
+    /// Sets the Origin policy of the WebSocket route on `path` (any host), instead of
+    /// [`ServerConfig::origins`]. Checked after the request is validated and before the accept
+    /// hook; a refused request gets 403. May come before or after the route itself.
+    ///
+    /// ```no_run
+    /// use bidir::{Context, Handler, Message, OriginPolicy, Request, Server};
+    ///
+    /// struct Echo;
+    /// impl Handler for Echo {
+    ///     fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
+    ///         let _ = cx.send(msg);
+    ///     }
+    /// }
+    ///
+    /// Server::builder()
+    ///     .bind("127.0.0.1:9001")
+    ///     .route("/public", |_req: &Request<'_>| Ok(Echo))
+    ///     .origins("/public", OriginPolicy::any()) // pages anywhere may use it
+    ///     .route("/app", |_req: &Request<'_>| Ok(Echo)) // same host only (the default)
+    ///     .route("/admin", |_req: &Request<'_>| Ok(Echo))
+    ///     .origins("/admin", OriginPolicy::listed().allow("https://admin.example.com"))
+    ///     .run()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
+    pub fn origins(mut self, path: &str, policy: OriginPolicy) -> Self {
+        self.router.set_origins(None, Some(path), policy);
+        self
+    }
+
+    /// Sets the Origin policy of the WebSocket route on `path` for `host`
+    /// ([`ServerBuilder::host_route`]).
+    #[must_use]
+    pub fn host_origins(mut self, host: &str, path: &str, policy: OriginPolicy) -> Self {
+        self.router.set_origins(Some(host), Some(path), policy);
+        self
+    }
+
+    /// Sets the Origin policy of the default WebSocket route
+    /// ([`ServerBuilder::default_route`]).
+    #[must_use]
+    pub fn default_origins(mut self, policy: OriginPolicy) -> Self {
+        self.router.set_origins(None, None, policy);
         self
     }
 

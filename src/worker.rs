@@ -1088,10 +1088,29 @@ fn handshake(
             return;
         }
     };
-    let req = Request { head, peer: slot.meta.peer };
     cx.scratch.clear();
-    let accepted = match shared.router.find(&req) {
-        Route::WebSocket(hook) => match head.upgrade() {
+    // Ambiguous framing gets 400 on every route (RFC 9112 §6.3). A well-framed body is never
+    // read: the answer closes the connection, so the body is not taken for the next request.
+    if let Err(e) = head.body() {
+        e.write_response(&mut cx.scratch);
+        respond(slots, cx, wheel, key);
+        return;
+    }
+    let req = Request { head, peer: slot.meta.peer };
+    let route = shared.router.find(&req);
+    // The Origin policy applies once the upgrade is valid and before the accept hook: a page
+    // from a site the route does not allow costs no application code.
+    if let Route::WebSocket(_, origins) = route
+        && head.upgrade().is_ok()
+        && let Err(refused) = origins.unwrap_or(&shared.config.origins).check(&req)
+    {
+        let body = refused.to_string();
+        write_status(&mut cx.scratch, StatusCode::FORBIDDEN, &[], body.as_bytes());
+        respond(slots, cx, wheel, key);
+        return;
+    }
+    let accepted = match route {
+        Route::WebSocket(hook, _) => match head.upgrade() {
             Err(e) => {
                 e.write_response(&mut cx.scratch);
                 None
@@ -1132,7 +1151,7 @@ fn handshake(
                         headers: &headers,
                     };
                     if offered && answer.write(&mut cx.scratch).is_ok() {
-                        Some((accepted, req.target().to_owned(), deflate))
+                        Some((accepted, origin_target(&req), deflate))
                     } else {
                         write_status(
                             &mut cx.scratch,
@@ -1193,6 +1212,15 @@ fn handshake(
         settle(slots, cx, wheel, key);
     } else {
         feed(slots, cx, wheel, key, &mut rest);
+    }
+}
+
+/// The target in origin-form (path and query), also for an absolute-form request, for
+/// [`Context::target`](crate::Context::target).
+fn origin_target(req: &Request<'_>) -> String {
+    match req.query() {
+        Some(query) => format!("{}?{query}", req.path()),
+        None => req.path().to_owned(),
     }
 }
 

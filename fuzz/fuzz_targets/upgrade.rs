@@ -2,7 +2,8 @@
 //! permessage-deflate negotiation on both sides.
 //!
 //! Never panics; whatever parses and validates renders a response that is itself valid HTTP;
-//! a deflate answer is well formed and honours the configuration it was made with.
+//! a deflate answer is well formed and honours the configuration it was made with; the
+//! engine's Origin policies keep their invariants (`bidir::fuzzing::origin`).
 #![no_main]
 
 use bidir_protocol::deflate::{self, DeflateConfig};
@@ -23,9 +24,15 @@ fuzz_target!(|data: &[u8]| {
     match Request::parse(data, &mut headers, 4096) {
         Ok(Status::Complete((req, len))) => {
             assert!(len <= data.len() && len <= 4096);
-            let _ = (req.path(), req.query(), req.host(), req.is_websocket_upgrade());
+            let _ = (req.query(), req.host(), req.is_websocket_upgrade());
+            if let Some(authority) = req.authority() {
+                assert!(!authority.is_empty() && !authority.contains('@'));
+                assert!(req.path().starts_with('/'), "absolute-form has a path");
+            }
+            let body = req.body();
             match req.upgrade() {
                 Ok(up) => {
+                    assert_eq!(body, Ok(http::Body::Empty), "an upgrade never has a body");
                     let protocol = up.protocols().next();
                     for offer in up.extensions().flatten() {
                         for param in offer.params() {
@@ -53,6 +60,8 @@ fuzz_target!(|data: &[u8]| {
         Ok(Status::Partial) => assert!(data.len() <= 4096),
         Err(_) => {}
     }
+
+    bidir::fuzzing::origin(data);
 
     let request = ClientRequest {
         host: "h",

@@ -19,7 +19,7 @@ mod response;
 pub use client::{ClientRequest, Negotiated, Response, ResponseError};
 pub use header::{ExtensionOffer, Extensions, InvalidExtension, Param, Params};
 pub use httparse::{EMPTY_HEADER, Header};
-pub use request::{HandshakeError, Request, Upgrade};
+pub use request::{Body, HandshakeError, Request, Upgrade};
 pub use response::{Accept, AcceptKey, InvalidHeader, StatusCode, write_response};
 
 /// The outcome of an incremental parse.

@@ -16,7 +16,9 @@ use super::{AcceptKey, Status, StatusCode};
 pub struct Request<'h, 'b> {
     /// The method, e.g. `GET`.
     pub method: &'b str,
-    /// The request target as sent: path and query.
+    /// The request target as sent: path and query (origin-form), or a whole URI
+    /// (absolute-form, RFC 9112 §3.2.2); [`Request::path`], [`Request::query`] and
+    /// [`Request::host`] read either.
     pub target: &'b str,
     /// The minor version: 1 for HTTP/1.1, 0 for HTTP/1.0.
     pub version: u8,
@@ -38,7 +40,10 @@ impl<'h, 'b> Request<'h, 'b> {
     /// - [`HandshakeError::HeadTooLarge`] once the head (complete or not) exceeds
     ///   `max_head_len` bytes;
     /// - [`HandshakeError::TooManyHeaders`] if `headers` is too short to hold them;
-    /// - [`HandshakeError::Malformed`] if the bytes are not an HTTP/1.x request.
+    /// - [`HandshakeError::Malformed`] if the bytes are not an HTTP/1.x request;
+    /// - [`HandshakeError::InvalidTarget`] if the target is absolute-form with an empty
+    ///   authority, with userinfo (`http://user@host/`, refused as RFC 9110 §4.2.4 advises),
+    ///   or with a fragment.
     pub fn parse(
         buf: &'b [u8],
         headers: &'h mut [Header<'b>],
@@ -56,6 +61,10 @@ impl<'h, 'b> Request<'h, 'b> {
                     version: req.version.unwrap_or_default(),
                     headers: req.headers,
                 };
+                let bad_authority = |a: &str| a.is_empty() || a.contains('@');
+                if request.authority().is_some_and(bad_authority) || has_fragment(&request) {
+                    return Err(HandshakeError::InvalidTarget);
+                }
                 Ok(Status::Complete((request, len)))
             }
             Ok(httparse::Status::Partial) if buf.len() > max_head_len => {
@@ -67,14 +76,32 @@ impl<'h, 'b> Request<'h, 'b> {
         }
     }
 
-    /// The path: the target up to `?`.
+    /// The path: the target up to `?`, without the scheme and authority of an absolute-form
+    /// target (`/chat` for `http://example.com/chat?room=1`; `/` when that form has no path).
     pub fn path(&self) -> &'b str {
-        self.target.split_once('?').map_or(self.target, |(path, _)| path)
+        let target = self.origin_form();
+        match target.split_once('?').map_or(target, |(path, _)| path) {
+            "" if self.authority().is_some() => "/",
+            path => path,
+        }
     }
 
     /// The query: the target after `?`, if any.
     pub fn query(&self) -> Option<&'b str> {
-        self.target.split_once('?').map(|(_, query)| query)
+        self.origin_form().split_once('?').map(|(_, query)| query)
+    }
+
+    /// The authority of an absolute-form target (RFC 9112 §3.2.2): `example.com:8080` for
+    /// `GET http://example.com:8080/chat HTTP/1.1`. `None` for the usual origin-form (`/chat`).
+    /// Only the schemes `http`, `https`, `ws` and `wss` make a target absolute-form; any other
+    /// target is taken as a path (and usually matches no route).
+    pub fn authority(&self) -> Option<&'b str> {
+        absolute_form(self.target).map(|(authority, _)| authority)
+    }
+
+    /// The target without the scheme and authority of an absolute-form target.
+    fn origin_form(&self) -> &'b str {
+        absolute_form(self.target).map_or(self.target, |(_, rest)| rest)
     }
 
     /// The value of the first header named `name` (ASCII case-insensitive).
@@ -87,14 +114,68 @@ impl<'h, 'b> Request<'h, 'b> {
         self.headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
     }
 
-    /// The `Host` header, if present once and UTF-8.
+    /// The host the request is for: an absolute-form target's authority (the `Host` header is
+    /// then ignored, RFC 9112 §3.2.2), else the `Host` header if present once and UTF-8.
+    /// Either may carry a port.
     pub fn host(&self) -> Option<&'b str> {
+        self.authority().or_else(|| self.host_header())
+    }
+
+    /// The `Host` header, if present once and UTF-8.
+    fn host_header(&self) -> Option<&'b str> {
         let mut hosts = self.headers_named("host");
         let host = hosts.next()?;
         if hosts.next().is_some() {
             return None;
         }
         core::str::from_utf8(host).ok()
+    }
+
+    /// How the request's body is delimited (RFC 9112 §6.3). The engine reads no request body:
+    /// it answers an upgrade only when this is [`Body::Empty`], and closes the connection after
+    /// any other answer, so a body is never taken for the next request.
+    ///
+    /// `Content-Length: 0` is no body (RFC 9110 §8.6): some clients and proxies send it on
+    /// every request. Repeated `Content-Length` values that are all equal count as one
+    /// (RFC 9112 §6.3 item 5).
+    ///
+    /// # Errors
+    ///
+    /// The framing is ambiguous, and a server in front of or behind this one might read the
+    /// body differently (request smuggling):
+    /// - [`HandshakeError::ContentLengthWithTransferEncoding`] if both are present (item 3);
+    /// - [`HandshakeError::InvalidTransferEncoding`] if `chunked` is not the final coding
+    ///   (item 4), or on an HTTP/1.0 request (RFC 9112 §6.1);
+    /// - [`HandshakeError::InvalidContentLength`] if a value is not a decimal number that fits
+    ///   in 64 bits, or values differ (item 5).
+    pub fn body(&self) -> Result<Body, HandshakeError> {
+        let chunked = match self.headers_named("transfer-encoding").last() {
+            None => None,
+            Some(_) if self.version < 1 => return Err(HandshakeError::InvalidTransferEncoding),
+            Some(last) => Some(is_chunked_final(last)),
+        };
+        let length = self.content_length()?;
+        match (chunked, length) {
+            (Some(_), Some(_)) => Err(HandshakeError::ContentLengthWithTransferEncoding),
+            (Some(true), None) => Ok(Body::Chunked),
+            (Some(false), None) => Err(HandshakeError::InvalidTransferEncoding),
+            (None, None | Some(0)) => Ok(Body::Empty),
+            (None, Some(n)) => Ok(Body::Length(n)),
+        }
+    }
+
+    /// Every `Content-Length` value (across repeated headers and comma lists) if they agree.
+    fn content_length(&self) -> Result<Option<u64>, HandshakeError> {
+        let mut length = None;
+        for element in self.headers_named("content-length").flat_map(|v| v.split(|&b| b == b',')) {
+            let n =
+                parse_decimal(header::trim(element)).ok_or(HandshakeError::InvalidContentLength)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(HandshakeError::InvalidContentLength);
+            }
+            length = Some(n);
+        }
+        Ok(length)
     }
 
     /// Whether the request asks for a WebSocket (`Upgrade: websocket`). A request that does not
@@ -109,7 +190,8 @@ impl<'h, 'b> Request<'h, 'b> {
     /// # Errors
     ///
     /// The first rule the request breaks, checked in this order: method (405), version (400),
-    /// `Upgrade` (426), `Connection` (400), `Host` (400), `Sec-WebSocket-Key` (400),
+    /// body framing (400, as [`Request::body`]), a body (400: whatever follows the head would
+    /// otherwise be read as WebSocket frames), `Upgrade` (426), `Connection` (400), `Host` (400), `Sec-WebSocket-Key` (400),
     /// `Sec-WebSocket-Version` (400 if absent, 426 if not 13).
     pub fn upgrade(&self) -> Result<Upgrade<'h, 'b>, HandshakeError> {
         if self.method != "GET" {
@@ -118,12 +200,18 @@ impl<'h, 'b> Request<'h, 'b> {
         if self.version < 1 {
             return Err(HandshakeError::HttpVersion);
         }
+        if self.body()? != Body::Empty {
+            return Err(HandshakeError::BodyNotAllowed);
+        }
         if !self.is_websocket_upgrade() {
             return Err(HandshakeError::NotWebSocket);
         }
         if !self.headers_named("connection").any(|v| header::has_token(v, "upgrade")) {
             return Err(HandshakeError::MissingConnectionUpgrade);
         }
+        // RFC 9112 §3.2: the header is required even when an absolute-form target names the
+        // host, which then wins.
+        self.host_header().ok_or(HandshakeError::MissingHost)?;
         let host = self.host().ok_or(HandshakeError::MissingHost)?;
         let key = self.key()?;
         let mut versions = self.headers_named("sec-websocket-version");
@@ -151,12 +239,58 @@ impl<'h, 'b> Request<'h, 'b> {
     }
 }
 
+/// How a request's body is delimited, from [`Request::body`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// No body: neither header, or `Content-Length: 0`.
+    Empty,
+    /// `Content-Length` bytes follow the head (more than zero).
+    Length(u64),
+    /// A chunked body follows the head (`Transfer-Encoding` ending in `chunked`).
+    Chunked,
+}
+
+/// Whether an absolute-form target carries a fragment, which `absolute-URI` excludes.
+fn has_fragment(request: &Request<'_, '_>) -> bool {
+    request.authority().is_some() && request.target.contains('#')
+}
+
+/// Splits an absolute-form target (`scheme://authority[/path][?query]`, RFC 9112 §3.2.2) into
+/// its authority and the rest; `None` for any other form.
+fn absolute_form(target: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = target.split_once("://")?;
+    if !["http", "https", "ws", "wss"].iter().any(|s| scheme.eq_ignore_ascii_case(s)) {
+        return None;
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    Some(rest.split_at(end))
+}
+
+/// Whether the last coding of a `Transfer-Encoding` value is `chunked` (parameters ignored).
+fn is_chunked_final(value: &[u8]) -> bool {
+    let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+    let coding = last.split(|&b| b == b';').next().unwrap_or_default();
+    header::trim(coding).eq_ignore_ascii_case(b"chunked")
+}
+
+/// `1*DIGIT` as a `u64`; `None` if empty, not digits, or too large.
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        let digit = b.checked_sub(b'0').filter(|d| *d < 10)?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
+}
+
 /// A valid WebSocket upgrade request.
 #[derive(Clone, Copy, Debug)]
 pub struct Upgrade<'h, 'b> {
     /// The whole request: path, query, every header.
     pub request: Request<'h, 'b>,
-    /// The `Host` header.
+    /// The host the request is for: an absolute-form target's authority, else the `Host`
+    /// header ([`Request::host`]).
     pub host: &'b str,
     /// The client's `Sec-WebSocket-Key` (24 base64 characters for 16 bytes).
     pub key: &'b str,
@@ -198,6 +332,8 @@ impl<'h, 'b> Upgrade<'h, 'b> {
 pub enum HandshakeError {
     /// Not an HTTP/1.x request. 400.
     Malformed,
+    /// An absolute-form target with an empty authority, userinfo or a fragment. 400.
+    InvalidTarget,
     /// The head exceeds the configured size. 431.
     HeadTooLarge,
     /// More headers than the caller's array holds. 431.
@@ -219,6 +355,17 @@ pub enum HandshakeError {
     MissingVersion,
     /// §4.4: only version 13 is spoken. 426, with `Sec-WebSocket-Version: 13`.
     UnsupportedVersion,
+    /// RFC 9112 §6.3: both `Content-Length` and `Transfer-Encoding`; the body's end is
+    /// ambiguous. 400.
+    ContentLengthWithTransferEncoding,
+    /// RFC 9112 §6.3: `Transfer-Encoding` whose final coding is not `chunked`, or any
+    /// `Transfer-Encoding` on HTTP/1.0 (§6.1). 400.
+    InvalidTransferEncoding,
+    /// RFC 9112 §6.3: a `Content-Length` that is not a number, or several that differ. 400.
+    InvalidContentLength,
+    /// An upgrade request with a body (`Content-Length` above 0, or `Transfer-Encoding`): the
+    /// bytes after the head would be read as WebSocket frames. 400.
+    BodyNotAllowed,
 }
 
 impl HandshakeError {
@@ -226,11 +373,16 @@ impl HandshakeError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Malformed
+            | Self::InvalidTarget
             | Self::HttpVersion
             | Self::MissingConnectionUpgrade
             | Self::MissingHost
             | Self::InvalidKey
-            | Self::MissingVersion => StatusCode::BAD_REQUEST,
+            | Self::MissingVersion
+            | Self::ContentLengthWithTransferEncoding
+            | Self::InvalidTransferEncoding
+            | Self::InvalidContentLength
+            | Self::BodyNotAllowed => StatusCode::BAD_REQUEST,
             Self::HeadTooLarge | Self::TooManyHeaders => StatusCode::HEADER_FIELDS_TOO_LARGE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::NotWebSocket | Self::UnsupportedVersion => StatusCode::UPGRADE_REQUIRED,
@@ -259,6 +411,7 @@ impl fmt::Display for HandshakeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Malformed => "malformed HTTP request",
+            Self::InvalidTarget => "invalid request target",
             Self::HeadTooLarge => "request head too large",
             Self::TooManyHeaders => "too many request headers",
             Self::MethodNotAllowed => "WebSocket handshake must use GET",
@@ -269,6 +422,10 @@ impl fmt::Display for HandshakeError {
             Self::InvalidKey => "invalid Sec-WebSocket-Key",
             Self::MissingVersion => "missing Sec-WebSocket-Version",
             Self::UnsupportedVersion => "unsupported Sec-WebSocket-Version",
+            Self::ContentLengthWithTransferEncoding => "both Content-Length and Transfer-Encoding",
+            Self::InvalidTransferEncoding => "invalid Transfer-Encoding",
+            Self::InvalidContentLength => "invalid Content-Length",
+            Self::BodyNotAllowed => "WebSocket handshake must not have a body",
         })
     }
 }
@@ -397,6 +554,133 @@ mod tests {
             assert_eq!(got, expected);
             assert_eq!(got.status().0, status);
         }
+    }
+
+    fn body_of(bytes: &[u8]) -> Result<Body, HandshakeError> {
+        with_request(bytes, |r| match r.unwrap() {
+            Status::Complete((req, _)) => req.body(),
+            Status::Partial => panic!("partial"),
+        })
+    }
+
+    #[test]
+    fn body_framing_follows_rfc_9112() {
+        let post = |headers: &str| format!("POST /x HTTP/1.1\r\nHost: a\r\n{headers}\r\n");
+        let cases: [(&str, Result<Body, HandshakeError>); 14] = [
+            ("", Ok(Body::Empty)),
+            ("Content-Length: 0\r\n", Ok(Body::Empty)),
+            ("Content-Length: 5\r\n", Ok(Body::Length(5))),
+            ("Content-Length: 5\r\ncontent-length: 5\r\n", Ok(Body::Length(5))),
+            ("Content-Length: 5, 5\r\n", Ok(Body::Length(5))),
+            (
+                "Content-Length: 5\r\nContent-Length: 6\r\n",
+                Err(HandshakeError::InvalidContentLength),
+            ),
+            ("Content-Length: 5, 6\r\n", Err(HandshakeError::InvalidContentLength)),
+            ("Content-Length: -1\r\n", Err(HandshakeError::InvalidContentLength)),
+            ("Content-Length: +5\r\n", Err(HandshakeError::InvalidContentLength)),
+            ("Content-Length: 99999999999999999999\r\n", Err(HandshakeError::InvalidContentLength)),
+            ("Transfer-Encoding: chunked\r\n", Ok(Body::Chunked)),
+            ("Transfer-Encoding: gzip, Chunked\r\n", Ok(Body::Chunked)),
+            ("Transfer-Encoding: chunked, gzip\r\n", Err(HandshakeError::InvalidTransferEncoding)),
+            (
+                "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+                Err(HandshakeError::ContentLengthWithTransferEncoding),
+            ),
+        ];
+        for (headers, expected) in cases {
+            assert_eq!(body_of(post(headers).as_bytes()), expected, "{headers:?}");
+        }
+        assert_eq!(
+            body_of(b"POST /x HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Err(HandshakeError::InvalidTransferEncoding)
+        );
+    }
+
+    #[test]
+    fn an_upgrade_has_no_body() {
+        let with = |headers: &str| {
+            replace(
+                "Sec-WebSocket-Version: 13\r\n",
+                &format!("Sec-WebSocket-Version: 13\r\n{headers}"),
+            )
+        };
+        let cases = [
+            ("Content-Length: 5\r\n", HandshakeError::BodyNotAllowed),
+            ("Transfer-Encoding: chunked\r\n", HandshakeError::BodyNotAllowed),
+            ("Content-Length: 0\r\nContent-Length: 5\r\n", HandshakeError::InvalidContentLength),
+            (
+                "Content-Length: 0\r\nTransfer-Encoding: chunked\r\n",
+                HandshakeError::ContentLengthWithTransferEncoding,
+            ),
+            ("Transfer-Encoding: gzip\r\n", HandshakeError::InvalidTransferEncoding),
+        ];
+        for (headers, expected) in cases {
+            let got = upgrade_error(&with(headers));
+            assert_eq!(got, expected, "{headers:?}");
+            assert_eq!(got.status(), StatusCode::BAD_REQUEST);
+        }
+        // `Content-Length: 0` is no body: the upgrade stands.
+        with_request(&with("Content-Length: 0\r\n"), |r| {
+            let Status::Complete((req, _)) = r.unwrap() else { panic!("partial") };
+            req.upgrade().unwrap();
+        });
+    }
+
+    #[test]
+    fn absolute_form_targets_route_by_their_authority() {
+        let bytes = replace(
+            "GET /chat?room=1 HTTP/1.1",
+            "GET http://Other.example:8080/chat?room=1 HTTP/1.1",
+        );
+        with_request(&bytes, |r| {
+            let Status::Complete((req, _)) = r.unwrap() else { panic!("partial") };
+            assert_eq!(req.target, "http://Other.example:8080/chat?room=1");
+            assert_eq!(req.authority(), Some("Other.example:8080"));
+            assert_eq!((req.path(), req.query()), ("/chat", Some("room=1")));
+            // RFC 9112 §3.2.2: the target's authority wins over the Host header.
+            assert_eq!(req.host(), Some("Other.example:8080"));
+            assert_eq!(req.upgrade().unwrap().host, "Other.example:8080");
+        });
+        type Form<'a> = (&'a [u8], Option<&'a str>, &'a str, Option<&'a str>);
+        let forms: [Form<'_>; 7] = [
+            (b"GET wss://h HTTP/1.1\r\nHost: x\r\n\r\n", Some("h"), "/", None),
+            (b"GET WS://h?q HTTP/1.1\r\nHost: x\r\n\r\n", Some("h"), "/", Some("q")),
+            (
+                b"GET https://[::1]:443/a/b HTTP/1.1\r\nHost: x\r\n\r\n",
+                Some("[::1]:443"),
+                "/a/b",
+                None,
+            ),
+            (b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n", None, "/a", None),
+            // Not absolute-form: an unknown scheme, authority-form, asterisk-form.
+            (b"GET ftp://h/a HTTP/1.1\r\nHost: x\r\n\r\n", None, "ftp://h/a", None),
+            (b"CONNECT h:443 HTTP/1.1\r\nHost: x\r\n\r\n", None, "h:443", None),
+            (b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", None, "*", None),
+        ];
+        for (bytes, authority, path, query) in forms {
+            with_request(bytes, |r| {
+                let Status::Complete((req, _)) = r.unwrap() else { panic!("partial") };
+                assert_eq!((req.authority(), req.path(), req.query()), (authority, path, query));
+                assert_eq!(req.host(), authority.or(Some("x")));
+            });
+        }
+    }
+
+    #[test]
+    fn absolute_form_needs_an_authority_without_userinfo_and_a_host_header() {
+        for bytes in [
+            &b"GET http:///a HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"GET http://user:pw@h/a HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET ws://@h/ HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET http://h#f HTTP/1.1\r\nHost: h\r\n\r\n",
+        ] {
+            with_request(bytes, |r| assert_eq!(r.unwrap_err(), HandshakeError::InvalidTarget));
+        }
+        assert_eq!(HandshakeError::InvalidTarget.status(), StatusCode::BAD_REQUEST);
+        let bytes = replace("GET /chat?room=1 HTTP/1.1", "GET http://h/chat HTTP/1.1");
+        let s = String::from_utf8(bytes).unwrap().replace("Host: server.example.com\r\n", "");
+        assert_eq!(upgrade_error(s.as_bytes()), HandshakeError::MissingHost);
     }
 
     #[test]
