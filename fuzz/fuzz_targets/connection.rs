@@ -56,6 +56,8 @@ enum Op {
     Close(u16, String),
     Advance(u16),
     Eof,
+    /// From now on the caller's output is backed up (`true`: transmits hold pongs back) or not.
+    Congested(bool),
 }
 
 #[derive(Debug, PartialEq)]
@@ -77,6 +79,8 @@ struct Side {
     partial: Option<(DataKind, Vec<u8>)>,
     /// Everything written, automatic frames included: when they go out depends on the cuts.
     wire: Vec<u8>,
+    /// Transmit with `poll_transmit_congested`: pongs wait, collapsing to the latest.
+    congested: bool,
 }
 
 impl Side {
@@ -123,7 +127,16 @@ impl Side {
             fuzzing::check_connection(&self.conn, &self.spill);
         }
         fuzzing::check_connection(&self.conn, &self.spill);
-        self.conn.poll_transmit(&mut self.wire);
+        self.transmit();
+    }
+
+    fn transmit(&mut self) {
+        if self.congested {
+            self.conn.poll_transmit_congested(&mut self.wire);
+        } else {
+            self.conn.poll_transmit(&mut self.wire);
+            assert!(!self.conn.has_pending_pong());
+        }
     }
 
     /// Checks that what this side wrote is valid for its peer.
@@ -200,8 +213,22 @@ fuzz_target!(|case: Case| {
         }
         conn
     };
-    let mut whole = Side { conn: make(), spill: vec![], seen: vec![], partial: None, wire: vec![] };
-    let mut split = Side { conn: make(), spill: vec![], seen: vec![], partial: None, wire: vec![] };
+    let mut whole = Side {
+        conn: make(),
+        spill: vec![],
+        seen: vec![],
+        partial: None,
+        wire: vec![],
+        congested: false,
+    };
+    let mut split = Side {
+        conn: make(),
+        spill: vec![],
+        seen: vec![],
+        partial: None,
+        wire: vec![],
+        congested: false,
+    };
 
     for op in &case.ops {
         let (bytes, cuts) = match op {
@@ -260,13 +287,19 @@ fuzz_target!(|case: Case| {
                             deadline > later || side.conn.state() != bidir_protocol::State::Open
                         );
                     }
-                    side.conn.poll_transmit(&mut out);
+                    side.wire.append(&mut out);
+                    side.transmit();
                     Ok(())
                 }
                 Op::Eof => {
                     if let Err(e) = side.conn.handle_eof() {
                         side.seen.push(Seen::Error(e));
                     }
+                    Ok(())
+                }
+                Op::Congested(congested) => {
+                    side.congested = *congested;
+                    side.transmit();
                     Ok(())
                 }
                 Op::Raw(..) | Op::Frame { .. } => unreachable!(),
