@@ -38,6 +38,9 @@ RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --workspace --locked
 step "main job smoke run"
 cargo run --release --locked --example echo_in_memory > /dev/null
 
+step "soak, short form: connection churn on both backends, with and without deflate (scripts/soak.sh --short)"
+scripts/soak.sh --short
+
 step "Autobahn|Testsuite against the echo server (1-11, a 12-13 sample), compared with autobahn/expected-server.json"
 scripts/autobahn/server.sh
 echo "--- again on epoll"
