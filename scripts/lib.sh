@@ -35,20 +35,22 @@ start_server() {
     shift 4
     "$@" > "$log" 2>&1 &
     SERVER_PID=$!
-    local deadline=$((SECONDS + seconds)) status
+    # In microseconds (bash 5's EPOCHREALTIME): $SECONDS counts whole seconds since the shell
+    # started, so a limit in it could end up to a second early.
+    local deadline_us=$((${EPOCHREALTIME/[.,]/} + seconds * 1000000)) status
     while ! (exec 3<> "/dev/tcp/127.0.0.1/$port") 2> /dev/null; do
         if ! kill -0 "$SERVER_PID" 2> /dev/null; then
             status=0
             wait "$SERVER_PID" || status=$?
             echo "$what exited with status $status before listening on port $port: $*" >&2
             echo "the end of its log ($log):" >&2
-            tail -n 20 "$log" | sed 's/^/    /' >&2
+            tail -n 20 "$log" 2> /dev/null | sed 's/^/    /' >&2 || true
             return 1
         fi
-        if [ "$SECONDS" -ge "$deadline" ]; then
+        if [ "${EPOCHREALTIME/[.,]/}" -ge "$deadline_us" ]; then
             echo "$what did not listen on port $port within $seconds s (pid $SERVER_PID): $*" >&2
             echo "the end of its log ($log):" >&2
-            tail -n 20 "$log" | sed 's/^/    /' >&2
+            tail -n 20 "$log" 2> /dev/null | sed 's/^/    /' >&2 || true
             return 1
         fi
         sleep 0.05
