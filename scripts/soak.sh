@@ -94,7 +94,8 @@ free_port() {
 trap stop_server EXIT
 
 echo "soak: $CONNS connections, $CYCLES cycles or ${DURATION} s per configuration, $WORKERS server workers," \
-    "warm-up ${WARMUP} s, end measured after ${SETTLE} s idle;" \
+    "warm-up $([ "$WARMUP" = 0 ] && echo "two cycles per connection" || echo "$WARMUP s")," \
+    "end measured $([ "$SETTLE" = 0 ] && echo "at once" || echo "after $SETTLE s idle");" \
     "margins: RSS max($RSS_MARGIN_MIB MiB, $RSS_MARGIN_PCT % of the start), descriptors $FD_MARGIN"
 failed=0
 started=$SECONDS
