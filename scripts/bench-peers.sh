@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side echo benchmark: bidir and its peers, each server pinned to one core with
 # bidir-load pinned to another, in one run. Prints a table and writes, under OUT (default
-# target/peers/<date>):
+# peers/<date> in cargo's target directory, which honours CARGO_TARGET_DIR):
 #   results.jsonl      one bidir-load JSON result per server and cell
 #   CELL-SERVER-rN.hgrm  full latency distributions, per round
 #   CELL.svg           latency-by-percentile plot of every server in the cell (each server's
@@ -24,9 +24,9 @@
 # uws (uWebSockets.js). Peers are built by scripts/peers/build.sh (dev only, outside the
 # bidir crate's dependency tree).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT="$(pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source scripts/peers/common.sh
+TARGET="$(target_dir)"
 
 ROUNDS=3
 DURATION=5
@@ -36,7 +36,7 @@ CELLS="c100x16 c100x4x4k c1000 c1 idle10k"
 SERVER_CPU=0
 LOAD_CPU=1
 SYSCALLS=1
-OUT="$ROOT/target/peers/$(date -u +%Y-%m-%d)"
+OUT="$TARGET/peers/$(date -u +%Y-%m-%d)"
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) ROUNDS="$2"; shift ;;
@@ -58,7 +58,7 @@ mkdir -p "$OUT"
 
 cargo build --release --locked --example echo -p bidir -q
 cargo build --release --locked -p bidir-load -q
-LOAD="$ROOT/target/release/bidir-load"
+LOAD="$TARGET/release/bidir-load"
 if [ -n "$(echo " $SERVERS " | tr ' ' '\n' | grep -v '^bidir' | grep -v '^$' || true)" ]; then
     bash scripts/peers/build.sh > "$OUT/build.log" 2>&1 || { tail -20 "$OUT/build.log"; exit 1; }
     NODE="$(peers_find_node)"
@@ -67,26 +67,20 @@ ulimit -n "$(ulimit -Hn)"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-start_server() { # NAME PORT -> sets SERVER_PID
+start_peer() { # NAME PORT -> sets SERVER_PID
     local name=$1 port=$2 cmd
     case "$name" in
-        bidir) cmd=(env BIDIR_BACKEND=auto "$ROOT/target/release/examples/echo" --addr "127.0.0.1:$port" --workers 1 --deflate off) ;;
-        bidir-epoll) cmd=(env BIDIR_BACKEND=epoll "$ROOT/target/release/examples/echo" --addr "127.0.0.1:$port" --workers 1 --deflate off) ;;
-        tungstenite) cmd=("$ROOT/$PEERS_BIN_DIR/tungstenite-echo" --port "$port") ;;
-        fastwebsockets) cmd=("$ROOT/$PEERS_BIN_DIR/fastwebsockets-echo" --port "$port") ;;
-        ws-rs) cmd=("$ROOT/$PEERS_BIN_DIR/ws-rs-echo" --port "$port") ;;
+        bidir) cmd=(env BIDIR_BACKEND=auto "$TARGET/release/examples/echo" --addr "127.0.0.1:$port" --workers 1 --deflate off) ;;
+        bidir-epoll) cmd=(env BIDIR_BACKEND=epoll "$TARGET/release/examples/echo" --addr "127.0.0.1:$port" --workers 1 --deflate off) ;;
+        tungstenite) cmd=("$PEERS_BIN_DIR/tungstenite-echo" --port "$port") ;;
+        fastwebsockets) cmd=("$PEERS_BIN_DIR/fastwebsockets-echo" --port "$port") ;;
+        ws-rs) cmd=("$PEERS_BIN_DIR/ws-rs-echo" --port "$port") ;;
         node-ws) cmd=("$NODE" "$ROOT/$PEERS_NODE_DIR/ws-echo.js" --port "$port") ;;
         uws) cmd=("$NODE" "$ROOT/$PEERS_NODE_DIR/uws-echo.js" --port "$port") ;;
         *) echo "unknown server $name" >&2; exit 2 ;;
     esac
-    taskset -c "$SERVER_CPU" "${cmd[@]}" > "$OUT/server-$name.log" 2>&1 &
-    SERVER_PID=$!
-    python3 "$ROOT/scripts/wait-for-port.py" "$port" 20 "the server"
-}
-
-stop_server() {
-    kill "$SERVER_PID" 2> /dev/null || true
-    wait "$SERVER_PID" 2> /dev/null || true
+    start_server "the $name server" "$port" "$OUT/server-$name.log" 20 \
+        taskset -c "$SERVER_CPU" "${cmd[@]}"
 }
 trap stop_server EXIT
 
@@ -114,7 +108,7 @@ for round in $(seq 1 "$ROUNDS"); do
         for i in $(seq 0 $((n - 1))); do
             server=${SERVER_LIST[$(((i + round - 1) % n))]}
             port="$(free_port)"
-            start_server "$server" "$port"
+            start_peer "$server" "$port"
             # shellcheck disable=SC2046
             if ! taskset -c "$LOAD_CPU" "$LOAD" --url "ws://127.0.0.1:$port/echo" $(cell_args "$cell") \
                 --duration "$DURATION" --warmup "$WARMUP" --server-pid "$SERVER_PID" \
@@ -139,7 +133,7 @@ if [ "$SYSCALLS" = 1 ] && perf stat -e raw_syscalls:sys_enter -- true > /dev/nul
         [ "$cell" = idle10k ] && continue
         for server in "${SERVER_LIST[@]}"; do
             port="$(free_port)"
-            start_server "$server" "$port"
+            start_peer "$server" "$port"
             perf stat -x, -e raw_syscalls:sys_enter -e syscalls:sys_enter_io_uring_enter \
                 -p "$SERVER_PID" -o "$OUT/$cell-$server.perf" &
             PERF_PID=$!

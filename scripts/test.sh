@@ -2,12 +2,18 @@
 # Everything CI checks, in the order a failure is cheapest to find. Run from anywhere:
 #   scripts/test.sh
 # Environment: FUZZ_SECONDS (per fuzz target, default 45; 0 skips running the fuzzers).
+# Builds where cargo does: CARGO_TARGET_DIR (relative: to the directory it was called from) or
+# target/.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+TARGET="$(target_dir)"
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-45}
 step() { printf '\n==> %s\n' "$*"; }
 started=$SECONDS
+
+step "the scripts' helpers (scripts/lib.sh)"
+scripts/lib-test.sh
 
 step "format"
 cargo fmt --all --check
@@ -23,7 +29,7 @@ step "integration tests again on epoll (BIDIR_BACKEND=epoll)"
 BIDIR_BACKEND=epoll cargo test --workspace --locked --tests
 
 step "tests with the scalar masking path forced (--cfg bidir_force_scalar)"
-RUSTFLAGS="--cfg bidir_force_scalar" CARGO_TARGET_DIR=target/scalar \
+RUSTFLAGS="--cfg bidir_force_scalar" CARGO_TARGET_DIR="$TARGET/scalar" \
     cargo test -p bidir-protocol --locked --lib
 
 step "docs"
@@ -31,6 +37,9 @@ RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --workspace --locked
 
 step "main job smoke run"
 cargo run --release --locked --example echo_in_memory > /dev/null
+
+step "soak, short form: connection churn on both backends, with and without deflate (scripts/soak.sh --short)"
+scripts/soak.sh --short
 
 step "Autobahn|Testsuite against the echo server (1-11, a 12-13 sample), compared with autobahn/expected-server.json"
 scripts/autobahn/server.sh

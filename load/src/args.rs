@@ -9,7 +9,9 @@ pub(crate) const USAGE: &str = "\
 usage: bidir-load --url ws://HOST:PORT/PATH [options]
        bidir-load plot --out FILE.svg [--title TEXT] [--log-y] RUN.hgrm[:LABEL]...
 
-  --mode echo|connect    echo (default): send and time echoes; connect: open idle connections
+  --mode echo|connect|churn   echo (default): send and time echoes; connect: open idle
+                         connections; churn: each connection repeatedly connects, upgrades,
+                         sends --cycle-messages messages and waits for their echoes, closes
   --conns N              connections (default 100)
   --inflight P           closed loop: messages outstanding per connection (default 1)
   --rate R               open loop: R messages per second in total, timed from the intended
@@ -17,11 +19,16 @@ usage: bidir-load --url ws://HOST:PORT/PATH [options]
   --size BYTES           message size (default 16; text needs 16, binary 8 for the timestamp)
   --binary               binary messages (default text)
   --deflate off|shared|dedicated:BITS   offer permessage-deflate (default off)
-  --duration SECS        measured time (default 10; connect mode: hold time, default 0)
+  --duration SECS        measured time (default 10; connect mode: hold time, default 0;
+                         churn: time limit, default 10, or none when --cycles is given)
+  --cycles N             churn: stop after N connect/upgrade/close cycles in total (and at
+                         --duration, whichever comes first)
+  --cycle-messages N     churn: messages echoed per cycle (default 1; 0: connect and close)
   --warmup SECS          unmeasured time before it (default 2)
   --threads N            engine workers (default 1)
   --connect-window N     handshakes in flight at once (default 256)
-  --server-pid PID       report the server's CPU per message and memory per connection
+  --server-pid PID       report the server's CPU per message and memory per connection;
+                         churn: its resident memory and descriptors at start, peak and end
   --label TEXT           names the run in the summary and the JSON
   --hgrm FILE            write the latency percentile distribution (HdrHistogram .hgrm, ms)
   --svg FILE             write a latency-by-percentile plot
@@ -33,6 +40,19 @@ usage: bidir-load --url ws://HOST:PORT/PATH [options]
 pub(crate) enum Mode {
     Echo,
     Connect,
+    /// Connections that repeatedly connect, upgrade, echo and close: counted cycles.
+    Churn,
+}
+
+impl Mode {
+    /// The name `--mode` takes.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Echo => "echo",
+            Self::Connect => "connect",
+            Self::Churn => "churn",
+        }
+    }
 }
 
 /// Parsed options.
@@ -47,8 +67,13 @@ pub(crate) struct Options {
     pub(crate) size: usize,
     pub(crate) binary: bool,
     pub(crate) deflate: Option<DeflateConfig>,
+    /// The measured time; churn: the time limit (`Duration::MAX`: none).
     pub(crate) duration: Duration,
     pub(crate) warmup: Duration,
+    /// Churn: the number of cycles in total (`None`: until `duration`).
+    pub(crate) cycles: Option<u64>,
+    /// Churn: messages echoed per cycle.
+    pub(crate) cycle_messages: usize,
     pub(crate) threads: usize,
     pub(crate) connect_window: usize,
     pub(crate) server_pid: Option<u32>,
@@ -71,6 +96,8 @@ pub(crate) fn parse(argv: &[String]) -> Result<Options, String> {
         deflate: None,
         duration: Duration::from_secs(10),
         warmup: Duration::from_secs(2),
+        cycles: None,
+        cycle_messages: 1,
         threads: 1,
         connect_window: 256,
         server_pid: None,
@@ -90,6 +117,7 @@ pub(crate) fn parse(argv: &[String]) -> Result<Options, String> {
                 o.mode = match value()?.as_str() {
                     "echo" => Mode::Echo,
                     "connect" => Mode::Connect,
+                    "churn" => Mode::Churn,
                     other => return Err(format!("unknown mode {other}")),
                 }
             }
@@ -113,6 +141,8 @@ pub(crate) fn parse(argv: &[String]) -> Result<Options, String> {
                 duration_set = true;
             }
             "--warmup" => o.warmup = seconds(&value()?)?,
+            "--cycles" => o.cycles = Some(number(&value()?)? as u64),
+            "--cycle-messages" => o.cycle_messages = number(&value()?)?,
             "--threads" => o.threads = number(&value()?)?,
             "--connect-window" => o.connect_window = number(&value()?)?,
             "--server-pid" => o.server_pid = Some(number(&value()?)? as u32),
@@ -137,6 +167,19 @@ pub(crate) fn parse(argv: &[String]) -> Result<Options, String> {
     }
     if o.mode == Mode::Connect && !duration_set {
         o.duration = Duration::ZERO;
+    }
+    if o.mode == Mode::Churn {
+        if o.rate.is_some() {
+            return Err("--rate does not apply to churn (each cycle echoes and closes)".into());
+        }
+        if o.cycles == Some(0) {
+            return Err("--cycles must be positive".into());
+        }
+        if o.cycles.is_some() && !duration_set {
+            o.duration = Duration::MAX;
+        }
+    } else if o.cycles.is_some() {
+        return Err("--cycles needs --mode churn".into());
     }
     if o.label.is_empty() {
         o.label = o.url.clone();
@@ -182,5 +225,20 @@ mod tests {
         let o = parse_str("--url ws://h/ --mode connect --conns 10_000 --rate 1e5").unwrap();
         assert_eq!((o.conns, o.rate, o.duration), (10_000, Some(1e5), Duration::ZERO));
         assert_eq!(parse_str("--url ws://h/ --duration 2.5s").unwrap().duration.as_millis(), 2500);
+    }
+
+    #[test]
+    fn churn() {
+        let o = parse_str("--url ws://h/ --mode churn --conns 10_000 --cycles 1_000_000").unwrap();
+        assert_eq!((o.mode, o.conns, o.cycles), (Mode::Churn, 10_000, Some(1_000_000)));
+        assert_eq!((o.duration, o.cycle_messages), (Duration::MAX, 1), "no time limit by default");
+        let o = parse_str("--url ws://h/ --mode churn --cycles 5 --duration 60").unwrap();
+        assert_eq!((o.cycles, o.duration.as_secs()), (Some(5), 60), "both limits");
+        let o = parse_str("--url ws://h/ --mode churn --cycle-messages 0").unwrap();
+        assert_eq!((o.cycles, o.duration.as_secs(), o.cycle_messages), (None, 10, 0));
+        assert!(parse_str("--url ws://h/ --cycles 5").is_err(), "cycles without churn");
+        assert!(parse_str("--url ws://h/ --mode churn --cycles 0").is_err());
+        assert!(parse_str("--url ws://h/ --mode churn --rate 100").is_err());
+        assert!(parse_str("--url ws://h/ --mode churn --cycles x").is_err());
     }
 }

@@ -4,6 +4,7 @@
 //! bidir-load --url ws://127.0.0.1:9001/echo --conns 100 --inflight 16 --size 16 --duration 10
 //! bidir-load --url ... --rate 50000                 # open loop: 50 000 msg/s in total
 //! bidir-load --url ... --mode connect --conns 10000 --server-pid PID   # idle connections
+//! bidir-load --url ... --mode churn --conns 10000 --cycles 1000000 --server-pid PID
 //! bidir-load plot --out cell.svg --title "..." [--log-y] bidir.hgrm:bidir ws.hgrm:ws
 //! ```
 //!
@@ -13,6 +14,9 @@
 //! payload), so a stalled server shows up as latency instead of as fewer samples
 //! (coordinated omission). Connect mode opens `--conns` idle connections, times the
 //! handshakes and, given the server's PID, reports its resident memory per connection.
+//! Churn mode has every connection connect, upgrade, echo `--cycle-messages` messages, close
+//! and start over, counting cycles, and reports the server's memory and descriptors at the
+//! start, the peak and the end (once the server has closed the run's connections).
 //!
 //! Both report HDR percentiles, throughput and — given `--server-pid` — the server's CPU
 //! time per message from /proc/PID/task/*/schedstat, next to the generator's own, so runs
@@ -20,6 +24,7 @@
 //! `--svg` a latency-by-percentile plot; `bidir-load plot` draws several runs in one plot.
 
 mod args;
+mod churn;
 mod plot;
 mod procfs;
 mod report;

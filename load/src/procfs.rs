@@ -1,4 +1,5 @@
-//! What /proc says about a process: CPU time over all its threads, resident memory.
+//! What /proc says about a process: CPU time over all its threads, resident memory, open
+//! descriptors.
 
 use std::fs;
 
@@ -26,12 +27,43 @@ pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The number of open file descriptors (entries of `/proc/PID/fd`), or `None` if the
+/// process is gone or not ours to look at.
+pub(crate) fn fd_count(pid: u32) -> Option<u64> {
+    Some(fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
+}
+
+/// A process's resident memory and open descriptors at one moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Usage {
+    pub(crate) rss_bytes: u64,
+    pub(crate) fds: u64,
+}
+
+impl Usage {
+    /// Reads both, or `None` if the process is gone.
+    pub(crate) fn read(pid: u32) -> Option<Self> {
+        Some(Self { rss_bytes: rss_bytes(pid)?, fds: fd_count(pid)? })
+    }
+
+    /// The larger of each figure (a peak is per figure, not one moment).
+    pub(crate) fn max(self, other: Self) -> Self {
+        Self { rss_bytes: self.rss_bytes.max(other.rss_bytes), fds: self.fds.max(other.fds) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
+
+    /// The tests read /proc (which opens descriptors) and count descriptors: one at a time.
+    static PROC: Mutex<()> = Mutex::new(());
 
     #[test]
     fn reads_this_process() {
+        let _one = PROC.lock().unwrap_or_else(|e| e.into_inner());
         let pid = std::process::id();
         let before = cpu_ns(pid).unwrap();
         let mut x = 0u64;
@@ -42,5 +74,21 @@ mod tests {
         assert!(cpu_ns(pid).unwrap() > before);
         assert!(rss_bytes(pid).unwrap() > 1 << 20);
         assert_eq!(cpu_ns(u32::MAX), None);
+    }
+
+    #[test]
+    fn counts_descriptors() {
+        let _one = PROC.lock().unwrap_or_else(|e| e.into_inner());
+        let pid = std::process::id();
+        let before = fd_count(pid).unwrap();
+        let files: Vec<_> = (0..5).map(|_| fs::File::open("/proc/self/status").unwrap()).collect();
+        assert_eq!(fd_count(pid).unwrap(), before + 5);
+        drop(files);
+        assert_eq!(fd_count(pid).unwrap(), before);
+        assert_eq!(fd_count(u32::MAX), None);
+        let usage = Usage::read(pid).unwrap();
+        assert!(usage.rss_bytes > 1 << 20 && usage.fds >= 3, "{usage:?}");
+        let peak = usage.max(Usage { rss_bytes: 1, fds: usage.fds + 7 });
+        assert_eq!(peak, Usage { rss_bytes: usage.rss_bytes, fds: usage.fds + 7 });
     }
 }

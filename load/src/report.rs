@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::fs;
 
 use crate::args::{Mode, Options};
+use crate::churn::ServerUsage;
 use crate::plot;
 use crate::run::RunResult;
 
@@ -20,6 +21,11 @@ fn rate(r: &RunResult) -> f64 {
     r.messages as f64 / r.window.as_secs_f64().max(1e-9)
 }
 
+/// Churn: cycles per second over the run.
+fn cycle_rate(r: &RunResult) -> f64 {
+    r.cycles as f64 / r.window.as_secs_f64().max(1e-9)
+}
+
 fn per_message(ns: u64, r: &RunResult) -> Option<f64> {
     (r.messages > 0).then(|| ns as f64 / r.messages as f64)
 }
@@ -28,6 +34,13 @@ pub(crate) fn print(o: &Options, r: &RunResult) {
     let mut s = String::new();
     let what = match (o.mode, o.rate) {
         (Mode::Connect, _) => format!("connect {} conns", o.conns),
+        (Mode::Churn, _) => format!(
+            "churn {} conns, {} x {} B {} per cycle",
+            o.conns,
+            o.cycle_messages,
+            o.size,
+            if o.binary { "binary" } else { "text" }
+        ),
         (Mode::Echo, Some(rate)) => format!(
             "open loop {rate:.0} msg/s, {} conns x {} B {}",
             o.conns,
@@ -45,7 +58,11 @@ pub(crate) fn print(o: &Options, r: &RunResult) {
     let deflate = o.deflate.as_ref().map_or("", |_| ", deflate offered");
     let _ = writeln!(s, "{} — {what}{deflate}", o.label);
     let h = &r.latency;
-    let label = if o.mode == Mode::Connect { "handshake" } else { "latency" };
+    let label = match o.mode {
+        Mode::Echo => "latency",
+        Mode::Connect => "handshake",
+        Mode::Churn => "cycle",
+    };
     let _ = write!(s, "  {label:<9}");
     for (name, q) in QUANTILES {
         let _ = write!(s, "  {name} {:.1} µs", us(h.value_at_quantile(q)));
@@ -88,6 +105,29 @@ pub(crate) fn print(o: &Options, r: &RunResult) {
             }
             let _ = writeln!(s);
         }
+        Mode::Churn => {
+            let _ = writeln!(
+                s,
+                "  {} cycles in {:.1} s ({:.0} cycles/s), {} opened",
+                r.cycles,
+                r.window.as_secs_f64(),
+                cycle_rate(r),
+                r.opened
+            );
+            if let Some(u) = &r.server_usage {
+                let mib = |b: u64| b as f64 / (1 << 20) as f64;
+                let _ = writeln!(
+                    s,
+                    "  server RSS start {:.1} MiB, peak {:.1} MiB, end {:.1} MiB; descriptors start {}, peak {}, end {}",
+                    mib(u.start.rss_bytes),
+                    mib(u.peak.rss_bytes),
+                    mib(u.end.rss_bytes),
+                    u.start.fds,
+                    u.peak.fds,
+                    u.end.fds
+                );
+            }
+        }
     }
     if r.failed > 0 || r.errors > 0 {
         let _ = writeln!(
@@ -118,6 +158,9 @@ fn summary(o: &Options, r: &RunResult) -> String {
                 r.opened as f64 / r.connect_time.as_secs_f64().max(1e-9)
             );
         }
+        Mode::Churn => {
+            let _ = write!(s, " cycles={} cycles/s={:.0}", r.cycles, cycle_rate(r));
+        }
     }
     for (name, q) in [("p50", 0.5), ("p99", 0.99), ("max", 1.0)] {
         let _ = write!(s, " {name}_us={:.1}", us(h.value_at_quantile(q)));
@@ -142,7 +185,7 @@ fn json(o: &Options, r: &RunResult) -> String {
         s,
         r#""label":"{}","mode":"{}","conns":{},"inflight":{},"rate":{},"size":{},"binary":{},"deflate":{},"#,
         o.label.replace('\\', "\\\\").replace('"', "\\\""),
-        if o.mode == Mode::Echo { "echo" } else { "connect" },
+        o.mode.name(),
         o.conns,
         o.inflight,
         opt(o.rate),
@@ -167,6 +210,21 @@ fn json(o: &Options, r: &RunResult) -> String {
         opt(per_message(r.own_cpu_ns, r)),
         opt(r.server_rss_per_conn),
         opt(r.own_rss_per_conn)
+    );
+    let usage = |f: fn(&ServerUsage) -> u64| {
+        r.server_usage.as_ref().map_or("null".into(), |u| f(u).to_string())
+    };
+    let _ = write!(
+        s,
+        r#""cycles":{},"cycles_per_sec":{:.1},"server_rss_start":{},"server_rss_peak":{},"server_rss_end":{},"server_fds_start":{},"server_fds_peak":{},"server_fds_end":{},"#,
+        r.cycles,
+        cycle_rate(r),
+        usage(|u| u.start.rss_bytes),
+        usage(|u| u.peak.rss_bytes),
+        usage(|u| u.end.rss_bytes),
+        usage(|u| u.start.fds),
+        usage(|u| u.peak.fds),
+        usage(|u| u.end.fds)
     );
     let _ = write!(
         s,

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use bidir::client::{Connect, ConnectError};
 use bidir::hdrhistogram::Histogram;
-use bidir::{CloseInfo, Context, Handler, Message, Server, ServerConfig};
+use bidir::{CloseInfo, Context, Handler, Message, Server, ServerConfig, ServerHandle};
 
 use crate::args::{Mode, Options};
+use crate::churn::{self, ServerUsage};
 use crate::procfs;
 
 /// Latencies are recorded in nanoseconds, up to a minute.
@@ -44,7 +45,7 @@ impl Tally {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -114,11 +115,17 @@ struct LoadConn {
     index: usize,
 }
 
-impl LoadConn {
-    fn new(shared: Arc<Shared>, index: usize) -> Self {
-        let size = shared.size;
-        let (text, bytes) = if shared.binary {
-            // A fixed pseudo-random pattern: compressible only as much as real binary data.
+/// A load message of `--size` bytes: text (`bytes` empty) or binary (`text` empty).
+pub(crate) struct Payload {
+    pub(crate) text: String,
+    pub(crate) bytes: Vec<u8>,
+}
+
+impl Payload {
+    /// Binary: a fixed pseudo-random pattern seeded by `index`, compressible only as much as
+    /// real binary data. Text: JSON-like records after 16 digits (room for a timestamp).
+    pub(crate) fn new(size: usize, binary: bool, index: usize) -> Self {
+        if binary {
             let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ index as u64;
             let bytes = (0..size)
                 .map(|_| {
@@ -128,7 +135,7 @@ impl LoadConn {
                     x as u8
                 })
                 .collect();
-            (String::new(), bytes)
+            Self { text: String::new(), bytes }
         } else {
             let filler = r#"{"id":42,"name":"sensor","values":[1.5,2.25,3.0],"ok":true},"#;
             let mut text = "0".repeat(16);
@@ -136,8 +143,14 @@ impl LoadConn {
                 text.push_str(filler);
             }
             text.truncate(size);
-            (text, Vec::new())
-        };
+            Self { text, bytes: Vec::new() }
+        }
+    }
+}
+
+impl LoadConn {
+    fn new(shared: Arc<Shared>, index: usize) -> Self {
+        let Payload { text, bytes } = Payload::new(shared.size, shared.binary, index);
         let started = shared.now();
         Self { shared, tally: None, text, bytes, started, next: 0, index }
     }
@@ -312,27 +325,45 @@ pub(crate) struct RunResult {
     /// Connect mode: resident memory growth of the server and of this process, per connection.
     pub(crate) server_rss_per_conn: Option<f64>,
     pub(crate) own_rss_per_conn: Option<f64>,
+    /// Churn: cycles completed (connect, upgrade, echoes, clean close).
+    pub(crate) cycles: u64,
+    /// Churn, given the server's PID: its memory and descriptors at start, peak and end.
+    pub(crate) server_usage: Option<ServerUsage>,
 }
 
-pub(crate) fn run(o: &Options) -> Result<RunResult, String> {
+/// The client side of every load connection: the URL, the deflate offer, no heartbeats, and
+/// limits that fit `--size`.
+pub(crate) fn connect_options(o: &Options) -> Result<Connect, String> {
     let connect = Connect::new(&o.url).map_err(|e| e.to_string())?;
     let mut protocol = bidir::protocol::Config::default();
     protocol.ping_interval = None;
     protocol.max_message_size = protocol.max_message_size.max(o.size * 2);
     protocol.max_frame_size = protocol.max_frame_size.max(o.size * 2);
-    let connect = match &o.deflate {
+    Ok(match &o.deflate {
         Some(d) => connect.deflate(d.clone()),
         None => connect,
     }
-    .config(protocol);
+    .config(protocol))
+}
 
+/// The client-only engine the load connections run on: `--threads` workers, a 1 ms timer
+/// tick, room for `max_connections`.
+pub(crate) fn engine(o: &Options, max_connections: usize) -> Result<ServerHandle, String> {
     let mut config = ServerConfig::default();
     config.workers = Some(o.threads);
     config.timer_tick = Duration::from_millis(1);
     config.handler_timing = false;
-    config.max_connections = o.conns + 16;
+    config.max_connections = max_connections;
     config.max_backpressure = config.max_backpressure.max(o.size * o.inflight * 4);
-    let engine = Server::builder().config(config).start().map_err(|e| e.to_string())?;
+    Server::builder().config(config).start().map_err(|e| e.to_string())
+}
+
+pub(crate) fn run(o: &Options) -> Result<RunResult, String> {
+    if o.mode == Mode::Churn {
+        return churn::run(o);
+    }
+    let connect = connect_options(o)?;
+    let engine = engine(o, o.conns + 16)?;
 
     let interval = o.rate.map(|rate| ((o.conns as f64 / rate) * 1e9).max(1.0) as u64);
     let shared = Arc::new(Shared {
@@ -407,6 +438,7 @@ pub(crate) fn run(o: &Options) -> Result<RunResult, String> {
     let mut own_rss_per_conn = None;
     let (window, messages, server_cpu_ns, own_cpu_ns);
     match o.mode {
+        Mode::Churn => unreachable!("churn::run runs churn"),
         Mode::Connect => {
             // Let the server settle, then read the memory the connections took.
             std::thread::sleep(Duration::from_millis(500));
@@ -478,6 +510,8 @@ pub(crate) fn run(o: &Options) -> Result<RunResult, String> {
         own_cpu_ns,
         server_rss_per_conn,
         own_rss_per_conn,
+        cycles: 0,
+        server_usage: None,
     })
 }
 

@@ -152,3 +152,72 @@ fn failures_exit_non_zero_with_the_reason() {
     let (ok, _, stderr) = load(&["--url", &url, "--conns", "1", "--quiet"]);
     assert!(!ok && stderr.contains("404"), "{stderr}");
 }
+
+#[test]
+fn churn_counts_cycles_and_reports_the_servers_usage() {
+    let server = server();
+    let url = format!("ws://{}/echo", server.local_addr());
+    let pid = std::process::id().to_string();
+    let (ok, stdout, stderr) = load(&[
+        "--url",
+        &url,
+        "--mode",
+        "churn",
+        "--conns",
+        "20",
+        "--cycles",
+        "500",
+        "--deflate",
+        "shared",
+        "--server-pid",
+        &pid,
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    // Exactly the asked cycles, each opened, echoed and closed cleanly.
+    assert_eq!((field(&stdout, "cycles"), field(&stdout, "opened")), (500.0, 500.0), "{stdout}");
+    assert_eq!((field(&stdout, "errors"), field(&stdout, "failed")), (0.0, 0.0), "{stdout}");
+    assert_eq!(field(&stdout, "messages"), 500.0, "one echo per cycle");
+    assert!(field(&stdout, "p50_us") > 0.0 && field(&stdout, "cycles_per_sec") > 0.0);
+    // This process is the server; other tests' servers share it, so only the shape is sure.
+    let (start, peak) = (field(&stdout, "server_fds_start"), field(&stdout, "server_fds_peak"));
+    assert!(start >= 3.0 && peak >= start, "{stdout}");
+    assert!(field(&stdout, "server_rss_peak") >= field(&stdout, "server_rss_start"));
+    assert!(field(&stdout, "server_rss_end") > 0.0 && field(&stdout, "server_fds_end") >= 3.0);
+    assert!(stderr.contains("churn 20 conns, 1 x 16 B text per cycle"), "{stderr}");
+    assert!(stderr.contains("500 cycles in") && stderr.contains("server RSS start"), "{stderr}");
+
+    // No messages, bounded by time alone.
+    let (ok, stdout, stderr) = load(&[
+        "--url",
+        &url,
+        "--mode",
+        "churn",
+        "--conns",
+        "4",
+        "--cycle-messages",
+        "0",
+        "--duration",
+        "0.3",
+        "--json",
+        "--quiet",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(field(&stdout, "cycles") >= 4.0, "{stdout}");
+    assert_eq!((field(&stdout, "messages"), field(&stdout, "errors")), (0.0, 0.0), "{stdout}");
+    assert!(stdout.contains(r#""server_rss_start":null"#), "no PID, no usage: {stdout}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while server.connections() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(server.connections(), 0, "every cycle's connection is gone");
+
+    // A refused connect is a failed cycle, and the run fails.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let url = format!("ws://{closed}/");
+    let (ok, stdout, stderr) =
+        load(&["--url", &url, "--mode", "churn", "--conns", "2", "--cycles", "6", "--json"]);
+    assert!(!ok, "{stdout}");
+    assert_eq!((field(&stdout, "failed"), field(&stdout, "cycles")), (6.0, 0.0), "{stdout}");
+    assert!(stderr.contains("refused"), "{stderr}");
+}

@@ -13,12 +13,12 @@
 #   --update  write the results into the golden file instead of comparing
 #
 # Environment: AUTOBAHN_EXCLUDE (patterns to skip), AUTOBAHN_OUT (report directory, default
-# target/autobahn/client-MODE), AUTOBAHN_DEFLATE (the client's offer: shared (default), off,
-# dedicated:BITS).
+# autobahn/client-MODE in cargo's target directory, which honours CARGO_TARGET_DIR),
+# AUTOBAHN_DEFLATE (the client's offer: shared (default), off, dedicated:BITS).
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-ROOT="$(pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 HERE="$ROOT/scripts/autobahn"
+TARGET="$(target_dir)"
 
 source "$HERE/common.sh"
 CASES="$SUBSET"
@@ -34,7 +34,7 @@ while [ $# -gt 0 ]; do
     shift
 done
 EXCLUDE="${AUTOBAHN_EXCLUDE-}"
-OUT="${AUTOBAHN_OUT:-$ROOT/target/autobahn/client-$MODE}"
+OUT="${AUTOBAHN_OUT:-$TARGET/autobahn/client-$MODE}"
 OUT="$(realpath -m "$OUT")"
 GOLDEN="$ROOT/autobahn/expected-client.json"
 
@@ -61,13 +61,11 @@ json.dump({
 PY
 "$VENV/bin/python" "$HERE/wstest.py" --list-cases "$OUT/spec.json" > "$OUT/cases.txt"
 echo "autobahn client ($MODE): $(wc -l < "$OUT/cases.txt") cases, fuzzingserver on ws://127.0.0.1:$PORT (log: $OUT/wstest.log)"
-(cd "$OUT" && exec "$VENV/bin/python" "$HERE/wstest.py" -m fuzzingserver -s "$OUT/spec.json") \
-    > "$OUT/wstest.log" 2>&1 &
-WSTEST=$!
-trap 'kill $WSTEST 2> /dev/null || true' EXIT
-python3 "$ROOT/scripts/wait-for-port.py" "$PORT" 60 "the fuzzing server"
+trap stop_server EXIT
+start_server "the fuzzing server" "$PORT" "$OUT/wstest.log" 60 \
+    env -C "$OUT" "$VENV/bin/python" "$HERE/wstest.py" -m fuzzingserver -s "$OUT/spec.json"
 start=$SECONDS
-timeout 3000 "$ROOT/target/release/examples/autobahn_client" --url "ws://127.0.0.1:$PORT" \
+timeout 3000 "$TARGET/release/examples/autobahn_client" --url "ws://127.0.0.1:$PORT" \
     --agent "$AGENT" --mode "$MODE" --deflate "${AUTOBAHN_DEFLATE:-shared}" > "$OUT/client.log" 2>&1 \
     || { echo "the client failed:"; tail -20 "$OUT/client.log"; exit 1; }
 echo "autobahn client ($MODE): ran in $((SECONDS - start))s"

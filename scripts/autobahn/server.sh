@@ -12,7 +12,7 @@
 #   --update  write the results into the golden file instead of comparing
 #
 # Environment: AUTOBAHN_EXCLUDE (patterns to skip), AUTOBAHN_OUT (report directory, default
-# target/autobahn/server).
+# autobahn/server in cargo's target directory, which honours CARGO_TARGET_DIR).
 #
 # The echo server runs with the limits the performance cases need — 16 MiB messages, and
 # 131072 frames per message (9.3.1 and 9.4.1 send a first frame and 65536 continuations) —
@@ -20,9 +20,9 @@
 # permessage-deflate with the shared profile (its default); AUTOBAHN_DEFLATE=dedicated:15
 # (or any echo --deflate value) runs the suite against another profile.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-ROOT="$(pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 HERE="$ROOT/scripts/autobahn"
+TARGET="$(target_dir)"
 
 source "$HERE/common.sh"
 CASES="$SUBSET"
@@ -35,7 +35,7 @@ for arg in "$@"; do
     esac
 done
 EXCLUDE="${AUTOBAHN_EXCLUDE-}"
-OUT="${AUTOBAHN_OUT:-$ROOT/target/autobahn/server}"
+OUT="${AUTOBAHN_OUT:-$TARGET/autobahn/server}"
 OUT="$(realpath -m "$OUT")"
 GOLDEN="$ROOT/autobahn/expected-server.json"
 
@@ -43,12 +43,11 @@ autobahn_setup
 
 cargo build --release --locked --example echo -q
 PORT="$(free_port)"
-"$ROOT/target/release/examples/echo" --addr "127.0.0.1:$PORT" --workers 2 --no-pin \
-    --max-message 16777216 --max-fragments 131072 --deflate "${AUTOBAHN_DEFLATE:-shared}" \
-    > "$ROOT/target/autobahn-echo.log" 2>&1 &
-SERVER=$!
-trap 'kill $SERVER 2> /dev/null || true' EXIT
-python3 "$ROOT/scripts/wait-for-port.py" "$PORT" 20 "the echo server"
+mkdir -p "$TARGET/autobahn"
+trap stop_server EXIT
+start_server "the echo server" "$PORT" "$TARGET/autobahn/echo.log" 20 \
+    "$TARGET/release/examples/echo" --addr "127.0.0.1:$PORT" --workers 2 --no-pin \
+    --max-message 16777216 --max-fragments 131072 --deflate "${AUTOBAHN_DEFLATE:-shared}"
 
 rm -rf "$OUT"
 mkdir -p "$OUT"

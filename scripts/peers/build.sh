@@ -72,7 +72,7 @@ uws_native="$PEERS_NODE_DIR/node_modules/uWebSockets.js/binaries/uws_linux_$("$n
 root=$(pwd)
 peers_log "done. Servers (each takes --port N, default 9001, listens on 127.0.0.1, any path):"
 for bin in "${PEERS_RUST_BINS[@]}"; do
-  printf '  %-20s %s\n' "$bin" "$root/$PEERS_BIN_DIR/$bin"
+  printf '  %-20s %s\n' "$bin" "$PEERS_BIN_DIR/$bin"
 done
 for script in "${PEERS_NODE_SCRIPTS[@]}"; do
   printf '  %-20s %s %s\n' "${script%.js}" "$node_bin" "$root/$PEERS_NODE_DIR/$script"

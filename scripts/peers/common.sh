@@ -2,9 +2,11 @@
 # from the repository root. Paths and Node selection for the benchmark peer
 # echo servers in benches/peers.
 
+source scripts/lib.sh
 PEERS_DIR=benches/peers
 PEERS_NODE_DIR=$PEERS_DIR/node
-PEERS_BIN_DIR=$PEERS_DIR/target/release
+# Absolute: benches/peers/target/release, or under CARGO_TARGET_DIR where that is set.
+PEERS_BIN_DIR=$(target_dir "$PEERS_DIR/Cargo.toml")/release
 PEERS_RUST_BINS=(tungstenite-echo fastwebsockets-echo ws-rs-echo)
 PEERS_NODE_SCRIPTS=(ws-echo.js uws-echo.js)
 
