@@ -3,12 +3,13 @@
 # every connection connects, upgrades, echoes one message, closes cleanly and starts over.
 # Once per backend and deflate setting, on a fresh server each time:
 #
-#   1. warm-up: the same churn for WARMUP seconds (default 140; the short form: two cycles
+#   1. warm-up: the same churn for WARMUP seconds (default 40; the short form: two cycles
 #      per connection), so that the server's memory reaches its steady state before the
-#      start is measured: pools sized for CONNS connections at once, and every bucket of the
-#      workers' timer wheels (1024 ticks of 100 ms: a turn is 102 s) has held its share of
-#      the timers closed connections leave behind (a heartbeat's fires 30 s after its
-#      connection opened) — 102 + 30 s and some;
+#      start is measured: pools sized for CONNS connections at once, and the timers closed
+#      connections leave in the workers' wheels (a heartbeat's fires 30 s after its
+#      connection opened) at their steady number. (The wheel's buckets give their storage
+#      back when they fire; before they did, every bucket kept its busiest size and a warm-up
+#      of a whole turn, 102 s, was needed to see anything but that.)
 #   2. the soak: CONNS connections churning until CYCLES cycles in all or DURATION seconds,
 #      whichever comes first, the server's resident memory (RSS) and open descriptors
 #      sampled every 100 ms: at the start (after the warm-up), the peak, and the end (once
@@ -34,7 +35,7 @@
 #                   [--backends "auto epoll"] [--deflate "off shared"]
 #
 #   (defaults)  the full form: 10 000 connections, 1 000 000 cycles or 10 minutes per
-#               configuration (4 configurations: about 55 minutes at most with the warm-ups)
+#               configuration (4 configurations: about 45 minutes at most with the warm-ups)
 #   --short     what scripts/test.sh runs: 500 connections, 20 000 cycles, 10 s at most per
 #               configuration, a warm-up of two cycles per connection, no idle settle
 #               (about 20 s in all)
@@ -52,7 +53,7 @@ TARGET="$(target_dir)"
 CYCLES="${SOAK_CYCLES:-1000000}"
 DURATION="${SOAK_DURATION:-600}"
 CONNS="${SOAK_CONNS:-10000}"
-WARMUP="${SOAK_WARMUP:-140}"
+WARMUP="${SOAK_WARMUP:-40}"
 SETTLE="${SOAK_SETTLE:-35}"
 WORKERS="${SOAK_WORKERS:-2}"
 BACKENDS="${SOAK_BACKENDS:-auto epoll}"
