@@ -586,18 +586,14 @@ impl Connection {
     /// Appends the frames the connection produced by itself to `out`: pongs for the pings
     /// received, a heartbeat ping, the close reply or the failure's close frame, in that order.
     /// Returns whether anything was written.
+    #[inline]
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> bool {
-        let start = out.len();
         self.pending.hold_pongs = false;
-        if !self.pending.pongs.is_empty() {
-            out.extend_from_slice(&self.pending.pongs);
-            self.pending.pongs.clear();
-            if self.pending.pongs.capacity() > MAX_PENDING_PONGS {
-                self.pending.pongs = Vec::new(); // a ping flood's buffer is not kept
-            }
+        // The common case, after most events: nothing to write.
+        if self.pending.pongs.is_empty() && !self.pending.ping && self.pending.close.is_none() {
+            return false;
         }
-        self.transmit_ping_and_close(out);
-        out.len() > start
+        self.transmit(out, true)
     }
 
     /// [`Connection::poll_transmit`] for a caller whose output is backed up (the peer is not
@@ -607,14 +603,25 @@ impl Connection {
     /// the most recent ping), so memory stays bounded however many pings arrive.
     /// [`Connection::has_pending_pong`] tells when there is one to take later.
     /// Returns whether anything was written.
+    #[inline]
     pub fn poll_transmit_congested(&mut self, out: &mut Vec<u8>) -> bool {
-        let start = out.len();
         self.pending.hold_pongs = true;
-        self.transmit_ping_and_close(out);
-        out.len() > start
+        if !self.pending.ping && self.pending.close.is_none() {
+            return false;
+        }
+        self.transmit(out, false)
     }
 
-    fn transmit_ping_and_close(&mut self, out: &mut Vec<u8>) {
+    /// Writes the pending frames, pongs only if `pongs`; whether anything was written.
+    fn transmit(&mut self, out: &mut Vec<u8>, pongs: bool) -> bool {
+        let start = out.len();
+        if pongs && !self.pending.pongs.is_empty() {
+            out.extend_from_slice(&self.pending.pongs);
+            self.pending.pongs.clear();
+            if self.pending.pongs.capacity() > MAX_PENDING_PONGS {
+                self.pending.pongs = Vec::new(); // a ping flood's buffer is not kept
+            }
+        }
         if let (true, Some(sent)) = (core::mem::take(&mut self.pending.ping), self.timers.last_ping)
         {
             self.write_frame(OpCode::Ping, true, &sent.as_nanos().to_be_bytes(), out);
@@ -625,9 +632,11 @@ impl Connection {
             ClosePayload { code: close.code, reason }.emit(&mut payload);
             self.write_frame(OpCode::Close, true, &payload, out);
         }
+        out.len() > start
     }
 
     /// Whether pong answers wait for [`Connection::poll_transmit`].
+    #[inline]
     pub fn has_pending_pong(&self) -> bool {
         !self.pending.pongs.is_empty()
     }
