@@ -11,8 +11,6 @@
 use std::fmt;
 use std::net::Ipv6Addr;
 
-use crate::route::Request;
-
 /// Which `Origin`s may open a WebSocket: server-wide in
 /// [`ServerConfig::origins`](crate::ServerConfig::origins), per route with
 /// [`ServerBuilder::origins`](crate::ServerBuilder::origins) and its siblings. The worker checks
@@ -130,16 +128,10 @@ impl OriginPolicy {
         self
     }
 
-    /// Whether `req` may open a WebSocket under this policy.
-    ///
-    /// # Errors
-    ///
-    /// Why not, as [`OriginRefused`].
-    pub fn check(&self, req: &Request<'_>) -> Result<(), OriginRefused> {
-        self.check_origin(req.head.headers_named("origin"), req.host())
-    }
-
-    fn check_origin<'a>(
+    /// The check behind [`OriginPolicy::check`] (which lives beside
+    /// [`Request`](crate::Request), in route.rs, so that this module needs no other): the
+    /// request's `Origin` headers and the host it was sent to.
+    pub(crate) fn check_origin<'a>(
         &self,
         mut origins: impl Iterator<Item = &'a [u8]>,
         host: Option<&str>,

@@ -18,8 +18,6 @@ use std::num::NonZeroU32;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant as WallClock;
 
-use crate::config::ServerConfig;
-
 /// Shards of the table: enough that workers accepting at once rarely meet on a lock.
 const SHARDS: usize = 64;
 
@@ -91,12 +89,15 @@ impl PeerKey {
 }
 
 impl PeerLimits {
-    /// The table for `config`'s per-peer limits, or `None` when both are off.
-    pub(crate) fn new(config: &ServerConfig) -> Option<Self> {
-        Self::with(config.max_connections_per_peer, config.max_handshake_rate_per_peer)
-    }
-
-    fn with(max_connections: Option<NonZeroU32>, max_rate: Option<NonZeroU32>) -> Option<Self> {
+    /// The table for these limits ([`ServerConfig::max_connections_per_peer`] and
+    /// [`ServerConfig::max_handshake_rate_per_peer`]), or `None` when both are off.
+    ///
+    /// [`ServerConfig::max_connections_per_peer`]: crate::ServerConfig::max_connections_per_peer
+    /// [`ServerConfig::max_handshake_rate_per_peer`]: crate::ServerConfig::max_handshake_rate_per_peer
+    pub(crate) fn new(
+        max_connections: Option<NonZeroU32>,
+        max_rate: Option<NonZeroU32>,
+    ) -> Option<Self> {
         if max_connections.is_none() && max_rate.is_none() {
             return None;
         }
@@ -189,7 +190,7 @@ mod tests {
     use super::*;
 
     fn limits(connections: u32, rate: u32) -> PeerLimits {
-        PeerLimits::with(NonZeroU32::new(connections), NonZeroU32::new(rate)).unwrap()
+        PeerLimits::new(NonZeroU32::new(connections), NonZeroU32::new(rate)).unwrap()
     }
 
     const A: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
@@ -197,8 +198,11 @@ mod tests {
 
     #[test]
     fn no_limit_builds_no_table() {
-        assert!(PeerLimits::with(None, None).is_none());
-        assert!(PeerLimits::new(&ServerConfig::default()).is_none());
+        assert!(PeerLimits::new(None, None).is_none());
+        let defaults = crate::ServerConfig::default();
+        let (connections, rate) =
+            (defaults.max_connections_per_peer, defaults.max_handshake_rate_per_peer);
+        assert!(PeerLimits::new(connections, rate).is_none());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use bidir_protocol::deflate::DeflateConfig;
 use bidir_protocol::http::{self, ExtensionOffer, InvalidExtension, StatusCode};
 
 use crate::handler::Handler;
-use crate::origin::OriginPolicy;
+use crate::origin::{OriginPolicy, OriginRefused};
 
 /// What the accept hook and HTTP handlers see of a request: method, target, headers, offered
 /// subprotocols and extensions, and the peer's address. Borrowed from the worker's buffer for
@@ -204,6 +204,18 @@ pub struct Accept<H> {
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) config: Option<Arc<ProtocolConfig>>,
     pub(crate) compression: Option<Option<DeflateConfig>>,
+}
+
+// Here rather than in origin.rs, so that the policy's module does not import this one back.
+impl OriginPolicy {
+    /// Whether `req` may open a WebSocket under this policy.
+    ///
+    /// # Errors
+    ///
+    /// Why not, as [`OriginRefused`].
+    pub fn check(&self, req: &Request<'_>) -> Result<(), OriginRefused> {
+        self.check_origin(req.head.headers_named("origin"), req.host())
+    }
 }
 
 impl<H: Handler> Accept<H> {

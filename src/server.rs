@@ -281,7 +281,10 @@ impl ServerBuilder {
         let uring_config = self.config.uring;
         let protocol = Arc::new(self.config.protocol.clone());
         let pin = self.config.pin_workers;
-        let peers = PeerLimits::new(&self.config);
+        let peers = PeerLimits::new(
+            self.config.max_connections_per_peer,
+            self.config.max_handshake_rate_per_peer,
+        );
         let shared = Arc::new(Shared {
             config: self.config,
             protocol,
