@@ -43,7 +43,7 @@ use crate::metrics::{self, Counters, WorkerStats};
 use crate::outq::{MAX_IOV, OutQueue, Pool, SHARE_THRESHOLD};
 use crate::peers::{Admission, PeerLimits};
 use crate::pubsub::Topics;
-use crate::route::{Accepted, Request, Route, Router};
+use crate::route::{Accepted, Request, Route, Router, WsHook};
 use crate::timer::Wheel;
 
 /// Server-wide state every worker reads.
@@ -1097,71 +1097,21 @@ fn handshake(
         return;
     }
     let req = Request { head, peer: slot.meta.peer };
-    let route = shared.router.find(&req);
-    // The Origin policy applies once the upgrade is valid and before the accept hook: a page
-    // from a site the route does not allow costs no application code.
-    if let Route::WebSocket(_, origins) = route
-        && head.upgrade().is_ok()
-        && let Err(refused) = origins.unwrap_or(&shared.config.origins).check(&req)
-    {
-        let body = refused.to_string();
-        write_status(&mut cx.scratch, StatusCode::FORBIDDEN, &[], body.as_bytes());
-        respond(slots, cx, wheel, key);
-        return;
-    }
-    let accepted = match route {
-        Route::WebSocket(hook, _) => match head.upgrade() {
+    let accepted = match shared.router.find(&req) {
+        Route::WebSocket(hook, origins) => match head.upgrade() {
             Err(e) => {
                 e.write_response(&mut cx.scratch);
                 None
             }
-            Ok(upgrade) => match catch_unwind(AssertUnwindSafe(|| hook(&req))) {
-                Err(_) => {
-                    write_status(
-                        &mut cx.scratch,
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        &[],
-                        b"accept hook failed",
-                    );
+            // The Origin policy applies once the upgrade is valid and before the accept hook:
+            // a page from a site the route does not allow costs no application code.
+            Ok(upgrade) => match origins.unwrap_or(&shared.config.origins).check(&req) {
+                Err(refused) => {
+                    let body = refused.to_string();
+                    write_status(&mut cx.scratch, StatusCode::FORBIDDEN, &[], body.as_bytes());
                     None
                 }
-                Ok(Err(refusal)) => {
-                    write_http(&mut cx.scratch, &refusal);
-                    None
-                }
-                Ok(Ok(accepted)) => {
-                    let offered = accepted
-                        .protocol
-                        .as_deref()
-                        .is_none_or(|p| req.protocols().any(|o| o == p));
-                    let headers: Vec<(&str, &str)> =
-                        accepted.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-                    let compression = match &accepted.compression {
-                        Some(route) => route.clone(),
-                        None => shared.config.compression.clone(),
-                    };
-                    let deflate = compression.and_then(|config| {
-                        deflate::negotiate(req.extensions(), &config).map(|params| (params, config))
-                    });
-                    let extensions = deflate.as_ref().map(|(params, _)| params.answer());
-                    let answer = HttpAccept {
-                        key: upgrade.accept_key(),
-                        protocol: accepted.protocol.as_deref(),
-                        extensions: extensions.as_deref(),
-                        headers: &headers,
-                    };
-                    if offered && answer.write(&mut cx.scratch).is_ok() {
-                        Some((accepted, origin_target(&req), deflate))
-                    } else {
-                        write_status(
-                            &mut cx.scratch,
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            &[],
-                            b"invalid handshake answer",
-                        );
-                        None
-                    }
-                }
+                Ok(()) => run_accept_hook(hook, &req, &upgrade, &shared.config, &mut cx.scratch),
             },
         },
         Route::Http(hook) => {
@@ -1212,6 +1162,56 @@ fn handshake(
         settle(slots, cx, wheel, key);
     } else {
         feed(slots, cx, wheel, key, &mut rest);
+    }
+}
+
+/// What an accepted upgrade opens with: the hook's answer, the target in origin-form, and
+/// permessage-deflate when negotiated.
+type Upgraded = (Accepted, String, Option<(DeflateParams, DeflateConfig)>);
+
+/// Runs a WebSocket route's accept hook on a valid upgrade and writes the answer to `out`:
+/// 101 when the hook accepts (returned, to open the connection), else the hook's refusal or a
+/// 500 for a panicking hook or an answer that cannot be written.
+fn run_accept_hook(
+    hook: &WsHook,
+    req: &Request<'_>,
+    upgrade: &http::Upgrade<'_, '_>,
+    config: &ServerConfig,
+    out: &mut Vec<u8>,
+) -> Option<Upgraded> {
+    let accepted = match catch_unwind(AssertUnwindSafe(|| hook(req))) {
+        Err(_) => {
+            write_status(out, StatusCode::INTERNAL_SERVER_ERROR, &[], b"accept hook failed");
+            return None;
+        }
+        Ok(Err(refusal)) => {
+            write_http(out, &refusal);
+            return None;
+        }
+        Ok(Ok(accepted)) => accepted,
+    };
+    let offered = accepted.protocol.as_deref().is_none_or(|p| req.protocols().any(|o| o == p));
+    let headers: Vec<(&str, &str)> =
+        accepted.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let compression = match &accepted.compression {
+        Some(route) => route.clone(),
+        None => config.compression.clone(),
+    };
+    let deflate = compression.and_then(|config| {
+        deflate::negotiate(req.extensions(), &config).map(|params| (params, config))
+    });
+    let extensions = deflate.as_ref().map(|(params, _)| params.answer());
+    let answer = HttpAccept {
+        key: upgrade.accept_key(),
+        protocol: accepted.protocol.as_deref(),
+        extensions: extensions.as_deref(),
+        headers: &headers,
+    };
+    if offered && answer.write(out).is_ok() {
+        Some((accepted, origin_target(req), deflate))
+    } else {
+        write_status(out, StatusCode::INTERNAL_SERVER_ERROR, &[], b"invalid handshake answer");
+        None
     }
 }
 
