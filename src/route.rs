@@ -380,8 +380,8 @@ pub(crate) struct Routes {
     ws_fallback: Option<WsHook>,
     http_fallback: Option<HttpHook>,
     /// Origin policies of WebSocket routes, by path, where not the server's.
-    origins: HashMap<String, Arc<OriginPolicy>>,
-    fallback_origins: Option<Arc<OriginPolicy>>,
+    origins: HashMap<String, OriginPolicy>,
+    fallback_origins: Option<OriginPolicy>,
 }
 
 /// Where a request goes.
@@ -437,7 +437,6 @@ impl Router {
         policy: OriginPolicy,
     ) {
         let routes = self.routes(host);
-        let policy = Arc::new(policy);
         match path {
             Some(p) => {
                 routes.origins.insert(p.to_owned(), policy);
@@ -466,7 +465,7 @@ impl Router {
             };
             let http = routes.http.get(path).or(routes.http_fallback.as_ref());
             match (upgrade, ws, http) {
-                (true, Some(hook), _) => return Route::WebSocket(hook, origins.map(|o| &**o)),
+                (true, Some(hook), _) => return Route::WebSocket(hook, origins),
                 (false, _, Some(hook)) => return Route::Http(hook),
                 (false, Some(_), None) => return Route::UpgradeRequired,
                 _ => {}
