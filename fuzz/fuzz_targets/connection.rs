@@ -84,6 +84,10 @@ struct Side {
 }
 
 impl Side {
+    fn new(conn: Connection) -> Self {
+        Self { conn, spill: vec![], seen: vec![], partial: None, wire: vec![], congested: false }
+    }
+
     fn feed(&mut self, now: Instant, bytes: &mut [u8]) {
         let mut input = Input::new(bytes);
         loop {
@@ -213,22 +217,8 @@ fuzz_target!(|case: Case| {
         }
         conn
     };
-    let mut whole = Side {
-        conn: make(),
-        spill: vec![],
-        seen: vec![],
-        partial: None,
-        wire: vec![],
-        congested: false,
-    };
-    let mut split = Side {
-        conn: make(),
-        spill: vec![],
-        seen: vec![],
-        partial: None,
-        wire: vec![],
-        congested: false,
-    };
+    let mut whole = Side::new(make());
+    let mut split = Side::new(make());
 
     for op in &case.ops {
         let (bytes, cuts) = match op {
