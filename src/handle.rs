@@ -1,54 +1,17 @@
-//! Acting on connections from any thread: [`ConnHandle`], and the per-worker mailbox behind it.
+//! Acting on a connection from any thread: [`ConnHandle`], which pushes commands into the
+//! connection's worker mailbox.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
 use bidir_protocol::{CloseCode, DataKind, Message};
 
 use crate::SendError;
-use crate::metrics::WorkerStats;
-
-/// A connection's identity: its worker, its slot, and the slot's generation, so an id is never
-/// confused with a later connection in the same slot.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId {
-    pub(crate) worker: u16,
-    pub(crate) slot: u32,
-    pub(crate) generation: u32,
-}
-
-impl ConnId {
-    /// The worker the connection lives on.
-    pub fn worker(&self) -> usize {
-        usize::from(self.worker)
-    }
-}
-
-impl fmt::Debug for ConnId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ConnId({}/{}#{})", self.worker, self.slot, self.generation)
-    }
-}
-
-/// State shared between a connection's worker and its handles.
-#[derive(Debug, Default)]
-pub(crate) struct ConnShared {
-    closed: AtomicBool,
-    /// Payload bytes pushed by handles and not yet applied by the worker.
-    pub(crate) in_mailbox: AtomicUsize,
-    /// The connection's send queue, as of the worker's last look.
-    pub(crate) queued: AtomicUsize,
-}
-
-impl ConnShared {
-    pub(crate) fn set_closed(&self) {
-        self.closed.store(true, Ordering::Release);
-    }
-}
+use crate::mailbox::{Command, Mailbox};
+use crate::meta::{ConnId, ConnShared};
 
 /// Sends to, or closes, one connection from any thread. `Send + Sync + Clone`.
 ///
@@ -70,7 +33,7 @@ impl ConnHandle {
 
     /// Whether the connection has closed (a send would be refused).
     pub fn is_closed(&self) -> bool {
-        self.shared.closed.load(Ordering::Acquire)
+        self.shared.is_closed()
     }
 
     /// Bytes queued for the connection and not yet written to its socket: sends from handles
@@ -155,63 +118,5 @@ impl fmt::Debug for ConnHandle {
             .field("id", &self.id)
             .field("closed", &self.is_closed())
             .finish()
-    }
-}
-
-/// Work for a worker from other threads.
-pub(crate) enum Command {
-    Send {
-        id: ConnId,
-        kind: DataKind,
-        payload: Bytes,
-    },
-    Close {
-        id: ConnId,
-        code: CloseCode,
-        reason: String,
-    },
-    /// A message for a topic's subscribers; the worker encodes (and compresses) it once.
-    Publish {
-        topic: Arc<str>,
-        kind: DataKind,
-        payload: Bytes,
-    },
-    /// Open a client connection ([`ServerHandle::connect`](crate::ServerHandle::connect)).
-    Connect(Box<crate::client::engine::PendingConnect>),
-    Stats(mpsc::Sender<WorkerStats>),
-    Shutdown {
-        deadline: Instant,
-    },
-}
-
-/// A worker's multi-producer inbox, with a wake-up per batch.
-pub(crate) struct Mailbox {
-    queue: Mutex<Vec<Command>>,
-    waker: Arc<dyn bidir_sys::Waker>,
-}
-
-impl Mailbox {
-    pub(crate) fn new(waker: Arc<dyn bidir_sys::Waker>) -> Self {
-        Self { queue: Mutex::new(Vec::new()), waker }
-    }
-
-    /// Queues a command; wakes the worker if the mailbox was empty (a non-empty mailbox has a
-    /// wake-up pending already).
-    pub(crate) fn push(&self, command: Command) {
-        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let was_empty = queue.is_empty();
-        queue.push(command);
-        drop(queue);
-        if was_empty {
-            // A failed eventfd write means the counter is saturated: a wake-up is pending.
-            let _ = self.waker.wake();
-        }
-    }
-
-    /// Takes every queued command (swapping buffers, so the lock is held for a moment).
-    pub(crate) fn drain(&self, into: &mut Vec<Command>) {
-        debug_assert!(into.is_empty());
-        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        std::mem::swap(&mut *queue, into);
     }
 }

@@ -9,8 +9,10 @@ use bytes::Bytes;
 use bidir_protocol::{CloseCode, DataKind, Fragment, FrameKind, Message, State};
 
 use crate::client::ConnectError;
-use crate::handle::{ConnHandle, ConnId};
-use crate::worker::{Meta, WorkerCx};
+use crate::cx::WorkerCx;
+use crate::handle::ConnHandle;
+use crate::meta::{ConnId, Meta};
+use crate::send::Payload;
 use crate::{Backpressure, SendError};
 
 /// Reacts to one connection's events. Created by the route's accept hook, one instance per
@@ -264,17 +266,17 @@ impl Context<'_> {
 
     /// Subscribes this connection to `topic`; a no-op if already subscribed.
     pub fn subscribe(&mut self, topic: &str) {
-        self.worker.topics.subscribe(topic, self.meta);
+        self.worker.topics.subscribe(topic, self.meta.id.slot, &mut self.meta.topics);
     }
 
     /// Unsubscribes this connection from `topic`; returns whether it was subscribed.
     pub fn unsubscribe(&mut self, topic: &str) -> bool {
-        self.worker.topics.unsubscribe(topic, self.meta)
+        self.worker.topics.unsubscribe(topic, self.meta.id.slot, &mut self.meta.topics)
     }
 
     /// Whether this connection is subscribed to `topic`.
     pub fn is_subscribed(&self, topic: &str) -> bool {
-        self.worker.topics.is_subscribed(topic, self.meta)
+        self.worker.topics.is_subscribed(topic, &self.meta.topics)
     }
 
     /// Sends `msg` to every connection subscribed to `topic`, on every worker (this one
@@ -305,20 +307,5 @@ impl Context<'_> {
     /// The policy applied past the backpressure limit.
     pub fn backpressure_policy(&self) -> Backpressure {
         self.worker.shared.config.backpressure
-    }
-}
-
-/// A payload to queue.
-pub(crate) enum Payload<'a> {
-    Borrowed(&'a [u8]),
-    Shared(Bytes),
-}
-
-impl Payload<'_> {
-    pub(crate) fn bytes(&self) -> &[u8] {
-        match self {
-            Self::Borrowed(b) => b,
-            Self::Shared(b) => b,
-        }
     }
 }

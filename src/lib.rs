@@ -48,17 +48,21 @@
 pub mod blocking;
 pub mod client;
 mod config;
+mod cx;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;
 mod handle;
 mod handler;
+mod mailbox;
+mod meta;
 mod metrics;
 mod origin;
 mod outq;
 mod peers;
 mod pubsub;
 mod route;
+mod send;
 mod server;
 mod timer;
 mod worker;
@@ -72,8 +76,9 @@ pub use bytes::Bytes;
 pub use hdrhistogram;
 
 pub use config::{BackendChoice, Backpressure, ServerConfig};
-pub use handle::{ConnHandle, ConnId};
+pub use handle::ConnHandle;
 pub use handler::{CloseInfo, Context, Handler};
+pub use meta::ConnId;
 pub use metrics::{Counters, Stats};
 pub use origin::{InvalidOrigin, OriginPolicy, OriginRefused};
 pub use route::{Accept, HttpResponse, IntoAccept, Request, TOKEN_PROTOCOL_PREFIX};

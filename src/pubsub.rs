@@ -4,13 +4,16 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::worker::Meta;
-
 #[derive(Debug)]
 struct Topic {
     name: Arc<str>,
     members: HashSet<u32>,
 }
+
+/// The topics one connection joined on its worker (topic ids), so that closing it leaves them
+/// all.
+#[derive(Debug, Default)]
+pub(crate) struct Subscriptions(Vec<u32>);
 
 /// Topics are interned per worker; ids are reused once a topic has no member.
 #[derive(Debug, Default)]
@@ -20,7 +23,8 @@ pub(crate) struct Topics {
 }
 
 impl Topics {
-    pub(crate) fn subscribe(&mut self, name: &str, meta: &mut Meta) {
+    /// Adds connection `slot` to topic `name`; a no-op if it is a member already.
+    pub(crate) fn subscribe(&mut self, name: &str, slot: u32, subs: &mut Subscriptions) {
         let id = match self.by_name.get(name) {
             Some(&id) => id,
             None => {
@@ -32,27 +36,28 @@ impl Topics {
                 id
             }
         };
-        if self.topics[id as usize].members.insert(meta.id.slot) {
-            meta.topics.push(id);
+        if self.topics[id as usize].members.insert(slot) {
+            subs.0.push(id);
         }
     }
 
-    pub(crate) fn unsubscribe(&mut self, name: &str, meta: &mut Meta) -> bool {
+    /// Removes connection `slot` from topic `name`; returns whether it was a member.
+    pub(crate) fn unsubscribe(&mut self, name: &str, slot: u32, subs: &mut Subscriptions) -> bool {
         let Some(&id) = self.by_name.get(name) else { return false };
-        let Some(at) = meta.topics.iter().position(|&t| t == id) else { return false };
-        meta.topics.swap_remove(at);
-        self.leave(id, meta.id.slot);
+        let Some(at) = subs.0.iter().position(|&t| t == id) else { return false };
+        subs.0.swap_remove(at);
+        self.leave(id, slot);
         true
     }
 
-    pub(crate) fn is_subscribed(&self, name: &str, meta: &Meta) -> bool {
-        self.by_name.get(name).is_some_and(|id| meta.topics.contains(id))
+    pub(crate) fn is_subscribed(&self, name: &str, subs: &Subscriptions) -> bool {
+        self.by_name.get(name).is_some_and(|id| subs.0.contains(id))
     }
 
-    /// Removes the connection from every topic it joined.
-    pub(crate) fn unsubscribe_all(&mut self, meta: &mut Meta) {
-        for id in std::mem::take(&mut meta.topics) {
-            self.leave(id, meta.id.slot);
+    /// Removes connection `slot` from every topic it joined.
+    pub(crate) fn unsubscribe_all(&mut self, slot: u32, subs: &mut Subscriptions) {
+        for id in std::mem::take(&mut subs.0) {
+            self.leave(id, slot);
         }
     }
 

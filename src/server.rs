@@ -20,12 +20,13 @@ use crate::Handler;
 use crate::client::engine::PendingConnect;
 use crate::client::{Connect, ConnectError};
 use crate::config::{BackendChoice, ServerConfig};
-use crate::handle::{Command, Mailbox};
+use crate::cx::Shared;
+use crate::mailbox::{Command, Mailbox};
 use crate::metrics::Stats;
 use crate::origin::OriginPolicy;
 use crate::peers::PeerLimits;
 use crate::route::{self, HttpHook, HttpResponse, IntoAccept, Request, Router};
-use crate::worker::{Shared, Worker};
+use crate::worker::Worker;
 
 /// The entry point: `Server::builder()`.
 #[derive(Debug)]
@@ -288,17 +289,18 @@ impl ServerBuilder {
         let shared = Arc::new(Shared {
             config: self.config,
             protocol,
-            router: self.router,
             mailboxes: mailboxes.clone(),
             open: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             stopping: AtomicBool::new(false),
             peers,
         });
+        let router = Arc::new(self.router);
         let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
         let mut threads = Vec::with_capacity(workers);
         for (index, (prepared, listeners)) in prepared.into_iter().zip(listeners).enumerate() {
             let cpu = if pin && !cpus.is_empty() { Some(cpus[index % cpus.len()]) } else { None };
             let shared = Arc::clone(&shared);
+            let router = Arc::clone(&router);
             let ready = ready_tx.clone();
             // The worker and its backend are built on its own thread: handlers are not
             // `Send`, and an io_uring ring belongs to the thread that submits to it.
@@ -309,10 +311,12 @@ impl ServerBuilder {
                     }
                     match prepared {
                         Prepared::Epoll(backend) => {
-                            run_worker(index, backend, listeners, shared, &ready)
+                            run_worker(index, backend, listeners, shared, router, &ready)
                         }
                         Prepared::Uring(waker) => match IoUring::new(uring_config, waker) {
-                            Ok(backend) => run_worker(index, backend, listeners, shared, &ready),
+                            Ok(backend) => {
+                                run_worker(index, backend, listeners, shared, router, &ready)
+                            }
                             Err(e) => {
                                 let _ = ready.send(Err(e));
                             }
@@ -427,6 +431,7 @@ fn run_worker<B: Backend>(
     mut backend: B,
     listeners: Vec<std::net::TcpListener>,
     shared: Arc<Shared>,
+    router: Arc<Router>,
     ready: &mpsc::Sender<io::Result<()>>,
 ) {
     for listener in listeners {
@@ -436,7 +441,7 @@ fn run_worker<B: Backend>(
         }
     }
     let _ = ready.send(Ok(()));
-    Worker::new(index, backend, shared).run();
+    Worker::new(index, backend, shared, router).run();
 }
 
 /// A worker's backend, or what it needs to make one on its own thread.

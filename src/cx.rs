@@ -1,0 +1,134 @@
+//! What a handler's [`Context`](crate::Context) reaches on its worker besides its own
+//! connection: the send queues' buffer pool, the topics, the clock, the counters, and the
+//! server-wide state every worker reads. The worker's loop, its backend and its connection
+//! table are not here: they live in `worker/`, which only the server knows.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::time::{Duration, Instant as WallClock};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+
+use bidir_protocol::{Config as ProtocolConfig, DataKind, Instant, Message};
+
+use crate::config::ServerConfig;
+use crate::handle::ConnHandle;
+use crate::mailbox::{Command, Mailbox};
+use crate::meta::Meta;
+use crate::metrics::{self, Counters};
+use crate::outq::Pool;
+use crate::peers::PeerLimits;
+use crate::pubsub::Topics;
+
+/// Server-wide state every worker reads.
+pub(crate) struct Shared {
+    pub(crate) config: ServerConfig,
+    pub(crate) protocol: Arc<ProtocolConfig>,
+    pub(crate) mailboxes: Vec<Arc<Mailbox>>,
+    /// Open connections per worker, for [`ServerHandle::connections`](crate::ServerHandle).
+    pub(crate) open: Vec<AtomicU64>,
+    /// Set when a shutdown starts: publishes and sends are refused from then on.
+    pub(crate) stopping: AtomicBool,
+    /// The per-peer counts, when a per-peer limit is on.
+    pub(crate) peers: Option<PeerLimits>,
+}
+
+/// The worker's state a handler's [`Context`](crate::Context) may use.
+pub(crate) struct WorkerCx {
+    pub(crate) index: u16,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) pool: Pool,
+    pub(crate) topics: Topics,
+    /// The clock as read at the start of this loop turn.
+    pub(crate) now: Instant,
+    base: WallClock,
+    /// Slots with frames queued since the last flush.
+    pub(crate) dirty: Vec<usize>,
+    /// Frames the protocol writes are encoded here, then queued.
+    pub(crate) scratch: Vec<u8>,
+    /// Publishes made by handlers of this worker, delivered after the handler returns.
+    pub(crate) local_publishes: Vec<(Arc<str>, DataKind, Bytes)>,
+    pub(crate) counters: Counters,
+    pub(crate) handler_ns: Histogram<u64>,
+    pub(crate) turn_ns: Histogram<u64>,
+    /// Handler and turn times are measured ([`ServerConfig::handler_timing`]).
+    pub(crate) timing: bool,
+}
+
+impl WorkerCx {
+    pub(crate) fn new(index: usize, shared: Arc<Shared>) -> Self {
+        let timing = shared.config.handler_timing;
+        Self {
+            index: index as u16,
+            shared,
+            pool: Pool::default(),
+            topics: Topics::default(),
+            now: Instant::ZERO,
+            base: WallClock::now(),
+            dirty: Vec::new(),
+            scratch: Vec::new(),
+            local_publishes: Vec::new(),
+            counters: Counters::default(),
+            handler_ns: metrics::histogram(),
+            turn_ns: metrics::histogram(),
+            timing,
+        }
+    }
+
+    pub(crate) fn config(&self) -> &ServerConfig {
+        &self.shared.config
+    }
+
+    /// The worker's clock now, in nanoseconds since the worker started.
+    pub(crate) fn read_clock(&self) -> Instant {
+        Instant::from_nanos(self.base.elapsed().as_nanos() as u64)
+    }
+
+    /// `at` on the worker's clock (0 if it is before the worker started).
+    pub(crate) fn clock_of(&self, at: WallClock) -> Instant {
+        Instant::from_nanos(at.saturating_duration_since(self.base).as_nanos() as u64)
+    }
+
+    /// [`WorkerCx::now`] as a standard instant.
+    pub(crate) fn wall_now(&self) -> WallClock {
+        self.base + Duration::from_nanos(self.now.as_nanos())
+    }
+
+    /// Lists the slot for this turn's flush.
+    pub(crate) fn mark_dirty(&mut self, meta: &mut Meta) {
+        if !meta.dirty {
+            meta.dirty = true;
+            self.dirty.push(meta.id.slot as usize);
+        }
+    }
+
+    /// A handle to the connection, sharing its closed flag and queue length.
+    pub(crate) fn handle(&mut self, meta: &mut Meta) -> ConnHandle {
+        let shared = meta.handle.get_or_insert_with(Default::default);
+        ConnHandle {
+            id: meta.id,
+            shared: Arc::clone(shared),
+            mailbox: Arc::clone(&self.shared.mailboxes[usize::from(self.index)]),
+        }
+    }
+
+    /// Publishes to this worker (after the handler returns) and to every other worker.
+    pub(crate) fn publish_everywhere(&mut self, topic: &str, msg: Message<'_>) -> usize {
+        let topic: Arc<str> = Arc::from(topic);
+        for (i, mailbox) in self.shared.mailboxes.iter().enumerate() {
+            if i != usize::from(self.index) {
+                // A copy per worker: subscribers' queues then share a worker-local refcount.
+                let payload = Bytes::copy_from_slice(msg.as_bytes());
+                mailbox.push(Command::Publish {
+                    topic: Arc::clone(&topic),
+                    kind: msg.kind(),
+                    payload,
+                });
+            }
+        }
+        let local = self.topics.count(&topic);
+        self.local_publishes.push((topic, msg.kind(), Bytes::copy_from_slice(msg.as_bytes())));
+        local
+    }
+}

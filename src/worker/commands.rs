@@ -1,0 +1,82 @@
+//! The mailbox, drained once per turn after a wake-up: what other threads asked of this
+//! worker, applied in the order each thread made its calls.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+
+use bidir_protocol::{Connection, DataKind, FrameKind};
+use bidir_sys::Backend;
+
+use super::Worker;
+use crate::cx::WorkerCx;
+use crate::mailbox::Command;
+use crate::meta::{ConnId, Meta};
+use crate::metrics::WorkerStats;
+use crate::send::Payload;
+
+impl<B: Backend> Worker<B> {
+    pub(super) fn drain_mailbox(&mut self) {
+        let mut commands = std::mem::take(&mut self.commands);
+        self.mailbox.drain(&mut commands);
+        for command in commands.drain(..) {
+            match command {
+                Command::Send { id, kind, payload } => self.apply_send(id, kind, payload),
+                Command::Close { id, code, reason } => {
+                    let now = self.cx.now;
+                    self.with_open(id, |conn, meta, cx| {
+                        let _ =
+                            cx.control(conn, meta, |conn, out| conn.close(now, code, &reason, out));
+                    });
+                }
+                Command::Publish { topic, kind, payload } => self.deliver(&topic, kind, &payload),
+                Command::Connect(pending) => self.start_connect(*pending),
+                Command::Stats(reply) => {
+                    let mut counters = self.cx.counters.clone();
+                    counters.syscalls = self.backend.syscalls();
+                    counters.starved_receives = self.backend.starved_receives();
+                    let _ = reply.send(WorkerStats {
+                        counters,
+                        handler_ns: self.cx.handler_ns.clone(),
+                        turn_ns: self.cx.turn_ns.clone(),
+                    });
+                }
+                Command::Shutdown { deadline } => self.begin_shutdown(deadline),
+            }
+        }
+        self.commands = commands;
+    }
+
+    /// A send from a [`ConnHandle`](crate::ConnHandle): queued, or dropped and counted.
+    fn apply_send(&mut self, id: ConnId, kind: DataKind, payload: Bytes) {
+        let len = payload.len();
+        let delivered = self.with_open(id, |conn, meta, cx| {
+            let payload = Payload::Shared(payload);
+            let sent = cx.send_payload(conn, meta, FrameKind::Message(kind), payload, true);
+            // Count the bytes in the queue before taking them out of the mailbox: a handle's
+            // `buffered_amount` may read high for a moment, never low.
+            if let Some(handle) = &meta.handle {
+                handle.queued.store(meta.out.len(), Ordering::Relaxed);
+                handle.in_mailbox.fetch_sub(len, Ordering::Relaxed);
+            }
+            sent.is_ok()
+        });
+        if delivered != Some(true) {
+            self.cx.counters.dropped_sends += 1;
+        }
+    }
+
+    /// Runs `f` on the open connection named `id`, then settles it; `None` once it is gone.
+    fn with_open<R>(
+        &mut self,
+        id: ConnId,
+        f: impl FnOnce(&mut Connection, &mut Meta, &mut WorkerCx) -> R,
+    ) -> Option<R> {
+        let r = {
+            let mut open = self.conns.open_id(id)?;
+            f(&mut open.conn, open.meta, &mut self.cx)
+        };
+        self.conns.settle(&mut self.cx, id.slot as usize);
+        Some(r)
+    }
+}

@@ -1,0 +1,69 @@
+//! Publishes delivered to this worker's subscribers: the frame encoded once, and compressed
+//! at most once per window size, for every subscriber that can take it as is.
+
+use bytes::Bytes;
+
+use bidir_protocol::{DataKind, FrameKind, Role};
+use bidir_sys::Backend;
+
+use super::Worker;
+use super::slot::Phase;
+use crate::send::{Payload, encode_frame};
+
+impl<B: Backend> Worker<B> {
+    pub(super) fn deliver_local_publishes(&mut self) {
+        for (topic, kind, frame) in std::mem::take(&mut self.cx.local_publishes) {
+            self.deliver(&topic, kind, &frame);
+        }
+    }
+
+    /// Queues a message for every subscriber of `topic` on this worker. The frame is encoded
+    /// once, and compressed at most once per window size, for the subscribers that may get a
+    /// standalone compressed message ([`Connection::broadcast_window`]: no context, or compact
+    /// context, which is then told with [`Connection::broadcast_sent`]). A client-role
+    /// subscriber masks per connection: its frame is encoded (and compressed, with the
+    /// worker's codec lent if it shares it) on its own.
+    ///
+    /// [`Connection::broadcast_window`]: bidir_protocol::Connection::broadcast_window
+    /// [`Connection::broadcast_sent`]: bidir_protocol::Connection::broadcast_sent
+    pub(super) fn deliver(&mut self, topic: &str, kind: DataKind, payload: &Bytes) {
+        let members: Vec<usize> = self.cx.topics.members(topic).collect();
+        let compression = self.cx.config().compression.as_ref();
+        let settings = compression.map_or((1, 8), |c| (c.level, c.mem_level));
+        let mut plain: Option<Bytes> = None;
+        // Per window size: not tried yet, or the compressed frame (`None`: no smaller).
+        let mut compressed: [Option<Option<Bytes>>; 7] = Default::default();
+        for key in members {
+            let Some(slot) = self.conns.slots.get_mut(key) else { continue };
+            let Phase::Open { conn, .. } = &mut slot.phase else { continue };
+            let queued = if conn.role() == Role::Client {
+                let Some(mut open) = self.conns.open(key) else { continue };
+                let payload = Payload::Shared(payload.clone());
+                let kind = FrameKind::Message(kind);
+                self.cx.send_payload(&mut open.conn, open.meta, kind, payload, true).is_ok()
+            } else {
+                let codecs = &mut self.conns.codecs;
+                let standalone = conn.broadcast_window(payload.len()).and_then(|bits| {
+                    compressed[usize::from(bits.clamp(9, 15) - 9)]
+                        .get_or_insert_with(|| {
+                            codecs.compressed_frame(settings, kind, payload, bits)
+                        })
+                        .clone()
+                });
+                let is_compressed = standalone.is_some();
+                let frame = standalone.unwrap_or_else(|| {
+                    plain.get_or_insert_with(|| encode_frame(kind, payload)).clone()
+                });
+                let queued = self.cx.push_frame(conn, &mut slot.meta, kind, &frame);
+                if queued && is_compressed {
+                    conn.broadcast_sent(payload);
+                }
+                queued
+            };
+            if !queued {
+                self.cx.counters.dropped_sends += 1;
+            }
+            self.conns.settle(&mut self.cx, key);
+        }
+    }
+}
