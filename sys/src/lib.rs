@@ -36,6 +36,6 @@ pub mod signal;
 pub mod socket;
 pub mod uring;
 
-pub use backend::{Backend, Completion, SendOutcome, SyscallCounts, Token, Waker};
+pub use backend::{Backend, Completion, SyscallCounts, Token, Waker};
 pub use epoll::Epoll;
 pub use uring::{IoUring, UringConfig};
