@@ -40,7 +40,7 @@
 //!    times; the next `poll` reports at least one [`Completion::Woken`] and returns promptly.
 //!
 //! Accepted streams are of the backend's own [`Backend::Stream`] type (a `TcpStream` for the
-//! socket backends; an in-memory backend may hand over a handle), and arrive configured: the
+//! socket backends, a handle for [`crate::mem`]'s in-memory net), and arrive configured: the
 //! backend has applied the per-connection options ([`crate::socket::configure_stream`]) before
 //! it reports [`Completion::Accepted`]; a stream whose configuration fails is closed by the
 //! backend and never reported.
@@ -57,6 +57,7 @@
 //! | backend | module | readiness → completion | writes |
 //! | --- | --- | --- | --- |
 //! | epoll (mio, edge-triggered) | [`crate::epoll`] | `accept4`/`read` on readiness; one `read` per ready socket per poll, another next poll if the buffer filled or the stream is ending (FIN, reset) until the end is read | `writev`, synchronous |
+//! | in memory | [`crate::mem`] | a FIFO of events the test's driver queues; virtual time | into the driver's per-peer buffer, within a budget the driver sets |
 //! | io_uring | [`crate::uring`] | multishot accept and recv with a provided-buffer ring | a queue that is one buffer is taken whole (`send_owned`, a swap), else copied into a backend-owned buffer; one `send` (or `send_zc` above a threshold) SQE per socket, all submitted with the next wait (one `io_uring_enter` per loop turn); `Writable` when it is all sent |
 
 use std::io::{self, IoSlice};
