@@ -5,7 +5,7 @@
 use std::io::IoSlice;
 
 use bidir_protocol::CloseCode;
-use bidir_sys::{Backend, SendOutcome, Token};
+use bidir_sys::{Backend, Token};
 
 use super::Worker;
 use super::slot::Phase;
@@ -63,17 +63,13 @@ impl<B: Backend> Worker<B> {
             let n = meta.out.slices(&mut iov);
             let queued: usize = iov[..n].iter().map(|s| s.len()).sum();
             match self.backend.send(Token(key), &iov[..n]) {
-                Ok(SendOutcome::Written(written)) => {
+                Ok(written) => {
                     self.cx.counters.bytes_out += written as u64;
                     meta.out.consume(&mut self.cx.pool, written);
                     if written < queued {
                         meta.blocked = true;
                         return Ok(());
                     }
-                }
-                Ok(SendOutcome::Submitted) => {
-                    meta.blocked = true;
-                    return Ok(());
                 }
                 Err(_) => return Err(()),
             }

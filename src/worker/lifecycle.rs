@@ -122,16 +122,6 @@ impl Conns {
         }
     }
 
-    /// A completion backend finished a send of `len` bytes.
-    pub(super) fn on_sent(&mut self, cx: &mut WorkerCx, key: usize, len: usize) {
-        if let Some(slot) = self.slots.get_mut(key) {
-            cx.counters.bytes_out += len as u64;
-            slot.meta.out.consume(&mut cx.pool, len);
-            slot.meta.blocked = false;
-            cx.mark_dirty(&mut slot.meta);
-        }
-    }
-
     /// The stream ended: the peer's EOF (`error: None`) or a failure.
     pub(super) fn on_closed(
         &mut self,

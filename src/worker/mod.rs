@@ -26,7 +26,6 @@ mod recv;
 mod slot;
 mod upgrade;
 
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -46,7 +45,7 @@ pub(crate) struct Worker<B: Backend> {
     router: Arc<Router>,
     mailbox: Arc<Mailbox>,
     commands: Vec<Command>,
-    to_add: Vec<(usize, TcpStream)>,
+    to_add: Vec<(usize, B::Stream)>,
     /// The shutdown deadline on the worker's clock, once a shutdown started.
     shutdown: Option<u64>,
     listeners_open: bool,
@@ -90,7 +89,7 @@ impl<B: Backend> Worker<B> {
             }
             match completion {
                 Completion::Accepted { stream, peer } => {
-                    if let Some(key) = conns.accept(cx, shutdown.is_some(), &stream, peer) {
+                    if let Some(key) = conns.accept(cx, shutdown.is_some(), peer) {
                         to_add.push((key, stream));
                     }
                 }
@@ -99,7 +98,6 @@ impl<B: Backend> Worker<B> {
                     conns.on_received(cx, router, token.0, data);
                 }
                 Completion::Writable { token } => conns.on_writable(cx, token.0),
-                Completion::Sent { token, len } => conns.on_sent(cx, token.0, len),
                 Completion::Closed { token, error } => conns.on_closed(cx, token.0, error),
                 Completion::Connected { token, error } => conns.on_connected(cx, token.0, error),
                 Completion::Woken => woken = true,

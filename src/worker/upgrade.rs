@@ -2,7 +2,7 @@
 //! request parsed in place, routing, the Origin policy, the accept hook, and the answer — 101
 //! and an open connection, or an HTTP response and a lingering close.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
@@ -23,14 +23,13 @@ use crate::route::{Accepted, Request, Route, Router, WsHook};
 type Upgraded = (Accepted, String, Option<(DeflateParams, DeflateConfig)>);
 
 impl Conns {
-    /// Admits an accepted stream: a slot waiting for its upgrade request, whose key is
-    /// returned for the stream's registration; `None` (the stream is dropped, which closes it)
-    /// past the connection limits or while shutting down.
+    /// Admits an accepted stream from `peer`: a slot waiting for its upgrade request, whose
+    /// key is returned for the stream's registration; `None` (the stream is dropped, which
+    /// closes it) past the connection limits or while shutting down.
     pub(super) fn accept(
         &mut self,
         cx: &mut WorkerCx,
         shutting_down: bool,
-        stream: &TcpStream,
         peer: SocketAddr,
     ) -> Option<usize> {
         cx.counters.accepted += 1;
@@ -49,12 +48,6 @@ impl Conns {
                 Admission::Opened => false,
             },
         };
-        if bidir_sys::socket::configure_stream(stream).is_err() {
-            if let (true, Some(peers)) = (peer_held, &cx.shared.peers) {
-                peers.release(peer.ip(), cx.wall_now());
-            }
-            return None;
-        }
         let generation = self.next_generation();
         let key = self.slots.vacant_key();
         let deadline = (cx.now + cx.config().handshake_timeout).as_nanos();

@@ -22,15 +22,14 @@
 //!    backend: the worker collects streams to add and remove and applies them after `poll`
 //!    returns. So a token is never reused within one batch of completions, and a completion
 //!    can never name a stream that the worker already retired.
-//! 4. **Sends may complete now or later.** [`send`] gathers the slices into one write per call
-//!    and returns [`SendOutcome::Written`] with the bytes taken — possibly fewer than offered,
-//!    possibly 0 — when the kernel took them synchronously (epoll); then the worker drops the
-//!    written prefix and waits for [`Completion::Writable`] before sending the rest. A
-//!    completion backend returns [`SendOutcome::Submitted`]: the kernel owns the memory behind
-//!    the slices until [`Completion::Sent`] reports the length written, and the worker must
-//!    neither move nor modify those bytes before then. A backend that copies sends may also
-//!    take a whole buffer without copying it ([`send_owned`]): it swaps the worker's buffer
-//!    for an empty one of its own, so the bytes change owner, never place.
+//! 4. **Sends are taken now.** [`send`] gathers the slices into one write per call and returns
+//!    the bytes the backend took — possibly fewer than offered, possibly 0. Taken bytes are the
+//!    backend's (written by the kernel, or copied into a buffer the backend owns), so the
+//!    worker drops the taken prefix at once and never lends its own memory to the kernel;
+//!    after a short write it waits for [`Completion::Writable`] before sending the rest. A
+//!    backend that copies sends may also take a whole buffer without copying it
+//!    ([`send_owned`]): it swaps the worker's buffer for an empty one of its own, so the bytes
+//!    change owner, never place.
 //! 5. **EOF and errors end the stream.** [`Completion::Closed`] reports the peer's EOF
 //!    (`error: None`) or a failure; the backend reads nothing more for that token. The worker
 //!    still owns the token until it calls `remove_stream`, which closes the descriptor (after
@@ -39,6 +38,12 @@
 //!    [`Completion::Connected`] reports its outcome before any other completion for the token.
 //! 7. **Wake-ups coalesce.** [`Waker::wake`] may be called from any thread any number of
 //!    times; the next `poll` reports at least one [`Completion::Woken`] and returns promptly.
+//!
+//! Accepted streams are of the backend's own [`Backend::Stream`] type (a `TcpStream` for the
+//! socket backends, a handle for [`crate::mem`]'s in-memory net), and arrive configured: the
+//! backend has applied the per-connection options ([`crate::socket::configure_stream`]) before
+//! it reports [`Completion::Accepted`]; a stream whose configuration fails is closed by the
+//! backend and never reported.
 //!
 //! [`poll`]: Backend::poll
 //! [`add_stream`]: Backend::add_stream
@@ -52,6 +57,7 @@
 //! | backend | module | readiness → completion | writes |
 //! | --- | --- | --- | --- |
 //! | epoll (mio, edge-triggered) | [`crate::epoll`] | `accept4`/`read` on readiness; one `read` per ready socket per poll, another next poll if the buffer filled or the stream is ending (FIN, reset) until the end is read | `writev`, synchronous |
+//! | in memory | [`crate::mem`] | a FIFO of events the test's driver queues; virtual time | into the driver's per-peer buffer, within a budget the driver sets |
 //! | io_uring | [`crate::uring`] | multishot accept and recv with a provided-buffer ring | a queue that is one buffer is taken whole (`send_owned`, a swap), else copied into a backend-owned buffer; one `send` (or `send_zc` above a threshold) SQE per socket, all submitted with the next wait (one `io_uring_enter` per loop turn); `Writable` when it is all sent |
 
 use std::io::{self, IoSlice};
@@ -62,15 +68,16 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Token(pub usize);
 
-/// What a backend reports from [`Backend::poll`].
+/// What a backend reports from [`Backend::poll`]; `S` is the backend's [`Backend::Stream`].
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum Completion<'a> {
-    /// A connection was accepted; the stream is nonblocking and close-on-exec, not yet
-    /// registered: the worker adds it with a token of its choice after the poll.
+pub enum Completion<'a, S = TcpStream> {
+    /// A connection was accepted; the stream is configured (for a socket: close-on-exec,
+    /// `TCP_NODELAY`) but not yet registered: the worker adds it with a token of its choice
+    /// after the poll, or drops it (which closes it).
     Accepted {
         /// The accepted stream.
-        stream: TcpStream,
+        stream: S,
         /// The peer's address.
         peer: SocketAddr,
     },
@@ -81,17 +88,10 @@ pub enum Completion<'a> {
         /// The bytes; may be modified in place.
         data: &'a mut [u8],
     },
-    /// A stream can take more bytes after a short write.
+    /// A stream can take more bytes after a short write (rule 4).
     Writable {
         /// The stream.
         token: Token,
-    },
-    /// A completion backend finished a [`Backend::send`] (rule 4).
-    Sent {
-        /// The stream.
-        token: Token,
-        /// Bytes written.
-        len: usize,
     },
     /// The stream ended: the peer's EOF (`None`) or a failure.
     Closed {
@@ -112,15 +112,6 @@ pub enum Completion<'a> {
     Woken,
 }
 
-/// What [`Backend::send`] did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SendOutcome {
-    /// The kernel took this many bytes now; 0 means "wait for [`Completion::Writable`]".
-    Written(usize),
-    /// The write was submitted; [`Completion::Sent`] will report it. The bytes must stay put.
-    Submitted,
-}
-
 /// Wakes a backend's [`Backend::poll`] from another thread.
 pub trait Waker: Send + Sync + 'static {
     /// Makes the backend report [`Completion::Woken`] soon. Cheap when repeated before the
@@ -137,6 +128,11 @@ pub trait Backend {
     /// The backend's waker.
     type Waker: Waker;
 
+    /// What [`Completion::Accepted`] hands over and [`Backend::add_stream`] takes back: a
+    /// `TcpStream` for the socket backends, a handle on a simulated peer for an in-memory
+    /// one. Dropping an accepted stream without adding it closes the connection.
+    type Stream;
+
     /// Starts accepting connections from `listener` (nonblocking).
     ///
     /// # Errors
@@ -152,7 +148,7 @@ pub trait Backend {
     /// # Errors
     ///
     /// What registering the stream reports; the stream is closed then.
-    fn add_stream(&mut self, token: Token, stream: TcpStream) -> io::Result<()>;
+    fn add_stream(&mut self, token: Token, stream: Self::Stream) -> io::Result<()>;
 
     /// Opens a client stream to `addr` under `token`: the connect starts now and
     /// [`Completion::Connected`] reports its outcome. Until then nothing may be sent on it.
@@ -166,13 +162,15 @@ pub trait Backend {
     /// Retires `token` and closes its stream. Unknown tokens are ignored.
     fn remove_stream(&mut self, token: Token);
 
-    /// Writes `bufs` to the stream in one gathered write (rule 4).
+    /// Writes `bufs` to the stream in one gathered write and returns how many bytes were taken
+    /// (rule 4): fewer than offered when the stream can take no more now, 0 meaning "wait for
+    /// [`Completion::Writable`]"; the worker keeps the rest.
     ///
     /// # Errors
     ///
     /// A failure other than "would block" (e.g. `EPIPE`): the stream is done; the worker
     /// should remove it.
-    fn send(&mut self, token: Token, bufs: &[IoSlice<'_>]) -> io::Result<SendOutcome>;
+    fn send(&mut self, token: Token, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
 
     /// Sends all of `buf` by taking it: swaps it for an empty buffer of the backend's (so the
     /// caller keeps a buffer with capacity for its next bytes) when the stream can take a
@@ -198,7 +196,7 @@ pub trait Backend {
     /// # Errors
     ///
     /// What waiting reports, other than an interruption.
-    fn poll<F: FnMut(Completion<'_>)>(
+    fn poll<F: FnMut(Completion<'_, Self::Stream>)>(
         &mut self,
         timeout: Option<Duration>,
         on: F,
@@ -226,7 +224,7 @@ pub struct SyscallCounts {
     pub writes: u64,
     /// `accept4` calls.
     pub accepts: u64,
-    /// Registration changes (`epoll_ctl`) and closes.
+    /// Registration changes (`epoll_ctl`), socket options, sockets and closes.
     pub other: u64,
 }
 

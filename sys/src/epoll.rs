@@ -2,7 +2,8 @@
 //!
 //! Readiness becomes completions here: when a stream is readable the backend `read`s once into
 //! its per-worker buffer and reports [`Completion::Received`]; when a listener is readable it
-//! `accept4`s until the queue is empty. Streams are registered once for both directions and
+//! `accept4`s until the queue is empty, setting each accepted stream's options
+//! ([`crate::socket::configure_stream`]) before reporting it. Streams are registered once for both directions and
 //! never re-registered: with edge triggering a writable event costs nothing until a write has
 //! been cut short, so a request/response exchange costs one `read` and one `writev` per
 //! message plus a share of one `epoll_wait`.
@@ -22,7 +23,7 @@ use std::time::Duration;
 
 use mio::{Events, Interest, Poll};
 
-use crate::backend::{Backend, Completion, SendOutcome, SyscallCounts, Token, Waker};
+use crate::backend::{Backend, Completion, SyscallCounts, Token, Waker};
 
 const WAKER: mio::Token = mio::Token(usize::MAX);
 /// Listener tokens count down from here; stream tokens must stay below.
@@ -161,7 +162,10 @@ impl Epoll {
                 Ok((stream, peer)) => {
                     // mio's stream owns a nonblocking, close-on-exec descriptor; keep it.
                     let stream = TcpStream::from(std::os::fd::OwnedFd::from(stream));
-                    on(Completion::Accepted { stream, peer });
+                    counts.other += 1;
+                    if crate::socket::configure_stream(&stream).is_ok() {
+                        on(Completion::Accepted { stream, peer });
+                    } // else dropped: closing it is all there is to do
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -179,6 +183,7 @@ impl Epoll {
 
 impl Backend for Epoll {
     type Waker = EpollWaker;
+    type Stream = TcpStream;
 
     fn add_listener(&mut self, listener: TcpListener) -> io::Result<()> {
         if self.listeners.len() >= MAX_LISTENERS {
@@ -236,15 +241,15 @@ impl Backend for Epoll {
         self.again.retain(|t| *t != token);
     }
 
-    fn send(&mut self, token: Token, bufs: &[IoSlice<'_>]) -> io::Result<SendOutcome> {
+    fn send(&mut self, token: Token, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let Some(Some(stream)) = self.streams.get(token.0) else {
             return Err(io::Error::new(io::ErrorKind::NotConnected, "unknown token"));
         };
         self.counts.writes += 1;
         match (&stream.io).write_vectored(bufs) {
-            Ok(n) => Ok(SendOutcome::Written(n)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(SendOutcome::Written(0)),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(SendOutcome::Written(0)),
+            Ok(n) => Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
             Err(e) => Err(e),
         }
     }
@@ -354,7 +359,9 @@ mod tests {
             }
         }
         let token = Token(3);
-        backend.add_stream(token, accepted.expect("accepted")).unwrap();
+        let accepted = accepted.expect("accepted");
+        assert!(accepted.nodelay().unwrap(), "accepted streams arrive configured");
+        backend.add_stream(token, accepted).unwrap();
         (client, token)
     }
 
@@ -383,7 +390,7 @@ mod tests {
             _ => false,
         });
         let out = backend.send(token, &[IoSlice::new(b"wor"), IoSlice::new(b"ld")]).unwrap();
-        assert_eq!(out, SendOutcome::Written(5));
+        assert_eq!(out, 5);
         let mut got = [0u8; 5];
         client.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"world");
@@ -451,9 +458,8 @@ mod tests {
         let mut sent = 0usize;
         loop {
             match backend.send(token, &[IoSlice::new(&chunk)]).unwrap() {
-                SendOutcome::Written(0) => break,
-                SendOutcome::Written(n) => sent += n,
-                SendOutcome::Submitted => unreachable!(),
+                0 => break,
+                n => sent += n,
             }
         }
         assert!(sent > 0);

@@ -9,6 +9,8 @@
 //!   and completion backends look the same to the engine);
 //! - [`epoll`]: the epoll backend, over mio;
 //! - [`uring`]: the io_uring backend (multishot accept and receive, provided buffers);
+//! - [`mem`]: an in-memory backend with virtual time, which a test drives as the peers, for
+//!   deterministic tests and fuzzing of the engine without sockets;
 //! - [`socket`]: listeners for `SO_REUSEPORT` groups, stream options, descriptor limits;
 //! - [`cpu`]: enumeration and pinning of the CPUs the process may use;
 //! - [`signal`]: waiting for `SIGINT`/`SIGTERM` synchronously, for graceful shutdown.
@@ -32,10 +34,11 @@ macro_rules! syscall {
 pub mod backend;
 pub mod cpu;
 pub mod epoll;
+pub mod mem;
 pub mod signal;
 pub mod socket;
 pub mod uring;
 
-pub use backend::{Backend, Completion, SendOutcome, SyscallCounts, Token, Waker};
+pub use backend::{Backend, Completion, SyscallCounts, Token, Waker};
 pub use epoll::Epoll;
 pub use uring::{IoUring, UringConfig};

@@ -80,7 +80,8 @@ pub fn connecting(addr: SocketAddr) -> io::Result<TcpStream> {
 }
 
 /// Applies the per-connection options: `TCP_NODELAY` (frames are coalesced by the engine, so
-/// Nagle's algorithm would only add latency).
+/// Nagle's algorithm would only add latency). The socket backends apply it to every stream
+/// they accept before reporting it (see [`crate::backend`]); the engine need not.
 ///
 /// # Errors
 ///

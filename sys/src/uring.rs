@@ -1,7 +1,9 @@
 //! The io_uring backend: completions straight from the kernel, one `io_uring_enter` per loop
 //! turn for every socket's receives and sends.
 //!
-//! - **Accept**: one multishot accept per listener; re-armed when the kernel ends it.
+//! - **Accept**: one multishot accept per listener; re-armed when the kernel ends it. Each
+//!   accepted stream gets its options ([`crate::socket::configure_stream`]) before it is
+//!   reported.
 //! - **Receive**: one multishot receive per stream, into a *provided buffer ring* shared by
 //!   the worker's streams (so an idle connection holds no receive buffer). Each completion
 //!   names the buffer the kernel filled; the bytes are lent to the worker for the callback
@@ -12,11 +14,11 @@
 //!   the multishot receive with `ENOBUFS`; the stream is re-armed only after the batch's
 //!   buffers have been returned (re-arming at once would spin).
 //! - **Send**: [`Backend::send`] copies the gathered slices into a send buffer the backend
-//!   owns and submits one `send`; it returns `Written(n)` at once, so the worker's queue never
+//!   owns and submits one `send`; it returns the bytes it took at once, so the worker's queue never
 //!   lends memory to the kernel. When the queue is one buffer, [`Backend::send_owned`] takes
 //!   it instead of copying it: the queue's buffer and one of the backend's spare ones swap
 //!   places, so the bytes change owner, not place, and neither side allocates in the steady
-//!   state. While a send is in flight further sends return `Written(0)`; a short send is
+//!   state. While a send is in flight further sends take nothing (0); a short send is
 //!   resubmitted from the buffer, in order; when the buffer is all sent the backend reports
 //!   [`Completion::Writable`]. Sends of at least [`UringConfig::send_zc_threshold`] bytes go
 //!   out as `IORING_OP_SEND_ZC`: the kernel sends from that buffer without copying it and
@@ -46,9 +48,9 @@
 //! # Counting
 //!
 //! [`SyscallCounts`] counts system calls only: `waits` are `io_uring_enter` calls (one per
-//! loop turn, submitting and waiting at once), `other` the socket, cancel-on-full and close
-//! calls. Receives and sends are operations inside the ring, not system calls, so `reads` and
-//! `writes` stay 0.
+//! loop turn, submitting and waiting at once), `other` the socket, socket option,
+//! cancel-on-full and close calls. Receives and sends are operations inside the ring, not
+//! system calls, so `reads` and `writes` stay 0.
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::io;
@@ -61,7 +63,7 @@ use std::time::Duration;
 
 use io_uring::{IoUring as Ring, cqueue, opcode, squeue, types};
 
-use crate::backend::{Backend, Completion, SendOutcome, SyscallCounts, Token, Waker};
+use crate::backend::{Backend, Completion, SyscallCounts, Token, Waker};
 
 /// What a completion is for: the top 4 bits of its `user_data`.
 const OP_RECV: u64 = 1;
@@ -706,9 +708,11 @@ impl IoUring {
                     // SAFETY: a successful accept completion carries a new descriptor that
                     // nobody else owns.
                     let stream = unsafe { TcpStream::from_raw_fd(result) };
-                    match stream.peer_addr() {
-                        Ok(peer) => on(Completion::Accepted { stream, peer }),
-                        Err(_) => drop(stream), // already gone
+                    self.counts.other += 1;
+                    let configured = crate::socket::configure_stream(&stream);
+                    match (configured, stream.peer_addr()) {
+                        (Ok(()), Ok(peer)) => on(Completion::Accepted { stream, peer }),
+                        _ => drop(stream), // already gone, or not usable as configured
                     }
                 }
             }
@@ -883,6 +887,7 @@ impl IoUring {
 
 impl Backend for IoUring {
     type Waker = UringWaker;
+    type Stream = TcpStream;
 
     fn add_listener(&mut self, listener: TcpListener) -> io::Result<()> {
         listener.set_nonblocking(true)?;
@@ -973,9 +978,9 @@ impl Backend for IoUring {
         }
     }
 
-    fn send(&mut self, token: Token, bufs: &[io::IoSlice<'_>]) -> io::Result<SendOutcome> {
+    fn send(&mut self, token: Token, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         if !self.can_send(token)? {
-            return Ok(SendOutcome::Written(0));
+            return Ok(0);
         }
         let mut sending = self.spares.pop().unwrap_or_default();
         for slice in bufs {
@@ -988,11 +993,11 @@ impl Backend for IoUring {
         let taken = sending.buf.len();
         if taken == 0 {
             self.spares.push(sending);
-            return Ok(SendOutcome::Written(0));
+            return Ok(0);
         }
         let queued: usize = bufs.iter().map(|s| s.len()).sum();
         self.start_send(token, sending, taken < queued);
-        Ok(SendOutcome::Written(taken))
+        Ok(taken)
     }
 
     fn send_owned(&mut self, token: Token, buf: &mut Vec<u8>) -> Option<io::Result<bool>> {
