@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 
 use bidir_protocol::{CloseCode, Message};
 
-use crate::client::{CloseFrame, Error, Incoming};
+use crate::client::{Error, Incoming};
 use crate::{CloseInfo, ConnHandle, Context, Handler, Request, SendError};
 
 /// Hands accepted connections to user threads as blocking [`Socket`]s. Cheap to clone; every
@@ -147,7 +147,7 @@ struct Inbox {
     /// The connection's queue fell (on_drain) or it closed: senders recheck.
     drained: Condvar,
     drained_lock: Mutex<()>,
-    /// `Socket::close` was called: the close that comes back was initiated here.
+    /// `Socket::close` was called: dropping the socket need not close the connection again.
     closing: AtomicBool,
 }
 
@@ -244,11 +244,7 @@ impl Handler for Bridge {
     }
 
     fn on_close(&mut self, _cx: &mut Context<'_>, close: CloseInfo<'_>) {
-        let initiated_locally =
-            self.inbox.as_ref().is_some_and(|i| i.closing.load(Ordering::Relaxed));
-        let frame =
-            CloseFrame { code: close.code.0, reason: close.reason.to_owned(), initiated_locally };
-        self.push(None, Incoming::Close(frame), 0);
+        self.push(None, Incoming::Close(close.into_owned()), 0);
         self.wake_senders();
     }
 }
@@ -343,9 +339,9 @@ impl Socket {
     ///
     /// [`SendError::Closed`] when already closed; [`SendError::Protocol`] for a code that may
     /// not be sent or a reason over 123 bytes.
-    pub fn close(&self, code: u16, reason: &str) -> Result<(), SendError> {
+    pub fn close(&self, code: CloseCode, reason: &str) -> Result<(), SendError> {
         self.inbox.closing.store(true, Ordering::Relaxed);
-        self.handle.close(CloseCode(code), reason)
+        self.handle.close(code, reason)
     }
 
     /// A handle for sending from other threads (without [`Socket::send`]'s waiting).

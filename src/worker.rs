@@ -592,11 +592,7 @@ impl<B: Backend> Worker<B> {
                 &mut self.slots,
                 &mut self.cx,
                 key,
-                CloseInfo {
-                    code: CloseCode::ABNORMAL,
-                    reason: "shutdown deadline passed",
-                    clean: false,
-                },
+                CloseInfo::failed(CloseCode::ABNORMAL, "shutdown deadline passed"),
             );
             kill(&mut self.slots, &mut self.cx, key);
         }
@@ -666,7 +662,7 @@ impl<B: Backend> Worker<B> {
                     &mut self.slots,
                     &mut self.cx,
                     key,
-                    CloseInfo { code: CloseCode::ABNORMAL, reason: "write failed", clean: false },
+                    CloseInfo::failed(CloseCode::ABNORMAL, "write failed"),
                 );
                 kill(&mut self.slots, &mut self.cx, key);
                 continue;
@@ -1048,12 +1044,7 @@ fn on_closed(
             (None, Ok(())) => None,
         };
         if let Some(reason) = reason {
-            report_close(
-                slots,
-                cx,
-                key,
-                CloseInfo { code: CloseCode::ABNORMAL, reason: &reason, clean: false },
-            );
+            report_close(slots, cx, key, CloseInfo::failed(CloseCode::ABNORMAL, &reason));
         }
     }
     kill(slots, cx, key);
@@ -1383,13 +1374,7 @@ fn feed(slots: &mut Slab<Slot>, cx: &mut WorkerCx, wheel: &mut Wheel, key: usize
             Ok(None) => break,
             Err(e) => {
                 let reason = e.to_string();
-                deliver_close(
-                    conn,
-                    handler,
-                    meta,
-                    cx,
-                    CloseInfo { code: e.close_code(), reason: &reason, clean: false },
-                );
+                deliver_close(conn, handler, meta, cx, CloseInfo::failed(e.close_code(), &reason));
                 break;
             }
         };
@@ -1410,12 +1395,7 @@ fn feed(slots: &mut Slab<Slot>, cx: &mut WorkerCx, wheel: &mut Wheel, key: usize
             Event::Ping(payload) => invoke(conn, handler, meta, cx, |h, cx| h.on_ping(cx, payload)),
             Event::Pong(payload) => invoke(conn, handler, meta, cx, |h, cx| h.on_pong(cx, payload)),
             Event::Close(close) => {
-                let info = CloseInfo {
-                    code: close.code_or_no_status(),
-                    reason: close.reason,
-                    clean: true,
-                };
-                deliver_close(conn, handler, meta, cx, info);
+                deliver_close(conn, handler, meta, cx, CloseInfo::from(close));
             }
             _ => {}
         }
@@ -1506,13 +1486,7 @@ fn settle(slots: &mut Slab<Slot>, cx: &mut WorkerCx, wheel: &mut Wheel, key: usi
     let Slot { meta, phase } = &mut *slot;
     let Phase::Open { conn, handler, .. } = phase else { return };
     if meta.abort {
-        deliver_close(
-            conn,
-            handler,
-            meta,
-            cx,
-            CloseInfo { code: CloseCode::ABNORMAL, reason: "aborted", clean: false },
-        );
+        deliver_close(conn, handler, meta, cx, CloseInfo::failed(CloseCode::ABNORMAL, "aborted"));
         kill(slots, cx, key);
         return;
     }
@@ -1521,13 +1495,7 @@ fn settle(slots: &mut Slab<Slot>, cx: &mut WorkerCx, wheel: &mut Wheel, key: usi
         handle.queued.store(meta.out.len(), Ordering::Relaxed);
     }
     if conn.state() == State::Closed {
-        deliver_close(
-            conn,
-            handler,
-            meta,
-            cx,
-            CloseInfo { code: CloseCode::ABNORMAL, reason: "closed", clean: false },
-        );
+        deliver_close(conn, handler, meta, cx, CloseInfo::failed(CloseCode::ABNORMAL, "closed"));
         close_subscriptions(meta, cx);
         cx.counters.open -= 1;
         let deadline = (cx.now + cx.shared.config.linger).as_nanos();
@@ -1594,7 +1562,7 @@ fn on_timer(slots: &mut Slab<Slot>, cx: &mut WorkerCx, wheel: &mut Wheel, key: u
                     handler,
                     &mut slot.meta,
                     cx,
-                    CloseInfo { code: e.close_code(), reason: &reason, clean: false },
+                    CloseInfo::failed(e.close_code(), &reason),
                 );
             }
             settle(slots, cx, wheel, key);
