@@ -60,6 +60,7 @@ mod peers;
 mod pubsub;
 mod route;
 mod server;
+mod sink;
 mod timer;
 mod worker;
 
@@ -78,10 +79,11 @@ pub use metrics::{Counters, Stats};
 pub use origin::{InvalidOrigin, OriginPolicy, OriginRefused};
 pub use route::{Accept, HttpResponse, IntoAccept, Request, TOKEN_PROTOCOL_PREFIX};
 pub use server::{BackendInfo, Server, ServerBuilder, ServerHandle};
+pub use sink::Sink;
 
-use std::fmt;
+use std::{fmt, io};
 
-/// Why a send was refused; nothing was queued.
+/// Why a send was refused; nothing was queued. The one error of every [`Sink`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SendError {
@@ -93,6 +95,12 @@ pub enum SendError {
     /// The protocol refused the frame (fragment order, control payload length, close code,
     /// invalid UTF-8 in text).
     Protocol(protocol::SendError),
+    /// Writing to the socket failed: only where the send writes itself (the blocking
+    /// [`client`]); the connection is unusable afterwards. The kind, not the `io::Error`, so
+    /// that the error stays `Copy` and comparable: a failed send names its cause by kind
+    /// (broken pipe, connection reset); the blocking client's own methods give the whole
+    /// [`io::Error`].
+    Io(io::ErrorKind),
 }
 
 impl fmt::Display for SendError {
@@ -101,6 +109,7 @@ impl fmt::Display for SendError {
             Self::Closed => f.write_str("connection is closing or closed"),
             Self::Backpressure => f.write_str("send queue is over its limit"),
             Self::Protocol(e) => write!(f, "{e}"),
+            Self::Io(kind) => write!(f, "socket error: {kind}"),
         }
     }
 }

@@ -24,7 +24,7 @@ use bidir_protocol::{
 
 use super::handshake::Handshake;
 use super::{Connect, ConnectError, Error, Incoming};
-use crate::CloseInfo;
+use crate::{CloseInfo, Sink};
 
 /// The most one `read` takes.
 const READ_BUF: usize = 64 << 10;
@@ -384,6 +384,48 @@ impl WriteHalf {
     /// Where the connection stands.
     pub fn state(&self) -> State {
         lock(&self.shared.proto).conn.state()
+    }
+}
+
+/// Sends through the writing half; [`Sink::close`] only starts the closing handshake (the
+/// inherent [`WebSocket::close`] also waits for the answer).
+impl Sink for WebSocket {
+    fn send(&mut self, msg: Message<'_>) -> Result<(), crate::SendError> {
+        Sink::send(&mut &self.writer, msg)
+    }
+
+    fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), crate::SendError> {
+        Sink::close(&mut &self.writer, code, reason)
+    }
+}
+
+impl Sink for WriteHalf {
+    fn send(&mut self, msg: Message<'_>) -> Result<(), crate::SendError> {
+        Sink::send(&mut &*self, msg)
+    }
+
+    fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), crate::SendError> {
+        Sink::close(&mut &*self, code, reason)
+    }
+}
+
+impl Sink for &WriteHalf {
+    fn send(&mut self, msg: Message<'_>) -> Result<(), crate::SendError> {
+        WriteHalf::send(self, msg).map_err(sink_error)
+    }
+
+    fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), crate::SendError> {
+        WriteHalf::close(self, code, reason).map_err(sink_error)
+    }
+}
+
+/// A send's [`Error`] as a [`Sink`] reports it. Sends fail with `Closed`, `Send` or `Io`
+/// only; `Timeout` and `Protocol` come from reads, and would mean the connection is gone.
+fn sink_error(e: Error) -> crate::SendError {
+    match e {
+        Error::Send(e) => crate::SendError::Protocol(e),
+        Error::Io(e) => crate::SendError::Io(e.kind()),
+        _ => crate::SendError::Closed,
     }
 }
 

@@ -250,8 +250,8 @@ pub enum Incoming {
     /// A pong, e.g. the answer to [`WebSocket::ping`].
     Pong(Vec<u8>),
     /// The end of the connection, owned: for [`WebSocket`], the completed closing handshake
-    /// (the peer's code, 1005 when it sent none, and reason); for a blocking adapter
-    /// [`Socket`](crate::blocking::Socket), however its connection ended. Nothing more arrives.
+    /// (the peer's code, 1005 when it sent none, and reason); for the blocking adapter's
+    /// `Socket`, however its connection ended. Nothing more arrives.
     Close(CloseInfo<'static>),
 }
 
