@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bidir::client::{Connect, ConnectError, Incoming, WebSocket};
 use bidir::protocol::Config;
-use bidir::{CloseInfo, Context, DeflateConfig, Handler, Message, Server, ServerConfig};
+use bidir::{CloseCode, CloseInfo, Context, DeflateConfig, Handler, Message, Server, ServerConfig};
 
 fn main() {
     let mut url = std::env::var("AUTOBAHN_URL").unwrap_or_else(|_| "ws://127.0.0.1:9001".into());
@@ -105,7 +105,7 @@ fn main() {
     }
     let mut ws = WebSocket::connect(&format!("{url}/updateReports?agent={agent}"))
         .expect("updateReports connects");
-    let _ = ws.close(1000, "");
+    let _ = ws.close(CloseCode::NORMAL, "");
 }
 
 fn case_count(url: &str) -> usize {
@@ -114,7 +114,7 @@ fn case_count(url: &str) -> usize {
         Incoming::Text(text) => text.trim().parse().expect("a number"),
         other => panic!("unexpected {other:?}"),
     };
-    let _ = ws.close(1000, "");
+    let _ = ws.close(CloseCode::NORMAL, "");
     count
 }
 

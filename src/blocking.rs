@@ -46,10 +46,13 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use bidir_protocol::{CloseCode, Message};
+use bytes::Bytes;
 
-use crate::client::{CloseFrame, Error, Incoming};
-use crate::{CloseInfo, ConnHandle, Context, Handler, Request, SendError};
+use bidir_protocol::{CloseCode, DataKind, Message};
+
+use crate::client::{Error, Incoming};
+use crate::sink::sink_by_ref;
+use crate::{CloseInfo, ConnHandle, Context, Handler, Request, SendError, Sink};
 
 /// Hands accepted connections to user threads as blocking [`Socket`]s. Cheap to clone; every
 /// clone takes from the same queue.
@@ -147,7 +150,7 @@ struct Inbox {
     /// The connection's queue fell (on_drain) or it closed: senders recheck.
     drained: Condvar,
     drained_lock: Mutex<()>,
-    /// `Socket::close` was called: the close that comes back was initiated here.
+    /// `Socket::close` was called: dropping the socket need not close the connection again.
     closing: AtomicBool,
 }
 
@@ -244,11 +247,7 @@ impl Handler for Bridge {
     }
 
     fn on_close(&mut self, _cx: &mut Context<'_>, close: CloseInfo<'_>) {
-        let initiated_locally =
-            self.inbox.as_ref().is_some_and(|i| i.closing.load(Ordering::Relaxed));
-        let frame =
-            CloseFrame { code: close.code.0, reason: close.reason.to_owned(), initiated_locally };
-        self.push(None, Incoming::Close(frame), 0);
+        self.push(None, Incoming::Close(close.into_owned()), 0);
         self.wake_senders();
     }
 }
@@ -317,13 +316,29 @@ impl Socket {
     }
 
     /// Queues a message, first waiting while more than the listener's `max_outbox` bytes are
-    /// queued for this connection. Messages from one thread go out in order.
+    /// queued for this connection. Messages from one thread go out in order. The payload is
+    /// copied; [`Socket::send_shared`] shares it.
     ///
     /// # Errors
     ///
-    /// [`SendError::Closed`] once the connection is closing or closed;
-    /// [`SendError::Protocol`] for text that is not UTF-8.
+    /// [`SendError::Closed`] once the connection is closing or closed.
     pub fn send(&self, msg: Message<'_>) -> Result<(), SendError> {
+        self.wait_outbox()?;
+        self.handle.send(msg)
+    }
+
+    /// As [`Socket::send`], without copying the payload.
+    ///
+    /// # Errors
+    ///
+    /// As [`Socket::send`]; [`SendError::Protocol`] for text that is not UTF-8.
+    pub fn send_shared(&self, kind: DataKind, payload: Bytes) -> Result<(), SendError> {
+        self.wait_outbox()?;
+        self.handle.send_shared(kind, payload)
+    }
+
+    /// Waits while more than `max_outbox` bytes are queued for the connection.
+    fn wait_outbox(&self) -> Result<(), SendError> {
         while self.handle.buffered_amount() > self.max_outbox {
             if self.handle.is_closed() {
                 return Err(SendError::Closed);
@@ -333,7 +348,7 @@ impl Socket {
             // drain threshold.
             let _ = self.inbox.drained.wait_timeout(guard, Duration::from_millis(2));
         }
-        self.handle.send(msg)
+        Ok(())
     }
 
     /// Starts the closing handshake; the peer's answer arrives through [`Socket::recv`] as
@@ -343,9 +358,9 @@ impl Socket {
     ///
     /// [`SendError::Closed`] when already closed; [`SendError::Protocol`] for a code that may
     /// not be sent or a reason over 123 bytes.
-    pub fn close(&self, code: u16, reason: &str) -> Result<(), SendError> {
+    pub fn close(&self, code: CloseCode, reason: &str) -> Result<(), SendError> {
         self.inbox.closing.store(true, Ordering::Relaxed);
-        self.handle.close(CloseCode(code), reason)
+        self.handle.close(code, reason)
     }
 
     /// A handle for sending from other threads (without [`Socket::send`]'s waiting).
@@ -372,6 +387,11 @@ impl Socket {
     pub fn is_closed(&self) -> bool {
         self.handle.is_closed()
     }
+}
+
+sink_by_ref! {
+    Socket => Socket,
+    &Socket => Socket,
 }
 
 impl Drop for Socket {

@@ -1,6 +1,7 @@
 //! The synchronous handler API: one [`Handler`] per connection, called on the connection's
 //! worker thread with a [`Context`] to act on the connection.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -83,16 +84,56 @@ pub trait Handler: 'static {
     }
 }
 
-/// How a connection ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How a connection ended: the one close type of every side. A server's or an engine
+/// client's [`Handler::on_close`] borrows it (`CloseInfo<'_>`: the reason is lent for the
+/// call, nothing copied); the blocking client and the blocking adapter hand it out owned
+/// (`CloseInfo<'static>`, in [`Incoming::Close`](crate::client::Incoming::Close)).
+///
+/// One type with a [`Cow`] reason rather than a borrowed and an owned twin (tungstenite's
+/// `CloseFrame<'t>` made the same choice): code written over one side's close reads the
+/// other's, and [`CloseInfo::into_owned`] keeps a borrowed one past its call. The protocol
+/// core's [`Close`](bidir_protocol::Close) stays apart: it is the sans-IO layer's event for a
+/// received close frame only (its code an `Option`), and converts into this one with `From`.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CloseInfo<'a> {
     /// The code: the peer's (1005 if it sent none), the error's (1002, 1007, 1009, 1011), or
     /// 1006 when the connection ended without a close frame.
     pub code: CloseCode,
     /// The peer's reason, or a description of the failure.
-    pub reason: &'a str,
+    pub reason: Cow<'a, str>,
     /// Whether the closing handshake completed: both close frames were exchanged.
     pub clean: bool,
+    /// Whether this side sent its close frame first (it started the closing handshake). Only
+    /// a completed handshake tells: `false` whenever `clean` is.
+    pub initiated_locally: bool,
+}
+
+impl<'a> CloseInfo<'a> {
+    /// A connection that ended without completing the closing handshake: `code` is the
+    /// failure's (1002, 1007, 1009, 1011, or 1006 when no close frame came), `reason`
+    /// describes it.
+    pub fn failed(code: CloseCode, reason: &'a str) -> Self {
+        Self { code, reason: Cow::Borrowed(reason), clean: false, initiated_locally: false }
+    }
+
+    /// The same close with its reason owned, to keep past the call that lent it.
+    pub fn into_owned(self) -> CloseInfo<'static> {
+        let Self { code, reason, clean, initiated_locally } = self;
+        CloseInfo { code, reason: Cow::Owned(reason.into_owned()), clean, initiated_locally }
+    }
+}
+
+/// A completed closing handshake, as the protocol core reports it: the peer's code (1005 when
+/// its frame had none) and reason, borrowed.
+impl<'a> From<bidir_protocol::Close<'a>> for CloseInfo<'a> {
+    fn from(close: bidir_protocol::Close<'a>) -> Self {
+        Self {
+            code: close.code_or_no_status(),
+            reason: Cow::Borrowed(close.reason),
+            clean: true,
+            initiated_locally: close.initiated_locally,
+        }
+    }
 }
 
 /// The handler's view of its connection and worker: send, close, subscribe, publish.

@@ -64,6 +64,7 @@ mod pubsub;
 mod route;
 mod send;
 mod server;
+mod sink;
 mod timer;
 mod worker;
 
@@ -83,10 +84,11 @@ pub use metrics::{Counters, Stats};
 pub use origin::{InvalidOrigin, OriginPolicy, OriginRefused};
 pub use route::{Accept, HttpResponse, IntoAccept, Request, TOKEN_PROTOCOL_PREFIX};
 pub use server::{BackendInfo, Server, ServerBuilder, ServerHandle};
+pub use sink::Sink;
 
-use std::fmt;
+use std::{fmt, io};
 
-/// Why a send was refused; nothing was queued.
+/// Why a send was refused; nothing was queued. The one error of every [`Sink`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SendError {
@@ -98,6 +100,12 @@ pub enum SendError {
     /// The protocol refused the frame (fragment order, control payload length, close code,
     /// invalid UTF-8 in text).
     Protocol(protocol::SendError),
+    /// Writing to the socket failed: only where the send writes itself (the blocking
+    /// [`client`]); the connection is unusable afterwards. The kind, not the `io::Error`, so
+    /// that the error stays `Copy` and comparable: a failed send names its cause by kind
+    /// (broken pipe, connection reset); the blocking client's own methods give the whole
+    /// [`io::Error`].
+    Io(io::ErrorKind),
 }
 
 impl fmt::Display for SendError {
@@ -106,6 +114,7 @@ impl fmt::Display for SendError {
             Self::Closed => f.write_str("connection is closing or closed"),
             Self::Backpressure => f.write_str("send queue is over its limit"),
             Self::Protocol(e) => write!(f, "{e}"),
+            Self::Io(kind) => write!(f, "socket error: {kind}"),
         }
     }
 }

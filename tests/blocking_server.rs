@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bidir::blocking::{Listener, Socket};
 use bidir::client::{Connect, Error, Incoming, WebSocket};
-use bidir::{Accept, Message, Request, Server, ServerHandle};
+use bidir::{Accept, CloseCode, Message, Request, Server, ServerHandle};
 use util::config;
 
 fn start(listener: &Listener) -> ServerHandle {
@@ -63,7 +63,7 @@ fn thread_per_connection_echo() {
                 let big = vec![i as u8; 300_000];
                 ws.send(Message::Binary(&big)).unwrap();
                 assert_eq!(ws.recv().unwrap(), Incoming::Binary(big));
-                ws.close(1000, "bye").unwrap();
+                ws.close(CloseCode::NORMAL, "bye").unwrap();
             })
         })
         .collect();
@@ -72,10 +72,10 @@ fn thread_per_connection_echo() {
     }
     for close in accepter.join().unwrap() {
         match close {
-            Incoming::Close(frame) => {
+            Incoming::Close(close) => {
                 assert_eq!(
-                    (frame.code, frame.reason.as_str(), frame.initiated_locally),
-                    (1000, "bye", false)
+                    (close.code, &*close.reason, close.clean, close.initiated_locally),
+                    (CloseCode::NORMAL, "bye", true, false)
                 );
             }
             other => panic!("{other:?}"),
@@ -105,15 +105,17 @@ fn server_side_close_drop_and_timeouts() {
     let socket = listener.accept_timeout(Duration::from_secs(5)).unwrap();
     assert_eq!(socket.protocol(), Some("v1"));
     assert!(matches!(socket.recv_timeout(Duration::from_millis(30)), Err(Error::Timeout)));
-    socket.close(4001, "server done").unwrap();
+    socket.close(CloseCode(4001), "server done").unwrap();
     match ws.recv().unwrap() {
-        Incoming::Close(frame) => {
-            assert_eq!((frame.code, frame.reason.as_str()), (4001, "server done"))
+        Incoming::Close(close) => {
+            assert_eq!((close.code, &*close.reason), (CloseCode(4001), "server done"))
         }
         other => panic!("{other:?}"),
     }
     match socket.recv().unwrap() {
-        Incoming::Close(frame) => assert_eq!((frame.code, frame.initiated_locally), (4001, true)),
+        Incoming::Close(close) => {
+            assert_eq!((close.code, close.initiated_locally), (CloseCode(4001), true))
+        }
         other => panic!("{other:?}"),
     }
     assert!(matches!(socket.recv(), Err(Error::Closed)));
@@ -123,7 +125,7 @@ fn server_side_close_drop_and_timeouts() {
     let mut ws = WebSocket::connect(&url).unwrap();
     drop(listener.accept_timeout(Duration::from_secs(5)).unwrap());
     match ws.recv().unwrap() {
-        Incoming::Close(frame) => assert_eq!(frame.code, 1001),
+        Incoming::Close(close) => assert_eq!(close.code, CloseCode::GOING_AWAY),
         other => panic!("{other:?}"),
     }
 
@@ -132,7 +134,9 @@ fn server_side_close_drop_and_timeouts() {
     let socket = listener.accept_timeout(Duration::from_secs(5)).unwrap();
     drop(ws);
     match socket.recv_timeout(Duration::from_secs(5)).unwrap() {
-        Incoming::Close(frame) => assert_eq!(frame.code, 1006),
+        Incoming::Close(close) => {
+            assert_eq!((close.code, close.clean), (CloseCode::ABNORMAL, false))
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -156,12 +160,12 @@ fn a_slow_reader_is_closed_and_a_fast_sender_waits() {
     }
     ws.set_read_timeout(Some(Duration::from_secs(5)));
     while let Ok(msg) = ws.recv() {
-        if let Incoming::Close(frame) = msg {
-            closed = Some(frame.code);
+        if let Incoming::Close(close) = msg {
+            closed = Some(close.code);
             break;
         }
     }
-    assert_eq!(closed, Some(1008));
+    assert_eq!(closed, Some(CloseCode::POLICY_VIOLATION));
 
     // The server sends 8 MiB to a client that reads slowly: send waits instead of queueing
     // it all, and everything arrives in order.

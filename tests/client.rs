@@ -92,10 +92,10 @@ fn echo_fragments_ping_and_close_handshake() {
     // Out-of-order fragments and oversized pings are refused locally, the connection lives.
     assert!(matches!(ws.send_frame(FrameKind::Last, b"x"), Err(Error::Send(_))));
     assert!(matches!(ws.ping(&[0; 126]), Err(Error::Send(_))));
-    assert!(matches!(ws.close(1005, ""), Err(Error::Send(_))));
+    assert!(matches!(ws.close(CloseCode::NO_STATUS, ""), Err(Error::Send(_))));
 
-    let frame = ws.close(1000, "done").unwrap();
-    assert_eq!((frame.code, frame.initiated_locally), (1000, true));
+    let close = ws.close(CloseCode::NORMAL, "done").unwrap();
+    assert_eq!((close.code, close.clean, close.initiated_locally), (CloseCode::NORMAL, true, true));
     assert_eq!(ws.state(), State::Closed);
     assert!(matches!(ws.send(Message::Text("late")), Err(Error::Closed)));
     assert!(matches!(ws.recv(), Err(Error::Closed)));
@@ -107,9 +107,9 @@ fn server_initiated_close_is_reported_and_answered() {
     let mut ws = open(server.local_addr());
     ws.send(Message::Text("bye")).unwrap();
     match ws.recv().unwrap() {
-        Incoming::Close(frame) => {
-            assert_eq!((frame.code, frame.reason.as_str()), (4000, "as asked"));
-            assert!(!frame.initiated_locally);
+        Incoming::Close(close) => {
+            assert_eq!((close.code, &*close.reason), (CloseCode(4000), "as asked"));
+            assert!(!close.initiated_locally);
         }
         other => panic!("{other:?}"),
     }
@@ -276,7 +276,7 @@ fn read_timeout_leaves_the_connection_usable() {
     assert!(matches!(ws.recv(), Err(Error::Timeout)));
     ws.send(Message::Text("still here")).unwrap();
     assert_eq!(ws.recv().unwrap(), Incoming::Text("still here".into()));
-    ws.close(1000, "").unwrap();
+    ws.close(CloseCode::NORMAL, "").unwrap();
 }
 
 #[test]
@@ -297,9 +297,11 @@ fn split_halves_read_and_write_on_two_threads() {
         assert_eq!(reader.recv().unwrap(), Incoming::Text(format!("m{i}")));
     }
     sender.join().unwrap();
-    writer.close(1000, "bye").unwrap();
+    writer.close(CloseCode::NORMAL, "bye").unwrap();
     match reader.recv().unwrap() {
-        Incoming::Close(frame) => assert_eq!((frame.code, frame.initiated_locally), (1000, true)),
+        Incoming::Close(close) => {
+            assert_eq!((close.code, close.initiated_locally), (CloseCode::NORMAL, true))
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(writer.state(), State::Closed);
@@ -325,7 +327,7 @@ fn deflate_offer_is_negotiated_and_used() {
             ws.send(Message::Text(&json)).unwrap();
             assert_eq!(ws.recv().unwrap(), Incoming::Text(json.clone()));
         }
-        ws.close(1000, "").unwrap();
+        ws.close(CloseCode::NORMAL, "").unwrap();
     }
 }
 
@@ -346,7 +348,7 @@ fn server_not_answering_the_close_times_out() {
     let mut ws =
         Connect::new(&format!("ws://{addr}/")).unwrap().config(protocol).connect().unwrap();
     let started = Instant::now();
-    let result = ws.close(1000, "");
+    let result = ws.close(CloseCode::NORMAL, "");
     assert!(matches!(result, Err(Error::Protocol(_) | Error::Closed)), "{result:?}");
     assert!(started.elapsed() < Duration::from_secs(2));
 }

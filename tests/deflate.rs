@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bidir::protocol::deflate::DeflateConfig;
 use bidir::protocol::{DataKind, FrameKind, Message};
-use bidir::{Accept, Context, Handler, Request, Server, ServerConfig, ServerHandle};
+use bidir::{Accept, CloseCode, Context, Handler, Request, Server, ServerConfig, ServerHandle};
 use util::{Client, Got};
 
 struct Echo;
@@ -339,7 +339,7 @@ fn a_decompression_bomb_closes_with_1009() {
     // message limit once inflated.
     let zeros = vec![0u8; 64 << 20];
     c.send(Message::Binary(&zeros));
-    assert_eq!(c.recv(), Got::Close(Some(1009), "message too big".into()));
+    assert_eq!(c.recv(), Got::Close(Some(CloseCode::MESSAGE_TOO_BIG), "message too big".into()));
     let stats = server.stats();
     assert_eq!(stats.counters.messages_in, 0);
     server.shutdown(Duration::from_secs(1));

@@ -161,13 +161,13 @@ fn malformed_handshakes_get_4xx_and_garbage_frames_get_1002() {
     let mut c = Client::connect(addr, "/echo");
     c.write_raw(&[0x81, 0x02, b'h', b'i']);
     match c.next() {
-        Got::Error(_) | Got::Close(Some(1002), _) => {}
+        Got::Error(_) | Got::Close(Some(CloseCode::PROTOCOL_ERROR), _) => {}
         other => panic!("expected close 1002, got {other:?}"),
     }
     // Pure garbage after the upgrade.
     let mut c = Client::connect(addr, "/echo");
     c.write_raw(&[0xff; 64]);
-    assert!(matches!(c.next(), Got::Close(Some(1002), _) | Got::Eof));
+    assert!(matches!(c.next(), Got::Close(Some(CloseCode::PROTOCOL_ERROR), _) | Got::Eof));
     assert!(wait_until(Duration::from_secs(5), || server.connections() == 0));
     server.shutdown(Duration::from_secs(1));
 }
@@ -273,17 +273,17 @@ fn close_from_either_side_and_abort() {
     expect(&rx, "open /r");
     c.ping(b"hello");
     expect(&rx, "ping hello");
-    c.close(4000, "client done");
+    c.close(CloseCode(4000), "client done");
     expect(&rx, "close 4000 client done true");
     assert_eq!(c.next(), Got::Pong(b"hello".to_vec()));
-    assert_eq!(c.next(), Got::Close(Some(4000), String::new()));
+    assert_eq!(c.next(), Got::Close(Some(CloseCode(4000)), String::new()));
     assert_eq!(c.next(), Got::Eof);
 
     // Server closes.
     let mut c = Client::connect(addr, "/r");
     expect(&rx, "open /r");
     c.send_text("close me");
-    assert_eq!(c.recv(), Got::Close(Some(4001), "as asked".into()));
+    assert_eq!(c.recv(), Got::Close(Some(CloseCode(4001)), "as asked".into()));
     expect(&rx, "close 4001  true");
 
     // Abort: no close frame, the socket just ends; the handler hears 1006.
@@ -362,7 +362,7 @@ fn backpressure_close_policy_closes_with_its_code() {
     for _ in 0..4 {
         assert!(matches!(c.recv(), Got::Binary(b) if b.len() == 64 << 10));
     }
-    assert_eq!(c.recv(), Got::Close(Some(1013), "backpressure".into()));
+    assert_eq!(c.recv(), Got::Close(Some(CloseCode::TRY_AGAIN_LATER), "backpressure".into()));
     server.shutdown(Duration::from_secs(1));
 }
 
@@ -481,7 +481,7 @@ fn cross_thread_sends_and_closes() {
         next[thread] += 1;
     }
     handle.close(CloseCode::NORMAL, "from afar").unwrap();
-    assert_eq!(c.recv(), Got::Close(Some(1000), "from afar".into()));
+    assert_eq!(c.recv(), Got::Close(Some(CloseCode::NORMAL), "from afar".into()));
     assert!(wait_until(Duration::from_secs(5), || handle.is_closed()));
     assert_eq!(handle.send_text("late"), Err(SendError::Closed));
     assert!(handle.close(CloseCode::NO_STATUS, "").is_err());
@@ -646,7 +646,10 @@ fn graceful_shutdown_delivers_what_was_queued() {
         for i in 0..20_000 {
             assert_eq!(c.recv(), Got::Text(format!("message {i}")));
         }
-        assert_eq!(c.recv(), Got::Close(Some(1001), "server shutting down".into()));
+        assert_eq!(
+            c.recv(),
+            Got::Close(Some(CloseCode::GOING_AWAY), "server shutting down".into())
+        );
     }
     shutdown.join().unwrap();
     // The listeners are gone.
@@ -718,7 +721,7 @@ fn a_panicking_handler_closes_its_connection_with_1011_only() {
     let prev = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {})); // keep the expected panic out of the test output
     bad.send_text("boom");
-    assert_eq!(bad.recv(), Got::Close(Some(1011), "internal error".into()));
+    assert_eq!(bad.recv(), Got::Close(Some(CloseCode::INTERNAL_ERROR), "internal error".into()));
     std::panic::set_hook(prev);
     good.send_text("still here");
     assert_eq!(good.recv(), Got::Text("still here".into()));
@@ -741,7 +744,7 @@ fn per_route_protocol_config() {
     c.send_text("0123456789");
     assert_eq!(c.recv(), Got::Text("0123456789".into()));
     c.send_text("0123456789A");
-    assert_eq!(c.recv(), Got::Close(Some(1009), "message too big".into()));
+    assert_eq!(c.recv(), Got::Close(Some(CloseCode::MESSAGE_TOO_BIG), "message too big".into()));
     server.shutdown(Duration::from_secs(1));
 }
 
@@ -797,6 +800,6 @@ fn handler_timers_fire_in_order_and_cancel() {
     let mut client = Client::connect(server.local_addr(), "/t");
     client.send_text("stop");
     assert_eq!(client.next(), Got::Text("stopped".into()));
-    client.close(1000, "");
-    assert_eq!(client.next(), Got::Close(Some(1000), String::new()));
+    client.close(CloseCode::NORMAL, "");
+    assert_eq!(client.next(), Got::Close(Some(CloseCode::NORMAL), String::new()));
 }

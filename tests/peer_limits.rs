@@ -9,7 +9,9 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use bidir::protocol::Message;
-use bidir::{Context, Handler, HttpResponse, Request, Server, ServerConfig, ServerHandle};
+use bidir::{
+    CloseCode, Context, Handler, HttpResponse, Request, Server, ServerConfig, ServerHandle,
+};
 use util::{Client, Got, config, raw_http, wait_until};
 
 const UPGRADE: &str = "GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -108,8 +110,8 @@ fn a_peer_holds_at_most_its_limit_over_every_worker() {
     }
     // One ends (a clean close); its place is free again, and only its place.
     let mut leaving = clients.pop().unwrap();
-    leaving.close(1000, "");
-    assert!(matches!(leaving.recv(), Got::Close(Some(1000), _)));
+    leaving.close(CloseCode::NORMAL, "");
+    assert!(matches!(leaving.recv(), Got::Close(Some(CloseCode::NORMAL), _)));
     assert_eq!(leaving.next(), Got::Eof);
     settled(&server, 2);
     assert_capacity(&server, 3, 2);
@@ -162,13 +164,13 @@ fn every_way_a_connection_ends_gives_its_place_back_once() {
         settled(&server, 1);
         // Open connections, ended by a clean close, an abrupt drop, and a protocol error.
         let mut clean = Client::connect(addr, "/echo");
-        clean.close(1000, "");
-        assert!(matches!(clean.recv(), Got::Close(Some(1000), _)));
+        clean.close(CloseCode::NORMAL, "");
+        assert!(matches!(clean.recv(), Got::Close(Some(CloseCode::NORMAL), _)));
         drop(Client::connect(addr, "/echo"));
         settled(&server, 1);
         let mut bad = Client::connect(addr, "/echo");
         bad.write_raw(&[0x8f, 0x80, 0, 0, 0, 0]); // a reserved opcode
-        assert!(matches!(bad.recv(), Got::Close(Some(1002), _)));
+        assert!(matches!(bad.recv(), Got::Close(Some(CloseCode::PROTOCOL_ERROR), _)));
         // Connections refused over the limit give back nothing they did not take.
         let held: Vec<TcpStream> = (1..LIMIT).map(|_| upgrade(addr).unwrap()).collect();
         assert!(upgrade(addr).is_none());

@@ -14,7 +14,7 @@ use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use bidir::protocol::Message;
-use bidir::{Context, Handler, Request, Server};
+use bidir::{CloseCode, Context, Handler, Request, Server};
 use util::{Client, Got};
 
 /// Set in the child: the mode it runs the server in (`graceful` or `opt-out`).
@@ -63,7 +63,7 @@ fn a_signal_closes_every_connection_with_1001_and_exits_0(signal: i32) {
     send_signal(&child, signal);
     for client in &mut clients {
         match client.recv() {
-            Got::Close(Some(1001), _) => {}
+            Got::Close(Some(CloseCode::GOING_AWAY), _) => {}
             other => panic!("signal {signal}: expected close 1001, got {other:?}"),
         }
         // The close reply went out with the event; the server then ends the connection.

@@ -23,7 +23,8 @@ use bidir_protocol::{
 };
 
 use super::handshake::Handshake;
-use super::{CloseFrame, Connect, ConnectError, Error, Incoming};
+use super::{Connect, ConnectError, Error, Incoming};
+use crate::{CloseInfo, Sink};
 
 /// The most one `read` takes.
 const READ_BUF: usize = 64 << 10;
@@ -277,18 +278,18 @@ impl WebSocket {
 
     /// The closing handshake: sends a close frame, then reads until the peer's arrives and the
     /// server closes the TCP connection (RFC 6455 §7.1.1), discarding messages that arrive
-    /// meanwhile, for at most the configured close timeout.
+    /// meanwhile, for at most the configured close timeout. Returns the peer's answer.
     ///
     /// # Errors
     ///
     /// [`Error::Send`] for a code that may not be sent or a reason over 123 bytes;
     /// [`Error::Closed`] when the connection was already closed; [`Error::Protocol`] with
     /// [`CloseTimeout`](bidir_protocol::Error::CloseTimeout) when the peer did not answer.
-    pub fn close(&mut self, code: u16, reason: &str) -> Result<CloseFrame, Error> {
+    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<CloseInfo<'static>, Error> {
         self.writer.close(code, reason)?;
         loop {
-            if let Incoming::Close(frame) = self.reader.recv_frame()? {
-                return Ok(frame);
+            if let Incoming::Close(close) = self.reader.recv_frame()? {
+                return Ok(close);
             }
         }
     }
@@ -376,13 +377,55 @@ impl WriteHalf {
     /// # Errors
     ///
     /// As [`WebSocket::close`], without the wait.
-    pub fn close(&self, code: u16, reason: &str) -> Result<(), Error> {
-        self.encode(|conn, now, out| conn.close(now, CloseCode(code), reason, out))
+    pub fn close(&self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        self.encode(|conn, now, out| conn.close(now, code, reason, out))
     }
 
     /// Where the connection stands.
     pub fn state(&self) -> State {
         lock(&self.shared.proto).conn.state()
+    }
+}
+
+/// Sends through the writing half; [`Sink::close`] only starts the closing handshake (the
+/// inherent [`WebSocket::close`] also waits for the answer).
+impl Sink for WebSocket {
+    fn send(&mut self, msg: Message<'_>) -> Result<(), crate::SendError> {
+        Sink::send(&mut &self.writer, msg)
+    }
+
+    fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), crate::SendError> {
+        Sink::close(&mut &self.writer, code, reason)
+    }
+}
+
+impl Sink for WriteHalf {
+    fn send(&mut self, msg: Message<'_>) -> Result<(), crate::SendError> {
+        Sink::send(&mut &*self, msg)
+    }
+
+    fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), crate::SendError> {
+        Sink::close(&mut &*self, code, reason)
+    }
+}
+
+impl Sink for &WriteHalf {
+    fn send(&mut self, msg: Message<'_>) -> Result<(), crate::SendError> {
+        WriteHalf::send(self, msg).map_err(sink_error)
+    }
+
+    fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), crate::SendError> {
+        WriteHalf::close(self, code, reason).map_err(sink_error)
+    }
+}
+
+/// A send's [`Error`] as a [`Sink`] reports it. Sends fail with `Closed`, `Send` or `Io`
+/// only; `Timeout` and `Protocol` come from reads, and would mean the connection is gone.
+fn sink_error(e: Error) -> crate::SendError {
+    match e {
+        Error::Send(e) => crate::SendError::Protocol(e),
+        Error::Io(e) => crate::SendError::Io(e.kind()),
+        _ => crate::SendError::Closed,
     }
 }
 
@@ -572,15 +615,7 @@ fn owned(event: Event<'_>) -> Incoming {
         },
         Event::Ping(p) => Incoming::Ping(p.to_vec()),
         Event::Pong(p) => Incoming::Pong(p.to_vec()),
-        Event::Close(c) => Incoming::Close(CloseFrame {
-            code: c.code_or_no_status().0,
-            reason: c.reason.to_owned(),
-            initiated_locally: c.initiated_locally,
-        }),
-        _ => Incoming::Close(CloseFrame {
-            code: CloseCode::ABNORMAL.0,
-            reason: "unknown event".to_owned(),
-            initiated_locally: false,
-        }),
+        Event::Close(close) => Incoming::Close(CloseInfo::from(close).into_owned()),
+        _ => Incoming::Close(CloseInfo::failed(CloseCode::ABNORMAL, "unknown event")),
     }
 }

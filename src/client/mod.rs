@@ -7,14 +7,14 @@
 //!
 //! ```no_run
 //! use bidir::client::{Connect, Incoming};
-//! use bidir::Message;
+//! use bidir::{CloseCode, Message};
 //!
 //! let mut ws = Connect::new("ws://127.0.0.1:9001/echo")?.protocol("chat").connect()?;
 //! ws.send(Message::Text("hello"))?;
 //! if let Incoming::Text(echo) = ws.recv()? {
 //!     assert_eq!(echo, "hello");
 //! }
-//! ws.close(1000, "done")?;
+//! ws.close(CloseCode::NORMAL, "done")?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -31,6 +31,8 @@ use std::time::Duration;
 use bidir_protocol::deflate::{DeflateConfig, NegotiationError};
 use bidir_protocol::http::ResponseError;
 use bidir_protocol::{Config, DataKind};
+
+use crate::CloseInfo;
 
 pub use blocking::{ReadHalf, WebSocket, WriteHalf};
 pub use url::{UrlError, WsUrl};
@@ -247,20 +249,10 @@ pub enum Incoming {
     Ping(Vec<u8>),
     /// A pong, e.g. the answer to [`WebSocket::ping`].
     Pong(Vec<u8>),
-    /// The closing handshake completed: the peer's close code (1005 when it sent none) and
-    /// reason. Nothing more arrives.
-    Close(CloseFrame),
-}
-
-/// A close frame received.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CloseFrame {
-    /// The peer's code, or 1005 when its close frame had none.
-    pub code: u16,
-    /// The peer's reason.
-    pub reason: String,
-    /// Whether this side sent its close frame first.
-    pub initiated_locally: bool,
+    /// The end of the connection, owned: for [`WebSocket`], the completed closing handshake
+    /// (the peer's code, 1005 when it sent none, and reason); for the blocking adapter's
+    /// `Socket`, however its connection ended. Nothing more arrives.
+    Close(CloseInfo<'static>),
 }
 
 /// Why an operation on an open [`WebSocket`] failed.

@@ -26,8 +26,7 @@ impl<B: Backend> Worker<B> {
             if self.write(key).is_err() {
                 let error = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
                 self.conns.fail_connect(&mut self.cx, key, ConnectError::Io(error));
-                let info =
-                    CloseInfo { code: CloseCode::ABNORMAL, reason: "write failed", clean: false };
+                let info = CloseInfo::failed(CloseCode::ABNORMAL, "write failed");
                 self.conns.report_close(&mut self.cx, key, info);
                 self.conns.kill(&mut self.cx, key);
                 continue;

@@ -22,7 +22,7 @@ impl Conns {
     pub(super) fn settle(&mut self, cx: &mut WorkerCx, key: usize) {
         let Some(Open { mut conn, handler, meta, .. }) = self.open(key) else { return };
         if meta.abort {
-            let info = CloseInfo { code: CloseCode::ABNORMAL, reason: "aborted", clean: false };
+            let info = CloseInfo::failed(CloseCode::ABNORMAL, "aborted");
             deliver_close(&mut conn, handler, meta, cx, info);
             drop(conn);
             self.kill(cx, key);
@@ -31,7 +31,7 @@ impl Conns {
         cx.transmit(&mut conn, meta);
         meta.share_queued();
         if conn.state() == State::Closed {
-            let info = CloseInfo { code: CloseCode::ABNORMAL, reason: "closed", clean: false };
+            let info = CloseInfo::failed(CloseCode::ABNORMAL, "closed");
             deliver_close(&mut conn, handler, meta, cx, info);
             close_subscriptions(meta, cx);
             drop(conn);
@@ -107,7 +107,7 @@ impl Conns {
         }
         if let Err(e) = conn.handle_timeout(cx.now) {
             let reason = e.to_string();
-            let info = CloseInfo { code: e.close_code(), reason: &reason, clean: false };
+            let info = CloseInfo::failed(e.close_code(), &reason);
             deliver_close(&mut conn, handler, meta, cx, info);
         }
         drop(conn);
@@ -148,7 +148,7 @@ impl Conns {
                 (None, Ok(())) => None,
             };
             if let Some(reason) = reason {
-                let info = CloseInfo { code: CloseCode::ABNORMAL, reason: &reason, clean: false };
+                let info = CloseInfo::failed(CloseCode::ABNORMAL, &reason);
                 deliver_close(&mut conn, handler, meta, cx, info);
             }
         }
@@ -193,11 +193,7 @@ impl Conns {
         let keys: Vec<usize> = self.slots.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.fail_connect(cx, key, ConnectError::ShuttingDown);
-            let info = CloseInfo {
-                code: CloseCode::ABNORMAL,
-                reason: "shutdown deadline passed",
-                clean: false,
-            };
+            let info = CloseInfo::failed(CloseCode::ABNORMAL, "shutdown deadline passed");
             self.report_close(cx, key, info);
             self.kill(cx, key);
         }

@@ -72,7 +72,7 @@ impl Conns {
                 Ok(None) => break,
                 Err(e) => {
                     let reason = e.to_string();
-                    let info = CloseInfo { code: e.close_code(), reason: &reason, clean: false };
+                    let info = CloseInfo::failed(e.close_code(), &reason);
                     deliver_close(conn, handler, meta, cx, info);
                     break;
                 }
@@ -98,11 +98,7 @@ impl Conns {
                     invoke(conn, handler, meta, cx, |h, cx| h.on_pong(cx, payload));
                 }
                 Event::Close(close) => {
-                    let info = CloseInfo {
-                        code: close.code_or_no_status(),
-                        reason: close.reason,
-                        clean: true,
-                    };
+                    let info = CloseInfo::from(close);
                     deliver_close(conn, handler, meta, cx, info);
                 }
                 _ => {}

@@ -20,7 +20,7 @@ pub enum Got {
     Binary(Vec<u8>),
     Ping(Vec<u8>),
     Pong(Vec<u8>),
-    Close(Option<u16>, String),
+    Close(Option<CloseCode>, String),
     /// The server closed TCP.
     Eof,
     Error(bidir::protocol::Error),
@@ -196,9 +196,9 @@ impl Client {
         self.stream.write_all(&out).unwrap();
     }
 
-    pub fn close(&mut self, code: u16, reason: &str) {
+    pub fn close(&mut self, code: CloseCode, reason: &str) {
         let mut out = Vec::new();
-        self.conn.close(now(self.start), CloseCode(code), reason, &mut out).unwrap();
+        self.conn.close(now(self.start), code, reason, &mut out).unwrap();
         self.stream.write_all(&out).unwrap();
     }
 
@@ -236,7 +236,7 @@ impl Client {
                 Event::Message(Message::Binary(b)) => Got::Binary(b.to_vec()),
                 Event::Ping(p) => Got::Ping(p.to_vec()),
                 Event::Pong(p) => Got::Pong(p.to_vec()),
-                Event::Close(c) => Got::Close(c.code.map(|c| c.0), c.reason.to_owned()),
+                Event::Close(c) => Got::Close(c.code, c.reason.to_owned()),
                 other => panic!("unexpected {other:?}"),
             }),
             Err(e) => Some(Got::Error(e)),
