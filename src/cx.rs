@@ -20,6 +20,7 @@ use crate::metrics::{self, Counters};
 use crate::outq::Pool;
 use crate::peers::PeerLimits;
 use crate::pubsub::Topics;
+use crate::timer::Timers;
 
 /// Server-wide state every worker reads.
 pub(crate) struct Shared {
@@ -40,6 +41,8 @@ pub(crate) struct WorkerCx {
     pub(crate) shared: Arc<Shared>,
     pub(crate) pool: Pool,
     pub(crate) topics: Topics,
+    /// The handlers' timers.
+    pub(crate) timers: Timers,
     /// The clock as read at the start of this loop turn.
     pub(crate) now: Instant,
     base: WallClock,
@@ -64,6 +67,7 @@ impl WorkerCx {
             shared,
             pool: Pool::default(),
             topics: Topics::default(),
+            timers: Timers::default(),
             now: Instant::ZERO,
             base: WallClock::now(),
             dirty: Vec::new(),

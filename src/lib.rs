@@ -85,6 +85,7 @@ pub use origin::{InvalidOrigin, OriginPolicy, OriginRefused};
 pub use route::{Accept, HttpResponse, IntoAccept, Request, TOKEN_PROTOCOL_PREFIX};
 pub use server::{BackendInfo, Server, ServerBuilder, ServerHandle};
 pub use sink::Sink;
+pub use timer::TimerId;
 
 use std::{fmt, io};
 

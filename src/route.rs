@@ -128,7 +128,7 @@ impl<'a> Request<'a> {
     /// ```
     /// use std::time::Duration;
     ///
-    /// use bidir::{CloseCode, Context, Handler, Message};
+    /// use bidir::{CloseCode, Context, Handler, Message, TimerId};
     ///
     /// /// `None` until the first message proved who the peer is.
     /// struct Session { user: Option<String> }
@@ -152,7 +152,7 @@ impl<'a> Request<'a> {
     ///         }
     ///     }
     ///
-    ///     fn on_timer(&mut self, cx: &mut Context<'_>) {
+    ///     fn on_timer(&mut self, cx: &mut Context<'_>, _: TimerId) {
     ///         if self.user.is_none() {
     ///             let _ = cx.close(CloseCode::POLICY_VIOLATION, "authentication timed out");
     ///         }

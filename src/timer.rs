@@ -1,4 +1,5 @@
-//! A coarse per-worker timer wheel.
+//! Time on a worker: a coarse per-worker timer wheel for the connections' deadlines, and the
+//! handlers' own timers ([`Timers`]), whose earliest per connection is one of those deadlines.
 //!
 //! Connections have few, coarse deadlines (handshake, heartbeat, pong, close, linger) that
 //! mostly move later as traffic arrives. The wheel keeps at most one live entry per
@@ -13,6 +14,7 @@
 //! the entries scheduled now, not the busiest second it ever saw in each of its buckets
 //! (heavy connect/close churn used to leave every bucket at its peak size for good).
 
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 /// A scheduled wake-up for a connection slot.
@@ -113,6 +115,95 @@ impl Wheel {
     }
 }
 
+/// A handler's timer on its connection, from [`Context::set_timer`](crate::Context::set_timer)
+/// and handed back to [`Handler::on_timer`](crate::Handler::on_timer). Unique among the timers
+/// of one worker for the server's lifetime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TimerId(u64);
+
+/// The handlers' timers of one worker, by connection slot.
+///
+/// An armed timer costs an entry in an ordered set and one in a hash map (about 80 bytes), and
+/// arming, cancelling or firing it an O(log n) step over the worker's armed timers. Each
+/// connection's earliest timer is its deadline in the wheel, as its other deadlines are: so
+/// timers are exactly as coarse as the wheel's tick.
+#[derive(Debug, Default)]
+pub(crate) struct Timers {
+    /// (slot, deadline, id), in firing order within a slot.
+    armed: BTreeSet<(usize, u64, u64)>,
+    /// Where each armed timer is, for cancelling by id.
+    by_id: HashMap<u64, (usize, u64)>,
+    next_id: u64,
+}
+
+impl Timers {
+    /// Arms a timer for `slot` due at `deadline_nanos`.
+    pub(crate) fn arm(&mut self, slot: usize, deadline_nanos: u64) -> TimerId {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.armed.insert((slot, deadline_nanos, id));
+        self.by_id.insert(id, (slot, deadline_nanos));
+        TimerId(id)
+    }
+
+    /// Disarms `slot`'s timer `id`; `false` if it is not armed (fired, cancelled, or another
+    /// connection's).
+    pub(crate) fn cancel(&mut self, slot: usize, id: TimerId) -> bool {
+        match self.by_id.get(&id.0) {
+            Some(&(owner, deadline)) if owner == slot => {
+                self.by_id.remove(&id.0);
+                self.armed.remove(&(slot, deadline, id.0));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `slot`'s earliest deadline, or `u64::MAX` if none is armed.
+    pub(crate) fn earliest(&self, slot: usize) -> u64 {
+        self.armed.range((slot, 0, 0)..=(slot, u64::MAX, u64::MAX)).next().map_or(u64::MAX, |t| t.1)
+    }
+
+    /// Disarms and returns `slot`'s earliest timer if it is due at `now_nanos` and was armed
+    /// before `armed_before` (so a timer armed while timers fire waits for the next round).
+    pub(crate) fn pop_due(
+        &mut self,
+        slot: usize,
+        now_nanos: u64,
+        armed_before: u64,
+    ) -> Option<TimerId> {
+        let due = self
+            .armed
+            .range((slot, 0, 0)..=(slot, now_nanos, u64::MAX))
+            .find(|t| t.2 < armed_before)
+            .copied()?;
+        self.armed.remove(&due);
+        self.by_id.remove(&due.2);
+        Some(TimerId(due.2))
+    }
+
+    /// The id the next armed timer gets: timers armed from here on are not due in a firing
+    /// round that started now.
+    pub(crate) fn round(&self) -> u64 {
+        self.next_id
+    }
+
+    /// Disarms every timer of `slot` (its connection is gone).
+    pub(crate) fn clear(&mut self, slot: usize) {
+        let gone: Vec<_> =
+            self.armed.range((slot, 0, 0)..=(slot, u64::MAX, u64::MAX)).copied().collect();
+        for t in gone {
+            self.armed.remove(&t);
+            self.by_id.remove(&t.2);
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.armed.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,5 +284,36 @@ mod tests {
         assert_eq!(w.timeout(30 * MS), Some(Duration::ZERO));
         w.advance(30 * MS, |_| {});
         assert_eq!(w.timeout(30 * MS), Some(Duration::from_millis(70)));
+    }
+
+    #[test]
+    fn handler_timers_fire_in_deadline_order_and_cancel_by_id() {
+        let mut t = Timers::default();
+        let late = t.arm(3, 300);
+        let early = t.arm(3, 100);
+        let other = t.arm(4, 50);
+        assert_eq!(t.earliest(3), 100);
+        assert!(!t.cancel(4, late), "another slot's timer is not cancelled");
+        let round = t.round();
+        assert_eq!(t.pop_due(3, 200, round), Some(early));
+        assert_eq!(t.pop_due(3, 200, round), None, "the late one is not due");
+        assert!(t.cancel(3, late));
+        assert!(!t.cancel(3, late), "cancelled once");
+        assert_eq!(t.earliest(3), u64::MAX);
+        assert_eq!(t.earliest(4), 50);
+        t.clear(4);
+        assert!(!t.cancel(4, other));
+        assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn a_timer_armed_while_firing_waits_for_the_next_round() {
+        let mut t = Timers::default();
+        t.arm(1, 10);
+        let round = t.round();
+        assert!(t.pop_due(1, 10, round).is_some());
+        let again = t.arm(1, 0);
+        assert_eq!(t.pop_due(1, 10, round), None);
+        assert_eq!(t.pop_due(1, 10, t.round()), Some(again));
     }
 }

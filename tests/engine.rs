@@ -12,7 +12,7 @@ use std::time::Duration;
 use bidir::protocol::{Config as ProtocolConfig, DataKind, FrameKind, Message};
 use bidir::{
     Accept, Backpressure, CloseCode, CloseInfo, ConnHandle, Context, Handler, HttpResponse,
-    Request, SendError, Server, ServerConfig, ServerHandle,
+    Request, SendError, Server, ServerConfig, ServerHandle, TimerId,
 };
 use util::{Client, Got, config, raw_http, wait_until};
 
@@ -755,29 +755,35 @@ fn _assert_send_sync() {
     let _: fn() -> SocketAddr;
 }
 
-/// Sends "tick N" from its timer three times, 30 ms apart; a message "stop" cancels the timer.
+/// Arms three timers at once, 30, 60 and 90 ms out, in reverse order, and says "tick N" as
+/// each fires; a message "stop" cancels those still armed; "drop 2" cancels the second only.
 struct Ticker {
+    timers: Vec<TimerId>,
     ticks: u32,
     started: Option<std::time::Instant>,
 }
 impl Handler for Ticker {
     fn on_open(&mut self, cx: &mut Context<'_>) {
         self.started = Some(std::time::Instant::now());
-        cx.set_timer(Duration::from_millis(30));
+        let mut timers: Vec<TimerId> =
+            (1..=3).rev().map(|n| cx.set_timer(Duration::from_millis(30 * n))).collect();
+        timers.reverse();
+        self.timers = timers;
     }
-    fn on_timer(&mut self, cx: &mut Context<'_>) {
+    fn on_timer(&mut self, cx: &mut Context<'_>, timer: TimerId) {
+        let n = self.timers.iter().position(|&t| t == timer).expect("one of ours") as u64 + 1;
         self.ticks += 1;
         let elapsed = self.started.unwrap().elapsed();
-        assert!(elapsed >= Duration::from_millis(30 * u64::from(self.ticks)), "{elapsed:?}");
-        cx.send_text(&format!("tick {}", self.ticks)).unwrap();
-        if self.ticks < 3 {
-            cx.set_timer(Duration::from_millis(30));
-        }
+        assert!(elapsed >= Duration::from_millis(30 * n), "{elapsed:?}");
+        assert!(!cx.cancel_timer(timer), "a timer that fired is not armed");
+        cx.send_text(&format!("tick {n}")).unwrap();
     }
     fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
         if msg == Message::Text("stop") {
-            cx.cancel_timer();
-            cx.send_text("stopped").unwrap();
+            let cancelled = self.timers.iter().filter(|&&t| cx.cancel_timer(t)).count();
+            cx.send_text(&format!("stopped {cancelled}")).unwrap();
+        } else if msg == Message::Text("drop 2") {
+            assert!(cx.cancel_timer(self.timers[1]));
         }
     }
 }
@@ -789,17 +795,26 @@ fn handler_timers_fire_in_order_and_cancel() {
     let server = Server::builder()
         .bind("127.0.0.1:0")
         .config(cfg)
-        .route("/t", |_req: &Request<'_>| Ok(Ticker { ticks: 0, started: None }))
+        .route("/t", |_req: &Request<'_>| {
+            Ok(Ticker { timers: Vec::new(), ticks: 0, started: None })
+        })
         .start()
         .unwrap();
     let mut client = Client::connect(server.local_addr(), "/t");
     for i in 1..=3 {
         assert_eq!(client.next(), Got::Text(format!("tick {i}")));
     }
-    // A second connection cancels before the first tick: nothing but the answer arrives.
+    // Cancelling one of three: the other two fire, in deadline order.
+    let mut client = Client::connect(server.local_addr(), "/t");
+    client.send_text("drop 2");
+    assert_eq!(client.next(), Got::Text("tick 1".into()));
+    assert_eq!(client.next(), Got::Text("tick 3".into()));
+    client.close(CloseCode::NORMAL, "");
+    assert_eq!(client.next(), Got::Close(Some(CloseCode::NORMAL), String::new()));
+    // A connection that cancels before the first tick: nothing but the answer arrives.
     let mut client = Client::connect(server.local_addr(), "/t");
     client.send_text("stop");
-    assert_eq!(client.next(), Got::Text("stopped".into()));
+    assert_eq!(client.next(), Got::Text("stopped 3".into()));
     client.close(CloseCode::NORMAL, "");
     assert_eq!(client.next(), Got::Close(Some(CloseCode::NORMAL), String::new()));
 }

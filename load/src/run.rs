@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bidir::client::{Connect, ConnectError};
 use bidir::hdrhistogram::Histogram;
-use bidir::{CloseInfo, Context, Handler, Message, Server, ServerConfig, ServerHandle};
+use bidir::{CloseInfo, Context, Handler, Message, Server, ServerConfig, ServerHandle, TimerId};
 
 use crate::args::{Mode, Options};
 use crate::churn::{self, ServerUsage};
@@ -112,6 +112,8 @@ struct LoadConn {
     started: u64,
     /// Open loop: the intended time of the next message.
     next: u64,
+    /// The armed pacing timer: re-arming replaces it.
+    timer: Option<TimerId>,
     index: usize,
 }
 
@@ -152,7 +154,7 @@ impl LoadConn {
     fn new(shared: Arc<Shared>, index: usize) -> Self {
         let Payload { text, bytes } = Payload::new(shared.size, shared.binary, index);
         let started = shared.now();
-        Self { shared, tally: None, text, bytes, started, next: 0, index }
+        Self { shared, tally: None, text, bytes, started, next: 0, timer: None, index }
     }
 
     fn send(&mut self, cx: &mut Context<'_>, stamp: u64) -> bool {
@@ -188,7 +190,10 @@ impl LoadConn {
             self.next += interval;
         }
         if !self.shared.stop.load(Ordering::Relaxed) {
-            cx.set_timer(Duration::from_nanos(self.next.saturating_sub(now)));
+            if let Some(timer) = self.timer.take() {
+                cx.cancel_timer(timer);
+            }
+            self.timer = Some(cx.set_timer(Duration::from_nanos(self.next.saturating_sub(now))));
         }
     }
 
@@ -247,7 +252,8 @@ impl Handler for LoadConn {
         }
     }
 
-    fn on_timer(&mut self, cx: &mut Context<'_>) {
+    fn on_timer(&mut self, cx: &mut Context<'_>, _: TimerId) {
+        self.timer = None;
         if self.shared.stop.load(Ordering::Relaxed) {
             return;
         }

@@ -101,9 +101,13 @@ impl Conns {
     /// close deadlines).
     fn on_open_timer(&mut self, cx: &mut WorkerCx, key: usize) {
         let Some(Open { mut conn, handler, meta, .. }) = self.open(key) else { return };
-        if meta.user_timer <= cx.now.as_nanos() {
-            meta.user_timer = u64::MAX;
-            invoke(&mut conn, handler, meta, cx, |h, cx| h.on_timer(cx));
+        let now = cx.now.as_nanos();
+        if meta.user_timer <= now {
+            let round = cx.timers.round();
+            while let Some(timer) = cx.timers.pop_due(key, now, round) {
+                invoke(&mut conn, handler, meta, cx, |h, cx| h.on_timer(cx, timer));
+            }
+            meta.user_timer = cx.timers.earliest(key);
         }
         if let Err(e) = conn.handle_timeout(cx.now) {
             let reason = e.to_string();
@@ -168,6 +172,9 @@ impl Conns {
             return;
         }
         close_subscriptions(&mut slot.meta, cx);
+        if slot.meta.user_timer != u64::MAX {
+            cx.timers.clear(key);
+        }
         slot.meta.out.clear(&mut cx.pool);
         slot.meta.retired = true;
         slot.meta.timer_tick = NO_TICK;
