@@ -10,16 +10,18 @@ use std::time::{Duration, Instant as WallClock};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 
-use bidir_protocol::{Config as ProtocolConfig, DataKind, Instant, Message};
+use bidir_protocol::{Config as ProtocolConfig, Instant, Message};
 
 use crate::config::ServerConfig;
 use crate::handle::ConnHandle;
+use crate::mailbox::Publish;
 use crate::mailbox::{Command, Mailbox};
+use crate::meta::ConnId;
 use crate::meta::Meta;
 use crate::metrics::{self, Counters};
 use crate::outq::Pool;
 use crate::peers::PeerLimits;
-use crate::pubsub::Topics;
+use crate::pubsub::{Registry, Topics};
 use crate::timer::Timers;
 
 /// Server-wide state every worker reads.
@@ -33,6 +35,35 @@ pub(crate) struct Shared {
     pub(crate) stopping: AtomicBool,
     /// The per-peer counts, when a per-peer limit is on.
     pub(crate) peers: Option<PeerLimits>,
+    /// Subscribers of each topic per worker.
+    pub(crate) registry: Arc<Registry>,
+}
+
+impl Shared {
+    /// Hands `msg` to every worker with subscribers of `topic` except `local` (which delivers
+    /// its own), each with a copy of the payload (subscribers' queues then share a
+    /// worker-local refcount). Returns the subscribers on every worker, as registered now.
+    pub(crate) fn publish(
+        &self,
+        topic: &str,
+        msg: Message<'_>,
+        exclude: Option<ConnId>,
+        local: Option<usize>,
+    ) -> usize {
+        let Some(counts) = self.registry.counts(topic) else { return 0 };
+        let mut name: Option<Arc<str>> = None;
+        let mut total = 0;
+        for (worker, count) in counts.workers() {
+            total += count;
+            if Some(worker) != local {
+                let topic = Arc::clone(name.get_or_insert_with(|| Arc::from(topic)));
+                let payload = Bytes::copy_from_slice(msg.as_bytes());
+                let publish = Publish { topic, kind: msg.kind(), payload, exclude };
+                self.mailboxes[worker].push(Command::Publish(publish));
+            }
+        }
+        total
+    }
 }
 
 /// The worker's state a handler's [`Context`](crate::Context) may use.
@@ -51,7 +82,7 @@ pub(crate) struct WorkerCx {
     /// Frames the protocol writes are encoded here, then queued.
     pub(crate) scratch: Vec<u8>,
     /// Publishes made by handlers of this worker, delivered after the handler returns.
-    pub(crate) local_publishes: Vec<(Arc<str>, DataKind, Bytes)>,
+    pub(crate) local_publishes: Vec<Publish>,
     pub(crate) counters: Counters,
     pub(crate) handler_ns: Histogram<u64>,
     pub(crate) turn_ns: Histogram<u64>,
@@ -64,9 +95,9 @@ impl WorkerCx {
         let timing = shared.config.handler_timing;
         Self {
             index: index as u16,
-            shared,
             pool: Pool::default(),
-            topics: Topics::default(),
+            topics: Topics::new(Arc::clone(&shared.registry), index),
+            shared,
             timers: Timers::default(),
             now: Instant::ZERO,
             base: WallClock::now(),
@@ -114,25 +145,28 @@ impl WorkerCx {
             id: meta.id,
             shared: Arc::clone(shared),
             mailbox: Arc::clone(&self.shared.mailboxes[usize::from(self.index)]),
+            registry: Arc::clone(&self.shared.registry),
         }
     }
 
-    /// Publishes to this worker (after the handler returns) and to every other worker.
-    pub(crate) fn publish_everywhere(&mut self, topic: &str, msg: Message<'_>) -> usize {
-        let topic: Arc<str> = Arc::from(topic);
-        for (i, mailbox) in self.shared.mailboxes.iter().enumerate() {
-            if i != usize::from(self.index) {
-                // A copy per worker: subscribers' queues then share a worker-local refcount.
-                let payload = Bytes::copy_from_slice(msg.as_bytes());
-                mailbox.push(Command::Publish {
-                    topic: Arc::clone(&topic),
-                    kind: msg.kind(),
-                    payload,
-                });
-            }
+    /// Publishes to this worker's subscribers (after the handler returns) and to the other
+    /// workers that have some; returns the subscribers on every worker, `exclude` included.
+    pub(crate) fn publish_everywhere(
+        &mut self,
+        topic: &str,
+        msg: Message<'_>,
+        exclude: Option<ConnId>,
+    ) -> usize {
+        let index = usize::from(self.index);
+        let total = self.shared.publish(topic, msg, exclude, Some(index));
+        if self.topics.count(topic) > 0 {
+            self.local_publishes.push(Publish {
+                topic: Arc::from(topic),
+                kind: msg.kind(),
+                payload: Bytes::copy_from_slice(msg.as_bytes()),
+                exclude,
+            });
         }
-        let local = self.topics.count(&topic);
-        self.local_publishes.push((topic, msg.kind(), Bytes::copy_from_slice(msg.as_bytes())));
-        local
+        total
     }
 }

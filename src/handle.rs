@@ -12,6 +12,7 @@ use bidir_protocol::{CloseCode, DataKind, Message};
 use crate::SendError;
 use crate::mailbox::{Command, Mailbox};
 use crate::meta::{ConnId, ConnShared};
+use crate::pubsub::Registry;
 
 /// Sends to, or closes, one connection from any thread. `Send + Sync + Clone`.
 ///
@@ -23,6 +24,8 @@ pub struct ConnHandle {
     pub(crate) id: ConnId,
     pub(crate) shared: Arc<ConnShared>,
     pub(crate) mailbox: Arc<Mailbox>,
+    /// The server's subscriber counts, for [`ConnHandle::subscribe`].
+    pub(crate) registry: Arc<Registry>,
 }
 
 impl ConnHandle {
@@ -108,6 +111,40 @@ impl ConnHandle {
             return Err(SendError::Protocol(bidir_protocol::SendError::ControlPayloadTooLong));
         }
         self.mailbox.push(Command::Close { id: self.id, code, reason: reason.to_owned() });
+        Ok(())
+    }
+}
+
+impl ConnHandle {
+    /// Subscribes the connection to `topic`, as [`Context::subscribe`](crate::Context::subscribe)
+    /// would, once the worker applies it: in order with this thread's other commands, so a
+    /// publish made after it from this thread reaches the connection. A no-op if already
+    /// subscribed, or if the connection closes first.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`] if the connection is known to be closed.
+    pub fn subscribe(&self, topic: &str) -> Result<(), SendError> {
+        if self.is_closed() {
+            return Err(SendError::Closed);
+        }
+        let topic: Arc<str> = Arc::from(topic);
+        let reserved = self.registry.reserve(&topic, self.id.worker());
+        self.mailbox.push(Command::Subscribe { id: self.id, topic, reserved });
+        Ok(())
+    }
+
+    /// Unsubscribes the connection from `topic` once the worker applies it (in order with this
+    /// thread's other commands).
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`] if the connection is known to be closed.
+    pub fn unsubscribe(&self, topic: &str) -> Result<(), SendError> {
+        if self.is_closed() {
+            return Err(SendError::Closed);
+        }
+        self.mailbox.push(Command::Unsubscribe { id: self.id, topic: Arc::from(topic) });
         Ok(())
     }
 }

@@ -323,12 +323,24 @@ impl Context<'_> {
     }
 
     /// Sends `msg` to every connection subscribed to `topic`, on every worker (this one
-    /// included, if subscribed). The frame is encoded once and shared. Subscribers over their
-    /// backpressure limit, or in the middle of sending a fragmented message, miss it (counted
-    /// in [`Stats::dropped_sends`](crate::Stats)). Returns how many subscribers on this worker
-    /// got it; other workers deliver theirs on their next loop turn.
+    /// included, if subscribed); only workers with subscribers are woken. The frame is encoded
+    /// once per worker and shared. Subscribers over their backpressure limit, or in the middle
+    /// of sending a fragmented message, miss it (counted in
+    /// [`Stats::dropped_sends`](crate::Stats)). This worker's subscribers get it after the
+    /// handler returns, other workers' on their next loop turn.
+    ///
+    /// Returns the subscribers of `topic` on every worker as registered at the call (a
+    /// subscribe or unsubscribe racing with it on another worker may or may not count).
     pub fn publish(&mut self, topic: &str, msg: Message<'_>) -> usize {
-        self.worker.publish_everywhere(topic, msg)
+        self.worker.publish_everywhere(topic, msg, None)
+    }
+
+    /// [`Context::publish`] to every subscriber but this connection (socket.io's `broadcast`,
+    /// uWebSockets' `ws.publish`): a chat message goes to the others, not back to its sender.
+    /// Returns the subscribers reached, this connection not counted.
+    pub fn broadcast(&mut self, topic: &str, msg: Message<'_>) -> usize {
+        let own = usize::from(self.is_subscribed(topic));
+        self.worker.publish_everywhere(topic, msg, Some(self.meta.id)).saturating_sub(own)
     }
 
     /// Arms a timer: [`Handler::on_timer`] is called with the returned id once `after` has

@@ -12,6 +12,7 @@ use bidir_protocol::{CloseCode, DataKind};
 use crate::client::engine::PendingConnect;
 use crate::meta::ConnId;
 use crate::metrics::WorkerStats;
+use crate::pubsub::Counts;
 
 /// Work for a worker from other threads.
 pub(crate) enum Command {
@@ -26,10 +27,18 @@ pub(crate) enum Command {
         reason: String,
     },
     /// A message for a topic's subscribers; the worker encodes (and compresses) it once.
-    Publish {
+    Publish(Publish),
+    /// Subscribe a connection ([`ConnHandle::subscribe`](crate::ConnHandle::subscribe)),
+    /// counted in the registry already.
+    Subscribe {
+        id: ConnId,
         topic: Arc<str>,
-        kind: DataKind,
-        payload: Bytes,
+        reserved: Arc<Counts>,
+    },
+    /// Unsubscribe a connection ([`ConnHandle::unsubscribe`](crate::ConnHandle::unsubscribe)).
+    Unsubscribe {
+        id: ConnId,
+        topic: Arc<str>,
     },
     /// Open a client connection ([`ServerHandle::connect`](crate::ServerHandle::connect)).
     Connect(Box<PendingConnect>),
@@ -37,6 +46,15 @@ pub(crate) enum Command {
     Shutdown {
         deadline: Instant,
     },
+}
+
+/// A message for a topic's subscribers on one worker.
+pub(crate) struct Publish {
+    pub(crate) topic: Arc<str>,
+    pub(crate) kind: DataKind,
+    pub(crate) payload: Bytes,
+    /// The publishing connection, when it is not to get its own message.
+    pub(crate) exclude: Option<ConnId>,
 }
 
 /// A worker's multi-producer inbox, with a wake-up per batch.

@@ -9,8 +9,6 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use bidir_protocol::Message;
 use bidir_sys::signal::Signals;
 use bidir_sys::uring::UringWaker;
@@ -25,6 +23,7 @@ use crate::mailbox::{Command, Mailbox};
 use crate::metrics::Stats;
 use crate::origin::OriginPolicy;
 use crate::peers::PeerLimits;
+use crate::pubsub::Registry;
 use crate::route::{self, HttpHook, HttpResponse, IntoAccept, Request, Router};
 use crate::worker::Worker;
 
@@ -293,6 +292,7 @@ impl ServerBuilder {
             open: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             stopping: AtomicBool::new(false),
             peers,
+            registry: Arc::new(Registry::new(workers)),
         });
         let router = Arc::new(self.router);
         let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
@@ -543,22 +543,20 @@ impl ServerHandle {
         self.inner.shared.open.iter().map(|o| o.load(Ordering::Relaxed)).sum()
     }
 
-    /// Sends `msg` to every connection subscribed to `topic`, on every worker. Each worker
-    /// encodes the frame once (and compresses it once per window size, for subscribers that
-    /// negotiated permessage-deflate without context takeover on the server's side; others get
-    /// it uncompressed, as RFC 7692 allows).
-    /// Delivery happens on each worker's next loop turn; subscribers over their backpressure
-    /// limit miss it. Does nothing once a shutdown has started.
-    pub fn publish(&self, topic: &str, msg: Message<'_>) {
+    /// Sends `msg` to every connection subscribed to `topic`, on the workers that have
+    /// subscribers (the others are not woken). Each of them encodes the frame once (and
+    /// compresses it once per window size, for subscribers that negotiated permessage-deflate
+    /// without context takeover on the server's side; others get it uncompressed, as RFC 7692
+    /// allows). Delivery happens on each worker's next loop turn; subscribers over their
+    /// backpressure limit miss it.
+    ///
+    /// Returns the subscribers of `topic` on every worker as registered at the call; 0, and
+    /// nothing sent, once a shutdown has started.
+    pub fn publish(&self, topic: &str, msg: Message<'_>) -> usize {
         if self.inner.shared.stopping.load(Ordering::Relaxed) {
-            return;
+            return 0;
         }
-        let topic: Arc<str> = Arc::from(topic);
-        for mailbox in &self.inner.shared.mailboxes {
-            // A copy per worker: subscribers' queues then share a worker-local refcount.
-            let payload = Bytes::copy_from_slice(msg.as_bytes());
-            mailbox.push(Command::Publish { topic: Arc::clone(&topic), kind: msg.kind(), payload });
-        }
+        self.inner.shared.publish(topic, msg, None, None)
     }
 
     /// Counters and latency histograms merged over every worker. Each worker answers on its

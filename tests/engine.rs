@@ -554,6 +554,74 @@ fn publish_reaches_subscribers_on_every_worker() {
     server.shutdown(Duration::from_secs(1));
 }
 
+/// Says "open" and hands its handle out; "say X" broadcasts X to "chat" and answers with the
+/// number of subscribers reached.
+struct Chatter(mpsc::Sender<ConnHandle>);
+impl Handler for Chatter {
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        self.0.send(cx.handle()).unwrap();
+        cx.send_text("open").unwrap();
+    }
+    fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
+        if let Message::Text(text) = msg
+            && let Some(said) = text.strip_prefix("say ")
+        {
+            let reached = cx.broadcast("chat", Message::Text(said));
+            cx.send_text(&format!("reached {reached}")).unwrap();
+        }
+    }
+}
+
+#[test]
+fn subscribe_from_any_thread_and_broadcast_skips_the_sender() {
+    let (tx, rx) = mpsc::channel();
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .config(config(2))
+        .route("/chat", move |_req: &Request<'_>| Ok(Chatter(tx.clone())))
+        .start()
+        .unwrap();
+    let mut clients = Vec::new();
+    let mut handles = Vec::new();
+    // Six clients, on whichever workers the kernel spreads them over.
+    for _ in 0..6 {
+        let mut client = Client::connect(server.local_addr(), "/chat");
+        assert_eq!(client.recv(), Got::Text("open".into()));
+        clients.push(client);
+        handles.push(rx.recv_timeout(Duration::from_secs(5)).unwrap());
+    }
+    // Subscribed from this thread: a publish made right after reaches every one of them, and
+    // counts them on every worker.
+    for handle in &handles {
+        handle.subscribe("chat").unwrap();
+    }
+    assert_eq!(server.publish("chat", Message::Text("welcome")), 6);
+    for c in &mut clients {
+        assert_eq!(c.recv(), Got::Text("welcome".into()));
+    }
+    // A broadcast reaches the others, not the sender.
+    clients[0].send_text("say hi");
+    assert_eq!(clients[0].recv(), Got::Text("reached 5".into()));
+    for c in &mut clients[1..] {
+        assert_eq!(c.recv(), Got::Text("hi".into()));
+    }
+    // Unsubscribed from this thread: a publish made right after misses it.
+    handles[5].unsubscribe("chat").unwrap();
+    server.publish("chat", Message::Text("bye"));
+    for c in &mut clients[..5] {
+        assert_eq!(c.recv(), Got::Text("bye".into()));
+    }
+    clients[5].ping(b"p");
+    assert_eq!(clients[5].next(), Got::Pong(b"p".to_vec()));
+    assert_eq!(server.publish("nobody", Message::Text("?")), 0);
+    // A closed connection leaves its topics: the count follows.
+    clients.remove(1).close(CloseCode::NORMAL, "");
+    assert!(wait_until(Duration::from_secs(5), || handles[1].is_closed()));
+    assert_eq!(server.publish("chat", Message::Text("after")), 4);
+    assert!(handles[1].subscribe("chat").is_err(), "closed: refused");
+    server.shutdown(Duration::from_secs(1));
+}
+
 #[test]
 fn heartbeat_closes_a_silent_peer() {
     let mut cfg = config(2);

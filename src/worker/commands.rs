@@ -1,6 +1,7 @@
 //! The mailbox, drained once per turn after a wake-up: what other threads asked of this
 //! worker, applied in the order each thread made its calls.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
@@ -29,7 +30,22 @@ impl<B: Backend> Worker<B> {
                             cx.control(conn, meta, |conn, out| conn.close(now, code, &reason, out));
                     });
                 }
-                Command::Publish { topic, kind, payload } => self.deliver(&topic, kind, &payload),
+                Command::Publish(publish) => self.deliver(&publish),
+                Command::Subscribe { id, topic, reserved } => {
+                    let applied = self.with_open(id, |_, meta, cx| {
+                        let reserved = Arc::clone(&reserved);
+                        cx.topics.subscribe_reserved(&topic, id.slot, &mut meta.topics, reserved);
+                    });
+                    if applied.is_none() {
+                        let worker = usize::from(self.cx.index);
+                        self.cx.shared.registry.release(&topic, worker, &reserved);
+                    }
+                }
+                Command::Unsubscribe { id, topic } => {
+                    self.with_open(id, |_, meta, cx| {
+                        cx.topics.unsubscribe(&topic, id.slot, &mut meta.topics);
+                    });
+                }
                 Command::Connect(pending) => self.start_connect(*pending),
                 Command::Stats(reply) => {
                     let mut counters = self.cx.counters.clone();

@@ -3,21 +3,23 @@
 
 use bytes::Bytes;
 
-use bidir_protocol::{DataKind, FrameKind, Role};
+use bidir_protocol::{FrameKind, Role};
 use bidir_sys::Backend;
 
 use super::Worker;
 use super::slot::Phase;
+use crate::mailbox::Publish;
 use crate::send::{Payload, encode_frame};
 
 impl<B: Backend> Worker<B> {
     pub(super) fn deliver_local_publishes(&mut self) {
-        for (topic, kind, frame) in std::mem::take(&mut self.cx.local_publishes) {
-            self.deliver(&topic, kind, &frame);
+        for publish in std::mem::take(&mut self.cx.local_publishes) {
+            self.deliver(&publish);
         }
     }
 
-    /// Queues a message for every subscriber of `topic` on this worker. The frame is encoded
+    /// Queues a message for every subscriber of its topic on this worker but the one it
+    /// excludes. The frame is encoded
     /// once, and compressed at most once per window size, for the subscribers that may get a
     /// standalone compressed message ([`Connection::broadcast_window`]: no context, or compact
     /// context, which is then told with [`Connection::broadcast_sent`]). A client-role
@@ -26,7 +28,9 @@ impl<B: Backend> Worker<B> {
     ///
     /// [`Connection::broadcast_window`]: bidir_protocol::Connection::broadcast_window
     /// [`Connection::broadcast_sent`]: bidir_protocol::Connection::broadcast_sent
-    pub(super) fn deliver(&mut self, topic: &str, kind: DataKind, payload: &Bytes) {
+    pub(super) fn deliver(&mut self, publish: &Publish) {
+        let Publish { topic, kind, payload, exclude } = publish;
+        let kind = *kind;
         let members: Vec<usize> = self.cx.topics.members(topic).collect();
         let compression = self.cx.config().compression.as_ref();
         let settings = compression.map_or((1, 8), |c| (c.level, c.mem_level));
@@ -35,6 +39,9 @@ impl<B: Backend> Worker<B> {
         let mut compressed: [Option<Option<Bytes>>; 7] = Default::default();
         for key in members {
             let Some(slot) = self.conns.slots.get_mut(key) else { continue };
+            if Some(slot.meta.id) == *exclude {
+                continue;
+            }
             let Phase::Open { conn, .. } = &mut slot.phase else { continue };
             let queued = if conn.role() == Role::Client {
                 let Some(mut open) = self.conns.open(key) else { continue };
