@@ -1,8 +1,9 @@
 //! bidir: a zero-copy WebSocket engine for Linux servers.
 //!
-//! Per-core workers run their own event loop (epoll, through mio), parse HTTP upgrades and
-//! WebSocket frames in place, and call plain synchronous [`Handler`]s; frames queued during a
-//! loop turn go out in one gathered write per socket. No async runtime is involved.
+//! Per-core workers run their own event loop (io_uring by default, epoll through mio where the
+//! kernel has no usable io_uring), parse HTTP upgrades and WebSocket frames in place, and call
+//! plain synchronous [`Handler`]s; frames queued during a loop turn go out in one write per
+//! socket. No async runtime is involved.
 //!
 //! ```no_run
 //! use bidir::{Context, Handler, Message, Request, Server};
@@ -37,9 +38,12 @@
 //! # Layers
 //!
 //! - [`protocol`] (`bidir-protocol`): the sans-IO protocol core — handshake, frames,
-//!   messages, close, heartbeats.
-//! - `bidir-sys`: the OS layer — the backend contract, epoll, sockets, CPU pinning.
-//! - this crate: workers, routing, the handler API, backpressure, timers, pub/sub, metrics.
+//!   messages, close, heartbeats, permessage-deflate (RFC 7692).
+//! - `bidir-sys`: the OS layer — the backend contract, the io_uring and epoll backends, an
+//!   in-memory backend for tests, sockets, CPU pinning, signals.
+//! - this crate: workers, routing, the handler API ([`Handler`], [`Context`], [`Sink`]),
+//!   backpressure, timers, pub/sub, cross-thread handles, clients ([`client`]), the
+//!   thread-per-connection adapter ([`blocking`]), metrics.
 //!
 //! docs/architecture.md in the repository walks through the data path.
 #![deny(unsafe_code)]
