@@ -8,7 +8,7 @@ use bidir_protocol::Config as ProtocolConfig;
 use bidir_protocol::deflate::DeflateConfig;
 use bidir_protocol::http::{self, ExtensionOffer, InvalidExtension, StatusCode};
 
-use crate::handler::Handler;
+use crate::handler::{self, Handler};
 use crate::origin::{OriginPolicy, OriginRefused};
 
 /// What the accept hook and HTTP handlers see of a request: method, target, headers, offered
@@ -364,7 +364,7 @@ where
     Arc::new(move |req| {
         let accept = hook(req)?.into_accept();
         Ok(Accepted {
-            handler: Box::new(accept.handler),
+            handler: handler::boxed(accept.handler),
             protocol: accept.protocol,
             headers: accept.headers,
             config: accept.config,

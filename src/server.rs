@@ -21,6 +21,7 @@ use crate::client::engine::PendingConnect;
 use crate::client::{Connect, ConnectError};
 use crate::config::{BackendChoice, ServerConfig};
 use crate::cx::Shared;
+use crate::handler;
 use crate::mailbox::{Command, Mailbox};
 use crate::metrics::Stats;
 use crate::origin::OriginPolicy;
@@ -583,7 +584,7 @@ impl ServerHandle {
         if self.inner.shared.stopping.load(Ordering::Relaxed) {
             return Err(ConnectError::ShuttingDown);
         }
-        let pending = PendingConnect::new(options, Box::new(handler))?;
+        let pending = PendingConnect::new(options, handler::boxed_send(handler))?;
         let mailboxes = &self.inner.shared.mailboxes;
         let next = self.inner.next_worker.fetch_add(1, Ordering::Relaxed);
         mailboxes[next % mailboxes.len()].push(Command::Connect(Box::new(pending)));

@@ -1,12 +1,19 @@
-//! Routes the builder exposes beyond one path on any host: plain HTTP per host and as a
-//! fallback, a host's own WebSocket fallback.
+//! Routes the builder exposes beyond one path on any host — plain HTTP per host and as a
+//! fallback, a host's own WebSocket fallback — and one route choosing its handler's type per
+//! subprotocol through `Box<dyn Handler>`.
 
 mod util;
 
+use std::sync::{Mutex, mpsc};
 use std::time::Duration;
 
-use bidir::{Context, Handler, HttpResponse, OriginPolicy, Request, Server};
+use bidir::client::Connect;
+use bidir::{
+    Accept, ConnHandle, Context, Handler, HttpResponse, Message, OriginPolicy, Request, Server,
+};
 use util::{Client, Got, config, raw_http};
+
+const WAIT: Duration = Duration::from_secs(10);
 
 /// Says its tag on open.
 struct Tagged(&'static str);
@@ -82,5 +89,84 @@ fn a_hosts_websocket_fallback_and_its_origin_policy() {
     assert_eq!(tag("chat.example", "/a", "https://ok.example"), "chat fallback");
     assert_eq!(tag("other", "/a", ""), "any /a");
     assert_eq!(tag("other", "/anything", ""), "404");
+    server.shutdown(Duration::from_secs(1));
+}
+
+/// Two handler types behind one route.
+struct Json(mpsc::Sender<ConnHandle>);
+impl Handler for Json {
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        cx.send_text("json").unwrap();
+        self.0.send(cx.handle()).unwrap();
+    }
+}
+struct Bin;
+impl Handler for Bin {
+    fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
+        cx.send_binary(msg.as_bytes()).unwrap();
+    }
+}
+
+#[test]
+fn one_route_picks_a_handler_type_per_subprotocol() {
+    let (handles, handles_rx) = mpsc::channel();
+    let handles = Mutex::new(handles);
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .config(config(1))
+        .route("/rpc", move |req: &Request<'_>| {
+            let (handler, protocol): (Box<dyn Handler>, _) = match req.protocols().next() {
+                Some("json") => (Box::new(Json(handles.lock().unwrap().clone())), "json"),
+                Some("bin") => (Box::new(Bin), "bin"),
+                _ => return Err(HttpResponse::status(400).body("offer json or bin")),
+            };
+            Ok(Accept::new(handler).protocol(protocol))
+        })
+        .route("/send", |_req: &Request<'_>| {
+            Ok(Box::new(Tagged("boxed + Send")) as Box<dyn Handler + Send>)
+        })
+        .start()
+        .unwrap();
+    let addr = server.local_addr();
+    let mut json = Client::connect_with(addr, "/rpc", "x", &["json"], &[]).unwrap();
+    assert_eq!(json.recv(), Got::Text("json".into()));
+    let mut bin = Client::connect_with(addr, "/rpc", "x", &["bin"], &[]).unwrap();
+    bin.send_text("echoed as binary");
+    assert_eq!(bin.recv(), Got::Binary(b"echoed as binary".to_vec()));
+    let Err(refused) = Client::connect_with(addr, "/rpc", "x", &["xml"], &[]) else {
+        panic!("an unknown subprotocol was accepted")
+    };
+    assert_eq!(refused.status, 400);
+    // The box is unwrapped: a typed post reaches the handler as its own type.
+    let handle = handles_rx.recv_timeout(WAIT).unwrap();
+    handle.post_to::<Json, _>(|_json, cx| cx.send_text("typed").unwrap()).unwrap();
+    assert_eq!(json.recv(), Got::Text("typed".into()));
+    let mut boxed_send = Client::connect_with(addr, "/send", "x", &[], &[]).unwrap();
+    assert_eq!(boxed_send.recv(), Got::Text("boxed + Send".into()));
+    server.shutdown(Duration::from_secs(1));
+}
+
+/// A client connection whose handler type is chosen at run time.
+#[test]
+fn connect_takes_a_boxed_send_handler() {
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .config(config(1))
+        .route("/t", |_req: &Request<'_>| Ok(Tagged("hello client")))
+        .start()
+        .unwrap();
+    struct Record(mpsc::Sender<String>);
+    impl Handler for Record {
+        fn on_message(&mut self, _cx: &mut Context<'_>, msg: Message<'_>) {
+            if let Message::Text(t) = msg {
+                self.0.send(t.to_owned()).unwrap();
+            }
+        }
+    }
+    let (tx, rx) = mpsc::channel();
+    let handler: Box<dyn Handler + Send> = Box::new(Record(tx));
+    let url = format!("ws://{}/t", server.local_addr());
+    server.connect(&Connect::new(&url).unwrap(), handler).unwrap();
+    assert_eq!(rx.recv_timeout(WAIT).unwrap(), "hello client");
     server.shutdown(Duration::from_secs(1));
 }
