@@ -14,10 +14,8 @@ use bidir_protocol::{Config as ProtocolConfig, Instant, Message};
 
 use crate::config::ServerConfig;
 use crate::handle::ConnHandle;
-use crate::mailbox::Publish;
-use crate::mailbox::{Command, Mailbox};
-use crate::meta::ConnId;
-use crate::meta::Meta;
+use crate::mailbox::{Command, Mailbox, Publish};
+use crate::meta::{ConnId, Meta};
 use crate::metrics::{self, Counters};
 use crate::outq::Pool;
 use crate::peers::PeerLimits;

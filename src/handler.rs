@@ -1,6 +1,7 @@
 //! The synchronous handler API: one [`Handler`] per connection, called on the connection's
 //! worker thread with a [`Context`] to act on the connection.
 
+use std::any::Any;
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -28,7 +29,13 @@ use crate::{Backpressure, SendError};
 /// during the call; copy what you keep.
 ///
 /// Every method has a default that does nothing, so a handler implements only what it needs.
-pub trait Handler: 'static {
+///
+/// `Any` is a supertrait (every `'static` type is `Any`, so this asks nothing more of an
+/// implementation): it lets [`ConnHandle::post_to`] reach the concrete handler type behind
+/// the `&mut dyn Handler` the engine holds. A boxed handler (`Box<dyn Handler>`, `Box<dyn
+/// Handler + Send>`) is itself a `Handler`, so one accept hook may choose the handler's type
+/// per connection; the engine unwraps such a box, so `post_to` sees the type inside it.
+pub trait Handler: Any {
     /// The upgrade completed; the connection is open. Called once, before any other method.
     fn on_open(&mut self, cx: &mut Context<'_>) {
         let _ = cx;
@@ -84,6 +91,83 @@ pub trait Handler: 'static {
     fn on_connect_failed(&mut self, error: ConnectError) {
         let _ = error;
     }
+}
+
+/// Implements [`Handler`] for a box of handlers by forwarding every method to the one inside.
+macro_rules! forward_handler {
+    ($(#[$doc:meta])* $boxed:ty) => {
+        $(#[$doc])*
+        impl Handler for $boxed {
+            fn on_open(&mut self, cx: &mut Context<'_>) {
+                (**self).on_open(cx);
+            }
+            fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
+                (**self).on_message(cx, msg);
+            }
+            fn on_frame(&mut self, cx: &mut Context<'_>, fragment: Fragment<'_>) {
+                (**self).on_frame(cx, fragment);
+            }
+            fn on_ping(&mut self, cx: &mut Context<'_>, payload: &[u8]) {
+                (**self).on_ping(cx, payload);
+            }
+            fn on_pong(&mut self, cx: &mut Context<'_>, payload: &[u8]) {
+                (**self).on_pong(cx, payload);
+            }
+            fn on_timer(&mut self, cx: &mut Context<'_>, timer: TimerId) {
+                (**self).on_timer(cx, timer);
+            }
+            fn on_drain(&mut self, cx: &mut Context<'_>) {
+                (**self).on_drain(cx);
+            }
+            fn on_close(&mut self, cx: &mut Context<'_>, close: CloseInfo<'_>) {
+                (**self).on_close(cx, close);
+            }
+            fn on_connect_failed(&mut self, error: ConnectError) {
+                (**self).on_connect_failed(error);
+            }
+        }
+    };
+}
+
+forward_handler!(
+    /// Forwards every method to the boxed handler: an accept hook may return handlers of
+    /// several types (one per subprotocol, say) as `Box<dyn Handler>`.
+    Box<dyn Handler>
+);
+forward_handler!(
+    /// As for `Box<dyn Handler>`: what [`ServerHandle::connect`](crate::ServerHandle::connect),
+    /// which needs a `Send` handler, takes when the type is chosen at run time.
+    Box<dyn Handler + Send>
+);
+
+/// Boxes a handler for the worker's table, unwrapping one that is boxed already, so that the
+/// table holds the concrete type ([`ConnHandle::post_to`] downcasts to it) behind one
+/// indirection, not two.
+pub(crate) fn boxed<H: Handler>(handler: H) -> Box<dyn Handler> {
+    let mut slot = Some(handler);
+    if let Some(inner) = take_as::<_, Box<dyn Handler>>(&mut slot) {
+        return inner;
+    }
+    if let Some(inner) = take_as::<_, Box<dyn Handler + Send>>(&mut slot) {
+        return inner;
+    }
+    Box::new(slot.expect("take_as takes only what it returns"))
+}
+
+/// [`boxed`] for a handler that must stay `Send` (a client connection's, until its worker
+/// takes it).
+pub(crate) fn boxed_send<H: Handler + Send>(handler: H) -> Box<dyn Handler + Send> {
+    let mut slot = Some(handler);
+    if let Some(inner) = take_as::<_, Box<dyn Handler + Send>>(&mut slot) {
+        return inner;
+    }
+    Box::new(slot.expect("take_as takes only what it returns"))
+}
+
+/// Takes the value out of `slot` if its type is `B`; leaves it there otherwise.
+fn take_as<H: Any, B: Any>(slot: &mut Option<H>) -> Option<B> {
+    let any: &mut dyn Any = slot;
+    any.downcast_mut::<Option<B>>().and_then(Option::take)
 }
 
 /// How a connection ended: the one close type of every side. A server's or an engine

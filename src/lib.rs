@@ -49,6 +49,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod batch;
 pub mod blocking;
 pub mod client;
 mod config;
@@ -65,6 +66,7 @@ mod origin;
 mod outq;
 mod peers;
 mod pubsub;
+mod receipt;
 mod route;
 mod send;
 mod server;
@@ -80,12 +82,14 @@ pub use bidir_sys::signal::Signals;
 pub use bytes::Bytes;
 pub use hdrhistogram;
 
+pub use batch::Batch;
 pub use config::{BackendChoice, Backpressure, ServerConfig};
 pub use handle::ConnHandle;
 pub use handler::{CloseInfo, Context, Handler};
 pub use meta::ConnId;
 pub use metrics::{Counters, Stats};
 pub use origin::{InvalidOrigin, OriginPolicy, OriginRefused};
+pub use receipt::{Outcome, Receipt};
 pub use route::{Accept, HttpResponse, IntoAccept, Request, TOKEN_PROTOCOL_PREFIX};
 pub use server::{BackendInfo, Server, ServerBuilder, ServerHandle};
 pub use sink::Sink;

@@ -8,7 +8,7 @@ use bidir_protocol::Config as ProtocolConfig;
 use bidir_protocol::deflate::DeflateConfig;
 use bidir_protocol::http::{self, ExtensionOffer, InvalidExtension, StatusCode};
 
-use crate::handler::Handler;
+use crate::handler::{self, Handler};
 use crate::origin::{OriginPolicy, OriginRefused};
 
 /// What the accept hook and HTTP handlers see of a request: method, target, headers, offered
@@ -364,7 +364,7 @@ where
     Arc::new(move |req| {
         let accept = hook(req)?.into_accept();
         Ok(Accepted {
-            handler: Box::new(accept.handler),
+            handler: handler::boxed(accept.handler),
             protocol: accept.protocol,
             headers: accept.headers,
             config: accept.config,
@@ -395,7 +395,8 @@ pub(crate) enum Route<'r> {
 }
 
 /// Routes by Host, then path. A host without a matching route falls back to the default
-/// host's routes; within a host, an exact path wins over the host's fallback route.
+/// host's routes; within a host, an exact path wins over the host's fallback route, and the
+/// plain HTTP fallback does not take a path that has a WebSocket route.
 #[derive(Clone, Default)]
 pub(crate) struct Router {
     hosts: HashMap<String, Routes>,
@@ -463,7 +464,13 @@ impl Router {
                 Some(hook) => (Some(hook), routes.origins.get(path)),
                 None => (routes.ws_fallback.as_ref(), routes.fallback_origins.as_ref()),
             };
-            let http = routes.http.get(path).or(routes.http_fallback.as_ref());
+            // The HTTP fallback is for paths no route names: a WebSocket path answers a plain
+            // request with 426, which tells a client what it got wrong.
+            let http = match routes.http.get(path) {
+                Some(hook) => Some(hook),
+                None if routes.ws.contains_key(path) => None,
+                None => routes.http_fallback.as_ref(),
+            };
             match (upgrade, ws, http) {
                 (true, Some(hook), _) => return Route::WebSocket(hook, origins),
                 (false, _, Some(hook)) => return Route::Http(hook),

@@ -19,6 +19,7 @@ use crate::client::engine::PendingConnect;
 use crate::client::{Connect, ConnectError};
 use crate::config::{BackendChoice, ServerConfig};
 use crate::cx::Shared;
+use crate::handler;
 use crate::mailbox::{Command, Mailbox};
 use crate::metrics::Stats;
 use crate::origin::OriginPolicy;
@@ -185,15 +186,77 @@ impl ServerBuilder {
         self
     }
 
-    /// A plain HTTP route (a health check, a static page): `respond` answers GET and other
-    /// requests that are not WebSocket upgrades. The connection closes after the answer.
+    /// A plain HTTP route (a health check, a static page) on any host: `respond` answers GET
+    /// and other requests to `path` that are not WebSocket upgrades. It runs on the worker
+    /// thread that accepted the connection and must not block. The connection closes after
+    /// the answer.
     #[must_use]
-    pub fn http<F>(mut self, path: &str, respond: F) -> Self
+    pub fn http<F>(self, path: &str, respond: F) -> Self
+    where
+        F: Fn(&Request<'_>) -> HttpResponse + Send + Sync + 'static,
+    {
+        self.http_on(None, Some(path), respond)
+    }
+
+    /// A plain HTTP route for one `Host` (matched case-insensitively, port ignored), as
+    /// [`ServerBuilder::http`]. Requests for other hosts, or for paths this host has no route
+    /// for, fall back to the routes of any host.
+    #[must_use]
+    pub fn host_http<F>(self, host: &str, path: &str, respond: F) -> Self
+    where
+        F: Fn(&Request<'_>) -> HttpResponse + Send + Sync + 'static,
+    {
+        self.http_on(Some(host), Some(path), respond)
+    }
+
+    /// The plain HTTP answer for requests that are not upgrades and that no other route
+    /// matches, on any host: a custom 404 page, a redirect, a single-page application's
+    /// index. Without it they get an empty 404. A path with only a WebSocket route still
+    /// answers such requests with 426 (Upgrade Required).
+    #[must_use]
+    pub fn default_http<F>(self, respond: F) -> Self
+    where
+        F: Fn(&Request<'_>) -> HttpResponse + Send + Sync + 'static,
+    {
+        self.http_on(None, None, respond)
+    }
+
+    /// [`ServerBuilder::default_http`] for one `Host`: its requests that match none of its
+    /// routes are answered here before the routes of any host are tried.
+    #[must_use]
+    pub fn host_default_http<F>(self, host: &str, respond: F) -> Self
+    where
+        F: Fn(&Request<'_>) -> HttpResponse + Send + Sync + 'static,
+    {
+        self.http_on(Some(host), None, respond)
+    }
+
+    /// The WebSocket route for one `Host`'s paths that match none of its routes
+    /// ([`ServerBuilder::default_route`] for a host). An upgrade it does not take (another
+    /// host) falls back to the routes of any host.
+    #[must_use]
+    pub fn host_default_route<F, A>(self, host: &str, hook: F) -> Self
+    where
+        F: Fn(&Request<'_>) -> Result<A, HttpResponse> + Send + Sync + 'static,
+        A: IntoAccept,
+    {
+        self.route_on(Some(host), None, hook)
+    }
+
+    /// Sets the Origin policy of one host's default WebSocket route
+    /// ([`ServerBuilder::host_default_route`]).
+    #[must_use]
+    pub fn host_default_origins(mut self, host: &str, policy: OriginPolicy) -> Self {
+        self.router.set_origins(Some(host), None, policy);
+        self
+    }
+
+    fn http_on<F>(mut self, host: Option<&str>, path: Option<&str>, respond: F) -> Self
     where
         F: Fn(&Request<'_>) -> HttpResponse + Send + Sync + 'static,
     {
         let hook: HttpHook = Arc::new(respond);
-        self.router.add_http(None, Some(path), hook);
+        self.router.add_http(host, path, hook);
         self
     }
 
@@ -521,7 +584,7 @@ impl ServerHandle {
         if self.inner.shared.stopping.load(Ordering::Relaxed) {
             return Err(ConnectError::ShuttingDown);
         }
-        let pending = PendingConnect::new(options, Box::new(handler))?;
+        let pending = PendingConnect::new(options, handler::boxed_send(handler))?;
         let mailboxes = &self.inner.shared.mailboxes;
         let next = self.inner.next_worker.fetch_add(1, Ordering::Relaxed);
         mailboxes[next % mailboxes.len()].push(Command::Connect(Box::new(pending)));

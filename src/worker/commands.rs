@@ -10,8 +10,11 @@ use bidir_protocol::{Connection, DataKind, FrameKind};
 use bidir_sys::Backend;
 
 use super::Worker;
+use super::recv::invoke;
+use super::slot::Open;
+use crate::SendError;
 use crate::cx::WorkerCx;
-use crate::mailbox::Command;
+use crate::mailbox::{Command, PostFn};
 use crate::meta::{ConnId, Meta};
 use crate::metrics::WorkerStats;
 use crate::send::Payload;
@@ -22,7 +25,12 @@ impl<B: Backend> Worker<B> {
         self.mailbox.drain(&mut commands);
         for command in commands.drain(..) {
             match command {
-                Command::Send { id, kind, payload } => self.apply_send(id, kind, payload),
+                Command::Send { id, kind, payload } => {
+                    let _ = self.apply_send(id, kind, payload);
+                }
+                Command::SendWithReceipt { id, kind, payload, receipt } => {
+                    receipt.settle(self.apply_send(id, kind, payload));
+                }
                 Command::Close { id, code, reason } => {
                     let now = self.cx.now;
                     self.with_open(id, |conn, meta, cx| {
@@ -58,13 +66,15 @@ impl<B: Backend> Worker<B> {
                     });
                 }
                 Command::Shutdown { deadline } => self.begin_shutdown(deadline),
+                Command::Post { id, f } => self.apply_post(id, f),
             }
         }
         self.commands = commands;
     }
 
-    /// A send from a [`ConnHandle`](crate::ConnHandle): queued, or dropped and counted.
-    fn apply_send(&mut self, id: ConnId, kind: DataKind, payload: Bytes) {
+    /// A send from a [`ConnHandle`](crate::ConnHandle): queued, or dropped and counted; a
+    /// connection that is gone refuses it as [`SendError::Closed`].
+    fn apply_send(&mut self, id: ConnId, kind: DataKind, payload: Bytes) -> Result<(), SendError> {
         let len = payload.len();
         let delivered = self.with_open(id, |conn, meta, cx| {
             let payload = Payload::Shared(payload);
@@ -75,11 +85,25 @@ impl<B: Backend> Worker<B> {
                 handle.queued.store(meta.out.len(), Ordering::Relaxed);
                 handle.in_mailbox.fetch_sub(len, Ordering::Relaxed);
             }
-            sent.is_ok()
+            sent
         });
-        if delivered != Some(true) {
+        let sent = delivered.unwrap_or(Err(SendError::Closed));
+        if sent.is_err() {
             self.cx.counters.dropped_sends += 1;
         }
+        sent
+    }
+
+    /// A post from a [`ConnHandle`](crate::ConnHandle): run with the handler if the
+    /// connection is open and its handler may still be called (`on_close` not yet called, no
+    /// panic); otherwise `f` is dropped unrun.
+    fn apply_post(&mut self, id: ConnId, f: PostFn) {
+        let Some(Open { mut conn, handler, meta, .. }) = self.conns.open_id(id) else { return };
+        if !meta.close_reported {
+            invoke(&mut conn, handler, meta, &mut self.cx, f);
+        }
+        drop(conn);
+        self.conns.settle(&mut self.cx, id.slot as usize);
     }
 
     /// Runs `f` on the open connection named `id`, then settles it; `None` once it is gone.

@@ -70,9 +70,11 @@ impl<B: Backend> Worker<B> {
         }
     }
 
-    /// Runs until shut down and every connection is gone.
+    /// Runs until shut down and every connection is gone; then closes the mailbox, dropping
+    /// commands that came too late.
     pub(crate) fn run(mut self) {
         while self.turn() {}
+        self.mailbox.close();
     }
 
     /// One loop turn (see the module documentation); `false` once the worker is done: shut
