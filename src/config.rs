@@ -196,3 +196,19 @@ impl BackendChoice {
         }
     }
 }
+
+/// The backend the workers run on, and why it is not io_uring when it is not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendInfo {
+    /// The workers run on io_uring (else epoll).
+    pub io_uring: bool,
+    /// Why [`BackendChoice::Auto`] fell back to epoll.
+    pub fallback_reason: Option<String>,
+}
+
+impl BackendInfo {
+    /// `"io_uring"` or `"epoll"`.
+    pub fn name(&self) -> &'static str {
+        if self.io_uring { "io_uring" } else { "epoll" }
+    }
+}

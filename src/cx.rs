@@ -3,8 +3,10 @@
 //! server-wide state every worker reads. The worker's loop, its backend and its connection
 //! table are not here: they live in `worker/`, which only the server knows.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant as WallClock};
 
 use bytes::Bytes;
@@ -12,7 +14,7 @@ use hdrhistogram::Histogram;
 
 use bidir_protocol::{Config as ProtocolConfig, Instant, Message};
 
-use crate::config::ServerConfig;
+use crate::config::{BackendInfo, ServerConfig};
 use crate::handle::ConnHandle;
 use crate::mailbox::{Command, Mailbox, Publish};
 use crate::meta::{ConnId, Meta};
@@ -35,6 +37,13 @@ pub(crate) struct Shared {
     pub(crate) peers: Option<PeerLimits>,
     /// Subscribers of each topic per worker.
     pub(crate) registry: Arc<Registry>,
+    /// The addresses listened on, as bound.
+    pub(crate) addrs: Vec<SocketAddr>,
+    pub(crate) backend: BackendInfo,
+    /// The worker the next client connection goes to (modulo the count).
+    pub(crate) next_worker: AtomicUsize,
+    /// The worker threads, joined by [`ServerHandle::join`](crate::ServerHandle::join).
+    pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Shared {

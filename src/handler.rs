@@ -4,6 +4,7 @@
 use std::any::Any;
 use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,7 +17,7 @@ use crate::handle::ConnHandle;
 use crate::meta::{ConnId, Meta};
 use crate::send::Payload;
 use crate::timer::TimerId;
-use crate::{Backpressure, SendError};
+use crate::{Backpressure, SendError, ServerHandle};
 
 /// Reacts to one connection's events. Created by the route's accept hook, one instance per
 /// connection, and called only on that connection's worker thread, one call at a time.
@@ -384,6 +385,14 @@ impl Context<'_> {
     /// Round-trip time measured by the last heartbeat ping and its pong.
     pub fn rtt(&self) -> Option<Duration> {
         self.conn.rtt()
+    }
+
+    /// The server this connection belongs to (for a client connection, the engine that opened
+    /// it): publish, open client connections, read stats, shut down — here or from any thread
+    /// the handle is given to. A shutdown started here does not wait for this worker (it
+    /// cannot: the handler is running on it); the connections close as with any shutdown.
+    pub fn server(&self) -> ServerHandle {
+        ServerHandle { shared: Arc::clone(&self.worker.shared) }
     }
 
     /// A handle for sending to or closing this connection from any thread.

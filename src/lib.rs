@@ -83,7 +83,7 @@ pub use bytes::Bytes;
 pub use hdrhistogram;
 
 pub use batch::Batch;
-pub use config::{BackendChoice, Backpressure, ServerConfig};
+pub use config::{BackendChoice, BackendInfo, Backpressure, ServerConfig};
 pub use handle::ConnHandle;
 pub use handler::{CloseInfo, Context, Handler};
 pub use meta::ConnId;
@@ -91,7 +91,7 @@ pub use metrics::{Counters, Stats};
 pub use origin::{InvalidOrigin, OriginPolicy, OriginRefused};
 pub use receipt::{Outcome, Receipt};
 pub use route::{Accept, HttpResponse, IntoAccept, Request, TOKEN_PROTOCOL_PREFIX};
-pub use server::{BackendInfo, Server, ServerBuilder, ServerHandle};
+pub use server::{Server, ServerBuilder, ServerHandle};
 pub use sink::Sink;
 pub use timer::TimerId;
 

@@ -5,8 +5,7 @@ use std::fmt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use bidir_protocol::Message;
@@ -17,7 +16,7 @@ use bidir_sys::{Backend, Epoll, IoUring};
 use crate::Handler;
 use crate::client::engine::PendingConnect;
 use crate::client::{Connect, ConnectError};
-use crate::config::{BackendChoice, ServerConfig};
+use crate::config::{BackendChoice, BackendInfo, ServerConfig};
 use crate::cx::Shared;
 use crate::handler;
 use crate::mailbox::{Command, Mailbox};
@@ -356,6 +355,10 @@ impl ServerBuilder {
             stopping: AtomicBool::new(false),
             peers,
             registry: Arc::new(Registry::new(workers)),
+            addrs: bound,
+            backend: BackendInfo { io_uring: use_uring, fallback_reason: fallback },
+            next_worker: AtomicUsize::new(0),
+            threads: Mutex::new(Vec::new()),
         });
         let router = Arc::new(self.router);
         let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
@@ -411,16 +414,8 @@ impl ServerBuilder {
             }
             return Err(e);
         }
-        let backend = BackendInfo { io_uring: use_uring, fallback_reason: fallback };
-        Ok(ServerHandle {
-            inner: Arc::new(Inner {
-                shared,
-                next_worker: AtomicUsize::new(0),
-                backend,
-                addrs: bound,
-                threads: Mutex::new(threads),
-            }),
-        })
+        *shared.threads.lock().unwrap_or_else(PoisonError::into_inner) = threads;
+        Ok(ServerHandle { shared })
     }
 }
 
@@ -513,42 +508,17 @@ enum Prepared {
     Uring(Arc<UringWaker>),
 }
 
-/// The backend the workers run on, and why it is not io_uring when it is not.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BackendInfo {
-    /// The workers run on io_uring (else epoll).
-    pub io_uring: bool,
-    /// Why [`BackendChoice::Auto`] fell back to epoll.
-    pub fallback_reason: Option<String>,
-}
-
-impl BackendInfo {
-    /// `"io_uring"` or `"epoll"`.
-    pub fn name(&self) -> &'static str {
-        if self.io_uring { "io_uring" } else { "epoll" }
-    }
-}
-
-struct Inner {
-    shared: Arc<Shared>,
-    backend: BackendInfo,
-    /// The worker the next client connection goes to (modulo the count).
-    next_worker: AtomicUsize,
-    addrs: Vec<SocketAddr>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
-}
-
 /// A running server: publish, count, measure and stop it from any thread. `Send + Sync +
 /// Clone`.
 #[derive(Clone)]
 pub struct ServerHandle {
-    inner: Arc<Inner>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl ServerHandle {
     /// The addresses the server listens on (with the ports chosen for port 0).
     pub fn local_addrs(&self) -> &[SocketAddr] {
-        &self.inner.addrs
+        &self.shared.addrs
     }
 
     /// The first of [`ServerHandle::local_addrs`].
@@ -557,7 +527,7 @@ impl ServerHandle {
     ///
     /// If the server listens on no address (a client-only engine).
     pub fn local_addr(&self) -> SocketAddr {
-        self.inner.addrs[0]
+        self.shared.addrs[0]
     }
 
     /// Opens a client connection to `options`' URL from one of the workers (round robin), run
@@ -581,29 +551,29 @@ impl ServerHandle {
         options: &Connect,
         handler: H,
     ) -> Result<(), ConnectError> {
-        if self.inner.shared.stopping.load(Ordering::Relaxed) {
+        if self.shared.stopping.load(Ordering::Relaxed) {
             return Err(ConnectError::ShuttingDown);
         }
         let pending = PendingConnect::new(options, handler::boxed_send(handler))?;
-        let mailboxes = &self.inner.shared.mailboxes;
-        let next = self.inner.next_worker.fetch_add(1, Ordering::Relaxed);
+        let mailboxes = &self.shared.mailboxes;
+        let next = self.shared.next_worker.fetch_add(1, Ordering::Relaxed);
         mailboxes[next % mailboxes.len()].push(Command::Connect(Box::new(pending)));
         Ok(())
     }
 
     /// The I/O backend the workers run on ([`ServerConfig::backend`](crate::ServerConfig)).
     pub fn backend(&self) -> &BackendInfo {
-        &self.inner.backend
+        &self.shared.backend
     }
 
     /// Number of worker threads.
     pub fn workers(&self) -> usize {
-        self.inner.shared.mailboxes.len()
+        self.shared.mailboxes.len()
     }
 
     /// Open WebSocket connections, as of each worker's last loop turn.
     pub fn connections(&self) -> u64 {
-        self.inner.shared.open.iter().map(|o| o.load(Ordering::Relaxed)).sum()
+        self.shared.open.iter().map(|o| o.load(Ordering::Relaxed)).sum()
     }
 
     /// Sends `msg` to every connection subscribed to `topic`, on the workers that have
@@ -616,10 +586,10 @@ impl ServerHandle {
     /// Returns the subscribers of `topic` on every worker as registered at the call; 0, and
     /// nothing sent, once a shutdown has started.
     pub fn publish(&self, topic: &str, msg: Message<'_>) -> usize {
-        if self.inner.shared.stopping.load(Ordering::Relaxed) {
+        if self.shared.stopping.load(Ordering::Relaxed) {
             return 0;
         }
-        self.inner.shared.publish(topic, msg, None, None)
+        self.shared.publish(topic, msg, None, None)
     }
 
     /// Counters and latency histograms merged over every worker. Each worker answers on its
@@ -627,7 +597,7 @@ impl ServerHandle {
     /// left out, and [`Stats::workers`] says how many answered.
     pub fn stats(&self) -> Stats {
         let (tx, rx) = mpsc::channel();
-        for mailbox in &self.inner.shared.mailboxes {
+        for mailbox in &self.shared.mailboxes {
             mailbox.push(Command::Stats(tx.clone()));
         }
         drop(tx);
@@ -644,23 +614,29 @@ impl ServerHandle {
 
     /// Graceful shutdown: stop accepting, send 1001 ("going away") to every connection, keep
     /// flushing what was queued and waiting for the peers' close frames, and drop whatever is
-    /// left when `grace` has passed. Blocks until every worker has stopped. Nothing queued
-    /// before the shutdown is lost on a connection that closes cleanly within `grace`.
+    /// left when `grace` has passed. Blocks until every worker has stopped (except on a worker's
+    /// thread: see [`ServerHandle::join`]). Nothing queued before the shutdown is lost on a
+    /// connection that closes cleanly within `grace`.
     pub fn shutdown(&self, grace: Duration) {
-        self.inner.shared.stopping.store(true, Ordering::Relaxed);
+        self.shared.stopping.store(true, Ordering::Relaxed);
         let deadline = Instant::now() + grace;
-        for mailbox in &self.inner.shared.mailboxes {
+        for mailbox in &self.shared.mailboxes {
             mailbox.push(Command::Shutdown { deadline });
         }
         self.join();
     }
 
     /// Blocks until every worker has stopped (after a [`ServerHandle::shutdown`] from
-    /// elsewhere).
+    /// elsewhere). On a worker's own thread (a handler holding the handle from
+    /// [`Context::server`](crate::Context::server)) it returns at once: a handler must not
+    /// block its worker, and the worker cannot wait for itself.
     pub fn join(&self) {
-        let threads =
-            std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(|e| e.into_inner()));
-        for thread in threads {
+        let mut threads = self.shared.threads.lock().unwrap_or_else(PoisonError::into_inner);
+        let me = std::thread::current().id();
+        if threads.iter().any(|t| t.thread().id() == me) {
+            return;
+        }
+        for thread in std::mem::take(&mut *threads) {
             let _ = thread.join();
         }
     }
@@ -669,7 +645,7 @@ impl ServerHandle {
 impl fmt::Debug for ServerHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerHandle")
-            .field("addrs", &self.inner.addrs)
+            .field("addrs", &self.shared.addrs)
             .field("workers", &self.workers())
             .finish()
     }

@@ -622,6 +622,47 @@ fn subscribe_from_any_thread_and_broadcast_skips_the_sender() {
     server.shutdown(Duration::from_secs(1));
 }
 
+/// Reaches the server from its handler: "count" answers the open connections, "stop" shuts
+/// the server down.
+struct Admin;
+impl Handler for Admin {
+    fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
+        let server = cx.server();
+        match msg {
+            Message::Text("count") => {
+                cx.send_text(&format!(
+                    "{} open, {} workers",
+                    server.connections(),
+                    server.workers()
+                ))
+                .unwrap();
+            }
+            Message::Text("stop") => server.shutdown(Duration::from_secs(2)),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn a_handler_reaches_its_server_and_may_shut_it_down() {
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .config(config(2))
+        .route("/admin", |_req: &Request<'_>| Ok(Admin))
+        .start()
+        .unwrap();
+    let mut a = Client::connect(server.local_addr(), "/admin");
+    let _b = Client::connect(server.local_addr(), "/admin");
+    assert!(wait_until(Duration::from_secs(5), || server.connections() == 2));
+    a.send_text("count");
+    assert_eq!(a.recv(), Got::Text("2 open, 2 workers".into()));
+    // A shutdown from a handler does not wait on its own worker: the server stops.
+    a.send_text("stop");
+    assert_eq!(a.next(), Got::Close(Some(CloseCode::GOING_AWAY), "server shutting down".into()));
+    let joined = std::thread::spawn(move || server.join());
+    assert!(wait_until(Duration::from_secs(5), || joined.is_finished()), "the server stopped");
+}
+
 #[test]
 fn heartbeat_closes_a_silent_peer() {
     let mut cfg = config(2);
