@@ -226,6 +226,45 @@ fn deflate_and_subprotocols_from_the_engine() {
     );
 }
 
+/// Subscribes its client connection to "feed" and counts the echoes of what is published.
+struct FeedReader {
+    echoes: usize,
+    tx: mpsc::Sender<usize>,
+}
+impl Handler for FeedReader {
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        cx.subscribe("feed");
+        self.tx.send(0).unwrap();
+    }
+    fn on_message(&mut self, _cx: &mut Context<'_>, _msg: Message<'_>) {
+        self.echoes += 1;
+        self.tx.send(self.echoes).unwrap();
+    }
+}
+
+/// A client connection that shares its worker's codec (no context takeover) gets publishes
+/// compressed: the codec is lent for the publish as for any send (it was not, and they went
+/// out plain).
+#[test]
+fn publishes_to_client_subscribers_are_compressed() {
+    let mut server_config = config(1);
+    server_config.compression = Some(DeflateConfig::shared());
+    let server = echo_server(server_config);
+    let clients = client_engine(1);
+    let (tx, rx) = mpsc::channel();
+    let url = format!("ws://{}/echo", server.local_addr());
+    let options = Connect::new(&url).unwrap().deflate(DeflateConfig::shared());
+    clients.connect(&options, FeedReader { echoes: 0, tx }).unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(0));
+    let json = r#"{"id":1,"items":["alpha","beta","gamma"],"ok":true}"#.repeat(100);
+    for _ in 0..10 {
+        assert_eq!(clients.publish("feed", Message::Text(&json)), 1);
+    }
+    while rx.recv_timeout(Duration::from_secs(5)).unwrap() < 10 {}
+    let sent = clients.stats().counters.bytes_out;
+    assert!(sent < (10 * json.len() / 4) as u64, "{sent} bytes out for {} bytes", 10 * json.len());
+}
+
 /// Hands its connection handle out, echoes nothing, reports what it receives.
 struct Remote {
     handle_tx: mpsc::Sender<ConnHandle>,
