@@ -64,6 +64,7 @@ mod pubsub;
 mod route;
 mod send;
 mod server;
+pub mod testbed;
 mod timer;
 mod worker;
 

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -20,11 +20,10 @@ use crate::Handler;
 use crate::client::engine::PendingConnect;
 use crate::client::{Connect, ConnectError};
 use crate::config::{BackendChoice, ServerConfig};
-use crate::cx::Shared;
+use crate::cx::{Clock, Shared};
 use crate::mailbox::{Command, Mailbox};
 use crate::metrics::Stats;
 use crate::origin::OriginPolicy;
-use crate::peers::PeerLimits;
 use crate::route::{self, HttpHook, HttpResponse, IntoAccept, Request, Router};
 use crate::worker::Worker;
 
@@ -280,20 +279,8 @@ impl ServerBuilder {
             }
         }
         let uring_config = self.config.uring;
-        let protocol = Arc::new(self.config.protocol.clone());
         let pin = self.config.pin_workers;
-        let peers = PeerLimits::new(
-            self.config.max_connections_per_peer,
-            self.config.max_handshake_rate_per_peer,
-        );
-        let shared = Arc::new(Shared {
-            config: self.config,
-            protocol,
-            mailboxes: mailboxes.clone(),
-            open: (0..workers).map(|_| AtomicU64::new(0)).collect(),
-            stopping: AtomicBool::new(false),
-            peers,
-        });
+        let shared = Arc::new(Shared::new(self.config, mailboxes));
         let router = Arc::new(self.router);
         let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
         let mut threads = Vec::with_capacity(workers);
@@ -358,6 +345,21 @@ impl ServerBuilder {
                 threads: Mutex::new(threads),
             }),
         })
+    }
+}
+
+impl ServerBuilder {
+    /// The configuration and routes, for a [`TestBed`](crate::testbed::TestBed) (addresses
+    /// are not bound there).
+    ///
+    /// # Errors
+    ///
+    /// The error of an address that did not resolve.
+    pub(crate) fn into_parts(self) -> io::Result<(ServerConfig, Router)> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok((self.config, self.router)),
+        }
     }
 }
 
@@ -441,7 +443,7 @@ fn run_worker<B: Backend>(
         }
     }
     let _ = ready.send(Ok(()));
-    Worker::new(index, backend, shared, router).run();
+    Worker::new(index, backend, shared, router, Clock::system()).run();
 }
 
 /// A worker's backend, or what it needs to make one on its own thread.
@@ -483,6 +485,19 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
+    /// A handle on workers the caller runs itself (a [`TestBed`](crate::testbed::TestBed)):
+    /// no threads to join, no address.
+    pub(crate) fn detached(shared: Arc<Shared>, backend: BackendInfo) -> Self {
+        let inner = Inner {
+            shared,
+            backend,
+            next_worker: AtomicUsize::new(0),
+            addrs: Vec::new(),
+            threads: Mutex::new(Vec::new()),
+        };
+        Self { inner: Arc::new(inner) }
+    }
+
     /// The addresses the server listens on (with the ports chosen for port 0).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.inner.addrs

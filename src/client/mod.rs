@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use bidir_protocol::deflate::{DeflateConfig, NegotiationError};
 use bidir_protocol::http::ResponseError;
-use bidir_protocol::{Config, DataKind};
+use bidir_protocol::{CloseCode, Config, DataKind, Event, Message};
 
 pub use blocking::{ReadHalf, WebSocket, WriteHalf};
 pub use url::{UrlError, WsUrl};
@@ -250,6 +250,34 @@ pub enum Incoming {
     /// The closing handshake completed: the peer's close code (1005 when it sent none) and
     /// reason. Nothing more arrives.
     Close(CloseFrame),
+}
+
+impl Incoming {
+    /// An owned copy of a decoded event.
+    pub(crate) fn owned(event: Event<'_>) -> Self {
+        match event {
+            Event::Message(Message::Text(t)) => Self::Text(t.to_owned()),
+            Event::Message(Message::Binary(b)) => Self::Binary(b.to_vec()),
+            Event::Fragment(f) => Self::Fragment {
+                kind: f.kind,
+                payload: f.payload.to_vec(),
+                first: f.first,
+                last: f.last,
+            },
+            Event::Ping(p) => Self::Ping(p.to_vec()),
+            Event::Pong(p) => Self::Pong(p.to_vec()),
+            Event::Close(c) => Self::Close(CloseFrame {
+                code: c.code_or_no_status().0,
+                reason: c.reason.to_owned(),
+                initiated_locally: c.initiated_locally,
+            }),
+            _ => Self::Close(CloseFrame {
+                code: CloseCode::ABNORMAL.0,
+                reason: "unknown event".to_owned(),
+                initiated_locally: false,
+            }),
+        }
+    }
 }
 
 /// A close frame received.
