@@ -108,6 +108,7 @@ pub struct TestBed {
 /// The test's side of one peer.
 struct PeerState {
     id: PeerId,
+    addr: SocketAddr,
     /// The client connection, once upgraded.
     ws: Option<Client>,
     reading: bool,
@@ -189,7 +190,7 @@ impl TestBed {
     /// As [`TestBed::open`].
     pub fn open_from(&mut self, addr: SocketAddr) -> io::Result<Peer> {
         let id = self.net.connect_peer(addr)?;
-        self.peers.push(PeerState { id, ws: None, reading: true });
+        self.peers.push(PeerState { id, addr, ws: None, reading: true });
         Ok(Peer(self.peers.len() - 1))
     }
 
@@ -405,6 +406,16 @@ impl TestBed {
     /// For a peer of another test bed.
     pub fn is_closed(&self, peer: Peer) -> bool {
         self.net.is_closed(self.peer(peer).id)
+    }
+
+    /// The address `peer` connects from, which handlers see as
+    /// [`Context::peer_addr`](crate::Context::peer_addr).
+    ///
+    /// # Panics
+    ///
+    /// For a peer of another test bed.
+    pub fn peer_addr(&self, peer: Peer) -> SocketAddr {
+        self.peer(peer).addr
     }
 
     /// The subprotocol the server chose for an upgraded peer.
