@@ -558,8 +558,9 @@ impl TestBed {
     }
 
     /// A handle on the server, for what other threads do: publish, count connections,
-    /// start a shutdown, connect out. What it posts is applied when the test bed next runs
-    /// the worker; [`ServerHandle::stats`] waits for that (up to its 1 s), so call it from
+    /// start a shutdown. What it posts is applied when the test bed next runs the worker;
+    /// a client connection it opens ([`ServerHandle::connect`]) finds no server to answer
+    /// in the test bed and fails at its timeout; [`ServerHandle::stats`] waits for that (up to its 1 s), so call it from
     /// another thread while this one runs the worker, or use [`TestBed::stats`].
     /// [`ServerHandle::shutdown`] returns at once (there is no thread to join); the worker
     /// stops when the test bed runs it. Its [`ServerHandle::backend`] names no real
