@@ -13,6 +13,7 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 
 use bidir_protocol::{Config as ProtocolConfig, Instant, Message};
+use bidir_sys::mem::VirtualClock;
 
 use crate::config::{BackendInfo, ServerConfig};
 use crate::handle::ConnHandle;
@@ -73,6 +74,34 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// The state of a server with `config`, one worker per mailbox, listening on `addrs`
+    /// (none for a client-only engine or a test bed) on `backend`; the per-peer table when a
+    /// per-peer limit is on. The worker threads are added once started.
+    pub(crate) fn new(
+        config: ServerConfig,
+        mailboxes: Vec<Arc<Mailbox>>,
+        addrs: Vec<SocketAddr>,
+        backend: BackendInfo,
+    ) -> Self {
+        let peers =
+            PeerLimits::new(config.max_connections_per_peer, config.max_handshake_rate_per_peer);
+        Self {
+            protocol: Arc::new(config.protocol.clone()),
+            config,
+            open: mailboxes.iter().map(|_| AtomicU64::new(0)).collect(),
+            registry: Arc::new(Registry::new(mailboxes.len())),
+            mailboxes,
+            stopping: AtomicBool::new(false),
+            peers,
+            addrs,
+            backend,
+            next_worker: AtomicUsize::new(0),
+            threads: Mutex::new(Vec::new()),
+        }
+    }
+}
+
 /// The worker's state a handler's [`Context`](crate::Context) may use.
 pub(crate) struct WorkerCx {
     pub(crate) index: u16,
@@ -83,7 +112,7 @@ pub(crate) struct WorkerCx {
     pub(crate) timers: Timers,
     /// The clock as read at the start of this loop turn.
     pub(crate) now: Instant,
-    base: WallClock,
+    clock: Clock,
     /// Slots with frames queued since the last flush.
     pub(crate) dirty: Vec<usize>,
     /// Frames the protocol writes are encoded here, then queued.
@@ -98,7 +127,7 @@ pub(crate) struct WorkerCx {
 }
 
 impl WorkerCx {
-    pub(crate) fn new(index: usize, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(index: usize, shared: Arc<Shared>, clock: Clock) -> Self {
         let timing = shared.config.handler_timing;
         Self {
             index: index as u16,
@@ -107,7 +136,7 @@ impl WorkerCx {
             shared,
             timers: Timers::default(),
             now: Instant::ZERO,
-            base: WallClock::now(),
+            clock,
             dirty: Vec::new(),
             scratch: Vec::new(),
             local_publishes: Vec::new(),
@@ -124,17 +153,17 @@ impl WorkerCx {
 
     /// The worker's clock now, in nanoseconds since the worker started.
     pub(crate) fn read_clock(&self) -> Instant {
-        Instant::from_nanos(self.base.elapsed().as_nanos() as u64)
+        self.clock.read()
     }
 
     /// `at` on the worker's clock (0 if it is before the worker started).
     pub(crate) fn clock_of(&self, at: WallClock) -> Instant {
-        Instant::from_nanos(at.saturating_duration_since(self.base).as_nanos() as u64)
+        Instant::from_nanos(at.saturating_duration_since(self.clock.base()).as_nanos() as u64)
     }
 
     /// [`WorkerCx::now`] as a standard instant.
     pub(crate) fn wall_now(&self) -> WallClock {
-        self.base + Duration::from_nanos(self.now.as_nanos())
+        self.clock.base() + Duration::from_nanos(self.now.as_nanos())
     }
 
     /// Lists the slot for this turn's flush.
@@ -175,5 +204,42 @@ impl WorkerCx {
             });
         }
         total
+    }
+}
+
+/// Where a worker reads the time: the only place it does (the handler timing aside, which
+/// measures real durations). Its instants count nanoseconds from `base`, the standard instant
+/// that stands for the worker's 0, so that deadlines given as standard instants (a
+/// shutdown's) and the instants a handler sees ([`Context::now`](crate::Context::now)) map
+/// onto it both ways.
+#[derive(Debug)]
+pub(crate) enum Clock {
+    /// The system's monotonic clock: 0 is when the worker was built.
+    System { base: WallClock },
+    /// A virtual clock the test moves (a `testbed::TestBed`): its nanoseconds
+    /// are the worker's, and `base` stands for its 0.
+    Virtual { base: WallClock, clock: VirtualClock },
+}
+
+impl Clock {
+    /// The system clock, starting now.
+    pub(crate) fn system() -> Self {
+        Self::System { base: WallClock::now() }
+    }
+
+    /// The time now. One predictable branch over reading the system clock directly.
+    #[inline]
+    pub(crate) fn read(&self) -> Instant {
+        match self {
+            Self::System { base } => Instant::from_nanos(base.elapsed().as_nanos() as u64),
+            Self::Virtual { clock, .. } => Instant::from_nanos(clock.now_nanos()),
+        }
+    }
+
+    /// The standard instant that stands for the worker's 0.
+    pub(crate) fn base(&self) -> WallClock {
+        match self {
+            Self::System { base } | Self::Virtual { base, .. } => *base,
+        }
     }
 }

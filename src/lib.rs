@@ -71,6 +71,7 @@ mod route;
 mod send;
 mod server;
 mod sink;
+pub mod testbed;
 mod timer;
 mod worker;
 

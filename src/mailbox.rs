@@ -137,6 +137,11 @@ impl Mailbox {
         Some(r)
     }
 
+    /// Whether nothing is queued (a test bed's worker is idle only then).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).commands.is_empty()
+    }
+
     /// Takes every queued command (swapping buffers, so the lock is held for a moment).
     pub(crate) fn drain(&self, into: &mut Vec<Command>) {
         debug_assert!(into.is_empty());

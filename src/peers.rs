@@ -154,6 +154,12 @@ impl PeerLimits {
         }
     }
 
+    /// The start of second 0 of the rate windows: a test bed's virtual clock starts there,
+    /// so that its seconds are the table's.
+    pub(crate) fn base(&self) -> WallClock {
+        self.base
+    }
+
     fn second_of(&self, now: WallClock) -> u64 {
         now.saturating_duration_since(self.base).as_secs()
     }

@@ -4,8 +4,8 @@
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use bidir_protocol::Message;
@@ -17,13 +17,11 @@ use crate::Handler;
 use crate::client::engine::PendingConnect;
 use crate::client::{Connect, ConnectError};
 use crate::config::{BackendChoice, BackendInfo, ServerConfig};
-use crate::cx::Shared;
+use crate::cx::{Clock, Shared};
 use crate::handler;
 use crate::mailbox::{Command, Mailbox};
 use crate::metrics::Stats;
 use crate::origin::OriginPolicy;
-use crate::peers::PeerLimits;
-use crate::pubsub::Registry;
 use crate::route::{self, HttpHook, HttpResponse, IntoAccept, Request, Router};
 use crate::worker::Worker;
 
@@ -341,25 +339,9 @@ impl ServerBuilder {
             }
         }
         let uring_config = self.config.uring;
-        let protocol = Arc::new(self.config.protocol.clone());
         let pin = self.config.pin_workers;
-        let peers = PeerLimits::new(
-            self.config.max_connections_per_peer,
-            self.config.max_handshake_rate_per_peer,
-        );
-        let shared = Arc::new(Shared {
-            config: self.config,
-            protocol,
-            mailboxes: mailboxes.clone(),
-            open: (0..workers).map(|_| AtomicU64::new(0)).collect(),
-            stopping: AtomicBool::new(false),
-            peers,
-            registry: Arc::new(Registry::new(workers)),
-            addrs: bound,
-            backend: BackendInfo { io_uring: use_uring, fallback_reason: fallback },
-            next_worker: AtomicUsize::new(0),
-            threads: Mutex::new(Vec::new()),
-        });
+        let backend = BackendInfo { io_uring: use_uring, fallback_reason: fallback };
+        let shared = Arc::new(Shared::new(self.config, mailboxes, bound, backend));
         let router = Arc::new(self.router);
         let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
         let mut threads = Vec::with_capacity(workers);
@@ -416,6 +398,21 @@ impl ServerBuilder {
         }
         *shared.threads.lock().unwrap_or_else(PoisonError::into_inner) = threads;
         Ok(ServerHandle { shared })
+    }
+}
+
+impl ServerBuilder {
+    /// The configuration and routes, for a `testbed::TestBed` (addresses
+    /// are not bound there).
+    ///
+    /// # Errors
+    ///
+    /// The error of an address that did not resolve.
+    pub(crate) fn into_parts(self) -> io::Result<(ServerConfig, Router)> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok((self.config, self.router)),
+        }
     }
 }
 
@@ -499,7 +496,7 @@ fn run_worker<B: Backend>(
         }
     }
     let _ = ready.send(Ok(()));
-    Worker::new(index, backend, shared, router).run();
+    Worker::new(index, backend, shared, router, Clock::system()).run();
 }
 
 /// A worker's backend, or what it needs to make one on its own thread.

@@ -192,9 +192,12 @@ fn a_slow_reader_is_closed_and_a_fast_sender_waits() {
         }
     }
     let (peak, socket) = sender.join().unwrap();
+    // At most the outbox limit and the message sent past it; `buffered_amount` may count one
+    // message twice for a moment (in the mailbox and already queued: it reads high, never
+    // low), so a reading may show one more.
     assert!(
-        peak <= (64 << 10) + (16 << 10) + 4096,
-        "queued {peak} bytes at most 64 KiB + one message"
+        peak <= (64 << 10) + 2 * (16 << 10) + 4096,
+        "queued {peak} bytes: at most 64 KiB + one message (+ one counted twice)"
     );
     drop(handle);
     drop(socket);

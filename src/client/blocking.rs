@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant as WallClock};
 
 use bidir_protocol::{
-    CloseCode, Config, Connection, DataKind, Delivery, Event, FrameKind, Input, Instant, Message,
+    CloseCode, Config, Connection, DataKind, Delivery, FrameKind, Input, Instant, Message,
     SendError, State,
 };
 
@@ -498,7 +498,7 @@ impl ReadHalf {
         let event = conn.handle_bytes(shared.now(), &mut input, &mut self.spill);
         let result = match event {
             Ok(None) => None,
-            Ok(Some(event)) => Some(Ok(owned(event))),
+            Ok(Some(event)) => Some(Ok(Incoming::owned(event))),
             Err(e) => Some(Err(Error::Protocol(e))),
         };
         let consumed = input.consumed();
@@ -600,22 +600,5 @@ impl ReadHalf {
             }
         }
         let _ = self.stream.shutdown(Shutdown::Both);
-    }
-}
-
-fn owned(event: Event<'_>) -> Incoming {
-    match event {
-        Event::Message(Message::Text(t)) => Incoming::Text(t.to_owned()),
-        Event::Message(Message::Binary(b)) => Incoming::Binary(b.to_vec()),
-        Event::Fragment(f) => Incoming::Fragment {
-            kind: f.kind,
-            payload: f.payload.to_vec(),
-            first: f.first,
-            last: f.last,
-        },
-        Event::Ping(p) => Incoming::Ping(p.to_vec()),
-        Event::Pong(p) => Incoming::Pong(p.to_vec()),
-        Event::Close(close) => Incoming::Close(CloseInfo::from(close).into_owned()),
-        _ => Incoming::Close(CloseInfo::failed(CloseCode::ABNORMAL, "unknown event")),
     }
 }

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use bidir_protocol::deflate::{DeflateConfig, NegotiationError};
 use bidir_protocol::http::ResponseError;
-use bidir_protocol::{Config, DataKind};
+use bidir_protocol::{CloseCode, Config, DataKind, Event, Message};
 
 use crate::CloseInfo;
 
@@ -253,6 +253,26 @@ pub enum Incoming {
     /// (the peer's code, 1005 when it sent none, and reason); for the blocking adapter's
     /// `Socket`, however its connection ended. Nothing more arrives.
     Close(CloseInfo<'static>),
+}
+
+impl Incoming {
+    /// An owned copy of a decoded event.
+    pub(crate) fn owned(event: Event<'_>) -> Self {
+        match event {
+            Event::Message(Message::Text(t)) => Self::Text(t.to_owned()),
+            Event::Message(Message::Binary(b)) => Self::Binary(b.to_vec()),
+            Event::Fragment(f) => Self::Fragment {
+                kind: f.kind,
+                payload: f.payload.to_vec(),
+                first: f.first,
+                last: f.last,
+            },
+            Event::Ping(p) => Self::Ping(p.to_vec()),
+            Event::Pong(p) => Self::Pong(p.to_vec()),
+            Event::Close(close) => Self::Close(CloseInfo::from(close).into_owned()),
+            _ => Self::Close(CloseInfo::failed(CloseCode::ABNORMAL, "unknown event")),
+        }
+    }
 }
 
 /// Why an operation on an open [`WebSocket`] failed.

@@ -56,20 +56,25 @@ impl<B: Backend> Worker<B> {
                 }
                 Command::Connect(pending) => self.start_connect(*pending),
                 Command::Stats(reply) => {
-                    let mut counters = self.cx.counters.clone();
-                    counters.syscalls = self.backend.syscalls();
-                    counters.starved_receives = self.backend.starved_receives();
-                    let _ = reply.send(WorkerStats {
-                        counters,
-                        handler_ns: self.cx.handler_ns.clone(),
-                        turn_ns: self.cx.turn_ns.clone(),
-                    });
+                    let _ = reply.send(self.stats());
                 }
                 Command::Shutdown { deadline } => self.begin_shutdown(deadline),
                 Command::Post { id, f } => self.apply_post(id, f),
             }
         }
         self.commands = commands;
+    }
+
+    /// A snapshot of the counters (with the backend's) and the histograms.
+    pub(crate) fn stats(&self) -> WorkerStats {
+        let mut counters = self.cx.counters.clone();
+        counters.syscalls = self.backend.syscalls();
+        counters.starved_receives = self.backend.starved_receives();
+        WorkerStats {
+            counters,
+            handler_ns: self.cx.handler_ns.clone(),
+            turn_ns: self.cx.turn_ns.clone(),
+        }
     }
 
     /// A send from a [`ConnHandle`](crate::ConnHandle): queued, or dropped and counted; a

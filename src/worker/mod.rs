@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use bidir_sys::{Backend, Completion, Token};
 
-use crate::cx::{Shared, WorkerCx};
+use crate::cx::{Clock, Shared, WorkerCx};
 use crate::mailbox::{Command, Mailbox};
 use crate::route::Router;
 use slot::Conns;
@@ -52,7 +52,14 @@ pub(crate) struct Worker<B: Backend> {
 }
 
 impl<B: Backend> Worker<B> {
-    pub(crate) fn new(index: usize, backend: B, shared: Arc<Shared>, router: Arc<Router>) -> Self {
+    /// A worker reading the time from `clock` ([`Clock::system`] but in a test bed).
+    pub(crate) fn new(
+        index: usize,
+        backend: B,
+        shared: Arc<Shared>,
+        router: Arc<Router>,
+        clock: Clock,
+    ) -> Self {
         let config = &shared.config;
         let workers = shared.mailboxes.len().max(1);
         let conns = Conns::new(config.timer_tick, config.max_connections.div_ceil(workers));
@@ -60,7 +67,7 @@ impl<B: Backend> Worker<B> {
         Self {
             backend,
             conns,
-            cx: WorkerCx::new(index, shared),
+            cx: WorkerCx::new(index, shared, clock),
             router,
             mailbox,
             commands: Vec::new(),
@@ -150,10 +157,16 @@ impl<B: Backend> Worker<B> {
         !(self.shutdown.is_some() && self.conns.slots.is_empty())
     }
 
+    /// Whether the next turn has nothing to do unless an event arrives or time passes:
+    /// nothing to flush, no publish of its own to deliver, nothing in its mailbox.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.cx.dirty.is_empty() && self.cx.local_publishes.is_empty() && self.mailbox.is_empty()
+    }
+
     /// How long the next wait may last. Uses the clock as last read (at the end of the turn
     /// with timing on, else at its start): timers are coarse, and a wait that ends a turn's
     /// length late costs nothing.
-    fn poll_timeout(&self) -> Option<Duration> {
+    pub(crate) fn poll_timeout(&self) -> Option<Duration> {
         if !self.cx.dirty.is_empty() || !self.cx.local_publishes.is_empty() {
             return Some(Duration::ZERO);
         }
