@@ -42,6 +42,7 @@ impl DerefMut for Lent<'_> {
 }
 
 impl Drop for Lent<'_> {
+    #[inline]
     fn drop(&mut self) {
         if self.lent
             && let Some(codec) = self.conn.detach_codec()
@@ -53,6 +54,7 @@ impl Drop for Lent<'_> {
 
 impl Codecs {
     /// Lends the codec with the connection's settings to `conn` if it `shares` one.
+    #[inline]
     pub(super) fn lend<'a>(&'a mut self, conn: &'a mut Connection, shares: bool) -> Lent<'a> {
         let lent = shares
             && match conn.codec_settings() {

@@ -90,6 +90,7 @@ impl Conns {
 
     /// The open connection in slot `key`, with the worker's codec lent to it if it shares one
     /// (returned when the borrow ends); `None` for a free slot or another phase.
+    #[inline]
     pub(super) fn open(&mut self, key: usize) -> Option<Open<'_>> {
         let Self { slots, codecs, spill: scratch, .. } = self;
         let Slot { meta, phase } = slots.get_mut(key)?;
