@@ -262,7 +262,7 @@ mod tests {
         for step in [1usize, 3, 1000, usize::MAX] {
             let mut pool = Pool::default();
             let mut q = OutQueue::default();
-            let mut expected = vec![];
+            let mut expected: Vec<u8> = vec![];
             for i in 0..50u8 {
                 let small = vec![i; (i as usize) % 7 + 1];
                 q.push_copy(&mut pool, &small);

@@ -34,6 +34,7 @@ pub mod error;
 pub mod frame;
 pub mod http;
 pub mod message;
+pub mod rpc;
 mod time;
 
 #[cfg(fuzzing)]
