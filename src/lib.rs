@@ -68,6 +68,7 @@ mod peers;
 mod pubsub;
 mod receipt;
 mod route;
+pub mod rpc;
 mod send;
 mod server;
 mod sink;

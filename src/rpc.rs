@@ -1,0 +1,260 @@
+//! Services over `bidir.json.v1` (docs/rpc.md): methods registered as typed closures, called
+//! synchronously on the connection's worker, answered in one batched message per received
+//! message.
+//!
+//! ```
+//! use bidir::Server;
+//! use bidir::rpc::Services;
+//!
+//! let services = Services::new()
+//!     .method("Calc.Add", |_cx, (a, b): (i64, i64)| Ok::<_, String>(a + b))
+//!     .method("Calc.Div", |_cx, (a, b): (i64, i64)| {
+//!         a.checked_div(b).ok_or_else(|| "division by zero".to_owned())
+//!     });
+//! let builder = Server::builder().bind("127.0.0.1:0").route("/rpc", services.hook());
+//! ```
+//!
+//! This is the runtime the typed service declarations build on; callbacks passed as
+//! arguments, calls from the server to the client and the clients come with it next.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+
+use bidir_protocol::rpc::json::{self, MsgError};
+use bidir_protocol::rpc::{ErrorBody, ErrorCode, JSON_PROTOCOL, Msg, Raw};
+use bidir_protocol::{CloseCode, Message};
+
+use crate::{Accept, Context, Handler, HttpResponse, Request};
+
+/// What a method failed with, as its error answer carries it.
+#[derive(Debug)]
+struct Failure {
+    code: ErrorCode,
+    message: String,
+    data: Option<Box<RawValue>>,
+}
+
+type Method = dyn Fn(&mut Context<'_>, Raw<'_>) -> Result<Box<RawValue>, Failure> + Send + Sync;
+
+/// A set of methods, named `Service.method`, served over `bidir.json.v1`.
+///
+/// Threading: methods run on the worker of the connection that calls them, one call at a time
+/// per connection, and must not block (hand long work to another thread). A method that
+/// panics answers [`ErrorCode::Internal`]; the connection goes on.
+#[derive(Default)]
+pub struct Services {
+    methods: HashMap<Box<str>, Box<Method>>,
+}
+
+impl Services {
+    /// No methods yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `name` (`Service.method`; a later registration of the same name replaces
+    /// it). The call's arguments, a JSON array, are decoded into `A` — a tuple of the
+    /// parameters, `(T,)` for one, `()` for none — or the call is answered with
+    /// [`ErrorCode::BadArgs`];
+    /// `Ok` is answered with its value, `Err` with [`ErrorCode::Service`], the error's text as
+    /// the message and its value as the data.
+    pub fn method<A, R, E, F>(mut self, name: &str, f: F) -> Self
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+        E: Serialize + fmt::Display,
+        F: Fn(&mut Context<'_>, A) -> Result<R, E> + Send + Sync + 'static,
+    {
+        let method = move |cx: &mut Context<'_>, args: Raw<'_>| {
+            // No arguments is `()` for a method without parameters (serde reads `()` from
+            // `null`, not from `[]`).
+            let text = args.get();
+            let text = if text[1..text.len() - 1].trim().is_empty() { "null" } else { text };
+            let args: A = serde_json::from_str(text).map_err(|e| Failure {
+                code: ErrorCode::BadArgs,
+                message: e.to_string(),
+                data: None,
+            })?;
+            match f(cx, args) {
+                Ok(value) => to_raw(&value),
+                Err(e) => Err(Failure {
+                    code: ErrorCode::Service,
+                    message: e.to_string(),
+                    data: to_raw(&e).ok(),
+                }),
+            }
+        };
+        self.methods.insert(name.into(), Box::new(method));
+        self
+    }
+
+    /// An accept hook serving these methods on connections that offer `bidir.json.v1`; a
+    /// request that does not offer it gets 400 with the reason.
+    pub fn hook(self) -> impl Fn(&Request<'_>) -> Result<Accept<Endpoint>, HttpResponse> {
+        let services = Arc::new(self);
+        move |req: &Request<'_>| {
+            if req.protocols().any(|p| p == JSON_PROTOCOL) {
+                let endpoint =
+                    Endpoint { services: Arc::clone(&services), out: Vec::new(), queued: 0 };
+                Ok(Accept::new(endpoint).protocol(JSON_PROTOCOL))
+            } else {
+                Err(HttpResponse::status(400)
+                    .body(format!("offer the subprotocol {JSON_PROTOCOL}")))
+            }
+        }
+    }
+
+    /// Runs the call of `method` with `args`.
+    fn call(
+        &self,
+        cx: &mut Context<'_>,
+        method: &str,
+        args: Raw<'_>,
+    ) -> Result<Box<RawValue>, Failure> {
+        let Some(f) = self.methods.get(method) else {
+            let service = method.split_once('.').map_or(method, |(s, _)| s);
+            let known =
+                self.methods.keys().any(|m| m.split_once('.').is_some_and(|(s, _)| s == service));
+            let code = if known { ErrorCode::UnknownMethod } else { ErrorCode::UnknownService };
+            return Err(Failure { code, message: format!("no method {method}"), data: None });
+        };
+        match catch_unwind(AssertUnwindSafe(|| f(cx, args))) {
+            Ok(answer) => answer,
+            Err(_) => Err(Failure {
+                code: ErrorCode::Internal,
+                message: format!("{method} failed"),
+                data: None,
+            }),
+        }
+    }
+}
+
+impl fmt::Debug for Services {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<&str> = self.methods.keys().map(|k| &**k).collect();
+        names.sort_unstable();
+        f.debug_struct("Services").field("methods", &names).finish()
+    }
+}
+
+fn to_raw<T: Serialize + ?Sized>(value: &T) -> Result<Box<RawValue>, Failure> {
+    serde_json::value::to_raw_value(value).map_err(|e| Failure {
+        code: ErrorCode::Internal,
+        message: format!("the answer cannot be written: {e}"),
+        data: None,
+    })
+}
+
+/// One connection's side of [`Services`]: the handler [`Services::hook`] accepts with.
+///
+/// Every answer to the messages of one received WebSocket message goes out in one message —
+/// a batch when there are several — queued before the handler returns, so the engine writes
+/// it in the same loop turn.
+pub struct Endpoint {
+    services: Arc<Services>,
+    /// The answers being gathered, encoded as a batch's elements.
+    out: Vec<u8>,
+    queued: usize,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint").field("services", &self.services).finish_non_exhaustive()
+    }
+}
+
+impl Endpoint {
+    fn answer(&mut self, msg: &Msg<'_>) {
+        self.out.push(if self.queued == 0 { b'[' } else { b',' });
+        json::encode(msg, &mut self.out);
+        self.queued += 1;
+    }
+
+    fn answer_value<T: Serialize>(&mut self, id: u64, value: &T) {
+        match to_raw(value) {
+            Ok(value) => self.answer(&Msg::Result { id, value: Raw::new(&value) }),
+            Err(failure) => self.fail(id, &failure),
+        }
+    }
+
+    fn fail(&mut self, id: u64, failure: &Failure) {
+        let data = failure.data.as_deref().map(Raw::new);
+        let error = ErrorBody { code: failure.code, message: (&*failure.message).into(), data };
+        self.answer(&Msg::Error { id, error });
+    }
+
+    fn handle(&mut self, cx: &mut Context<'_>, msg: Result<Msg<'_>, MsgError>) -> bool {
+        match msg {
+            Ok(Msg::Call { id, method, args }) => match self.services.call(cx, &method, args) {
+                Ok(value) => self.answer(&Msg::Result { id, value: Raw::new(&value) }),
+                Err(failure) => self.fail(id, &failure),
+            },
+            Ok(Msg::Notify { method, args }) => {
+                let _ = self.services.call(cx, &method, args);
+            }
+            Ok(Msg::Subscribe { id, topic }) => {
+                cx.subscribe(&topic);
+                self.answer_value(id, &());
+            }
+            Ok(Msg::Unsubscribe { id, topic }) => {
+                let was = cx.unsubscribe(&topic);
+                self.answer_value(id, &was);
+            }
+            Ok(Msg::Invoke { id: Some(id), callback, .. }) => {
+                let message = format!("no callback {callback}");
+                self.fail(id, &Failure { code: ErrorCode::Released, message, data: None });
+            }
+            // Nothing of the server's is in flight or held by id yet; a client's publish is not
+            // allowed: all ignored (docs/rpc.md).
+            Ok(_) => {}
+            Err(MsgError { id: Some(id), reason }) => {
+                self.fail(
+                    id,
+                    &Failure { code: ErrorCode::BadRequest, message: reason, data: None },
+                );
+            }
+            Err(MsgError { id: None, reason }) => {
+                let _ = cx.close(CloseCode::POLICY_VIOLATION, &reason);
+                return false;
+            }
+        }
+        true
+    }
+}
+
+impl Handler for Endpoint {
+    fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
+        let Message::Text(text) = msg else {
+            let _ = cx.close(CloseCode::UNSUPPORTED_DATA, "bidir.json.v1 is text");
+            return;
+        };
+        let mut open = true;
+        let read = json::decode(text, |msg| {
+            if open {
+                open = self.handle(cx, msg);
+            }
+        });
+        if let Err(e) = read {
+            let _ = cx.close(e.close_code(), e.reason());
+        }
+        match self.queued {
+            0 => {}
+            // One answer goes as itself: drop the batch's opening bracket.
+            1 => {
+                let _ = cx.send_text(std::str::from_utf8(&self.out[1..]).unwrap_or_default());
+            }
+            _ => {
+                self.out.push(b']');
+                let _ = cx.send_text(std::str::from_utf8(&self.out).unwrap_or_default());
+            }
+        }
+        self.out.clear();
+        self.queued = 0;
+    }
+}
