@@ -1,8 +1,11 @@
 //! Services over `bidir.json.v1` on the test bed: calls and their answers, batching, every
 //! error answer and every bad-input outcome of docs/rpc.md.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
 use bidir::client::{Connect, Incoming};
-use bidir::rpc::Services;
+use bidir::rpc::{Callback, CallbackError, Services};
 use bidir::testbed::{HOST, Peer, TestBed};
 use bidir::{CloseCode, Message, Server};
 
@@ -111,4 +114,121 @@ fn a_connection_without_the_subprotocol_is_refused() {
     let mut bed = TestBed::new(builder).unwrap();
     let refused = bed.connect("/rpc").unwrap_err();
     assert!(refused.to_string().contains("400"), "{refused}");
+}
+
+type Members = Arc<Mutex<Vec<Callback>>>;
+
+/// A room served on a test bed, with one client connected.
+struct Room {
+    bed: TestBed,
+    peer: Peer,
+    members: Members,
+    /// The ids the release hook saw.
+    released: Arc<Mutex<Vec<u64>>>,
+    refused: Arc<AtomicU64>,
+}
+
+/// `Room.Join(name, callback)` keeps the callback; `Room.Leave(id)` drops the service's copy;
+/// the release hook logs and forgets the callback.
+fn room() -> Room {
+    let members = Members::default();
+    let released = Arc::new(Mutex::new(Vec::new()));
+    let (join, leave, hook) = (Arc::clone(&members), Arc::clone(&members), Arc::clone(&members));
+    let log = Arc::clone(&released);
+    let services = Services::new()
+        .method("Room.Join", move |_cx, (_name, callback): (String, Callback)| {
+            join.lock().unwrap().push(callback);
+            Ok::<_, String>(())
+        })
+        .method("Room.Leave", move |_cx, (id,): (u64,)| {
+            leave.lock().unwrap().retain(|c| c.id() != id);
+            Ok::<_, String>(())
+        })
+        .on_release(move |_cx, callback| {
+            log.lock().unwrap().push(callback.id());
+            hook.lock().unwrap().retain(|c| c != callback);
+        });
+    let refused = services.refused_invocations();
+    let mut bed = TestBed::new(Server::builder().route("/rpc", services.hook())).unwrap();
+    let options = Connect::new(&format!("ws://{HOST}/rpc")).unwrap().protocol("bidir.json.v1");
+    let peer = bed.connect_with(&options).unwrap();
+    Room { bed, peer, members, released, refused }
+}
+
+fn join(bed: &mut TestBed, peer: Peer, id: u64, callback: u64) {
+    let call = format!(r#"["call",{id},"Room.Join",["ada",{{"$cb":{callback}}}]]"#);
+    assert_eq!(ask(bed, peer, &call), format!(r#"["ok",{id},null]"#));
+}
+
+#[test]
+fn invocations_from_other_threads_go_out_together() {
+    let Room { mut bed, peer, members, .. } = room();
+    join(&mut bed, peer, 1, 7);
+    let callback = members.lock().unwrap()[0].clone();
+    assert_eq!(callback.id(), 7);
+    std::thread::spawn(move || {
+        callback.invoke("Said", ("bob", "hi")).unwrap();
+        callback.invoke("Said", ("eve", "yo")).unwrap();
+        callback.invoke("Left", ("zed",)).unwrap();
+    })
+    .join()
+    .unwrap();
+    assert_eq!(
+        bed.recv(peer),
+        [Incoming::Text(
+            r#"[["cb",7,"Said",["bob","hi"]],["cb",7,"Said",["eve","yo"]],["cb",7,"Left",["zed"]]]"#
+                .into()
+        )]
+    );
+    members.lock().unwrap()[0].invoke("Ping", ()).unwrap();
+    assert_eq!(bed.recv(peer), [Incoming::Text(r#"["cb",7,"Ping",[]]"#.into())]);
+}
+
+#[test]
+fn a_released_callback_runs_the_hook_once_and_refuses_invocations() {
+    let Room { mut bed, peer, members, released, refused } = room();
+    join(&mut bed, peer, 1, 7);
+    let kept = members.lock().unwrap()[0].clone();
+    bed.send(peer, Message::Text(r#"["release",7]"#)).unwrap();
+    bed.run_until_idle();
+    assert_eq!(*released.lock().unwrap(), [7]);
+    assert!(members.lock().unwrap().is_empty(), "the hook forgot it");
+    assert!(kept.is_released());
+    assert_eq!(kept.invoke("Said", ("bob", "hi")), Err(CallbackError::Released));
+    assert_eq!(refused.load(Ordering::Relaxed), 1);
+    // A second release, or one for an unknown callback, is ignored.
+    bed.send(peer, Message::Text(r#"[["release",7],["release",99]]"#)).unwrap();
+    bed.run_until_idle();
+    assert_eq!(*released.lock().unwrap(), [7]);
+    assert!(bed.recv(peer).is_empty());
+}
+
+#[test]
+fn the_end_of_the_connection_releases_every_callback_once() {
+    let Room { mut bed, peer, members, released, .. } = room();
+    join(&mut bed, peer, 1, 7);
+    join(&mut bed, peer, 2, 8);
+    let kept: Vec<Callback> = members.lock().unwrap().clone();
+    bed.close(peer, CloseCode::NORMAL, "bye").unwrap();
+    bed.run_until_idle();
+    let mut ids = released.lock().unwrap().clone();
+    ids.sort_unstable();
+    assert_eq!(ids, [7, 8]);
+    assert!(kept.iter().all(|c| c.invoke("Said", ()) == Err(CallbackError::Released)));
+}
+
+#[test]
+fn the_client_hears_when_the_service_lets_go_of_a_callback() {
+    let Room { mut bed, peer, members, released, .. } = room();
+    join(&mut bed, peer, 1, 7);
+    bed.send(peer, Message::Text(r#"["call",2,"Room.Leave",[7]]"#)).unwrap();
+    assert_eq!(
+        bed.recv(peer),
+        [Incoming::Text(r#"["ok",2,null]"#.into()), Incoming::Text(r#"["release",7]"#.into())]
+    );
+    assert!(members.lock().unwrap().is_empty());
+    // Not the service's any more: the end of the connection runs no hook for it.
+    bed.close(peer, CloseCode::NORMAL, "").unwrap();
+    bed.run_until_idle();
+    assert!(released.lock().unwrap().is_empty());
 }

@@ -14,13 +14,24 @@
 //! let builder = Server::builder().bind("127.0.0.1:0").route("/rpc", services.hook());
 //! ```
 //!
-//! This is the runtime the typed service declarations build on; callbacks passed as
-//! arguments, calls from the server to the client and the clients come with it next.
+//! A parameter of type [`Callback`] receives a callback object the client passed
+//! (`{"$cb": N}`): keep it, invoke it from any thread; [`Services::on_release`] hears when it
+//! is released.
+//!
+//! This is the runtime the typed service declarations build on; calls from the server to the
+//! client that want an answer, deferred answers and the clients come with it next.
 
+mod callback;
+
+pub use callback::{Callback, CallbackError};
+
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -50,7 +61,11 @@ type Method = dyn Fn(&mut Context<'_>, Raw<'_>) -> Result<Box<RawValue>, Failure
 #[derive(Default)]
 pub struct Services {
     methods: HashMap<Box<str>, Box<Method>>,
+    on_release: Option<Box<ReleaseHook>>,
+    refused: Arc<AtomicU64>,
 }
+
+type ReleaseHook = dyn Fn(&mut Context<'_>, &Callback) + Send + Sync;
 
 impl Services {
     /// No methods yet.
@@ -94,14 +109,36 @@ impl Services {
         self
     }
 
+    /// Runs `hook` when a callback a client passed is released — by the client, or because its
+    /// connection ended — exactly once per callback the service still holds, on the
+    /// connection's worker (mORMot's `CallbackReleased`): drop it from the lists it is in.
+    pub fn on_release<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&mut Context<'_>, &Callback) + Send + Sync + 'static,
+    {
+        self.on_release = Some(Box::new(hook));
+        self
+    }
+
+    /// Invocations refused because their callback was released, over every connection of
+    /// these services: a counter shared with them once they run.
+    pub fn refused_invocations(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.refused)
+    }
+
     /// An accept hook serving these methods on connections that offer `bidir.json.v1`; a
     /// request that does not offer it gets 400 with the reason.
     pub fn hook(self) -> impl Fn(&Request<'_>) -> Result<Accept<Endpoint>, HttpResponse> {
         let services = Arc::new(self);
         move |req: &Request<'_>| {
             if req.protocols().any(|p| p == JSON_PROTOCOL) {
-                let endpoint =
-                    Endpoint { services: Arc::clone(&services), out: Vec::new(), queued: 0 };
+                let endpoint = Endpoint {
+                    services: Arc::clone(&services),
+                    out: Vec::new(),
+                    queued: 0,
+                    callbacks: Rc::default(),
+                    outbox: None,
+                };
                 Ok(Accept::new(endpoint).protocol(JSON_PROTOCOL))
             } else {
                 Err(HttpResponse::status(400)
@@ -161,6 +198,10 @@ pub struct Endpoint {
     /// The answers being gathered, encoded as a batch's elements.
     out: Vec<u8>,
     queued: usize,
+    /// The callbacks the client passed, as the service holds them.
+    callbacks: Rc<RefCell<callback::Table>>,
+    /// Invocations and releases from other threads, gathered for this worker.
+    outbox: Option<Arc<callback::Outbox>>,
 }
 
 impl fmt::Debug for Endpoint {
@@ -189,14 +230,52 @@ impl Endpoint {
         self.answer(&Msg::Error { id, error });
     }
 
+    /// Runs a call with this connection's callbacks in scope for its arguments.
+    fn call(
+        &self,
+        cx: &mut Context<'_>,
+        method: &str,
+        args: Raw<'_>,
+    ) -> Result<Box<RawValue>, Failure> {
+        let Some(outbox) = &self.outbox else {
+            return Err(Failure {
+                code: ErrorCode::Internal,
+                message: "not open".into(),
+                data: None,
+            });
+        };
+        let scope =
+            callback::Scope { table: Rc::clone(&self.callbacks), outbox: Arc::clone(outbox) };
+        callback::with_scope(scope, || self.services.call(cx, method, args))
+    }
+
+    /// Sends the invocations and releases gathered from other threads, as one message.
+    fn send_invocations(&mut self, cx: &mut Context<'_>) {
+        if let Some(text) = self.outbox.as_ref().and_then(|o| o.take()) {
+            let _ = cx.send_text(&text);
+        }
+    }
+
+    fn release(&mut self, cx: &mut Context<'_>, callback: &Callback) {
+        if let Some(hook) = &self.services.on_release {
+            hook(cx, callback);
+        }
+    }
+
     fn handle(&mut self, cx: &mut Context<'_>, msg: Result<Msg<'_>, MsgError>) -> bool {
         match msg {
-            Ok(Msg::Call { id, method, args }) => match self.services.call(cx, &method, args) {
+            Ok(Msg::Call { id, method, args }) => match self.call(cx, &method, args) {
                 Ok(value) => self.answer(&Msg::Result { id, value: Raw::new(&value) }),
                 Err(failure) => self.fail(id, &failure),
             },
             Ok(Msg::Notify { method, args }) => {
-                let _ = self.services.call(cx, &method, args);
+                let _ = self.call(cx, &method, args);
+            }
+            Ok(Msg::Release { callback }) => {
+                let released = self.callbacks.borrow_mut().release(callback);
+                if let Some(callback) = released {
+                    self.release(cx, &callback);
+                }
             }
             Ok(Msg::Subscribe { id, topic }) => {
                 cx.subscribe(&topic);
@@ -210,8 +289,8 @@ impl Endpoint {
                 let message = format!("no callback {callback}");
                 self.fail(id, &Failure { code: ErrorCode::Released, message, data: None });
             }
-            // Nothing of the server's is in flight or held by id yet; a client's publish is not
-            // allowed: all ignored (docs/rpc.md).
+            // Nothing of the server's is in flight yet, and a client's publish is not allowed:
+            // ignored (docs/rpc.md).
             Ok(_) => {}
             Err(MsgError { id: Some(id), reason }) => {
                 self.fail(
@@ -229,6 +308,18 @@ impl Endpoint {
 }
 
 impl Handler for Endpoint {
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        let refused = Arc::clone(&self.services.refused);
+        self.outbox = Some(Arc::new(callback::Outbox::new(cx.handle(), refused)));
+    }
+
+    fn on_close(&mut self, cx: &mut Context<'_>, _close: crate::CloseInfo<'_>) {
+        let released = self.callbacks.borrow_mut().release_all();
+        for callback in released {
+            self.release(cx, &callback);
+        }
+    }
+
     fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
         let Message::Text(text) = msg else {
             let _ = cx.close(CloseCode::UNSUPPORTED_DATA, "bidir.json.v1 is text");

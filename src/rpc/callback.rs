@@ -1,0 +1,272 @@
+//! Callback objects a client passes as arguments (`{"$cb": N}`): the server's proxy, invoked
+//! from any thread, its invocations gathered per connection into one message, and its release.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use serde::Serialize;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
+
+use bidir_protocol::rpc::json;
+use bidir_protocol::rpc::{MAX_ID, Msg, Raw};
+
+use super::Endpoint;
+use crate::ConnHandle;
+
+/// A callback object the client passed to a method: a proxy the service may keep (in a list,
+/// say), clone, and invoke from any thread. `Send + Sync + Clone`; clones are the same
+/// callback (equal).
+///
+/// Invocations ([`Callback::invoke`]) want no answer. Those made before the connection's
+/// worker gets to them travel together, as one batched message in one write; they keep the
+/// order they were made in. The callback is released — invocations refused with
+/// [`CallbackError::Released`] and counted — when the client releases it, or when its
+/// connection ends; the service's release hook ([`Services::on_release`](super::Services))
+/// runs then, exactly once. When the service drops its last clone of a live callback, the
+/// client is told (`release`) so it can free the object.
+#[derive(Clone)]
+pub struct Callback {
+    state: Arc<State>,
+}
+
+/// Why an invocation was not sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CallbackError {
+    /// The callback was released (by the client, or its connection ended).
+    Released,
+    /// The arguments could not be written as JSON.
+    Encode(String),
+}
+
+impl fmt::Display for CallbackError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Released => f.write_str("the callback was released"),
+            Self::Encode(e) => write!(f, "the arguments cannot be written: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for CallbackError {}
+
+struct State {
+    id: u64,
+    released: AtomicBool,
+    outbox: Arc<Outbox>,
+}
+
+/// One connection's invocations on their way: encoded, waiting for the worker.
+pub(super) struct Outbox {
+    conn: ConnHandle,
+    pending: Mutex<Vec<Vec<u8>>>,
+    /// Invocations refused because their callback was released, over every connection.
+    refused: Arc<AtomicU64>,
+}
+
+impl Outbox {
+    pub(super) fn new(conn: ConnHandle, refused: Arc<AtomicU64>) -> Self {
+        Self { conn, pending: Mutex::new(Vec::new()), refused }
+    }
+
+    /// Queues one encoded message; the first of a gathering asks the worker to send them all.
+    fn push(&self, encoded: Vec<u8>) {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.push(encoded);
+        if pending.len() == 1 {
+            drop(pending);
+            // Refused only once the connection is closed: every callback is released then.
+            let _ = self.conn.post_to::<Endpoint, _>(|endpoint, cx| endpoint.send_invocations(cx));
+        }
+    }
+
+    /// Everything queued, as one message's text (a batch when there are several).
+    pub(super) fn take(&self) -> Option<String> {
+        let pending =
+            std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        let text = match pending.len() {
+            0 => return None,
+            1 => pending.into_iter().next().unwrap_or_default(),
+            _ => {
+                let mut batch =
+                    Vec::with_capacity(pending.iter().map(|m| m.len() + 1).sum::<usize>() + 1);
+                batch.push(b'[');
+                for (i, msg) in pending.iter().enumerate() {
+                    if i > 0 {
+                        batch.push(b',');
+                    }
+                    batch.extend_from_slice(msg);
+                }
+                batch.push(b']');
+                batch
+            }
+        };
+        // The encoder writes UTF-8 only.
+        String::from_utf8(text).ok()
+    }
+}
+
+impl Callback {
+    /// The id the client gave it.
+    pub fn id(&self) -> u64 {
+        self.state.id
+    }
+
+    /// Whether it was released: invocations are refused.
+    pub fn is_released(&self) -> bool {
+        self.state.released.load(Ordering::Acquire)
+    }
+
+    /// Invokes `method` on the client's object with `args`, a tuple of the arguments (`()` for
+    /// none), without waiting: the invocation is queued for the connection and goes out with
+    /// the others gathered until its worker sends them. Past the connection's backpressure
+    /// limit it is dropped like any send (counted in `Stats::dropped_sends`).
+    ///
+    /// # Errors
+    ///
+    /// [`CallbackError::Released`] once the callback is released (also counted, see
+    /// [`Services::refused_invocations`](super::Services::refused_invocations));
+    /// [`CallbackError::Encode`] for arguments serde cannot write.
+    pub fn invoke<A: Serialize>(&self, method: &str, args: A) -> Result<(), CallbackError> {
+        if self.is_released() {
+            self.state.outbox.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(CallbackError::Released);
+        }
+        let args = serde_json::value::to_raw_value(&args)
+            .map_err(|e| CallbackError::Encode(e.to_string()))?;
+        let args = if args.get() == "null" { "[]" } else { args.get() };
+        let args: &bidir_protocol::rpc::RawValue =
+            serde_json::from_str(args).map_err(|e| CallbackError::Encode(e.to_string()))?;
+        let msg = Msg::Invoke {
+            callback: self.state.id,
+            method: method.into(),
+            args: Raw::new(args),
+            id: None,
+        };
+        let mut encoded = Vec::new();
+        json::encode(&msg, &mut encoded);
+        self.state.outbox.push(encoded);
+        Ok(())
+    }
+}
+
+impl PartialEq for Callback {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.state, &other.state)
+    }
+}
+
+impl Eq for Callback {}
+
+impl fmt::Debug for Callback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Callback")
+            .field("id", &self.state.id)
+            .field("connection", &self.state.outbox.conn.id())
+            .field("released", &self.is_released())
+            .finish()
+    }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        // The service let go of a live callback: the client may free its object.
+        if !self.released.load(Ordering::Acquire) {
+            let mut encoded = Vec::new();
+            json::encode(&Msg::Release { callback: self.id }, &mut encoded);
+            self.outbox.push(encoded);
+        }
+    }
+}
+
+/// The callbacks of one connection, by id, as the service holds them (weakly: a callback the
+/// service dropped is gone).
+#[derive(Default)]
+pub(super) struct Table {
+    callbacks: HashMap<u64, Weak<State>>,
+}
+
+impl Table {
+    /// Marks callback `id` released and returns it for the release hook, if the service still
+    /// holds it; forgets it either way.
+    pub(super) fn release(&mut self, id: u64) -> Option<Callback> {
+        let state = self.callbacks.remove(&id)?.upgrade()?;
+        let was_released = state.released.swap(true, Ordering::AcqRel);
+        (!was_released).then_some(Callback { state })
+    }
+
+    /// Every callback still held, released (the connection ended).
+    pub(super) fn release_all(&mut self) -> Vec<Callback> {
+        let ids: Vec<u64> = self.callbacks.keys().copied().collect();
+        ids.into_iter().filter_map(|id| self.release(id)).collect()
+    }
+}
+
+/// What a method's arguments are decoded against: the connection's callbacks and outbox.
+pub(super) struct Scope {
+    pub(super) table: Rc<RefCell<Table>>,
+    pub(super) outbox: Arc<Outbox>,
+}
+
+thread_local! {
+    /// The scope of the call being decoded on this thread (a worker), for [`Callback`]'s
+    /// `Deserialize`.
+    static SCOPE: RefCell<Option<Scope>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with `scope` current, so callbacks among the arguments it decodes find their
+/// connection.
+pub(super) fn with_scope<R>(scope: Scope, f: impl FnOnce() -> R) -> R {
+    SCOPE.with(|s| *s.borrow_mut() = Some(scope));
+    let r = f();
+    SCOPE.with(|s| *s.borrow_mut() = None);
+    r
+}
+
+impl<'de> Deserialize<'de> for Callback {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct IdVisitor;
+        impl<'de> Visitor<'de> for IdVisitor {
+            type Value = u64;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"a callback, {"$cb": id}"#)
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<u64, A::Error> {
+                let mut id = None;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "$cb" {
+                        id = Some(map.next_value::<u64>()?);
+                    } else {
+                        map.next_value::<de::IgnoredAny>()?;
+                    }
+                }
+                id.filter(|&id| id <= MAX_ID)
+                    .ok_or_else(|| de::Error::custom("a callback needs \"$cb\": id"))
+            }
+        }
+        let id = deserializer.deserialize_map(IdVisitor)?;
+        SCOPE.with(|scope| {
+            let scope = scope.borrow();
+            let Some(scope) = scope.as_ref() else {
+                return Err(de::Error::custom("a callback outside a call"));
+            };
+            let mut table = scope.table.borrow_mut();
+            if let Some(state) = table.callbacks.get(&id).and_then(Weak::upgrade) {
+                return Ok(Self { state });
+            }
+            let state = Arc::new(State {
+                id,
+                released: AtomicBool::new(false),
+                outbox: Arc::clone(&scope.outbox),
+            });
+            table.callbacks.insert(id, Arc::downgrade(&state));
+            Ok(Self { state })
+        })
+    }
+}
