@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bidir::client::{Connect, Incoming};
-use bidir::rpc::{Callback, CallbackError, Services};
+use bidir::rpc::{Callback, CallbackError, Reply, Services};
 use bidir::testbed::{HOST, Peer, TestBed};
 use bidir::{CloseCode, Message, Server};
 
@@ -231,4 +231,95 @@ fn the_client_hears_when_the_service_lets_go_of_a_callback() {
     bed.close(peer, CloseCode::NORMAL, "").unwrap();
     bed.run_until_idle();
     assert!(released.lock().unwrap().is_empty());
+}
+
+#[test]
+fn events_reach_the_subscribers_of_their_topic_only() {
+    let (mut bed, peer) = bed();
+    let options = Connect::new(&format!("ws://{HOST}/rpc")).unwrap().protocol("bidir.json.v1");
+    let other = bed.connect_with(&options).unwrap();
+    assert_eq!(ask(&mut bed, peer, r#"["sub",1,"news"]"#), r#"["ok",1,null]"#);
+    assert_eq!(ask(&mut bed, other, r#"["sub",1,"sport"]"#), r#"["ok",1,null]"#);
+    let server = bed.handle();
+    assert_eq!(bidir::rpc::publish(&server, "news", &("flood", 3)).unwrap(), 1);
+    assert_eq!(bed.recv(peer), [Incoming::Text(r#"["event","news",["flood",3]]"#.into())]);
+    assert!(bed.recv(other).is_empty());
+    // The engine's own topic of that name is another one.
+    assert_eq!(server.publish("news", Message::Text("plain")), 0);
+}
+
+/// `Work.Later(n)` hands its reply to the test; at most two answers owed per connection.
+fn later() -> (TestBed, Peer, std::sync::mpsc::Receiver<(u64, Reply)>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = Mutex::new(tx);
+    let services = Services::new()
+        .deferred("Work.Later", move |_cx, (n,): (u64,), reply: Reply| {
+            tx.lock().unwrap().send((n, reply)).unwrap();
+        })
+        .max_in_flight(2);
+    let mut bed = TestBed::new(Server::builder().route("/rpc", services.hook())).unwrap();
+    let options = Connect::new(&format!("ws://{HOST}/rpc")).unwrap().protocol("bidir.json.v1");
+    let peer = bed.connect_with(&options).unwrap();
+    (bed, peer, rx)
+}
+
+#[test]
+fn a_deferred_method_answers_from_another_thread() {
+    let (mut bed, peer, rx) = later();
+    bed.send(peer, Message::Text(r#"[["call",1,"Work.Later",[10]],["call",2,"Work.Later",[20]]]"#))
+        .unwrap();
+    assert!(bed.recv(peer).is_empty(), "nothing answered yet");
+    // Two owed: a third is refused at once; an id already in flight is a bad request.
+    assert_eq!(
+        ask(&mut bed, peer, r#"["call",3,"Work.Later",[30]]"#),
+        r#"["err",3,"too_many_calls","too many calls in flight"]"#
+    );
+    assert_eq!(
+        ask(&mut bed, peer, r#"["call",1,"Work.Later",[5]]"#),
+        r#"["err",1,"bad_request","the id of a call in flight"]"#
+    );
+    let (first, reply1) = rx.try_recv().unwrap();
+    let (second, reply2) = rx.try_recv().unwrap();
+    assert_eq!((first, second), (10, 20));
+    std::thread::spawn(move || {
+        reply2.ok(&"twenty");
+        reply1.err("failed at ten");
+    })
+    .join()
+    .unwrap();
+    assert_eq!(
+        bed.recv(peer),
+        [Incoming::Text(
+            r#"[["ok",2,"twenty"],["err",1,"service","failed at ten","failed at ten"]]"#.into()
+        )]
+    );
+}
+
+#[test]
+fn a_cancelled_or_dropped_reply_answers_as_documented() {
+    let (mut bed, peer, rx) = later();
+    bed.send(peer, Message::Text(r#"[["call",1,"Work.Later",[1]],["call",2,"Work.Later",[2]]]"#))
+        .unwrap();
+    bed.run_until_idle();
+    let (_, cancelled) = rx.try_recv().unwrap();
+    let (_, dropped) = rx.try_recv().unwrap();
+    assert!(!cancelled.is_cancelled());
+    bed.send(peer, Message::Text(r#"["cancel",1]"#)).unwrap();
+    bed.run_until_idle();
+    assert!(cancelled.is_cancelled());
+    cancelled.ok(&1);
+    drop(dropped);
+    assert_eq!(
+        bed.recv(peer),
+        [Incoming::Text(r#"["err",2,"internal","the method dropped its reply"]"#.into())]
+    );
+    // The slots are free again.
+    bed.send(peer, Message::Text(r#"["call",4,"Work.Later",[4]]"#)).unwrap();
+    bed.run_until_idle();
+    let (n, reply) = rx.try_recv().unwrap();
+    assert_eq!(n, 4);
+    // The connection ends: the work can tell.
+    bed.close(peer, CloseCode::NORMAL, "").unwrap();
+    bed.run_until_idle();
+    assert!(reply.is_cancelled());
 }

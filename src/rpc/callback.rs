@@ -2,7 +2,7 @@
 //! from any thread, its invocations gathered per connection into one message, and its release.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -66,15 +66,46 @@ pub(super) struct Outbox {
     pending: Mutex<Vec<Vec<u8>>>,
     /// Invocations refused because their callback was released, over every connection.
     refused: Arc<AtomicU64>,
+    /// The client's requests answered later and not yet answered or cancelled.
+    in_flight: Mutex<HashSet<u64>>,
 }
 
 impl Outbox {
     pub(super) fn new(conn: ConnHandle, refused: Arc<AtomicU64>) -> Self {
-        Self { conn, pending: Mutex::new(Vec::new()), refused }
+        Self { conn, pending: Mutex::new(Vec::new()), refused, in_flight: Mutex::default() }
+    }
+
+    /// Counts request `id` as answered later, if fewer than `max` are.
+    pub(super) fn begin(&self, id: u64, max: usize) -> Result<(), &'static str> {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+        if in_flight.contains(&id) {
+            Err("the id of a call in flight")
+        } else if in_flight.len() >= max {
+            Err("too many calls in flight")
+        } else {
+            in_flight.insert(id);
+            Ok(())
+        }
+    }
+
+    /// Request `id` is answered: `false` if it was cancelled meanwhile (no answer then).
+    pub(super) fn finish(&self, id: u64) -> bool {
+        self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).remove(&id)
+    }
+
+    /// The client gave up on request `id`.
+    pub(super) fn cancel(&self, id: u64) {
+        self.finish(id);
+    }
+
+    /// Whether request `id` still waits for its answer on an open connection.
+    pub(super) fn is_waiting(&self, id: u64) -> bool {
+        !self.conn.is_closed()
+            && self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).contains(&id)
     }
 
     /// Queues one encoded message; the first of a gathering asks the worker to send them all.
-    fn push(&self, encoded: Vec<u8>) {
+    pub(super) fn push(&self, encoded: Vec<u8>) {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         pending.push(encoded);
         if pending.len() == 1 {

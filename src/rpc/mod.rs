@@ -22,8 +22,10 @@
 //! client that want an answer, deferred answers and the clients come with it next.
 
 mod callback;
+mod reply;
 
 pub use callback::{Callback, CallbackError};
+pub use reply::Reply;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -41,7 +43,7 @@ use bidir_protocol::rpc::json::{self, MsgError};
 use bidir_protocol::rpc::{ErrorBody, ErrorCode, JSON_PROTOCOL, Msg, Raw};
 use bidir_protocol::{CloseCode, Message};
 
-use crate::{Accept, Context, Handler, HttpResponse, Request};
+use crate::{Accept, Context, Handler, HttpResponse, Request, ServerHandle};
 
 /// What a method failed with, as its error answer carries it.
 #[derive(Debug)]
@@ -51,18 +53,49 @@ struct Failure {
     data: Option<Box<RawValue>>,
 }
 
-type Method = dyn Fn(&mut Context<'_>, Raw<'_>) -> Result<Box<RawValue>, Failure> + Send + Sync;
+impl Failure {
+    /// A service's own error: its text, and its value as the data.
+    fn service<E: Serialize + fmt::Display>(e: &E) -> Self {
+        Self { code: ErrorCode::Service, message: e.to_string(), data: to_raw(e).ok() }
+    }
+
+    /// The error answer to request `id`, encoded.
+    fn encode(&self, id: u64, out: &mut Vec<u8>) {
+        let data = self.data.as_deref().map(Raw::new);
+        let error = ErrorBody { code: self.code, message: (&*self.message).into(), data };
+        json::encode(&Msg::Error { id, error }, out);
+    }
+}
+
+/// A method: its answer now (`Some`), or later through the [`Reply`] it made (`None`).
+type Method = dyn Fn(&mut Context<'_>, Raw<'_>, Later<'_>) -> Result<Option<Box<RawValue>>, Failure>
+    + Send
+    + Sync;
+
+/// What a method that answers later needs to make its [`Reply`].
+struct Later<'a> {
+    id: Option<u64>,
+    outbox: &'a Arc<callback::Outbox>,
+    max_in_flight: usize,
+}
 
 /// A set of methods, named `Service.method`, served over `bidir.json.v1`.
 ///
 /// Threading: methods run on the worker of the connection that calls them, one call at a time
 /// per connection, and must not block (hand long work to another thread). A method that
 /// panics answers [`ErrorCode::Internal`]; the connection goes on.
-#[derive(Default)]
 pub struct Services {
     methods: HashMap<Box<str>, Box<Method>>,
     on_release: Option<Box<ReleaseHook>>,
     refused: Arc<AtomicU64>,
+    max_in_flight: usize,
+}
+
+impl Default for Services {
+    fn default() -> Self {
+        let refused = Arc::default();
+        Self { methods: HashMap::new(), on_release: None, refused, max_in_flight: 256 }
+    }
 }
 
 type ReleaseHook = dyn Fn(&mut Context<'_>, &Callback) + Send + Sync;
@@ -86,26 +119,36 @@ impl Services {
         E: Serialize + fmt::Display,
         F: Fn(&mut Context<'_>, A) -> Result<R, E> + Send + Sync + 'static,
     {
-        let method = move |cx: &mut Context<'_>, args: Raw<'_>| {
-            // No arguments is `()` for a method without parameters (serde reads `()` from
-            // `null`, not from `[]`).
-            let text = args.get();
-            let text = if text[1..text.len() - 1].trim().is_empty() { "null" } else { text };
-            let args: A = serde_json::from_str(text).map_err(|e| Failure {
-                code: ErrorCode::BadArgs,
-                message: e.to_string(),
-                data: None,
-            })?;
-            match f(cx, args) {
-                Ok(value) => to_raw(&value),
-                Err(e) => Err(Failure {
-                    code: ErrorCode::Service,
-                    message: e.to_string(),
-                    data: to_raw(&e).ok(),
-                }),
-            }
+        let method = move |cx: &mut Context<'_>, args: Raw<'_>, _: Later<'_>| {
+            let args: A = decode_args(args)?;
+            f(cx, args).map_err(|e| Failure::service(&e)).and_then(|v| to_raw(&v)).map(Some)
         };
         self.methods.insert(name.into(), Box::new(method));
+        self
+    }
+
+    /// Registers `name` as a method that answers later: `f` gets the arguments and a [`Reply`]
+    /// to hand to another thread, so long work never blocks the worker. While a connection has
+    /// [`Services::max_in_flight`] replies outstanding, further calls of such methods are
+    /// answered [`ErrorCode::TooManyCalls`] at once.
+    pub fn deferred<A, F>(mut self, name: &str, f: F) -> Self
+    where
+        A: DeserializeOwned,
+        F: Fn(&mut Context<'_>, A, Reply) + Send + Sync + 'static,
+    {
+        let method = move |cx: &mut Context<'_>, args: Raw<'_>, later: Later<'_>| {
+            let args: A = decode_args(args)?;
+            f(cx, args, Reply::new(later.id, later.outbox, later.max_in_flight)?);
+            Ok(None)
+        };
+        self.methods.insert(name.into(), Box::new(method));
+        self
+    }
+
+    /// The most answers a connection may wait for from [`Services::deferred`] methods at once
+    /// (default 256): a client cannot make the server hold unbounded work for it.
+    pub fn max_in_flight(mut self, calls: usize) -> Self {
+        self.max_in_flight = calls;
         self
     }
 
@@ -153,7 +196,8 @@ impl Services {
         cx: &mut Context<'_>,
         method: &str,
         args: Raw<'_>,
-    ) -> Result<Box<RawValue>, Failure> {
+        later: Later<'_>,
+    ) -> Result<Option<Box<RawValue>>, Failure> {
         let Some(f) = self.methods.get(method) else {
             let service = method.split_once('.').map_or(method, |(s, _)| s);
             let known =
@@ -161,7 +205,7 @@ impl Services {
             let code = if known { ErrorCode::UnknownMethod } else { ErrorCode::UnknownService };
             return Err(Failure { code, message: format!("no method {method}"), data: None });
         };
-        match catch_unwind(AssertUnwindSafe(|| f(cx, args))) {
+        match catch_unwind(AssertUnwindSafe(|| f(cx, args, later))) {
             Ok(answer) => answer,
             Err(_) => Err(Failure {
                 code: ErrorCode::Internal,
@@ -178,6 +222,48 @@ impl fmt::Debug for Services {
         names.sort_unstable();
         f.debug_struct("Services").field("methods", &names).finish()
     }
+}
+
+/// Publishes `data` as an event of `topic` to every client subscribed to it over
+/// `bidir.json.v1`, on every worker: encoded once (`["event", topic, data]`), handed to the
+/// workers that have subscribers, delivered on their next loop turn (see
+/// [`ServerHandle::publish`] for what subscribers over their backpressure limit miss). Callable
+/// from any thread, and from a method through [`Context::server`]. rpc topics are apart from
+/// the engine's own: plain WebSocket subscribers of `topic` do not get these events.
+///
+/// Returns the subscribers of `topic` as registered at the call.
+///
+/// # Errors
+///
+/// What serde reports for `data` it cannot write as JSON; nothing is published then.
+pub fn publish<T: Serialize + ?Sized>(
+    server: &ServerHandle,
+    topic: &str,
+    data: &T,
+) -> Result<usize, serde_json::Error> {
+    let data = serde_json::value::to_raw_value(data)?;
+    let mut event = Vec::new();
+    json::encode(&Msg::Event { topic: topic.into(), data: Raw::new(&data) }, &mut event);
+    let text = String::from_utf8(event).unwrap_or_default();
+    Ok(server.publish(&engine_topic(topic), Message::Text(&text)))
+}
+
+/// The engine topic an rpc topic is carried on: the protocol's name before it, so events
+/// encoded for one protocol reach only its subscribers.
+fn engine_topic(topic: &str) -> String {
+    format!("{JSON_PROTOCOL}:{topic}")
+}
+
+/// A call's arguments as the method's parameter tuple; no arguments is `()` (serde reads `()`
+/// from `null`, not from `[]`).
+fn decode_args<A: DeserializeOwned>(args: Raw<'_>) -> Result<A, Failure> {
+    let text = args.get();
+    let text = if text[1..text.len() - 1].trim().is_empty() { "null" } else { text };
+    serde_json::from_str(text).map_err(|e| Failure {
+        code: ErrorCode::BadArgs,
+        message: e.to_string(),
+        data: None,
+    })
 }
 
 fn to_raw<T: Serialize + ?Sized>(value: &T) -> Result<Box<RawValue>, Failure> {
@@ -225,18 +311,19 @@ impl Endpoint {
     }
 
     fn fail(&mut self, id: u64, failure: &Failure) {
-        let data = failure.data.as_deref().map(Raw::new);
-        let error = ErrorBody { code: failure.code, message: (&*failure.message).into(), data };
-        self.answer(&Msg::Error { id, error });
+        self.out.push(if self.queued == 0 { b'[' } else { b',' });
+        failure.encode(id, &mut self.out);
+        self.queued += 1;
     }
 
     /// Runs a call with this connection's callbacks in scope for its arguments.
     fn call(
         &self,
         cx: &mut Context<'_>,
+        id: Option<u64>,
         method: &str,
         args: Raw<'_>,
-    ) -> Result<Box<RawValue>, Failure> {
+    ) -> Result<Option<Box<RawValue>>, Failure> {
         let Some(outbox) = &self.outbox else {
             return Err(Failure {
                 code: ErrorCode::Internal,
@@ -246,7 +333,8 @@ impl Endpoint {
         };
         let scope =
             callback::Scope { table: Rc::clone(&self.callbacks), outbox: Arc::clone(outbox) };
-        callback::with_scope(scope, || self.services.call(cx, method, args))
+        let later = Later { id, outbox, max_in_flight: self.services.max_in_flight };
+        callback::with_scope(scope, || self.services.call(cx, method, args, later))
     }
 
     /// Sends the invocations and releases gathered from other threads, as one message.
@@ -264,12 +352,18 @@ impl Endpoint {
 
     fn handle(&mut self, cx: &mut Context<'_>, msg: Result<Msg<'_>, MsgError>) -> bool {
         match msg {
-            Ok(Msg::Call { id, method, args }) => match self.call(cx, &method, args) {
-                Ok(value) => self.answer(&Msg::Result { id, value: Raw::new(&value) }),
+            Ok(Msg::Call { id, method, args }) => match self.call(cx, Some(id), &method, args) {
+                Ok(Some(value)) => self.answer(&Msg::Result { id, value: Raw::new(&value) }),
+                Ok(None) => {} // answered later, through its Reply
                 Err(failure) => self.fail(id, &failure),
             },
             Ok(Msg::Notify { method, args }) => {
-                let _ = self.call(cx, &method, args);
+                let _ = self.call(cx, None, &method, args);
+            }
+            Ok(Msg::Cancel { id }) => {
+                if let Some(outbox) = &self.outbox {
+                    outbox.cancel(id);
+                }
             }
             Ok(Msg::Release { callback }) => {
                 let released = self.callbacks.borrow_mut().release(callback);
@@ -278,11 +372,11 @@ impl Endpoint {
                 }
             }
             Ok(Msg::Subscribe { id, topic }) => {
-                cx.subscribe(&topic);
+                cx.subscribe(&engine_topic(&topic));
                 self.answer_value(id, &());
             }
             Ok(Msg::Unsubscribe { id, topic }) => {
-                let was = cx.unsubscribe(&topic);
+                let was = cx.unsubscribe(&engine_topic(&topic));
                 self.answer_value(id, &was);
             }
             Ok(Msg::Invoke { id: Some(id), callback, .. }) => {

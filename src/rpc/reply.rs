@@ -1,0 +1,96 @@
+//! Answers given later, from any thread: [`Reply`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use bidir_protocol::rpc::json;
+use bidir_protocol::rpc::{ErrorCode, Msg, Raw};
+
+use super::callback::Outbox;
+use super::{Failure, to_raw};
+
+/// The answer a [`Services::deferred`](super::Services::deferred) method owes: hand it to
+/// another thread, do the work there, and answer once with [`Reply::ok`] or [`Reply::err`].
+/// `Send`. The answer joins the connection's other outgoing messages gathered until its worker
+/// sends them.
+///
+/// A reply dropped without an answer answers [`ErrorCode::Internal`], so the caller never
+/// waits forever. Once the client cancelled the call or the connection ended, the answer is
+/// dropped ([`Reply::is_cancelled`] tells, so the work can stop early). A notification's reply
+/// answers nobody.
+pub struct Reply {
+    id: Option<u64>,
+    outbox: Arc<Outbox>,
+    answered: bool,
+}
+
+impl Reply {
+    pub(super) fn new(id: Option<u64>, outbox: &Arc<Outbox>, max: usize) -> Result<Self, Failure> {
+        if let Some(id) = id {
+            outbox.begin(id, max).map_err(|reason| Failure {
+                code: if reason.starts_with("too many") {
+                    ErrorCode::TooManyCalls
+                } else {
+                    ErrorCode::BadRequest
+                },
+                message: reason.to_owned(),
+                data: None,
+            })?;
+        }
+        Ok(Self { id, outbox: Arc::clone(outbox), answered: false })
+    }
+
+    /// Answers with `value`.
+    pub fn ok<T: Serialize + ?Sized>(mut self, value: &T) {
+        match to_raw(value) {
+            Ok(value) => self.answer(|id, out| {
+                json::encode(&Msg::Result { id, value: Raw::new(&value) }, out);
+            }),
+            Err(failure) => self.answer(|id, out| failure.encode(id, out)),
+        }
+    }
+
+    /// Answers with the service's error: its text as the message, its value as the data.
+    pub fn err<E: Serialize + fmt::Display>(mut self, error: E) {
+        let failure = Failure::service(&error);
+        self.answer(|id, out| failure.encode(id, out));
+    }
+
+    /// Whether the answer would be dropped: the client cancelled the call, or the connection
+    /// ended (a notification's reply always is).
+    pub fn is_cancelled(&self) -> bool {
+        self.id.is_none_or(|id| !self.outbox.is_waiting(id))
+    }
+
+    fn answer(&mut self, encode: impl FnOnce(u64, &mut Vec<u8>)) {
+        self.answered = true;
+        if let Some(id) = self.id
+            && self.outbox.finish(id)
+        {
+            let mut out = Vec::new();
+            encode(id, &mut out);
+            self.outbox.push(out);
+        }
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if !self.answered {
+            let failure = Failure {
+                code: ErrorCode::Internal,
+                message: "the method dropped its reply".to_owned(),
+                data: None,
+            };
+            self.answer(|id, out| failure.encode(id, out));
+        }
+    }
+}
+
+impl fmt::Debug for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reply").field("id", &self.id).field("answered", &self.answered).finish()
+    }
+}
