@@ -25,6 +25,31 @@ use crate::peers::PeerLimits;
 use crate::pubsub::{Registry, Topics};
 use crate::timer::Timers;
 
+thread_local! {
+    /// Set on a worker's thread: what must not block there can tell.
+    static WORKER_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread as a worker's, for good.
+pub(crate) fn mark_worker_thread() {
+    WORKER_THREAD.with(|w| w.set(true));
+}
+
+/// Runs `f` with the calling thread counted as a worker's (a test bed runs its worker on the
+/// test's thread).
+pub(crate) fn as_worker_thread<R>(f: impl FnOnce() -> R) -> R {
+    let was = WORKER_THREAD.with(|w| w.replace(true));
+    let r = f();
+    WORKER_THREAD.with(|w| w.set(was));
+    r
+}
+
+/// Whether the calling thread is a worker's: waiting there for something the worker must do
+/// would never end.
+pub(crate) fn on_worker_thread() -> bool {
+    WORKER_THREAD.with(std::cell::Cell::get)
+}
+
 /// Server-wide state every worker reads.
 pub(crate) struct Shared {
     pub(crate) config: ServerConfig,

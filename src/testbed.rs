@@ -455,7 +455,7 @@ impl TestBed {
             return false;
         }
         self.net.set_time_limit(Some(self.clock.now_nanos()));
-        self.stopped = !self.worker.turn();
+        self.stopped = !crate::cx::as_worker_thread(|| self.worker.turn());
         !self.stopped
     }
 
@@ -507,7 +507,7 @@ impl TestBed {
             if !self.stopped && self.worker.poll_timeout().is_some() {
                 // Nothing to report: the wait moves the clock to the next timer, or to `target`.
                 self.net.set_time_limit(Some(target));
-                self.stopped = !self.worker.turn();
+                self.stopped = !crate::cx::as_worker_thread(|| self.worker.turn());
             } else {
                 self.clock.set(target);
             }

@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bidir::client::{Connect, Incoming};
-use bidir::rpc::{Callback, CallbackError, Reply, Services};
+use bidir::protocol::rpc::ErrorCode;
+use bidir::rpc::{CallError, Callback, CallbackError, Reply, Services};
 use bidir::testbed::{HOST, Peer, TestBed};
 use bidir::{CloseCode, Message, Server};
 
@@ -322,4 +323,92 @@ fn a_cancelled_or_dropped_reply_answers_as_documented() {
     bed.close(peer, CloseCode::NORMAL, "").unwrap();
     bed.run_until_idle();
     assert!(reply.is_cancelled());
+}
+
+/// `Ask.Join(callback)` keeps the callback and asks its `Name` at once, continuing on the
+/// worker; `Ask.Block()` waits for an answer on the worker, which is refused.
+/// The names the continuations got.
+type Names = Arc<Mutex<Vec<Result<String, CallError>>>>;
+
+fn asking() -> (TestBed, Peer, Members, Names) {
+    let members = Members::default();
+    let names = Names::default();
+    let (keep, ask_members, log) = (Arc::clone(&members), Arc::clone(&members), Arc::clone(&names));
+    let services = Services::new()
+        .method("Ask.Join", move |_cx, (callback,): (Callback,)| {
+            let log = Arc::clone(&log);
+            callback
+                .call::<_, String>("Name", ())
+                .map_err(|e| e.to_string())?
+                .then(move |_cx, name| log.lock().unwrap().push(name));
+            keep.lock().unwrap().push(callback);
+            Ok::<_, String>(())
+        })
+        .method("Ask.Block", move |_cx, (): ()| {
+            let callback = ask_members.lock().unwrap()[0].clone();
+            let pending = callback.call::<_, bool>("Sure", ()).map_err(|e| e.to_string())?;
+            pending.wait().map_err(|e| e.to_string())
+        });
+    let mut bed = TestBed::new(Server::builder().route("/rpc", services.hook())).unwrap();
+    let options = Connect::new(&format!("ws://{HOST}/rpc")).unwrap().protocol("bidir.json.v1");
+    let peer = bed.connect_with(&options).unwrap();
+    (bed, peer, members, names)
+}
+
+#[test]
+fn the_server_calls_a_callback_and_continues_on_the_worker_with_the_answer() {
+    let (mut bed, peer, members, names) = asking();
+    bed.send(peer, Message::Text(r#"["call",1,"Ask.Join",[{"$cb":5}]]"#)).unwrap();
+    assert_eq!(
+        bed.recv(peer),
+        [
+            Incoming::Text(r#"["ok",1,null]"#.into()),
+            Incoming::Text(r#"["cb",5,"Name",[],0]"#.into())
+        ]
+    );
+    bed.send(peer, Message::Text(r#"["ok",0,"ada"]"#)).unwrap();
+    bed.run_until_idle();
+    assert_eq!(*names.lock().unwrap(), [Ok("ada".to_owned())]);
+    // Waiting on the worker is refused, never a deadlock (the invocation went; its answer
+    // will be dropped).
+    bed.send(peer, Message::Text(r#"["call",2,"Ask.Block",[]]"#)).unwrap();
+    let refused = "waiting on a worker's thread would block it";
+    assert_eq!(
+        bed.recv(peer),
+        [
+            Incoming::Text(format!(r#"["err",2,"service","{refused}","{refused}"]"#)),
+            Incoming::Text(r#"["cb",5,"Sure",[],1]"#.into())
+        ]
+    );
+    // From another thread: the answer, the client's error, a timeout, then the end of the
+    // connection.
+    let callback = members.lock().unwrap()[0].clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let answers = [
+            callback.call::<_, bool>("Sure", ("delete all?",)).unwrap(),
+            callback.call::<_, bool>("Sure", ("really?",)).unwrap(),
+        ];
+        tx.send(()).unwrap();
+        let [yes, no] = answers;
+        let late = callback.call::<_, bool>("Sure", ()).unwrap();
+        let gone = callback.call::<_, bool>("Sure", ()).unwrap();
+        (yes.wait(), no.wait(), late.wait_timeout(std::time::Duration::from_millis(20)), gone)
+    });
+    rx.recv().unwrap();
+    // Gathered with whatever else the thread queued by then, possibly in one batch.
+    let sent = format!("{:?}", bed.recv(peer));
+    assert!(sent.contains(r#"[\"cb\",5,\"Sure\",[\"delete all?\"],2]"#), "{sent}");
+    bed.send(peer, Message::Text(r#"[["ok",2,true],["err",3,"service","no way"]]"#)).unwrap();
+    bed.run_until_idle();
+    let (yes, no, late, gone) = waiter.join().unwrap();
+    assert_eq!(yes, Ok(true));
+    assert!(matches!(no, Err(CallError::Remote { code: ErrorCode::Service, .. })), "{no:?}");
+    assert_eq!(late, Err(CallError::Timeout));
+    bed.send(peer, Message::Text(r#"["ok",4,true]"#)).unwrap(); // late: dropped
+    let (tx, rx) = std::sync::mpsc::channel();
+    gone.then(move |_cx, answer| tx.send(answer).unwrap());
+    bed.close(peer, CloseCode::NORMAL, "").unwrap();
+    bed.run_until_idle();
+    assert_eq!(rx.try_recv().unwrap(), Err(CallError::Disconnected));
 }

@@ -2,20 +2,20 @@
 //! from any thread, its invocations gathered per connection into one message, and its release.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 
 use serde::Serialize;
-use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
+use serde::de::{self, Deserialize, DeserializeOwned, Deserializer, MapAccess, Visitor};
 
 use bidir_protocol::rpc::json;
-use bidir_protocol::rpc::{MAX_ID, Msg, Raw};
+use bidir_protocol::rpc::{MAX_ID, Msg, Raw, RawValue};
 
-use super::Endpoint;
-use crate::ConnHandle;
+use super::outbox::Outbox;
+use super::pending::{Pending, Waiter};
 
 /// A callback object the client passed to a method: a proxy the service may keep (in a list,
 /// say), clone, and invoke from any thread. `Send + Sync + Clone`; clones are the same
@@ -60,87 +60,6 @@ struct State {
     outbox: Arc<Outbox>,
 }
 
-/// One connection's invocations on their way: encoded, waiting for the worker.
-pub(super) struct Outbox {
-    conn: ConnHandle,
-    pending: Mutex<Vec<Vec<u8>>>,
-    /// Invocations refused because their callback was released, over every connection.
-    refused: Arc<AtomicU64>,
-    /// The client's requests answered later and not yet answered or cancelled.
-    in_flight: Mutex<HashSet<u64>>,
-}
-
-impl Outbox {
-    pub(super) fn new(conn: ConnHandle, refused: Arc<AtomicU64>) -> Self {
-        Self { conn, pending: Mutex::new(Vec::new()), refused, in_flight: Mutex::default() }
-    }
-
-    /// Counts request `id` as answered later, if fewer than `max` are.
-    pub(super) fn begin(&self, id: u64, max: usize) -> Result<(), &'static str> {
-        let mut in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
-        if in_flight.contains(&id) {
-            Err("the id of a call in flight")
-        } else if in_flight.len() >= max {
-            Err("too many calls in flight")
-        } else {
-            in_flight.insert(id);
-            Ok(())
-        }
-    }
-
-    /// Request `id` is answered: `false` if it was cancelled meanwhile (no answer then).
-    pub(super) fn finish(&self, id: u64) -> bool {
-        self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).remove(&id)
-    }
-
-    /// The client gave up on request `id`.
-    pub(super) fn cancel(&self, id: u64) {
-        self.finish(id);
-    }
-
-    /// Whether request `id` still waits for its answer on an open connection.
-    pub(super) fn is_waiting(&self, id: u64) -> bool {
-        !self.conn.is_closed()
-            && self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).contains(&id)
-    }
-
-    /// Queues one encoded message; the first of a gathering asks the worker to send them all.
-    pub(super) fn push(&self, encoded: Vec<u8>) {
-        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        pending.push(encoded);
-        if pending.len() == 1 {
-            drop(pending);
-            // Refused only once the connection is closed: every callback is released then.
-            let _ = self.conn.post_to::<Endpoint, _>(|endpoint, cx| endpoint.send_invocations(cx));
-        }
-    }
-
-    /// Everything queued, as one message's text (a batch when there are several).
-    pub(super) fn take(&self) -> Option<String> {
-        let pending =
-            std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
-        let text = match pending.len() {
-            0 => return None,
-            1 => pending.into_iter().next().unwrap_or_default(),
-            _ => {
-                let mut batch =
-                    Vec::with_capacity(pending.iter().map(|m| m.len() + 1).sum::<usize>() + 1);
-                batch.push(b'[');
-                for (i, msg) in pending.iter().enumerate() {
-                    if i > 0 {
-                        batch.push(b',');
-                    }
-                    batch.extend_from_slice(msg);
-                }
-                batch.push(b']');
-                batch
-            }
-        };
-        // The encoder writes UTF-8 only.
-        String::from_utf8(text).ok()
-    }
-}
-
 impl Callback {
     /// The id the client gave it.
     pub fn id(&self) -> u64 {
@@ -164,19 +83,53 @@ impl Callback {
     /// [`CallbackError::Encode`] for arguments serde cannot write.
     pub fn invoke<A: Serialize>(&self, method: &str, args: A) -> Result<(), CallbackError> {
         if self.is_released() {
-            self.state.outbox.refused.fetch_add(1, Ordering::Relaxed);
+            self.state.outbox.refuse();
             return Err(CallbackError::Released);
         }
-        let args = serde_json::value::to_raw_value(&args)
-            .map_err(|e| CallbackError::Encode(e.to_string()))?;
+        self.send(method, &args, None)
+    }
+
+    /// Calls `method` on the client's object with `args` and asks for its answer, of type
+    /// `T`: wait for it on another thread, or continue on the worker ([`Pending`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Callback::invoke`].
+    pub fn call<A: Serialize, T: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: A,
+    ) -> Result<Pending<T>, CallbackError> {
+        if self.is_released() {
+            self.state.outbox.refuse();
+            return Err(CallbackError::Released);
+        }
+        let waiter = Arc::new(Waiter::new());
+        let id = self.state.outbox.request(Arc::clone(&waiter));
+        if let Err(e) = self.send(method, &args, Some(id)) {
+            self.state.outbox.answered(id);
+            return Err(e);
+        }
+        Ok(Pending::new(id, waiter, Arc::clone(&self.state.outbox)))
+    }
+
+    /// Queues the invocation of `method`, with the id of a request when it wants an answer.
+    fn send<A: Serialize>(
+        &self,
+        method: &str,
+        args: &A,
+        id: Option<u64>,
+    ) -> Result<(), CallbackError> {
+        let encode_error = |e: serde_json::Error| CallbackError::Encode(e.to_string());
+        let args = serde_json::value::to_raw_value(args).map_err(encode_error)?;
+        // `()` is written `null`: no arguments is an empty array.
         let args = if args.get() == "null" { "[]" } else { args.get() };
-        let args: &bidir_protocol::rpc::RawValue =
-            serde_json::from_str(args).map_err(|e| CallbackError::Encode(e.to_string()))?;
+        let args: &RawValue = serde_json::from_str(args).map_err(encode_error)?;
         let msg = Msg::Invoke {
             callback: self.state.id,
             method: method.into(),
             args: Raw::new(args),
-            id: None,
+            id,
         };
         let mut encoded = Vec::new();
         json::encode(&msg, &mut encoded);
@@ -197,7 +150,7 @@ impl fmt::Debug for Callback {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Callback")
             .field("id", &self.state.id)
-            .field("connection", &self.state.outbox.conn.id())
+            .field("connection", &self.state.outbox.conn().id())
             .field("released", &self.is_released())
             .finish()
     }

@@ -22,9 +22,12 @@
 //! client that want an answer, deferred answers and the clients come with it next.
 
 mod callback;
+mod outbox;
+mod pending;
 mod reply;
 
 pub use callback::{Callback, CallbackError};
+pub use pending::{CallError, DEFAULT_TIMEOUT, Pending};
 pub use reply::Reply;
 
 use std::cell::RefCell;
@@ -75,7 +78,7 @@ type Method = dyn Fn(&mut Context<'_>, Raw<'_>, Later<'_>) -> Result<Option<Box<
 /// What a method that answers later needs to make its [`Reply`].
 struct Later<'a> {
     id: Option<u64>,
-    outbox: &'a Arc<callback::Outbox>,
+    outbox: &'a Arc<outbox::Outbox>,
     max_in_flight: usize,
 }
 
@@ -287,7 +290,7 @@ pub struct Endpoint {
     /// The callbacks the client passed, as the service holds them.
     callbacks: Rc<RefCell<callback::Table>>,
     /// Invocations and releases from other threads, gathered for this worker.
-    outbox: Option<Arc<callback::Outbox>>,
+    outbox: Option<Arc<outbox::Outbox>>,
 }
 
 impl fmt::Debug for Endpoint {
@@ -344,6 +347,14 @@ impl Endpoint {
         }
     }
 
+    /// The client answered the server's request `id` (an answer for no request in flight — it
+    /// timed out, or was never sent — is dropped).
+    fn settle(&self, cx: &mut Context<'_>, id: u64, answer: Result<Box<RawValue>, CallError>) {
+        if let Some(waiter) = self.outbox.as_ref().and_then(|o| o.answered(id)) {
+            waiter.settle(cx, answer);
+        }
+    }
+
     fn release(&mut self, cx: &mut Context<'_>, callback: &Callback) {
         if let Some(hook) = &self.services.on_release {
             hook(cx, callback);
@@ -359,6 +370,16 @@ impl Endpoint {
             },
             Ok(Msg::Notify { method, args }) => {
                 let _ = self.call(cx, None, &method, args);
+            }
+            Ok(Msg::Result { id, value }) => {
+                let value = RawValue::from_string(value.get().to_owned());
+                self.settle(cx, id, value.map_err(|e| CallError::Json(e.to_string())));
+            }
+            Ok(Msg::Error { id, error }) => {
+                let ErrorBody { code, message, data } = error;
+                let data = data.map(|d| d.get().to_owned());
+                let error = CallError::Remote { code, message: message.into_owned(), data };
+                self.settle(cx, id, Err(error));
             }
             Ok(Msg::Cancel { id }) => {
                 if let Some(outbox) = &self.outbox {
@@ -404,10 +425,13 @@ impl Endpoint {
 impl Handler for Endpoint {
     fn on_open(&mut self, cx: &mut Context<'_>) {
         let refused = Arc::clone(&self.services.refused);
-        self.outbox = Some(Arc::new(callback::Outbox::new(cx.handle(), refused)));
+        self.outbox = Some(Arc::new(outbox::Outbox::new(cx.handle(), refused)));
     }
 
     fn on_close(&mut self, cx: &mut Context<'_>, _close: crate::CloseInfo<'_>) {
+        for waiter in self.outbox.as_ref().map(|o| o.abandon()).unwrap_or_default() {
+            waiter.settle(cx, Err(CallError::Disconnected));
+        }
         let released = self.callbacks.borrow_mut().release_all();
         for callback in released {
             self.release(cx, &callback);

@@ -8,7 +8,7 @@ use serde::Serialize;
 use bidir_protocol::rpc::json;
 use bidir_protocol::rpc::{ErrorCode, Msg, Raw};
 
-use super::callback::Outbox;
+use super::outbox::Outbox;
 use super::{Failure, to_raw};
 
 /// The answer a [`Services::deferred`](super::Services::deferred) method owes: hand it to

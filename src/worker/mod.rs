@@ -80,6 +80,7 @@ impl<B: Backend> Worker<B> {
     /// Runs until shut down and every connection is gone; then closes the mailbox, dropping
     /// commands that came too late.
     pub(crate) fn run(mut self) {
+        crate::cx::mark_worker_thread();
         while self.turn() {}
         self.mailbox.close();
     }

@@ -1,0 +1,192 @@
+//! The server's calls to a client's callback that want an answer: [`Pending`].
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+
+use bidir_protocol::rpc::ErrorCode;
+
+use super::outbox::Outbox;
+use crate::Context;
+use crate::cx::on_worker_thread;
+
+/// How long [`Pending::wait`] waits.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a call to a client's callback gave no value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The client answered with an error.
+    Remote {
+        /// Its kind.
+        code: ErrorCode,
+        /// Its text.
+        message: String,
+        /// Its value, as JSON text.
+        data: Option<String>,
+    },
+    /// No answer in time. An answer that comes later is dropped.
+    Timeout,
+    /// The connection ended before the answer.
+    Disconnected,
+    /// The callback was released: nothing was sent.
+    Released,
+    /// [`Pending::wait`] on a worker's thread, where the answer could never be read: continue
+    /// with [`Pending::then`] instead.
+    WouldBlockWorker,
+    /// The answer is not a value of the type asked for, or the arguments could not be written.
+    Json(String),
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Remote { code, message, .. } => write!(f, "{code}: {message}"),
+            Self::Timeout => f.write_str("no answer in time"),
+            Self::Disconnected => f.write_str("the connection ended before the answer"),
+            Self::Released => f.write_str("the callback was released"),
+            Self::WouldBlockWorker => f.write_str("waiting on a worker's thread would block it"),
+            Self::Json(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
+type Answer = Result<Box<RawValue>, CallError>;
+type Continuation = Box<dyn FnOnce(&mut Context<'_>, Answer) + Send>;
+
+enum Slot {
+    Waiting,
+    Answered(Answer),
+    Continue(Continuation),
+    Done,
+}
+
+/// Where one request's answer lands.
+pub(super) struct Waiter {
+    slot: Mutex<Slot>,
+    answered: Condvar,
+}
+
+impl Waiter {
+    pub(super) fn new() -> Self {
+        Self { slot: Mutex::new(Slot::Waiting), answered: Condvar::new() }
+    }
+
+    /// The answer came (or the connection ended), on the worker: a continuation runs now,
+    /// a waiter wakes.
+    pub(super) fn settle(&self, cx: &mut Context<'_>, answer: Answer) {
+        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        match std::mem::replace(&mut *slot, Slot::Done) {
+            Slot::Continue(then) => {
+                drop(slot);
+                then(cx, answer);
+            }
+            Slot::Waiting => {
+                *slot = Slot::Answered(answer);
+                self.answered.notify_all();
+            }
+            Slot::Answered(_) | Slot::Done => {}
+        }
+    }
+}
+
+/// A call to a client's callback on its way ([`Callback::call`](super::Callback::call)):
+/// wait for the answer on a thread that is not a worker's, or continue on the worker when it
+/// comes. `Send`.
+#[must_use = "a call's answer is read by waiting or continuing"]
+pub struct Pending<T> {
+    id: u64,
+    waiter: Arc<Waiter>,
+    outbox: Arc<Outbox>,
+    answer: PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned> Pending<T> {
+    pub(super) fn new(id: u64, waiter: Arc<Waiter>, outbox: Arc<Outbox>) -> Self {
+        Self { id, waiter, outbox, answer: PhantomData }
+    }
+
+    /// Blocks until the answer, up to [`DEFAULT_TIMEOUT`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Pending::wait_timeout`].
+    pub fn wait(self) -> Result<T, CallError> {
+        self.wait_timeout(DEFAULT_TIMEOUT)
+    }
+
+    /// Blocks until the answer or `timeout`. Refused at once on a worker's thread (a handler,
+    /// a method), where the answer could never be read: never a deadlock.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError::Remote`] for the client's error answer, [`CallError::Timeout`] (the
+    /// request is forgotten: a late answer is dropped), [`CallError::Disconnected`],
+    /// [`CallError::WouldBlockWorker`], [`CallError::Json`] for an answer not of type `T`.
+    pub fn wait_timeout(self, timeout: Duration) -> Result<T, CallError> {
+        if on_worker_thread() {
+            self.outbox.answered(self.id);
+            return Err(CallError::WouldBlockWorker);
+        }
+        let deadline = Instant::now() + timeout;
+        let mut slot = self.waiter.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Slot::Answered(_) = &*slot {
+                let Slot::Answered(answer) = std::mem::replace(&mut *slot, Slot::Done) else {
+                    unreachable!("matched above")
+                };
+                return decode(answer);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                drop(slot);
+                self.outbox.answered(self.id);
+                return Err(CallError::Timeout);
+            }
+            slot = self
+                .waiter
+                .answered
+                .wait_timeout(slot, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Runs `then` on the connection's worker with the answer — or with
+    /// [`CallError::Disconnected`] when the connection ends first — instead of waiting. If the
+    /// answer came already, `then` runs on the worker's next turn; dropped unrun only if the
+    /// connection closed in between.
+    pub fn then<F>(self, then: F)
+    where
+        T: 'static,
+        F: FnOnce(&mut Context<'_>, Result<T, CallError>) + Send + 'static,
+    {
+        let then: Continuation = Box::new(move |cx, answer| then(cx, decode(answer)));
+        let mut slot = self.waiter.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        match std::mem::replace(&mut *slot, Slot::Done) {
+            Slot::Waiting => *slot = Slot::Continue(then),
+            Slot::Answered(answer) => {
+                drop(slot);
+                let _ = self.outbox.conn().post(move |_handler, cx| then(cx, answer));
+            }
+            Slot::Continue(_) | Slot::Done => {}
+        }
+    }
+}
+
+impl<T> fmt::Debug for Pending<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pending").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+fn decode<T: DeserializeOwned>(answer: Answer) -> Result<T, CallError> {
+    serde_json::from_str(answer?.get()).map_err(|e| CallError::Json(e.to_string()))
+}
