@@ -300,10 +300,15 @@ impl fmt::Debug for Endpoint {
 }
 
 impl Endpoint {
-    fn answer(&mut self, msg: &Msg<'_>) {
+    /// Opens the next element of the answers' batch.
+    fn next_answer(&mut self) -> &mut Vec<u8> {
         self.out.push(if self.queued == 0 { b'[' } else { b',' });
-        json::encode(msg, &mut self.out);
         self.queued += 1;
+        &mut self.out
+    }
+
+    fn answer(&mut self, msg: &Msg<'_>) {
+        json::encode(msg, self.next_answer());
     }
 
     fn answer_value<T: Serialize>(&mut self, id: u64, value: &T) {
@@ -314,9 +319,7 @@ impl Endpoint {
     }
 
     fn fail(&mut self, id: u64, failure: &Failure) {
-        self.out.push(if self.queued == 0 { b'[' } else { b',' });
-        failure.encode(id, &mut self.out);
-        self.queued += 1;
+        failure.encode(id, self.next_answer());
     }
 
     /// Runs a call with this connection's callbacks in scope for its arguments.
@@ -404,8 +407,8 @@ impl Endpoint {
                 let message = format!("no callback {callback}");
                 self.fail(id, &Failure { code: ErrorCode::Released, message, data: None });
             }
-            // Nothing of the server's is in flight yet, and a client's publish is not allowed:
-            // ignored (docs/rpc.md).
+            // A client's publish is not allowed, and events and invocations of server-side
+            // objects have no receiver here: ignored (docs/rpc.md).
             Ok(_) => {}
             Err(MsgError { id: Some(id), reason }) => {
                 self.fail(
