@@ -122,18 +122,21 @@ impl Callback {
     ) -> Result<(), CallbackError> {
         let encode_error = |e: serde_json::Error| CallbackError::Encode(e.to_string());
         let args = serde_json::value::to_raw_value(args).map_err(encode_error)?;
-        // `()` is written `null`: no arguments is an empty array.
-        let args = if args.get() == "null" { "[]" } else { args.get() };
-        let args: &RawValue = serde_json::from_str(args).map_err(encode_error)?;
+        // `()` is written `null`: no arguments is an empty array (parsed only then).
+        let empty;
+        let args = if args.get() == "null" {
+            empty = serde_json::from_str::<&RawValue>("[]").map_err(encode_error)?;
+            empty
+        } else {
+            &*args
+        };
         let msg = Msg::Invoke {
             callback: self.state.id,
             method: method.into(),
             args: Raw::new(args),
             id,
         };
-        let mut encoded = Vec::new();
-        json::encode(&msg, &mut encoded);
-        self.state.outbox.push(encoded);
+        self.state.outbox.push(|out| json::encode(&msg, out));
         Ok(())
     }
 }
@@ -160,9 +163,7 @@ impl Drop for State {
     fn drop(&mut self) {
         // The service let go of a live callback: the client may free its object.
         if !self.released.load(Ordering::Acquire) {
-            let mut encoded = Vec::new();
-            json::encode(&Msg::Release { callback: self.id }, &mut encoded);
-            self.outbox.push(encoded);
+            self.outbox.push(|out| json::encode(&Msg::Release { callback: self.id }, out));
         }
     }
 }

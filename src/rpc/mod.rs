@@ -180,8 +180,7 @@ impl Services {
             if req.protocols().any(|p| p == JSON_PROTOCOL) {
                 let endpoint = Endpoint {
                     services: Arc::clone(&services),
-                    out: Vec::new(),
-                    queued: 0,
+                    answers: json::Batch::default(),
                     callbacks: Rc::default(),
                     outbox: None,
                 };
@@ -284,9 +283,8 @@ fn to_raw<T: Serialize + ?Sized>(value: &T) -> Result<Box<RawValue>, Failure> {
 /// it in the same loop turn.
 pub struct Endpoint {
     services: Arc<Services>,
-    /// The answers being gathered, encoded as a batch's elements.
-    out: Vec<u8>,
-    queued: usize,
+    /// The answers to the message being read.
+    answers: json::Batch,
     /// The callbacks the client passed, as the service holds them.
     callbacks: Rc<RefCell<callback::Table>>,
     /// Invocations and releases from other threads, gathered for this worker.
@@ -300,15 +298,8 @@ impl fmt::Debug for Endpoint {
 }
 
 impl Endpoint {
-    /// Opens the next element of the answers' batch.
-    fn next_answer(&mut self) -> &mut Vec<u8> {
-        self.out.push(if self.queued == 0 { b'[' } else { b',' });
-        self.queued += 1;
-        &mut self.out
-    }
-
     fn answer(&mut self, msg: &Msg<'_>) {
-        json::encode(msg, self.next_answer());
+        json::encode(msg, self.answers.next_message());
     }
 
     fn answer_value<T: Serialize>(&mut self, id: u64, value: &T) {
@@ -319,7 +310,7 @@ impl Endpoint {
     }
 
     fn fail(&mut self, id: u64, failure: &Failure) {
-        failure.encode(id, self.next_answer());
+        failure.encode(id, self.answers.next_message());
     }
 
     /// Runs a call with this connection's callbacks in scope for its arguments.
@@ -345,8 +336,10 @@ impl Endpoint {
 
     /// Sends the invocations and releases gathered from other threads, as one message.
     fn send_invocations(&mut self, cx: &mut Context<'_>) {
-        if let Some(text) = self.outbox.as_ref().and_then(|o| o.take()) {
-            let _ = cx.send_text(&text);
+        if let Some(outbox) = &self.outbox {
+            outbox.flush(|text| {
+                let _ = cx.send_text(text);
+            });
         }
     }
 
@@ -455,18 +448,9 @@ impl Handler for Endpoint {
         if let Err(e) = read {
             let _ = cx.close(e.close_code(), e.reason());
         }
-        match self.queued {
-            0 => {}
-            // One answer goes as itself: drop the batch's opening bracket.
-            1 => {
-                let _ = cx.send_text(std::str::from_utf8(&self.out[1..]).unwrap_or_default());
-            }
-            _ => {
-                self.out.push(b']');
-                let _ = cx.send_text(std::str::from_utf8(&self.out).unwrap_or_default());
-            }
+        if let Some(text) = self.answers.text() {
+            let _ = cx.send_text(text);
         }
-        self.out.clear();
-        self.queued = 0;
+        self.answers.clear();
     }
 }

@@ -6,6 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use bidir_protocol::rpc::json;
+
 use super::Endpoint;
 use super::pending::Waiter;
 use crate::ConnHandle;
@@ -13,7 +15,8 @@ use crate::ConnHandle;
 /// One connection's invocations on their way: encoded, waiting for the worker.
 pub(super) struct Outbox {
     conn: ConnHandle,
-    pending: Mutex<Vec<Vec<u8>>>,
+    /// Messages for the worker to send, encoded as they come.
+    pending: Mutex<json::Batch>,
     /// Invocations refused because their callback was released, over every connection.
     refused: Arc<AtomicU64>,
     /// The client's requests answered later and not yet answered or cancelled.
@@ -27,7 +30,7 @@ impl Outbox {
     pub(super) fn new(conn: ConnHandle, refused: Arc<AtomicU64>) -> Self {
         Self {
             conn,
-            pending: Mutex::new(Vec::new()),
+            pending: Mutex::default(),
             refused,
             in_flight: Mutex::default(),
             requests: Mutex::default(),
@@ -64,10 +67,11 @@ impl Outbox {
             && self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).contains(&id)
     }
 
-    /// Queues one encoded message; the first of a gathering asks the worker to send them all.
-    pub(super) fn push(&self, encoded: Vec<u8>) {
+    /// Queues one message, encoded by `write` straight into the gathering; the first of a
+    /// gathering asks the worker to send them all.
+    pub(super) fn push(&self, write: impl FnOnce(&mut Vec<u8>)) {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        pending.push(encoded);
+        write(pending.next_message());
         if pending.len() == 1 {
             drop(pending);
             // Refused only once the connection is closed: every callback is released then.
@@ -75,29 +79,13 @@ impl Outbox {
         }
     }
 
-    /// Everything queued, as one message's text (a batch when there are several).
-    pub(super) fn take(&self) -> Option<String> {
-        let pending =
-            std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
-        let text = match pending.len() {
-            0 => return None,
-            1 => pending.into_iter().next().unwrap_or_default(),
-            _ => {
-                let mut batch =
-                    Vec::with_capacity(pending.iter().map(|m| m.len() + 1).sum::<usize>() + 1);
-                batch.push(b'[');
-                for (i, msg) in pending.iter().enumerate() {
-                    if i > 0 {
-                        batch.push(b',');
-                    }
-                    batch.extend_from_slice(msg);
-                }
-                batch.push(b']');
-                batch
-            }
-        };
-        // The encoder writes UTF-8 only.
-        String::from_utf8(text).ok()
+    /// Sends everything gathered with `send`, as one message, and starts a new gathering.
+    pub(super) fn flush(&self, send: impl FnOnce(&str)) {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(text) = pending.text() {
+            send(text);
+        }
+        pending.clear();
     }
 }
 

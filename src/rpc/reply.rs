@@ -69,9 +69,7 @@ impl Reply {
         if let Some(id) = self.id
             && self.outbox.finish(id)
         {
-            let mut out = Vec::new();
-            encode(id, &mut out);
-            self.outbox.push(out);
+            self.outbox.push(|out| encode(id, out));
         }
     }
 }

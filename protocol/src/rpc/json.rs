@@ -165,19 +165,72 @@ pub fn encode(msg: &Msg<'_>, out: &mut Vec<u8>) {
     out.push(b']');
 }
 
-/// Writes `msgs` as one batch (a single message as itself: a batch of one is not needed).
+/// Writes `msgs` as one WebSocket message: a batch, or the message itself when there is one.
 pub fn encode_batch(msgs: &[Msg<'_>], out: &mut Vec<u8>) {
-    if let [msg] = msgs {
-        return encode(msg, out);
+    let mut batch = Batch::default();
+    for msg in msgs {
+        encode(msg, batch.next_message());
     }
-    out.push(b'[');
-    for (i, msg) in msgs.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+    if let Some(text) = batch.text() {
+        out.extend_from_slice(text.as_bytes());
+    }
+}
+
+/// Messages gathered for one WebSocket message, encoded as they come: sent alone when there is
+/// one, as a batch when there are several. Reusable: [`Batch::clear`] keeps the buffer.
+#[derive(Debug, Default)]
+pub struct Batch {
+    out: Vec<u8>,
+    count: usize,
+    /// The batch's closing bracket is written ([`Batch::text`]).
+    closed: bool,
+}
+
+impl Batch {
+    /// The buffer to write the next message into, with [`encode`].
+    pub fn next_message(&mut self) -> &mut Vec<u8> {
+        if self.closed {
+            self.out.pop();
+            self.closed = false;
         }
-        encode(msg, out);
+        self.out.push(if self.count == 0 { b'[' } else { b',' });
+        self.count += 1;
+        &mut self.out
     }
-    out.push(b']');
+
+    /// How many messages it holds.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The WebSocket message's text so far (`None` when empty).
+    pub fn text(&mut self) -> Option<&str> {
+        let text = match self.count {
+            0 => return None,
+            1 => &self.out[1..],
+            _ => {
+                if !self.closed {
+                    self.out.push(b']');
+                    self.closed = true;
+                }
+                &self.out[..]
+            }
+        };
+        // Only the encoder writes here, and it writes UTF-8.
+        std::str::from_utf8(text).ok()
+    }
+
+    /// Empties it, keeping its buffer.
+    pub fn clear(&mut self) {
+        self.out.clear();
+        self.count = 0;
+        self.closed = false;
+    }
 }
 
 fn number(out: &mut Vec<u8>, n: u64) {
@@ -492,6 +545,17 @@ mod tests {
         let mut out = Vec::new();
         encode_batch(&[Msg::Release { callback: 1 }, Msg::Cancel { id: 2 }], &mut out);
         assert_eq!(out, br#"[["release",1],["cancel",2]]"#);
+        // A gathering read, added to, read again, and reused.
+        let mut batch = Batch::default();
+        assert_eq!(batch.text(), None);
+        encode(&Msg::Release { callback: 1 }, batch.next_message());
+        assert_eq!(batch.text(), Some(r#"["release",1]"#));
+        encode(&Msg::Cancel { id: 2 }, batch.next_message());
+        assert_eq!(batch.text(), Some(r#"[["release",1],["cancel",2]]"#));
+        encode(&Msg::Cancel { id: 3 }, batch.next_message());
+        assert_eq!(batch.text(), Some(r#"[["release",1],["cancel",2],["cancel",3]]"#));
+        batch.clear();
+        assert!(batch.is_empty() && batch.text().is_none());
     }
 
     #[test]
