@@ -186,6 +186,57 @@ fn invocations_from_other_threads_go_out_together() {
 }
 
 #[test]
+fn a_gathering_goes_out_in_batches_within_the_limits_in_order() {
+    let Room { mut bed, peer, members, .. } = room();
+    join(&mut bed, peer, 1, 7);
+    let callback = members.lock().unwrap()[0].clone();
+    let pad = "x".repeat(100);
+    std::thread::spawn(move || {
+        for i in 0..3000 {
+            callback.invoke("Tick", (i, &pad)).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    let mut next = 0;
+    let messages = bed.recv(peer);
+    assert!(messages.len() >= 5, "3000 invocations of ~130 bytes: 64 KiB batches");
+    for message in &messages {
+        let Incoming::Text(text) = message else { panic!("{message:?}") };
+        assert!(text.len() <= (64 << 10) + 200, "{} bytes", text.len());
+        let mut count = 0;
+        bidir::protocol::rpc::json::decode(text, |msg| {
+            let Ok(bidir::protocol::rpc::Msg::Invoke { args, .. }) = msg else { panic!() };
+            assert!(args.get().starts_with(&format!("[{next},")), "in order");
+            next += 1;
+            count += 1;
+        })
+        .unwrap();
+        assert!(count <= bidir::protocol::rpc::MAX_BATCH);
+    }
+    assert_eq!(next, 3000);
+}
+
+#[test]
+fn invocations_outrunning_the_worker_are_refused_not_gathered_without_bound() {
+    let Room { mut bed, peer, members, .. } = room();
+    join(&mut bed, peer, 1, 7);
+    let callback = members.lock().unwrap()[0].clone();
+    let pad = "x".repeat(64 << 10);
+    // The test bed's worker does not turn meanwhile: 16 MiB wait, then refusals.
+    let queued = (0..400).take_while(|_| callback.invoke("Big", (&pad,)).is_ok()).count();
+    assert!((250..=260).contains(&queued), "{queued} of 64 KiB queued");
+    assert_eq!(callback.invoke("Big", (&pad,)), Err(CallbackError::Full));
+    // One message each (each over the batch size); past the 1 MiB backpressure limit, dropped
+    // and counted like any send.
+    let received = bed.recv(peer).len();
+    assert_eq!(received, 16);
+    assert_eq!(bed.stats().counters.dropped_sends, (queued - received) as u64);
+    callback.invoke("Small", ()).unwrap();
+    assert_eq!(bed.recv(peer), [Incoming::Text(r#"["cb",7,"Small",[]]"#.into())]);
+}
+
+#[test]
 fn a_released_callback_runs_the_hook_once_and_refuses_invocations() {
     let Room { mut bed, peer, members, released, refused } = room();
     join(&mut bed, peer, 1, 7);

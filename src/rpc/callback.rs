@@ -41,6 +41,9 @@ pub enum CallbackError {
     Released,
     /// The arguments could not be written as JSON.
     Encode(String),
+    /// More than 16 MiB of invocations wait for the connection's worker: the invoking thread
+    /// outruns it. Nothing was queued; try later, or slower.
+    Full,
 }
 
 impl fmt::Display for CallbackError {
@@ -48,6 +51,7 @@ impl fmt::Display for CallbackError {
         match self {
             Self::Released => f.write_str("the callback was released"),
             Self::Encode(e) => write!(f, "the arguments cannot be written: {e}"),
+            Self::Full => f.write_str("too many invocations wait for the connection's worker"),
         }
     }
 }
@@ -136,8 +140,11 @@ impl Callback {
             args: Raw::new(args),
             id,
         };
-        self.state.outbox.push(|out| json::encode(&msg, out));
-        Ok(())
+        if self.state.outbox.push_invocation(|out| json::encode(&msg, out)) {
+            Ok(())
+        } else {
+            Err(CallbackError::Full)
+        }
     }
 }
 
