@@ -69,7 +69,8 @@ fn main() -> std::io::Result<()> {
             "--addr" => addr = value(),
             "--workers" => {
                 let n = value();
-                config.workers = Some(n.parse().unwrap_or_else(|_| usage(&format!("not a number: {n}"))));
+                config.workers =
+                    Some(n.parse().unwrap_or_else(|_| usage(&format!("not a number: {n}"))));
             }
             "--no-pin" => config.pin_workers = false,
             "-h" | "--help" => usage(""),

@@ -194,10 +194,13 @@ class Rpc {
 
   /** Closes the connection for good (1000): requests in flight fail with `disconnected`. */
   close() {
+    if (this.#state === 'closed') return;
     this.#reconnect = null;
     clearTimeout(this.#retry);
-    if (this.#ws) this.#ws.close(1000);
-    else this.#setState('closed');
+    const ws = this.#ws;
+    this.#ws = null; // its close event is not ours to handle any more
+    ws?.close(1000);
+    this.#dropped({ code: 1000, reason: 'closed by the page' });
   }
 
   // --- the connection
