@@ -43,8 +43,13 @@ export class RpcError extends Error {
 /**
  * Opens a connection to `url` (ws:, wss:, or a path on this page's host) and resolves with its
  * Rpc once it is open; rejects with an RpcError `disconnected` if the first try fails.
- * Options: `timeout` (ms, default DEFAULT_TIMEOUT; Infinity: none), `reconnect` ({min, max} in ms, or false),
- * `onstate(state, detail)`: told 'open', 'reconnecting' ({code, reason, delay}) and 'closed'.
+ * Options:
+ * - `timeout`: how long a request waits for its answer, in ms (default DEFAULT_TIMEOUT;
+ *   Infinity: for ever); then it fails with `timeout`, the server gets a `cancel`, and a late
+ *   answer is dropped (counted in `lateAnswers`);
+ * - `reconnect`: `{min, max}` delays in ms (default DEFAULT_RECONNECT), or false: no reconnection;
+ * - `onstate(state, detail)`: told 'open', 'reconnecting' (detail: {code, reason, delay} — the
+ *   close code and reason, the ms until the next try) and 'closed'.
  */
 export function connect(url, options = {}) {
   return Rpc.connect(url, options);
@@ -71,7 +76,7 @@ class Rpc {
   #queue = [];                // messages (JSON text) to send on this turn
   #description = null;        // promise of rpc.describe's answer, per connection
 
-  /** Answers that came after their request timed out (dropped). */
+  /** Answers that came for no request in flight — after their timeout — and were dropped. */
   lateAnswers = 0;
 
   static connect(url, options) {
@@ -82,7 +87,8 @@ class Rpc {
   constructor(url, options) {
     this.#url = resolveUrl(url);
     this.#timeout = options.timeout ?? DEFAULT_TIMEOUT;
-    this.#reconnect = options.reconnect === false ? null : { ...DEFAULT_RECONNECT, ...options.reconnect };
+    const reconnect = options.reconnect;
+    this.#reconnect = reconnect === false ? null : { ...DEFAULT_RECONNECT, ...reconnect };
     this.#onstate = options.onstate ?? (() => {});
   }
 
