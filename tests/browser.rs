@@ -106,6 +106,15 @@ fn services(seen: &Arc<Seen>) -> Services {
         .method("Test.close", |cx, (): ()| {
             cx.close(CloseCode::SERVICE_RESTART, "test").map_err(|e| e.to_string())
         })
+        .authorize_subscribe(|_cx, topic| match topic {
+            "staff" => Err("not a member of staff".to_owned()),
+            _ => Ok(()),
+        })
+        // Pages may publish on "open" only.
+        .authorize_publish(|_cx, topic| match topic {
+            "open" => Ok(()),
+            _ => Err("closed topic".to_owned()),
+        })
         .on_release(move |_cx, callback| {
             released.releases.fetch_add(1, Ordering::Relaxed);
             released.live.lock().unwrap().retain(|cb| cb != callback);

@@ -163,13 +163,19 @@ const [url] = process.argv.slice(2);
     assert.equal(got.after.code, 'disconnected');
   });
 
-  await check('subscribe, events, unsubscribe', async () => {
+  await check('subscribe (and a refusal), events, publish, unsubscribe', async () => {
     window.events = [];
     window.others = [];
     await rpc.subscribe('news', (data, topic) => events.push([topic, data]));
     const subscribers = await rpc.call('Test.publish', 'news', { n: 1 });
     await waitFor('the news', () => events.length === 1);
     rpc.publish('news', { from: 'page' }); // not allowed by these services: dropped
+    const staff = await settle(rpc.subscribe('staff', () => {}));
+    const staffAfter = await rpc.unsubscribe('staff'); // the refused listener was forgotten
+    const mine = [];
+    await rpc.subscribe('open', (data) => mine.push(data));
+    rpc.publish('open', { from: 'page' }); // allowed: the page sees its own event
+    await waitFor('its own event', () => mine.length === 1);
     const was = await rpc.unsubscribe('news');
     const again = await rpc.unsubscribe('news');
     await rpc.subscribe('other', (data) => others.push(data));
@@ -177,10 +183,14 @@ const [url] = process.argv.slice(2);
     await rpc.call('Test.publish', 'other', { n: 3 });
     // Published after the news on the same worker: the news would have come first.
     await waitFor('the other event', () => others.length === 1);
-    return { subscribers, events, was, again, after, others };
+    return { subscribers, events, staff, staffAfter, mine, was, again, after, others };
   }, (got) => {
     assert.equal(got.subscribers, 1);
     assert.deepEqual(got.events, [['news', { n: 1 }]]);
+    assert.equal(got.staff.code, 'unauthorized');
+    assert.equal(got.staff.message, 'not a member of staff');
+    assert.equal(got.staffAfter, false);
+    assert.deepEqual(got.mine, [{ from: 'page' }]);
     assert.equal(got.was, true);
     assert.equal(got.again, false);
     assert.equal(got.after, 0);
@@ -216,7 +226,8 @@ const [url] = process.argv.slice(2);
     assert.deepEqual(got.others, [{ n: 3 }, { n: 4 }]);
     assert.equal(got.live, true);
     // Subscribed again and replayed in one batch, the subscription first.
-    assert.ok(sent.some((f) => /^\[\["sub",\d+,"other"\],\["call",\d+,"Test.register",/.test(f)),
+    const again = /^\[\["sub",\d+,"open"\],\["sub",\d+,"other"\],\["call",\d+,"Test.register",/;
+    assert.ok(sent.some((f) => again.test(f)),
       `no batch of the re-subscription and the replay: ${sent}`);
   });
 
