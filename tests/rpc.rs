@@ -117,6 +117,22 @@ fn a_connection_without_the_subprotocol_is_refused() {
     assert!(refused.to_string().contains("400"), "{refused}");
 }
 
+#[test]
+fn the_browser_module_is_served_as_javascript() {
+    let builder = Server::builder().http("/bidir.js", bidir::rpc::serve_module);
+    let mut bed = TestBed::new(builder).unwrap();
+    let peer = bed.open().unwrap();
+    assert!(bed.write(peer, format!("GET /bidir.js HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes()));
+    bed.run_until_idle();
+    let response = String::from_utf8(bed.read(peer)).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // Browsers run a module script only with a JavaScript type.
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("content-type: text/javascript; charset=utf-8"), "{head}");
+    assert_eq!(body, bidir::rpc::BROWSER_MODULE);
+}
+
 type Members = Arc<Mutex<Vec<Callback>>>;
 
 /// A room served on a test bed, with one client connected.

@@ -18,14 +18,19 @@
 //! (`{"$cb": N}`): keep it, invoke it from any thread; [`Services::on_release`] hears when it
 //! is released.
 //!
+//! Browsers speak it through [`BROWSER_MODULE`], an ES module the server serves itself
+//! ([`serve_module`]).
+//!
 //! This is the runtime the typed service declarations build on; calls from the server to the
 //! client that want an answer, deferred answers and the clients come with it next.
 
+mod browser;
 mod callback;
 mod outbox;
 mod pending;
 mod reply;
 
+pub use browser::{BROWSER_MODULE, serve_module};
 pub use callback::{Callback, CallbackError};
 pub use pending::{CallError, DEFAULT_TIMEOUT, Pending};
 pub use reply::Reply;
