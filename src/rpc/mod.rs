@@ -22,6 +22,7 @@
 //! client that want an answer, deferred answers and the clients come with it next.
 
 mod callback;
+pub mod client;
 mod outbox;
 mod pending;
 mod reply;
