@@ -18,8 +18,8 @@
 //! (`{"$cb": N}`): keep it, invoke it from any thread; [`Services::on_release`] hears when it
 //! is released.
 //!
-//! This is the runtime the typed service declarations build on; calls from the server to the
-//! client that want an answer, deferred answers and the clients come with it next.
+//! This is the runtime the typed service declarations build on. The other end, a Rust client
+//! of the same protocol (calls, callbacks, subscriptions, reconnection), is [`client`].
 
 mod callback;
 pub mod client;

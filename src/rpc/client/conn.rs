@@ -219,17 +219,25 @@ impl Handler for ClientConn {
     }
 
     fn on_connect_failed(&mut self, error: ConnectError) {
-        let mut state = self.inner.lock();
-        if state.generation != self.generation || !matches!(state.phase, Phase::Connecting) {
+        Self::attempt_failed(&self.inner, self.generation, error);
+    }
+}
+
+impl ClientConn {
+    /// Connection attempt `generation` failed: the first connection's error goes to the
+    /// caller of `connect`; after a drop, the next attempt is scheduled.
+    pub(super) fn attempt_failed(inner: &Inner, generation: u64, error: ConnectError) {
+        let mut state = inner.lock();
+        if state.generation != generation || !matches!(state.phase, Phase::Connecting) {
             return;
         }
-        state.phase = match (state.opened_once, self.inner.backoff) {
+        state.phase = match (state.opened_once, inner.backoff) {
             (true, Some(backoff)) => {
                 state.attempt = state.attempt.saturating_add(1);
                 Phase::Waiting { at: Instant::now() + backoff.delay(state.attempt) }
             }
             _ => Phase::Failed(Some(error)),
         };
-        self.inner.changed.notify_all();
+        inner.changed.notify_all();
     }
 }

@@ -154,6 +154,9 @@ impl ClientBuilder {
     /// Runs the connection on `engine`'s workers (a server's, or a client engine shared by
     /// many clients: `Server::builder().start()` with no address), instead of a one-worker
     /// engine of its own. Closing the client then closes its connection, not the engine.
+    /// Connect from a thread that is not one of that engine's workers: the connection opens
+    /// on one of them, which cannot happen while its thread waits in [`ClientBuilder::connect`]
+    /// (the connect would end with [`ConnectError::Timeout`]).
     pub fn engine(mut self, engine: ServerHandle) -> Self {
         self.engine = Some(engine);
         self
@@ -364,14 +367,16 @@ impl Client {
         }
         let inner = &self.handle.inner;
         let slot = Arc::new(Slot::new());
-        let sent = {
+        let (sent, replaced) = {
             let mut state = inner.lock();
-            state.topics.insert(topic.to_owned(), Arc::new(on_event));
+            let replaced = state.topics.insert(topic.to_owned(), Arc::new(on_event));
             let write = |id, out: &mut Vec<u8>| {
                 json::encode(&Msg::Subscribe { id, topic: topic.into() }, out);
             };
-            state.request(inner, write, Some(Arc::clone(&slot)), None)
+            (state.request(inner, write, Some(Arc::clone(&slot)), None), replaced)
         };
+        // User code (what the handler captured) is dropped outside the lock.
+        drop(replaced);
         let answer = match sent {
             Ok(id) => Call::<()>::new(id, slot, Arc::clone(inner)).wait(),
             Err(e) => Err(e),

@@ -38,8 +38,7 @@ pub(super) fn run(inner: &Arc<Inner>) {
             if let Err(error) = attempt {
                 // Reported like a failed attempt (the next is scheduled).
                 drop(state);
-                use crate::Handler as _;
-                ClientConn::new(Arc::clone(inner), generation).on_connect_failed(error);
+                ClientConn::attempt_failed(inner, generation, error);
                 state = inner.lock();
             }
             continue;
