@@ -373,6 +373,9 @@ impl Handler for Recorder {
             let _ = self.seen.send(text.to_owned());
         }
     }
+    fn on_ping(&mut self, _cx: &mut Context<'_>, _payload: &[u8]) {
+        let _ = self.seen.send("(ping)".to_owned());
+    }
 }
 
 #[test]
@@ -510,4 +513,59 @@ fn a_first_connection_that_fails_is_an_error() {
     let url = format!("ws://{}/nothing", server.local_addr());
     let refused = Client::connect(&url);
     assert!(matches!(refused, Err(bidir::client::ConnectError::Refused(_))), "{refused:?}");
+}
+
+#[test]
+fn headers_and_heartbeats_come_from_the_builder() {
+    let (tx, rx) = mpsc::channel();
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .config(config(1))
+        .route("/rpc", move |req: &Request<'_>| {
+            if req.header("authorization") != Some("Bearer sesame") {
+                return Err(bidir::HttpResponse::unauthorized().body("who?"));
+            }
+            let first = r#"["event","x",1]"#;
+            Ok(Accept::new(Recorder { first, seen: tx.clone() }).protocol("bidir.json.v1"))
+        })
+        .start()
+        .unwrap();
+    let refused = builder(server.local_addr()).connect();
+    assert!(
+        matches!(&refused, Err(bidir::client::ConnectError::Refused(r)) if r.status == 401),
+        "{refused:?}"
+    );
+    let client = builder(server.local_addr())
+        .header("Authorization", "Bearer sesame")
+        .heartbeat(Some(Duration::from_millis(30)))
+        .connect()
+        .unwrap();
+    // Quiet after its first message: the client pings.
+    let deadline = Instant::now() + WAIT;
+    while rx.recv_timeout(WAIT).unwrap() != "(ping)" {
+        assert!(Instant::now() < deadline);
+    }
+    drop(client);
+}
+
+#[test]
+fn clients_share_an_engine_that_outlives_them() {
+    let (server, _seen) = server();
+    let engine = Server::builder().config(config(2)).start().unwrap();
+    let on = |engine: &ServerHandle| builder(server.local_addr()).engine(engine.clone());
+    let (first, second) = (on(&engine).connect().unwrap(), on(&engine).connect().unwrap());
+    eventually("two connections", || engine.connections() == 2);
+    let (tx, rx) = mpsc::channel();
+    second.call_async::<_, i64>("Calc.Add", (1, 2)).then(move |sum| {
+        tx.send((sum, thread::current().name().map(str::to_owned))).unwrap();
+    });
+    let (sum, name) = rx.recv_timeout(WAIT).unwrap();
+    assert_eq!(sum, Ok(3));
+    assert!(name.unwrap().starts_with("bidir-worker-"));
+    first.close();
+    eventually("one connection left", || engine.connections() == 1);
+    assert_eq!(second.call("Calc.Add", (2, 2)), Ok(4));
+    drop(second);
+    eventually("none left", || engine.connections() == 0);
+    engine.shutdown(Duration::from_secs(1));
 }

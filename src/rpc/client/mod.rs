@@ -115,8 +115,10 @@ impl ClientBuilder {
     }
 
     /// Reconnects after a drop, waiting from `min` (doubling after each failed attempt) up to
-    /// `max` between attempts, each delay drawn from its upper half at random. On by default
-    /// with [`DEFAULT_BACKOFF`].
+    /// `max` between attempts, each delay drawn from its upper half at random. A connection
+    /// that closes within `max` of opening counts as a failed attempt, so a server that drops
+    /// every new connection is not retried at the minimum delay. On by default with
+    /// [`DEFAULT_BACKOFF`].
     pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
         self.backoff = Some(Backoff { min, max: max.max(min) });
         self

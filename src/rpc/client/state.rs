@@ -31,7 +31,8 @@ pub(super) struct Backoff {
 }
 
 impl Backoff {
-    /// The delay before attempt `attempt` (0 for the first after a drop).
+    /// The delay before the next attempt after `attempt` failed ones (a connection that did
+    /// not last counts as failed).
     pub(super) fn delay(&self, attempt: u32) -> Duration {
         let full = self.min.saturating_mul(1 << attempt.min(20)).min(self.max).max(self.min);
         let half = full / 2;
@@ -162,8 +163,10 @@ pub(super) struct State {
     pub(super) phase: Phase,
     /// Numbers the connection attempts: events of an older one are ignored.
     pub(super) generation: u64,
-    /// Failed attempts since the last open connection.
+    /// Failed attempts in a row; a connection that did not last counts as one.
     pub(super) attempt: u32,
+    /// When the open connection opened.
+    opened_at: Instant,
     pub(super) opened_once: bool,
     /// The worker of the connection (or of the last one): continuations run there.
     pub(super) worker: usize,
@@ -185,6 +188,7 @@ impl State {
             phase: Phase::Connecting,
             generation: 0,
             attempt: 0,
+            opened_at: Instant::now(),
             opened_once: false,
             worker: 0,
             next_id: 0,
@@ -270,7 +274,7 @@ impl State {
     /// disconnected, all in the first message(s).
     pub(super) fn open(&mut self, inner: &Inner, conn: ConnHandle) {
         self.phase = Phase::Open(conn);
-        self.attempt = 0;
+        self.opened_at = Instant::now();
         let topics: Vec<String> = self.topics.keys().cloned().collect();
         for topic in topics {
             let write = |id, out: &mut Vec<u8>| {
@@ -307,7 +311,14 @@ impl State {
     /// request is taken and the client is done.
     pub(super) fn lost(&mut self, inner: &Inner) -> Vec<Arc<Slot>> {
         self.out = Outgoing::default();
-        let reconnect = inner.backoff.map(|b| Instant::now() + b.delay(0));
+        // A server that closes connections as soon as they open (overloaded, refusing this
+        // client) is not hammered at the minimum delay: only a connection that lasted the
+        // backoff's maximum starts the delays over.
+        let reconnect = inner.backoff.map(|b| {
+            let lasted = self.opened_at.elapsed() >= b.max;
+            self.attempt = if lasted { 0 } else { self.attempt.saturating_add(1) };
+            Instant::now() + b.delay(self.attempt)
+        });
         let sent: Vec<u64> = self
             .calls
             .iter()
@@ -356,5 +367,25 @@ pub(super) fn settle_all(slots: Vec<Arc<Slot>>, error: &CallError, inner: &Inner
     let worker = inner.lock().worker;
     for slot in slots {
         slot.settle(Err(error.clone()), inner, worker, here);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_within_its_bounds_and_jitters() {
+        let backoff = Backoff { min: Duration::from_millis(100), max: Duration::from_secs(1) };
+        for (attempt, full) in [(0, 100), (1, 200), (2, 400), (3, 800), (4, 1000), (60, 1000)] {
+            let full = Duration::from_millis(full);
+            for _ in 0..50 {
+                let delay = backoff.delay(attempt);
+                assert!(delay >= full / 2 && delay <= full, "{attempt}: {delay:?}");
+            }
+        }
+        let draws: std::collections::HashSet<Duration> =
+            (0..20).map(|_| backoff.delay(3)).collect();
+        assert!(draws.len() > 1, "no jitter");
     }
 }
