@@ -20,6 +20,10 @@ use crate::{Context, Handler};
 /// ([`ConnHandle::post`](crate::ConnHandle::post)).
 pub(crate) type PostFn = Box<dyn FnOnce(&mut dyn Handler, &mut Context<'_>) + Send>;
 
+/// A closure to run on a worker's thread, apart from any connection
+/// ([`ServerHandle::run_on`](crate::ServerHandle)).
+pub(crate) type RunFn = Box<dyn FnOnce() + Send>;
+
 /// Work for a worker from other threads.
 pub(crate) enum Command {
     Send {
@@ -65,6 +69,9 @@ pub(crate) enum Command {
         payload: Bytes,
         receipt: Settle,
     },
+    /// Run a closure on the worker's thread (the rpc client's continuations, which must run
+    /// there whether or not its connection is open).
+    Run(RunFn),
 }
 
 /// A message for a topic's subscribers on one worker.

@@ -558,6 +558,14 @@ impl ServerHandle {
         Ok(())
     }
 
+    /// Runs `f` on worker `worker`'s thread (modulo the count) between two of its loop turns,
+    /// after the commands this thread queued there before. Dropped unrun once the worker has
+    /// stopped. A panic in `f` is caught there.
+    pub(crate) fn run_on(&self, worker: usize, f: impl FnOnce() + Send + 'static) {
+        let mailboxes = &self.shared.mailboxes;
+        mailboxes[worker % mailboxes.len()].push(Command::Run(Box::new(f)));
+    }
+
     /// The I/O backend the workers run on ([`ServerConfig::backend`](crate::ServerConfig)).
     pub fn backend(&self) -> &BackendInfo {
         &self.shared.backend

@@ -19,13 +19,12 @@
 //! is released.
 //!
 //! Browsers speak it through [`BROWSER_MODULE`], an ES module the server serves itself
-//! ([`serve_module`]).
-//!
-//! This is the runtime the typed service declarations build on; calls from the server to the
-//! client that want an answer, deferred answers and the clients come with it next.
+//! ([`serve_module`]); Rust programs through [`client`] (calls, callbacks, subscriptions,
+//! reconnection).
 
 mod browser;
 mod callback;
+pub mod client;
 mod outbox;
 mod pending;
 mod reply;

@@ -17,7 +17,8 @@ use crate::cx::on_worker_thread;
 /// How long [`Pending::wait`] waits.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Why a call to a client's callback gave no value.
+/// Why a call gave no value: a server's call to a client's callback ([`Pending`]), or a
+/// client's call to the server ([`client::Call`](super::client::Call)).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CallError {
@@ -41,6 +42,8 @@ pub enum CallError {
     WouldBlockWorker,
     /// The answer is not a value of the type asked for, or the arguments could not be written.
     Json(String),
+    /// The caller cancelled the call ([`Call::cancel`](super::client::Call::cancel)).
+    Cancelled,
 }
 
 impl fmt::Display for CallError {
@@ -52,6 +55,7 @@ impl fmt::Display for CallError {
             Self::Released => f.write_str("the callback was released"),
             Self::WouldBlockWorker => f.write_str("waiting on a worker's thread would block it"),
             Self::Json(e) => write!(f, "{e}"),
+            Self::Cancelled => f.write_str("the call was cancelled"),
         }
     }
 }

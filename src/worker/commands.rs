@@ -1,6 +1,7 @@
 //! The mailbox, drained once per turn after a wake-up: what other threads asked of this
 //! worker, applied in the order each thread made its calls.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -60,6 +61,8 @@ impl<B: Backend> Worker<B> {
                 }
                 Command::Shutdown { deadline } => self.begin_shutdown(deadline),
                 Command::Post { id, f } => self.apply_post(id, f),
+                // A panic stays in the closure: the worker and its connections go on.
+                Command::Run(f) => drop(catch_unwind(AssertUnwindSafe(f))),
             }
         }
         self.commands = commands;

@@ -30,6 +30,12 @@ impl<'a> Raw<'a> {
     pub fn get(&self) -> &'a str {
         self.0.get()
     }
+
+    /// The value itself: to keep it ([`RawValue::to_owned`]) or hand it on without parsing
+    /// it again.
+    pub fn value(&self) -> &'a RawValue {
+        self.0
+    }
 }
 
 impl PartialEq for Raw<'_> {

@@ -1,0 +1,202 @@
+//! A call on its way: [`Call`], and the slot its answer lands in.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+
+use super::state::Inner;
+use crate::cx::on_worker_thread;
+use crate::rpc::CallError;
+
+pub(super) type Answer = Result<Box<RawValue>, CallError>;
+type Continuation = Box<dyn FnOnce(Answer) + Send>;
+
+enum State {
+    Waiting,
+    Answered(Answer),
+    Continue(Continuation),
+    Done,
+}
+
+/// Where one request's answer lands: a waiting thread wakes, or a continuation runs on the
+/// client's worker.
+pub(super) struct Slot {
+    state: Mutex<State>,
+    answered: Condvar,
+}
+
+impl Slot {
+    pub(super) fn new() -> Self {
+        Self { state: Mutex::new(State::Waiting), answered: Condvar::new() }
+    }
+
+    /// A slot settled already (the call failed before it was sent).
+    fn failed(error: CallError) -> Self {
+        Self { state: Mutex::new(State::Answered(Err(error))), answered: Condvar::new() }
+    }
+
+    /// The answer (or why there is none) came: the first settles, later ones are dropped. A
+    /// continuation runs now if `here` (the caller is the client's worker), else on `worker`.
+    pub(super) fn settle(&self, answer: Answer, inner: &Inner, worker: usize, here: bool) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match std::mem::replace(&mut *state, State::Done) {
+            State::Waiting => {
+                *state = State::Answered(answer);
+                self.answered.notify_all();
+            }
+            State::Continue(then) => {
+                drop(state);
+                if here {
+                    run(then, answer);
+                } else {
+                    inner.run_on_worker(worker, move || run(then, answer));
+                }
+            }
+            settled @ (State::Answered(_) | State::Done) => *state = settled,
+        }
+    }
+
+    /// Waits up to `timeout` for the answer; `None` if it did not come.
+    fn wait(&self, timeout: Duration) -> Option<Answer> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let State::Answered(_) = &*state {
+                let State::Answered(answer) = std::mem::replace(&mut *state, State::Done) else {
+                    unreachable!("matched above")
+                };
+                return Some(answer);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            state =
+                self.answered.wait_timeout(state, left).unwrap_or_else(PoisonError::into_inner).0;
+        }
+    }
+}
+
+/// Runs a continuation; a panic in it stays there (the connection goes on).
+fn run(then: Continuation, answer: Answer) {
+    let _ = catch_unwind(AssertUnwindSafe(move || then(answer)));
+}
+
+/// A call on its way ([`Client::call_async`](super::Client::call_async)): wait for the answer
+/// on a thread that is not a worker's, or continue on the client's worker when it comes.
+/// `Send + Sync`.
+///
+/// The answer comes within the client's answer timeout (counted from the call), or the call
+/// fails with [`CallError::Timeout`] and a later answer is dropped (counted in
+/// [`ClientStats::late_answers`](super::ClientStats)). Dropping a `Call` does not cancel it:
+/// its answer is read and dropped.
+#[must_use = "a call's answer is read by waiting or continuing"]
+pub struct Call<R> {
+    slot: Arc<Slot>,
+    /// `None` for a call that failed before it got an id.
+    id: Option<u64>,
+    inner: Arc<Inner>,
+    answer: PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned> Call<R> {
+    pub(super) fn new(id: u64, slot: Arc<Slot>, inner: Arc<Inner>) -> Self {
+        Self { slot, id: Some(id), inner, answer: PhantomData }
+    }
+
+    pub(super) fn failed(error: CallError, inner: Arc<Inner>) -> Self {
+        Self { slot: Arc::new(Slot::failed(error)), id: None, inner, answer: PhantomData }
+    }
+
+    /// Blocks until the answer, up to the client's answer timeout.
+    ///
+    /// # Errors
+    ///
+    /// As [`Call::wait_timeout`].
+    pub fn wait(self) -> Result<R, CallError> {
+        let timeout = self.inner.timeout;
+        self.wait_timeout(timeout)
+    }
+
+    /// Blocks until the answer or `timeout` (the call's own deadline, the client's answer
+    /// timeout from the call, applies too). Refused at once on a worker's thread (inside a
+    /// callback, an event handler or a continuation), where waiting could block the very
+    /// worker that reads the answer: never a deadlock.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError::Remote`] for the server's error answer (a service's own error: code
+    /// [`ErrorCode::Service`](crate::protocol::rpc::ErrorCode), its value as JSON in `data`),
+    /// [`CallError::Timeout`] (the call is forgotten: a late answer is dropped),
+    /// [`CallError::Disconnected`] when the connection ended before the answer,
+    /// [`CallError::Cancelled`], [`CallError::WouldBlockWorker`], [`CallError::Json`] for
+    /// arguments that could not be written or an answer not of type `R`.
+    pub fn wait_timeout(self, timeout: Duration) -> Result<R, CallError> {
+        if on_worker_thread() {
+            self.forget();
+            return Err(CallError::WouldBlockWorker);
+        }
+        match self.slot.wait(timeout) {
+            Some(answer) => decode(answer),
+            None => {
+                self.forget();
+                Err(CallError::Timeout)
+            }
+        }
+    }
+
+    /// Runs `then` with the answer on the client's worker — the thread its callbacks and
+    /// event handlers run on, so they never run at the same time — instead of waiting. If the
+    /// answer came already (or the call failed before it was sent), `then` runs on the
+    /// worker's next turn. `then` is dropped unrun only if the engine has stopped.
+    pub fn then<F>(self, then: F)
+    where
+        R: 'static,
+        F: FnOnce(Result<R, CallError>) + Send + 'static,
+    {
+        let then: Continuation = Box::new(move |answer| then(decode(answer)));
+        let mut state = self.slot.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match std::mem::replace(&mut *state, State::Done) {
+            State::Waiting => *state = State::Continue(then),
+            State::Answered(answer) => {
+                drop(state);
+                let worker = self.inner.lock().worker;
+                self.inner.run_on_worker(worker, move || run(then, answer));
+            }
+            State::Continue(_) | State::Done => {}
+        }
+    }
+
+    /// Gives up on the call: a call already sent is cancelled on the server (`["cancel",
+    /// id]`, see [`Reply::is_cancelled`](crate::rpc::Reply::is_cancelled)), one not yet sent
+    /// never is. The call settles with [`CallError::Cancelled`] unless its answer came
+    /// first; an answer crossing the cancel is dropped.
+    pub fn cancel(&self) {
+        if let Some(id) = self.id {
+            self.inner.cancel(id);
+        }
+        let worker = self.inner.lock().worker;
+        self.slot.settle(Err(CallError::Cancelled), &self.inner, worker, false);
+    }
+
+    fn forget(&self) {
+        if let Some(id) = self.id {
+            self.inner.forget(id);
+        }
+    }
+}
+
+impl<R> fmt::Debug for Call<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Call").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+pub(super) fn decode<R: DeserializeOwned>(answer: Answer) -> Result<R, CallError> {
+    serde_json::from_str(answer?.get()).map_err(|e| CallError::Json(e.to_string()))
+}

@@ -1,0 +1,243 @@
+//! One connection of a client, on its worker: answers, invocations of the client's
+//! callbacks, events, and the connection's opening and end.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use serde_json::value::RawValue;
+
+use bidir_protocol::rpc::json::{self, MsgError};
+use bidir_protocol::rpc::{ErrorBody, ErrorCode, Msg, Raw};
+use bidir_protocol::{CloseCode, Message};
+
+use super::state::{Inner, Phase, settle_all};
+use crate::client::ConnectError;
+use crate::rpc::CallError;
+use crate::{CloseInfo, Context, Handler};
+
+/// The handler of one connection attempt (`generation`) of a client.
+pub(super) struct ClientConn {
+    inner: Arc<Inner>,
+    generation: u64,
+    /// The answers to the server's invocations in the message being read.
+    answers: json::Batch,
+}
+
+impl ClientConn {
+    pub(super) fn new(inner: Arc<Inner>, generation: u64) -> Self {
+        Self { inner, generation, answers: json::Batch::default() }
+    }
+
+    /// Sends what user threads gathered.
+    pub(super) fn flush(&mut self, cx: &mut Context<'_>) {
+        self.inner.lock().out.flush(cx);
+    }
+
+    fn answer(&mut self, id: u64, answer: Result<Option<Box<RawValue>>, (ErrorCode, String)>) {
+        let out = self.answers.next_message();
+        match answer {
+            Ok(value) => {
+                let null;
+                let value = match &value {
+                    Some(value) => &**value,
+                    None => {
+                        null = RawValue::NULL.to_owned();
+                        &*null
+                    }
+                };
+                json::encode(&Msg::Result { id, value: Raw::new(value) }, out);
+            }
+            Err((code, message)) => {
+                let error = ErrorBody { code, message: message.into(), data: None };
+                json::encode(&Msg::Error { id, error }, out);
+            }
+        }
+    }
+
+    /// The server answered request `id`: its slot settles here, on the worker; an answer for
+    /// no request in flight (timed out, cancelled) is dropped and counted.
+    fn settle(&self, id: u64, answer: Result<Box<RawValue>, CallError>) {
+        let (entry, worker) = {
+            let mut state = self.inner.lock();
+            let entry = state.calls.remove(&id);
+            if let (Some(e), Ok(_)) = (&entry, &answer)
+                && let Some(replay) = &e.replay
+            {
+                state.replay.insert(id, replay.clone());
+            }
+            (entry, state.worker)
+        };
+        match entry {
+            Some(entry) => {
+                if let Some(slot) = entry.slot {
+                    slot.settle(answer, &self.inner, worker, true);
+                }
+            }
+            None => {
+                self.inner.late_answers.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Runs an invocation of callback `callback`; answers it when it has an id.
+    fn invoke(&mut self, callback: u64, method: &str, args: Raw<'_>, id: Option<u64>) {
+        let found = {
+            let state = self.inner.lock();
+            state.callbacks.get(&callback).and_then(std::sync::Weak::upgrade)
+        };
+        let answer = match &found {
+            Some(cb) if !cb.released.load(Ordering::Acquire) => {
+                let run = || (cb.dispatch)(method, args.value());
+                catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|_| {
+                    Err((ErrorCode::Internal, format!("callback {callback}: {method} failed")))
+                })
+            }
+            _ => Err((ErrorCode::Released, format!("no callback {callback}"))),
+        };
+        drop(found);
+        if let Some(id) = id {
+            self.answer(id, answer);
+        }
+    }
+
+    /// The server released callback `callback`: it will not invoke it again.
+    fn released(&self, callback: u64) {
+        let cb = {
+            let mut state = self.inner.lock();
+            let cb = state.callbacks.remove(&callback).and_then(|cb| cb.upgrade());
+            state.prune_replay();
+            cb
+        };
+        if let Some(cb) = cb {
+            cb.released.store(true, Ordering::Release);
+        }
+    }
+
+    fn event(&self, topic: &str, data: Raw<'_>) {
+        let on_event = self.inner.lock().topics.get(topic).cloned();
+        if let Some(on_event) = on_event {
+            let _ = catch_unwind(AssertUnwindSafe(|| on_event(data.value())));
+        }
+    }
+
+    fn handle(&mut self, cx: &mut Context<'_>, msg: Result<Msg<'_>, MsgError>) -> bool {
+        match msg {
+            Ok(Msg::Result { id, value }) => self.settle(id, Ok(value.value().to_owned())),
+            Ok(Msg::Error { id, error }) => {
+                let ErrorBody { code, message, data } = error;
+                let data = data.map(|d| d.get().to_owned());
+                self.settle(
+                    id,
+                    Err(CallError::Remote { code, message: message.into_owned(), data }),
+                );
+            }
+            Ok(Msg::Invoke { callback, method, args, id }) => {
+                self.invoke(callback, &method, args, id);
+            }
+            Ok(Msg::Release { callback }) => self.released(callback),
+            Ok(Msg::Event { topic, data }) => self.event(&topic, data),
+            // The client serves no methods and takes no subscriptions.
+            Ok(Msg::Call { id, method, .. }) => {
+                self.answer(id, Err((ErrorCode::UnknownService, format!("no method {method}"))));
+            }
+            Ok(Msg::Subscribe { id, .. } | Msg::Unsubscribe { id, .. }) => {
+                self.answer(id, Err((ErrorCode::Unauthorized, "a client has no topics".into())));
+            }
+            // Notifications, cancels of nothing, publishes: ignored (docs/rpc.md).
+            Ok(Msg::Notify { .. } | Msg::Cancel { .. } | Msg::Publish { .. }) => {}
+            Err(MsgError { id: Some(id), reason }) => {
+                self.answer(id, Err((ErrorCode::BadRequest, reason)));
+            }
+            Err(MsgError { id: None, reason }) => {
+                let _ = cx.close(CloseCode::POLICY_VIOLATION, &reason);
+                return false;
+            }
+        }
+        true
+    }
+}
+
+impl Handler for ClientConn {
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        let mut state = self.inner.lock();
+        if state.generation != self.generation || !matches!(state.phase, Phase::Connecting) {
+            drop(state);
+            let _ = cx.close(CloseCode::NORMAL, "client closed");
+            return;
+        }
+        if state.opened_once {
+            self.inner.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        state.opened_once = true;
+        state.worker = cx.id().worker();
+        state.open(&self.inner, cx.handle());
+        state.out.flush(cx);
+        self.inner.changed.notify_all();
+    }
+
+    fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
+        let Message::Text(text) = msg else {
+            let _ = cx.close(CloseCode::UNSUPPORTED_DATA, "bidir.json.v1 is text");
+            return;
+        };
+        let mut open = true;
+        let read = json::decode(text, |msg| {
+            if open {
+                open = self.handle(cx, msg);
+            }
+        });
+        if let Err(e) = read {
+            let _ = cx.close(e.close_code(), e.reason());
+        }
+        if let Some(text) = self.answers.text() {
+            let _ = cx.send_text(text);
+        }
+        self.answers.clear();
+    }
+
+    fn on_close(&mut self, _cx: &mut Context<'_>, _close: CloseInfo<'_>) {
+        let (taken, released) = {
+            let mut state = self.inner.lock();
+            if state.generation != self.generation || !matches!(state.phase, Phase::Open(_)) {
+                return;
+            }
+            let taken = state.lost(&self.inner);
+            // Without reconnection the callbacks end with the connection, on both sides.
+            let released: Vec<_> = if state.is_closed() {
+                state.callbacks.drain().filter_map(|(_, cb)| cb.upgrade()).collect()
+            } else {
+                Vec::new()
+            };
+            (taken, released)
+        };
+        for cb in released {
+            cb.released.store(true, Ordering::Release);
+        }
+        settle_all(taken, &CallError::Disconnected, &self.inner, true);
+    }
+
+    fn on_connect_failed(&mut self, error: ConnectError) {
+        Self::attempt_failed(&self.inner, self.generation, error);
+    }
+}
+
+impl ClientConn {
+    /// Connection attempt `generation` failed: the first connection's error goes to the
+    /// caller of `connect`; after a drop, the next attempt is scheduled.
+    pub(super) fn attempt_failed(inner: &Inner, generation: u64, error: ConnectError) {
+        let mut state = inner.lock();
+        if state.generation != generation || !matches!(state.phase, Phase::Connecting) {
+            return;
+        }
+        state.phase = match (state.opened_once, inner.backoff) {
+            (true, Some(backoff)) => {
+                state.attempt = state.attempt.saturating_add(1);
+                Phase::Waiting { at: Instant::now() + backoff.delay(state.attempt) }
+            }
+            _ => Phase::Failed(Some(error)),
+        };
+        inner.changed.notify_all();
+    }
+}

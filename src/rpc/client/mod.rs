@@ -1,0 +1,560 @@
+//! A client of `bidir.json.v1` (docs/rpc.md): calls, notifications, callback objects the
+//! server invokes, subscriptions, over one connection run by an engine's worker, reconnected
+//! when it drops.
+//!
+//! ```no_run
+//! use bidir::rpc::client::Client;
+//!
+//! let client = Client::connect("ws://127.0.0.1:9001/rpc")?;
+//! let sum: i64 = client.call("Calc.Add", (2, 3))?;
+//! client.subscribe("news", |event| println!("news: {event}"))?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Threading: a client is used from any thread (`Client` is `Send + Sync + Clone`). Its
+//! connection lives on one engine worker — a one-worker engine of its own, or the workers of
+//! an engine given to [`ClientBuilder::engine`] — where the server's invocations of its
+//! callbacks, its events and the continuations of [`Call::then`] run, one at a time. Calls
+//! that would wait ([`Client::call`], [`Call::wait`], [`Client::subscribe`]) are refused with
+//! [`CallError::WouldBlockWorker`] on a worker's thread, never a deadlock; continue with
+//! [`Client::call_async`] and [`Call::then`] there. Messages sent from other threads are
+//! gathered until the worker's next turn and go out together, as one batched message.
+//!
+//! Reconnection (on by default): when the connection drops, the calls in flight on it fail at
+//! once with [`CallError::Disconnected`]; the client connects again after a delay that
+//! doubles from the backoff's minimum to its maximum (jittered); calls made meanwhile wait for
+//! the new connection, up to their timeout. On the new connection it first subscribes again
+//! to its topics, then replays, in the order they were first made, the calls that passed a
+//! callback it still holds and that the server answered `ok` (notifications that passed one:
+//! once sent) — the server's lists get their callbacks back without the application calling
+//! `join` again — and only then sends the calls made while disconnected. The answers to the
+//! replays are dropped ([`ClientStats::replayed`] counts them).
+
+mod call;
+mod callback;
+mod conn;
+mod state;
+mod supervisor;
+
+pub use call::Call;
+pub use callback::LocalCallback;
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+
+use bidir_protocol::CloseCode;
+use bidir_protocol::rpc::json;
+use bidir_protocol::rpc::{ErrorCode, JSON_PROTOCOL, Msg, Raw};
+
+use self::call::Slot;
+use self::callback::{CbState, encode_args};
+use self::conn::ClientConn;
+use self::state::{Backoff, Inner, Phase, Replay, State, settle_all};
+use crate::client::{Connect, ConnectError};
+use crate::cx::on_worker_thread;
+use crate::rpc::{CallError, DEFAULT_TIMEOUT};
+use crate::{Server, ServerConfig, ServerHandle};
+
+/// The delays between reconnection attempts, by default: from 200 ms, doubling, up to 30 s.
+pub const DEFAULT_BACKOFF: (Duration, Duration) =
+    (Duration::from_millis(200), Duration::from_secs(30));
+
+/// How long a client's own engine waits, when it closes, for the server to answer its close.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// A client of `bidir.json.v1`: see the [module](self) for threading and reconnection.
+/// `Send + Sync + Clone` (clones share the connection); dropping the last clone closes it, as
+/// [`Client::close`] does.
+#[derive(Clone)]
+pub struct Client {
+    handle: Arc<Handle>,
+}
+
+/// What the last [`Client`] clone closes.
+struct Handle {
+    inner: Arc<Inner>,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
+    closed: AtomicBool,
+}
+
+/// A client's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientStats {
+    /// Answers that came for no call in flight: after the call's timeout, or its cancel.
+    pub late_answers: u64,
+    /// Connections opened again after one dropped.
+    pub reconnects: u64,
+    /// Calls replayed on new connections for the callbacks they passed.
+    pub replayed: u64,
+}
+
+/// Options of a [`Client`]: [`Client::builder`].
+pub struct ClientBuilder {
+    options: Connect,
+    timeout: Duration,
+    backoff: Option<Backoff>,
+    heartbeat: Option<Duration>,
+    engine: Option<ServerHandle>,
+}
+
+impl ClientBuilder {
+    /// How long a call waits for its answer, from the call. Default [`DEFAULT_TIMEOUT`] (30
+    /// s). An answer that comes later is dropped and counted
+    /// ([`ClientStats::late_answers`]).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Reconnects after a drop, waiting from `min` (doubling after each failed attempt) up to
+    /// `max` between attempts, each delay drawn from its upper half at random. A connection
+    /// that closes within `max` of opening counts as a failed attempt, so a server that drops
+    /// every new connection is not retried at the minimum delay. On by default with
+    /// [`DEFAULT_BACKOFF`].
+    pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.backoff = Some(Backoff { min, max: max.max(min) });
+        self
+    }
+
+    /// Turns reconnection off: once the connection drops, every call fails with
+    /// [`CallError::Disconnected`], and the callbacks are released.
+    pub fn no_reconnect(mut self) -> Self {
+        self.backoff = None;
+        self
+    }
+
+    /// Sends a heartbeat ping after this long without receiving anything, and drops the
+    /// connection (then reconnects) when nothing comes back within the protocol's pong
+    /// timeout. Default 30 s; `None` turns heartbeats off.
+    pub fn heartbeat(mut self, interval: Option<Duration>) -> Self {
+        self.heartbeat = interval;
+        self
+    }
+
+    /// Adds a header to the upgrade request (authorization, cookies); sent again on every
+    /// reconnection.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.options = self.options.header(name, value);
+        self
+    }
+
+    /// Changes the other options of the connection (timeouts, limits, deflate); the
+    /// subprotocol `bidir.json.v1` is offered whatever `f` does.
+    pub fn options(mut self, f: impl FnOnce(Connect) -> Connect) -> Self {
+        self.options = f(self.options);
+        self
+    }
+
+    /// Runs the connection on `engine`'s workers (a server's, or a client engine shared by
+    /// many clients: `Server::builder().start()` with no address), instead of a one-worker
+    /// engine of its own. Closing the client then closes its connection, not the engine.
+    /// Connect from a thread that is not one of that engine's workers: the connection opens
+    /// on one of them, which cannot happen while its thread waits in [`ClientBuilder::connect`]
+    /// (the connect would end with [`ConnectError::Timeout`]).
+    pub fn engine(mut self, engine: ServerHandle) -> Self {
+        self.engine = Some(engine);
+        self
+    }
+
+    /// Connects, blocking until the connection is open. A failure of this first connection is
+    /// returned, not retried.
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectError`]: the connection or the handshake failed or timed out, the server
+    /// refused (it must offer `bidir.json.v1`), or the client's engine could not start
+    /// ([`ConnectError::Io`]).
+    pub fn connect(self) -> Result<Client, ConnectError> {
+        let mut options = self.options;
+        if !options.protocols.iter().any(|p| p == JSON_PROTOCOL) {
+            options = options.protocol(JSON_PROTOCOL);
+        }
+        let mut config = (*options.config).clone();
+        config.ping_interval = self.heartbeat;
+        options = options.config(config);
+        let wait = options.connect_timeout + options.handshake_timeout + Duration::from_secs(1);
+        let (engine, own_engine) = match self.engine {
+            Some(engine) => (engine, false),
+            None => (own_engine()?, true),
+        };
+        let inner = Arc::new(Inner {
+            state: Mutex::new(State::new()),
+            changed: Condvar::new(),
+            options,
+            engine,
+            own_engine,
+            timeout: self.timeout,
+            backoff: self.backoff,
+            late_answers: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            replayed: AtomicU64::new(0),
+        });
+        let client = Client {
+            handle: Arc::new(Handle {
+                inner: Arc::clone(&inner),
+                supervisor: Mutex::new(None),
+                closed: AtomicBool::new(false),
+            }),
+        };
+        inner.engine.connect(&inner.options, ClientConn::new(Arc::clone(&inner), 0))?;
+        client.wait_open(wait)?;
+        let supervised = Arc::clone(&inner);
+        let supervisor = std::thread::Builder::new()
+            .name("bidir-rpc-client".into())
+            .spawn(move || supervisor::run(&supervised))?;
+        *client.handle.supervisor.lock().unwrap_or_else(PoisonError::into_inner) = Some(supervisor);
+        Ok(client)
+    }
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("url", self.options.url())
+            .field("timeout", &self.timeout)
+            .field("backoff", &self.backoff)
+            .field("heartbeat", &self.heartbeat)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A one-worker engine that runs only client connections.
+fn own_engine() -> Result<ServerHandle, ConnectError> {
+    let config = ServerConfig { workers: Some(1), pin_workers: false, ..Default::default() };
+    Ok(Server::builder().config(config).start()?)
+}
+
+impl Client {
+    /// Connects to `url` (`ws://…`) with the default options, offering `bidir.json.v1`;
+    /// blocks until the connection is open.
+    ///
+    /// # Errors
+    ///
+    /// As [`ClientBuilder::connect`], and [`ConnectError::Url`].
+    pub fn connect(url: &str) -> Result<Self, ConnectError> {
+        Self::builder(url)?.connect()
+    }
+
+    /// Options for a client of `url`: answer timeout, reconnection, heartbeats, headers, the
+    /// engine to run on.
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectError::Url`] for a URL that cannot be connected to.
+    pub fn builder(url: &str) -> Result<ClientBuilder, ConnectError> {
+        Ok(ClientBuilder {
+            options: Connect::new(url)?,
+            timeout: DEFAULT_TIMEOUT,
+            backoff: Some(Backoff { min: DEFAULT_BACKOFF.0, max: DEFAULT_BACKOFF.1 }),
+            heartbeat: Some(Duration::from_secs(30)),
+            engine: None,
+        })
+    }
+
+    /// Calls `method` (`Service.method`) with `args` — a tuple of its parameters, `(a,)` for
+    /// one, `()` for none — and waits for the answer, up to the answer timeout.
+    ///
+    /// # Errors
+    ///
+    /// As [`Call::wait_timeout`]; [`CallError::WouldBlockWorker`] at once (nothing sent) on a
+    /// worker's thread.
+    pub fn call<A: Serialize, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: A,
+    ) -> Result<R, CallError> {
+        if on_worker_thread() {
+            return Err(CallError::WouldBlockWorker);
+        }
+        self.call_async(method, args).wait()
+    }
+
+    /// Calls `method` with `args` without waiting: read the answer from the [`Call`]. While
+    /// the client is disconnected the call waits for the next connection (up to its timeout).
+    /// Callable on any thread, a worker's included.
+    pub fn call_async<A: Serialize, R: DeserializeOwned>(&self, method: &str, args: A) -> Call<R> {
+        let inner = &self.handle.inner;
+        let (args, passed) = match encode_args(&args, inner) {
+            Ok(encoded) => encoded,
+            Err(e) => return Call::failed(e, Arc::clone(inner)),
+        };
+        let replay = replay_of(method, &args, &passed, false);
+        let slot = Arc::new(Slot::new());
+        let write = |id, out: &mut Vec<u8>| {
+            json::encode(&Msg::Call { id, method: method.into(), args: Raw::new(&args) }, out);
+        };
+        let sent = inner.lock().request(inner, write, Some(Arc::clone(&slot)), replay);
+        drop(passed);
+        match sent {
+            Ok(id) => Call::new(id, slot, Arc::clone(inner)),
+            Err(e) => Call::failed(e, Arc::clone(inner)),
+        }
+    }
+
+    /// Calls `method` with `args` wanting no answer. Callable on any thread.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError::Disconnected`] while there is no connection (nothing is kept for the next
+    /// one); [`CallError::Json`] for arguments that cannot be written.
+    pub fn notify<A: Serialize>(&self, method: &str, args: A) -> Result<(), CallError> {
+        let inner = &self.handle.inner;
+        let (args, passed) = encode_args(&args, inner)?;
+        let sent = {
+            let mut state = inner.lock();
+            let sent = state.send(|out| {
+                json::encode(&Msg::Notify { method: method.into(), args: Raw::new(&args) }, out);
+            });
+            if sent && let Some(replay) = replay_of(method, &args, &passed, true) {
+                let key = state.reserve_id();
+                state.replay.insert(key, replay);
+            }
+            sent
+        };
+        drop(passed);
+        if sent { Ok(()) } else { Err(CallError::Disconnected) }
+    }
+
+    /// Makes a callback object whose invocations by the server run `dispatch` on the
+    /// client's worker: the method's name and its arguments (a JSON array) in; the answer out
+    /// — `Ok(None)` for no value (`null` when the server wants one) — or an error code and
+    /// message the server's call fails with. A panic in `dispatch` answers
+    /// [`ErrorCode::Internal`]. Pass it to the server as an argument of a call.
+    pub fn callback_with<T: ?Sized>(
+        &self,
+        dispatch: impl Fn(&str, &RawValue) -> Result<Option<Box<RawValue>>, (ErrorCode, String)>
+        + Send
+        + Sync
+        + 'static,
+    ) -> LocalCallback<T> {
+        let inner = &self.handle.inner;
+        let mut state = inner.lock();
+        let id = state.next_callback;
+        state.next_callback += 1;
+        let cb = Arc::new(CbState {
+            id,
+            released: AtomicBool::new(state.is_closed()),
+            dispatch: Box::new(dispatch),
+            inner: Arc::clone(inner),
+        });
+        state.callbacks.insert(id, Arc::downgrade(&cb));
+        drop(state);
+        LocalCallback::new(cb)
+    }
+
+    /// Subscribes to `topic`: `on_event` runs on the client's worker with each event's data,
+    /// in the order they come, until [`Client::unsubscribe`]. Subscribing again replaces the
+    /// handler. Kept across reconnections (subscribed again on each new connection; events
+    /// published while disconnected are missed).
+    ///
+    /// # Errors
+    ///
+    /// The server's refusal ([`CallError::Remote`], e.g. [`ErrorCode::Unauthorized`]), or as
+    /// [`Client::call`]: the topic is not kept then.
+    pub fn subscribe(
+        &self,
+        topic: &str,
+        on_event: impl Fn(&RawValue) + Send + Sync + 'static,
+    ) -> Result<(), CallError> {
+        if on_worker_thread() {
+            return Err(CallError::WouldBlockWorker);
+        }
+        let inner = &self.handle.inner;
+        let slot = Arc::new(Slot::new());
+        let (sent, replaced) = {
+            let mut state = inner.lock();
+            let replaced = state.topics.insert(topic.to_owned(), Arc::new(on_event));
+            let write = |id, out: &mut Vec<u8>| {
+                json::encode(&Msg::Subscribe { id, topic: topic.into() }, out);
+            };
+            (state.request(inner, write, Some(Arc::clone(&slot)), None), replaced)
+        };
+        // User code (what the handler captured) is dropped outside the lock.
+        drop(replaced);
+        let answer = match sent {
+            Ok(id) => Call::<()>::new(id, slot, Arc::clone(inner)).wait(),
+            Err(e) => Err(e),
+        };
+        if answer.is_err() {
+            let removed = inner.lock().topics.remove(topic);
+            drop(removed);
+        }
+        answer
+    }
+
+    /// Unsubscribes from `topic`; returns whether it was subscribed. While disconnected the
+    /// topic is only forgotten (it is not subscribed again).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::call`].
+    pub fn unsubscribe(&self, topic: &str) -> Result<bool, CallError> {
+        if on_worker_thread() {
+            return Err(CallError::WouldBlockWorker);
+        }
+        let inner = &self.handle.inner;
+        let slot = Arc::new(Slot::new());
+        let (removed, sent) = {
+            let mut state = inner.lock();
+            let removed = state.topics.remove(topic);
+            let sent = match state.phase {
+                Phase::Open(_) => {
+                    let write = |id, out: &mut Vec<u8>| {
+                        json::encode(&Msg::Unsubscribe { id, topic: topic.into() }, out);
+                    };
+                    Some(state.request(inner, write, Some(Arc::clone(&slot)), None))
+                }
+                _ => None,
+            };
+            (removed, sent)
+        };
+        match sent {
+            Some(Ok(id)) => Call::<bool>::new(id, slot, Arc::clone(inner)).wait(),
+            Some(Err(e)) => Err(e),
+            None => Ok(removed.is_some()),
+        }
+    }
+
+    /// Publishes `data` to `topic`'s subscribers, where the server allows clients to
+    /// (`["pub", topic, data]`; a server that does not drops it). Callable on any thread.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError::Disconnected`] while there is no connection; [`CallError::Json`] for data
+    /// that cannot be written.
+    pub fn publish<T: Serialize>(&self, topic: &str, data: &T) -> Result<(), CallError> {
+        let data =
+            serde_json::value::to_raw_value(data).map_err(|e| CallError::Json(e.to_string()))?;
+        let sent = self.handle.inner.lock().send(|out| {
+            json::encode(&Msg::Publish { topic: topic.into(), data: Raw::new(&data) }, out);
+        });
+        if sent { Ok(()) } else { Err(CallError::Disconnected) }
+    }
+
+    /// Whether the connection is open now.
+    pub fn is_connected(&self) -> bool {
+        matches!(self.handle.inner.lock().phase, Phase::Open(_))
+    }
+
+    /// The client's counters.
+    pub fn stats(&self) -> ClientStats {
+        let inner = &self.handle.inner;
+        ClientStats {
+            late_answers: inner.late_answers.load(Ordering::Relaxed),
+            reconnects: inner.reconnects.load(Ordering::Relaxed),
+            replayed: inner.replayed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Closes the client for every clone: calls waiting fail with
+    /// [`CallError::Disconnected`] (continuations run on the worker first), callbacks are
+    /// released, the connection closes (1000), the client's thread ends and its own engine
+    /// stops; later calls fail with [`CallError::Disconnected`]. Blocks until then, except on
+    /// the client's own worker, where its engine's thread is left to end by itself.
+    /// Idempotent; dropping the last clone does it.
+    ///
+    /// Handlers that capture a `Client` (an `on_event`, a callback's dispatch) keep it alive:
+    /// close it explicitly then.
+    pub fn close(&self) {
+        self.handle.close();
+    }
+
+    /// Waits until the first connection opens or fails, up to `wait`.
+    fn wait_open(&self, wait: Duration) -> Result<(), ConnectError> {
+        let inner = &self.handle.inner;
+        let deadline = Instant::now() + wait;
+        let mut state = inner.lock();
+        loop {
+            match &mut state.phase {
+                Phase::Open(_) => return Ok(()),
+                Phase::Failed(error) => {
+                    let error = error.take().unwrap_or(ConnectError::Closed);
+                    drop(state);
+                    self.close();
+                    return Err(error);
+                }
+                _ => {}
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                drop(state);
+                self.close();
+                return Err(ConnectError::Timeout);
+            }
+            state = inner.changed.wait_timeout(state, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("url", self.handle.inner.options.url())
+            .field("connected", &self.is_connected())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handle {
+    fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let inner = &self.inner;
+        let (taken, phase, topics, callbacks) = {
+            let mut state = inner.lock();
+            state.generation += 1;
+            let phase = std::mem::replace(&mut state.phase, Phase::Closed);
+            let taken = state.take_all();
+            let topics = std::mem::take(&mut state.topics);
+            let callbacks = std::mem::take(&mut state.callbacks);
+            state.replay.clear();
+            inner.changed.notify_all();
+            (taken, phase, topics, callbacks)
+        };
+        let supervisor = self.supervisor.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(supervisor) = supervisor {
+            let _ = supervisor.join();
+        }
+        for cb in callbacks.into_values().filter_map(|cb| cb.upgrade()) {
+            cb.released.store(true, Ordering::Release);
+        }
+        drop(topics);
+        settle_all(taken, &CallError::Disconnected, inner, false);
+        if let Phase::Open(conn) = phase {
+            let _ = conn.close(CloseCode::NORMAL, "client closed");
+        }
+        if inner.own_engine {
+            inner.engine.shutdown(CLOSE_GRACE);
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// What to replay of a call that passed `passed`, if any.
+fn replay_of(
+    method: &str,
+    args: &RawValue,
+    passed: &[Arc<CbState>],
+    notify: bool,
+) -> Option<Replay> {
+    (!passed.is_empty()).then(|| Replay {
+        method: method.into(),
+        args: args.to_owned(),
+        callbacks: passed.iter().map(|cb| cb.id).collect(),
+        notify,
+    })
+}
