@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use bidir::client::{Connect, Incoming};
 use bidir::protocol::rpc::ErrorCode;
-use bidir::rpc::{CallError, Callback, CallbackError, Reply, Services};
+use bidir::rpc::{CallError, CallbackError, RawCallback, Reply, Services};
 use bidir::testbed::{HOST, Peer, TestBed};
 use bidir::{CloseCode, Message, Server};
 
@@ -117,7 +117,7 @@ fn a_connection_without_the_subprotocol_is_refused() {
     assert!(refused.to_string().contains("400"), "{refused}");
 }
 
-type Members = Arc<Mutex<Vec<Callback>>>;
+type Members = Arc<Mutex<Vec<RawCallback>>>;
 
 /// A room served on a test bed, with one client connected.
 struct Room {
@@ -137,7 +137,7 @@ fn room() -> Room {
     let (join, leave, hook) = (Arc::clone(&members), Arc::clone(&members), Arc::clone(&members));
     let log = Arc::clone(&released);
     let services = Services::new()
-        .method("Room.Join", move |_cx, (_name, callback): (String, Callback)| {
+        .method("Room.Join", move |_cx, (_name, callback): (String, RawCallback)| {
             join.lock().unwrap().push(callback);
             Ok::<_, String>(())
         })
@@ -209,7 +209,7 @@ fn the_end_of_the_connection_releases_every_callback_once() {
     let Room { mut bed, peer, members, released, .. } = room();
     join(&mut bed, peer, 1, 7);
     join(&mut bed, peer, 2, 8);
-    let kept: Vec<Callback> = members.lock().unwrap().clone();
+    let kept: Vec<RawCallback> = members.lock().unwrap().clone();
     bed.close(peer, CloseCode::NORMAL, "bye").unwrap();
     bed.run_until_idle();
     let mut ids = released.lock().unwrap().clone();
@@ -250,11 +250,11 @@ fn events_reach_the_subscribers_of_their_topic_only() {
 }
 
 /// `Work.Later(n)` hands its reply to the test; at most two answers owed per connection.
-fn later() -> (TestBed, Peer, std::sync::mpsc::Receiver<(u64, Reply)>) {
+fn later() -> (TestBed, Peer, std::sync::mpsc::Receiver<(u64, Reply<str>)>) {
     let (tx, rx) = std::sync::mpsc::channel();
     let tx = Mutex::new(tx);
     let services = Services::new()
-        .deferred("Work.Later", move |_cx, (n,): (u64,), reply: Reply| {
+        .deferred("Work.Later", move |_cx, (n,): (u64,), reply: Reply<str>| {
             tx.lock().unwrap().send((n, reply)).unwrap();
         })
         .max_in_flight(2);
@@ -283,7 +283,7 @@ fn a_deferred_method_answers_from_another_thread() {
     let (second, reply2) = rx.try_recv().unwrap();
     assert_eq!((first, second), (10, 20));
     std::thread::spawn(move || {
-        reply2.ok(&"twenty");
+        reply2.ok("twenty");
         reply1.err("failed at ten");
     })
     .join()
@@ -308,7 +308,7 @@ fn a_cancelled_or_dropped_reply_answers_as_documented() {
     bed.send(peer, Message::Text(r#"["cancel",1]"#)).unwrap();
     bed.run_until_idle();
     assert!(cancelled.is_cancelled());
-    cancelled.ok(&1);
+    cancelled.ok("one");
     drop(dropped);
     assert_eq!(
         bed.recv(peer),
@@ -335,7 +335,7 @@ fn asking() -> (TestBed, Peer, Members, Names) {
     let names = Names::default();
     let (keep, ask_members, log) = (Arc::clone(&members), Arc::clone(&members), Arc::clone(&names));
     let services = Services::new()
-        .method("Ask.Join", move |_cx, (callback,): (Callback,)| {
+        .method("Ask.Join", move |_cx, (callback,): (RawCallback,)| {
             let log = Arc::clone(&log);
             callback
                 .call::<_, String>("Name", ())

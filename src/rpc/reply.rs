@@ -1,6 +1,7 @@
 //! Answers given later, from any thread: [`Reply`].
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -11,22 +12,23 @@ use bidir_protocol::rpc::{ErrorCode, Msg, Raw};
 use super::outbox::Outbox;
 use super::{Failure, to_raw};
 
-/// The answer a [`Services::deferred`](super::Services::deferred) method owes: hand it to
-/// another thread, do the work there, and answer once with [`Reply::ok`] or [`Reply::err`].
-/// `Send`. The answer joins the connection's other outgoing messages gathered until its worker
-/// sends them.
+/// The answer a [`Services::deferred`](super::Services::deferred) method owes, a value of type
+/// `T`: hand it to another thread, do the work there, and answer once with [`Reply::ok`] or
+/// [`Reply::err`]. `Send`. The answer joins the connection's other outgoing messages gathered
+/// until its worker sends them.
 ///
 /// A reply dropped without an answer answers [`ErrorCode::Internal`], so the caller never
 /// waits forever. Once the client cancelled the call or the connection ended, the answer is
 /// dropped ([`Reply::is_cancelled`] tells, so the work can stop early). A notification's reply
 /// answers nobody.
-pub struct Reply {
+pub struct Reply<T: ?Sized> {
     id: Option<u64>,
     outbox: Arc<Outbox>,
     answered: bool,
+    value: PhantomData<fn(&T)>,
 }
 
-impl Reply {
+impl<T: ?Sized> Reply<T> {
     pub(super) fn new(id: Option<u64>, outbox: &Arc<Outbox>, max: usize) -> Result<Self, Failure> {
         if let Some(id) = id {
             outbox.begin(id, max).map_err(|reason| Failure {
@@ -39,11 +41,14 @@ impl Reply {
                 data: None,
             })?;
         }
-        Ok(Self { id, outbox: Arc::clone(outbox), answered: false })
+        Ok(Self { id, outbox: Arc::clone(outbox), answered: false, value: PhantomData })
     }
 
     /// Answers with `value`.
-    pub fn ok<T: Serialize + ?Sized>(mut self, value: &T) {
+    pub fn ok(mut self, value: &T)
+    where
+        T: Serialize,
+    {
         match to_raw(value) {
             Ok(value) => self.answer(|id, out| {
                 json::encode(&Msg::Result { id, value: Raw::new(&value) }, out);
@@ -74,7 +79,7 @@ impl Reply {
     }
 }
 
-impl Drop for Reply {
+impl<T: ?Sized> Drop for Reply<T> {
     fn drop(&mut self) {
         if !self.answered {
             let failure = Failure {
@@ -87,7 +92,7 @@ impl Drop for Reply {
     }
 }
 
-impl fmt::Debug for Reply {
+impl<T: ?Sized> fmt::Debug for Reply<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reply").field("id", &self.id).field("answered", &self.answered).finish()
     }
