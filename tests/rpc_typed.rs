@@ -355,3 +355,41 @@ fn the_interface_dispatches_invocations_to_a_local_object() {
         ]
     );
 }
+
+/// The declarations docs/rpc.md describes in its `rpc.describe` example.
+mod spec {
+    use bidir::rpc::Callback;
+
+    #[bidir::callback]
+    pub trait ChatCallback {
+        fn blabla(&self, pseudo: String, msg: String);
+        fn confirm(&self, question: String) -> bool;
+    }
+
+    #[bidir::service]
+    pub trait Chat {
+        fn join(&self, pseudo: String, callback: Callback<dyn ChatCallback>);
+        fn blabla(&self, pseudo: String, msg: String);
+    }
+
+    pub struct Nobody;
+
+    impl Chat for Nobody {
+        fn join(&self, _: String, _: Callback<dyn ChatCallback>) {}
+        fn blabla(&self, _: String, _: String) {}
+    }
+}
+
+#[test]
+fn the_specification_describes_what_the_server_answers() {
+    let spec = include_str!("../docs/rpc.md");
+    let example = spec.split("```json\n").find(|b| b.starts_with(r#"["ok", 1, {"services""#));
+    let example = example.expect("the example answer").split("```").next().unwrap();
+    let compact: String = example.split_whitespace().collect();
+    let services = Services::new()
+        .serve(spec::ChatService::shared(spec::Nobody))
+        .method("Calc.Add", |_cx, (a, b): (i64, i64)| Ok::<_, String>(a + b));
+    let mut bed = TestBed::new(Server::builder().route("/rpc", services.hook())).unwrap();
+    let peer = connect(&mut bed);
+    assert_eq!(ask(&mut bed, peer, r#"["call",1,"rpc.describe",[]]"#), compact);
+}
