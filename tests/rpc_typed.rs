@@ -361,18 +361,18 @@ mod spec {
     use bidir::rpc::Callback;
 
     #[bidir::callback]
-    pub trait ChatCallback {
+    pub(crate) trait ChatCallback {
         fn blabla(&self, pseudo: String, msg: String);
         fn confirm(&self, question: String) -> bool;
     }
 
     #[bidir::service]
-    pub trait Chat {
+    pub(crate) trait Chat {
         fn join(&self, pseudo: String, callback: Callback<dyn ChatCallback>);
         fn blabla(&self, pseudo: String, msg: String);
     }
 
-    pub struct Nobody;
+    pub(crate) struct Nobody;
 
     impl Chat for Nobody {
         fn join(&self, _: String, _: Callback<dyn ChatCallback>) {}
