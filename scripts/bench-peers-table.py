@@ -22,6 +22,8 @@ CELLS = {
     "c1000": "1000 conns x 1 in flight x 64 B text",
     "c1": "1 conn x 1 in flight x 16 B text",
     "idle10k": "10 000 idle connections",
+    "rpc100x16": "rpc: 100 conns x 16 calls in flight, echo of a small struct",
+    "rpc1": "rpc: 1 conn x 1 call in flight, echo of a small struct",
 }
 
 
@@ -79,17 +81,20 @@ def main():
                 plots.append(f"{out_dir}/{cell}-{server}-r{mid + 1}.hgrm:{server}")
             subprocess.run([load, "plot", "--out", f"{out_dir}/{cell}.svg",
                             "--title", f"{title}: echo latency by percentile", "--log-y"] + plots, check=False)
+        # The rpc cells compare the rpc servers (bidir-rpc: examples/rpc_echo).
+        bidir = "bidir-rpc" if cell.startswith("rpc") else "bidir"
         peers = [(s, median(rows, key)) for s, rows in results.items() if not s.startswith("bidir")]
         peers = [p for p in peers if p[1]]
-        if peers and "bidir" in results and median(results["bidir"], key):
+        if peers and bidir in results and median(results[bidir], key):
             name, theirs = min(peers, key=lambda p: p[1])
-            ours = median(results["bidir"], key)
+            ours = median(results[bidir], key)
             what = "memory per connection" if cell == "idle10k" else "server CPU per message"
-            lines.append(f"\nbidir / best peer ({name}): **{ours / theirs:.2f}x** {what}")
-        if cell != "idle10k" and "bidir" in results and "bidir-epoll" in results:
-            ours, epoll = median(results["bidir"], key), median(results["bidir-epoll"], key)
-            if ours and epoll:
-                lines.append(f"\nbidir (io_uring) / bidir-epoll: **{ours / epoll:.2f}x** server CPU per message")
+            lines.append(f"\n{bidir} / best peer ({name}): **{ours / theirs:.2f}x** {what}")
+        epoll = bidir + "-epoll"
+        if cell != "idle10k" and bidir in results and epoll in results:
+            ours, theirs = median(results[bidir], key), median(results[epoll], key)
+            if ours and theirs:
+                lines.append(f"\n{bidir} (io_uring) / {epoll}: **{ours / theirs:.2f}x** server CPU per message")
     print("\n".join(lines))
 
 

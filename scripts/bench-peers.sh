@@ -15,13 +15,16 @@
 # table quotes medians.
 #
 #   scripts/bench-peers.sh [--rounds N] [--duration SECS] [--warmup SECS] [--servers "bidir ws ..."]
-#                          [--cells "c100x16 c100x4x4k c1000 c1 idle10k"] [--server-cpu N --load-cpu M]
+#                          [--cells "c100x16 c100x4x4k c1000 c1 idle10k rpc100x16 rpc1"] [--server-cpu N --load-cpu M]
 #                          [--no-syscalls]
 #
 # Servers: bidir (examples/echo, one worker, deflate off, the backend it picks: io_uring where
 # the kernel has it), bidir-epoll (the same forced onto epoll), tungstenite (tokio-tungstenite,
 # current_thread), fastwebsockets (tokio current_thread), ws-rs, node-ws (Node `ws`),
-# uws (uWebSockets.js). Peers are built by scripts/peers/build.sh (dev only, outside the
+# uws (uWebSockets.js). The rpc cells (rpc100x16, rpc1: calls of an echo method with a small
+# struct, `bidir-load --rpc`) run on bidir-rpc / bidir-rpc-epoll (examples/rpc_echo, one
+# worker) and jsonrpsee (its WebSocket server, tokio current_thread); the echo cells on the
+# others. Peers are built by scripts/peers/build.sh (dev only, outside the
 # bidir crate's dependency tree).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -31,8 +34,8 @@ TARGET="$(target_dir)"
 ROUNDS=3
 DURATION=5
 WARMUP=1
-SERVERS="bidir bidir-epoll uws fastwebsockets tungstenite ws-rs node-ws"
-CELLS="c100x16 c100x4x4k c1000 c1 idle10k"
+SERVERS="bidir bidir-epoll uws fastwebsockets tungstenite ws-rs node-ws bidir-rpc bidir-rpc-epoll jsonrpsee"
+CELLS="c100x16 c100x4x4k c1000 c1 idle10k rpc100x16 rpc1"
 SERVER_CPU=0
 LOAD_CPU=1
 SYSCALLS=1
@@ -56,7 +59,7 @@ mkdir -p "$OUT"
 : > "$OUT/results.jsonl"
 : > "$OUT/syscalls.jsonl"
 
-cargo build --release --locked --example echo -p bidir -q
+cargo build --release --locked --example echo --example rpc_echo -p bidir -q
 cargo build --release --locked -p bidir-load -q
 LOAD="$TARGET/release/bidir-load"
 if [ -n "$(echo " $SERVERS " | tr ' ' '\n' | grep -v '^bidir' | grep -v '^$' || true)" ]; then
@@ -77,6 +80,9 @@ start_peer() { # NAME PORT -> sets SERVER_PID
         ws-rs) cmd=("$PEERS_BIN_DIR/ws-rs-echo" --port "$port") ;;
         node-ws) cmd=("$NODE" "$ROOT/$PEERS_NODE_DIR/ws-echo.js" --port "$port") ;;
         uws) cmd=("$NODE" "$ROOT/$PEERS_NODE_DIR/uws-echo.js" --port "$port") ;;
+        bidir-rpc) cmd=(env BIDIR_BACKEND=auto "$TARGET/release/examples/rpc_echo" --addr "127.0.0.1:$port" --workers 1) ;;
+        bidir-rpc-epoll) cmd=(env BIDIR_BACKEND=epoll "$TARGET/release/examples/rpc_echo" --addr "127.0.0.1:$port" --workers 1) ;;
+        jsonrpsee) cmd=("$PEERS_BIN_DIR/jsonrpsee-echo" --port "$port") ;;
         *) echo "unknown server $name" >&2; exit 2 ;;
     esac
     start_server "the $name server" "$port" "$OUT/server-$name.log" 20 \
@@ -91,8 +97,23 @@ cell_args() {
         c1000) echo "--conns 1000 --inflight 1 --size 64" ;;
         c1) echo "--conns 1 --inflight 1 --size 16" ;;
         idle10k) echo "--mode connect --conns 10000 --connect-window 128" ;;
+        rpc100x16) echo "--conns 100 --inflight 16" ;;
+        rpc1) echo "--conns 1 --inflight 1" ;;
         *) echo "unknown cell $1" >&2; exit 2 ;;
     esac
+}
+
+# The rpc cells run on the rpc servers, the echo cells on the echo servers: the URL and the
+# call framing per server, or nothing when the cell does not apply.
+server_args() { # SERVER CELL PORT
+    local rpc=0
+    case "$2" in rpc*) rpc=1 ;; esac
+    case "$1" in
+        bidir-rpc*) [ "$rpc" = 1 ] && echo "--url ws://127.0.0.1:$3/rpc --rpc bidir" ;;
+        jsonrpsee) [ "$rpc" = 1 ] && echo "--url ws://127.0.0.1:$3/ --rpc jsonrpc" ;;
+        *) [ "$rpc" = 0 ] && echo "--url ws://127.0.0.1:$3/echo" ;;
+    esac
+    return 0
 }
 
 SUMMARY='import json, sys
@@ -108,9 +129,11 @@ for round in $(seq 1 "$ROUNDS"); do
         for i in $(seq 0 $((n - 1))); do
             server=${SERVER_LIST[$(((i + round - 1) % n))]}
             port="$(free_port)"
+            target="$(server_args "$server" "$cell" "$port")"
+            [ -n "$target" ] || continue
             start_peer "$server" "$port"
-            # shellcheck disable=SC2046
-            if ! taskset -c "$LOAD_CPU" "$LOAD" --url "ws://127.0.0.1:$port/echo" $(cell_args "$cell") \
+            # shellcheck disable=SC2046,SC2086
+            if ! taskset -c "$LOAD_CPU" "$LOAD" $target $(cell_args "$cell") \
                 --duration "$DURATION" --warmup "$WARMUP" --server-pid "$SERVER_PID" \
                 --label "$cell $server" --hgrm "$OUT/$cell-$server-r$round.hgrm" --json --quiet \
                 >> "$OUT/results.jsonl" 2> "$OUT/$cell-$server-r$round.log"; then
@@ -133,13 +156,15 @@ if [ "$SYSCALLS" = 1 ] && perf stat -e raw_syscalls:sys_enter -- true > /dev/nul
         [ "$cell" = idle10k ] && continue
         for server in "${SERVER_LIST[@]}"; do
             port="$(free_port)"
+            target="$(server_args "$server" "$cell" "$port")"
+            [ -n "$target" ] || continue
             start_peer "$server" "$port"
             perf stat -x, -e raw_syscalls:sys_enter -e syscalls:sys_enter_io_uring_enter \
                 -p "$SERVER_PID" -o "$OUT/$cell-$server.perf" &
             PERF_PID=$!
             sleep 0.2
-            # shellcheck disable=SC2046
-            if taskset -c "$LOAD_CPU" "$LOAD" --url "ws://127.0.0.1:$port/echo" $(cell_args "$cell") \
+            # shellcheck disable=SC2046,SC2086
+            if taskset -c "$LOAD_CPU" "$LOAD" $target $(cell_args "$cell") \
                 --duration 3 --warmup 0 --label "$cell $server" --json --quiet \
                 > "$OUT/$cell-$server.syscalls.json" 2> /dev/null; then
                 kill -INT "$PERF_PID"; wait "$PERF_PID" || true

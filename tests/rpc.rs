@@ -249,6 +249,74 @@ fn events_reach_the_subscribers_of_their_topic_only() {
     assert_eq!(server.publish("news", Message::Text("plain")), 0);
 }
 
+/// Two clients of `services`.
+fn two(services: Services) -> (TestBed, Peer, Peer) {
+    let mut bed = TestBed::new(Server::builder().route("/rpc", services.hook())).unwrap();
+    let options = Connect::new(&format!("ws://{HOST}/rpc")).unwrap().protocol("bidir.json.v1");
+    let a = bed.connect_with(&options).unwrap();
+    let b = bed.connect_with(&options).unwrap();
+    (bed, a, b)
+}
+
+#[test]
+fn subscriptions_and_client_publishes_are_authorized_by_their_hooks() {
+    let staff = |_cx: &mut bidir::Context<'_>, topic: &str| match topic.starts_with("staff/") {
+        true => Err(format!("not a member of {topic}")),
+        false => Ok(()),
+    };
+    let services = Services::new().authorize_subscribe(staff);
+    let refused = services.refused_publishes();
+    let (mut bed, a, b) = two(services);
+    assert_eq!(
+        ask(&mut bed, a, r#"["sub",1,"staff/pay"]"#),
+        r#"["err",1,"unauthorized","not a member of staff/pay"]"#
+    );
+    assert_eq!(ask(&mut bed, a, r#"["sub",2,"lobby"]"#), r#"["ok",2,null]"#);
+    // Clients may not publish unless allowed: dropped and counted.
+    bed.send(b, Message::Text(r#"["pub","lobby",1]"#)).unwrap();
+    bed.run_until_idle();
+    assert!(bed.recv(a).is_empty());
+    assert_eq!(refused.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn an_allowed_client_publish_reaches_every_subscriber_the_publisher_as_chosen() {
+    for exclude in [false, true] {
+        let allow = |_cx: &mut bidir::Context<'_>, topic: &str| match topic == "lobby" {
+            true => Ok(()),
+            false => Err("read only".to_owned()),
+        };
+        let services = Services::new().authorize_publish(allow).exclude_publisher(exclude);
+        let refused = services.refused_publishes();
+        let (mut bed, a, b) = two(services);
+        for peer in [a, b] {
+            assert_eq!(ask(&mut bed, peer, r#"["sub",1,"lobby"]"#), r#"["ok",1,null]"#);
+            assert_eq!(ask(&mut bed, peer, r#"["sub",2,"news"]"#), r#"["ok",2,null]"#);
+        }
+        bed.send(b, Message::Text(r#"["pub","lobby",{"text":"hi"}]"#)).unwrap();
+        bed.send(b, Message::Text(r#"["pub","news","fake"]"#)).unwrap();
+        bed.run_until_idle();
+        let event = Incoming::Text(r#"["event","lobby",{"text":"hi"}]"#.into());
+        let own = if exclude { vec![] } else { vec![event.clone()] };
+        assert_eq!(bed.recv(a), [event]);
+        assert_eq!(bed.recv(b), own, "exclude_publisher({exclude})");
+        assert_eq!(refused.load(Ordering::Relaxed), 1, "the publish to news");
+    }
+}
+
+#[test]
+fn a_method_broadcasts_to_the_others() {
+    let services = Services::new().method("Chat.say", |cx, (text,): (String,)| {
+        bidir::rpc::broadcast(cx, "room", &text).map_err(|e| e.to_string())
+    });
+    let (mut bed, a, b) = two(services);
+    for peer in [a, b] {
+        assert_eq!(ask(&mut bed, peer, r#"["sub",1,"room"]"#), r#"["ok",1,null]"#);
+    }
+    assert_eq!(ask(&mut bed, a, r#"["call",2,"Chat.say",["hey"]]"#), r#"["ok",2,1]"#);
+    assert_eq!(bed.recv(b), [Incoming::Text(r#"["event","room","hey"]"#.into())]);
+}
+
 /// `Work.Later(n)` hands its reply to the test; at most two answers owed per connection.
 fn later() -> (TestBed, Peer, std::sync::mpsc::Receiver<(u64, Reply<str>)>) {
     let (tx, rx) = std::sync::mpsc::channel();

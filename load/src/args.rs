@@ -18,6 +18,10 @@ usage: bidir-load --url ws://HOST:PORT/PATH [options]
                          send time (replaces --inflight)
   --size BYTES           message size (default 16; text needs 16, binary 8 for the timestamp)
   --binary               binary messages (default text)
+  --rpc bidir|jsonrpc    echo mode as calls: each message is a call of an echo method with a
+                         small struct (bidir.json.v1 `Bench.echo`, or JSON-RPC 2.0 `echo` as
+                         jsonrpsee serves it), its id carrying the send time; --size is unused
+  --method NAME          the method called (default Bench.echo, or echo for jsonrpc)
   --deflate off|shared|dedicated:BITS   offer permessage-deflate (default off)
   --duration SECS        measured time (default 10; connect mode: hold time, default 0;
                          churn: time limit, default 10, or none when --cycles is given)
@@ -55,6 +59,15 @@ impl Mode {
     }
 }
 
+/// The call framing of `--rpc`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    /// `bidir.json.v1`: `["call", id, method, [args]]` answered `["ok", id, value]`.
+    Bidir,
+    /// JSON-RPC 2.0: `{"jsonrpc":"2.0","id":id,"method":m,"params":[args]}`.
+    JsonRpc,
+}
+
 /// Parsed options.
 #[derive(Clone, Debug)]
 pub(crate) struct Options {
@@ -66,6 +79,8 @@ pub(crate) struct Options {
     pub(crate) rate: Option<f64>,
     pub(crate) size: usize,
     pub(crate) binary: bool,
+    /// Calls instead of echoes, and the method called.
+    pub(crate) rpc: Option<(Dialect, String)>,
     pub(crate) deflate: Option<DeflateConfig>,
     /// The measured time; churn: the time limit (`Duration::MAX`: none).
     pub(crate) duration: Duration,
@@ -93,6 +108,7 @@ pub(crate) fn parse(argv: &[String]) -> Result<Options, String> {
         rate: None,
         size: 16,
         binary: false,
+        rpc: None,
         deflate: None,
         duration: Duration::from_secs(10),
         warmup: Duration::from_secs(2),
@@ -108,6 +124,7 @@ pub(crate) fn parse(argv: &[String]) -> Result<Options, String> {
         quiet: false,
     };
     let mut duration_set = false;
+    let mut method = None;
     let mut args = argv.iter();
     while let Some(arg) = args.next() {
         let mut value = || args.next().cloned().ok_or_else(|| format!("{arg} needs a value"));
@@ -126,6 +143,15 @@ pub(crate) fn parse(argv: &[String]) -> Result<Options, String> {
             "--rate" => o.rate = Some(positive(&value()?)?),
             "--size" => o.size = number(&value()?)?,
             "--binary" => o.binary = true,
+            "--rpc" => {
+                let dialect = match value()?.as_str() {
+                    "bidir" => Dialect::Bidir,
+                    "jsonrpc" => Dialect::JsonRpc,
+                    other => return Err(format!("--rpc takes bidir or jsonrpc, not {other}")),
+                };
+                o.rpc = Some((dialect, String::new()));
+            }
+            "--method" => method = Some(value()?),
             "--deflate" => {
                 o.deflate = match value()?.as_str() {
                     "off" => None,
@@ -181,6 +207,19 @@ pub(crate) fn parse(argv: &[String]) -> Result<Options, String> {
     } else if o.cycles.is_some() {
         return Err("--cycles needs --mode churn".into());
     }
+    match (&mut o.rpc, method) {
+        (Some((dialect, name)), method) => {
+            if o.mode != Mode::Echo || o.binary {
+                return Err("--rpc needs echo mode and text".into());
+            }
+            *name = method.unwrap_or_else(|| match dialect {
+                Dialect::Bidir => "Bench.echo".into(),
+                Dialect::JsonRpc => "echo".into(),
+            });
+        }
+        (None, Some(_)) => return Err("--method needs --rpc".into()),
+        (None, None) => {}
+    }
     if o.label.is_empty() {
         o.label = o.url.clone();
     }
@@ -225,6 +264,19 @@ mod tests {
         let o = parse_str("--url ws://h/ --mode connect --conns 10_000 --rate 1e5").unwrap();
         assert_eq!((o.conns, o.rate, o.duration), (10_000, Some(1e5), Duration::ZERO));
         assert_eq!(parse_str("--url ws://h/ --duration 2.5s").unwrap().duration.as_millis(), 2500);
+    }
+
+    #[test]
+    fn rpc() {
+        let o = parse_str("--url ws://h/ --rpc bidir --inflight 16").unwrap();
+        assert_eq!(o.rpc, Some((Dialect::Bidir, "Bench.echo".into())));
+        let o = parse_str("--url ws://h/ --rpc jsonrpc --method e2").unwrap();
+        assert_eq!(o.rpc, Some((Dialect::JsonRpc, "e2".into())));
+        assert_eq!(parse_str("--url ws://h/ --rpc jsonrpc").unwrap().rpc.unwrap().1, "echo");
+        assert!(parse_str("--url ws://h/ --rpc grpc").is_err());
+        assert!(parse_str("--url ws://h/ --method m").is_err(), "a method without --rpc");
+        assert!(parse_str("--url ws://h/ --rpc bidir --binary").is_err());
+        assert!(parse_str("--url ws://h/ --rpc bidir --mode connect").is_err());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! ```text
 //! bidir-load --url ws://127.0.0.1:9001/echo --conns 100 --inflight 16 --size 16 --duration 10
 //! bidir-load --url ... --rate 50000                 # open loop: 50 000 msg/s in total
+//! bidir-load --url ws://127.0.0.1:9002/rpc --rpc bidir --inflight 16   # calls of Bench.echo
 //! bidir-load --url ... --mode connect --conns 10000 --server-pid PID   # idle connections
 //! bidir-load --url ... --mode churn --conns 10000 --cycles 1000000 --server-pid PID
 //! bidir-load plot --out cell.svg --title "..." [--log-y] bidir.hgrm:bidir ws.hgrm:ws

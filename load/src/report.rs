@@ -32,28 +32,22 @@ fn per_message(ns: u64, r: &RunResult) -> Option<f64> {
 
 pub(crate) fn print(o: &Options, r: &RunResult) {
     let mut s = String::new();
+    let kind = if o.binary { "binary" } else { "text" };
+    let message = match &o.rpc {
+        Some((_, method)) => format!("calls of {method}"),
+        None => format!("{} B {kind}", o.size),
+    };
     let what = match (o.mode, o.rate) {
         (Mode::Connect, _) => format!("connect {} conns", o.conns),
-        (Mode::Churn, _) => format!(
-            "churn {} conns, {} x {} B {} per cycle",
-            o.conns,
-            o.cycle_messages,
-            o.size,
-            if o.binary { "binary" } else { "text" }
-        ),
-        (Mode::Echo, Some(rate)) => format!(
-            "open loop {rate:.0} msg/s, {} conns x {} B {}",
-            o.conns,
-            o.size,
-            if o.binary { "binary" } else { "text" }
-        ),
-        (Mode::Echo, None) => format!(
-            "closed loop {} conns x {} in flight x {} B {}",
-            o.conns,
-            o.inflight,
-            o.size,
-            if o.binary { "binary" } else { "text" }
-        ),
+        (Mode::Churn, _) => {
+            format!("churn {} conns, {} x {message} per cycle", o.conns, o.cycle_messages)
+        }
+        (Mode::Echo, Some(rate)) => {
+            format!("open loop {rate:.0} msg/s, {} conns x {message}", o.conns)
+        }
+        (Mode::Echo, None) => {
+            format!("closed loop {} conns x {} in flight x {message}", o.conns, o.inflight)
+        }
     };
     let deflate = o.deflate.as_ref().map_or("", |_| ", deflate offered");
     let _ = writeln!(s, "{} — {what}{deflate}", o.label);

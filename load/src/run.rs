@@ -10,7 +10,7 @@ use bidir::client::{Connect, ConnectError};
 use bidir::hdrhistogram::Histogram;
 use bidir::{CloseInfo, Context, Handler, Message, Server, ServerConfig, ServerHandle, TimerId};
 
-use crate::args::{Mode, Options};
+use crate::args::{Dialect, Mode, Options};
 use crate::churn::{self, ServerUsage};
 use crate::procfs;
 
@@ -67,6 +67,8 @@ struct Shared {
     first_error: Mutex<Option<String>>,
     binary: bool,
     size: usize,
+    /// `--rpc`: messages are calls.
+    calls: Option<Calls>,
     inflight: usize,
     /// Open loop: nanoseconds between two messages of one connection.
     interval: Option<u64>,
@@ -115,6 +117,61 @@ struct LoadConn {
     /// The armed pacing timer: re-arming replaces it.
     timer: Option<TimerId>,
     index: usize,
+    /// `--rpc`: the last call id sent; ids are send times made unique per connection.
+    last_id: u64,
+}
+
+/// The calls `--rpc` makes: the text around the id, which carries the send time.
+struct Calls {
+    dialect: Dialect,
+    prefix: &'static str,
+    suffix: String,
+}
+
+impl Calls {
+    /// The argument: a small struct, as a service would echo it.
+    const ITEM: &str = r#"{"id":42,"name":"sensor","values":[1.5,2.25,3.0],"ok":true}"#;
+
+    fn new(dialect: Dialect, method: &str) -> Self {
+        let item = Self::ITEM;
+        match dialect {
+            Dialect::Bidir => {
+                Self { dialect, prefix: r#"["call","#, suffix: format!(r#","{method}",[{item}]]"#) }
+            }
+            Dialect::JsonRpc => Self {
+                dialect,
+                prefix: r#"{"jsonrpc":"2.0","id":"#,
+                suffix: format!(r#","method":"{method}","params":[{item}]}}"#),
+            },
+        }
+    }
+
+    /// Writes the call with `id` into `text`.
+    fn write(&self, id: u64, text: &mut String) {
+        use std::fmt::Write;
+        text.clear();
+        text.push_str(self.prefix);
+        let _ = write!(text, "{id}");
+        text.push_str(&self.suffix);
+    }
+
+    /// The id a successful answer carries; `None` for an error answer or anything else.
+    fn answer_id(&self, text: &str) -> Option<u64> {
+        let rest = match self.dialect {
+            Dialect::Bidir => text.strip_prefix(r#"["ok","#)?,
+            // The top-level id: first (as jsonrpsee writes it) or after the result, whose
+            // value may hold ids of its own.
+            Dialect::JsonRpc if text.contains(r#""result":"#) => {
+                match text.strip_prefix(self.prefix) {
+                    Some(rest) => rest,
+                    None => &text[text.rfind(r#""id":"#)? + 5..],
+                }
+            }
+            Dialect::JsonRpc => return None,
+        };
+        let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        rest[..end].parse().ok()
+    }
 }
 
 /// A load message of `--size` bytes: text (`bytes` empty) or binary (`text` empty).
@@ -154,11 +211,16 @@ impl LoadConn {
     fn new(shared: Arc<Shared>, index: usize) -> Self {
         let Payload { text, bytes } = Payload::new(shared.size, shared.binary, index);
         let started = shared.now();
-        Self { shared, tally: None, text, bytes, started, next: 0, timer: None, index }
+        Self { shared, tally: None, text, bytes, started, next: 0, timer: None, index, last_id: 0 }
     }
 
     fn send(&mut self, cx: &mut Context<'_>, stamp: u64) -> bool {
-        let sent = if self.shared.binary {
+        let sent = if let Some(calls) = &self.shared.calls {
+            // Calls in flight need distinct ids: a later one than the last, off by nanoseconds.
+            self.last_id = stamp.max(self.last_id + 1);
+            calls.write(self.last_id, &mut self.text);
+            cx.send_text(&self.text)
+        } else if self.shared.binary {
             self.bytes[..8].copy_from_slice(&stamp.to_le_bytes());
             cx.send_binary(&self.bytes)
         } else {
@@ -226,6 +288,9 @@ impl LoadConn {
 
     fn stamp(&self, msg: &Message<'_>) -> Option<u64> {
         match msg {
+            Message::Text(t) if self.shared.calls.is_some() => {
+                self.shared.calls.as_ref()?.answer_id(t)
+            }
             Message::Binary(b) if self.shared.binary && b.len() >= 8 => {
                 Some(u64::from_le_bytes(b[..8].try_into().ok()?))
             }
@@ -340,7 +405,10 @@ pub(crate) struct RunResult {
 /// The client side of every load connection: the URL, the deflate offer, no heartbeats, and
 /// limits that fit `--size`.
 pub(crate) fn connect_options(o: &Options) -> Result<Connect, String> {
-    let connect = Connect::new(&o.url).map_err(|e| e.to_string())?;
+    let mut connect = Connect::new(&o.url).map_err(|e| e.to_string())?;
+    if let Some((Dialect::Bidir, _)) = o.rpc {
+        connect = connect.protocol(bidir::protocol::rpc::JSON_PROTOCOL);
+    }
     let mut protocol = bidir::protocol::Config::default();
     protocol.ping_interval = None;
     protocol.max_message_size = protocol.max_message_size.max(o.size * 2);
@@ -385,6 +453,7 @@ pub(crate) fn run(o: &Options) -> Result<RunResult, String> {
         first_error: Mutex::new(None),
         binary: o.binary,
         size: o.size,
+        calls: o.rpc.as_ref().map(|(dialect, method)| Calls::new(*dialect, method)),
         inflight: if o.mode == Mode::Connect { 0 } else { o.inflight },
         interval: if o.mode == Mode::Connect { None } else { interval },
         conns: o.conns,
@@ -553,5 +622,34 @@ fn sleep_until(shared: &Shared, at: u64, progress: bool, phase: &str) {
             );
             last = (sent, received);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_carry_their_id_both_ways() {
+        let calls = Calls::new(Dialect::Bidir, "Bench.echo");
+        let mut text = String::new();
+        calls.write(1234, &mut text);
+        let item = Calls::ITEM;
+        assert_eq!(text, format!(r#"["call",1234,"Bench.echo",[{item}]]"#));
+        assert_eq!(calls.answer_id(&format!(r#"["ok",1234,{item}]"#)), Some(1234));
+        assert_eq!(calls.answer_id(r#"["err",1234,"bad_args","x"]"#), None);
+
+        let calls = Calls::new(Dialect::JsonRpc, "echo");
+        calls.write(77, &mut text);
+        assert_eq!(
+            text,
+            format!(r#"{{"jsonrpc":"2.0","id":77,"method":"echo","params":[{item}]}}"#)
+        );
+        let answer = format!(r#"{{"jsonrpc":"2.0","id":77,"result":{item}}}"#);
+        assert_eq!(calls.answer_id(&answer), Some(77));
+        let answer = format!(r#"{{"jsonrpc":"2.0","result":{item},"id":78}}"#);
+        assert_eq!(calls.answer_id(&answer), Some(78));
+        let error = r#"{"jsonrpc":"2.0","id":79,"error":{"code":-32601,"message":"x"}}"#;
+        assert_eq!(calls.answer_id(error), None);
     }
 }

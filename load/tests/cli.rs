@@ -221,3 +221,30 @@ fn churn_counts_cycles_and_reports_the_servers_usage() {
     assert_eq!((field(&stdout, "failed"), field(&stdout, "cycles")), (6.0, 0.0), "{stdout}");
     assert!(stderr.contains("refused"), "{stderr}");
 }
+
+#[test]
+fn rpc_mode_times_calls_and_counts_error_answers() {
+    let mut config = ServerConfig::default();
+    config.workers = Some(1);
+    config.pin_workers = false;
+    let echo = |_cx: &mut Context<'_>, (item,): (serde_json::Value,)| Ok::<_, String>(item);
+    let services = bidir::rpc::Services::new()
+        .method("Bench.echo", echo)
+        .method("Bench.fail", |_cx, (_,): (serde_json::Value,)| Err::<(), _>("no"));
+    let server =
+        Server::builder().bind("127.0.0.1:0").config(config).route("/rpc", services.hook());
+    let server = server.start().unwrap();
+    let url = format!("ws://{}/rpc", server.local_addr());
+    let args = ["--url", &url, "--rpc", "bidir", "--conns", "2", "--inflight", "4"];
+    let timing = ["--duration", "0.4", "--warmup", "0.1", "--json"];
+    let (ok, stdout, stderr) = load(&[&args[..], &timing[..]].concat());
+    assert!(ok, "{stderr}");
+    assert!(field(&stdout, "msgs_per_sec") > 100.0, "{stdout}");
+    assert_eq!(field(&stdout, "errors"), 0.0, "{stdout}");
+    assert!(stderr.contains("2 conns x 4 in flight x calls of Bench.echo"), "{stderr}");
+
+    // Error answers are not timed: counted as errors, the run fails.
+    let (ok, stdout, _) = load(&[&args[..], &["--method", "Bench.fail"], &timing[..]].concat());
+    assert!(!ok);
+    assert!(field(&stdout, "errors") > 0.0, "{stdout}");
+}

@@ -15,7 +15,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 source scripts/peers/common.sh
 
 idle=${SMOKE_IDLE:-2000}
-all=("${PEERS_RUST_BINS[@]}" ws-echo uws-echo)
+# The echo servers (jsonrpsee-echo answers calls, not echoes: bidir-load --rpc jsonrpc checks it).
+all=(tungstenite-echo fastwebsockets-echo ws-rs-echo ws-echo uws-echo)
 servers=("$@")
 [ ${#servers[@]} -gt 0 ] || servers=("${all[@]}")
 

@@ -90,7 +90,7 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -176,6 +176,7 @@ pub struct Services {
     on_release: Option<Box<ReleaseHook>>,
     refused: Arc<AtomicU64>,
     max_in_flight: usize,
+    topics: Topics,
 }
 
 impl Default for Services {
@@ -188,11 +189,26 @@ impl Default for Services {
             on_release: None,
             refused: Arc::default(),
             max_in_flight: 256,
+            topics: Topics::default(),
         }
     }
 }
 
 type ReleaseHook = dyn Fn(&mut Context<'_>, &RawCallback) + Send + Sync;
+type TopicHook = dyn Fn(&mut Context<'_>, &str) -> Result<(), String> + Send + Sync;
+
+/// What clients may do with topics.
+#[derive(Default)]
+struct Topics {
+    /// Decides subscriptions; none: every topic.
+    subscribe: Option<Box<TopicHook>>,
+    /// Decides clients' publishes; none: refused.
+    publish: Option<Box<TopicHook>>,
+    /// A client's publish skips its own connection.
+    exclude_publisher: bool,
+    /// Clients' publishes refused, over every connection.
+    refused: Arc<AtomicU64>,
+}
 
 /// The reserved method that answers with the services' descriptions (docs/rpc.md).
 const DESCRIBE: &str = "rpc.describe";
@@ -285,6 +301,42 @@ impl Services {
         self
     }
 
+    /// Decides which topics a client may subscribe to: `Err(reason)` answers its `sub` with
+    /// [`ErrorCode::Unauthorized`] and the reason. Runs on the connection's worker, for each
+    /// subscription. Without it, every topic may be subscribed to.
+    pub fn authorize_subscribe<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&mut Context<'_>, &str) -> Result<(), String> + Send + Sync + 'static,
+    {
+        self.topics.subscribe = Some(Box::new(hook));
+        self
+    }
+
+    /// Lets clients publish (`pub`) to the topics `hook` accepts: the event reaches every
+    /// subscriber on every worker, as [`publish`] sends it — the publisher too if subscribed,
+    /// unless [`Services::exclude_publisher`]. Without it (the default) clients' publishes are
+    /// refused. A refused publish has no id to answer: it is dropped and counted
+    /// ([`Services::refused_publishes`]).
+    pub fn authorize_publish<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&mut Context<'_>, &str) -> Result<(), String> + Send + Sync + 'static,
+    {
+        self.topics.publish = Some(Box::new(hook));
+        self
+    }
+
+    /// Whether a client's publish skips its own connection (default `false`: a subscribed
+    /// publisher sees its event, so it knows the publish went through).
+    pub fn exclude_publisher(mut self, exclude: bool) -> Self {
+        self.topics.exclude_publisher = exclude;
+        self
+    }
+
+    /// Clients' publishes refused, over every connection of these services.
+    pub fn refused_publishes(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.topics.refused)
+    }
+
     /// Invocations refused because their callback was released, over every connection of
     /// these services: a counter shared with them once they run.
     pub fn refused_invocations(&self) -> Arc<AtomicU64> {
@@ -372,10 +424,32 @@ pub fn publish<T: Serialize + ?Sized>(
     data: &T,
 ) -> Result<usize, serde_json::Error> {
     let data = serde_json::value::to_raw_value(data)?;
+    let event = encode_event(topic, Raw::new(&data));
+    Ok(server.publish(&engine_topic(topic), Message::Text(&event)))
+}
+
+/// [`publish`] from a method, to every subscriber but the calling connection (a chat message
+/// goes to the others). Returns the subscribers reached, the caller not counted.
+///
+/// # Errors
+///
+/// As [`publish`].
+pub fn broadcast<T: Serialize + ?Sized>(
+    cx: &mut Context<'_>,
+    topic: &str,
+    data: &T,
+) -> Result<usize, serde_json::Error> {
+    let data = serde_json::value::to_raw_value(data)?;
+    let event = encode_event(topic, Raw::new(&data));
+    Ok(cx.broadcast(&engine_topic(topic), Message::Text(&event)))
+}
+
+/// `["event", topic, data]`, encoded once for every subscriber.
+fn encode_event(topic: &str, data: Raw<'_>) -> String {
     let mut event = Vec::new();
-    json::encode(&Msg::Event { topic: topic.into(), data: Raw::new(&data) }, &mut event);
-    let text = String::from_utf8(event).unwrap_or_default();
-    Ok(server.publish(&engine_topic(topic), Message::Text(&text)))
+    json::encode(&Msg::Event { topic: topic.into(), data }, &mut event);
+    // The codec writes JSON, which is UTF-8.
+    String::from_utf8(event).unwrap_or_default()
 }
 
 /// The engine topic an rpc topic is carried on: the protocol's name before it, so events
@@ -507,6 +581,22 @@ impl Endpoint {
         }
     }
 
+    /// A client's publish, if the services let it.
+    fn publish(&self, cx: &mut Context<'_>, topic: &str, data: Raw<'_>) {
+        let topics = &self.services.topics;
+        if topics.publish.as_ref().is_none_or(|allow| allow(cx, topic).is_err()) {
+            topics.refused.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let event = encode_event(topic, data);
+        let (topic, msg) = (engine_topic(topic), Message::Text(&event));
+        if topics.exclude_publisher {
+            cx.broadcast(&topic, msg);
+        } else {
+            cx.publish(&topic, msg);
+        }
+    }
+
     fn release(&mut self, cx: &mut Context<'_>, callback: &RawCallback) {
         if let Some(hook) = &self.services.on_release {
             hook(cx, callback);
@@ -545,9 +635,20 @@ impl Endpoint {
                 }
             }
             Ok(Msg::Subscribe { id, topic }) => {
-                cx.subscribe(&engine_topic(&topic));
-                self.answer_value(id, &());
+                let allowed =
+                    self.services.topics.subscribe.as_ref().map_or(Ok(()), |f| f(cx, &topic));
+                match allowed {
+                    Ok(()) => {
+                        cx.subscribe(&engine_topic(&topic));
+                        self.answer_value(id, &());
+                    }
+                    Err(message) => {
+                        let code = ErrorCode::Unauthorized;
+                        self.fail(id, &Failure { code, message, data: None });
+                    }
+                }
             }
+            Ok(Msg::Publish { topic, data }) => self.publish(cx, &topic, data),
             Ok(Msg::Unsubscribe { id, topic }) => {
                 let was = cx.unsubscribe(&engine_topic(&topic));
                 self.answer_value(id, &was);
@@ -556,8 +657,8 @@ impl Endpoint {
                 let message = format!("no callback {callback}");
                 self.fail(id, &Failure { code: ErrorCode::Released, message, data: None });
             }
-            // A client's publish is not allowed, and events and invocations of server-side
-            // objects have no receiver here: ignored (docs/rpc.md).
+            // Events and invocations of server-side objects have no receiver here: ignored
+            // (docs/rpc.md).
             Ok(_) => {}
             Err(MsgError { id: Some(id), reason }) => {
                 self.fail(
