@@ -1,20 +1,24 @@
 //! Services declared as traits (`#[bidir::service]`, `#[bidir::callback]`) on the test bed:
 //! shared and per-connection instances, the context parameter, deferred replies, typed
-//! errors, typed callbacks kept in a list and invoked or called from other threads, and
-//! `rpc.describe`.
+//! errors, typed callbacks kept in a list and invoked or called from other threads,
+//! `rpc.describe`, and the client proxy.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use bidir::client::{Connect, Incoming};
-use bidir::protocol::rpc::{ErrorCode, RawValue};
+use bidir::protocol::rpc::{ErrorCode, Msg, RawValue};
 use bidir::rpc::{
-    CallError, Callback, CallbackError, CallbackInterface, CallbackMethod, Reply, Services,
+    CallError, Callback, CallbackError, CallbackInterface, CallbackMethod, Caller, Reply, Services,
+    service_result,
 };
 use bidir::testbed::{HOST, Peer, TestBed};
 use bidir::{CloseCode, Context, Message, Server};
@@ -392,4 +396,130 @@ fn the_specification_describes_what_the_server_answers() {
     let mut bed = TestBed::new(Server::builder().route("/rpc", services.hook())).unwrap();
     let peer = connect(&mut bed);
     assert_eq!(ask(&mut bed, peer, r#"["call",1,"rpc.describe",[]]"#), compact);
+}
+
+/// A caller over the test bed: sends a call, runs the bed until the answer comes (a deferred
+/// one from another thread), and reads it with the protocol's codec.
+struct BedCaller {
+    bed: RefCell<TestBed>,
+    peer: Peer,
+    next: Cell<u64>,
+    /// Every call sent, as text.
+    sent: RefCell<Vec<String>>,
+}
+
+/// A callback object of the caller's: `{"$cb": id}`.
+struct Local<T: ?Sized>(u64, PhantomData<fn() -> Box<T>>);
+
+impl<T: ?Sized> Serialize for Local<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map([("$cb", self.0)])
+    }
+}
+
+impl Caller for BedCaller {
+    type Call<R> = Result<R, CallError>;
+    type Local<T: ?Sized> = Local<T>;
+
+    fn call<A: Serialize, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: A,
+    ) -> Result<R, CallError> {
+        let id = self.next.replace(self.next.get() + 1);
+        let text = serde_json::to_string(&("call", id, method, args)).unwrap();
+        let text = text.replace(",null]", ",[]]"); // `()` is no arguments
+        let (bed, peer) = (&mut *self.bed.borrow_mut(), self.peer);
+        bed.send(peer, Message::Text(&text)).unwrap();
+        self.sent.borrow_mut().push(text);
+        for _ in 0..500 {
+            let mut answered = None;
+            for incoming in bed.recv(peer) {
+                let Incoming::Text(text) = incoming else { panic!("{incoming:?}") };
+                // Other messages (a release) are not the answer.
+                bidir::protocol::rpc::json::decode(&text, |msg| match msg.unwrap() {
+                    Msg::Result { value, .. } => {
+                        let value = serde_json::from_str(value.get());
+                        answered = Some(value.map_err(|e| CallError::Json(e.to_string())));
+                    }
+                    Msg::Error { error, .. } => {
+                        answered = Some(Err(CallError::Remote {
+                            code: error.code,
+                            message: error.message.into_owned(),
+                            data: error.data.map(|d| d.get().to_owned()),
+                        }));
+                    }
+                    _ => {}
+                })
+                .unwrap();
+            }
+            if let Some(answer) = answered {
+                return answer;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Err(CallError::Timeout)
+    }
+
+    fn call_async<A: Serialize, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: A,
+    ) -> Self::Call<R> {
+        self.call(method, args)
+    }
+}
+
+#[test]
+fn the_client_proxy_calls_the_declared_methods_with_their_types() {
+    let Bed { bed, peer, owed, .. } = bed();
+    let caller =
+        BedCaller { bed: RefCell::new(bed), peer, next: Cell::new(1), sent: RefCell::default() };
+    let chat = ChatClient::new(&caller);
+    let callback = |id| Local::<dyn ChatCallback>(id, PhantomData);
+    assert_eq!(chat.join("ada".into(), &callback(7)), Ok(Ok(1)));
+    assert_eq!(chat.join_async("bob".into(), &callback(8)), Ok(2));
+    assert_eq!(chat.join("eve".into(), &callback(9)), Ok(Err(RoomFull { max: 2 })));
+    assert_eq!(chat.path("/x".into()), Ok("/rpc/x".to_owned()));
+    assert_eq!(chat.total(), Ok(2));
+    let answering = std::thread::spawn(move || {
+        let (n, reply) = owed.recv_timeout(Duration::from_secs(5)).unwrap();
+        reply.ok(&(n + 1));
+        let (_, reply) = owed.recv_timeout(Duration::from_secs(5)).unwrap();
+        reply.err("too slow");
+    });
+    assert_eq!(chat.slow(41), Ok(42));
+    let failed = chat.slow(1).unwrap_err();
+    assert!(matches!(failed, CallError::Remote { code: ErrorCode::Service, .. }), "{failed:?}");
+    answering.join().unwrap();
+    assert_eq!(
+        caller.sent.borrow()[..3],
+        [
+            r#"["call",1,"Chat.join",["ada",{"$cb":7}]]"#,
+            r#"["call",2,"Chat.join",["bob",{"$cb":8}]]"#,
+            r#"["call",3,"Chat.join",["eve",{"$cb":9}]]"#,
+        ]
+    );
+    let counter = CountClient::new(&caller);
+    assert_eq!(counter.add(3), Ok(3));
+    assert_eq!(counter.made(), Ok(1));
+    assert_eq!(caller.sent.borrow().last().unwrap(), r#"["call",9,"Counter.Made",[]]"#);
+}
+
+#[test]
+fn a_service_error_whose_data_is_not_the_declared_type_is_a_json_error() {
+    let remote = |data: Option<&str>| CallError::Remote {
+        code: ErrorCode::Service,
+        message: "room is full".into(),
+        data: data.map(str::to_owned),
+    };
+    let full = service_result::<u8, RoomFull>(Err(remote(Some(r#"{"max":3}"#))));
+    assert_eq!(full, Ok(Err(RoomFull { max: 3 })));
+    let other = service_result::<u8, RoomFull>(Err(remote(Some(r#""full""#))));
+    assert!(matches!(other, Err(CallError::Json(_))), "{other:?}");
+    let none = service_result::<u8, RoomFull>(Err(remote(None)));
+    assert!(matches!(none, Err(CallError::Json(_))), "{none:?}");
+    let bad = CallError::Remote { code: ErrorCode::BadArgs, message: "no".into(), data: None };
+    assert_eq!(service_result::<u8, RoomFull>(Err(bad.clone())), Err(bad));
+    assert_eq!(service_result::<u8, RoomFull>(Err(CallError::Timeout)), Err(CallError::Timeout));
 }

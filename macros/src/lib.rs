@@ -10,6 +10,7 @@
 //! that says so, at its place.
 
 mod callback;
+mod client;
 mod model;
 mod service;
 #[cfg(test)]
@@ -26,7 +27,8 @@ use syn::{Error, ItemTrait, parse_macro_input};
 /// and an optional `reply: Reply<T>` to answer later. They return a value, `Result<R, E>`
 /// (written so; `E: Serialize + Display` answers the `service` error with `E` as its data) or
 /// nothing. Generates `<Trait>Service::shared(impl)` and `<Trait>Service::per_connection(|cx|
-/// impl)` for `Services::serve`.
+/// impl)` for `Services::serve`, and `<Trait>Client`, the client side's proxy over a
+/// `bidir::rpc::Caller`.
 #[proc_macro_attribute]
 pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand(attr, item, service::expand)

@@ -4,6 +4,7 @@
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
+use crate::client;
 use crate::model::{Declared, Kind, Method, Role, hidden, result_types};
 
 pub(crate) fn expand(item: syn::ItemTrait) -> syn::Result<TokenStream> {
@@ -17,8 +18,11 @@ pub(crate) fn expand(item: syn::ItemTrait) -> syn::Result<TokenStream> {
          `.serve({service}::per_connection(..))` registers each of its methods as \
          `{name}.method`."
     );
+    let client = client::expand(ident, vis, &name, &methods);
     Ok(quote! {
         #item
+
+        #client
 
         #[doc = #doc]
         #[derive(Clone, Copy, Debug)]

@@ -20,7 +20,7 @@ use super::pending::{Pending, Waiter};
 
 /// A callback object the client passed to a method, untyped: a proxy the service may keep (in a
 /// list, say), clone, and invoke by method name from any thread. `Send + Sync + Clone`; clones
-/// are the same callback (equal). [`Callback`] is the typed form, for callbacks declared with
+/// are the same callback (equal). [`Callback`](super::Callback) is the typed form, for callbacks declared with
 /// `#[bidir::callback]`.
 ///
 /// Invocations ([`RawCallback::invoke`]) want no answer. Those made before the connection's

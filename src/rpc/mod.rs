@@ -67,6 +67,11 @@
 //!   invocation (`Result<(), CallbackError>`), one with a value a call
 //!   (`Result<Pending<R>, CallbackError>`). The release hook gets the [`RawCallback`], equal to
 //!   the typed callbacks of the same object.
+//! - `<Trait>Client::new(caller)` is the client side's proxy over a [`Caller`] (the Rust
+//!   client): the same methods without `cx` and `reply`, a callback parameter taken as the
+//!   caller's local object, each answering `Result<_, CallError>` — `Result<Result<R, E>,
+//!   CallError>` for `-> Result<R, E>` ([`service_result`]) — plus a `<name>_async` form that
+//!   does not wait.
 //!
 //! The reserved method `rpc.describe` answers with the services' descriptions (docs/rpc.md,
 //! "Descriptions"): what a browser builds its proxies from.
@@ -81,7 +86,10 @@ mod typed;
 pub use callback::{CallbackError, RawCallback};
 pub use pending::{CallError, DEFAULT_TIMEOUT, Pending};
 pub use reply::Reply;
-pub use typed::{Callback, CallbackInterface, CallbackMethod, Service, Signature, dispatch};
+pub use typed::{
+    Callback, CallbackInterface, CallbackMethod, Caller, Service, Signature, dispatch,
+    service_result,
+};
 
 use std::any::Any;
 use std::cell::RefCell;

@@ -14,6 +14,7 @@ use serde::de::{Deserialize, DeserializeOwned, Deserializer};
 use bidir_protocol::rpc::{ErrorCode, Raw, RawValue};
 
 use super::callback::RawCallback;
+use super::pending::CallError;
 use super::reply::Reply;
 use super::{Env, Failure, run, run_deferred};
 use crate::Context;
@@ -200,6 +201,72 @@ pub mod dispatch {
 
     fn decode<A: DeserializeOwned>(args: &RawValue) -> Result<A, (ErrorCode, String)> {
         decode_args(Raw::new(args)).map_err(|f| (f.code, f.message))
+    }
+}
+
+/// What a generated client proxy (`<Trait>Client`) calls through: a connection to a server
+/// that serves the trait. The Rust client implements it; a proxy over `&C` borrows the caller,
+/// over `C` owns it.
+pub trait Caller {
+    /// A call on its way, as [`Caller::call_async`] returns it.
+    type Call<R>;
+    /// An object of the caller's passed as a callback argument: it serializes as
+    /// `{"$cb": id}`.
+    type Local<T: ?Sized>: Serialize;
+
+    /// Calls `method` with `args` (a tuple of the arguments) and waits for its answer.
+    ///
+    /// # Errors
+    ///
+    /// Why no value came: the server's error answer ([`CallError::Remote`]), a timeout, the
+    /// connection's end, an answer not of type `R`.
+    fn call<A: Serialize, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: A,
+    ) -> Result<R, CallError>;
+
+    /// Calls `method` with `args` without waiting.
+    fn call_async<A: Serialize, R: DeserializeOwned>(&self, method: &str, args: A)
+    -> Self::Call<R>;
+}
+
+impl<C: Caller + ?Sized> Caller for &C {
+    type Call<R> = C::Call<R>;
+    type Local<T: ?Sized> = C::Local<T>;
+
+    fn call<A: Serialize, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: A,
+    ) -> Result<R, CallError> {
+        (**self).call(method, args)
+    }
+
+    fn call_async<A: Serialize, R: DeserializeOwned>(&self, method: &str, args: A) -> C::Call<R> {
+        (**self).call_async(method, args)
+    }
+}
+
+/// The answer to a method declared `-> Result<R, E>`: the service's own error — a `service`
+/// error answer — decoded from its data as the inner `Err`; every other failure stays the
+/// outer one. What the generated client proxy returns; a `<name>_async` call's answer goes
+/// through it the same way.
+///
+/// # Errors
+///
+/// The call's other errors; [`CallError::Json`] for a `service` error whose data is not an
+/// `E`.
+pub fn service_result<R, E: DeserializeOwned>(
+    answer: Result<R, CallError>,
+) -> Result<Result<R, E>, CallError> {
+    match answer {
+        Ok(value) => Ok(Ok(value)),
+        Err(CallError::Remote { code: ErrorCode::Service, data, .. }) => {
+            let data = data.as_deref().unwrap_or("null");
+            serde_json::from_str(data).map(Err).map_err(|e| CallError::Json(e.to_string()))
+        }
+        Err(e) => Err(e),
     }
 }
 
