@@ -24,7 +24,7 @@ use syn::{Error, ItemTrait, parse_macro_input};
 ///
 /// Methods take `&self`, then an optional `cx: &mut Context<'_>` (not on the wire), their
 /// arguments (serde types, in wire order; `Callback<dyn X>` for a callback the client passes),
-/// and an optional `reply: Reply<T>` to answer later. They return a value, `Result<R, E>`
+/// and an optional `reply: Reply<T>` to answer later (`T` sized: the client proxy returns it). They return a value, `Result<R, E>`
 /// (written so; `E: Serialize + Display` answers the `service` error with `E` as its data) or
 /// nothing. Generates `<Trait>Service::shared(impl)` and `<Trait>Service::per_connection(|cx|
 /// impl)` for `Services::serve`, and `<Trait>Client`, the client side's proxy over a

@@ -59,12 +59,12 @@ impl Declared {
         let name = errors.take(rpc_name(&mut item.attrs)).flatten();
         let name = name.unwrap_or_else(|| item.ident.unraw().to_string());
         if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
-            errors.push(Error::new(item.generics.span(), "a declared trait cannot be generic"));
+            errors.push(Error::new_spanned(&item.generics, "a declared trait cannot be generic"));
         }
         let mut methods = Vec::new();
         for member in &mut item.items {
             let TraitItem::Fn(f) = member else {
-                errors.push(Error::new(member.span(), "a declared trait holds methods only"));
+                errors.push(Error::new_spanned(member, "a declared trait holds methods only"));
                 continue;
             };
             let wire = errors.take(rpc_name(&mut f.attrs)).flatten();
@@ -95,16 +95,18 @@ impl Method {
         }
         if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
             let message = "a declared method cannot be generic: its types are fixed on the wire";
-            errors.push(Error::new(sig.generics.span(), message));
+            errors.push(Error::new_spanned(&sig.generics, message));
         }
         let mut inputs = sig.inputs.iter();
         match inputs.next() {
             Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_none() => {}
             other => {
-                let span = other.map_or(sig.ident.span(), Spanned::span);
                 let message = "a declared method takes `&self` (keep mutable state in a Mutex, \
                                or a Cell in a per-connection instance)";
-                errors.push(Error::new(span, message));
+                errors.push(match other {
+                    Some(input) => Error::new_spanned(input, message),
+                    None => Error::new(sig.ident.span(), message),
+                });
             }
         }
         let mut params = Vec::new();
@@ -116,7 +118,7 @@ impl Method {
         for (role, what) in [(is_context as fn(&Role) -> bool, "`Context`"), (is_reply, "`Reply`")]
         {
             if let Some(second) = params.iter().filter(|p| role(&p.role)).nth(1) {
-                errors.push(Error::new(second.ty.span(), format!("a second {what} parameter")));
+                errors.push(Error::new_spanned(&second.ty, format!("a second {what} parameter")));
             }
         }
         let output = match &sig.output {
@@ -127,7 +129,7 @@ impl Method {
         };
         if let (Some(output), true) = (&output, params.iter().any(|p| is_reply(&p.role))) {
             let message = "a method that takes a `Reply` answers through it: it returns nothing";
-            errors.push(Error::new(output.span(), message));
+            errors.push(Error::new_spanned(output, message));
         }
         let name = name.unwrap_or_else(|| sig.ident.unraw().to_string());
         errors.finish(Self { ident: sig.ident.clone(), name, docs, params, output })
@@ -147,7 +149,7 @@ impl Method {
 impl Param {
     fn parse(input: &FnArg, kind: Kind) -> syn::Result<Self> {
         let FnArg::Typed(typed) = input else {
-            return Err(Error::new(input.span(), "`self` comes first"));
+            return Err(Error::new_spanned(input, "`self` comes first"));
         };
         let ident = match &*typed.pat {
             Pat::Ident(p) if p.by_ref.is_none() && p.mutability.is_none() && p.subpat.is_none() => {
@@ -155,14 +157,14 @@ impl Param {
             }
             pat => {
                 let message = "a parameter needs a plain name: it names the argument on the wire";
-                return Err(Error::new(pat.span(), message));
+                return Err(Error::new_spanned(pat, message));
             }
         };
         let ty = (*typed.ty).clone();
         let role = role(&ty);
         if kind == Kind::Callback && matches!(role, Role::Context | Role::Reply(_)) {
             let message = "a callback method runs on the client: it takes no `Context` or `Reply`";
-            return Err(Error::new(ty.span(), message));
+            return Err(Error::new_spanned(ty, message));
         }
         Ok(Self { ident, ty, role })
     }

@@ -9,6 +9,11 @@ use crate::model::{Declared, Kind, Method, Role, hidden, result_types};
 
 pub(crate) fn expand(item: syn::ItemTrait) -> syn::Result<TokenStream> {
     let Declared { item, name, methods } = Declared::parse(item, Kind::Service)?;
+    if let Some(taken) = methods.iter().find(|m| m.ident == "new") {
+        let message = "`new` makes the client proxy: rename the method in Rust \
+                       (the wire name can stay: #[rpc(name = \"new\")])";
+        return Err(syn::Error::new(taken.ident.span(), message));
+    }
     let (vis, ident) = (&item.vis, &item.ident);
     let service = format_ident!("{}Service", ident);
     let (instance, registered) = (hidden("service"), hidden("instance"));

@@ -60,6 +60,20 @@ fn unsupported_signatures_are_refused_each_with_its_reason() {
 }
 
 #[test]
+fn a_service_method_named_new_would_hide_the_proxys_constructor() {
+    let item = parse_quote!(
+        trait Shop {
+            fn new(&self);
+        }
+    );
+    assert_eq!(
+        errors(service::expand, item),
+        ["`new` makes the client proxy: rename the method in Rust (the wire name can stay: \
+          #[rpc(name = \"new\")])"]
+    );
+}
+
+#[test]
 fn generic_traits_are_refused() {
     let item = parse_quote!(
         trait Store<T> {

@@ -234,7 +234,8 @@ impl Services {
     /// `Ok` is answered with its value, `Err` with [`ErrorCode::Service`], the error's text as
     /// the message and its value as the data.
     ///
-    /// `rpc.describe` lists it with its parameters unknown (`"params": null`).
+    /// `rpc.describe` lists it with its parameters unknown (`"params": null`). The service
+    /// name `rpc` is reserved: `rpc.describe` is answered by the services themselves.
     pub fn method<A, R, E, F>(self, name: &str, f: F) -> Self
     where
         A: DeserializeOwned,
