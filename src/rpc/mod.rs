@@ -270,12 +270,11 @@ impl Services {
     pub fn serve<S: 'static>(mut self, service: Service<S>) -> Self {
         let slot = self.slots;
         self.slots += 1;
-        let find: Arc<typed::Find<S>> = service.find.into();
+        let on_instance: Arc<typed::OnInstance<S>> = service.on_instance.into();
         for (signature, typed) in service.methods {
-            let find = Arc::clone(&find);
+            let on_instance = Arc::clone(&on_instance);
             let method = move |cx: &mut Context<'_>, args: Raw<'_>, env: Env<'_>| {
-                let instance = find(cx, &env, slot)?;
-                typed(&instance, cx, args, env)
+                on_instance(&*typed, cx, args, env, slot)
             };
             let name = format!("{}.{}", service.name, signature.name);
             self = self.register(&name, Some(signature), Box::new(method));

@@ -6,7 +6,6 @@ use std::any::Any;
 use std::fmt;
 use std::ops::Deref;
 use std::rc::Rc;
-use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::{Deserialize, DeserializeOwned, Deserializer};
@@ -298,26 +297,17 @@ pub(super) type Typed<S> = dyn Fn(&S, &mut Context<'_>, Raw<'_>, Env<'_>) -> Res
     + Send
     + Sync;
 
-/// How a method finds its instance: on its connection (`usize`: the service's slot there).
-pub(super) type Find<S> =
-    dyn Fn(&mut Context<'_>, &Env<'_>, usize) -> Result<Instance<S>, Failure> + Send + Sync;
-
-/// A service's instance, as a method borrows it.
-pub(super) enum Instance<S> {
-    Shared(Arc<S>),
-    Connection(Rc<S>),
-}
-
-impl<S> Deref for Instance<S> {
-    type Target = S;
-
-    fn deref(&self) -> &S {
-        match self {
-            Self::Shared(s) => s,
-            Self::Connection(s) => s,
-        }
-    }
-}
+/// How a method runs on its instance: the shared one, or its connection's (`usize`: the
+/// service's slot on the connection).
+pub(super) type OnInstance<S> = dyn Fn(
+        &Typed<S>,
+        &mut Context<'_>,
+        Raw<'_>,
+        Env<'_>,
+        usize,
+    ) -> Result<Option<Box<RawValue>>, Failure>
+    + Send
+    + Sync;
 
 /// A service's methods over one instance type `S`, ready for
 /// [`Services::serve`](super::Services::serve): what `#[bidir::service]` generates
@@ -325,7 +315,7 @@ impl<S> Deref for Instance<S> {
 /// as `Name.method`.
 pub struct Service<S> {
     pub(super) name: &'static str,
-    pub(super) find: Box<Find<S>>,
+    pub(super) on_instance: Box<OnInstance<S>>,
     pub(super) methods: Vec<(Signature, Box<Typed<S>>)>,
 }
 
@@ -336,8 +326,7 @@ impl<S: 'static> Service<S> {
     where
         S: Send + Sync,
     {
-        let service = Arc::new(service);
-        Self::new(name, Box::new(move |_, _, _| Ok(Instance::Shared(Arc::clone(&service)))))
+        Self::new(name, Box::new(move |typed, cx, args, env, _| typed(&service, cx, args, env)))
     }
 
     /// Service `name` with one instance per connection: `make` builds it on the connection's
@@ -347,14 +336,16 @@ impl<S: 'static> Service<S> {
     where
         F: Fn(&mut Context<'_>) -> S + Send + Sync + 'static,
     {
-        let find = move |cx: &mut Context<'_>, env: &Env<'_>, slot| {
-            env.instance(slot, || make(cx)).map(Instance::Connection)
-        };
-        Self::new(name, Box::new(find))
+        let on_instance =
+            move |typed: &Typed<S>, cx: &mut Context<'_>, args: Raw<'_>, env: Env<'_>, slot| {
+                let instance = env.instance(slot, || make(cx))?;
+                typed(&instance, cx, args, env)
+            };
+        Self::new(name, Box::new(on_instance))
     }
 
-    fn new(name: &'static str, find: Box<Find<S>>) -> Self {
-        Self { name, find, methods: Vec::new() }
+    fn new(name: &'static str, on_instance: Box<OnInstance<S>>) -> Self {
+        Self { name, on_instance, methods: Vec::new() }
     }
 
     /// Adds a method answered with `f`'s value, or with its error as
