@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use bidir::client::{Connect, Incoming};
 use bidir::protocol::rpc::ErrorCode;
-use bidir::rpc::{CallError, CallbackError, RawCallback, Reply, Services};
+use bidir::rpc::{CallError, Callback, CallbackError, Reply, Services};
 use bidir::testbed::{HOST, Peer, TestBed};
 use bidir::{CloseCode, Message, Server};
 
@@ -117,7 +117,23 @@ fn a_connection_without_the_subprotocol_is_refused() {
     assert!(refused.to_string().contains("400"), "{refused}");
 }
 
-type Members = Arc<Mutex<Vec<RawCallback>>>;
+#[test]
+fn the_browser_module_is_served_as_javascript() {
+    let builder = Server::builder().http("/bidir.js", bidir::rpc::serve_module);
+    let mut bed = TestBed::new(builder).unwrap();
+    let peer = bed.open().unwrap();
+    assert!(bed.write(peer, format!("GET /bidir.js HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes()));
+    bed.run_until_idle();
+    let response = String::from_utf8(bed.read(peer)).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // Browsers run a module script only with a JavaScript type.
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("content-type: text/javascript; charset=utf-8"), "{head}");
+    assert_eq!(body, bidir::rpc::BROWSER_MODULE);
+}
+
+type Members = Arc<Mutex<Vec<Callback>>>;
 
 /// A room served on a test bed, with one client connected.
 struct Room {
@@ -137,7 +153,7 @@ fn room() -> Room {
     let (join, leave, hook) = (Arc::clone(&members), Arc::clone(&members), Arc::clone(&members));
     let log = Arc::clone(&released);
     let services = Services::new()
-        .method("Room.Join", move |_cx, (_name, callback): (String, RawCallback)| {
+        .method("Room.Join", move |_cx, (_name, callback): (String, Callback)| {
             join.lock().unwrap().push(callback);
             Ok::<_, String>(())
         })
@@ -186,6 +202,57 @@ fn invocations_from_other_threads_go_out_together() {
 }
 
 #[test]
+fn a_gathering_goes_out_in_batches_within_the_limits_in_order() {
+    let Room { mut bed, peer, members, .. } = room();
+    join(&mut bed, peer, 1, 7);
+    let callback = members.lock().unwrap()[0].clone();
+    let pad = "x".repeat(100);
+    std::thread::spawn(move || {
+        for i in 0..3000 {
+            callback.invoke("Tick", (i, &pad)).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    let mut next = 0;
+    let messages = bed.recv(peer);
+    assert!(messages.len() >= 5, "3000 invocations of ~130 bytes: 64 KiB batches");
+    for message in &messages {
+        let Incoming::Text(text) = message else { panic!("{message:?}") };
+        assert!(text.len() <= (64 << 10) + 200, "{} bytes", text.len());
+        let mut count = 0;
+        bidir::protocol::rpc::json::decode(text, |msg| {
+            let Ok(bidir::protocol::rpc::Msg::Invoke { args, .. }) = msg else { panic!() };
+            assert!(args.get().starts_with(&format!("[{next},")), "in order");
+            next += 1;
+            count += 1;
+        })
+        .unwrap();
+        assert!(count <= bidir::protocol::rpc::MAX_BATCH);
+    }
+    assert_eq!(next, 3000);
+}
+
+#[test]
+fn invocations_outrunning_the_worker_are_refused_not_gathered_without_bound() {
+    let Room { mut bed, peer, members, .. } = room();
+    join(&mut bed, peer, 1, 7);
+    let callback = members.lock().unwrap()[0].clone();
+    let pad = "x".repeat(64 << 10);
+    // The test bed's worker does not turn meanwhile: 16 MiB wait, then refusals.
+    let queued = (0..400).take_while(|_| callback.invoke("Big", (&pad,)).is_ok()).count();
+    assert!((250..=260).contains(&queued), "{queued} of 64 KiB queued");
+    assert_eq!(callback.invoke("Big", (&pad,)), Err(CallbackError::Full));
+    // One message each (each over the batch size); past the 1 MiB backpressure limit, dropped
+    // and counted like any send.
+    let received = bed.recv(peer).len();
+    assert_eq!(received, 16);
+    assert_eq!(bed.stats().counters.dropped_sends, (queued - received) as u64);
+    callback.invoke("Small", ()).unwrap();
+    assert_eq!(bed.recv(peer), [Incoming::Text(r#"["cb",7,"Small",[]]"#.into())]);
+}
+
+#[test]
 fn a_released_callback_runs_the_hook_once_and_refuses_invocations() {
     let Room { mut bed, peer, members, released, refused } = room();
     join(&mut bed, peer, 1, 7);
@@ -209,7 +276,7 @@ fn the_end_of_the_connection_releases_every_callback_once() {
     let Room { mut bed, peer, members, released, .. } = room();
     join(&mut bed, peer, 1, 7);
     join(&mut bed, peer, 2, 8);
-    let kept: Vec<RawCallback> = members.lock().unwrap().clone();
+    let kept: Vec<Callback> = members.lock().unwrap().clone();
     bed.close(peer, CloseCode::NORMAL, "bye").unwrap();
     bed.run_until_idle();
     let mut ids = released.lock().unwrap().clone();
@@ -318,11 +385,11 @@ fn a_method_broadcasts_to_the_others() {
 }
 
 /// `Work.Later(n)` hands its reply to the test; at most two answers owed per connection.
-fn later() -> (TestBed, Peer, std::sync::mpsc::Receiver<(u64, Reply<str>)>) {
+fn later() -> (TestBed, Peer, std::sync::mpsc::Receiver<(u64, Reply)>) {
     let (tx, rx) = std::sync::mpsc::channel();
     let tx = Mutex::new(tx);
     let services = Services::new()
-        .deferred("Work.Later", move |_cx, (n,): (u64,), reply: Reply<str>| {
+        .deferred("Work.Later", move |_cx, (n,): (u64,), reply: Reply| {
             tx.lock().unwrap().send((n, reply)).unwrap();
         })
         .max_in_flight(2);
@@ -351,7 +418,7 @@ fn a_deferred_method_answers_from_another_thread() {
     let (second, reply2) = rx.try_recv().unwrap();
     assert_eq!((first, second), (10, 20));
     std::thread::spawn(move || {
-        reply2.ok("twenty");
+        reply2.ok(&"twenty");
         reply1.err("failed at ten");
     })
     .join()
@@ -376,7 +443,7 @@ fn a_cancelled_or_dropped_reply_answers_as_documented() {
     bed.send(peer, Message::Text(r#"["cancel",1]"#)).unwrap();
     bed.run_until_idle();
     assert!(cancelled.is_cancelled());
-    cancelled.ok("one");
+    cancelled.ok(&1);
     drop(dropped);
     assert_eq!(
         bed.recv(peer),
@@ -403,7 +470,7 @@ fn asking() -> (TestBed, Peer, Members, Names) {
     let names = Names::default();
     let (keep, ask_members, log) = (Arc::clone(&members), Arc::clone(&members), Arc::clone(&names));
     let services = Services::new()
-        .method("Ask.Join", move |_cx, (callback,): (RawCallback,)| {
+        .method("Ask.Join", move |_cx, (callback,): (Callback,)| {
             let log = Arc::clone(&log);
             callback
                 .call::<_, String>("Name", ())

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use arbitrary::Arbitrary;
 use bidir::client::{Connect, Incoming};
 use bidir::protocol::rpc::json::decode;
-use bidir::rpc::{RawCallback, Reply, Services};
+use bidir::rpc::{Callback, Reply, Services};
 use bidir::testbed::{HOST, TestBed};
 use bidir::{CloseCode, Message, Server};
 use libfuzzer_sys::fuzz_target;
@@ -50,18 +50,18 @@ enum Op {
     Close,
 }
 
-type Held = Arc<Mutex<Vec<RawCallback>>>;
+type Held = Arc<Mutex<Vec<Callback>>>;
 
-fn services(held: &Held, owed: &Arc<Mutex<Vec<Reply<u8>>>>, released: &Held) -> Services {
+fn services(held: &Held, owed: &Arc<Mutex<Vec<Reply>>>, released: &Held) -> Services {
     let (join, hook) = (Arc::clone(held), Arc::clone(held));
     let (owed, log) = (Arc::clone(owed), Arc::clone(released));
     Services::new()
         .method("T.Add", |_cx, (a, b): (i64, i64)| a.checked_add(b).ok_or("overflow"))
-        .method("T.Join", move |_cx, (callback,): (RawCallback,)| {
+        .method("T.Join", move |_cx, (callback,): (Callback,)| {
             join.lock().unwrap().push(callback);
             Ok::<_, String>(())
         })
-        .deferred("T.Later", move |_cx, (): (), reply: Reply<u8>| owed.lock().unwrap().push(reply))
+        .deferred("T.Later", move |_cx, (): (), reply: Reply| owed.lock().unwrap().push(reply))
         .on_release(move |_cx, callback| {
             log.lock().unwrap().push(callback.clone());
             hook.lock().unwrap().retain(|c| c != callback);

@@ -2,8 +2,10 @@
 # Serves the echo example and drives its page in headless Chromium (Playwright):
 # permessage-deflate negotiated, an echo, a 1 MiB round trip, a clean close — once with the
 # shared compression profile (the echo default) and once with a compact 9-bit dedicated one
-# (Chromium then compresses with context takeover). Installs Debian's chromium and
-# playwright-core (npm) into browser/ in cargo's target directory on first use.
+# (Chromium then compresses with context takeover). Then the browser rpc module against the
+# test services of tests/browser.rs (rpc-check.js, run by that test), and the chat example's
+# page in two browser pages talking to each other (chat-check.js). Installs Debian's chromium
+# and playwright-core (npm) into browser/ in cargo's target directory on first use.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 TARGET="$(target_dir)"
@@ -17,14 +19,25 @@ mkdir -p "$TARGET/browser"
 if [ ! -d "$TARGET/browser/node_modules/playwright-core" ]; then
     (cd "$TARGET/browser" && npm init -y > /dev/null && npm install --no-audit --no-fund -q playwright-core@1 > /dev/null)
 fi
-cargo build --release --locked --example echo -q
+export NODE_PATH="$TARGET/browser/node_modules"
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+cargo build --release --locked --example echo --example chat -q
 trap stop_server EXIT
 for deflate in shared dedicated:9; do
-    PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    PORT="$(free_port)"
     start_server "the echo server" "$PORT" "$TARGET/browser/echo.log" 20 \
         "$TARGET/release/examples/echo" --addr "127.0.0.1:$PORT" --workers 2 --no-pin --deflate "$deflate"
     echo "--- echo page, deflate $deflate"
-    NODE_PATH="$TARGET/browser/node_modules" node scripts/browser/echo-check.js \
-        "http://127.0.0.1:$PORT/" "$TARGET/browser/echo.png"
+    node scripts/browser/echo-check.js "http://127.0.0.1:$PORT/" "$TARGET/browser/echo.png"
     stop_server
 done
+echo "--- the browser rpc module (tests/browser.rs runs rpc-check.js)"
+cargo test --locked -q --test browser -- --ignored
+PORT="$(free_port)"
+start_server "the chat server" "$PORT" "$TARGET/browser/chat.log" 20 \
+    "$TARGET/release/examples/chat" --addr "127.0.0.1:$PORT" --workers 2 --no-pin
+echo "--- chat page, two browsers"
+node scripts/browser/chat-check.js "http://127.0.0.1:$PORT/" "$TARGET/browser/chat.png"
+stop_server

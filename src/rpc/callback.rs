@@ -20,8 +20,9 @@ use super::pending::{Pending, Waiter};
 
 /// A callback object the client passed to a method, untyped: a proxy the service may keep (in a
 /// list, say), clone, and invoke by method name from any thread. `Send + Sync + Clone`; clones
-/// are the same callback (equal). [`Callback`](super::Callback) is the typed form, for callbacks declared with
-/// `#[bidir::callback]`.
+/// are the same callback (equal). What a [`Callback`](super::Callback) wraps: plain `Callback`
+/// dereferences to it, a typed one (an interface declared with `#[bidir::callback]`) to the
+/// interface's proxy around it.
 ///
 /// Invocations ([`RawCallback::invoke`]) want no answer. Those made before the connection's
 /// worker gets to them travel together, as one batched message in one write; they keep the
@@ -43,6 +44,9 @@ pub enum CallbackError {
     Released,
     /// The arguments could not be written as JSON.
     Encode(String),
+    /// More than 16 MiB of invocations wait for the connection's worker: the invoking thread
+    /// outruns it. Nothing was queued; try later, or slower.
+    Full,
 }
 
 impl fmt::Display for CallbackError {
@@ -50,6 +54,7 @@ impl fmt::Display for CallbackError {
         match self {
             Self::Released => f.write_str("the callback was released"),
             Self::Encode(e) => write!(f, "the arguments cannot be written: {e}"),
+            Self::Full => f.write_str("too many invocations wait for the connection's worker"),
         }
     }
 }
@@ -138,8 +143,11 @@ impl RawCallback {
             args: Raw::new(args),
             id,
         };
-        self.state.outbox.push(|out| json::encode(&msg, out));
-        Ok(())
+        if self.state.outbox.push_invocation(|out| json::encode(&msg, out)) {
+            Ok(())
+        } else {
+            Err(CallbackError::Full)
+        }
     }
 }
 
@@ -150,6 +158,14 @@ impl PartialEq for RawCallback {
 }
 
 impl Eq for RawCallback {}
+
+/// What a typed callback's proxy wraps ([`CallbackInterface::Proxy`](super::CallbackInterface)):
+/// the untyped one is its own.
+impl AsRef<Self> for RawCallback {
+    fn as_ref(&self) -> &Self {
+        self
+    }
+}
 
 impl fmt::Debug for RawCallback {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -65,8 +65,8 @@
 //!   its first call of the service and dropped when it ends.
 //! - `Callback<dyn X>` dereferences to the generated `XProxy`: a method without a value is an
 //!   invocation (`Result<(), CallbackError>`), one with a value a call
-//!   (`Result<Pending<R>, CallbackError>`). The release hook gets the [`RawCallback`], equal to
-//!   the typed callbacks of the same object.
+//!   (`Result<Pending<R>, CallbackError>`). The release hook gets the untyped [`Callback`],
+//!   equal to the typed callbacks of the same object.
 //! - `<Trait>Client::new(caller)` is the client side's proxy over a [`Caller`] (the Rust
 //!   client): the same methods without `cx` and `reply`, a callback parameter taken as the
 //!   caller's local object, each answering `Result<_, CallError>` — `Result<Result<R, E>,
@@ -74,8 +74,10 @@
 //!   does not wait.
 //!
 //! The reserved method `rpc.describe` answers with the services' descriptions (docs/rpc.md,
-//! "Descriptions"): what a browser builds its proxies from.
+//! "Descriptions"): what a browser builds its proxies from. Browsers speak it through
+//! [`BROWSER_MODULE`], an ES module the server serves itself ([`serve_module`]).
 
+mod browser;
 mod callback;
 mod describe;
 mod outbox;
@@ -83,11 +85,12 @@ mod pending;
 mod reply;
 mod typed;
 
+pub use browser::{BROWSER_MODULE, serve_module};
 pub use callback::{CallbackError, RawCallback};
 pub use pending::{CallError, DEFAULT_TIMEOUT, Pending};
 pub use reply::Reply;
 pub use typed::{
-    Callback, CallbackInterface, CallbackMethod, Caller, Service, Signature, dispatch,
+    Callback, CallbackInterface, CallbackMethod, Caller, Service, Signature, Untyped, dispatch,
     service_result,
 };
 
@@ -202,7 +205,7 @@ impl Default for Services {
     }
 }
 
-type ReleaseHook = dyn Fn(&mut Context<'_>, &RawCallback) + Send + Sync;
+type ReleaseHook = dyn Fn(&mut Context<'_>, &Callback) + Send + Sync;
 type TopicHook = dyn Fn(&mut Context<'_>, &str) -> Result<(), String> + Send + Sync;
 
 /// What clients may do with topics.
@@ -303,7 +306,7 @@ impl Services {
     /// connection's worker (mORMot's `CallbackReleased`): drop it from the lists it is in.
     pub fn on_release<F>(mut self, hook: F) -> Self
     where
-        F: Fn(&mut Context<'_>, &RawCallback) + Send + Sync + 'static,
+        F: Fn(&mut Context<'_>, &Callback) + Send + Sync + 'static,
     {
         self.on_release = Some(Box::new(hook));
         self
@@ -605,9 +608,9 @@ impl Endpoint {
         }
     }
 
-    fn release(&mut self, cx: &mut Context<'_>, callback: &RawCallback) {
+    fn release(&mut self, cx: &mut Context<'_>, callback: RawCallback) {
         if let Some(hook) = &self.services.on_release {
-            hook(cx, callback);
+            hook(cx, &callback.into());
         }
     }
 
@@ -639,7 +642,7 @@ impl Endpoint {
             Ok(Msg::Release { callback }) => {
                 let released = self.callbacks.borrow_mut().release(callback);
                 if let Some(callback) = released {
-                    self.release(cx, &callback);
+                    self.release(cx, callback);
                 }
             }
             Ok(Msg::Subscribe { id, topic }) => {
@@ -695,7 +698,7 @@ impl Handler for Endpoint {
         }
         let released = self.callbacks.borrow_mut().release_all();
         for callback in released {
-            self.release(cx, &callback);
+            self.release(cx, callback);
         }
         // After the release hook, so that it still finds what the instances hold.
         self.instances.get_mut().clear();

@@ -6,17 +6,33 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use bidir_protocol::rpc::json;
+use bidir_protocol::rpc::{MAX_BATCH, json};
 
 use super::Endpoint;
 use super::pending::Waiter;
 use crate::ConnHandle;
 
+/// A batch is closed at this size, or at [`MAX_BATCH`] messages, and the next one started: a
+/// receiver's message limit (1 MiB by default) is never reached by gathering alone.
+const BATCH_BYTES: usize = 64 << 10;
+
+/// Invocations are refused while this much waits for the worker: a thread invoking faster
+/// than the connection's worker sends cannot grow the gathering without bound.
+const MAX_PENDING_BYTES: usize = 16 << 20;
+
+/// Messages for the worker to send, encoded as they come, in batches it sends one WebSocket
+/// message each.
+#[derive(Default)]
+struct Gathering {
+    full: Vec<json::Batch>,
+    current: json::Batch,
+    bytes: usize,
+}
+
 /// One connection's invocations on their way: encoded, waiting for the worker.
 pub(super) struct Outbox {
     conn: ConnHandle,
-    /// Messages for the worker to send, encoded as they come.
-    pending: Mutex<json::Batch>,
+    pending: Mutex<Gathering>,
     /// Invocations refused because their callback was released, over every connection.
     refused: Arc<AtomicU64>,
     /// The client's requests answered later and not yet answered or cancelled.
@@ -70,28 +86,56 @@ impl Outbox {
     /// Queues one message, encoded by `write` straight into the gathering; the first of a
     /// gathering asks the worker to send them all.
     pub(super) fn push(&self, write: impl FnOnce(&mut Vec<u8>)) {
+        self.push_within(usize::MAX, write);
+    }
+
+    /// [`Outbox::push`] unless `limit` bytes are waiting already: `false` then.
+    pub(super) fn push_within(&self, limit: usize, write: impl FnOnce(&mut Vec<u8>)) -> bool {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        write(pending.next_message());
-        if pending.len() == 1 {
-            drop(pending);
+        if pending.bytes >= limit {
+            return false;
+        }
+        let current = &pending.current;
+        if current.len() >= MAX_BATCH || current.bytes() >= BATCH_BYTES {
+            let full = std::mem::take(&mut pending.current);
+            pending.full.push(full);
+        }
+        let before = pending.current.bytes();
+        write(pending.current.next_message());
+        pending.bytes += pending.current.bytes() - before;
+        let first = pending.current.len() == 1 && pending.full.is_empty();
+        drop(pending);
+        if first {
             // Refused only once the connection is closed: every callback is released then.
             let _ = self.conn.post_to::<Endpoint, _>(|endpoint, cx| endpoint.send_invocations(cx));
         }
+        true
     }
 
-    /// Sends everything gathered with `send`, as one message, and starts a new gathering.
-    pub(super) fn flush(&self, send: impl FnOnce(&str)) {
+    /// Sends everything gathered with `send`, a message per batch, in order, and starts a new
+    /// gathering.
+    pub(super) fn flush(&self, mut send: impl FnMut(&str)) {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(text) = pending.text() {
-            send(text);
+        let Gathering { full, current, bytes } = &mut *pending;
+        for batch in full.iter_mut().chain(std::iter::once(&mut *current)) {
+            if let Some(text) = batch.text() {
+                send(text);
+            }
         }
-        pending.clear();
+        full.clear();
+        current.clear();
+        *bytes = 0;
     }
 }
 
 impl Outbox {
     pub(super) fn conn(&self) -> &ConnHandle {
         &self.conn
+    }
+
+    /// Queues an invocation, unless too much waits for the worker already.
+    pub(super) fn push_invocation(&self, write: impl FnOnce(&mut Vec<u8>)) -> bool {
+        self.push_within(MAX_PENDING_BYTES, write)
     }
 
     /// Counts one refused invocation.

@@ -10,18 +10,19 @@ use bidir_protocol::rpc::json;
 use bidir_protocol::rpc::{ErrorCode, Msg, Raw};
 
 use super::outbox::Outbox;
+use super::typed::Untyped;
 use super::{Failure, to_raw};
 
 /// The answer a [`Services::deferred`](super::Services::deferred) method owes, a value of type
-/// `T`: hand it to another thread, do the work there, and answer once with [`Reply::ok`] or
-/// [`Reply::err`]. `Send`. The answer joins the connection's other outgoing messages gathered
+/// `T` (plain `Reply`: of any type): hand it to another thread, do the work there, and answer
+/// once with `ok` or [`Reply::err`]. `Send`. The answer joins the connection's other outgoing messages gathered
 /// until its worker sends them.
 ///
 /// A reply dropped without an answer answers [`ErrorCode::Internal`], so the caller never
 /// waits forever. Once the client cancelled the call or the connection ended, the answer is
 /// dropped ([`Reply::is_cancelled`] tells, so the work can stop early). A notification's reply
 /// answers nobody.
-pub struct Reply<T: ?Sized> {
+pub struct Reply<T: ?Sized = Untyped> {
     id: Option<u64>,
     outbox: Arc<Outbox>,
     answered: bool,
@@ -44,19 +45,6 @@ impl<T: ?Sized> Reply<T> {
         Ok(Self { id, outbox: Arc::clone(outbox), answered: false, value: PhantomData })
     }
 
-    /// Answers with `value`.
-    pub fn ok(mut self, value: &T)
-    where
-        T: Serialize,
-    {
-        match to_raw(value) {
-            Ok(value) => self.answer(|id, out| {
-                json::encode(&Msg::Result { id, value: Raw::new(&value) }, out);
-            }),
-            Err(failure) => self.answer(|id, out| failure.encode(id, out)),
-        }
-    }
-
     /// Answers with the service's error: its text as the message, its value as the data.
     pub fn err<E: Serialize + fmt::Display>(mut self, error: E) {
         let failure = Failure::service(&error);
@@ -69,6 +57,15 @@ impl<T: ?Sized> Reply<T> {
         self.id.is_none_or(|id| !self.outbox.is_waiting(id))
     }
 
+    fn value<V: Serialize + ?Sized>(mut self, value: &V) {
+        match to_raw(value) {
+            Ok(value) => self.answer(|id, out| {
+                json::encode(&Msg::Result { id, value: Raw::new(&value) }, out);
+            }),
+            Err(failure) => self.answer(|id, out| failure.encode(id, out)),
+        }
+    }
+
     fn answer(&mut self, encode: impl FnOnce(u64, &mut Vec<u8>)) {
         self.answered = true;
         if let Some(id) = self.id
@@ -76,6 +73,21 @@ impl<T: ?Sized> Reply<T> {
         {
             self.outbox.push(|out| encode(id, out));
         }
+    }
+}
+
+impl<T: Serialize + ?Sized> Reply<T> {
+    /// Answers with `value`.
+    pub fn ok(self, value: &T) {
+        self.value(value);
+    }
+}
+
+impl Reply<Untyped> {
+    /// Answers with `value`, of any type: the reply of a method registered by hand with
+    /// `reply: Reply`.
+    pub fn ok<V: Serialize + ?Sized>(self, value: &V) {
+        self.value(value);
     }
 }
 

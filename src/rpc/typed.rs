@@ -83,13 +83,35 @@ impl CallbackMethod {
 /// (`Callback<dyn ChatCallback>`): the interface's methods are its own (through `Deref` to the
 /// generated proxy), each returning `Result<(), CallbackError>` when it has no value (an
 /// invocation: queued, never waits) or `Result<Pending<R>, CallbackError>` when it has one.
+/// Plain `Callback` is `Callback<Untyped>`: it dereferences to [`RawCallback`], whose methods
+/// take the method's name.
 ///
 /// Everything else is [`RawCallback`]'s, which it wraps: `Send + Sync + Clone`, clones are the
-/// same callback, keep it in a list and invoke it from any thread; equal to the
-/// [`RawCallback`] the release hook ([`Services::on_release`](super::Services::on_release))
-/// gets for it, so `list.retain(|c| c != released)` finds it.
-pub struct Callback<T: ?Sized + CallbackInterface> {
+/// same callback, keep it in a list and invoke it from any thread. Callbacks of the same object
+/// are equal whatever their interface type, so the untyped one the release hook
+/// ([`Services::on_release`](super::Services::on_release)) gets finds the typed ones:
+/// `list.retain(|c| c != released)`.
+pub struct Callback<T: ?Sized + CallbackInterface = Untyped> {
     proxy: T::Proxy,
+}
+
+/// The interface of a callback used by its methods' names, and the answer of a reply of any
+/// value: plain [`Callback`] and [`Reply`] are `Callback<Untyped>` and `Reply<Untyped>`.
+#[derive(Debug)]
+pub enum Untyped {}
+
+impl CallbackInterface for Untyped {
+    const NAME: &'static str = "Untyped";
+    const METHODS: &'static [CallbackMethod] = &[];
+    type Proxy = RawCallback;
+
+    fn dispatch(
+        &self,
+        _: &str,
+        _: &RawValue,
+    ) -> Result<Option<Box<RawValue>>, (ErrorCode, String)> {
+        match *self {}
+    }
 }
 
 impl<T: ?Sized + CallbackInterface> Callback<T> {
@@ -123,8 +145,12 @@ impl<T: ?Sized + CallbackInterface> Clone for Callback<T> {
     }
 }
 
-impl<T: ?Sized + CallbackInterface> PartialEq for Callback<T> {
-    fn eq(&self, other: &Self) -> bool {
+impl<T, U> PartialEq<Callback<U>> for Callback<T>
+where
+    T: ?Sized + CallbackInterface,
+    U: ?Sized + CallbackInterface,
+{
+    fn eq(&self, other: &Callback<U>) -> bool {
         self.raw() == other.raw()
     }
 }
@@ -143,6 +169,13 @@ impl<T: ?Sized + CallbackInterface> PartialEq<Callback<T>> for RawCallback {
     }
 }
 
+/// A typed view of `raw`: the caller knows the client's object implements `T`.
+impl<T: ?Sized + CallbackInterface> From<RawCallback> for Callback<T> {
+    fn from(raw: RawCallback) -> Self {
+        Self { proxy: raw.into() }
+    }
+}
+
 impl<T: ?Sized + CallbackInterface> fmt::Debug for Callback<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("Callback").field(&T::NAME).field(self.raw()).finish()
@@ -151,7 +184,7 @@ impl<T: ?Sized + CallbackInterface> fmt::Debug for Callback<T> {
 
 impl<'de, T: ?Sized + CallbackInterface> Deserialize<'de> for Callback<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        RawCallback::deserialize(deserializer).map(|raw| Self { proxy: raw.into() })
+        RawCallback::deserialize(deserializer).map(Self::from)
     }
 }
 

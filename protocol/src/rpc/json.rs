@@ -208,6 +208,11 @@ impl Batch {
         self.count == 0
     }
 
+    /// The bytes encoded so far (about the length of [`Batch::text`]).
+    pub fn bytes(&self) -> usize {
+        self.out.len()
+    }
+
     /// The WebSocket message's text so far (`None` when empty).
     pub fn text(&mut self) -> Option<&str> {
         let text = match self.count {
