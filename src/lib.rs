@@ -76,6 +76,7 @@ pub mod testbed;
 mod timer;
 mod worker;
 
+pub use bidir_macros::{callback, service};
 pub use bidir_protocol as protocol;
 pub use bidir_protocol::deflate::DeflateConfig;
 pub use bidir_protocol::{CloseCode, DataKind, Fragment, FrameKind, Message, State};

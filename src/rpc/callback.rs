@@ -1,5 +1,6 @@
-//! Callback objects a client passes as arguments (`{"$cb": N}`): the server's proxy, invoked
-//! from any thread, its invocations gathered per connection into one message, and its release.
+//! Callback objects a client passes as arguments (`{"$cb": N}`): the server's proxy, untyped
+//! ([`RawCallback`]) or typed by the interface it implements ([`Callback`]), invoked from any
+//! thread, its invocations gathered per connection into one message, and its release.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -17,11 +18,13 @@ use bidir_protocol::rpc::{MAX_ID, Msg, Raw, RawValue};
 use super::outbox::Outbox;
 use super::pending::{Pending, Waiter};
 
-/// A callback object the client passed to a method: a proxy the service may keep (in a list,
-/// say), clone, and invoke from any thread. `Send + Sync + Clone`; clones are the same
-/// callback (equal).
+/// A callback object the client passed to a method, untyped: a proxy the service may keep (in a
+/// list, say), clone, and invoke by method name from any thread. `Send + Sync + Clone`; clones
+/// are the same callback (equal). What a [`Callback`](super::Callback) wraps: plain `Callback`
+/// dereferences to it, a typed one (an interface declared with `#[bidir::callback]`) to the
+/// interface's proxy around it.
 ///
-/// Invocations ([`Callback::invoke`]) want no answer. Those made before the connection's
+/// Invocations ([`RawCallback::invoke`]) want no answer. Those made before the connection's
 /// worker gets to them travel together, as one batched message in one write; they keep the
 /// order they were made in. The callback is released — invocations refused with
 /// [`CallbackError::Released`] and counted — when the client releases it, or when its
@@ -29,7 +32,7 @@ use super::pending::{Pending, Waiter};
 /// runs then, exactly once. When the service drops its last clone of a live callback, the
 /// client is told (`release`) so it can free the object.
 #[derive(Clone)]
-pub struct Callback {
+pub struct RawCallback {
     state: Arc<State>,
 }
 
@@ -64,7 +67,7 @@ struct State {
     outbox: Arc<Outbox>,
 }
 
-impl Callback {
+impl RawCallback {
     /// The id the client gave it.
     pub fn id(&self) -> u64 {
         self.state.id
@@ -98,7 +101,7 @@ impl Callback {
     ///
     /// # Errors
     ///
-    /// As [`Callback::invoke`].
+    /// As [`RawCallback::invoke`].
     pub fn call<A: Serialize, T: DeserializeOwned>(
         &self,
         method: &str,
@@ -148,17 +151,25 @@ impl Callback {
     }
 }
 
-impl PartialEq for Callback {
+impl PartialEq for RawCallback {
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.state, &other.state)
     }
 }
 
-impl Eq for Callback {}
+impl Eq for RawCallback {}
 
-impl fmt::Debug for Callback {
+/// What a typed callback's proxy wraps ([`CallbackInterface::Proxy`](super::CallbackInterface)):
+/// the untyped one is its own.
+impl AsRef<Self> for RawCallback {
+    fn as_ref(&self) -> &Self {
+        self
+    }
+}
+
+impl fmt::Debug for RawCallback {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Callback")
+        f.debug_struct("RawCallback")
             .field("id", &self.state.id)
             .field("connection", &self.state.outbox.conn().id())
             .field("released", &self.is_released())
@@ -185,14 +196,14 @@ pub(super) struct Table {
 impl Table {
     /// Marks callback `id` released and returns it for the release hook, if the service still
     /// holds it; forgets it either way.
-    pub(super) fn release(&mut self, id: u64) -> Option<Callback> {
+    pub(super) fn release(&mut self, id: u64) -> Option<RawCallback> {
         let state = self.callbacks.remove(&id)?.upgrade()?;
         let was_released = state.released.swap(true, Ordering::AcqRel);
-        (!was_released).then_some(Callback { state })
+        (!was_released).then_some(RawCallback { state })
     }
 
     /// Every callback still held, released (the connection ended).
-    pub(super) fn release_all(&mut self) -> Vec<Callback> {
+    pub(super) fn release_all(&mut self) -> Vec<RawCallback> {
         let ids: Vec<u64> = self.callbacks.keys().copied().collect();
         ids.into_iter().filter_map(|id| self.release(id)).collect()
     }
@@ -205,7 +216,7 @@ pub(super) struct Scope {
 }
 
 thread_local! {
-    /// The scope of the call being decoded on this thread (a worker), for [`Callback`]'s
+    /// The scope of the call being decoded on this thread (a worker), for [`RawCallback`]'s
     /// `Deserialize`.
     static SCOPE: RefCell<Option<Scope>> = const { RefCell::new(None) };
 }
@@ -219,7 +230,7 @@ pub(super) fn with_scope<R>(scope: Scope, f: impl FnOnce() -> R) -> R {
     r
 }
 
-impl<'de> Deserialize<'de> for Callback {
+impl<'de> Deserialize<'de> for RawCallback {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct IdVisitor;
         impl<'de> Visitor<'de> for IdVisitor {

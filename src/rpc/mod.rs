@@ -1,39 +1,102 @@
-//! Services over `bidir.json.v1` (docs/rpc.md): methods registered as typed closures, called
-//! synchronously on the connection's worker, answered in one batched message per received
-//! message.
+//! Services over `bidir.json.v1` (docs/rpc.md): declared once as Rust traits, or registered
+//! as typed closures; called synchronously on the connection's worker, answered in one batched
+//! message per received message.
+//!
+//! A trait declared with `#[bidir::service]` is served by [`Services::serve`]; a callback
+//! interface declared with `#[bidir::callback]` is what a [`Callback`] parameter receives: the
+//! client's object, kept by the service and invoked from any thread.
 //!
 //! ```
-//! use bidir::Server;
-//! use bidir::rpc::Services;
+//! use std::sync::Mutex;
+//!
+//! use bidir::rpc::{Callback, Reply, Services};
+//! use bidir::{Context, Server};
+//!
+//! #[bidir::callback]
+//! pub trait ChatCallback {
+//!     fn said(&self, pseudo: String, msg: String); // invoked: no answer
+//!     fn ask(&self, question: String) -> bool;     // called: a Pending<bool>
+//! }
+//!
+//! #[bidir::service]
+//! pub trait Chat {
+//!     // "Chat.join"; a Result's error answers `service`, the error as its data.
+//!     fn join(&self, pseudo: String, callback: Callback<dyn ChatCallback>) -> Result<(), String>;
+//!     fn say(&self, cx: &mut Context<'_>, pseudo: String, msg: String); // cx: not on the wire
+//!     fn slow(&self, n: u64, reply: Reply<u64>); // answers later, from any thread
+//! }
+//!
+//! #[derive(Default)]
+//! struct Room(Mutex<Vec<Callback<dyn ChatCallback>>>);
+//!
+//! impl Chat for Room {
+//!     fn join(&self, _pseudo: String, callback: Callback<dyn ChatCallback>) -> Result<(), String> {
+//!         self.0.lock().map_err(|e| e.to_string())?.push(callback);
+//!         Ok(())
+//!     }
+//!     fn say(&self, _cx: &mut Context<'_>, pseudo: String, msg: String) {
+//!         for member in self.0.lock().unwrap().iter() {
+//!             let _ = member.said(pseudo.clone(), msg.clone()); // Err once released
+//!         }
+//!     }
+//!     fn slow(&self, n: u64, reply: Reply<u64>) {
+//!         std::thread::spawn(move || reply.ok(&(n * 2)));
+//!     }
+//! }
 //!
 //! let services = Services::new()
-//!     .method("Calc.Add", |_cx, (a, b): (i64, i64)| Ok::<_, String>(a + b))
-//!     .method("Calc.Div", |_cx, (a, b): (i64, i64)| {
-//!         a.checked_div(b).ok_or_else(|| "division by zero".to_owned())
-//!     });
+//!     .serve(ChatService::shared(Room::default()))
+//!     .method("Calc.Add", |_cx, (a, b): (i64, i64)| Ok::<_, String>(a + b));
 //! let builder = Server::builder().bind("127.0.0.1:0").route("/rpc", services.hook());
 //! ```
 //!
-//! A parameter of type [`Callback`] receives a callback object the client passed
-//! (`{"$cb": N}`): keep it, invoke it from any thread; [`Services::on_release`] hears when it
-//! is released.
+//! Declarations, in short (the macros' documentation has the rest):
+//! - Methods take `&self`; an optional `cx: &mut Context<'_>` parameter is the call's context
+//!   and is not on the wire; the others are the call's arguments, serde types, in order. The
+//!   macros recognise `Context`, `Reply` and `Callback` by their names as written.
+//! - A method returns a value, nothing (`null`), or `Result<R, E>` written so
+//!   (`E: Serialize + Display`: the `service` error, `E`'s text its message, `E` its data).
+//! - A `reply: Reply<T>` parameter makes the method answer later ([`Services::deferred`]'s
+//!   rules: the in-flight limit, a dropped reply answers `internal`).
+//! - Wire names are `Trait.method`; `#[rpc(name = "...")]` under the macro's attribute
+//!   renames the service, on a method the method (callback methods too).
+//! - `<Trait>Service::shared(impl)` serves one `Send + Sync` instance;
+//!   `<Trait>Service::per_connection(|cx| impl)` one per connection, made on the worker at
+//!   its first call of the service and dropped when it ends.
+//! - `Callback<dyn X>` dereferences to the generated `XProxy`: a method without a value is an
+//!   invocation (`Result<(), CallbackError>`), one with a value a call
+//!   (`Result<Pending<R>, CallbackError>`). The release hook gets the untyped [`Callback`],
+//!   equal to the typed callbacks of the same object.
+//! - `<Trait>Client::new(caller)` is the client side's proxy over a [`Caller`] (the Rust
+//!   client): the same methods without `cx` and `reply`, a callback parameter taken as the
+//!   caller's local object, each answering `Result<_, CallError>` — `Result<Result<R, E>,
+//!   CallError>` for `-> Result<R, E>` ([`service_result`]) — plus a `<name>_async` form that
+//!   does not wait.
 //!
-//! Browsers speak it through [`BROWSER_MODULE`], an ES module the server serves itself
-//! ([`serve_module`]); Rust programs through [`client`] (calls, callbacks, subscriptions,
-//! reconnection).
+//! The reserved method `rpc.describe` answers with the services' descriptions (docs/rpc.md,
+//! "Descriptions"): what a browser builds its proxies from. Browsers speak it through
+//! [`BROWSER_MODULE`], an ES module the server serves itself ([`serve_module`]); Rust programs
+//! through [`client`] (calls, callbacks, subscriptions, reconnection).
 
 mod browser;
 mod callback;
 pub mod client;
+mod describe;
 mod outbox;
 mod pending;
 mod reply;
+mod typed;
 
 pub use browser::{BROWSER_MODULE, serve_module};
-pub use callback::{Callback, CallbackError};
+pub use callback::{CallbackError, RawCallback};
 pub use pending::{CallError, DEFAULT_TIMEOUT, Pending};
 pub use reply::Reply;
+pub use typed::{
+    Callback, CallbackInterface, CallbackMethod, Caller, Service, Signature, Untyped, dispatch,
+    service_result,
+};
 
+use std::any::Any;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
@@ -75,15 +138,38 @@ impl Failure {
 }
 
 /// A method: its answer now (`Some`), or later through the [`Reply`] it made (`None`).
-type Method = dyn Fn(&mut Context<'_>, Raw<'_>, Later<'_>) -> Result<Option<Box<RawValue>>, Failure>
+type Method = dyn Fn(&mut Context<'_>, Raw<'_>, Env<'_>) -> Result<Option<Box<RawValue>>, Failure>
     + Send
     + Sync;
 
-/// What a method that answers later needs to make its [`Reply`].
-struct Later<'a> {
+/// What a method needs of its connection besides the context: for a [`Reply`], the call's id
+/// and the outbox; the connection's instances of per-connection services.
+struct Env<'a> {
     id: Option<u64>,
     outbox: &'a Arc<outbox::Outbox>,
     max_in_flight: usize,
+    instances: &'a Instances,
+}
+
+/// A connection's instances of per-connection services, by the service's slot.
+type Instances = RefCell<HashMap<usize, Rc<dyn Any>>>;
+
+impl Env<'_> {
+    /// The connection's instance in `slot`, made now if it has none yet.
+    fn instance<S: 'static>(
+        &self,
+        slot: usize,
+        make: impl FnOnce() -> S,
+    ) -> Result<Rc<S>, Failure> {
+        let found = self.instances.borrow().get(&slot).cloned();
+        let instance = found.unwrap_or_else(|| {
+            // Made with no borrow held: `make` may do anything but call this connection.
+            let made: Rc<dyn Any> = Rc::new(make());
+            self.instances.borrow_mut().insert(slot, Rc::clone(&made));
+            made
+        });
+        typed::downcast(instance)
+    }
 }
 
 /// A set of methods, named `Service.method`, served over `bidir.json.v1`.
@@ -93,6 +179,13 @@ struct Later<'a> {
 /// panics answers [`ErrorCode::Internal`]; the connection goes on.
 pub struct Services {
     methods: HashMap<Box<str>, Box<Method>>,
+    /// Every method's name and description (`None`: registered by hand), in registration
+    /// order, for `rpc.describe`.
+    signatures: Vec<(Box<str>, Option<Signature>)>,
+    /// `rpc.describe`'s answer, written when the services start serving.
+    description: Option<Box<RawValue>>,
+    /// Per-connection services so far: the next one's slot.
+    slots: usize,
     on_release: Option<Box<ReleaseHook>>,
     refused: Arc<AtomicU64>,
     max_in_flight: usize,
@@ -103,6 +196,9 @@ impl Default for Services {
     fn default() -> Self {
         Self {
             methods: HashMap::new(),
+            signatures: Vec::new(),
+            description: None,
+            slots: 0,
             on_release: None,
             refused: Arc::default(),
             max_in_flight: 256,
@@ -127,6 +223,9 @@ struct Topics {
     refused: Arc<AtomicU64>,
 }
 
+/// The reserved method that answers with the services' descriptions (docs/rpc.md).
+const DESCRIBE: &str = "rpc.describe";
+
 impl Services {
     /// No methods yet.
     pub fn new() -> Self {
@@ -139,36 +238,61 @@ impl Services {
     /// [`ErrorCode::BadArgs`];
     /// `Ok` is answered with its value, `Err` with [`ErrorCode::Service`], the error's text as
     /// the message and its value as the data.
-    pub fn method<A, R, E, F>(mut self, name: &str, f: F) -> Self
+    ///
+    /// `rpc.describe` lists it with its parameters unknown (`"params": null`). The service
+    /// name `rpc` is reserved: `rpc.describe` is answered by the services themselves.
+    pub fn method<A, R, E, F>(self, name: &str, f: F) -> Self
     where
         A: DeserializeOwned,
         R: Serialize,
         E: Serialize + fmt::Display,
         F: Fn(&mut Context<'_>, A) -> Result<R, E> + Send + Sync + 'static,
     {
-        let method = move |cx: &mut Context<'_>, args: Raw<'_>, _: Later<'_>| {
-            let args: A = decode_args(args)?;
-            f(cx, args).map_err(|e| Failure::service(&e)).and_then(|v| to_raw(&v)).map(Some)
-        };
-        self.methods.insert(name.into(), Box::new(method));
-        self
+        let method = move |cx: &mut Context<'_>, args: Raw<'_>, _: Env<'_>| run(args, |a| f(cx, a));
+        self.register(name, None, Box::new(method))
     }
 
     /// Registers `name` as a method that answers later: `f` gets the arguments and a [`Reply`]
     /// to hand to another thread, so long work never blocks the worker. While a connection has
     /// [`Services::max_in_flight`] replies outstanding, further calls of such methods are
     /// answered [`ErrorCode::TooManyCalls`] at once.
-    pub fn deferred<A, F>(mut self, name: &str, f: F) -> Self
+    pub fn deferred<A, T, F>(self, name: &str, f: F) -> Self
     where
         A: DeserializeOwned,
-        F: Fn(&mut Context<'_>, A, Reply) + Send + Sync + 'static,
+        T: ?Sized,
+        F: Fn(&mut Context<'_>, A, Reply<T>) + Send + Sync + 'static,
     {
-        let method = move |cx: &mut Context<'_>, args: Raw<'_>, later: Later<'_>| {
-            let args: A = decode_args(args)?;
-            f(cx, args, Reply::new(later.id, later.outbox, later.max_in_flight)?);
-            Ok(None)
+        let method = move |cx: &mut Context<'_>, args: Raw<'_>, env: Env<'_>| {
+            run_deferred(args, env, |a, reply| f(cx, a, reply))
         };
-        self.methods.insert(name.into(), Box::new(method));
+        self.register(name, None, Box::new(method))
+    }
+
+    /// Registers every method of `service`, a trait declared with `#[bidir::service]`
+    /// (`ChatService::shared(..)`, `ChatService::per_connection(..)`), each as `Name.method`,
+    /// described by `rpc.describe` with its parameters and callback interfaces. A later
+    /// registration of the same name replaces it.
+    pub fn serve<S: 'static>(mut self, service: Service<S>) -> Self {
+        let slot = self.slots;
+        self.slots += 1;
+        let on_instance: Arc<typed::OnInstance<S>> = service.on_instance.into();
+        for (signature, typed) in service.methods {
+            let on_instance = Arc::clone(&on_instance);
+            let method = move |cx: &mut Context<'_>, args: Raw<'_>, env: Env<'_>| {
+                on_instance(&*typed, cx, args, env, slot)
+            };
+            let name = format!("{}.{}", service.name, signature.name);
+            self = self.register(&name, Some(signature), Box::new(method));
+        }
+        self
+    }
+
+    fn register(mut self, name: &str, signature: Option<Signature>, method: Box<Method>) -> Self {
+        self.methods.insert(name.into(), method);
+        match self.signatures.iter_mut().find(|(n, _)| **n == *name) {
+            Some((_, described)) => *described = signature,
+            None => self.signatures.push((name.into(), signature)),
+        }
         self
     }
 
@@ -234,7 +358,8 @@ impl Services {
 
     /// An accept hook serving these methods on connections that offer `bidir.json.v1`; a
     /// request that does not offer it gets 400 with the reason.
-    pub fn hook(self) -> impl Fn(&Request<'_>) -> Result<Accept<Endpoint>, HttpResponse> {
+    pub fn hook(mut self) -> impl Fn(&Request<'_>) -> Result<Accept<Endpoint>, HttpResponse> {
+        self.description = to_raw(&describe::Description::new(&self.signatures)).ok();
         let services = Arc::new(self);
         move |req: &Request<'_>| {
             if req.protocols().any(|p| p == JSON_PROTOCOL) {
@@ -243,6 +368,7 @@ impl Services {
                     answers: json::Batch::default(),
                     callbacks: Rc::default(),
                     outbox: None,
+                    instances: Instances::default(),
                 };
                 Ok(Accept::new(endpoint).protocol(JSON_PROTOCOL))
             } else {
@@ -258,16 +384,23 @@ impl Services {
         cx: &mut Context<'_>,
         method: &str,
         args: Raw<'_>,
-        later: Later<'_>,
+        env: Env<'_>,
     ) -> Result<Option<Box<RawValue>>, Failure> {
+        if method == DESCRIBE {
+            decode_args::<()>(args)?;
+            return Ok(self.description.clone());
+        }
         let Some(f) = self.methods.get(method) else {
             let service = method.split_once('.').map_or(method, |(s, _)| s);
-            let known =
-                self.methods.keys().any(|m| m.split_once('.').is_some_and(|(s, _)| s == service));
+            let known = self
+                .methods
+                .keys()
+                .chain([&DESCRIBE.into()])
+                .any(|m| m.split_once('.').is_some_and(|(s, _)| s == service));
             let code = if known { ErrorCode::UnknownMethod } else { ErrorCode::UnknownService };
             return Err(Failure { code, message: format!("no method {method}"), data: None });
         };
-        match catch_unwind(AssertUnwindSafe(|| f(cx, args, later))) {
+        match catch_unwind(AssertUnwindSafe(|| f(cx, args, env))) {
             Ok(answer) => answer,
             Err(_) => Err(Failure {
                 code: ErrorCode::Internal,
@@ -338,6 +471,31 @@ fn engine_topic(topic: &str) -> String {
     format!("{JSON_PROTOCOL}:{topic}")
 }
 
+/// Decodes a call's arguments and runs a method that answers now.
+fn run<A, R, E>(
+    args: Raw<'_>,
+    f: impl FnOnce(A) -> Result<R, E>,
+) -> Result<Option<Box<RawValue>>, Failure>
+where
+    A: DeserializeOwned,
+    R: Serialize,
+    E: Serialize + fmt::Display,
+{
+    let args = decode_args(args)?;
+    f(args).map_err(|e| Failure::service(&e)).and_then(|v| to_raw(&v)).map(Some)
+}
+
+/// Decodes a call's arguments and runs a method that answers later, through its [`Reply`].
+fn run_deferred<A: DeserializeOwned, T: ?Sized>(
+    args: Raw<'_>,
+    env: Env<'_>,
+    f: impl FnOnce(A, Reply<T>),
+) -> Result<Option<Box<RawValue>>, Failure> {
+    let args = decode_args(args)?;
+    f(args, Reply::new(env.id, env.outbox, env.max_in_flight)?);
+    Ok(None)
+}
+
 /// A call's arguments as the method's parameter tuple; no arguments is `()` (serde reads `()`
 /// from `null`, not from `[]`).
 fn decode_args<A: DeserializeOwned>(args: Raw<'_>) -> Result<A, Failure> {
@@ -371,6 +529,8 @@ pub struct Endpoint {
     callbacks: Rc<RefCell<callback::Table>>,
     /// Invocations and releases from other threads, gathered for this worker.
     outbox: Option<Arc<outbox::Outbox>>,
+    /// This connection's instances of per-connection services.
+    instances: Instances,
 }
 
 impl fmt::Debug for Endpoint {
@@ -412,8 +572,9 @@ impl Endpoint {
         };
         let scope =
             callback::Scope { table: Rc::clone(&self.callbacks), outbox: Arc::clone(outbox) };
-        let later = Later { id, outbox, max_in_flight: self.services.max_in_flight };
-        callback::with_scope(scope, || self.services.call(cx, method, args, later))
+        let max_in_flight = self.services.max_in_flight;
+        let env = Env { id, outbox, max_in_flight, instances: &self.instances };
+        callback::with_scope(scope, || self.services.call(cx, method, args, env))
     }
 
     /// Sends the invocations and releases gathered from other threads, as one message.
@@ -449,9 +610,9 @@ impl Endpoint {
         }
     }
 
-    fn release(&mut self, cx: &mut Context<'_>, callback: &Callback) {
+    fn release(&mut self, cx: &mut Context<'_>, callback: RawCallback) {
         if let Some(hook) = &self.services.on_release {
-            hook(cx, callback);
+            hook(cx, &callback.into());
         }
     }
 
@@ -483,7 +644,7 @@ impl Endpoint {
             Ok(Msg::Release { callback }) => {
                 let released = self.callbacks.borrow_mut().release(callback);
                 if let Some(callback) = released {
-                    self.release(cx, &callback);
+                    self.release(cx, callback);
                 }
             }
             Ok(Msg::Subscribe { id, topic }) => {
@@ -539,8 +700,10 @@ impl Handler for Endpoint {
         }
         let released = self.callbacks.borrow_mut().release_all();
         for callback in released {
-            self.release(cx, &callback);
+            self.release(cx, callback);
         }
+        // After the release hook, so that it still finds what the instances hold.
+        self.instances.get_mut().clear();
     }
 
     fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {

@@ -101,9 +101,9 @@ impl Waiter {
     }
 }
 
-/// A call to a client's callback on its way ([`Callback::call`](super::Callback::call)):
-/// wait for the answer on a thread that is not a worker's, or continue on the worker when it
-/// comes. `Send`.
+/// A call to a client's callback on its way ([`RawCallback::call`](super::RawCallback::call),
+/// or a typed callback's method with a value): wait for the answer on a thread that is not a
+/// worker's, or continue on the worker when it comes. `Send`.
 #[must_use = "a call's answer is read by waiting or continuing"]
 pub struct Pending<T> {
     id: u64,

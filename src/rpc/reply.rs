@@ -1,6 +1,7 @@
 //! Answers given later, from any thread: [`Reply`].
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -9,24 +10,26 @@ use bidir_protocol::rpc::json;
 use bidir_protocol::rpc::{ErrorCode, Msg, Raw};
 
 use super::outbox::Outbox;
+use super::typed::Untyped;
 use super::{Failure, to_raw};
 
-/// The answer a [`Services::deferred`](super::Services::deferred) method owes: hand it to
-/// another thread, do the work there, and answer once with [`Reply::ok`] or [`Reply::err`].
-/// `Send`. The answer joins the connection's other outgoing messages gathered until its worker
-/// sends them.
+/// The answer a [`Services::deferred`](super::Services::deferred) method owes, a value of type
+/// `T` (plain `Reply`: of any type): hand it to another thread, do the work there, and answer
+/// once with `ok` or [`Reply::err`]. `Send`. The answer joins the connection's other outgoing messages gathered
+/// until its worker sends them.
 ///
 /// A reply dropped without an answer answers [`ErrorCode::Internal`], so the caller never
 /// waits forever. Once the client cancelled the call or the connection ended, the answer is
 /// dropped ([`Reply::is_cancelled`] tells, so the work can stop early). A notification's reply
 /// answers nobody.
-pub struct Reply {
+pub struct Reply<T: ?Sized = Untyped> {
     id: Option<u64>,
     outbox: Arc<Outbox>,
     answered: bool,
+    value: PhantomData<fn(&T)>,
 }
 
-impl Reply {
+impl<T: ?Sized> Reply<T> {
     pub(super) fn new(id: Option<u64>, outbox: &Arc<Outbox>, max: usize) -> Result<Self, Failure> {
         if let Some(id) = id {
             outbox.begin(id, max).map_err(|reason| Failure {
@@ -39,17 +42,7 @@ impl Reply {
                 data: None,
             })?;
         }
-        Ok(Self { id, outbox: Arc::clone(outbox), answered: false })
-    }
-
-    /// Answers with `value`.
-    pub fn ok<T: Serialize + ?Sized>(mut self, value: &T) {
-        match to_raw(value) {
-            Ok(value) => self.answer(|id, out| {
-                json::encode(&Msg::Result { id, value: Raw::new(&value) }, out);
-            }),
-            Err(failure) => self.answer(|id, out| failure.encode(id, out)),
-        }
+        Ok(Self { id, outbox: Arc::clone(outbox), answered: false, value: PhantomData })
     }
 
     /// Answers with the service's error: its text as the message, its value as the data.
@@ -64,6 +57,15 @@ impl Reply {
         self.id.is_none_or(|id| !self.outbox.is_waiting(id))
     }
 
+    fn value<V: Serialize + ?Sized>(mut self, value: &V) {
+        match to_raw(value) {
+            Ok(value) => self.answer(|id, out| {
+                json::encode(&Msg::Result { id, value: Raw::new(&value) }, out);
+            }),
+            Err(failure) => self.answer(|id, out| failure.encode(id, out)),
+        }
+    }
+
     fn answer(&mut self, encode: impl FnOnce(u64, &mut Vec<u8>)) {
         self.answered = true;
         if let Some(id) = self.id
@@ -74,7 +76,22 @@ impl Reply {
     }
 }
 
-impl Drop for Reply {
+impl<T: Serialize + ?Sized> Reply<T> {
+    /// Answers with `value`.
+    pub fn ok(self, value: &T) {
+        self.value(value);
+    }
+}
+
+impl Reply<Untyped> {
+    /// Answers with `value`, of any type: the reply of a method registered by hand with
+    /// `reply: Reply`.
+    pub fn ok<V: Serialize + ?Sized>(self, value: &V) {
+        self.value(value);
+    }
+}
+
+impl<T: ?Sized> Drop for Reply<T> {
     fn drop(&mut self) {
         if !self.answered {
             let failure = Failure {
@@ -87,7 +104,7 @@ impl Drop for Reply {
     }
 }
 
-impl fmt::Debug for Reply {
+impl<T: ?Sized> fmt::Debug for Reply<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reply").field("id", &self.id).field("answered", &self.answered).finish()
     }

@@ -558,3 +558,33 @@ fn replay_of(
         notify,
     })
 }
+
+/// The client behind the declared services' proxies (`<Trait>Client::new(&client)`).
+impl crate::rpc::Caller for Client {
+    type Call<R> = Call<R>;
+    type Local<T: ?Sized> = LocalCallback<T>;
+
+    fn call<A: Serialize, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: A,
+    ) -> Result<R, CallError> {
+        Self::call(self, method, args)
+    }
+
+    fn call_async<A: Serialize, R: DeserializeOwned>(&self, method: &str, args: A) -> Call<R> {
+        Self::call_async(self, method, args)
+    }
+}
+
+impl Client {
+    /// Registers `object` as a callback object of the declared interface `T`
+    /// (`#[bidir::callback]`), to pass as an argument: its methods run on the client's worker
+    /// when the server invokes or calls them; as [`Client::callback_with`] otherwise.
+    pub fn callback<T>(&self, object: Arc<T>) -> LocalCallback<T>
+    where
+        T: ?Sized + crate::rpc::CallbackInterface + Send + Sync + 'static,
+    {
+        self.callback_with(move |method, args| object.dispatch(method, args))
+    }
+}
