@@ -1,8 +1,10 @@
-// Drives the chat example's page in headless Chromium: two pages join the room with their
-// pseudos (each passing a callback object), each says something, and each must see both
-// messages in its log, in the order they were said. Usage: node chat-check.js URL SCREENSHOT
+// Drives the chat example's page in headless Chromium: two pages and a Rust client (the
+// example's `chat client`, on its stdin and stdout) join the room with their pseudos (each
+// passing a callback object), each says something, and each must see every message in its
+// log, in the order they were said. Usage: node chat-check.js URL SCREENSHOT CHAT_BINARY
+const { spawn } = require('child_process');
 const { chromium } = require('playwright-core');
-const [url, screenshot] = process.argv.slice(2);
+const [url, screenshot, chatBinary] = process.argv.slice(2);
 
 const timeout = 10000;
 
@@ -38,20 +40,66 @@ async function sees(page, lines) {
   return page.evaluate(() => [...document.querySelectorAll('#log div')].map((d) => d.textContent));
 }
 
+/** The Rust client as a member: `say(line)`, `sees(lines)` on what it printed. */
+function rustMember(pseudo) {
+  const rpcUrl = url.replace(/^http/, 'ws').replace(/\/$/, '') + '/rpc';
+  const child = spawn(chatBinary, ['client', '--url', rpcUrl, '--pseudo', pseudo],
+    { stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (d) => { out += d; });
+  // It says on stderr when it has joined.
+  const joined = new Promise((resolve, reject) => {
+    let err = '';
+    child.stderr.on('data', (d) => { err += d; if (err.includes('joined')) resolve(); });
+    child.on('exit', (code) => reject(new Error(`chat client exited ${code}: ${err}`)));
+    setTimeout(() => reject(new Error(`chat client did not join: ${err}`)), timeout);
+  });
+  const lines = () => out.split('\n').filter((l) => l);
+  return {
+    child,
+    joined,
+    say: (text) => child.stdin.write(text + '\n'),
+    sees: async (expected) => {
+      const deadline = Date.now() + timeout;
+      for (;;) {
+        let at = 0;
+        for (const line of lines()) if (line === expected[at]) at++;
+        if (at === expected.length) return lines();
+        if (Date.now() > deadline) throw new Error(`${pseudo} saw ${JSON.stringify(lines())}, not ${JSON.stringify(expected)}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    },
+  };
+}
+
 (async () => {
   const browser = await chromium.launch({ executablePath: '/usr/bin/chromium',
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
            '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
   const ada = await join(browser, 'ada');
   const bob = await join(browser, 'bob');
+  const rust = rustMember('rusty');
+  await rust.joined;
   await say(ada, 'hello bob — κόσμε');
   await sees(bob, ['ada: hello bob — κόσμε']);
+  await rust.sees(['ada: hello bob — κόσμε']);
   await say(bob, 'hi ada');
+  rust.say('hi pages, from a terminal');
+  // Bob's and the terminal's messages race: each member sees each in order with ada's.
   const expected = ['ada: hello bob — κόσμε', 'bob: hi ada'];
+  const fromRust = ['ada: hello bob — κόσμε', 'rusty: hi pages, from a terminal'];
+  for (const page of [ada, bob]) await sees(page, fromRust);
+  await rust.sees(fromRust);
   const adaLog = await sees(ada, expected);
   const bobLog = await sees(bob, expected);
+  const rustLog = await rust.sees(expected);
   console.log('ada sees:', adaLog);
   console.log('bob sees:', bobLog);
+  console.log('rusty sees:', rustLog);
+  rust.child.stdin.end();
+  await new Promise((resolve, reject) => {
+    rust.child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`chat client exited ${code}`))));
+  });
   // bob leaves (its callback is released with its connection); ada goes on talking alone.
   await bob.close();
   await say(ada, 'still here');

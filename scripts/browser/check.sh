@@ -38,6 +38,6 @@ cargo test --locked -q --test browser -- --ignored
 PORT="$(free_port)"
 start_server "the chat server" "$PORT" "$TARGET/browser/chat.log" 20 \
     "$TARGET/release/examples/chat" --addr "127.0.0.1:$PORT" --workers 2 --no-pin
-echo "--- chat page, two browsers"
-node scripts/browser/chat-check.js "http://127.0.0.1:$PORT/" "$TARGET/browser/chat.png"
+echo "--- chat page, two browsers and a Rust client"
+node scripts/browser/chat-check.js "http://127.0.0.1:$PORT/" "$TARGET/browser/chat.png" "$TARGET/release/examples/chat"
 stop_server
