@@ -68,7 +68,6 @@ if [ -n "$(echo " $SERVERS " | tr ' ' '\n' | grep -v '^bidir' | grep -v '^$' || 
 fi
 ulimit -n "$(ulimit -Hn)"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 start_peer() { # NAME PORT -> sets SERVER_PID
     local name=$1 port=$2 cmd

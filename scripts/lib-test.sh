@@ -40,9 +40,6 @@ check "a relative CARGO_TARGET_DIR: relative to the caller's directory" \
 check "the peers' workspace follows CARGO_TARGET_DIR too" "$scratch/t" \
     "$(cd "$scratch" && CARGO_TARGET_DIR=t bash -c "source '$LIB'; target_dir benches/peers/Cargo.toml")"
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 source "$LIB"
 
 # A server that dies before it listens: reported at once, with its status and log.

@@ -26,6 +26,11 @@ target_dir() {
         python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])'
 }
 
+# Prints a TCP port free on 127.0.0.1 at the time of the call.
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
 # Runs COMMAND in the background, its output in LOG, sets SERVER_PID, and returns once
 # something accepts TCP connections on 127.0.0.1:PORT. If COMMAND exits first it says so at
 # once, with the exit status and the end of LOG, and returns 1; so it does if nothing listens

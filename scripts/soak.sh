@@ -89,9 +89,6 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((CONNS + 200)) ]; t
     echo "soak: the open-files limit $(ulimit -n) is too low for $CONNS connections" >&2
     exit 1
 fi
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 trap stop_server EXIT
 
 echo "soak: $CONNS connections, $CYCLES cycles or ${DURATION} s per configuration, $WORKERS server workers," \

@@ -38,6 +38,9 @@ RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --workspace --locked
 step "main job smoke run"
 cargo run --release --locked --example echo_in_memory > /dev/null
 
+step "the application protocol's examples: longwork's client hears both outcomes (scripts/examples-check.sh)"
+scripts/examples-check.sh
+
 step "soak, short form: connection churn on both backends, with and without deflate (scripts/soak.sh --short)"
 scripts/soak.sh --short
 

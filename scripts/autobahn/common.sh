@@ -1,5 +1,5 @@
 # Sourced by server.sh and client.sh (from the repository root, with ROOT and HERE set):
-# the CI case subset, the agent name, the suite's install, a free port.
+# the CI case subset, the agent name, the suite's install.
 
 # Groups 1-11 whole, and of the compression groups 12-13 the first and the eleventh case of
 # every sub-group (a small message, and an 8 KiB one cut into 256-byte fragments).
@@ -13,8 +13,4 @@ AGENT=bidir
 autobahn_setup() {
     bash "$HERE/setup.sh"
     VENV="${BIDIR_AUTOBAHN_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/bidir/autobahn}/py27"
-}
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }

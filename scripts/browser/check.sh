@@ -20,9 +20,6 @@ if [ ! -d "$TARGET/browser/node_modules/playwright-core" ]; then
     (cd "$TARGET/browser" && npm init -y > /dev/null && npm install --no-audit --no-fund -q playwright-core@1 > /dev/null)
 fi
 export NODE_PATH="$TARGET/browser/node_modules"
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 cargo build --release --locked --example echo --example chat -q
 trap stop_server EXIT
 for deflate in shared dedicated:9; do
