@@ -491,6 +491,22 @@ fn asking() -> (TestBed, Peer, Members, Names) {
 }
 
 #[test]
+fn a_continued_call_the_client_never_answers_times_out_on_the_worker() {
+    let (mut bed, peer, _members, names) = asking();
+    bed.send(peer, Message::Text(r#"["call",1,"Ask.Join",[{"$cb":5}]]"#)).unwrap();
+    assert_eq!(bed.recv(peer).len(), 2, "the answer and the invocation");
+    bed.advance(bidir::rpc::DEFAULT_TIMEOUT - std::time::Duration::from_secs(1));
+    assert!(names.lock().unwrap().is_empty(), "not yet");
+    bed.advance(std::time::Duration::from_secs(2));
+    assert_eq!(*names.lock().unwrap(), [Err(CallError::Timeout)]);
+    // The late answer finds no request: dropped.
+    bed.send(peer, Message::Text(r#"["ok",0,"ada"]"#)).unwrap();
+    bed.run_until_idle();
+    assert_eq!(names.lock().unwrap().len(), 1);
+    assert!(!bed.is_closed(peer));
+}
+
+#[test]
 fn the_server_calls_a_callback_and_continues_on_the_worker_with_the_answer() {
     let (mut bed, peer, members, names) = asking();
     bed.send(peer, Message::Text(r#"["call",1,"Ask.Join",[{"$cb":5}]]"#)).unwrap();

@@ -113,7 +113,7 @@ use bidir_protocol::rpc::json::{self, MsgError};
 use bidir_protocol::rpc::{ErrorBody, ErrorCode, JSON_PROTOCOL, Msg, Raw};
 use bidir_protocol::{CloseCode, Message};
 
-use crate::{Accept, Context, Handler, HttpResponse, Request, ServerHandle};
+use crate::{Accept, Context, Handler, HttpResponse, Request, ServerHandle, TimerId};
 
 /// What a method failed with, as its error answer carries it.
 #[derive(Debug)]
@@ -369,6 +369,7 @@ impl Services {
                     callbacks: Rc::default(),
                     outbox: None,
                     instances: Instances::default(),
+                    deadlines: HashMap::new(),
                 };
                 Ok(Accept::new(endpoint).protocol(JSON_PROTOCOL))
             } else {
@@ -531,6 +532,9 @@ pub struct Endpoint {
     outbox: Option<Arc<outbox::Outbox>>,
     /// This connection's instances of per-connection services.
     instances: Instances,
+    /// The server's requests continued on the worker ([`Pending::then`]), by the timer of
+    /// their deadline.
+    deadlines: HashMap<TimerId, u64>,
 }
 
 impl fmt::Debug for Endpoint {
@@ -608,6 +612,12 @@ impl Endpoint {
         } else {
             cx.publish(&topic, msg);
         }
+    }
+
+    /// Settles the server's request `id` with [`CallError::Timeout`] after `timeout`, unless
+    /// its answer comes first.
+    fn expire(&mut self, cx: &mut Context<'_>, id: u64, timeout: std::time::Duration) {
+        self.deadlines.insert(cx.set_timer(timeout), id);
     }
 
     fn release(&mut self, cx: &mut Context<'_>, callback: RawCallback) {
@@ -704,6 +714,12 @@ impl Handler for Endpoint {
         }
         // After the release hook, so that it still finds what the instances hold.
         self.instances.get_mut().clear();
+    }
+
+    fn on_timer(&mut self, cx: &mut Context<'_>, timer: TimerId) {
+        if let Some(id) = self.deadlines.remove(&timer) {
+            self.settle(cx, id, Err(CallError::Timeout));
+        }
     }
 
     fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {

@@ -164,10 +164,22 @@ impl<T: DeserializeOwned> Pending<T> {
     }
 
     /// Runs `then` on the connection's worker with the answer — or with
-    /// [`CallError::Disconnected`] when the connection ends first — instead of waiting. If the
-    /// answer came already, `then` runs on the worker's next turn; dropped unrun only if the
-    /// connection closed in between.
+    /// [`CallError::Timeout`] after [`DEFAULT_TIMEOUT`], or [`CallError::Disconnected`] when
+    /// the connection ends first — instead of waiting: [`Pending::then_timeout`].
     pub fn then<F>(self, then: F)
+    where
+        T: 'static,
+        F: FnOnce(&mut Context<'_>, Result<T, CallError>) + Send + 'static,
+    {
+        self.then_timeout(DEFAULT_TIMEOUT, then);
+    }
+
+    /// Runs `then` on the connection's worker with the answer, or with
+    /// [`CallError::Timeout`] once `timeout` has passed (a later answer is dropped: a client
+    /// that never answers holds nothing past it), or with [`CallError::Disconnected`] when the
+    /// connection ends first. If the answer came already, `then` runs on the worker's next
+    /// turn; dropped unrun only if the connection closed in between.
+    pub fn then_timeout<F>(self, timeout: Duration, then: F)
     where
         T: 'static,
         F: FnOnce(&mut Context<'_>, Result<T, CallError>) + Send + 'static,
@@ -175,7 +187,14 @@ impl<T: DeserializeOwned> Pending<T> {
         let then: Continuation = Box::new(move |cx, answer| then(cx, decode(answer)));
         let mut slot = self.waiter.slot.lock().unwrap_or_else(PoisonError::into_inner);
         match std::mem::replace(&mut *slot, Slot::Done) {
-            Slot::Waiting => *slot = Slot::Continue(then),
+            Slot::Waiting => {
+                *slot = Slot::Continue(then);
+                drop(slot);
+                let id = self.id;
+                let _ = self.outbox.conn().post_to::<super::Endpoint, _>(move |endpoint, cx| {
+                    endpoint.expire(cx, id, timeout);
+                });
+            }
             Slot::Answered(answer) => {
                 drop(slot);
                 let _ = self.outbox.conn().post(move |_handler, cx| then(cx, answer));
