@@ -74,7 +74,7 @@ impl LongWork for Works {
             std::thread::sleep(Duration::from_millis(ms));
             let took = start.elapsed().as_millis() as u64;
             // A client gone meanwhile released its callback: the outcome has nobody to reach.
-            let _ = if number % 5 == 0 {
+            let _ = if number.is_multiple_of(5) {
                 callback.work_failed(name, format!("work {number} failed after {took} ms"))
             } else {
                 callback.work_finished(name, took)
