@@ -28,6 +28,8 @@ use bidir::protocol::rpc::{Msg, json};
 use bidir::rpc::{Callback, Services};
 use bidir::{Context, Handler, Message, Server, ServerConfig};
 
+mod common;
+
 struct Options {
     conns: usize,
     burst: usize,
@@ -41,12 +43,7 @@ fn main() {
         peers(&args[i + 1], args[i + 2].parse().expect("--peers ADDR N"));
         return;
     }
-    let value = |name: &str, default: usize| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .map_or(default, |v| v.parse().unwrap_or_else(|_| panic!("{name} takes a number")))
-    };
+    let value = |name: &str, default: usize| common::option(&args, name, default);
     let options = Options {
         conns: value("--conns", 10_000),
         burst: value("--burst", 100_000),
@@ -133,7 +130,7 @@ fn run(options: &Options) {
         let per_round = if mode == "1 conn" { options.burst } else { callbacks.len() };
         let mut sender_ns = Vec::new();
         let mut rates = Vec::new();
-        let cpu_before = worker_cpu_ns();
+        let cpu_before = common::worker_cpu_ns();
         let before = server.stats().counters;
         for round in 0..options.rounds {
             let start = Instant::now();
@@ -152,13 +149,13 @@ fn run(options: &Options) {
             sender_ns.push(sending.as_nanos() as f64 / per_round as f64);
             rates.push(per_round as f64 / start.elapsed().as_secs_f64());
         }
-        let cpu = worker_cpu_ns().saturating_sub(cpu_before) as f64;
+        let cpu = common::worker_cpu_ns().saturating_sub(cpu_before) as f64;
         let after = server.stats().counters;
         let n = (options.rounds * per_round) as f64;
         println!(
             "{mode:<10} {per_round:>12} {:>16.0} {:>14.0} {:>18.0} {:>16.4} {:>16.4}",
-            median(&mut sender_ns),
-            median(&mut rates),
+            common::median(&mut sender_ns),
+            common::median(&mut rates),
             cpu / n,
             (after.messages_out - before.messages_out) as f64 / n,
             (after.syscalls.total() - before.syscalls.total()) as f64 / n,
@@ -168,27 +165,6 @@ fn run(options: &Options) {
     drop(counter);
     server.shutdown(Duration::from_secs(5));
     let _ = child.wait();
-}
-
-/// CPU nanoseconds of this process's worker threads (`bidir-worker-*`).
-fn worker_cpu_ns() -> u64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
-    tasks
-        .flatten()
-        .filter(|task| {
-            std::fs::read_to_string(task.path().join("comm"))
-                .is_ok_and(|comm| comm.starts_with("bidir-worker"))
-        })
-        .filter_map(|task| {
-            let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
-            stat.split_whitespace().next()?.parse::<u64>().ok()
-        })
-        .sum()
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 /// A client: joins with callback 1, counts the invocations it receives.

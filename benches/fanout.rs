@@ -28,6 +28,8 @@ use bidir::client::Connect;
 use bidir::{Batch, Bytes, ConnHandle, Context, DataKind, Handler, Message, Request, Server};
 use bidir::{ServerConfig, ServerHandle};
 
+mod common;
+
 struct Options {
     conns: usize,
     rounds: usize,
@@ -41,12 +43,7 @@ fn main() {
         peers(&args[i + 1], args[i + 2].parse().expect("--peers ADDR N"));
         return;
     }
-    let value = |name: &str, default: usize| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .map_or(default, |v| v.parse().unwrap_or_else(|_| panic!("{name} takes a number")))
-    };
+    let value = |name: &str, default: usize| common::option(&args, name, default);
     let options = Options {
         conns: value("--conns", 10_000),
         rounds: value("--rounds", 30),
@@ -112,7 +109,7 @@ fn run(options: &Options) {
     for mode in ["handle.send", "batch.send", "batch.shared"] {
         let mut sender_ns = Vec::new();
         let mut rates = Vec::new();
-        let cpu_before = worker_cpu_ns();
+        let cpu_before = common::worker_cpu_ns();
         let sender_cpu_before = thread_cpu_ns();
         let turns_before = server.stats().counters.turns;
         for _ in 0..options.rounds {
@@ -144,16 +141,16 @@ fn run(options: &Options) {
             rates.push(handles.len() as f64 / round.as_secs_f64());
             sent += handles.len() as u64;
         }
-        let cpu = worker_cpu_ns().saturating_sub(cpu_before) as f64;
+        let cpu = common::worker_cpu_ns().saturating_sub(cpu_before) as f64;
         let sender_cpu = thread_cpu_ns().saturating_sub(sender_cpu_before) as f64;
         // The stats requests of `wait_queued` take turns too: counted, they are few.
         let turns = server.stats().counters.turns - turns_before;
         let messages = (options.rounds * handles.len()) as f64;
         println!(
             "{mode:<14} {:>14.0} {:>18.0} {:>16.0} {:>18.0} {:>12.0}",
-            median(&mut sender_ns),
+            common::median(&mut sender_ns),
             sender_cpu / messages,
-            median(&mut rates),
+            common::median(&mut rates),
             cpu / messages,
             turns as f64 / options.rounds as f64
         );
@@ -174,33 +171,12 @@ fn wait_queued(server: &ServerHandle, total: u64) {
     }
 }
 
-/// CPU nanoseconds of this process's worker threads (`bidir-worker-*`).
-fn worker_cpu_ns() -> u64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
-    tasks
-        .flatten()
-        .filter(|task| {
-            std::fs::read_to_string(task.path().join("comm"))
-                .is_ok_and(|comm| comm.starts_with("bidir-worker"))
-        })
-        .filter_map(|task| {
-            let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
-            stat.split_whitespace().next()?.parse::<u64>().ok()
-        })
-        .sum()
-}
-
 /// CPU nanoseconds of the calling thread (its sends, its waits' polling included).
 fn thread_cpu_ns() -> u64 {
     std::fs::read_to_string("/proc/thread-self/schedstat")
         .ok()
         .and_then(|stat| stat.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 /// Asks the peer process how many messages it received (it answers, then exits).

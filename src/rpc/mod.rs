@@ -517,6 +517,38 @@ fn to_raw<T: Serialize + ?Sized>(value: &T) -> Result<Box<RawValue>, Failure> {
     })
 }
 
+/// Reads a received WebSocket message of `bidir.json.v1` on either side: each protocol message
+/// it carries goes to `handle` until that answers `false` (it closed the connection); text
+/// that cannot be read closes with its code (docs/rpc.md), a binary message with 1003.
+pub(crate) fn read(
+    cx: &mut Context<'_>,
+    msg: Message<'_>,
+    mut handle: impl FnMut(&mut Context<'_>, Result<Msg<'_>, MsgError>) -> bool,
+) {
+    let Message::Text(text) = msg else {
+        let _ = cx.close(CloseCode::UNSUPPORTED_DATA, "bidir.json.v1 is text");
+        return;
+    };
+    let mut open = true;
+    let read = json::decode(text, |msg| {
+        if open {
+            open = handle(cx, msg);
+        }
+    });
+    if let Err(e) = read {
+        let _ = cx.close(e.close_code(), e.reason());
+    }
+}
+
+/// Sends what `batch` gathered as one message, and empties it.
+pub(crate) fn send_batch(cx: &mut Context<'_>, batch: &mut json::Batch) {
+    if let Some(text) = batch.text() {
+        // Refused only past the backpressure limit (counted) or once closing.
+        let _ = cx.send_text(text);
+    }
+    batch.clear();
+}
+
 /// One connection's side of [`Services`]: the handler [`Services::hook`] accepts with.
 ///
 /// Every answer to the messages of one received WebSocket message goes out in one message —
@@ -723,22 +755,7 @@ impl Handler for Endpoint {
     }
 
     fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
-        let Message::Text(text) = msg else {
-            let _ = cx.close(CloseCode::UNSUPPORTED_DATA, "bidir.json.v1 is text");
-            return;
-        };
-        let mut open = true;
-        let read = json::decode(text, |msg| {
-            if open {
-                open = self.handle(cx, msg);
-            }
-        });
-        if let Err(e) = read {
-            let _ = cx.close(e.close_code(), e.reason());
-        }
-        if let Some(text) = self.answers.text() {
-            let _ = cx.send_text(text);
-        }
-        self.answers.clear();
+        read(cx, msg, |cx, msg| self.handle(cx, msg));
+        send_batch(cx, &mut self.answers);
     }
 }

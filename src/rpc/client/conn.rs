@@ -178,23 +178,8 @@ impl Handler for ClientConn {
     }
 
     fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
-        let Message::Text(text) = msg else {
-            let _ = cx.close(CloseCode::UNSUPPORTED_DATA, "bidir.json.v1 is text");
-            return;
-        };
-        let mut open = true;
-        let read = json::decode(text, |msg| {
-            if open {
-                open = self.handle(cx, msg);
-            }
-        });
-        if let Err(e) = read {
-            let _ = cx.close(e.close_code(), e.reason());
-        }
-        if let Some(text) = self.answers.text() {
-            let _ = cx.send_text(text);
-        }
-        self.answers.clear();
+        crate::rpc::read(cx, msg, |cx, msg| self.handle(cx, msg));
+        crate::rpc::send_batch(cx, &mut self.answers);
     }
 
     fn on_close(&mut self, _cx: &mut Context<'_>, _close: CloseInfo<'_>) {

@@ -151,10 +151,7 @@ impl Outgoing {
         for text in self.ready.drain(..) {
             let _ = cx.send_text(&text);
         }
-        if let Some(text) = self.batch.text() {
-            let _ = cx.send_text(text);
-        }
-        self.batch.clear();
+        crate::rpc::send_batch(cx, &mut self.batch);
         self.flush_posted = false;
     }
 }
