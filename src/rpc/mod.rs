@@ -85,6 +85,7 @@ mod describe;
 mod outbox;
 mod pending;
 mod reply;
+mod slot;
 mod typed;
 
 pub use browser::{BROWSER_MODULE, serve_module};

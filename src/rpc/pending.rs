@@ -2,8 +2,8 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
@@ -11,6 +11,7 @@ use serde_json::value::RawValue;
 use bidir_protocol::rpc::ErrorCode;
 
 use super::outbox::Outbox;
+use super::slot::Slot;
 use crate::Context;
 use crate::cx::on_worker_thread;
 
@@ -65,38 +66,19 @@ impl std::error::Error for CallError {}
 type Answer = Result<Box<RawValue>, CallError>;
 type Continuation = Box<dyn FnOnce(&mut Context<'_>, Answer) + Send>;
 
-enum Slot {
-    Waiting,
-    Answered(Answer),
-    Continue(Continuation),
-    Done,
-}
-
 /// Where one request's answer lands.
-pub(super) struct Waiter {
-    slot: Mutex<Slot>,
-    answered: Condvar,
-}
+pub(super) struct Waiter(Slot<Answer, Continuation>);
 
 impl Waiter {
     pub(super) fn new() -> Self {
-        Self { slot: Mutex::new(Slot::Waiting), answered: Condvar::new() }
+        Self(Slot::new())
     }
 
     /// The answer came (or the connection ended), on the worker: a continuation runs now,
     /// a waiter wakes.
     pub(super) fn settle(&self, cx: &mut Context<'_>, answer: Answer) {
-        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
-        match std::mem::replace(&mut *slot, Slot::Done) {
-            Slot::Continue(then) => {
-                drop(slot);
-                then(cx, answer);
-            }
-            Slot::Waiting => {
-                *slot = Slot::Answered(answer);
-                self.answered.notify_all();
-            }
-            Slot::Answered(_) | Slot::Done => {}
+        if let Some((then, answer)) = self.0.settle(answer) {
+            then(cx, answer);
         }
     }
 }
@@ -139,27 +121,12 @@ impl<T: DeserializeOwned> Pending<T> {
             self.outbox.answered(self.id);
             return Err(CallError::WouldBlockWorker);
         }
-        let deadline = Instant::now() + timeout;
-        let mut slot = self.waiter.slot.lock().unwrap_or_else(PoisonError::into_inner);
-        loop {
-            if let Slot::Answered(_) = &*slot {
-                let Slot::Answered(answer) = std::mem::replace(&mut *slot, Slot::Done) else {
-                    unreachable!("matched above")
-                };
-                return decode(answer);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                drop(slot);
+        match self.waiter.0.wait(timeout) {
+            Some(answer) => decode(answer),
+            None => {
                 self.outbox.answered(self.id);
-                return Err(CallError::Timeout);
+                Err(CallError::Timeout)
             }
-            slot = self
-                .waiter
-                .answered
-                .wait_timeout(slot, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
         }
     }
 
@@ -185,21 +152,16 @@ impl<T: DeserializeOwned> Pending<T> {
         F: FnOnce(&mut Context<'_>, Result<T, CallError>) + Send + 'static,
     {
         let then: Continuation = Box::new(move |cx, answer| then(cx, decode(answer)));
-        let mut slot = self.waiter.slot.lock().unwrap_or_else(PoisonError::into_inner);
-        match std::mem::replace(&mut *slot, Slot::Done) {
-            Slot::Waiting => {
-                *slot = Slot::Continue(then);
-                drop(slot);
+        match self.waiter.0.continue_with(then) {
+            None => {
                 let id = self.id;
                 let _ = self.outbox.conn().post_to::<super::Endpoint, _>(move |endpoint, cx| {
                     endpoint.expire(cx, id, timeout);
                 });
             }
-            Slot::Answered(answer) => {
-                drop(slot);
+            Some((then, answer)) => {
                 let _ = self.outbox.conn().post(move |_handler, cx| then(cx, answer));
             }
-            Slot::Continue(_) | Slot::Done => {}
         }
     }
 }

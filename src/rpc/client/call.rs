@@ -3,8 +3,8 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
@@ -16,68 +16,29 @@ use crate::rpc::CallError;
 pub(super) type Answer = Result<Box<RawValue>, CallError>;
 type Continuation = Box<dyn FnOnce(Answer) + Send>;
 
-enum State {
-    Waiting,
-    Answered(Answer),
-    Continue(Continuation),
-    Done,
-}
-
 /// Where one request's answer lands: a waiting thread wakes, or a continuation runs on the
 /// client's worker.
-pub(super) struct Slot {
-    state: Mutex<State>,
-    answered: Condvar,
-}
+pub(super) struct Slot(crate::rpc::slot::Slot<Answer, Continuation>);
 
 impl Slot {
     pub(super) fn new() -> Self {
-        Self { state: Mutex::new(State::Waiting), answered: Condvar::new() }
+        Self(crate::rpc::slot::Slot::new())
     }
 
     /// A slot settled already (the call failed before it was sent).
     fn failed(error: CallError) -> Self {
-        Self { state: Mutex::new(State::Answered(Err(error))), answered: Condvar::new() }
+        Self(crate::rpc::slot::Slot::answered(Err(error)))
     }
 
     /// The answer (or why there is none) came: the first settles, later ones are dropped. A
     /// continuation runs now if `here` (the caller is the client's worker), else on `worker`.
     pub(super) fn settle(&self, answer: Answer, inner: &Inner, worker: usize, here: bool) {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        match std::mem::replace(&mut *state, State::Done) {
-            State::Waiting => {
-                *state = State::Answered(answer);
-                self.answered.notify_all();
+        if let Some((then, answer)) = self.0.settle(answer) {
+            if here {
+                run(then, answer);
+            } else {
+                inner.run_on_worker(worker, move || run(then, answer));
             }
-            State::Continue(then) => {
-                drop(state);
-                if here {
-                    run(then, answer);
-                } else {
-                    inner.run_on_worker(worker, move || run(then, answer));
-                }
-            }
-            settled @ (State::Answered(_) | State::Done) => *state = settled,
-        }
-    }
-
-    /// Waits up to `timeout` for the answer; `None` if it did not come.
-    fn wait(&self, timeout: Duration) -> Option<Answer> {
-        let deadline = Instant::now() + timeout;
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        loop {
-            if let State::Answered(_) = &*state {
-                let State::Answered(answer) = std::mem::replace(&mut *state, State::Done) else {
-                    unreachable!("matched above")
-                };
-                return Some(answer);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            state =
-                self.answered.wait_timeout(state, left).unwrap_or_else(PoisonError::into_inner).0;
         }
     }
 }
@@ -141,7 +102,7 @@ impl<R: DeserializeOwned> Call<R> {
             self.forget();
             return Err(CallError::WouldBlockWorker);
         }
-        match self.slot.wait(timeout) {
+        match self.slot.0.wait(timeout) {
             Some(answer) => decode(answer),
             None => {
                 self.forget();
@@ -160,15 +121,9 @@ impl<R: DeserializeOwned> Call<R> {
         F: FnOnce(Result<R, CallError>) + Send + 'static,
     {
         let then: Continuation = Box::new(move |answer| then(decode(answer)));
-        let mut state = self.slot.state.lock().unwrap_or_else(PoisonError::into_inner);
-        match std::mem::replace(&mut *state, State::Done) {
-            State::Waiting => *state = State::Continue(then),
-            State::Answered(answer) => {
-                drop(state);
-                let worker = self.inner.lock().worker;
-                self.inner.run_on_worker(worker, move || run(then, answer));
-            }
-            State::Continue(_) | State::Done => {}
+        if let Some((then, answer)) = self.slot.0.continue_with(then) {
+            let worker = self.inner.lock().worker;
+            self.inner.run_on_worker(worker, move || run(then, answer));
         }
     }
 
