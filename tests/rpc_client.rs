@@ -54,6 +54,7 @@ fn services(seen: &Arc<Seen>) -> Services {
     let kicks = seen.clone();
     Services::new()
         .method("Calc.Add", |_cx, (a, b): (i64, i64)| Ok::<_, String>(a + b))
+        .method("Text.len", |_cx, (text,): (String,)| Ok::<_, String>(text.len()))
         .method(
             "Room.enter",
             |_cx, (name,): (String,)| {
@@ -158,6 +159,21 @@ fn calls_are_answered_with_values_and_typed_errors() {
     assert!(matches!(client.call::<_, i64>("Calc.Add", 5), Err(CallError::Json(_))));
     assert_eq!(client.call("Calc.Add", (40, 2)), Ok(42));
     assert_eq!(client.stats().late_answers, 0);
+}
+
+#[test]
+fn large_calls_made_together_stay_under_the_servers_message_limit() {
+    let (server, _seen) = server();
+    let client = client(&server);
+    // Five 300 KiB calls gathered before the worker sends: 1.5 MiB, over the server's 1 MiB
+    // message limit as one batch; cut into batches of about 64 KiB or one call each.
+    let text = "x".repeat(300 << 10);
+    let calls: Vec<_> =
+        (0..5).map(|_| client.call_async::<_, usize>("Text.len", (&text,))).collect();
+    for call in calls {
+        assert_eq!(call.wait(), Ok(300 << 10));
+    }
+    assert!(client.is_connected());
 }
 
 #[test]

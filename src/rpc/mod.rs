@@ -82,6 +82,7 @@ mod browser;
 mod callback;
 pub mod client;
 mod describe;
+mod gather;
 mod outbox;
 mod pending;
 mod reply;
@@ -114,6 +115,7 @@ use bidir_protocol::rpc::json::{self, MsgError};
 use bidir_protocol::rpc::{ErrorBody, ErrorCode, JSON_PROTOCOL, Msg, Raw};
 use bidir_protocol::{CloseCode, Message};
 
+use self::gather::Gathering;
 use crate::{Accept, Context, Handler, HttpResponse, Request, ServerHandle, TimerId};
 
 /// What a method failed with, as its error answer carries it.
@@ -366,7 +368,7 @@ impl Services {
             if req.protocols().any(|p| p == JSON_PROTOCOL) {
                 let endpoint = Endpoint {
                     services: Arc::clone(&services),
-                    answers: json::Batch::default(),
+                    answers: Gathering::default(),
                     callbacks: Rc::default(),
                     outbox: None,
                     instances: Instances::default(),
@@ -541,15 +543,6 @@ pub(crate) fn read(
     }
 }
 
-/// Sends what `batch` gathered as one message, and empties it.
-pub(crate) fn send_batch(cx: &mut Context<'_>, batch: &mut json::Batch) {
-    if let Some(text) = batch.text() {
-        // Refused only past the backpressure limit (counted) or once closing.
-        let _ = cx.send_text(text);
-    }
-    batch.clear();
-}
-
 /// One connection's side of [`Services`]: the handler [`Services::hook`] accepts with.
 ///
 /// Every answer to the messages of one received WebSocket message goes out in one message —
@@ -558,7 +551,7 @@ pub(crate) fn send_batch(cx: &mut Context<'_>, batch: &mut json::Batch) {
 pub struct Endpoint {
     services: Arc<Services>,
     /// The answers to the message being read.
-    answers: json::Batch,
+    answers: Gathering,
     /// The callbacks the client passed, as the service holds them.
     callbacks: Rc<RefCell<callback::Table>>,
     /// Invocations and releases from other threads, gathered for this worker.
@@ -578,7 +571,7 @@ impl fmt::Debug for Endpoint {
 
 impl Endpoint {
     fn answer(&mut self, msg: &Msg<'_>) {
-        json::encode(msg, self.answers.next_message());
+        self.answers.push(|out| json::encode(msg, out));
     }
 
     fn answer_value<T: Serialize>(&mut self, id: u64, value: &T) {
@@ -589,7 +582,7 @@ impl Endpoint {
     }
 
     fn fail(&mut self, id: u64, failure: &Failure) {
-        failure.encode(id, self.answers.next_message());
+        self.answers.push(|out| failure.encode(id, out));
     }
 
     /// Runs a call with this connection's callbacks in scope for its arguments.
@@ -617,9 +610,7 @@ impl Endpoint {
     /// Sends the invocations and releases gathered from other threads, as one message.
     fn send_invocations(&mut self, cx: &mut Context<'_>) {
         if let Some(outbox) = &self.outbox {
-            outbox.flush(|text| {
-                let _ = cx.send_text(text);
-            });
+            outbox.send(cx);
         }
     }
 
@@ -757,6 +748,6 @@ impl Handler for Endpoint {
 
     fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
         read(cx, msg, |cx, msg| self.handle(cx, msg));
-        send_batch(cx, &mut self.answers);
+        self.answers.send(cx);
     }
 }

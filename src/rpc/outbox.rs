@@ -6,28 +6,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use bidir_protocol::rpc::{MAX_BATCH, json};
-
 use super::Endpoint;
+use super::gather::Gathering;
 use super::pending::Waiter;
-use crate::ConnHandle;
-
-/// A batch is closed at this size, or at [`MAX_BATCH`] messages, and the next one started: a
-/// receiver's message limit (1 MiB by default) is never reached by gathering alone.
-const BATCH_BYTES: usize = 64 << 10;
+use crate::{ConnHandle, Context};
 
 /// Invocations are refused while this much waits for the worker: a thread invoking faster
 /// than the connection's worker sends cannot grow the gathering without bound.
 const MAX_PENDING_BYTES: usize = 16 << 20;
-
-/// Messages for the worker to send, encoded as they come, in batches it sends one WebSocket
-/// message each.
-#[derive(Default)]
-struct Gathering {
-    full: Vec<json::Batch>,
-    current: json::Batch,
-    bytes: usize,
-}
 
 /// One connection's invocations on their way: encoded, waiting for the worker.
 pub(super) struct Outbox {
@@ -92,18 +78,11 @@ impl Outbox {
     /// [`Outbox::push`] unless `limit` bytes are waiting already: `false` then.
     pub(super) fn push_within(&self, limit: usize, write: impl FnOnce(&mut Vec<u8>)) -> bool {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        if pending.bytes >= limit {
+        if pending.bytes() >= limit {
             return false;
         }
-        let current = &pending.current;
-        if current.len() >= MAX_BATCH || current.bytes() >= BATCH_BYTES {
-            let full = std::mem::take(&mut pending.current);
-            pending.full.push(full);
-        }
-        let before = pending.current.bytes();
-        write(pending.current.next_message());
-        pending.bytes += pending.current.bytes() - before;
-        let first = pending.current.len() == 1 && pending.full.is_empty();
+        pending.push(write);
+        let first = pending.len() == 1;
         drop(pending);
         if first {
             // Refused only once the connection is closed: every callback is released then.
@@ -112,23 +91,12 @@ impl Outbox {
         true
     }
 
-    /// Sends everything gathered with `send`, a message per batch, in order, and starts a new
+    /// Sends everything gathered on `cx`, a message per batch, in order, and starts a new
     /// gathering.
-    pub(super) fn flush(&self, mut send: impl FnMut(&str)) {
-        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        let Gathering { full, current, bytes } = &mut *pending;
-        for batch in full.iter_mut().chain(std::iter::once(&mut *current)) {
-            if let Some(text) = batch.text() {
-                send(text);
-            }
-        }
-        full.clear();
-        current.clear();
-        *bytes = 0;
+    pub(super) fn send(&self, cx: &mut Context<'_>) {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner).send(cx);
     }
-}
 
-impl Outbox {
     pub(super) fn conn(&self) -> &ConnHandle {
         &self.conn
     }

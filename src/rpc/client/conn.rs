@@ -15,6 +15,7 @@ use bidir_protocol::{CloseCode, Message};
 use super::state::{Inner, Phase, settle_all};
 use crate::client::ConnectError;
 use crate::rpc::CallError;
+use crate::rpc::gather::Gathering;
 use crate::{CloseInfo, Context, Handler};
 
 /// The handler of one connection attempt (`generation`) of a client.
@@ -22,12 +23,12 @@ pub(super) struct ClientConn {
     inner: Arc<Inner>,
     generation: u64,
     /// The answers to the server's invocations in the message being read.
-    answers: json::Batch,
+    answers: Gathering,
 }
 
 impl ClientConn {
     pub(super) fn new(inner: Arc<Inner>, generation: u64) -> Self {
-        Self { inner, generation, answers: json::Batch::default() }
+        Self { inner, generation, answers: Gathering::default() }
     }
 
     /// Sends what user threads gathered.
@@ -36,8 +37,7 @@ impl ClientConn {
     }
 
     fn answer(&mut self, id: u64, answer: Result<Option<Box<RawValue>>, (ErrorCode, String)>) {
-        let out = self.answers.next_message();
-        match answer {
+        self.answers.push(|out| match answer {
             Ok(value) => {
                 let null;
                 let value = match &value {
@@ -53,7 +53,7 @@ impl ClientConn {
                 let error = ErrorBody { code, message: message.into(), data: None };
                 json::encode(&Msg::Error { id, error }, out);
             }
-        }
+        });
     }
 
     /// The server answered request `id`: its slot settles here, on the worker; an answer for
@@ -179,7 +179,7 @@ impl Handler for ClientConn {
 
     fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
         crate::rpc::read(cx, msg, |cx, msg| self.handle(cx, msg));
-        crate::rpc::send_batch(cx, &mut self.answers);
+        self.answers.send(cx);
     }
 
     fn on_close(&mut self, _cx: &mut Context<'_>, _close: CloseInfo<'_>) {

@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 use serde_json::value::RawValue;
 
 use bidir_protocol::rpc::json;
-use bidir_protocol::rpc::{MAX_BATCH, Msg, Raw};
+use bidir_protocol::rpc::{Msg, Raw};
 
 use super::call::Slot;
 use super::callback::CbState;
 use super::conn::ClientConn;
 use crate::client::{Connect, ConnectError};
 use crate::rpc::CallError;
+use crate::rpc::gather::Gathering;
 use crate::{ConnHandle, Context, ServerHandle};
 
 /// What a subscriber runs for each event of its topic.
@@ -127,31 +128,17 @@ pub(super) struct Replay {
 }
 
 /// Messages gathered from user threads until the worker sends them (one flush posted per
-/// gathering), in batches of at most [`MAX_BATCH`].
+/// gathering), in batches within the limits of [`Gathering`].
 #[derive(Default)]
 pub(super) struct Outgoing {
-    batch: json::Batch,
-    /// Full batches, older than `batch`.
-    ready: Vec<String>,
+    gathering: Gathering,
     flush_posted: bool,
 }
 
 impl Outgoing {
-    /// The buffer for the next message.
-    fn next_message(&mut self) -> &mut Vec<u8> {
-        if self.batch.len() == MAX_BATCH {
-            self.ready.extend(self.batch.text().map(str::to_owned));
-            self.batch.clear();
-        }
-        self.batch.next_message()
-    }
-
     /// Sends everything gathered, oldest first.
     pub(super) fn flush(&mut self, cx: &mut Context<'_>) {
-        for text in self.ready.drain(..) {
-            let _ = cx.send_text(&text);
-        }
-        crate::rpc::send_batch(cx, &mut self.batch);
+        self.gathering.send(cx);
         self.flush_posted = false;
     }
 }
@@ -206,7 +193,7 @@ impl State {
     /// without one. The first of a gathering asks the worker to send them all.
     pub(super) fn send(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> bool {
         let Phase::Open(conn) = &self.phase else { return false };
-        write(self.out.next_message());
+        self.out.gathering.push(write);
         if !self.out.flush_posted {
             self.out.flush_posted = true;
             // Refused only once the connection is closed: `on_close` resets the gathering.
