@@ -112,7 +112,11 @@ impl RawCallback {
             return Err(CallbackError::Released);
         }
         let waiter = Arc::new(Waiter::new());
-        let id = self.state.outbox.request(Arc::clone(&waiter));
+        // The connection ended meanwhile: its callbacks are being released.
+        let Some(id) = self.state.outbox.request(Arc::clone(&waiter)) else {
+            self.state.outbox.refuse();
+            return Err(CallbackError::Released);
+        };
         if let Err(e) = self.send(method, &args, Some(id)) {
             self.state.outbox.answered(id);
             return Err(e);
@@ -191,9 +195,22 @@ impl Drop for State {
 #[derive(Default)]
 pub(super) struct Table {
     callbacks: HashMap<u64, Weak<State>>,
+    /// Entries at the last sweep of those the service dropped.
+    swept: usize,
 }
 
 impl Table {
+    /// Keeps callback `state`; the entries of callbacks the service dropped are swept out
+    /// whenever the table has doubled since the last sweep, so a client passing fresh ids
+    /// the service does not keep grows it by a bounded factor, not without bound.
+    fn insert(&mut self, id: u64, state: &Arc<State>) {
+        if self.callbacks.len() >= 2 * self.swept.max(32) {
+            self.callbacks.retain(|_, held| held.strong_count() > 0);
+            self.swept = self.callbacks.len();
+        }
+        self.callbacks.insert(id, Arc::downgrade(state));
+    }
+
     /// Marks callback `id` released and returns it for the release hook, if the service still
     /// holds it; forgets it either way.
     pub(super) fn release(&mut self, id: u64) -> Option<RawCallback> {
@@ -268,7 +285,7 @@ impl<'de> Deserialize<'de> for RawCallback {
                 released: AtomicBool::new(false),
                 outbox: Arc::clone(&scope.outbox),
             });
-            table.callbacks.insert(id, Arc::downgrade(&state));
+            table.insert(id, &state);
             Ok(Self { state })
         })
     }

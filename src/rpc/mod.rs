@@ -392,14 +392,22 @@ impl Services {
     ) -> Result<Option<Box<RawValue>>, Failure> {
         if method == DESCRIBE {
             decode_args::<()>(args)?;
-            return Ok(self.description.clone());
+            return match &self.description {
+                Some(description) => Ok(Some(description.clone())),
+                None => Err(Failure {
+                    code: ErrorCode::Internal,
+                    message: "the descriptions cannot be written".to_owned(),
+                    data: None,
+                }),
+            };
         }
         let Some(f) = self.methods.get(method) else {
             let service = method.split_once('.').map_or(method, |(s, _)| s);
             let known = self
                 .methods
                 .keys()
-                .chain([&DESCRIBE.into()])
+                .map(|m| &**m)
+                .chain([DESCRIBE])
                 .any(|m| m.split_once('.').is_some_and(|(s, _)| s == service));
             let code = if known { ErrorCode::UnknownMethod } else { ErrorCode::UnknownService };
             return Err(Failure { code, message: format!("no method {method}"), data: None });

@@ -23,8 +23,9 @@ pub(super) struct Outbox {
     refused: Arc<AtomicU64>,
     /// The client's requests answered later and not yet answered or cancelled.
     in_flight: Mutex<HashSet<u64>>,
-    /// The server's requests to the client (callback calls), by id, waiting for answers.
-    requests: Mutex<HashMap<u64, Arc<Waiter>>>,
+    /// The server's requests to the client (callback calls), by id, waiting for answers;
+    /// `None` once the connection ended (no request can wait for an answer then).
+    requests: Mutex<Option<HashMap<u64, Arc<Waiter>>>>,
     next_request: AtomicU64,
 }
 
@@ -35,7 +36,7 @@ impl Outbox {
             pending: Mutex::default(),
             refused,
             in_flight: Mutex::default(),
-            requests: Mutex::default(),
+            requests: Mutex::new(Some(HashMap::new())),
             next_request: AtomicU64::new(0),
         }
     }
@@ -111,22 +112,25 @@ impl Outbox {
         self.refused.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Registers a request of the server's: its id, for the answer to find `waiter`.
-    pub(super) fn request(&self, waiter: Arc<Waiter>) -> u64 {
+    /// Registers a request of the server's: its id, for the answer to find `waiter`; `None`
+    /// once the connection ended.
+    pub(super) fn request(&self, waiter: Arc<Waiter>) -> Option<u64> {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
-        self.requests.lock().unwrap_or_else(PoisonError::into_inner).insert(id, waiter);
-        id
+        let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        requests.as_mut()?.insert(id, waiter);
+        Some(id)
     }
 
     /// The request an answer names, taken: `None` for an unknown id (timed out, or never
     /// sent).
     pub(super) fn answered(&self, id: u64) -> Option<Arc<Waiter>> {
-        self.requests.lock().unwrap_or_else(PoisonError::into_inner).remove(&id)
+        let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        requests.as_mut()?.remove(&id)
     }
 
     /// Every request still waiting, taken (the connection ended).
     pub(super) fn abandon(&self) -> Vec<Arc<Waiter>> {
         let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
-        requests.drain().map(|(_, w)| w).collect()
+        requests.take().into_iter().flat_map(HashMap::into_values).collect()
     }
 }

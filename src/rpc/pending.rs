@@ -91,12 +91,23 @@ pub struct Pending<T> {
     id: u64,
     waiter: Arc<Waiter>,
     outbox: Arc<Outbox>,
+    /// A continuation waits for the answer: the request stays registered when this goes.
+    continued: bool,
     answer: PhantomData<fn() -> T>,
+}
+
+/// A `Pending` dropped unread forgets its request: a client that never answers holds nothing.
+impl<T> Drop for Pending<T> {
+    fn drop(&mut self) {
+        if !self.continued {
+            self.outbox.answered(self.id);
+        }
+    }
 }
 
 impl<T: DeserializeOwned> Pending<T> {
     pub(super) fn new(id: u64, waiter: Arc<Waiter>, outbox: Arc<Outbox>) -> Self {
-        Self { id, waiter, outbox, answer: PhantomData }
+        Self { id, waiter, outbox, continued: false, answer: PhantomData }
     }
 
     /// Blocks until the answer, up to [`DEFAULT_TIMEOUT`].
@@ -117,17 +128,11 @@ impl<T: DeserializeOwned> Pending<T> {
     /// request is forgotten: a late answer is dropped), [`CallError::Disconnected`],
     /// [`CallError::WouldBlockWorker`], [`CallError::Json`] for an answer not of type `T`.
     pub fn wait_timeout(self, timeout: Duration) -> Result<T, CallError> {
+        // Either way the request is forgotten when `self` goes.
         if on_worker_thread() {
-            self.outbox.answered(self.id);
             return Err(CallError::WouldBlockWorker);
         }
-        match self.waiter.0.wait(timeout) {
-            Some(answer) => decode(answer),
-            None => {
-                self.outbox.answered(self.id);
-                Err(CallError::Timeout)
-            }
-        }
+        self.waiter.0.wait(timeout).map_or(Err(CallError::Timeout), decode)
     }
 
     /// Runs `then` on the connection's worker with the answer — or with
@@ -146,12 +151,13 @@ impl<T: DeserializeOwned> Pending<T> {
     /// that never answers holds nothing past it), or with [`CallError::Disconnected`] when the
     /// connection ends first. If the answer came already, `then` runs on the worker's next
     /// turn; dropped unrun only if the connection closed in between.
-    pub fn then_timeout<F>(self, timeout: Duration, then: F)
+    pub fn then_timeout<F>(mut self, timeout: Duration, then: F)
     where
         T: 'static,
         F: FnOnce(&mut Context<'_>, Result<T, CallError>) + Send + 'static,
     {
         let then: Continuation = Box::new(move |cx, answer| then(cx, decode(answer)));
+        self.continued = true;
         match self.waiter.0.continue_with(then) {
             None => {
                 let id = self.id;
