@@ -1,16 +1,26 @@
-//! The rpc benchmark's server: `Bench.echo(item)` answers its argument, a small struct, over
-//! `bidir.json.v1` at `/rpc` — the method `bidir-load --rpc bidir` calls, and the one the
-//! jsonrpsee peer serves as `echo` (benches/peers).
+//! The rpc and fanout benchmarks' server, one worker's worth of each:
+//!
+//! - `/rpc`, over `bidir.json.v1`: `Bench.echo(item)` answers its argument, a small struct —
+//!   the method `bidir-load --rpc bidir` calls, and the one the jsonrpsee peer serves as
+//!   `echo` (benches/peers); `Bench.publish(stamp)` publishes the stamp as an event of the rpc
+//!   topic `bench` (`["event","bench",STAMP]`) to the clients that subscribed to it, and
+//!   answers how many they were — what `bidir-load --mode fanout --rpc bidir` calls.
+//! - `/sub` and `/pub`, plain WebSocket: the engine's own pub/sub, as uWebSockets.js offers
+//!   it (benches/peers/node/uws-pubsub.js). A connection to `/sub` is subscribed to the topic
+//!   `bench` on open; each message a connection to `/pub` sends is published as-is to it —
+//!   what `bidir-load --mode fanout --pubsub plain` drives.
 //!
 //! ```text
 //! cargo run --release --example rpc_echo -- --addr 127.0.0.1:9002 --workers 1
 //! bidir-load --url ws://127.0.0.1:9002/rpc --rpc bidir --conns 100 --inflight 16
+//! bidir-load --url ws://127.0.0.1:9002/rpc --mode fanout --rpc bidir --conns 10000
+//! bidir-load --url ws://127.0.0.1:9002 --mode fanout --pubsub plain --conns 10000
 //! ```
 
 use serde::{Deserialize, Serialize};
 
 use bidir::rpc::Services;
-use bidir::{Server, ServerConfig};
+use bidir::{Context, Handler, Message, Request, Server, ServerConfig};
 
 /// What the load generator sends: `{"id":42,"name":"sensor","values":[1.5,2.25,3.0],"ok":true}`.
 #[derive(Serialize, Deserialize)]
@@ -19,6 +29,29 @@ struct Item {
     name: String,
     values: Vec<f64>,
     ok: bool,
+}
+
+/// The topic of both pub/subs (the rpc one and the engine's are apart).
+const TOPIC: &str = "bench";
+
+/// A connection to `/sub`: subscribed on open, deaf to what it sends.
+struct Subscriber;
+
+impl Handler for Subscriber {
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        cx.subscribe(TOPIC);
+    }
+
+    fn on_message(&mut self, _cx: &mut Context<'_>, _msg: Message<'_>) {}
+}
+
+/// A connection to `/pub`: each message it sends goes to every subscriber.
+struct Publisher;
+
+impl Handler for Publisher {
+    fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
+        cx.publish(TOPIC, msg);
+    }
 }
 
 fn main() -> std::io::Result<()> {
@@ -36,11 +69,23 @@ fn main() -> std::io::Result<()> {
             other => usage(&format!("unknown argument {other}")),
         }
     }
-    let services =
-        Services::new().method("Bench.echo", |_cx, (item,): (Item,)| Ok::<_, String>(item));
-    let builder = Server::builder().bind(addr.as_str()).config(config);
-    let server = builder.route("/rpc", services.hook()).start()?;
-    println!("rpc echo on ws://{}/rpc ({})", server.local_addr(), server.backend().name());
+    let services = Services::new()
+        .method("Bench.echo", |_cx, (item,): (Item,)| Ok::<_, String>(item))
+        .method("Bench.publish", |cx, (stamp,): (u64,)| {
+            bidir::rpc::publish(&cx.server(), TOPIC, &stamp).map_err(|e| e.to_string())
+        });
+    let server = Server::builder()
+        .bind(addr.as_str())
+        .config(config)
+        .route("/rpc", services.hook())
+        .route("/sub", |_req: &Request<'_>| Ok(Subscriber))
+        .route("/pub", |_req: &Request<'_>| Ok(Publisher))
+        .start()?;
+    let at = server.local_addr();
+    println!(
+        "rpc echo on ws://{at}/rpc, pub/sub on ws://{at}/sub and /pub ({})",
+        server.backend().name()
+    );
     server.join();
     Ok(())
 }

@@ -4,11 +4,16 @@
     bench-peers-table.py OUT_DIR BIDIR_LOAD
 
 Reads OUT_DIR/results.jsonl (one bidir-load JSON result per round, cell and server) and, when
-there, OUT_DIR/syscalls.jsonl (system calls per message from a separate counted run). For each
+there, OUT_DIR/syscalls.jsonl (system calls per message from a separate counted run) and
+OUT_DIR/floor.jsonl (fanout: the share of the server's CPU under tcp_sendmsg, sampled by perf in
+a separate run). For each
 cell and server it quotes the median over the rounds of msg/s, server CPU ns/msg, p50, p99 and
 p99.9 (or, for the idle cell, server RSS per connection and handshakes/s), the system calls per
 message, then bidir's ratio to the best peer (servers whose name starts with "bidir" are not
-peers) and, with bidir-epoll in the run, io_uring's ratio to epoll. It draws OUT_DIR/CELL.svg
+peers) and, with bidir-epoll in the run, io_uring's ratio to epoll. The fanout cells quote
+events/s, deliveries/s, server CPU per delivery, its kernel share, the per-socket send floor,
+and the ratios of bidir-pubsub and bidir-rpc-pubsub (and their epoll variants) to uws-pubsub. It
+draws OUT_DIR/CELL.svg
 from each server's median round (by server ns/msg).
 """
 import json
@@ -24,7 +29,11 @@ CELLS = {
     "idle10k": "10 000 idle connections",
     "rpc100x16": "rpc: 100 conns x 16 calls in flight, echo of a small struct",
     "rpc1": "rpc: 1 conn x 1 call in flight, echo of a small struct",
+    "fanout10k": "fanout: one event at a time to 10 000 subscribers (closed loop)",
 }
+
+FANOUT_BIDIR = ["bidir-pubsub", "bidir-rpc-pubsub", "bidir-pubsub-epoll", "bidir-rpc-pubsub-epoll"]
+FANOUT_PEER = "uws-pubsub"
 
 
 def median(rows, key):
@@ -41,15 +50,8 @@ def main():
                 r = json.loads(line)
                 cell, server = r["label"].split(" ", 1)
                 by_cell.setdefault(cell, {}).setdefault(server, []).append(r)
-    syscalls = {}
-    try:
-        with open(out_dir + "/syscalls.jsonl") as f:
-            for line in f:
-                if line.strip():
-                    r = json.loads(line)
-                    syscalls[r["label"]] = r
-    except FileNotFoundError:
-        pass
+    syscalls = by_label(out_dir + "/syscalls.jsonl")
+    floors = by_label(out_dir + "/floor.jsonl")
     rounds = max((len(v) for c in by_cell.values() for v in c.values()), default=0)
     lines = [f"Medians of {rounds} rounds; server CPU from /proc/PID/task/*/schedstat."]
     for cell, title in CELLS.items():
@@ -57,6 +59,9 @@ def main():
         if not results:
             continue
         lines.append(f"\n**{title}**\n")
+        if cell.startswith("fanout"):
+            lines += fanout(cell, title, results, syscalls, floors, out_dir, load)
+            continue
         if cell == "idle10k":
             key = "server_bytes_per_conn"
             lines.append("| server | server RSS per connection | handshakes/s | p50 handshake | p99 handshake |")
@@ -96,6 +101,56 @@ def main():
             if ours and theirs:
                 lines.append(f"\n{bidir} (io_uring) / {epoll}: **{ours / theirs:.2f}x** server CPU per message")
     print("\n".join(lines))
+
+
+def by_label(path):
+    """A JSON-lines file's objects by their label; empty if the file is not there."""
+    rows = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    r = json.loads(line)
+                    rows[r["label"]] = r
+    except FileNotFoundError:
+        pass
+    return rows
+
+
+def fanout(cell, title, results, syscalls, floors, out_dir, load):
+    """The lines of a fanout cell: a row per server, its plot, the ratios to uws-pubsub."""
+    key = "server_ns_per_msg"
+    lines = [
+        "| server | events/s | deliveries/s | server CPU ns/delivery | in the kernel | "
+        "per-socket send (floor) | p50 | p99 | missed | syscalls/delivery |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    plots = []
+    for server, rows in results.items():
+        ns, share = median(rows, key), median(rows, "server_kernel_share")
+        floor = floors.get(cell + " " + server)
+        if floor and ns:
+            send = f"{floor['send_share']:.0%} ({floor['send_share'] * ns:,.0f} ns)"
+        else:
+            send = "n/a"
+        missed = sum(r.get("missed", 0) for r in rows)
+        lines.append(f"| {server} | {fmt(median(rows, 'events_per_sec'))} | {fmt(median(rows, 'msgs_per_sec'))} | "
+                     f"{fmt(ns)} | {'n/a' if share is None else f'{share:.0%}'} | {send} | "
+                     f"{us(median(rows, 'p50_us'))} | {us(median(rows, 'p99_us'))} | {missed} | "
+                     f"{per_msg(syscalls.get(cell + ' ' + server))} |")
+        ordered = sorted(range(len(rows)), key=lambda i: rows[i].get(key) or 0)
+        plots.append(f"{out_dir}/{cell}-{server}-r{ordered[len(ordered) // 2] + 1}.hgrm:{server}")
+    subprocess.run([load, "plot", "--out", f"{out_dir}/{cell}.svg",
+                    "--title", f"{title}: delivery latency by percentile", "--log-y"] + plots, check=False)
+    theirs = median(results.get(FANOUT_PEER, []), key)
+    for bidir in FANOUT_BIDIR:
+        ours = median(results.get(bidir, []), key)
+        if ours and theirs:
+            lines.append(f"\n{bidir} / {FANOUT_PEER}: **{ours / theirs:.2f}x** server CPU per delivery")
+    lines.append("\nIn the kernel: stime / (utime + stime) of /proc/PID/stat over the window. Per-socket "
+                 "send: the share of the server's perf samples (a separate run) under tcp_sendmsg, "
+                 "times its CPU per delivery.")
+    return lines
 
 
 def per_msg(r):

@@ -8,6 +8,9 @@
 #                      median round)
 #   syscalls.jsonl     system calls per message, counted in a separate run per cell and
 #                      server (perf's raw_syscalls:sys_enter tracepoint; skipped without perf)
+#   floor.jsonl        fanout cells: the share of the server's CPU in the kernel's per-socket
+#                      send (tcp_sendmsg and what it calls, the loopback delivery included),
+#                      sampled in a separate run per server (perf record; skipped without perf)
 #   table.md           the table for docs/benchmarks.md: medians over the rounds
 #
 # Every round runs every cell against every server, in a rotated order, so a disturbance on
@@ -15,16 +18,19 @@
 # table quotes medians.
 #
 #   scripts/bench-peers.sh [--rounds N] [--duration SECS] [--warmup SECS] [--servers "bidir ws ..."]
-#                          [--cells "c100x16 c100x4x4k c1000 c1 idle10k rpc100x16 rpc1"] [--server-cpu N --load-cpu M]
-#                          [--no-syscalls]
+#                          [--cells "c100x16 c100x4x4k c1000 c1 idle10k rpc100x16 rpc1 fanout10k"]
+#                          [--server-cpu N --load-cpu M] [--no-syscalls] [--no-floor]
 #
 # Servers: bidir (examples/echo, one worker, deflate off, the backend it picks: io_uring where
 # the kernel has it), bidir-epoll (the same forced onto epoll), tungstenite (tokio-tungstenite,
 # current_thread), fastwebsockets (tokio current_thread), ws-rs, node-ws (Node `ws`),
 # uws (uWebSockets.js). The rpc cells (rpc100x16, rpc1: calls of an echo method with a small
 # struct, `bidir-load --rpc`) run on bidir-rpc / bidir-rpc-epoll (examples/rpc_echo, one
-# worker) and jsonrpsee (its WebSocket server, tokio current_thread); the echo cells on the
-# others. Peers are built by scripts/peers/build.sh (dev only, outside the
+# worker) and jsonrpsee (its WebSocket server, tokio current_thread); the fanout cell (one
+# event to 10 000 subscribers, `bidir-load --mode fanout`) on bidir-pubsub / bidir-pubsub-epoll
+# (examples/rpc_echo's /sub and /pub: the engine's pub/sub), bidir-rpc-pubsub /
+# bidir-rpc-pubsub-epoll (its `Bench.publish` over bidir.json.v1: rpc topics) and uws-pubsub
+# (uWebSockets.js's app.publish); the echo cells on the others. Peers are built by scripts/peers/build.sh (dev only, outside the
 # bidir crate's dependency tree).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -34,11 +40,12 @@ TARGET="$(target_dir)"
 ROUNDS=3
 DURATION=5
 WARMUP=1
-SERVERS="bidir bidir-epoll uws fastwebsockets tungstenite ws-rs node-ws bidir-rpc bidir-rpc-epoll jsonrpsee"
-CELLS="c100x16 c100x4x4k c1000 c1 idle10k rpc100x16 rpc1"
+SERVERS="bidir bidir-epoll uws fastwebsockets tungstenite ws-rs node-ws bidir-rpc bidir-rpc-epoll jsonrpsee bidir-pubsub bidir-pubsub-epoll bidir-rpc-pubsub bidir-rpc-pubsub-epoll uws-pubsub"
+CELLS="c100x16 c100x4x4k c1000 c1 idle10k rpc100x16 rpc1 fanout10k"
 SERVER_CPU=0
 LOAD_CPU=1
 SYSCALLS=1
+FLOOR=1
 OUT="$TARGET/peers/$(date -u +%Y-%m-%d)"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -51,6 +58,7 @@ while [ $# -gt 0 ]; do
         --load-cpu) LOAD_CPU="$2"; shift ;;
         --out) OUT="$2"; shift ;;
         --no-syscalls) SYSCALLS=0 ;;
+        --no-floor) FLOOR=0 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -58,6 +66,7 @@ done
 mkdir -p "$OUT"
 : > "$OUT/results.jsonl"
 : > "$OUT/syscalls.jsonl"
+: > "$OUT/floor.jsonl"
 
 cargo build --release --locked --example echo --example rpc_echo -p bidir -q
 cargo build --release --locked -p bidir-load -q
@@ -79,8 +88,9 @@ start_peer() { # NAME PORT -> sets SERVER_PID
         ws-rs) cmd=("$PEERS_BIN_DIR/ws-rs-echo" --port "$port") ;;
         node-ws) cmd=("$NODE" "$ROOT/$PEERS_NODE_DIR/ws-echo.js" --port "$port") ;;
         uws) cmd=("$NODE" "$ROOT/$PEERS_NODE_DIR/uws-echo.js" --port "$port") ;;
-        bidir-rpc) cmd=(env BIDIR_BACKEND=auto "$TARGET/release/examples/rpc_echo" --addr "127.0.0.1:$port" --workers 1) ;;
-        bidir-rpc-epoll) cmd=(env BIDIR_BACKEND=epoll "$TARGET/release/examples/rpc_echo" --addr "127.0.0.1:$port" --workers 1) ;;
+        bidir-rpc | bidir-pubsub | bidir-rpc-pubsub) cmd=(env BIDIR_BACKEND=auto "$TARGET/release/examples/rpc_echo" --addr "127.0.0.1:$port" --workers 1) ;;
+        bidir-rpc-epoll | bidir-pubsub-epoll | bidir-rpc-pubsub-epoll) cmd=(env BIDIR_BACKEND=epoll "$TARGET/release/examples/rpc_echo" --addr "127.0.0.1:$port" --workers 1) ;;
+        uws-pubsub) cmd=("$NODE" "$ROOT/$PEERS_NODE_DIR/uws-pubsub.js" --port "$port") ;;
         jsonrpsee) cmd=("$PEERS_BIN_DIR/jsonrpsee-echo" --port "$port") ;;
         *) echo "unknown server $name" >&2; exit 2 ;;
     esac
@@ -98,19 +108,24 @@ cell_args() {
         idle10k) echo "--mode connect --conns 10000 --connect-window 128" ;;
         rpc100x16) echo "--conns 100 --inflight 16" ;;
         rpc1) echo "--conns 1 --inflight 1" ;;
+        # Closed loop: the next event once the last reached all 10 000 subscribers.
+        fanout10k) echo "--mode fanout --conns 10000 --connect-window 128" ;;
         *) echo "unknown cell $1" >&2; exit 2 ;;
     esac
 }
 
-# The rpc cells run on the rpc servers, the echo cells on the echo servers: the URL and the
-# call framing per server, or nothing when the cell does not apply.
+# The rpc cells run on the rpc servers, the fanout cells on the pub/sub servers, the echo
+# cells on the echo servers: the URL and the framing per server, or nothing when the cell does
+# not apply.
 server_args() { # SERVER CELL PORT
-    local rpc=0
-    case "$2" in rpc*) rpc=1 ;; esac
+    local kind=echo
+    case "$2" in rpc*) kind=rpc ;; fanout*) kind=fanout ;; esac
     case "$1" in
-        bidir-rpc*) [ "$rpc" = 1 ] && echo "--url ws://127.0.0.1:$3/rpc --rpc bidir" ;;
-        jsonrpsee) [ "$rpc" = 1 ] && echo "--url ws://127.0.0.1:$3/ --rpc jsonrpc" ;;
-        *) [ "$rpc" = 0 ] && echo "--url ws://127.0.0.1:$3/echo" ;;
+        bidir-rpc-pubsub*) [ "$kind" = fanout ] && echo "--url ws://127.0.0.1:$3/rpc --rpc bidir" ;;
+        *-pubsub*) [ "$kind" = fanout ] && echo "--url ws://127.0.0.1:$3/ --pubsub plain" ;;
+        bidir-rpc*) [ "$kind" = rpc ] && echo "--url ws://127.0.0.1:$3/rpc --rpc bidir" ;;
+        jsonrpsee) [ "$kind" = rpc ] && echo "--url ws://127.0.0.1:$3/ --rpc jsonrpc" ;;
+        *) [ "$kind" = echo ] && echo "--url ws://127.0.0.1:$3/echo" ;;
     esac
     return 0
 }
@@ -186,6 +201,40 @@ PY
                 kill -INT "$PERF_PID" 2> /dev/null || true; wait "$PERF_PID" || true
                 echo "  $cell $server: FAILED"
             fi
+            stop_server
+        done
+    done
+fi
+
+# The kernel floor of the fanout cells: one more run per server with perf sampling the server's
+# CPU (call graphs) in the middle of the run, once the subscribers are connected; the share of
+# the server's samples under tcp_sendmsg is what any server pays to hand each subscriber its
+# frame (on loopback, the receiver's TCP processing runs there too).
+if [ "$FLOOR" = 1 ] && perf record -e cpu-clock -o /dev/null -- true > /dev/null 2>&1; then
+    echo "kernel floor (share of server CPU under tcp_sendmsg)"
+    for cell in $CELLS; do
+        case "$cell" in fanout*) ;; *) continue ;; esac
+        for server in "${SERVER_LIST[@]}"; do
+            port="$(free_port)"
+            target="$(server_args "$server" "$cell" "$port")"
+            [ -n "$target" ] || continue
+            start_peer "$server" "$port"
+            # shellcheck disable=SC2046,SC2086
+            taskset -c "$LOAD_CPU" "$LOAD" $target $(cell_args "$cell") --duration 6 --warmup 1 \
+                --server-pid "$SERVER_PID" --label "$cell $server" --json --quiet > "$OUT/$cell-$server.floor.json" 2> /dev/null &
+            LOAD_PID=$!
+            if bash scripts/perf-send-share.sh "$SERVER_PID" "$SERVER_CPU" 10000 4 \
+                "$OUT/$cell-$server.perf.data" > "$OUT/$cell-$server.floor" 2> "$OUT/$cell-$server.floor.log" \
+                && wait "$LOAD_PID"; then
+                python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); f = json.load(open(sys.argv[2]))
+f.update(label=r["label"], server_ns_per_msg=r["server_ns_per_msg"]); print(json.dumps(f))' \
+                    "$OUT/$cell-$server.floor.json" "$OUT/$cell-$server.floor" >> "$OUT/floor.jsonl"
+                echo "  $cell $server: $(tail -1 "$OUT/floor.jsonl")"
+            else
+                wait "$LOAD_PID" || true
+                echo "  $cell $server: FAILED ($(tail -1 "$OUT/$cell-$server.floor.log"))"
+            fi
+            rm -f "$OUT/$cell-$server.perf.data"
             stop_server
         done
     done

@@ -9,19 +9,28 @@ pub(crate) const USAGE: &str = "\
 usage: bidir-load --url ws://HOST:PORT/PATH [options]
        bidir-load plot --out FILE.svg [--title TEXT] [--log-y] RUN.hgrm[:LABEL]...
 
-  --mode echo|connect|churn   echo (default): send and time echoes; connect: open idle
-                         connections; churn: each connection repeatedly connects, upgrades,
-                         sends --cycle-messages messages and waits for their echoes, closes
-  --conns N              connections (default 100)
-  --inflight P           closed loop: messages outstanding per connection (default 1)
+  --mode echo|connect|churn|fanout   echo (default): send and time echoes; connect: open
+                         idle connections; churn: each connection repeatedly connects,
+                         upgrades, sends --cycle-messages messages and waits for their echoes,
+                         closes; fanout: --conns subscribers and one publisher, each event
+                         timed from its stamp to its receipt by every subscriber
+  --conns N              connections (default 100; fanout: subscribers)
+  --inflight P           closed loop: messages outstanding per connection (default 1; fanout:
+                         one event at a time, the next once the last reached every subscriber)
   --rate R               open loop: R messages per second in total, timed from the intended
-                         send time (replaces --inflight)
+                         send time (replaces --inflight; fanout: events per second)
   --size BYTES           message size (default 16; text needs 16, binary 8 for the timestamp)
   --binary               binary messages (default text)
   --rpc bidir|jsonrpc    echo mode as calls: each message is a call of an echo method with a
                          small struct (bidir.json.v1 `Bench.echo`, or JSON-RPC 2.0 `echo` as
-                         jsonrpsee serves it), its id carrying the send time; --size is unused
-  --method NAME          the method called (default Bench.echo, or echo for jsonrpc)
+                         jsonrpsee serves it), its id carrying the send time; --size is unused;
+                         fanout: subscribers send [\"sub\",1,\"bench\"], the publisher calls
+                         Bench.publish with the stamp, events arrive as [\"event\",\"bench\",STAMP]
+  --pubsub plain         fanout over plain messages: subscribers connect to /sub (the server
+                         subscribes them), the publisher to /pub (the server publishes each of
+                         its messages as-is); --url names the server, its path is replaced
+  --method NAME          the method called (default Bench.echo, or echo for jsonrpc; fanout:
+                         Bench.publish)
   --deflate off|shared|dedicated:BITS   offer permessage-deflate (default off)
   --duration SECS        measured time (default 10; connect mode: hold time, default 0;
                          churn: time limit, default 10, or none when --cycles is given)
@@ -46,6 +55,8 @@ pub(crate) enum Mode {
     Connect,
     /// Connections that repeatedly connect, upgrade, echo and close: counted cycles.
     Churn,
+    /// One publisher and `--conns` subscribers: each event timed at every subscriber.
+    Fanout,
 }
 
 impl Mode {
@@ -55,6 +66,7 @@ impl Mode {
             Self::Echo => "echo",
             Self::Connect => "connect",
             Self::Churn => "churn",
+            Self::Fanout => "fanout",
         }
     }
 }
@@ -79,8 +91,10 @@ pub(crate) struct Options {
     pub(crate) rate: Option<f64>,
     pub(crate) size: usize,
     pub(crate) binary: bool,
-    /// Calls instead of echoes, and the method called.
+    /// Calls instead of echoes, and the method called (fanout: the publishing method).
     pub(crate) rpc: Option<(Dialect, String)>,
+    /// Fanout over plain messages (`--pubsub plain`) rather than `bidir.json.v1` events.
+    pub(crate) plain_pubsub: bool,
     pub(crate) deflate: Option<DeflateConfig>,
     /// The measured time; churn: the time limit (`Duration::MAX`: none).
     pub(crate) duration: Duration,
@@ -109,6 +123,7 @@ pub(crate) fn parse(argv: &[String]) -> Result<Options, String> {
         size: 16,
         binary: false,
         rpc: None,
+        plain_pubsub: false,
         deflate: None,
         duration: Duration::from_secs(10),
         warmup: Duration::from_secs(2),
@@ -124,6 +139,7 @@ pub(crate) fn parse(argv: &[String]) -> Result<Options, String> {
         quiet: false,
     };
     let mut duration_set = false;
+    let mut inflight_set = false;
     let mut method = None;
     let mut args = argv.iter();
     while let Some(arg) = args.next() {
@@ -135,11 +151,15 @@ pub(crate) fn parse(argv: &[String]) -> Result<Options, String> {
                     "echo" => Mode::Echo,
                     "connect" => Mode::Connect,
                     "churn" => Mode::Churn,
+                    "fanout" => Mode::Fanout,
                     other => return Err(format!("unknown mode {other}")),
                 }
             }
             "--conns" => o.conns = number(&value()?)?,
-            "--inflight" => o.inflight = number(&value()?)?,
+            "--inflight" => {
+                o.inflight = number(&value()?)?;
+                inflight_set = true;
+            }
             "--rate" => o.rate = Some(positive(&value()?)?),
             "--size" => o.size = number(&value()?)?,
             "--binary" => o.binary = true,
@@ -151,6 +171,10 @@ pub(crate) fn parse(argv: &[String]) -> Result<Options, String> {
                 };
                 o.rpc = Some((dialect, String::new()));
             }
+            "--pubsub" => match value()?.as_str() {
+                "plain" => o.plain_pubsub = true,
+                other => return Err(format!("--pubsub takes plain, not {other}")),
+            },
             "--method" => method = Some(value()?),
             "--deflate" => {
                 o.deflate = match value()?.as_str() {
@@ -209,21 +233,45 @@ pub(crate) fn parse(argv: &[String]) -> Result<Options, String> {
     }
     match (&mut o.rpc, method) {
         (Some((dialect, name)), method) => {
-            if o.mode != Mode::Echo || o.binary {
-                return Err("--rpc needs echo mode and text".into());
+            if !matches!(o.mode, Mode::Echo | Mode::Fanout) || o.binary {
+                return Err("--rpc needs echo or fanout mode and text".into());
             }
-            *name = method.unwrap_or_else(|| match dialect {
-                Dialect::Bidir => "Bench.echo".into(),
-                Dialect::JsonRpc => "echo".into(),
+            *name = method.unwrap_or_else(|| match (o.mode, *dialect) {
+                (Mode::Fanout, _) => "Bench.publish".into(),
+                (_, Dialect::Bidir) => "Bench.echo".into(),
+                (_, Dialect::JsonRpc) => "echo".into(),
             });
         }
         (None, Some(_)) => return Err("--method needs --rpc".into()),
         (None, None) => {}
     }
+    fanout_checks(&o, inflight_set)?;
     if o.label.is_empty() {
         o.label = o.url.clone();
     }
     Ok(o)
+}
+
+/// Fanout takes exactly one pub/sub dialect, `bidir.json.v1` or plain, one event at a time.
+fn fanout_checks(o: &Options, inflight_set: bool) -> Result<(), String> {
+    if o.mode != Mode::Fanout {
+        return match o.plain_pubsub {
+            true => Err("--pubsub needs --mode fanout".into()),
+            false => Ok(()),
+        };
+    }
+    match (&o.rpc, o.plain_pubsub) {
+        (Some((Dialect::Bidir, _)), false) | (None, true) => {}
+        (Some((Dialect::JsonRpc, _)), _) => return Err("fanout takes --rpc bidir only".into()),
+        (Some(_), true) => {
+            return Err("fanout takes --rpc bidir or --pubsub plain, not both".into());
+        }
+        (None, false) => return Err("fanout needs --rpc bidir or --pubsub plain".into()),
+    }
+    if inflight_set && o.inflight != 1 {
+        return Err("fanout's closed loop has one event in flight (--inflight 1)".into());
+    }
+    Ok(())
 }
 
 fn number(s: &str) -> Result<usize, String> {
@@ -277,6 +325,28 @@ mod tests {
         assert!(parse_str("--url ws://h/ --method m").is_err(), "a method without --rpc");
         assert!(parse_str("--url ws://h/ --rpc bidir --binary").is_err());
         assert!(parse_str("--url ws://h/ --rpc bidir --mode connect").is_err());
+    }
+
+    #[test]
+    fn fanout() {
+        let o = parse_str("--url ws://h/rpc --mode fanout --rpc bidir --conns 10_000").unwrap();
+        assert_eq!((o.mode, o.conns, o.rate), (Mode::Fanout, 10_000, None));
+        assert_eq!(
+            (o.rpc, o.plain_pubsub),
+            (Some((Dialect::Bidir, "Bench.publish".into())), false)
+        );
+        let o =
+            parse_str("--url ws://h/ --mode fanout --pubsub plain --rate 100 --size 64").unwrap();
+        assert_eq!((o.rpc, o.plain_pubsub, o.rate, o.size), (None, true, Some(100.0), 64));
+        let o = parse_str("--url ws://h/ --mode fanout --rpc bidir --method Chat.say").unwrap();
+        assert_eq!(o.rpc.unwrap().1, "Chat.say");
+        assert!(parse_str("--url ws://h/ --mode fanout").is_err(), "no dialect");
+        assert!(parse_str("--url ws://h/ --mode fanout --rpc bidir --pubsub plain").is_err());
+        assert!(parse_str("--url ws://h/ --mode fanout --rpc jsonrpc").is_err());
+        assert!(parse_str("--url ws://h/ --mode fanout --pubsub redis").is_err());
+        assert!(parse_str("--url ws://h/ --pubsub plain").is_err(), "plain without fanout");
+        assert!(parse_str("--url ws://h/ --mode fanout --pubsub plain --inflight 4").is_err());
+        assert!(parse_str("--url ws://h/ --mode fanout --pubsub plain --inflight 1").is_ok());
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! bidir-load --url ws://127.0.0.1:9002/rpc --rpc bidir --inflight 16   # calls of Bench.echo
 //! bidir-load --url ... --mode connect --conns 10000 --server-pid PID   # idle connections
 //! bidir-load --url ... --mode churn --conns 10000 --cycles 1000000 --server-pid PID
+//! bidir-load --url ws://127.0.0.1:9002/rpc --mode fanout --rpc bidir --conns 10000  # events
+//! bidir-load --url ws://127.0.0.1:9002 --mode fanout --pubsub plain --rate 100 --conns 10000
 //! bidir-load plot --out cell.svg --title "..." [--log-y] bidir.hgrm:bidir ws.hgrm:ws
 //! ```
 //!
@@ -18,6 +20,8 @@
 //! Churn mode has every connection connect, upgrade, echo `--cycle-messages` messages, close
 //! and start over, counting cycles, and reports the server's memory and descriptors at the
 //! start, the peak and the end (once the server has closed the run's connections).
+//! Fanout mode has one publisher send events to `--conns` subscribers, each timed from its
+//! stamp to its receipt at every subscriber, and counts deliveries missed.
 //!
 //! Both report HDR percentiles, throughput and — given `--server-pid` — the server's CPU
 //! time per message from /proc/PID/task/*/schedstat, next to the generator's own, so runs
@@ -26,6 +30,7 @@
 
 mod args;
 mod churn;
+mod fanout;
 mod plot;
 mod procfs;
 mod report;
@@ -58,7 +63,7 @@ fn main() -> ExitCode {
                 eprintln!("bidir-load: {e}");
                 return ExitCode::FAILURE;
             }
-            if result.failed > 0 || result.errors > 0 {
+            if result.failed > 0 || result.errors > 0 || result.missed > 0 {
                 ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS

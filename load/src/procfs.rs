@@ -19,6 +19,38 @@ pub(crate) fn cpu_ns(pid: u32) -> Option<u64> {
     Some(total)
 }
 
+/// A process's CPU time split into user and kernel (`utime` and `stime` of /proc/PID/stat,
+/// over all its threads, in clock ticks: coarse, 10 ms each at the usual 100 Hz).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CpuTicks {
+    pub(crate) user: u64,
+    pub(crate) system: u64,
+}
+
+impl CpuTicks {
+    /// The share of the CPU time from `self` to `later` spent in the kernel; `None` when no
+    /// tick passed.
+    pub(crate) fn kernel_share(self, later: Self) -> Option<f64> {
+        let user = later.user.saturating_sub(self.user);
+        let system = later.system.saturating_sub(self.system);
+        (user + system > 0).then(|| system as f64 / (user + system) as f64)
+    }
+}
+
+/// The process's user and kernel CPU ticks, or `None` if it is gone.
+pub(crate) fn cpu_ticks(pid: u32) -> Option<CpuTicks> {
+    parse_stat_ticks(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// `utime` and `stime`: the 14th and 15th fields, counted after the command name, which is
+/// in parentheses and may hold spaces and parentheses of its own.
+fn parse_stat_ticks(stat: &str) -> Option<CpuTicks> {
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace().skip(11);
+    let user = fields.next()?.parse().ok()?;
+    let system = fields.next()?.parse().ok()?;
+    Some(CpuTicks { user, system })
+}
+
 /// The process's resident set size in bytes (`VmRSS`), or `None` if it is gone.
 pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -68,12 +100,25 @@ mod tests {
         let before = cpu_ns(pid).unwrap();
         let mut x = 0u64;
         for i in 0..5_000_000u64 {
-            x = x.wrapping_mul(31).wrapping_add(i);
+            // Opaque to the optimiser: a release build would fold the loop away.
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
         }
-        std::hint::black_box(x);
         assert!(cpu_ns(pid).unwrap() > before);
         assert!(rss_bytes(pid).unwrap() > 1 << 20);
         assert_eq!(cpu_ns(u32::MAX), None);
+    }
+
+    #[test]
+    fn splits_user_and_kernel_time() {
+        let stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 9";
+        let ticks = parse_stat_ticks(stat).unwrap();
+        assert_eq!(ticks, CpuTicks { user: 250, system: 50 });
+        let later = CpuTicks { user: 280, system: 60 };
+        assert_eq!(ticks.kernel_share(later), Some(0.25));
+        assert_eq!(ticks.kernel_share(ticks), None, "no tick passed");
+        assert_eq!(parse_stat_ticks("42 (x) S 1"), None);
+        assert!(cpu_ticks(std::process::id()).is_some());
+        assert_eq!(cpu_ticks(u32::MAX), None);
     }
 
     #[test]

@@ -30,12 +30,45 @@ fn per_message(ns: u64, r: &RunResult) -> Option<f64> {
     (r.messages > 0).then(|| ns as f64 / r.messages as f64)
 }
 
+/// Fanout: events published per second in the window.
+fn event_rate(r: &RunResult) -> f64 {
+    r.events as f64 / r.window.as_secs_f64().max(1e-9)
+}
+
+/// The server's CPU per message (fanout: per delivery), with its kernel share, and the
+/// generator's: `; server CPU 812 ns/msg (61% kernel); generator CPU 950 ns/msg`.
+fn cpu_line(r: &RunResult, unit: &str) -> String {
+    let mut s = String::new();
+    if let Some(ns) = r.server_cpu_ns.and_then(|ns| per_message(ns, r)) {
+        let _ = write!(s, "; server CPU {ns:.0} ns/{unit}");
+        if let Some(share) = r.server_kernel_share {
+            let _ = write!(s, " ({:.0}% kernel)", share * 100.0);
+        }
+    }
+    if let Some(ns) = per_message(r.own_cpu_ns, r) {
+        let _ = write!(s, "; generator CPU {ns:.0} ns/{unit}");
+    }
+    s
+}
+
+/// The open loop's send lag line.
+fn lag_line(r: &RunResult) -> String {
+    format!(
+        "  send lag (generator behind schedule, included above): p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs\n",
+        us(r.lag.value_at_quantile(0.5)),
+        us(r.lag.value_at_quantile(0.99)),
+        us(r.lag.max())
+    )
+}
+
 pub(crate) fn print(o: &Options, r: &RunResult) {
     let mut s = String::new();
     let kind = if o.binary { "binary" } else { "text" };
-    let message = match &o.rpc {
-        Some((_, method)) => format!("calls of {method}"),
-        None => format!("{} B {kind}", o.size),
+    let message = match (&o.rpc, o.mode) {
+        (Some((_, method)), Mode::Fanout) => format!("events published by {method}"),
+        (Some((_, method)), _) => format!("calls of {method}"),
+        (None, Mode::Fanout) => format!("{} B {kind} events (plain pub/sub)", o.size),
+        (None, _) => format!("{} B {kind}", o.size),
     };
     let what = match (o.mode, o.rate) {
         (Mode::Connect, _) => format!("connect {} conns", o.conns),
@@ -48,6 +81,12 @@ pub(crate) fn print(o: &Options, r: &RunResult) {
         (Mode::Echo, None) => {
             format!("closed loop {} conns x {} in flight x {message}", o.conns, o.inflight)
         }
+        (Mode::Fanout, Some(rate)) => {
+            format!("fanout open loop {rate:.0} events/s to {} subscribers, {message}", o.conns)
+        }
+        (Mode::Fanout, None) => {
+            format!("fanout closed loop to {} subscribers, {message}", o.conns)
+        }
     };
     let deflate = o.deflate.as_ref().map_or("", |_| ", deflate offered");
     let _ = writeln!(s, "{} — {what}{deflate}", o.label);
@@ -56,6 +95,7 @@ pub(crate) fn print(o: &Options, r: &RunResult) {
         Mode::Echo => "latency",
         Mode::Connect => "handshake",
         Mode::Churn => "cycle",
+        Mode::Fanout => "delivery",
     };
     let _ = write!(s, "  {label:<9}");
     for (name, q) in QUANTILES {
@@ -64,24 +104,30 @@ pub(crate) fn print(o: &Options, r: &RunResult) {
     let _ = writeln!(s, "  ({} samples)", h.len());
     match o.mode {
         Mode::Echo => {
-            let _ =
-                write!(s, "  throughput {:.0} msg/s over {:.1} s", rate(r), r.window.as_secs_f64());
-            if let Some(ns) = r.server_cpu_ns.and_then(|ns| per_message(ns, r)) {
-                let _ = write!(s, "; server CPU {ns:.0} ns/msg");
-            }
-            if let Some(ns) = per_message(r.own_cpu_ns, r) {
-                let _ = write!(s, "; generator CPU {ns:.0} ns/msg");
-            }
-            let _ = writeln!(s);
+            let window = r.window.as_secs_f64();
+            let _ = writeln!(
+                s,
+                "  throughput {:.0} msg/s over {window:.1} s{}",
+                rate(r),
+                cpu_line(r, "msg")
+            );
             if o.rate.is_some() {
-                let _ = writeln!(
-                    s,
-                    "  send lag (generator behind schedule, included above): p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs",
-                    us(r.lag.value_at_quantile(0.5)),
-                    us(r.lag.value_at_quantile(0.99)),
-                    us(r.lag.max())
-                );
+                s.push_str(&lag_line(r));
             }
+        }
+        Mode::Fanout => {
+            let _ = writeln!(
+                s,
+                "  {:.0} events/s, {:.0} deliveries/s over {:.1} s{}",
+                event_rate(r),
+                rate(r),
+                r.window.as_secs_f64(),
+                cpu_line(r, "delivery")
+            );
+            if o.rate.is_some() {
+                s.push_str(&lag_line(r));
+            }
+            let _ = writeln!(s, "  {} subscribers, deliveries missed: {}", r.opened, r.missed);
         }
         Mode::Connect => {
             let _ = write!(
@@ -123,12 +169,13 @@ pub(crate) fn print(o: &Options, r: &RunResult) {
             }
         }
     }
-    if r.failed > 0 || r.errors > 0 {
+    if r.failed > 0 || r.errors > 0 || r.missed > 0 {
         let _ = writeln!(
             s,
-            "  ERRORS: {} connects failed, {} errors; first: {}",
+            "  ERRORS: {} connects failed, {} errors, {} deliveries missed; first: {}",
             r.failed,
             r.errors,
+            r.missed,
             r.first_error.as_deref().unwrap_or("-")
         );
     }
@@ -155,6 +202,9 @@ fn summary(o: &Options, r: &RunResult) -> String {
         Mode::Churn => {
             let _ = write!(s, " cycles={} cycles/s={:.0}", r.cycles, cycle_rate(r));
         }
+        Mode::Fanout => {
+            let _ = write!(s, " events/s={:.0} deliveries/s={:.0}", event_rate(r), rate(r));
+        }
     }
     for (name, q) in [("p50", 0.5), ("p99", 0.99), ("max", 1.0)] {
         let _ = write!(s, " {name}_us={:.1}", us(h.value_at_quantile(q)));
@@ -164,6 +214,9 @@ fn summary(o: &Options, r: &RunResult) -> String {
     }
     if let Some(b) = r.server_rss_per_conn {
         let _ = write!(s, " server_bytes_per_conn={b:.0}");
+    }
+    if o.mode == Mode::Fanout {
+        let _ = write!(s, " missed={}", r.missed);
     }
     let _ = write!(s, " errors={}", r.failed + r.errors);
     s
@@ -189,18 +242,22 @@ fn json(o: &Options, r: &RunResult) -> String {
     );
     let _ = write!(
         s,
-        r#""msgs_per_sec":{:.1},"messages":{},"window_s":{:.3},"#,
+        r#""msgs_per_sec":{:.1},"messages":{},"window_s":{:.3},"events":{},"events_per_sec":{:.1},"missed":{},"#,
         rate(r),
         r.messages,
-        r.window.as_secs_f64()
+        r.window.as_secs_f64(),
+        r.events,
+        event_rate(r),
+        r.missed
     );
     for (name, q) in QUANTILES {
         let _ = write!(s, r#""{}_us":{:.2},"#, name.replace('.', "_"), us(h.value_at_quantile(q)));
     }
     let _ = write!(
         s,
-        r#""server_ns_per_msg":{},"client_ns_per_msg":{},"server_bytes_per_conn":{},"client_bytes_per_conn":{},"#,
+        r#""server_ns_per_msg":{},"server_kernel_share":{},"client_ns_per_msg":{},"server_bytes_per_conn":{},"client_bytes_per_conn":{},"#,
         opt(r.server_cpu_ns.and_then(|ns| per_message(ns, r))),
+        r.server_kernel_share.map_or("null".into(), |v| format!("{v:.3}")),
         opt(per_message(r.own_cpu_ns, r)),
         opt(r.server_rss_per_conn),
         opt(r.own_rss_per_conn)

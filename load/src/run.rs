@@ -8,10 +8,13 @@ use std::time::{Duration, Instant};
 
 use bidir::client::{Connect, ConnectError};
 use bidir::hdrhistogram::Histogram;
-use bidir::{CloseInfo, Context, Handler, Message, Server, ServerConfig, ServerHandle, TimerId};
+use bidir::{
+    CloseInfo, Context, Handler, Message, SendError, Server, ServerConfig, ServerHandle, TimerId,
+};
 
 use crate::args::{Dialect, Mode, Options};
 use crate::churn::{self, ServerUsage};
+use crate::fanout;
 use crate::procfs;
 
 /// Latencies are recorded in nanoseconds, up to a minute.
@@ -20,16 +23,17 @@ pub(crate) fn histogram() -> Histogram<u64> {
 }
 
 /// What one worker thread counted.
-struct Tally {
-    /// Echo latency (or handshake latency in connect mode), received in the window.
-    latency: Histogram<u64>,
+pub(crate) struct Tally {
+    /// Echo latency (or handshake latency in connect mode; fanout: delivery latency),
+    /// received in the window.
+    pub(crate) latency: Histogram<u64>,
     /// Open loop: how late the generator sent, behind the intended time.
-    lag: Histogram<u64>,
-    sent: u64,
-    received: u64,
-    received_in_window: u64,
+    pub(crate) lag: Histogram<u64>,
+    pub(crate) sent: u64,
+    pub(crate) received: u64,
+    pub(crate) received_in_window: u64,
     /// Echoes that did not carry a timestamp we sent.
-    bad: u64,
+    pub(crate) bad: u64,
 }
 
 impl Tally {
@@ -49,17 +53,142 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// State every connection and the main thread share.
-struct Shared {
-    epoch: Instant,
+/// A run's clock and phases, and what its worker threads counted: shared by every
+/// connection and the main thread.
+pub(crate) struct Phases {
+    pub(crate) epoch: Instant,
     /// Sending may start (all connections are open).
-    go: AtomicBool,
+    pub(crate) go: AtomicBool,
     /// No new messages from here on.
-    stop: AtomicBool,
-    /// The measured window, in nanoseconds since `epoch` (receive times).
+    pub(crate) stop: AtomicBool,
+    /// The measured window, in nanoseconds since `epoch` (receive times); empty until set.
     window_start: AtomicU64,
     window_end: AtomicU64,
-    tallies: Mutex<Vec<Arc<Mutex<Tally>>>>,
+    pub(crate) tallies: Tallies,
+}
+
+/// What the measured window saw of CPU time.
+pub(crate) struct Measured {
+    pub(crate) window: Duration,
+    /// The server's CPU nanoseconds (given its PID) and the share of them in the kernel.
+    pub(crate) server_cpu_ns: Option<u64>,
+    pub(crate) server_kernel_share: Option<f64>,
+    /// This process's CPU nanoseconds.
+    pub(crate) own_cpu_ns: u64,
+}
+
+impl Phases {
+    pub(crate) fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            go: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            window_start: AtomicU64::new(u64::MAX),
+            window_end: AtomicU64::new(u64::MAX),
+            tallies: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Nanoseconds since the epoch.
+    pub(crate) fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn is_going(&self) -> bool {
+        self.go.load(Ordering::Relaxed)
+    }
+
+    /// The measured window (empty before [`Phases::measure`] sets it).
+    pub(crate) fn window(&self) -> std::ops::Range<u64> {
+        self.window_start.load(Ordering::Relaxed)..self.window_end.load(Ordering::Relaxed)
+    }
+
+    /// Sets the window, gives the go, sleeps through `--warmup` and `--duration` reading the
+    /// CPU time of the server (`--server-pid`) and of this process at the window's edges, and
+    /// stops sending.
+    pub(crate) fn measure(&self, o: &Options) -> Measured {
+        let start = self.now() + o.warmup.as_nanos() as u64;
+        let end = start + o.duration.as_nanos() as u64;
+        self.window_start.store(start, Ordering::Relaxed);
+        self.window_end.store(end, Ordering::Relaxed);
+        self.go.store(true, Ordering::Relaxed);
+        self.sleep_until(start, !o.quiet, "warm-up");
+        let sample = || {
+            let server =
+                o.server_pid.and_then(|pid| Some((procfs::cpu_ns(pid)?, procfs::cpu_ticks(pid)?)));
+            (server, procfs::cpu_ns(std::process::id()))
+        };
+        let before = sample();
+        self.sleep_until(end, !o.quiet, "measuring");
+        let after = sample();
+        self.stop.store(true, Ordering::Relaxed);
+        if !o.quiet {
+            eprintln!();
+        }
+        let server = before.0.zip(after.0);
+        Measured {
+            window: Duration::from_nanos(end - start),
+            server_cpu_ns: server.map(|((b, _), (a, _))| a.saturating_sub(b)),
+            server_kernel_share: server.and_then(|((_, b), (_, a))| b.kernel_share(a)),
+            own_cpu_ns: after.1.zip(before.1).map_or(0, |(a, b)| a.saturating_sub(b)),
+        }
+    }
+
+    /// `f` summed over every worker's tally.
+    pub(crate) fn tallied(&self, f: impl Fn(&Tally) -> u64) -> u64 {
+        lock(&self.tallies).iter().map(|t| f(&lock(t))).sum()
+    }
+
+    /// The latency and lag histograms merged over every worker, and the bad messages.
+    pub(crate) fn merged(&self) -> Result<(Histogram<u64>, Histogram<u64>, u64), String> {
+        let mut latency = histogram();
+        let mut lag = histogram();
+        let mut bad = 0;
+        for t in lock(&self.tallies).iter() {
+            let t = lock(t);
+            latency.add(&t.latency).map_err(|e| format!("{e:?}"))?;
+            lag.add(&t.lag).map_err(|e| format!("{e:?}"))?;
+            bad += t.bad;
+        }
+        Ok((latency, lag, bad))
+    }
+
+    /// Sleeps until `at` (nanoseconds since the epoch), printing a progress line each second.
+    fn sleep_until(&self, at: u64, progress: bool, phase: &str) {
+        let totals = || (self.tallied(|t| t.sent), self.tallied(|t| t.received));
+        let mut last = totals();
+        loop {
+            let now = self.now();
+            if now >= at {
+                return;
+            }
+            std::thread::sleep(Duration::from_nanos((at - now).min(1_000_000_000)));
+            if progress {
+                let (sent, received) = totals();
+                let p99 = {
+                    let tallies = lock(&self.tallies);
+                    let p99 = |t: &Arc<Mutex<Tally>>| lock(t).latency.value_at_quantile(0.99);
+                    tallies.iter().map(p99).max().unwrap_or(0)
+                };
+                eprint!(
+                    "\r{phase}: {:>9} msg/s sent, {:>9} msg/s received, p99 {:>8.1} µs (so far)   ",
+                    sent - last.0,
+                    received - last.1,
+                    p99 as f64 / 1e3
+                );
+                last = (sent, received);
+            }
+        }
+    }
+}
+
+/// State every connection and the main thread share.
+struct Shared {
+    phases: Phases,
     opened: AtomicU64,
     failed: AtomicU64,
     /// Connections that ended before the run stopped them.
@@ -77,7 +206,7 @@ struct Shared {
 
 impl Shared {
     fn now(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
+        self.phases.now()
     }
 
     fn note_error(&self, e: String) {
@@ -88,16 +217,21 @@ impl Shared {
     }
 }
 
+/// Every worker thread's tally.
+pub(crate) type Tallies = Mutex<Vec<Arc<Mutex<Tally>>>>;
+
 thread_local! {
-    /// This worker thread's tally, registered with the run on first use.
+    /// This worker thread's tally, registered with the run on first use (a process makes
+    /// one run).
     static TALLY: RefCell<Option<Arc<Mutex<Tally>>>> = const { RefCell::new(None) };
 }
 
-fn tally(shared: &Shared) -> Arc<Mutex<Tally>> {
+/// This worker thread's tally, registered in `tallies` on first use.
+pub(crate) fn tally(tallies: &Tallies) -> Arc<Mutex<Tally>> {
     TALLY.with(|t| {
         Arc::clone(t.borrow_mut().get_or_insert_with(|| {
             let tally = Arc::new(Mutex::new(Tally::new()));
-            lock(&shared.tallies).push(Arc::clone(&tally));
+            lock(tallies).push(Arc::clone(&tally));
             tally
         }))
     })
@@ -108,8 +242,9 @@ struct LoadConn {
     shared: Arc<Shared>,
     tally: Option<Arc<Mutex<Tally>>>,
     /// The message, its first bytes rewritten with the send time each time.
+    payload: Payload,
+    /// `--rpc`: the call, rewritten with its id each time.
     text: String,
-    bytes: Vec<u8>,
     /// When `connect` was called, for the handshake time.
     started: u64,
     /// Open loop: the intended time of the next message.
@@ -181,6 +316,34 @@ pub(crate) struct Payload {
 }
 
 impl Payload {
+    /// Writes `stamp` into the message's first bytes (binary: 8 bytes little-endian; text: 16
+    /// hex digits) and sends it.
+    pub(crate) fn send(&mut self, cx: &mut Context<'_>, stamp: u64) -> Result<(), SendError> {
+        if self.text.is_empty() {
+            self.bytes[..8].copy_from_slice(&stamp.to_le_bytes());
+            return cx.send_binary(&self.bytes);
+        }
+        let mut hex = [0u8; 16];
+        for (i, digit) in hex.iter_mut().enumerate() {
+            *digit = b"0123456789abcdef"[(stamp >> (60 - 4 * i)) as usize & 15];
+        }
+        self.text.replace_range(..16, std::str::from_utf8(&hex).expect("ASCII digits"));
+        cx.send_text(&self.text)
+    }
+
+    /// The stamp a message of this kind carries (as [`Payload::send`] wrote it), if any.
+    pub(crate) fn stamp(msg: &Message<'_>, binary: bool) -> Option<u64> {
+        match msg {
+            Message::Binary(b) if binary && b.len() >= 8 => {
+                Some(u64::from_le_bytes(b[..8].try_into().ok()?))
+            }
+            Message::Text(t) if !binary && t.len() >= 16 => {
+                u64::from_str_radix(t.get(..16)?, 16).ok()
+            }
+            _ => None,
+        }
+    }
+
     /// Binary: a fixed pseudo-random pattern seeded by `index`, compressible only as much as
     /// real binary data. Text: JSON-like records after 16 digits (room for a timestamp).
     pub(crate) fn new(size: usize, binary: bool, index: usize) -> Self {
@@ -209,9 +372,20 @@ impl Payload {
 
 impl LoadConn {
     fn new(shared: Arc<Shared>, index: usize) -> Self {
-        let Payload { text, bytes } = Payload::new(shared.size, shared.binary, index);
+        let payload = Payload::new(shared.size, shared.binary, index);
         let started = shared.now();
-        Self { shared, tally: None, text, bytes, started, next: 0, timer: None, index, last_id: 0 }
+        let text = String::new();
+        Self {
+            shared,
+            tally: None,
+            payload,
+            text,
+            started,
+            next: 0,
+            timer: None,
+            index,
+            last_id: 0,
+        }
     }
 
     fn send(&mut self, cx: &mut Context<'_>, stamp: u64) -> bool {
@@ -220,16 +394,8 @@ impl LoadConn {
             self.last_id = stamp.max(self.last_id + 1);
             calls.write(self.last_id, &mut self.text);
             cx.send_text(&self.text)
-        } else if self.shared.binary {
-            self.bytes[..8].copy_from_slice(&stamp.to_le_bytes());
-            cx.send_binary(&self.bytes)
         } else {
-            let mut hex = [0u8; 16];
-            for (i, digit) in hex.iter_mut().enumerate() {
-                *digit = b"0123456789abcdef"[(stamp >> (60 - 4 * i)) as usize & 15];
-            }
-            self.text.replace_range(..16, std::str::from_utf8(&hex).expect("ASCII digits"));
-            cx.send_text(&self.text)
+            self.payload.send(cx, stamp)
         };
         sent.is_ok()
     }
@@ -242,7 +408,7 @@ impl LoadConn {
         let mut t = lock(&tally);
         let now = self.shared.now();
         let window = self.window();
-        while self.next <= now && !self.shared.stop.load(Ordering::Relaxed) {
+        while self.next <= now && !self.shared.phases.is_stopped() {
             if self.send(cx, self.next) {
                 t.sent += 1;
                 if window.contains(&self.next) {
@@ -251,7 +417,7 @@ impl LoadConn {
             }
             self.next += interval;
         }
-        if !self.shared.stop.load(Ordering::Relaxed) {
+        if !self.shared.phases.is_stopped() {
             if let Some(timer) = self.timer.take() {
                 cx.cancel_timer(timer);
             }
@@ -260,8 +426,7 @@ impl LoadConn {
     }
 
     fn window(&self) -> std::ops::Range<u64> {
-        self.shared.window_start.load(Ordering::Relaxed)
-            ..self.shared.window_end.load(Ordering::Relaxed)
+        self.shared.phases.window()
     }
 
     fn start(&mut self, cx: &mut Context<'_>) {
@@ -287,24 +452,17 @@ impl LoadConn {
     }
 
     fn stamp(&self, msg: &Message<'_>) -> Option<u64> {
-        match msg {
-            Message::Text(t) if self.shared.calls.is_some() => {
-                self.shared.calls.as_ref()?.answer_id(t)
-            }
-            Message::Binary(b) if self.shared.binary && b.len() >= 8 => {
-                Some(u64::from_le_bytes(b[..8].try_into().ok()?))
-            }
-            Message::Text(t) if !self.shared.binary && t.len() >= 16 => {
-                u64::from_str_radix(&t[..16], 16).ok()
-            }
-            _ => None,
+        match (msg, &self.shared.calls) {
+            (Message::Text(t), Some(calls)) => calls.answer_id(t),
+            (_, Some(_)) => None,
+            (msg, None) => Payload::stamp(msg, self.shared.binary),
         }
     }
 }
 
 impl Handler for LoadConn {
     fn on_open(&mut self, cx: &mut Context<'_>) {
-        let tally = tally(&self.shared);
+        let tally = tally(&self.shared.phases.tallies);
         let handshake = self.shared.now() - self.started;
         if self.shared.interval.is_none() && self.shared.inflight == 0 {
             // Connect mode: the latency is the handshake's.
@@ -319,10 +477,10 @@ impl Handler for LoadConn {
 
     fn on_timer(&mut self, cx: &mut Context<'_>, _: TimerId) {
         self.timer = None;
-        if self.shared.stop.load(Ordering::Relaxed) {
+        if self.shared.phases.is_stopped() {
             return;
         }
-        if !self.shared.go.load(Ordering::Relaxed) {
+        if !self.shared.phases.is_going() {
             cx.set_timer(Duration::from_millis(1));
         } else if self.shared.interval.is_some() && self.next != 0 {
             self.pace(cx);
@@ -348,7 +506,7 @@ impl Handler for LoadConn {
                 _ => t.bad += 1,
             }
         }
-        if self.shared.stop.load(Ordering::Relaxed) {
+        if self.shared.phases.is_stopped() {
             return;
         }
         if self.shared.interval.is_some() {
@@ -361,7 +519,7 @@ impl Handler for LoadConn {
     }
 
     fn on_close(&mut self, _cx: &mut Context<'_>, close: CloseInfo<'_>) {
-        if !self.shared.stop.load(Ordering::Relaxed) {
+        if !self.shared.phases.is_stopped() {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
             self.shared
                 .note_error(format!("connection closed early: {} {}", close.code, close.reason));
@@ -379,8 +537,13 @@ impl Handler for LoadConn {
 pub(crate) struct RunResult {
     pub(crate) latency: Histogram<u64>,
     pub(crate) lag: Histogram<u64>,
-    /// Messages received in the window.
+    /// Messages received in the window (fanout: deliveries).
     pub(crate) messages: u64,
+    /// Fanout: events published in the window (by their stamps).
+    pub(crate) events: u64,
+    /// Fanout: deliveries that never came, over the whole run (events sent × subscribers
+    /// less deliveries received).
+    pub(crate) missed: u64,
     /// The window's length.
     pub(crate) window: Duration,
     pub(crate) opened: u64,
@@ -392,6 +555,8 @@ pub(crate) struct RunResult {
     pub(crate) connect_time: Duration,
     /// CPU nanoseconds in the window: the server's (if a PID was given) and ours.
     pub(crate) server_cpu_ns: Option<u64>,
+    /// The share of the server's CPU time spent in the kernel (`stime` of /proc/PID/stat).
+    pub(crate) server_kernel_share: Option<f64>,
     pub(crate) own_cpu_ns: u64,
     /// Connect mode: resident memory growth of the server and of this process, per connection.
     pub(crate) server_rss_per_conn: Option<f64>,
@@ -405,7 +570,12 @@ pub(crate) struct RunResult {
 /// The client side of every load connection: the URL, the deflate offer, no heartbeats, and
 /// limits that fit `--size`.
 pub(crate) fn connect_options(o: &Options) -> Result<Connect, String> {
-    let mut connect = Connect::new(&o.url).map_err(|e| e.to_string())?;
+    connect_to(o, &o.url)
+}
+
+/// [`connect_options`] for `url` rather than `--url`.
+pub(crate) fn connect_to(o: &Options, url: &str) -> Result<Connect, String> {
+    let mut connect = Connect::new(url).map_err(|e| e.to_string())?;
     if let Some((Dialect::Bidir, _)) = o.rpc {
         connect = connect.protocol(bidir::protocol::rpc::JSON_PROTOCOL);
     }
@@ -433,20 +603,17 @@ pub(crate) fn engine(o: &Options, max_connections: usize) -> Result<ServerHandle
 }
 
 pub(crate) fn run(o: &Options) -> Result<RunResult, String> {
-    if o.mode == Mode::Churn {
-        return churn::run(o);
+    match o.mode {
+        Mode::Churn => return churn::run(o),
+        Mode::Fanout => return fanout::run(o),
+        Mode::Echo | Mode::Connect => {}
     }
     let connect = connect_options(o)?;
     let engine = engine(o, o.conns + 16)?;
 
     let interval = o.rate.map(|rate| ((o.conns as f64 / rate) * 1e9).max(1.0) as u64);
     let shared = Arc::new(Shared {
-        epoch: Instant::now(),
-        go: AtomicBool::new(false),
-        stop: AtomicBool::new(false),
-        window_start: AtomicU64::new(u64::MAX),
-        window_end: AtomicU64::new(u64::MAX),
-        tallies: Mutex::new(Vec::new()),
+        phases: Phases::new(),
         opened: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         dropped: AtomicU64::new(0),
@@ -458,51 +625,14 @@ pub(crate) fn run(o: &Options) -> Result<RunResult, String> {
         interval: if o.mode == Mode::Connect { None } else { interval },
         conns: o.conns,
     });
-    let progress = !o.quiet;
 
     // Open the connections, at most `connect_window` handshakes at a time.
     let server_rss_before = o.server_pid.and_then(procfs::rss_bytes);
     let own_rss_before = procfs::rss_bytes(std::process::id());
-    let connect_start = Instant::now();
-    let settled = |s: &Shared| s.opened.load(Ordering::Relaxed) + s.failed.load(Ordering::Relaxed);
-    let mut last_print = Instant::now();
-    for i in 0..o.conns {
-        while i as u64 - settled(&shared) >= o.connect_window as u64 {
-            std::thread::sleep(Duration::from_micros(200));
-            if connect_start.elapsed()
-                > Duration::from_secs(60) + Duration::from_millis(10 * o.conns as u64)
-            {
-                return Err("connections do not open (timed out)".into());
-            }
-        }
-        engine
-            .connect(&connect, LoadConn::new(Arc::clone(&shared), i))
-            .map_err(|e| e.to_string())?;
-        if progress && last_print.elapsed() >= Duration::from_secs(1) {
-            eprint!(
-                "\rconnecting: {} open, {} failed   ",
-                shared.opened.load(Ordering::Relaxed),
-                shared.failed.load(Ordering::Relaxed)
-            );
-            last_print = Instant::now();
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while settled(&shared) < o.conns as u64 {
-        if Instant::now() > deadline {
-            return Err("connections do not open (timed out)".into());
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let connect_time = connect_start.elapsed();
+    let counts = || (shared.opened.load(Ordering::Relaxed), shared.failed.load(Ordering::Relaxed));
+    let connect_time =
+        connect_all(o, &engine, &connect, counts, |i| LoadConn::new(Arc::clone(&shared), i))?;
     let failed = shared.failed.load(Ordering::Relaxed);
-    if progress {
-        eprintln!(
-            "\rconnected: {} open, {failed} failed in {:.2} s",
-            shared.opened.load(Ordering::Relaxed),
-            connect_time.as_secs_f64()
-        );
-    }
     if failed > 0 && o.mode == Mode::Echo {
         let error = lock(&shared.first_error).clone().unwrap_or_default();
         engine.shutdown(Duration::from_secs(1));
@@ -511,9 +641,9 @@ pub(crate) fn run(o: &Options) -> Result<RunResult, String> {
 
     let mut server_rss_per_conn = None;
     let mut own_rss_per_conn = None;
-    let (window, messages, server_cpu_ns, own_cpu_ns);
+    let (measured, messages);
     match o.mode {
-        Mode::Churn => unreachable!("churn::run runs churn"),
+        Mode::Churn | Mode::Fanout => unreachable!("churn and fanout run on their own"),
         Mode::Connect => {
             // Let the server settle, then read the memory the connections took.
             std::thread::sleep(Duration::from_millis(500));
@@ -529,60 +659,40 @@ pub(crate) fn run(o: &Options) -> Result<RunResult, String> {
                 own_rss_per_conn = Some((after as f64 - before as f64) / opened);
             }
             std::thread::sleep(o.duration);
-            window = connect_time;
+            measured = Measured {
+                window: connect_time,
+                server_cpu_ns: None,
+                server_kernel_share: None,
+                own_cpu_ns: 0,
+            };
             messages = 0;
-            server_cpu_ns = None;
-            own_cpu_ns = 0;
         }
         Mode::Echo => {
-            let go = shared.now();
-            let start = go + o.warmup.as_nanos() as u64;
-            let end = start + o.duration.as_nanos() as u64;
-            shared.window_start.store(start, Ordering::Relaxed);
-            shared.window_end.store(end, Ordering::Relaxed);
-            shared.go.store(true, Ordering::Relaxed);
-            sleep_until(&shared, start, progress, "warm-up");
-            let cpu_before =
-                (o.server_pid.and_then(procfs::cpu_ns), procfs::cpu_ns(std::process::id()));
-            sleep_until(&shared, end, progress, "measuring");
-            let cpu_after =
-                (o.server_pid.and_then(procfs::cpu_ns), procfs::cpu_ns(std::process::id()));
-            shared.stop.store(true, Ordering::Relaxed);
-            if progress {
-                eprintln!();
-            }
-            window = Duration::from_nanos(end - start);
-            messages = tallied(&shared, |t| t.received_in_window);
-            server_cpu_ns = cpu_before.0.zip(cpu_after.0).map(|(b, a)| a.saturating_sub(b));
-            own_cpu_ns = cpu_after.1.zip(cpu_before.1).map_or(0, |(a, b)| a.saturating_sub(b));
+            measured = shared.phases.measure(o);
+            messages = shared.phases.tallied(|t| t.received_in_window);
             // Let the last echoes arrive before closing, so the server sees clean closes.
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-    shared.stop.store(true, Ordering::Relaxed);
+    shared.phases.stop.store(true, Ordering::Relaxed);
     engine.shutdown(Duration::from_secs(2));
 
-    let mut latency = histogram();
-    let mut lag = histogram();
-    let mut bad = 0;
-    for t in lock(&shared.tallies).iter() {
-        let t = lock(t);
-        latency.add(&t.latency).map_err(|e| format!("{e:?}"))?;
-        lag.add(&t.lag).map_err(|e| format!("{e:?}"))?;
-        bad += t.bad;
-    }
+    let (latency, lag, bad) = shared.phases.merged()?;
     Ok(RunResult {
         latency,
         lag,
         messages,
-        window,
+        events: 0,
+        missed: 0,
+        window: measured.window,
         opened: shared.opened.load(Ordering::Relaxed),
         failed: shared.failed.load(Ordering::Relaxed),
         errors: shared.dropped.load(Ordering::Relaxed) + bad,
         first_error: lock(&shared.first_error).clone(),
         connect_time,
-        server_cpu_ns,
-        own_cpu_ns,
+        server_cpu_ns: measured.server_cpu_ns,
+        server_kernel_share: measured.server_kernel_share,
+        own_cpu_ns: measured.own_cpu_ns,
         server_rss_per_conn,
         own_rss_per_conn,
         cycles: 0,
@@ -590,39 +700,55 @@ pub(crate) fn run(o: &Options) -> Result<RunResult, String> {
     })
 }
 
-/// Sent and received so far, over every worker.
-fn totals(shared: &Shared) -> (u64, u64) {
-    (tallied(shared, |t| t.sent), tallied(shared, |t| t.received))
-}
-
-fn tallied(shared: &Shared, f: impl Fn(&Tally) -> u64) -> u64 {
-    lock(&shared.tallies).iter().map(|t| f(&lock(t))).sum()
-}
-
-/// Sleeps until `at` (nanoseconds since the epoch), printing a progress line each second.
-fn sleep_until(shared: &Shared, at: u64, progress: bool, phase: &str) {
-    let mut last = totals(shared);
-    loop {
-        let now = shared.now();
-        if now >= at {
-            return;
+/// Opens `--conns` connections, `make(i)` the handler of the i-th, at most `--connect-window`
+/// handshakes in flight, and waits until each has opened or failed as `counts` (opened,
+/// failed) tells. Returns how long that took.
+///
+/// # Errors
+///
+/// A connection the engine refuses to start, or connections that take too long to settle.
+pub(crate) fn connect_all<H: Handler + Send>(
+    o: &Options,
+    engine: &ServerHandle,
+    connect: &Connect,
+    counts: impl Fn() -> (u64, u64),
+    mut make: impl FnMut(usize) -> H,
+) -> Result<Duration, String> {
+    let start = Instant::now();
+    let settled = || {
+        let (opened, failed) = counts();
+        opened + failed
+    };
+    let mut last_print = Instant::now();
+    for i in 0..o.conns {
+        while i as u64 - settled() >= o.connect_window as u64 {
+            std::thread::sleep(Duration::from_micros(200));
+            if start.elapsed()
+                > Duration::from_secs(60) + Duration::from_millis(10 * o.conns as u64)
+            {
+                return Err("connections do not open (timed out)".into());
+            }
         }
-        std::thread::sleep(Duration::from_nanos((at - now).min(1_000_000_000)));
-        if progress {
-            let (sent, received) = totals(shared);
-            let p99 = {
-                let tallies = lock(&shared.tallies);
-                tallies.iter().map(|t| lock(t).latency.value_at_quantile(0.99)).max().unwrap_or(0)
-            };
-            eprint!(
-                "\r{phase}: {:>9} msg/s sent, {:>9} msg/s received, p99 {:>8.1} µs (so far)   ",
-                sent - last.0,
-                received - last.1,
-                p99 as f64 / 1e3
-            );
-            last = (sent, received);
+        engine.connect(connect, make(i)).map_err(|e| e.to_string())?;
+        if !o.quiet && last_print.elapsed() >= Duration::from_secs(1) {
+            let (opened, failed) = counts();
+            eprint!("\rconnecting: {opened} open, {failed} failed   ");
+            last_print = Instant::now();
         }
     }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while settled() < o.conns as u64 {
+        if Instant::now() > deadline {
+            return Err("connections do not open (timed out)".into());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let took = start.elapsed();
+    if !o.quiet {
+        let (opened, failed) = counts();
+        eprintln!("\rconnected: {opened} open, {failed} failed in {:.2} s", took.as_secs_f64());
+    }
+    Ok(took)
 }
 
 #[cfg(test)]

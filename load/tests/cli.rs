@@ -248,3 +248,106 @@ fn rpc_mode_times_calls_and_counts_error_answers() {
     assert!(!ok);
     assert!(field(&stdout, "errors") > 0.0, "{stdout}");
 }
+
+/// A `/sub` connection: subscribed to `bench` on open if `subscribe`.
+struct Sub {
+    subscribe: bool,
+}
+impl Handler for Sub {
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        if self.subscribe {
+            cx.subscribe("bench");
+        }
+    }
+    fn on_message(&mut self, _cx: &mut Context<'_>, _msg: Message<'_>) {}
+}
+
+/// A `/pub` connection: publishes what it gets to `bench`.
+struct Pub;
+impl Handler for Pub {
+    fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
+        cx.publish("bench", msg);
+    }
+}
+
+/// The fanout servers of examples/rpc_echo: `Bench.publish` at /rpc, the engine's pub/sub at
+/// /sub and /pub (where subscribers are subscribed only if `subscribe`).
+fn pubsub_server(subscribe: bool) -> ServerHandle {
+    let mut config = ServerConfig::default();
+    config.workers = Some(2);
+    config.pin_workers = false;
+    let publish = |cx: &mut Context<'_>, (stamp,): (u64,)| {
+        bidir::rpc::publish(&cx.server(), "bench", &stamp).map_err(|e| e.to_string())
+    };
+    let services = bidir::rpc::Services::new().method("Bench.publish", publish);
+    Server::builder()
+        .bind("127.0.0.1:0")
+        .config(config)
+        .route("/rpc", services.hook())
+        .route("/sub", move |_req: &Request<'_>| Ok(Sub { subscribe }))
+        .route("/pub", |_req: &Request<'_>| Ok(Pub))
+        .start()
+        .unwrap()
+}
+
+#[test]
+fn fanout_delivers_every_event_to_every_subscriber() {
+    let server = pubsub_server(true);
+    let addr = server.local_addr();
+    let pid = std::process::id().to_string();
+    let timing = ["--duration", "0.5", "--warmup", "0.1", "--json", "--server-pid", &pid];
+    let rpc_url = format!("ws://{addr}/rpc");
+    let plain_url = format!("ws://{addr}/");
+    // Closed loop, both dialects, subscribers on two generator workers.
+    for dialect in [["--rpc", "bidir"], ["--pubsub", "plain"]] {
+        let url = if dialect[0] == "--rpc" { &rpc_url } else { &plain_url };
+        let args = ["--url", url, "--mode", "fanout", "--conns", "30", "--threads", "2"];
+        let (ok, stdout, stderr) = load(&[&args[..], &dialect[..], &timing[..]].concat());
+        assert!(ok, "{dialect:?}: {stderr}");
+        let events = field(&stdout, "events");
+        assert!(events >= 5.0, "{dialect:?}: {stdout}");
+        // Every event sent reached every subscriber once, in order.
+        assert_eq!((field(&stdout, "missed"), field(&stdout, "errors")), (0.0, 0.0), "{stdout}");
+        assert_eq!(field(&stdout, "opened"), 30.0, "{stdout}");
+        // Deliveries are counted by receipt time, events by stamp: off by the edges' events.
+        let deliveries = field(&stdout, "messages");
+        assert!((deliveries - 30.0 * events).abs() <= 60.0, "{deliveries} for {events}: {stdout}");
+        assert!(field(&stdout, "server_ns_per_msg") > 0.0, "{stdout}");
+        assert!(field(&stdout, "p50_us") > 0.0, "{stdout}");
+        assert!(stderr.contains("fanout closed loop to 30 subscribers"), "{stderr}");
+        assert!(stderr.contains("deliveries missed: 0"), "{stderr}");
+    }
+
+    // Open loop: about the asked rate of events, each to every subscriber.
+    let args = ["--url", &plain_url, "--mode", "fanout", "--pubsub", "plain", "--conns", "10"];
+    let (ok, stdout, stderr) = load(&[&args[..], &["--rate", "200"], &timing[..]].concat());
+    assert!(ok, "{stderr}");
+    let rate = field(&stdout, "events_per_sec");
+    assert!((150.0..250.0).contains(&rate), "{rate} events/s for 200 asked: {stdout}");
+    let deliveries = field(&stdout, "msgs_per_sec");
+    assert!((deliveries - 10.0 * rate).abs() <= 0.2 * deliveries, "{stdout}");
+    assert_eq!((field(&stdout, "missed"), field(&stdout, "errors")), (0.0, 0.0), "{stdout}");
+    assert!(stderr.contains("send lag"), "{stderr}");
+}
+
+#[test]
+fn fanout_counts_missed_deliveries_and_fails() {
+    // Subscribers that the server never subscribes: the first event reaches no one.
+    let server = pubsub_server(false);
+    let url = format!("ws://{}/", server.local_addr());
+    let args = ["--url", &url, "--mode", "fanout", "--pubsub", "plain", "--conns", "5"];
+    let (ok, stdout, stderr) =
+        load(&[&args[..], &["--duration", "0.2", "--warmup", "0", "--json"]].concat());
+    assert!(!ok, "{stdout}");
+    assert_eq!(field(&stdout, "events"), 1.0, "one event, stalled: {stdout}");
+    assert_eq!(field(&stdout, "missed"), 5.0, "{stdout}");
+    assert!(stderr.contains("deliveries missed: 5"), "{stderr}");
+
+    // The rpc dialect against a server without the publishing method: the calls' error
+    // answers are errors.
+    let url = format!("ws://{}/rpc", server.local_addr());
+    let args = ["--url", &url, "--mode", "fanout", "--rpc", "bidir", "--conns", "2"];
+    let (ok, stdout, _) =
+        load(&[&args[..], &["--method", "Bench.nothing", "--duration", "0.2", "--json"]].concat());
+    assert!(!ok && field(&stdout, "errors") > 0.0, "{stdout}");
+}

@@ -2,6 +2,7 @@
 // Shared start-up helpers for the Node peer echo servers (benchmark comparison only).
 
 const fs = require('fs');
+const path = require('path');
 
 const DEFAULT_PORT = 9001;
 const MAX_PAYLOAD = 16 * 1024 * 1024;
@@ -40,4 +41,22 @@ function checkFdLimit(name) {
   }
 }
 
-module.exports = { DEFAULT_PORT, MAX_PAYLOAD, parsePort, checkFdLimit };
+// uWebSockets.js comes from @trufflesuite/uws-js-unofficial, which ships native
+// binaries for Node ABIs 93/108/115 (Node 16/18/20). Its package entry point
+// silently falls back to a slow pure-JS implementation when the native binary
+// does not load, so this loads the native binary directly and exits if it
+// cannot. Returns the module and the binary's file name.
+function loadUws(name) {
+  const pkgDir = path.dirname(require.resolve('uWebSockets.js/package.json'));
+  const binary = path.join(pkgDir, 'binaries',
+    `uws_${process.platform}_${process.arch}_${process.versions.modules}.node`);
+  try {
+    return { uWS: require(binary), native: path.basename(binary) };
+  } catch (e) {
+    console.error(`${name}: native uWebSockets.js binary not loadable for node ${process.version} (ABI ${process.versions.modules}): ${e.message}`);
+    console.error(`${name}: use Node 20 (ABI 115), 18 (108) or 16 (93); scripts/peers/build.sh provisions Node 20`);
+    process.exit(1);
+  }
+}
+
+module.exports = { DEFAULT_PORT, MAX_PAYLOAD, parsePort, checkFdLimit, loadUws };
