@@ -1,14 +1,16 @@
 //! The browser module (`bidir::rpc::BROWSER_MODULE`) driven in headless Chromium by
 //! scripts/browser/rpc-check.js against the services below, over a real socket: call results,
 //! every error code a page sees, timeouts, callbacks with and without answers, batches both
-//! ways, events, release, and reconnection with the callback-passing calls replayed.
+//! ways (and cut under the server's message limit), events, release both ways, and
+//! reconnection: its backoff against a server that closes at once, subscriptions made again,
+//! and the accepted callback-passing calls replayed.
 //!
 //! Ignored by plain `cargo test` (it needs node, playwright-core and Chromium);
 //! scripts/browser/check.sh runs it with `--ignored` after installing them.
 
 use std::fmt;
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,7 +18,7 @@ use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use bidir::rpc::{CallError, Callback, Reply, Services};
-use bidir::{CloseCode, HttpResponse, Request, Server};
+use bidir::{Accept, CloseCode, Context, Handler, HttpResponse, Request, Server};
 
 mod util;
 
@@ -30,8 +32,19 @@ struct Seen {
     live: Mutex<Vec<Callback>>,
     registrations: AtomicU64,
     releases: AtomicU64,
-    /// Replies `Test.never` holds unanswered, by label.
+    /// Replies `Test.never` and `Test.stall` hold unanswered, by label.
     held: Mutex<Vec<(String, Reply)>>,
+    /// Whether topic "once" was subscribed to: it is refused after that.
+    once: AtomicBool,
+}
+
+/// A connection closed as soon as it opens (a server refusing pages, overloaded).
+struct Slam;
+
+impl Handler for Slam {
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        let _ = cx.close(CloseCode::TRY_AGAIN_LATER, "overloaded");
+    }
 }
 
 /// A service error whose value (the answer's `data`) is `{"max": N}`.
@@ -53,8 +66,10 @@ fn services(seen: &Arc<Seen>) -> Services {
     let s = |seen: &Arc<Seen>| Arc::clone(seen);
     let (register, count, tick, never, cancelled, released) =
         (s(seen), s(seen), s(seen), s(seen), s(seen), s(seen));
+    let (stall, once) = (s(seen), s(seen));
     Services::new()
         .method("Test.add", |_cx, (a, b): (i64, i64)| Ok::<_, String>(a + b))
+        .method("Test.length", |_cx, (text,): (String,)| Ok::<_, String>(text.len()))
         .method("Test.full", |_cx, (): ()| Err::<(), _>(RoomFull(8)))
         .method("Test.boom", |_cx, (): ()| -> Result<(), String> { panic!("boom") })
         .method("Test.register", move |_cx, (callback,): (Callback,)| {
@@ -95,6 +110,12 @@ fn services(seen: &Arc<Seen>) -> Services {
         .deferred("Test.never", move |_cx, (label,): (String,), reply: Reply| {
             never.held.lock().unwrap().push((label, reply));
         })
+        // Registers the callback like Test.register, and never answers.
+        .deferred("Test.stall", move |_cx, (callback,): (Callback,), reply: Reply| {
+            stall.live.lock().unwrap().push(callback);
+            stall.registrations.fetch_add(1, Ordering::Relaxed);
+            stall.held.lock().unwrap().push(("stall".to_owned(), reply));
+        })
         .method("Test.cancelled", move |_cx, (label,): (String,)| {
             let held = cancelled.held.lock().unwrap();
             Ok::<_, String>(held.iter().any(|(l, reply)| *l == label && reply.is_cancelled()))
@@ -106,8 +127,9 @@ fn services(seen: &Arc<Seen>) -> Services {
         .method("Test.close", |cx, (): ()| {
             cx.close(CloseCode::SERVICE_RESTART, "test").map_err(|e| e.to_string())
         })
-        .authorize_subscribe(|_cx, topic| match topic {
+        .authorize_subscribe(move |_cx, topic| match topic {
             "staff" => Err("not a member of staff".to_owned()),
+            "once" if once.once.swap(true, Ordering::Relaxed) => Err("only once".to_owned()),
             _ => Ok(()),
         })
         // Pages may publish on "open" only.
@@ -131,6 +153,9 @@ fn the_browser_module_in_chromium() {
         .http("/", |_req: &Request<'_>| HttpResponse::html(PAGE))
         .http("/bidir.js", bidir::rpc::serve_module)
         .route("/rpc", services(&seen).hook())
+        .route("/slam", |_req: &Request<'_>| {
+            Ok::<_, HttpResponse>(Accept::new(Slam).protocol(bidir::protocol::rpc::JSON_PROTOCOL))
+        })
         .start()
         .unwrap();
     let url = format!("http://{}/", server.local_addr());
@@ -152,11 +177,12 @@ fn the_browser_module_in_chromium() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "rpc-check.js failed: {status}");
-    // The page registered one callback, which its replayed call registered again after the
-    // reconnection; every registration was released exactly once by the end.
+    // The page registered a callback it released, one that its replayed call registered
+    // again after the reconnection, one it forgot (released when invoked), and two that it
+    // did not replay; every registration was released exactly once by the end.
     assert!(util::wait_until(Duration::from_secs(10), || server.connections() == 0));
-    assert_eq!(seen.registrations.load(Ordering::Relaxed), 3);
-    assert_eq!(seen.releases.load(Ordering::Relaxed), 3);
+    assert_eq!(seen.registrations.load(Ordering::Relaxed), 6);
+    assert_eq!(seen.releases.load(Ordering::Relaxed), 6);
     assert!(seen.live.lock().unwrap().is_empty());
     server.shutdown(Duration::from_secs(5));
 }

@@ -1,9 +1,13 @@
 // Drives the browser module (/bidir.js) in headless Chromium against the test services of
 // tests/browser.rs, which starts the server and runs this script: call results, error codes,
-// service proxies, batches both ways, callbacks with and without answers, releases both ways,
-// a timeout (and its cancel), events, and reconnection after the server closes the connection
-// (in-flight calls fail with `disconnected`; the topic is subscribed again and the call that
-// passed a live callback replayed). Usage: node rpc-check.js URL
+// service proxies, batches both ways (cut under the server's message limit), callbacks with
+// and without answers, releases both ways (also of a proxy the page forgot), a timeout (and its
+// cancel), events, and reconnection after the server closes the connection (in-flight calls
+// fail with `disconnected`; the topic is subscribed again and the accepted call that passed a
+// live callback replayed, not a call that failed; subscriptions cut by the drop settle on the
+// next connection, a refusal then goes to onerror), the backoff against a server that closes
+// every connection at once, request ids wrapping at 2^53 - 1, and close. Usage: node
+// rpc-check.js URL
 const assert = require('node:assert/strict');
 const { chromium } = require('playwright-core');
 const [url] = process.argv.slice(2);
@@ -30,8 +34,10 @@ const [url] = process.argv.slice(2);
       (ok) => ({ ok }),
       (e) => ({ name: e.name, code: e.code, message: e.message, data: e.data }),
     );
+    // Polls `f` (which may be async) until it is true.
     window.waitFor = async (what, f, ms = 5000) => {
-      for (const end = performance.now() + ms; !f(); await new Promise((r) => setTimeout(r, 10))) {
+      for (const end = performance.now() + ms; !(await f());
+        await new Promise((r) => setTimeout(r, 10))) {
         if (performance.now() > end) throw new Error(`waited ${ms} ms for ${what}`);
       }
     };
@@ -105,6 +111,19 @@ const [url] = process.argv.slice(2);
       `no batch of three calls sent: ${sent}`);
     assert.ok(received.some((f) => f.startsWith('[["cb",') && f.split('"tick"').length === 4),
       `no batch of three invocations received: ${received}`);
+  });
+
+  await check('batches stay under the server\'s message limit', async () => {
+    // 40 calls of 30 000 characters made in one turn: 1.2 MB, over the server's 1 MiB.
+    const text = 'x'.repeat(30000);
+    const calls = Array.from({ length: 40 }, () => settle(rpc.call('Test.length', text)));
+    return { lengths: await Promise.all(calls), states };
+  }, (got) => {
+    assert.deepEqual(got.lengths, Array(40).fill({ ok: 30000 }));
+    assert.deepEqual(got.states, ['open']); // not closed with 1009
+    const frames = sent.filter((f) => f.includes('"Test.length"'));
+    assert.equal(frames.length, 20, 'two calls a batch');
+    assert.ok(frames.every((f) => f.length <= 64 << 10), 'no batch over 64 KiB');
   });
 
   await check('released by the server when it lets go, by the page with release', async () => {
@@ -231,13 +250,118 @@ const [url] = process.argv.slice(2);
       `no batch of the re-subscription and the replay: ${sent}`);
   });
 
+  await check('a proxy the page forgot is released when the server invokes it', async () => {
+    const ghost = { tick() {} };
+    const live = async () => (await rpc.call('Test.registrations'))[1];
+    const before = await live();
+    // In one batch: the server drops its proxy (and tells the page), then takes the callback
+    // again; the page forgets it on that release, and the server holds a proxy of nothing.
+    await Promise.all([rpc.call('Test.drop', ghost), rpc.call('Test.register', ghost)]);
+    await waitFor('the release', () => !rpc.isLive(ghost));
+    const held = await live();
+    const ticked = await rpc.call('Test.tick', 8); // the page answers the tick with a release
+    await waitFor('the server\'s release hook', async () => await live() === before, 3000);
+    return { before, held, ticked };
+  }, (got) => {
+    assert.equal(got.held, got.before + 1);
+    assert.equal(got.ticked, got.before + 1);
+  });
+
+  await check('only calls the server accepted are replayed', async () => {
+    const quick = await bidir.connect('/rpc', { timeout: 300, reconnect: { min: 50, max: 10000 } });
+    const registrations = () => quick.call('Test.registrations');
+    const [before, live] = await registrations();
+    // Each registers its callback and never answers: one times out, one is cut by the close.
+    const timedOut = await settle(quick.call('Test.stall', { tick() {} }));
+    const cut = settle(quick.call('Test.stall', { tick() {} }));
+    await settle(quick.call('Test.close'));
+    await waitFor('the reconnection', () => quick.state === 'open');
+    // Replays go first on a new connection: they would have been counted by now.
+    const [after] = await registrations();
+    // Both were released with the old connection, and not registered again.
+    await waitFor('the releases', async () => (await registrations())[1] === live, 3000);
+    quick.close();
+    return { before, after, timedOut, cut: await cut };
+  }, (got) => {
+    assert.equal(got.timedOut.code, 'timeout');
+    assert.equal(got.cut.code, 'disconnected');
+    assert.equal(got.after, got.before + 2);
+  });
+
+  await check('subscriptions cut by a drop settle on the next connection', async () => {
+    const errors = [];
+    const subs = await bidir.connect('/rpc', {
+      reconnect: { min: 50, max: 10000 },
+      onerror: (e, about) => errors.push({ code: e.code, about }),
+    });
+    await subs.subscribe('once', () => {}); // accepted this time only
+    const late = [];
+    // In one batch after the close: the connection ends before their answers.
+    const closed = settle(subs.call('Test.close'));
+    const accepted = subs.subscribe('late', (data) => late.push(data)).then(() => subs.state);
+    const refused = settle(subs.subscribe('staff', () => {}));
+    await closed;
+    const got = { accepted: await accepted, refused: await refused };
+    await waitFor('the refusal of once', () => errors.length === 1);
+    await subs.call('Test.publish', 'late', { n: 5 });
+    await waitFor('the late event', () => late.length === 1);
+    Object.assign(got, { errors, late, once: await subs.unsubscribe('once') });
+    subs.close();
+    return got;
+  }, (got) => {
+    assert.equal(got.accepted, 'open'); // resolved on the new connection's `ok`
+    assert.equal(got.refused.code, 'unauthorized');
+    assert.deepEqual(got.errors, [{ code: 'unauthorized', about: { topic: 'once' } }]);
+    assert.deepEqual(got.late, [{ n: 5 }]);
+    assert.equal(got.once, false); // forgotten
+  });
+
+  await check('a server that closes at once is retried ever later', async () => {
+    const tries = [];
+    const slam = await bidir.connect('/slam', {
+      reconnect: { min: 40, max: 640 },
+      onstate: (state, detail) => state === 'reconnecting' && tries.push(detail),
+    });
+    await waitFor('five tries', () => tries.length >= 5);
+    slam.close();
+    return tries.slice(0, 5);
+  }, (tries) => {
+    // Doubled from 40 ms on each (jitter: half to all of it), though each connection opened.
+    tries.forEach(({ code, delay }, i) => {
+      assert.equal(code, 1013);
+      assert.ok(delay >= 20 * 2 ** i && delay <= 40 * 2 ** i, `try ${i}: ${delay} ms`);
+    });
+  });
+
+  await check('request ids wrap at 2^53 - 1', async () => {
+    const wrap = await bidir.connect('/rpc', { firstId: 2 ** 53 - 2 });
+    const sums = await Promise.all([1, 2, 3].map((n) => wrap.call('Test.add', n, 0)));
+    wrap.close();
+    let bad;
+    try {
+      bidir.connect('/rpc', { firstId: 2 ** 53 });
+    } catch (e) {
+      bad = e.name;
+    }
+    return { sums, bad };
+  }, (got) => {
+    assert.deepEqual(got.sums, [1, 2, 3]);
+    assert.equal(got.bad, 'RangeError');
+    const ids = '[["call",9007199254740990,"Test.add",[1,0]],'
+      + '["call",9007199254740991,"Test.add",[2,0]],["call",0,"Test.add",[3,0]]]';
+    assert.ok(sent.includes(ids), 'no batch of ids 2^53 - 2, 2^53 - 1, 0');
+  });
+
   await check('close', async () => {
     rpc.close();
-    return { state: rpc.state, after: await settle(rpc.call('Test.add', 1, 1)), states };
+    return { state: rpc.state, after: await settle(rpc.call('Test.add', 1, 1)), states,
+             live: rpc.isLive(member), sub: await settle(rpc.subscribe('news', () => {})) };
   }, (got) => {
     assert.equal(got.state, 'closed');
     assert.equal(got.after.code, 'disconnected');
     assert.deepEqual(got.states, ['open', 'reconnecting', 'open', 'closed']);
+    assert.equal(got.live, false); // released with the connection
+    assert.equal(got.sub.code, 'disconnected');
   });
   await browser.close();
 })().catch((e) => { console.error(e); process.exit(1); });

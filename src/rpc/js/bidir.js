@@ -13,8 +13,8 @@
 // anywhere in a call's arguments, is a callback: the server may invoke its methods until it is
 // released. When the connection drops, requests in flight fail with `disconnected`; the module
 // reconnects with backoff, subscribes its topics again and replays, in their order, the calls
-// that passed callbacks still live, so the server gets them back (docs/rpc.md, "The browser
-// module").
+// the server accepted that passed callbacks still live, so the server gets them back
+// (docs/rpc.md, "The browser module").
 
 /** The subprotocol this module speaks. */
 export const PROTOCOL = 'bidir.json.v1';
@@ -27,6 +27,15 @@ export const DEFAULT_RECONNECT = Object.freeze({ min: 250, max: 10000 });
 
 /** The most messages one batch carries (docs/rpc.md); more go out in several. */
 const MAX_BATCH = 1024;
+
+/** A batch is cut before it passes this many characters (at most three times as many bytes of
+ *  UTF-8), as the server's own batches are: gathering never makes a message over the server's
+ *  limit (1 MiB by default). A single longer message goes alone. */
+const BATCH_CHARS = 64 << 10;
+
+/** The largest request or callback id, 2^53 − 1: the integers a JavaScript number holds
+ *  exactly (docs/rpc.md, "Ids"). The next one is 0 again. */
+const MAX_ID = Number.MAX_SAFE_INTEGER;
 
 /** Why a request failed: `code` is an error code of docs/rpc.md (`service`, `timeout`,
  *  `disconnected`, …), `data` the service's error value when it sent one. Throw one from a
@@ -49,7 +58,11 @@ export class RpcError extends Error {
  *   answer is dropped (counted in `lateAnswers`);
  * - `reconnect`: `{min, max}` delays in ms (default DEFAULT_RECONNECT), or false: no reconnection;
  * - `onstate(state, detail)`: told 'open', 'reconnecting' (detail: {code, reason, delay} — the
- *   close code and reason, the ms until the next try) and 'closed'.
+ *   close code and reason, the ms until the next try) and 'closed';
+ * - `onerror(error, about)`: told the failures no promise carries: a topic refused when
+ *   subscribed again after a reconnection (about: {topic}; the topic is forgotten), a replayed
+ *   call that failed (about: {method}). By default they are logged;
+ * - `firstId`: the first request id (default 0; tests use it to see ids wrap at 2^53 − 1).
  */
 export function connect(url, options = {}) {
   return Rpc.connect(url, options);
@@ -61,18 +74,21 @@ class Rpc {
   #timeout;
   #reconnect;
   #onstate;
+  #onerror;
   #ws = null;
   #state = 'connecting';
   #opened = false;            // whether a connection was ever open (then drops reconnect)
-  #tries = 0;                 // failed tries since the last open, for the backoff
+  #openedAt = null;           // when the open connection opened (performance.now())
+  #tries = 0;                 // failed tries in a row (a short connection is one), for the backoff
   #retry = null;              // the reconnection timer
-  #nextId = 0;                // our request ids
+  #nextId;                    // our request ids
   #requests = new Map();      // request id → { resolve, reject, timer, replay }
   #nextCallback = 0;          // our callback ids
   #callbacks = new Map();     // callback id → object
   #callbackIds = new Map();   // object → callback id
-  #replays = [];              // calls that passed callbacks: { tag, method, args, callbacks }
-  #topics = new Map();        // topic → { listeners: Set, ready: Promise }
+  #made = 0;                  // calls and notes that passed callbacks, numbered in order
+  #replays = [];              // those to replay, in order: { tag, method, args, callbacks, seq }
+  #topics = new Map();        // topic → subscription()
   #queue = [];                // messages (JSON text) to send on this turn
   #description = null;        // promise of rpc.describe's answer, per connection
 
@@ -90,6 +106,11 @@ class Rpc {
     const reconnect = options.reconnect;
     this.#reconnect = reconnect === false ? null : { ...DEFAULT_RECONNECT, ...reconnect };
     this.#onstate = options.onstate ?? (() => {});
+    this.#onerror = options.onerror ?? ((e, about) => console.warn('bidir:', about, e));
+    this.#nextId = options.firstId ?? 0;
+    if (!Number.isSafeInteger(this.#nextId) || this.#nextId < 0) {
+      throw new RangeError(`firstId ${options.firstId}: not an integer from 0 to 2^53 - 1`);
+    }
   }
 
   /** 'connecting', 'open', 'reconnecting' or 'closed'. */
@@ -97,21 +118,22 @@ class Rpc {
     return this.#state;
   }
 
-  /** Calls `method` ('Service.method') with `args`; resolves with its value. */
+  /** Calls `method` ('Service.method') with `args`; resolves with its value. A call that
+   *  passed callbacks is replayed on reconnections once the server answered it `ok`. */
   call(method, ...args) {
     return this.#request(`call ${method}`, () => {
       const { text, callbacks } = this.#encode(args);
-      const replay = callbacks.length ? { tag: 'call', method, args: text, callbacks } : null;
-      if (replay) this.#replays.push(replay);
+      const replay = callbacks.length ? this.#replay('call', method, text, callbacks) : null;
       return { message: (id) => `["call",${id},${JSON.stringify(method)},${text}]`, replay };
     });
   }
 
-  /** Calls `method` without wanting an answer. Throws RpcError `disconnected` while not open. */
+  /** Calls `method` without wanting an answer. Throws RpcError `disconnected` while not open.
+   *  A note that passed callbacks is replayed on reconnections. */
   notify(method, ...args) {
     this.#mustBeOpen(`note ${method}`);
     const { text, callbacks } = this.#encode(args);
-    if (callbacks.length) this.#replays.push({ tag: 'note', method, args: text, callbacks });
+    if (callbacks.length) this.#keep(this.#replay('note', method, text, callbacks));
     this.#send(`["note",${JSON.stringify(method)},${text}]`);
   }
 
@@ -130,22 +152,20 @@ class Rpc {
     return this.#callbackIds.has(obj);
   }
 
-  /** Calls `fn(data, topic)` for every event of `topic`. Resolves once the server accepted
-   *  the subscription (at once while disconnected: it is made on reconnection); a refusal
-   *  rejects and forgets the topic's listeners. */
+  /** Calls `fn(data, topic)` for every event of `topic`. Resolves once the server answered
+   *  `ok` to the subscription. Made while disconnected, or cut by a drop, it is made on the
+   *  next connection, and resolves then. A refusal (or a timeout) rejects and forgets the
+   *  topic's listeners; `close()` and `unsubscribe` before the answer reject too. */
   async subscribe(topic, fn) {
+    if (this.#state === 'closed') throw new RpcError('disconnected', `closed: sub ${topic}`);
     let entry = this.#topics.get(topic);
     if (!entry) {
-      entry = { listeners: new Set(), ready: this.#subscribe(topic) };
+      entry = subscription();
       this.#topics.set(topic, entry);
+      if (this.#state === 'open') this.#subscribe(topic, entry);
     }
     entry.listeners.add(fn);
-    try {
-      await entry.ready;
-    } catch (e) {
-      if (this.#topics.get(topic) === entry) this.#topics.delete(topic);
-      throw e;
-    }
+    return entry.ready;
   }
 
   /** Stops calling `fn` (every listener if omitted) for `topic`; the last one gone, the
@@ -158,6 +178,7 @@ class Rpc {
       if (entry.listeners.size) return true;
     }
     this.#topics.delete(topic);
+    entry.settle(new RpcError('cancelled', `unsubscribed from ${topic} before the answer`));
     if (this.#state !== 'open') return true;
     return this.#request(`unsub ${topic}`, () => ({
       message: (id) => `["unsub",${id},${JSON.stringify(topic)}]`,
@@ -198,7 +219,8 @@ class Rpc {
     return Object.freeze(proxy);
   }
 
-  /** Closes the connection for good (1000): requests in flight fail with `disconnected`. */
+  /** Closes the connection for good (1000): requests in flight fail with `disconnected`,
+   *  every callback is released (the server released them with the connection). */
   close() {
     if (this.#state === 'closed') return;
     this.#reconnect = null;
@@ -232,16 +254,10 @@ class Rpc {
   /** The connection opened: subscribe again, replay the calls that passed live callbacks. */
   #connected() {
     this.#opened = true;
-    this.#tries = 0;
+    this.#openedAt = performance.now();
     this.#description = null;
     this.#setState('open');
-    for (const [topic, entry] of this.#topics) {
-      entry.ready = this.#subscribe(topic);
-      entry.ready.catch((e) => {
-        console.warn(`bidir: subscribing again to ${topic} failed:`, e);
-        if (this.#topics.get(topic) === entry) this.#topics.delete(topic);
-      });
-    }
+    for (const [topic, entry] of this.#topics) this.#subscribe(topic, entry);
     const released = new Set();
     for (const replay of this.#replays) {
       for (const id of replay.callbacks) if (!this.#callbacks.has(id)) released.add(id);
@@ -252,7 +268,10 @@ class Rpc {
       this.#request(`call ${replay.method} (replayed)`, () => ({
         message: (id) => `["call",${id},${JSON.stringify(replay.method)},${replay.args}]`,
         replay,
-      })).catch((e) => console.warn(`bidir: replaying ${replay.method} failed:`, e));
+      })).catch((e) => {
+        // Dropped again: replayed on the next connection.
+        if (e.code !== 'disconnected') this.#report(e, { method: replay.method });
+      });
     }
     // A replayed call may name a callback released since: the server forgets it at once.
     for (const id of released) this.#send(`["release",${id}]`);
@@ -270,8 +289,12 @@ class Rpc {
       request.reject(error);
     }
     this.#requests.clear();
-    if (!this.#opened || !this.#reconnect) return this.#setState('closed');
+    if (!this.#opened || !this.#reconnect) return this.#closed(error);
     const { min, max } = this.#reconnect;
+    // A connection the server ends soon after it opened (refused, overloaded) is a failed try:
+    // such a server is not retried at the shortest delay for ever.
+    if (this.#openedAt !== null && performance.now() - this.#openedAt >= max) this.#tries = 0;
+    this.#openedAt = null;
     const delay = Math.min(max, min * 2 ** this.#tries++);
     // Jitter: the clients of a restarted server do not all come back at the same instant.
     const jittered = Math.round(delay * (0.5 + Math.random() / 2));
@@ -279,13 +302,25 @@ class Rpc {
     this.#retry = setTimeout(() => this.#open(), jittered);
   }
 
+  /** Closed for good: the callbacks are gone (the server released them with the connection),
+   *  nothing is replayed, and subscriptions still waiting for an answer fail with `error`. */
+  #closed(error) {
+    this.#callbacks.clear();
+    this.#callbackIds.clear();
+    this.#replays = [];
+    for (const entry of this.#topics.values()) entry.settle(error);
+    this.#topics.clear();
+    this.#setState('closed');
+  }
+
   #setState(state, detail) {
     this.#state = state;
-    try {
-      this.#onstate(state, detail);
-    } catch (e) {
-      console.error('bidir: onstate failed:', e);
-    }
+    tell('onstate', this.#onstate, state, detail);
+  }
+
+  /** A failure no promise carries, told to `onerror`. */
+  #report(error, about) {
+    tell('onerror', this.#onerror, error, about);
   }
 
   #mustBeOpen(what) {
@@ -300,7 +335,8 @@ class Rpc {
     return new Promise((resolve, reject) => {
       this.#mustBeOpen(what);
       const { message, replay } = make();
-      const id = this.#nextId++;
+      const id = this.#nextId;
+      this.#nextId = following(id);
       const expire = () => {
         this.#requests.delete(id);
         this.#send(`["cancel",${id}]`); // the server may stop the work
@@ -313,14 +349,18 @@ class Rpc {
     });
   }
 
-  #subscribe(topic) {
-    if (this.#state !== 'open') return Promise.resolve(); // made on reconnection
-    return this.#request(`sub ${topic}`, () => ({
+  /** Sends `topic`'s `sub`. Its answer settles `entry`'s promise; a refusal forgets the topic
+   *  (told to onerror when the promise was settled already, by an earlier connection's `ok`);
+   *  after a drop, the next connection sends it again. */
+  #subscribe(topic, entry) {
+    this.#request(`sub ${topic}`, () => ({
       message: (id) => `["sub",${id},${JSON.stringify(topic)}]`,
     })).then(
-      () => undefined,
+      () => entry.settle(),
       (e) => {
-        if (e.code !== 'disconnected') throw e; // else made on reconnection
+        if (e.code === 'disconnected') return;
+        if (this.#topics.get(topic) === entry) this.#topics.delete(topic);
+        if (!entry.settle(e)) this.#report(e, { topic });
       },
     );
   }
@@ -335,8 +375,8 @@ class Rpc {
   #flush() {
     const queue = this.#queue;
     this.#queue = [];
-    for (let i = 0; i < queue.length && this.#ws; i += MAX_BATCH) {
-      const part = queue.slice(i, i + MAX_BATCH);
+    for (const part of batches(queue)) {
+      if (!this.#ws) return;
       this.#ws.send(part.length === 1 ? part[0] : `[${part.join(',')}]`);
     }
   }
@@ -348,7 +388,8 @@ class Rpc {
       if (!isCallbackObject(value)) return value;
       let id = this.#callbackIds.get(value);
       if (id === undefined) {
-        id = this.#nextCallback++;
+        id = this.#nextCallback;
+        this.#nextCallback = following(id);
         this.#callbacks.set(id, value);
         this.#callbackIds.set(value, id);
       }
@@ -356,6 +397,20 @@ class Rpc {
       return { $cb: id };
     });
     return { text, callbacks };
+  }
+
+  /** A call or note that passed `callbacks`, to replay on reconnections once kept. */
+  #replay(tag, method, args, callbacks) {
+    return { tag, method, args, callbacks, seq: this.#made++ };
+  }
+
+  /** Keeps `replay` for the next connections, in the order the calls were made, unless it is
+   *  kept already or none of its callbacks is live any more. */
+  #keep(replay) {
+    if (this.#replays.includes(replay)) return;
+    if (!replay.callbacks.some((id) => this.#callbacks.has(id))) return;
+    const at = this.#replays.findIndex((r) => r.seq > replay.seq);
+    this.#replays.splice(at < 0 ? this.#replays.length : at, 0, replay);
   }
 
   /** Forgets callback `id`, and the replays left with no live callback. */
@@ -418,17 +473,22 @@ class Rpc {
     }
     this.#requests.delete(id);
     clearTimeout(request.timer);
-    if (!error) return request.resolve(value);
-    // Refused: the server did not keep the callbacks, so the call is not replayed.
-    if (request.replay) this.#replays = this.#replays.filter((r) => r !== request.replay);
-    request.reject(error);
+    // Accepted: the server keeps the callbacks, and gets them back after a reconnection.
+    // Refused: it did not keep them, so the call is not replayed (any more).
+    if (request.replay && error) this.#replays = this.#replays.filter((r) => r !== request.replay);
+    else if (request.replay) this.#keep(request.replay);
+    if (error) request.reject(error);
+    else request.resolve(value);
   }
 
   /** The server invokes `method` of callback `cb`, answering request `id` if there is one. */
   async #invoke(cb, method, args, id) {
     const ws = this.#ws;
     const obj = this.#callbacks.get(cb);
-    // Invocations sent before the server saw our release: nobody to run them.
+    // Nobody to run it: an invocation sent before the server saw our release, or the server
+    // holds a proxy we forgot (its release crossed a new use of the callback). Our release
+    // makes it drop that proxy, and run its release hook; a second one is ignored.
+    if (!obj) this.#send(`["release",${cb}]`);
     if (!obj && id === undefined) return;
     let answer;
     try {
@@ -450,12 +510,56 @@ class Rpc {
 
   #event(topic, data) {
     for (const fn of this.#topics.get(topic)?.listeners ?? []) {
-      try {
-        fn(data, topic);
-      } catch (e) {
-        console.error(`bidir: a listener of ${topic} failed:`, e);
-      }
+      tell(`a listener of ${topic}`, fn, data, topic);
     }
+  }
+}
+
+/** A topic's listeners and the promise `subscribe` returns: `settle(error)` settles it, once,
+ *  and returns whether it did (an error rejects it, none resolves it). */
+function subscription() {
+  const entry = { listeners: new Set() };
+  entry.ready = new Promise((resolve, reject) => {
+    let settled = false;
+    entry.settle = (error) => {
+      if (settled) return false;
+      settled = true;
+      if (error) reject(error);
+      else resolve();
+      return true;
+    };
+  });
+  return entry;
+}
+
+/** The id after `id`: 0 after MAX_ID. */
+function following(id) {
+  return id >= MAX_ID ? 0 : id + 1;
+}
+
+/** `messages` (JSON texts) cut into batches of at most MAX_BATCH messages and, unless one
+ *  message is longer on its own, BATCH_CHARS characters. */
+function* batches(messages) {
+  let batch = [];
+  let chars = 0;
+  for (const text of messages) {
+    if (batch.length === MAX_BATCH || (batch.length && chars + text.length > BATCH_CHARS)) {
+      yield batch;
+      batch = [];
+      chars = 0;
+    }
+    batch.push(text);
+    chars += text.length + 1; // and its comma
+  }
+  if (batch.length) yield batch;
+}
+
+/** Runs the application's `fn`; what it throws is logged (it is not the module's to handle). */
+function tell(what, fn, ...args) {
+  try {
+    fn(...args);
+  } catch (e) {
+    console.error(`bidir: ${what} failed:`, e);
   }
 }
 
