@@ -51,7 +51,7 @@ struct Seen {
 fn services(seen: &Arc<Seen>) -> Services {
     let (held, log, members, leave, released) =
         (seen.clone(), seen.clone(), seen.clone(), seen.clone(), seen.clone());
-    let kicks = seen.clone();
+    let (kicks, pair) = (seen.clone(), seen.clone());
     Services::new()
         .method("Calc.Add", |_cx, (a, b): (i64, i64)| Ok::<_, String>(a + b))
         .method("Text.len", |_cx, (text,): (String,)| Ok::<_, String>(text.len()))
@@ -71,6 +71,10 @@ fn services(seen: &Arc<Seen>) -> Services {
         .method("Chat.join", move |_cx, (name, callback): (String, Callback)| {
             members.joins.lock().unwrap().push(name);
             members.members.lock().unwrap().push(callback);
+            Ok::<_, String>(())
+        })
+        .method("Chat.pair", move |_cx, (first, second): (Callback, Callback)| {
+            pair.members.lock().unwrap().extend([first, second]);
             Ok::<_, String>(())
         })
         .method("Chat.leave", move |_cx, (): ()| {
@@ -397,7 +401,10 @@ impl Handler for Recorder {
 #[test]
 fn the_wire_carries_publishes_and_answers_to_unknown_callbacks_and_calls() {
     let (tx, rx) = mpsc::channel();
-    let first = r#"[["cb",99,"said",[],5],["call",6,"Client.nothing",[]],["event","x",1]]"#;
+    let first = concat!(
+        r#"[["cb",99,"said",[],5],["cb",98,"said",[]],"#,
+        r#"["call",6,"Client.nothing",[]],["event","x",1]]"#
+    );
     let server = Server::builder()
         .bind("127.0.0.1:0")
         .config(config(1))
@@ -407,9 +414,14 @@ fn the_wire_carries_publishes_and_answers_to_unknown_callbacks_and_calls() {
         .start()
         .unwrap();
     let client = client(&server);
+    // Invocations of callbacks the client does not hold: released again, so that the server
+    // drops its proxies.
     assert_eq!(
         rx.recv_timeout(WAIT).unwrap(),
-        r#"[["err",5,"released","no callback 99"],["err",6,"unknown_service","no method Client.nothing"]]"#
+        concat!(
+            r#"[["err",5,"released","no callback 99"],["release",99],["release",98],"#,
+            r#"["err",6,"unknown_service","no method Client.nothing"]]"#
+        )
     );
     client.publish("room", &serde_json::json!({"text": "hi"})).unwrap();
     client.notify("Log.write", ("x",)).unwrap();
@@ -510,8 +522,13 @@ fn without_reconnection_a_drop_ends_the_client() {
     let client = builder(server.local_addr()).no_reconnect().connect().unwrap();
     let (cb, _invoked) = reporting(&client);
     client.call::<_, ()>("Chat.join", ("ada", &cb)).unwrap();
+    let token = Arc::new(());
+    let held = Arc::clone(&token);
+    client.subscribe("news", move |_| drop(Arc::clone(&held))).unwrap();
     client.notify("Admin.kick", ()).unwrap();
     eventually("released", || cb.is_released());
+    // The topics' handlers are let go of then, not when the last clone is dropped.
+    eventually("the handler dropped", || Arc::strong_count(&token) == 1);
     assert!(!client.is_connected());
     assert_eq!(client.call::<_, i64>("Calc.Add", (1, 1)), Err(CallError::Disconnected));
     assert_eq!(client.notify("Log.write", ("x",)), Err(CallError::Disconnected));
@@ -584,4 +601,162 @@ fn clients_share_an_engine_that_outlives_them() {
     drop(second);
     eventually("none left", || engine.connections() == 0);
     engine.shutdown(Duration::from_secs(1));
+}
+
+/// A server that records what clients send (and answers nothing), at `addr`.
+fn recorder(addr: &str, seen: &mpsc::Sender<String>) -> ServerHandle {
+    let seen = seen.clone();
+    Server::builder()
+        .bind(addr)
+        .config(config(1))
+        .route("/rpc", move |_req: &Request<'_>| {
+            let recorder = Recorder { first: r#"["event","x",1]"#, seen: seen.clone() };
+            Ok(Accept::new(recorder).protocol("bidir.json.v1"))
+        })
+        .start()
+        .unwrap()
+}
+
+#[test]
+fn a_call_queued_while_disconnected_releases_the_callbacks_dropped_meanwhile() {
+    let (server, seen) = server();
+    let addr = server.local_addr();
+    let client = client(&server);
+    server.shutdown(Duration::from_secs(1));
+    eventually("disconnected", || !client.is_connected());
+    let (cb, _invoked) = reporting(&client);
+    let id = cb.id();
+    let join = client.call_async::<_, ()>("Chat.join", ("ada", &cb));
+    drop(cb); // before the call is sent: the server builds a proxy of a dead callback
+    let _again = server_on(&addr.to_string(), &seen);
+    assert_eq!(join.wait(), Ok(()));
+    eventually("the dead callback released", || *seen.released.lock().unwrap() == [id]);
+    assert!(seen.members.lock().unwrap()[0].is_released());
+    assert_eq!(client.stats().replayed, 0);
+}
+
+#[test]
+fn a_replay_releases_the_callbacks_it_names_that_died_since() {
+    let (server, seen) = server();
+    let client = client(&server);
+    let (kept, _kept_invoked) = reporting(&client);
+    let (gone, _gone_invoked) = reporting(&client);
+    let (kept_id, gone_id) = (kept.id(), gone.id());
+    client.call::<_, ()>("Chat.pair", (&kept, &gone)).unwrap();
+    drop(gone);
+    eventually("released", || *seen.released.lock().unwrap() == [gone_id]);
+    client.notify("Admin.kick", ()).unwrap();
+    eventually("replayed", || seen.members.lock().unwrap().len() == 4);
+    assert_eq!(client.stats().replayed, 1);
+    // The replay named `gone` again: the server built a proxy for it, released at once.
+    eventually("released after the replay", || {
+        *seen.released.lock().unwrap() == [gone_id, kept_id, gone_id]
+    });
+    let members = seen.members.lock().unwrap().clone();
+    assert_eq!((members[2].id(), members[3].id()), (kept_id, gone_id));
+    assert!(!members[2].is_released());
+    assert!(members[3].is_released());
+}
+
+#[test]
+fn a_subscription_made_while_disconnected_is_sent_once() {
+    let (tx, rx) = mpsc::channel();
+    let server = recorder("127.0.0.1:0", &tx);
+    let addr = server.local_addr();
+    let client = builder(addr).timeout(Duration::from_secs(2)).connect().unwrap();
+    server.shutdown(Duration::from_secs(1));
+    eventually("disconnected", || !client.is_connected());
+    let subscriber = client.clone();
+    let subscribing = thread::spawn(move || subscriber.subscribe("news", |_| {}));
+    thread::sleep(Duration::from_millis(50)); // queued for the next connection
+    let _again = recorder(&addr.to_string(), &tx);
+    let sent = rx.recv_timeout(WAIT).unwrap();
+    assert_eq!(sent.matches(r#""news""#).count(), 1, "{sent}");
+    // The recorder answers nothing.
+    assert_eq!(subscribing.join().unwrap(), Err(CallError::Timeout));
+}
+
+#[test]
+fn a_failed_subscription_leaves_the_topic_as_it_was() {
+    let seen = Arc::default();
+    let subscriptions = Arc::new(AtomicU64::new(0));
+    let count = Arc::clone(&subscriptions);
+    let services = services(&seen).authorize_subscribe(move |_cx, topic| {
+        match (topic, count.fetch_add(1, Ordering::Relaxed)) {
+            ("news", 0) => Ok(()),
+            _ => Err("once".into()),
+        }
+    });
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .config(config(1))
+        .route("/rpc", services.hook())
+        .start()
+        .unwrap();
+    let client = client(&server);
+    let (tx, rx) = mpsc::channel();
+    let first = tx.clone();
+    client.subscribe("news", move |data| first.send(("first", data.to_string())).unwrap()).unwrap();
+    // Refused: the server keeps the first subscription, and the client its first handler.
+    let second = move |data: &RawValue| tx.send(("second", data.to_string())).unwrap();
+    let refused = client.subscribe("news", second);
+    assert!(matches!(refused, Err(CallError::Remote { code: ErrorCode::Unauthorized, .. })));
+    assert_eq!(bidir::rpc::publish(&server, "news", &1).unwrap(), 1);
+    assert_eq!(rx.recv_timeout(WAIT).unwrap(), ("first", "1".to_owned()));
+    // A new topic refused is not kept.
+    assert!(client.subscribe("other", |_| {}).is_err());
+    assert_eq!(client.unsubscribe("news"), Ok(true));
+    assert!(rx.try_recv().is_err());
+}
+
+/// Services without `Chat`: a server that now refuses what an older one accepted.
+fn server_without_chat(addr: &str) -> ServerHandle {
+    let services = Services::new()
+        .method("Calc.Add", |_cx, (a, b): (i64, i64)| Ok::<_, String>(a + b))
+        .method("Admin.kick", |cx: &mut Context<'_>, (): ()| {
+            cx.close(CloseCode::GOING_AWAY, "kicked").map_err(|e| e.to_string())
+        });
+    Server::builder().bind(addr).config(config(1)).route("/rpc", services.hook()).start().unwrap()
+}
+
+#[test]
+fn a_replay_the_server_refuses_is_not_replayed_again() {
+    let (server, _seen) = server();
+    let addr = server.local_addr().to_string();
+    let client = client(&server);
+    let (cb, _invoked) = reporting(&client);
+    client.call::<_, ()>("Chat.join", ("ada", &cb)).unwrap();
+    server.shutdown(Duration::from_secs(1));
+    let again = server_without_chat(&addr);
+    eventually("reconnected", || client.stats().reconnects == 1 && client.is_connected());
+    assert_eq!(client.stats().replayed, 1);
+    // Answered after the replay's `unknown_method`.
+    assert_eq!(client.call("Calc.Add", (1, 1)), Ok(2));
+    client.notify("Admin.kick", ()).unwrap();
+    eventually("reconnected again", || client.stats().reconnects == 2 && client.is_connected());
+    assert_eq!(client.call("Calc.Add", (2, 2)), Ok(4));
+    assert_eq!(client.stats().replayed, 1, "refused: not replayed again");
+    assert!(!cb.is_released());
+    drop(again);
+}
+
+#[test]
+fn the_last_client_dropped_on_its_own_thread_closes_it() {
+    let (server, _seen) = server();
+    let engine = Server::builder().config(config(1)).start().unwrap();
+    let client = builder(server.local_addr())
+        .engine(engine.clone())
+        .timeout(Duration::from_millis(200))
+        .connect()
+        .unwrap();
+    let (cb, _invoked) = reporting(&client);
+    engine.shutdown(Duration::from_secs(1));
+    eventually("disconnected", || !client.is_connected());
+    // A call that waits for a connection that will not come: its timeout, on the client's
+    // thread, finds no worker to run the continuation on, which is dropped there with the
+    // last clone it holds.
+    let last = client.clone();
+    client.call_async::<_, i64>("Calc.Add", (1, 1)).then(move |_| drop(last));
+    drop(client);
+    eventually("closed: its callbacks released", || cb.is_released());
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde::de::{self, Deserialize, DeserializeOwned, Deserializer, MapAccess, Visitor};
 
 use bidir_protocol::rpc::json;
-use bidir_protocol::rpc::{MAX_ID, Msg, Raw, RawValue};
+use bidir_protocol::rpc::{MAX_ID, Msg, Raw};
 
 use super::outbox::Outbox;
 use super::pending::{Pending, Waiter};
@@ -87,7 +87,7 @@ impl RawCallback {
     ///
     /// [`CallbackError::Released`] once the callback is released (also counted, see
     /// [`Services::refused_invocations`](super::Services::refused_invocations));
-    /// [`CallbackError::Encode`] for arguments serde cannot write.
+    /// [`CallbackError::Encode`] for arguments serde cannot write or that are not a tuple.
     pub fn invoke<A: Serialize>(&self, method: &str, args: A) -> Result<(), CallbackError> {
         if self.is_released() {
             self.state.outbox.refuse();
@@ -131,20 +131,11 @@ impl RawCallback {
         args: &A,
         id: Option<u64>,
     ) -> Result<(), CallbackError> {
-        let encode_error = |e: serde_json::Error| CallbackError::Encode(e.to_string());
-        let args = serde_json::value::to_raw_value(args).map_err(encode_error)?;
-        // `()` is written `null`: no arguments is an empty array (parsed only then).
-        let empty;
-        let args = if args.get() == "null" {
-            empty = serde_json::from_str::<&RawValue>("[]").map_err(encode_error)?;
-            empty
-        } else {
-            &*args
-        };
+        let args = super::args_array(args).map_err(CallbackError::Encode)?;
         let msg = Msg::Invoke {
             callback: self.state.id,
             method: method.into(),
-            args: Raw::new(args),
+            args: Raw::new(&args),
             id,
         };
         if self.state.outbox.push_invocation(|out| json::encode(&msg, out)) {

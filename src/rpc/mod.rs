@@ -520,6 +520,22 @@ fn decode_args<A: DeserializeOwned>(args: Raw<'_>) -> Result<A, Failure> {
     })
 }
 
+/// A call's or an invocation's arguments as the JSON array the wire wants (docs/rpc.md): a
+/// tuple of them, `()` — which serde writes `null` — for none. Shared by the server's callbacks
+/// and the client's calls.
+///
+/// # Errors
+///
+/// Why serde cannot write them, or that they are not a tuple (a JSON array).
+fn args_array<A: Serialize + ?Sized>(args: &A) -> Result<Box<RawValue>, String> {
+    let args = serde_json::value::to_raw_value(args).map_err(|e| e.to_string())?;
+    match args.get() {
+        "null" => RawValue::from_string("[]".to_owned()).map_err(|e| e.to_string()),
+        text if text.starts_with('[') => Ok(args),
+        _ => Err("the arguments must be a tuple (a JSON array)".to_owned()),
+    }
+}
+
 fn to_raw<T: Serialize + ?Sized>(value: &T) -> Result<Box<RawValue>, Failure> {
     serde_json::value::to_raw_value(value).map_err(|e| Failure {
         code: ErrorCode::Internal,
@@ -672,12 +688,7 @@ impl Endpoint {
                 let value = RawValue::from_string(value.get().to_owned());
                 self.settle(cx, id, value.map_err(|e| CallError::Json(e.to_string())));
             }
-            Ok(Msg::Error { id, error }) => {
-                let ErrorBody { code, message, data } = error;
-                let data = data.map(|d| d.get().to_owned());
-                let error = CallError::Remote { code, message: message.into_owned(), data };
-                self.settle(cx, id, Err(error));
-            }
+            Ok(Msg::Error { id, error }) => self.settle(cx, id, Err(CallError::remote(error))),
             Ok(Msg::Cancel { id }) => {
                 if let Some(outbox) = &self.outbox {
                     outbox.cancel(id);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
-use bidir_protocol::rpc::ErrorCode;
+use bidir_protocol::rpc::{ErrorBody, ErrorCode};
 
 use super::outbox::Outbox;
 use super::slot::Slot;
@@ -63,7 +63,26 @@ impl fmt::Display for CallError {
 
 impl std::error::Error for CallError {}
 
-type Answer = Result<Box<RawValue>, CallError>;
+impl CallError {
+    /// An error answer (`["err", id, code, message, data?]`), as the caller sees it.
+    pub(super) fn remote(error: ErrorBody<'_>) -> Self {
+        let ErrorBody { code, message, data } = error;
+        let data = data.map(|d| d.get().to_owned());
+        Self::Remote { code, message: message.into_owned(), data }
+    }
+}
+
+/// The answer to a request, on either side: the value as JSON, or why there is none.
+pub(super) type Answer = Result<Box<RawValue>, CallError>;
+
+/// Reads an answer as a value of type `T`.
+///
+/// # Errors
+///
+/// The answer's own error, or [`CallError::Json`] for a value that is not a `T`.
+pub(super) fn decode<T: DeserializeOwned>(answer: Answer) -> Result<T, CallError> {
+    serde_json::from_str(answer?.get()).map_err(|e| CallError::Json(e.to_string()))
+}
 type Continuation = Box<dyn FnOnce(&mut Context<'_>, Answer) + Send>;
 
 /// Where one request's answer lands.
@@ -176,8 +195,4 @@ impl<T> fmt::Debug for Pending<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pending").field("id", &self.id).finish_non_exhaustive()
     }
-}
-
-fn decode<T: DeserializeOwned>(answer: Answer) -> Result<T, CallError> {
-    serde_json::from_str(answer?.get()).map_err(|e| CallError::Json(e.to_string()))
 }

@@ -7,13 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use serde_json::value::RawValue;
 
 use super::state::Inner;
 use crate::cx::on_worker_thread;
 use crate::rpc::CallError;
+use crate::rpc::pending::{Answer, decode};
 
-pub(super) type Answer = Result<Box<RawValue>, CallError>;
 type Continuation = Box<dyn FnOnce(Answer) + Send>;
 
 /// Where one request's answer lands: a waiting thread wakes, or a continuation runs on the
@@ -99,13 +98,18 @@ impl<R: DeserializeOwned> Call<R> {
     /// arguments that could not be written or an answer not of type `R`.
     pub fn wait_timeout(self, timeout: Duration) -> Result<R, CallError> {
         if on_worker_thread() {
-            self.forget();
+            self.forget(false);
             return Err(CallError::WouldBlockWorker);
         }
+        self.block(timeout)
+    }
+
+    /// Blocks until the answer or `timeout`, on a thread its caller knows is no worker's.
+    pub(super) fn block(self, timeout: Duration) -> Result<R, CallError> {
         match self.slot.0.wait(timeout) {
             Some(answer) => decode(answer),
             None => {
-                self.forget();
+                self.forget(false);
                 Err(CallError::Timeout)
             }
         }
@@ -132,16 +136,15 @@ impl<R: DeserializeOwned> Call<R> {
     /// never is. The call settles with [`CallError::Cancelled`] unless its answer came
     /// first; an answer crossing the cancel is dropped.
     pub fn cancel(&self) {
-        if let Some(id) = self.id {
-            self.inner.cancel(id);
-        }
+        self.forget(true);
         let worker = self.inner.lock().worker;
         self.slot.settle(Err(CallError::Cancelled), &self.inner, worker, false);
     }
 
-    fn forget(&self) {
+    /// Forgets the call, cancelling it on the server with `cancel`.
+    fn forget(&self, cancel: bool) {
         if let Some(id) = self.id {
-            self.inner.forget(id);
+            self.inner.forget(id, cancel);
         }
     }
 }
@@ -150,8 +153,4 @@ impl<R> fmt::Debug for Call<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Call").field("id", &self.id).finish_non_exhaustive()
     }
-}
-
-pub(super) fn decode<R: DeserializeOwned>(answer: Answer) -> Result<R, CallError> {
-    serde_json::from_str(answer?.get()).map_err(|e| CallError::Json(e.to_string()))
 }

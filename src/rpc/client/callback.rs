@@ -48,7 +48,8 @@ impl Drop for CbState {
 /// `T` only names the interface it stands for (`LocalCallback<dyn ChatCallback>`).
 ///
 /// Lifetime: dropping the last clone releases it — the server is told (`["release", id]`, its
-/// release hook runs) and later invocations are answered [`ErrorCode::Released`]. The server
+/// release hook runs) and later invocations are answered [`ErrorCode::Released`] (when they
+/// want an answer) and released again (the server may have made a new proxy). The server
 /// may release it first ([`LocalCallback::is_released`]). It outlives connections: after a
 /// reconnection the calls that passed it are replayed, so the server gets it back (see
 /// [`Client`](super::Client)). It is released for good when the client is closed or its
@@ -118,17 +119,10 @@ pub(super) fn encode_args<A: Serialize>(
     inner: &Arc<Inner>,
 ) -> Result<(Box<RawValue>, Vec<Arc<CbState>>), CallError> {
     let outer = PASSED.with(|p| p.borrow_mut().replace(Vec::new()));
-    let written = serde_json::value::to_raw_value(args);
+    let written = crate::rpc::args_array(args);
     let passed =
         PASSED.with(|p| std::mem::replace(&mut *p.borrow_mut(), outer)).unwrap_or_default();
-    let args = written.map_err(|e| CallError::Json(e.to_string()))?;
-    let args = match args.get() {
-        "null" => {
-            RawValue::from_string("[]".to_owned()).map_err(|e| CallError::Json(e.to_string()))?
-        }
-        text if text.starts_with('[') => args,
-        _ => return Err(CallError::Json("the arguments must be a tuple (a JSON array)".into())),
-    };
+    let args = written.map_err(CallError::Json)?;
     if passed.iter().any(|cb| !Arc::ptr_eq(&cb.inner, inner)) {
         return Err(CallError::Json("a callback of another client".into()));
     }

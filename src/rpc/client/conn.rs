@@ -12,10 +12,11 @@ use bidir_protocol::rpc::json::{self, MsgError};
 use bidir_protocol::rpc::{ErrorBody, ErrorCode, Msg, Raw};
 use bidir_protocol::{CloseCode, Message};
 
-use super::state::{Inner, Phase, settle_all};
+use super::state::{Inner, Kind, Phase, settle_all};
 use crate::client::ConnectError;
 use crate::rpc::CallError;
 use crate::rpc::gather::Gathering;
+use crate::rpc::pending::Answer;
 use crate::{CloseInfo, Context, Handler};
 
 /// The handler of one connection attempt (`generation`) of a client.
@@ -57,46 +58,56 @@ impl ClientConn {
     }
 
     /// The server answered request `id`: its slot settles here, on the worker; an answer for
-    /// no request in flight (timed out, cancelled) is dropped and counted.
-    fn settle(&self, id: u64, answer: Result<Box<RawValue>, CallError>) {
-        let (entry, worker) = {
+    /// no request in flight (timed out, cancelled) is dropped and counted. A call that passed
+    /// callbacks is kept for replay when answered `ok` while one of them lives; a replay
+    /// answered `err` is replayed no more.
+    fn settle(&self, id: u64, answer: Answer) {
+        let (slot, worker) = {
             let mut state = self.inner.lock();
-            let entry = state.calls.remove(&id);
-            if let (Some(e), Ok(_)) = (&entry, &answer)
-                && let Some(replay) = &e.replay
-            {
-                state.replay.insert(id, replay.clone());
-            }
-            (entry, state.worker)
-        };
-        match entry {
-            Some(entry) => {
-                if let Some(slot) = entry.slot {
-                    slot.settle(answer, &self.inner, worker, true);
-                }
-            }
-            None => {
+            let Some(entry) = state.calls.remove(&id) else {
+                drop(state);
                 self.inner.late_answers.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            match (entry.kind, &answer) {
+                (Kind::Replayable(replay), Ok(_)) if replay.is_wanted(&state.callbacks) => {
+                    state.replay.insert(id, replay);
+                }
+                (Kind::Replayed(key), Err(_)) => {
+                    state.replay.remove(&key);
+                }
+                _ => {}
             }
+            (entry.slot, state.worker)
+        };
+        if let Some(slot) = slot {
+            slot.settle(answer, &self.inner, worker, true);
         }
     }
 
-    /// Runs an invocation of callback `callback`; answers it when it has an id.
+    /// Runs an invocation of callback `callback`; answers it when it has an id. One of a
+    /// callback the client does not hold (never had, or released since) is answered
+    /// `released`, and released again in any case: the server holds a proxy for it — built
+    /// anew, say, when a call named it again just as the server let go of the old one — that
+    /// it drops, running its release hook, instead of invoking it into the void forever.
     fn invoke(&mut self, callback: u64, method: &str, args: Raw<'_>, id: Option<u64>) {
         let found = {
             let state = self.inner.lock();
             state.callbacks.get(&callback).and_then(std::sync::Weak::upgrade)
         };
-        let answer = match &found {
-            Some(cb) if !cb.released.load(Ordering::Acquire) => {
-                let run = || (cb.dispatch)(method, args.value());
-                catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|_| {
-                    Err((ErrorCode::Internal, format!("callback {callback}: {method} failed")))
-                })
+        let Some(cb) = found.filter(|cb| !cb.released.load(Ordering::Acquire)) else {
+            if let Some(id) = id {
+                self.answer(id, Err((ErrorCode::Released, format!("no callback {callback}"))));
             }
-            _ => Err((ErrorCode::Released, format!("no callback {callback}"))),
+            self.answers.push(|out| json::encode(&Msg::Release { callback }, out));
+            return;
         };
-        drop(found);
+        let run = || (cb.dispatch)(method, args.value());
+        let answer = catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|_| {
+            Err((ErrorCode::Internal, format!("callback {callback}: {method} failed")))
+        });
+        // Maybe the last reference, whose release goes out with the others gathered.
+        drop(cb);
         if let Some(id) = id {
             self.answer(id, answer);
         }
@@ -125,14 +136,7 @@ impl ClientConn {
     fn handle(&mut self, cx: &mut Context<'_>, msg: Result<Msg<'_>, MsgError>) -> bool {
         match msg {
             Ok(Msg::Result { id, value }) => self.settle(id, Ok(value.value().to_owned())),
-            Ok(Msg::Error { id, error }) => {
-                let ErrorBody { code, message, data } = error;
-                let data = data.map(|d| d.get().to_owned());
-                self.settle(
-                    id,
-                    Err(CallError::Remote { code, message: message.into_owned(), data }),
-                );
-            }
+            Ok(Msg::Error { id, error }) => self.settle(id, Err(CallError::remote(error))),
             Ok(Msg::Invoke { callback, method, args, id }) => {
                 self.invoke(callback, &method, args, id);
             }
@@ -183,22 +187,19 @@ impl Handler for ClientConn {
     }
 
     fn on_close(&mut self, _cx: &mut Context<'_>, _close: CloseInfo<'_>) {
-        let (taken, released) = {
+        let (taken, ended) = {
             let mut state = self.inner.lock();
             if state.generation != self.generation || !matches!(state.phase, Phase::Open(_)) {
                 return;
             }
             let taken = state.lost(&self.inner);
-            // Without reconnection the callbacks end with the connection, on both sides.
-            let released: Vec<_> = if state.is_closed() {
-                state.callbacks.drain().filter_map(|(_, cb)| cb.upgrade()).collect()
-            } else {
-                Vec::new()
-            };
-            (taken, released)
+            // Without reconnection the callbacks end with the connection, on both sides, and
+            // nothing is kept for a next one.
+            let ended = state.is_closed().then(|| state.end());
+            (taken, ended)
         };
-        for cb in released {
-            cb.released.store(true, Ordering::Release);
+        if let Some(ended) = ended {
+            ended.release();
         }
         settle_all(taken, &CallError::Disconnected, &self.inner, true);
     }

@@ -20,15 +20,23 @@
 //! [`Client::call_async`] and [`Call::then`] there. Messages sent from other threads are
 //! gathered until the worker's next turn and go out together, as one batched message.
 //!
+//! Besides the worker, a client has a thread of its own that expires the calls' deadlines and
+//! schedules reconnections; each reconnection attempt resolves the host and starts the
+//! connection on a short-lived thread, so a stalled resolver never delays a timeout.
+//!
 //! Reconnection (on by default): when the connection drops, the calls in flight on it fail at
 //! once with [`CallError::Disconnected`]; the client connects again after a delay that
-//! doubles from the backoff's minimum to its maximum (jittered); calls made meanwhile wait for
-//! the new connection, up to their timeout. On the new connection it first subscribes again
-//! to its topics, then replays, in the order they were first made, the calls that passed a
-//! callback it still holds and that the server answered `ok` (notifications that passed one:
-//! once sent) — the server's lists get their callbacks back without the application calling
-//! `join` again — and only then sends the calls made while disconnected. The answers to the
-//! replays are dropped ([`ClientStats::replayed`] counts them).
+//! doubles from the backoff's minimum to its maximum (jittered); calls and subscriptions made
+//! meanwhile wait for the new connection, up to their timeout. On the new connection it first
+//! subscribes again to its topics (a subscription made while disconnected is sent once), then
+//! replays, in the order they were first made, the calls that passed a callback it still holds
+//! and that the server answered `ok` (notifications that passed one: once sent) — the server's
+//! lists get their callbacks back without the application calling `join` again — then sends
+//! the calls made while disconnected, and last `release`s the callbacks those name that were
+//! dropped meanwhile (the server builds a proxy for every callback a call names). The answers
+//! to the replays are dropped ([`ClientStats::replayed`] counts them), except that a replay
+//! the server refuses (`err`) is not replayed again. A call answered `ok` after every callback
+//! it passed was dropped is not kept for replay.
 
 mod call;
 mod callback;
@@ -56,7 +64,7 @@ use bidir_protocol::rpc::{ErrorCode, JSON_PROTOCOL, Msg, Raw};
 use self::call::Slot;
 use self::callback::{CbState, encode_args};
 use self::conn::ClientConn;
-use self::state::{Backoff, Inner, Phase, Replay, State, settle_all};
+use self::state::{Backoff, Inner, Kind, OnEvent, Phase, Replay, State, settle_all};
 use crate::client::{Connect, ConnectError};
 use crate::cx::on_worker_thread;
 use crate::rpc::{CallError, DEFAULT_TIMEOUT};
@@ -274,7 +282,7 @@ impl Client {
         if on_worker_thread() {
             return Err(CallError::WouldBlockWorker);
         }
-        self.call_async(method, args).wait()
+        self.call_async(method, args).block(self.handle.inner.timeout)
     }
 
     /// Calls `method` with `args` without waiting: read the answer from the [`Call`]. While
@@ -286,12 +294,12 @@ impl Client {
             Ok(encoded) => encoded,
             Err(e) => return Call::failed(e, Arc::clone(inner)),
         };
-        let replay = replay_of(method, &args, &passed, false);
+        let kind = replay_of(method, &args, &passed, false).map_or(Kind::Plain, Kind::Replayable);
         let slot = Arc::new(Slot::new());
         let write = |id, out: &mut Vec<u8>| {
             json::encode(&Msg::Call { id, method: method.into(), args: Raw::new(&args) }, out);
         };
-        let sent = inner.lock().request(inner, write, Some(Arc::clone(&slot)), replay);
+        let sent = inner.lock().request(inner, write, Some(Arc::clone(&slot)), kind);
         drop(passed);
         match sent {
             Ok(id) => Call::new(id, slot, Arc::clone(inner)),
@@ -352,13 +360,20 @@ impl Client {
 
     /// Subscribes to `topic`: `on_event` runs on the client's worker with each event's data,
     /// in the order they come, until [`Client::unsubscribe`]. Subscribing again replaces the
-    /// handler. Kept across reconnections (subscribed again on each new connection; events
-    /// published while disconnected are missed).
+    /// handler (events go to the new one as soon as the call is made). Kept across
+    /// reconnections (subscribed again on each new connection; events published while
+    /// disconnected are missed). Made while disconnected, it waits for the next connection,
+    /// up to the answer timeout.
     ///
     /// # Errors
     ///
     /// The server's refusal ([`CallError::Remote`], e.g. [`ErrorCode::Unauthorized`]), or as
-    /// [`Client::call`]: the topic is not kept then.
+    /// [`Client::call`]. A failed subscription leaves the topic as it was: a handler it
+    /// replaced is put back — the server still holds the subscription it answered before (or
+    /// gets it again on the next connection) — and a topic that was new is forgotten (events
+    /// of a topic the client does not hold, should the server subscribe after a timeout, are
+    /// dropped). Unless the topic was subscribed or unsubscribed again meanwhile: the last
+    /// call stands.
     pub fn subscribe(
         &self,
         topic: &str,
@@ -368,25 +383,34 @@ impl Client {
             return Err(CallError::WouldBlockWorker);
         }
         let inner = &self.handle.inner;
+        let on_event: OnEvent = Arc::new(on_event);
         let slot = Arc::new(Slot::new());
         let (sent, replaced) = {
             let mut state = inner.lock();
-            let replaced = state.topics.insert(topic.to_owned(), Arc::new(on_event));
+            let replaced = state.topics.insert(topic.to_owned(), Arc::clone(&on_event));
             let write = |id, out: &mut Vec<u8>| {
                 json::encode(&Msg::Subscribe { id, topic: topic.into() }, out);
             };
-            (state.request(inner, write, Some(Arc::clone(&slot)), None), replaced)
+            let kind = Kind::Subscribe(topic.into());
+            (state.request(inner, write, Some(Arc::clone(&slot)), kind), replaced)
         };
-        // User code (what the handler captured) is dropped outside the lock.
-        drop(replaced);
         let answer = match sent {
-            Ok(id) => Call::<()>::new(id, slot, Arc::clone(inner)).wait(),
+            Ok(id) => Call::<()>::new(id, slot, Arc::clone(inner)).block(inner.timeout),
             Err(e) => Err(e),
         };
-        if answer.is_err() {
-            let removed = inner.lock().topics.remove(topic);
-            drop(removed);
-        }
+        let dropped = if answer.is_err() {
+            let mut state = inner.lock();
+            let ours = state.topics.get(topic).is_some_and(|h| Arc::ptr_eq(h, &on_event));
+            match (ours, replaced) {
+                (false, replaced) => replaced,
+                (true, Some(previous)) => state.topics.insert(topic.to_owned(), previous),
+                (true, None) => state.topics.remove(topic),
+            }
+        } else {
+            replaced
+        };
+        // User code (what the handlers captured) is dropped outside the lock.
+        drop(dropped);
         answer
     }
 
@@ -410,14 +434,14 @@ impl Client {
                     let write = |id, out: &mut Vec<u8>| {
                         json::encode(&Msg::Unsubscribe { id, topic: topic.into() }, out);
                     };
-                    Some(state.request(inner, write, Some(Arc::clone(&slot)), None))
+                    Some(state.request(inner, write, Some(Arc::clone(&slot)), Kind::Plain))
                 }
                 _ => None,
             };
             (removed, sent)
         };
         match sent {
-            Some(Ok(id)) => Call::<bool>::new(id, slot, Arc::clone(inner)).wait(),
+            Some(Ok(id)) => Call::<bool>::new(id, slot, Arc::clone(inner)).block(inner.timeout),
             Some(Err(e)) => Err(e),
             None => Ok(removed.is_some()),
         }
@@ -456,10 +480,12 @@ impl Client {
 
     /// Closes the client for every clone: calls waiting fail with
     /// [`CallError::Disconnected`] (continuations run on the worker first), callbacks are
-    /// released, the connection closes (1000), the client's thread ends and its own engine
-    /// stops; later calls fail with [`CallError::Disconnected`]. Blocks until then, except on
-    /// the client's own worker, where its engine's thread is left to end by itself.
-    /// Idempotent; dropping the last clone does it.
+    /// released, topics and replays are forgotten, the connection closes (1000), the client's
+    /// thread ends and its own engine stops; later calls fail with
+    /// [`CallError::Disconnected`]. Blocks until then, except on the client's own worker,
+    /// where its engine's thread is left to end by itself, and on the client's own thread
+    /// (a continuation that held the last clone dropped there, when the engine could not
+    /// take it), which ends once this returns. Idempotent; dropping the last clone does it.
     ///
     /// Handlers that capture a `Client` (an `on_event`, a callback's dispatch) keep it alive:
     /// close it explicitly then.
@@ -509,25 +535,24 @@ impl Handle {
             return;
         }
         let inner = &self.inner;
-        let (taken, phase, topics, callbacks) = {
+        let (taken, phase, ended) = {
             let mut state = inner.lock();
             state.generation += 1;
             let phase = std::mem::replace(&mut state.phase, Phase::Closed);
             let taken = state.take_all();
-            let topics = std::mem::take(&mut state.topics);
-            let callbacks = std::mem::take(&mut state.callbacks);
-            state.replay.clear();
+            let ended = state.end();
             inner.changed.notify_all();
-            (taken, phase, topics, callbacks)
+            (taken, phase, ended)
         };
         let supervisor = self.supervisor.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(supervisor) = supervisor {
+        // On the supervisor's own thread (it dropped a continuation holding the last clone),
+        // joining would wait for itself: it sees the client closed and ends after this.
+        if let Some(supervisor) = supervisor
+            && supervisor.thread().id() != std::thread::current().id()
+        {
             let _ = supervisor.join();
         }
-        for cb in callbacks.into_values().filter_map(|cb| cb.upgrade()) {
-            cb.released.store(true, Ordering::Release);
-        }
-        drop(topics);
+        ended.release();
         settle_all(taken, &CallError::Disconnected, inner, false);
         if let Phase::Open(conn) = phase {
             let _ = conn.close(CloseCode::NORMAL, "client closed");

@@ -1,7 +1,7 @@
 //! What every part of a client shares: the connection's phase, the requests in flight, the
 //! messages gathered for the worker, the callbacks, the topics and the calls to replay.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -21,6 +21,15 @@ use crate::{ConnHandle, Context, ServerHandle};
 
 /// What a subscriber runs for each event of its topic.
 pub(super) type OnEvent = Arc<dyn Fn(&RawValue) + Send + Sync>;
+
+/// The client's callbacks by id, held weakly: the application's
+/// [`LocalCallback`](super::LocalCallback) clones own them.
+pub(super) type Callbacks = HashMap<u64, Weak<CbState>>;
+
+/// Whether callback `id` is live: held by the application and not released by the server.
+fn is_live(callbacks: &Callbacks, id: u64) -> bool {
+    callbacks.get(&id).is_some_and(|cb| cb.strong_count() > 0)
+}
 
 /// The reconnection delays: doubling from `min` after each failed attempt, capped at `max`,
 /// each drawn at random from its upper half ("equal jitter"), so that clients cut off together
@@ -73,19 +82,19 @@ impl Inner {
         self.engine.run_on(worker, f);
     }
 
-    /// Sends request `id`'s cancel if it was sent, and forgets it: its answer will be dropped.
-    pub(super) fn cancel(&self, id: u64) {
-        let mut state = self.lock();
-        if let Some(entry) = state.calls.remove(&id)
-            && entry.unsent.is_none()
-        {
-            state.send(|out| json::encode(&Msg::Cancel { id }, out));
-        }
-    }
-
-    /// Forgets request `id`: its answer, if one comes, is dropped as late.
-    pub(super) fn forget(&self, id: u64) {
-        let entry = self.lock().calls.remove(&id);
+    /// Forgets request `id`: its answer, if one comes, is dropped as late. With `cancel`, a
+    /// request already sent is cancelled on the server (`["cancel", id]`); one not sent yet
+    /// never will be.
+    pub(super) fn forget(&self, id: u64, cancel: bool) {
+        let entry = {
+            let mut state = self.lock();
+            let entry = state.calls.remove(&id);
+            if cancel && entry.as_ref().is_some_and(|e| e.unsent.is_none()) {
+                state.send(|out| json::encode(&Msg::Cancel { id }, out));
+            }
+            entry
+        };
+        // Its continuation (user code, maybe the last `Client`) is dropped outside the lock.
         drop(entry);
     }
 }
@@ -113,18 +122,64 @@ pub(super) struct Entry {
     pub(super) slot: Option<Arc<Slot>>,
     /// The encoded message while it waits for a connection.
     pub(super) unsent: Option<String>,
-    /// A call that passed callbacks: kept for replay once answered `ok`.
-    pub(super) replay: Option<Replay>,
+    pub(super) kind: Kind,
+}
+
+/// What a request's answer changes besides its slot.
+pub(super) enum Kind {
+    /// Nothing.
+    Plain,
+    /// A call that passed callbacks: kept for replay once answered `ok`, if one of them still
+    /// lives then.
+    Replayable(Replay),
+    /// The replay of the call kept under this key: forgotten when the server refuses it now
+    /// (`err`), since it would refuse it on every connection.
+    Replayed(u64),
+    /// The application's subscription to this topic: while it waits for a connection, the
+    /// topic is not subscribed again on its own (that would send `sub` twice).
+    Subscribe(Box<str>),
 }
 
 /// A call that passed callbacks, sent again on each new connection while one of them lives.
-#[derive(Clone)]
 pub(super) struct Replay {
     pub(super) method: Box<str>,
     pub(super) args: Box<RawValue>,
     pub(super) callbacks: Vec<u64>,
     /// A notification (no answer wanted).
     pub(super) notify: bool,
+}
+
+impl Replay {
+    /// Whether one of its callbacks is live: only then is it worth sending again.
+    pub(super) fn is_wanted(&self, callbacks: &Callbacks) -> bool {
+        self.callbacks.iter().any(|&id| is_live(callbacks, id))
+    }
+
+    /// Its callbacks that are no longer live: the server, which builds a proxy for each
+    /// callback a call names, must be told (`release`) after the call.
+    fn dead<'a>(&'a self, callbacks: &'a Callbacks) -> impl Iterator<Item = u64> + 'a {
+        self.callbacks.iter().copied().filter(|&id| !is_live(callbacks, id))
+    }
+}
+
+/// What a client lets go of when it ends for good, taken under the lock and let go outside
+/// it (handlers and dispatches are user code; the last reference to a callback locks the
+/// state when it drops).
+pub(super) struct Ended {
+    callbacks: Vec<Arc<CbState>>,
+    topics: HashMap<String, OnEvent>,
+}
+
+impl Ended {
+    /// Marks the callbacks released — they will not be invoked
+    /// ([`LocalCallback::is_released`](super::LocalCallback::is_released)) — and drops the
+    /// topics' handlers.
+    pub(super) fn release(self) {
+        for cb in &self.callbacks {
+            cb.released.store(true, Ordering::Release);
+        }
+        drop(self.topics);
+    }
 }
 
 /// Messages gathered from user threads until the worker sends them (one flush posted per
@@ -159,7 +214,7 @@ pub(super) struct State {
     /// the same timeout, so the first entry is always the next to expire.
     pub(super) calls: BTreeMap<u64, Entry>,
     pub(super) out: Outgoing,
-    pub(super) callbacks: HashMap<u64, Weak<CbState>>,
+    pub(super) callbacks: Callbacks,
     pub(super) next_callback: u64,
     /// The calls to replay, by their first id: in the order they were made.
     pub(super) replay: BTreeMap<u64, Replay>,
@@ -213,7 +268,7 @@ impl State {
         inner: &Inner,
         write: impl Fn(u64, &mut Vec<u8>),
         slot: Option<Arc<Slot>>,
-        replay: Option<Replay>,
+        kind: Kind,
     ) -> Result<u64, CallError> {
         if self.is_closed() {
             return Err(CallError::Disconnected);
@@ -230,7 +285,7 @@ impl State {
             inner.changed.notify_all();
         }
         let deadline = Instant::now() + inner.timeout;
-        self.calls.insert(id, Entry { deadline, slot, unsent, replay });
+        self.calls.insert(id, Entry { deadline, slot, unsent, kind });
         Ok(id)
     }
 
@@ -241,38 +296,28 @@ impl State {
         id
     }
 
-    /// Whether callback `id` is alive: held by the application and not released.
-    pub(super) fn is_live(&self, id: u64) -> bool {
-        self.callbacks.get(&id).is_some_and(|cb| cb.strong_count() > 0)
-    }
-
     /// Forgets the calls to replay whose callbacks are all gone.
     pub(super) fn prune_replay(&mut self) {
         let callbacks = &self.callbacks;
-        let live = |id: &u64| callbacks.get(id).is_some_and(|cb| cb.strong_count() > 0);
-        self.replay.retain(|_, r| r.callbacks.iter().any(live));
+        self.replay.retain(|_, r| r.is_wanted(callbacks));
     }
 
     /// The connection `conn` opened: re-subscribes the topics, replays the calls that passed
     /// live callbacks (in the order they were made), then sends the requests made while
-    /// disconnected, all in the first message(s).
+    /// disconnected, and last releases the callbacks those name that died meanwhile (the
+    /// server builds a proxy for each callback named), all in the first message(s).
     pub(super) fn open(&mut self, inner: &Inner, conn: ConnHandle) {
         self.phase = Phase::Open(conn);
         self.opened_at = Instant::now();
-        let topics: Vec<String> = self.topics.keys().cloned().collect();
-        for topic in topics {
-            let write = |id, out: &mut Vec<u8>| {
-                json::encode(&Msg::Subscribe { id, topic: (&*topic).into() }, out);
-            };
-            let _ = self.request(inner, write, None, None);
-        }
-        let replays: Vec<Replay> = self
-            .replay
-            .values()
-            .filter(|r| r.callbacks.iter().any(|&id| self.is_live(id)))
-            .cloned()
-            .collect();
-        for r in &replays {
+        self.resubscribe(inner);
+        let mut dead = BTreeSet::new();
+        // Taken for the loop, put back after: no replay is copied.
+        let replays = std::mem::take(&mut self.replay);
+        let mut replayed = 0;
+        for (&key, r) in &replays {
+            if !r.is_wanted(&self.callbacks) {
+                continue;
+            }
             let (method, args) = (&*r.method, Raw::new(&r.args));
             if r.notify {
                 self.send(|out| json::encode(&Msg::Notify { method: method.into(), args }, out));
@@ -280,14 +325,53 @@ impl State {
                 let write = |id, out: &mut Vec<u8>| {
                     json::encode(&Msg::Call { id, method: method.into(), args }, out);
                 };
-                let _ = self.request(inner, write, None, None);
+                let _ = self.request(inner, write, None, Kind::Replayed(key));
             }
+            dead.extend(r.dead(&self.callbacks));
+            replayed += 1;
         }
-        inner.replayed.fetch_add(replays.len() as u64, Ordering::Relaxed);
-        let unsent: Vec<String> = self.calls.values_mut().filter_map(|e| e.unsent.take()).collect();
+        self.replay = replays;
+        inner.replayed.fetch_add(replayed, Ordering::Relaxed);
+        let callbacks = &self.callbacks;
+        let unsent: Vec<String> = self
+            .calls
+            .values_mut()
+            .filter_map(|e| {
+                let text = e.unsent.take()?;
+                if let Kind::Replayable(r) = &e.kind {
+                    dead.extend(r.dead(callbacks));
+                }
+                Some(text)
+            })
+            .collect();
         for text in unsent {
             self.send(|out| out.extend_from_slice(text.as_bytes()));
         }
+        for callback in dead {
+            self.send(|out| json::encode(&Msg::Release { callback }, out));
+        }
+    }
+
+    /// Subscribes again to every topic but those whose subscription waits to be sent.
+    fn resubscribe(&mut self, inner: &Inner) {
+        let queued: HashSet<Box<str>> = self
+            .calls
+            .values()
+            .filter(|e| e.unsent.is_some())
+            .filter_map(|e| match &e.kind {
+                Kind::Subscribe(topic) => Some(topic.clone()),
+                _ => None,
+            })
+            .collect();
+        // Taken for the loop, put back after: no topic is copied.
+        let topics = std::mem::take(&mut self.topics);
+        for topic in topics.keys().filter(|t| !queued.contains(t.as_str())) {
+            let write = |id, out: &mut Vec<u8>| {
+                json::encode(&Msg::Subscribe { id, topic: (&**topic).into() }, out);
+            };
+            let _ = self.request(inner, write, None, Kind::Plain);
+        }
+        self.topics = topics;
     }
 
     /// The open connection ended: the requests sent on it are taken (they fail), the
@@ -321,6 +405,15 @@ impl State {
     /// Takes every request (the client is closing).
     pub(super) fn take_all(&mut self) -> Vec<Arc<Slot>> {
         std::mem::take(&mut self.calls).into_values().filter_map(|e| e.slot).collect()
+    }
+
+    /// The client ends for good (closed, or its connection ended without reconnection):
+    /// forgets the replays, takes the topics and the live callbacks, to let go of outside the
+    /// lock ([`Ended::release`]).
+    pub(super) fn end(&mut self) -> Ended {
+        self.replay.clear();
+        let callbacks = self.callbacks.drain().filter_map(|(_, cb)| cb.upgrade()).collect();
+        Ended { callbacks, topics: std::mem::take(&mut self.topics) }
     }
 
     /// Takes the requests whose deadline is past `now`.
@@ -368,8 +461,7 @@ mod tests {
                 assert!(delay >= full / 2 && delay <= full, "{attempt}: {delay:?}");
             }
         }
-        let draws: std::collections::HashSet<Duration> =
-            (0..20).map(|_| backoff.delay(3)).collect();
+        let draws: HashSet<Duration> = (0..20).map(|_| backoff.delay(3)).collect();
         assert!(draws.len() > 1, "no jitter");
     }
 }

@@ -1,12 +1,20 @@
-//! The client's own thread: it expires requests at their deadlines and opens the next
-//! connection when a reconnection is due. It sleeps on the state's condition variable in
-//! between, and ends when the client does.
+//! The client's own thread: it expires requests at their deadlines and starts the next
+//! connection attempt when a reconnection is due. It sleeps on the state's condition variable
+//! in between, and ends when the client does.
+//!
+//! Each attempt starts on a short-lived thread of its own, which resolves the host (blocking,
+//! for as long as the resolver takes) and hands the connection to the engine, or reports the
+//! failure into the state: a stalled resolver never delays the deadlines. There is at most one
+//! at a time (the next is scheduled once the previous one's outcome is known), and the host is
+//! resolved again on each, so a server that moves is found.
 
 use std::sync::Arc;
+use std::thread;
 use std::time::Instant;
 
 use super::conn::ClientConn;
 use super::state::{Inner, Phase, settle_all};
+use crate::client::ConnectError;
 use crate::rpc::CallError;
 
 pub(super) fn run(inner: &Arc<Inner>) {
@@ -30,17 +38,8 @@ pub(super) fn run(inner: &Arc<Inner>) {
             state.generation += 1;
             let generation = state.generation;
             drop(state);
-            // Resolving the host may block: never under the lock.
-            let attempt = inner
-                .engine
-                .connect(&inner.options, ClientConn::new(Arc::clone(inner), generation));
+            attempt(inner, generation);
             state = inner.lock();
-            if let Err(error) = attempt {
-                // Reported like a failed attempt (the next is scheduled).
-                drop(state);
-                ClientConn::attempt_failed(inner, generation, error);
-                state = inner.lock();
-            }
             continue;
         }
         state = match state.next_wake() {
@@ -50,5 +49,20 @@ pub(super) fn run(inner: &Arc<Inner>) {
             }
             None => inner.changed.wait(state).unwrap_or_else(|e| e.into_inner()),
         };
+    }
+}
+
+/// Starts connection attempt `generation` on a thread of its own. An attempt that cannot start
+/// is reported like one that failed: the next is scheduled.
+fn attempt(inner: &Arc<Inner>, generation: u64) {
+    let attempting = Arc::clone(inner);
+    let spawned = thread::Builder::new().name("bidir-rpc-connect".into()).spawn(move || {
+        let conn = ClientConn::new(Arc::clone(&attempting), generation);
+        if let Err(error) = attempting.engine.connect(&attempting.options, conn) {
+            ClientConn::attempt_failed(&attempting, generation, error);
+        }
+    });
+    if let Err(error) = spawned {
+        ClientConn::attempt_failed(inner, generation, ConnectError::Io(error));
     }
 }
