@@ -1,6 +1,7 @@
 //! The rpc and fanout benchmarks' server, one worker's worth of each:
 //!
-//! - `/rpc`, over `bidir.json.v1`: `Bench.echo(item)` answers its argument, a small struct —
+//! - `/rpc`, over `bidir.json.v1`, the service `Bench` declared as a trait:
+//!   `Bench.echo(item)` answers its argument, a small struct —
 //!   the method `bidir-load --rpc bidir` calls, and the one the jsonrpsee peer serves as
 //!   `echo` (benches/peers); `Bench.publish(stamp)` publishes the stamp as an event of the rpc
 //!   topic `bench` (`["event","bench",STAMP]`) to the clients that subscribed to it, and
@@ -33,6 +34,27 @@ struct Item {
 
 /// The topic of both pub/subs (the rpc one and the engine's are apart).
 const TOPIC: &str = "bench";
+
+/// The benchmarks' service.
+#[bidir::service]
+trait Bench {
+    /// Answers `item`.
+    fn echo(&self, item: Item) -> Item;
+    /// Publishes `stamp` to the rpc topic `bench`; answers the subscribers it reached.
+    fn publish(&self, cx: &mut Context<'_>, stamp: u64) -> Result<usize, String>;
+}
+
+struct Benchmarks;
+
+impl Bench for Benchmarks {
+    fn echo(&self, item: Item) -> Item {
+        item
+    }
+
+    fn publish(&self, cx: &mut Context<'_>, stamp: u64) -> Result<usize, String> {
+        bidir::rpc::publish(&cx.server(), TOPIC, &stamp).map_err(|e| e.to_string())
+    }
+}
 
 /// A connection to `/sub`: subscribed on open, deaf to what it sends.
 struct Subscriber;
@@ -69,11 +91,7 @@ fn main() -> std::io::Result<()> {
             other => usage(&format!("unknown argument {other}")),
         }
     }
-    let services = Services::new()
-        .method("Bench.echo", |_cx, (item,): (Item,)| Ok::<_, String>(item))
-        .method("Bench.publish", |cx, (stamp,): (u64,)| {
-            bidir::rpc::publish(&cx.server(), TOPIC, &stamp).map_err(|e| e.to_string())
-        });
+    let services = Services::new().serve(BenchService::shared(Benchmarks));
     let server = Server::builder()
         .bind(addr.as_str())
         .config(config)
