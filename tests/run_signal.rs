@@ -31,6 +31,12 @@ impl Handler for Echo {
 
 fn main() {
     if let Ok(mode) = std::env::var(CHILD_MODE) {
+        // A process started in the background by a shell without job control inherits SIGINT
+        // ignored; an application run from a terminal has it at its default. Start from there.
+        for signal in [libc::SIGINT, libc::SIGTERM] {
+            // SAFETY: signal(2) with SIG_DFL installs no handler of ours; nothing else runs yet.
+            unsafe { libc::signal(signal, libc::SIG_DFL) };
+        }
         let addr: SocketAddr = std::env::var(CHILD_ADDR).unwrap().parse().unwrap();
         serve(&mode, addr);
         return;
