@@ -25,59 +25,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde_json::error::Category;
 
-use super::{ErrorBody, ErrorCode, MAX_BATCH, MAX_ID, Msg, Raw, RawValue};
-use crate::CloseCode;
-
-/// A message that cannot be read at all: the connection closes with
-/// [`FrameError::close_code`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FrameError {
-    code: CloseCode,
-    reason: String,
-}
-
-impl FrameError {
-    /// 1007 for text that is not JSON, 1009 for a batch over [`MAX_BATCH`].
-    pub fn close_code(&self) -> CloseCode {
-        self.code
-    }
-
-    /// What was wrong, short enough for a close frame's reason (at most 123 bytes).
-    pub fn reason(&self) -> &str {
-        &self.reason
-    }
-
-    fn syntax(e: &serde_json::Error) -> Self {
-        Self { code: CloseCode::INVALID_PAYLOAD, reason: short(format!("invalid JSON: {e}")) }
-    }
-}
-
-impl fmt::Display for FrameError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.reason, self.code.0)
-    }
-}
-
-impl std::error::Error for FrameError {}
-
-/// One message of the wrong shape. With an [`id`](MsgError::id) it was a request the sender
-/// waits for: answer it with [`ErrorCode::BadRequest`]; without,
-/// close the connection with 1008 (policy violation).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MsgError {
-    /// The id of the request it was, when that much could be read.
-    pub id: Option<u64>,
-    /// What was wrong (at most 123 bytes).
-    pub reason: String,
-}
-
-impl fmt::Display for MsgError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.reason)
-    }
-}
-
-impl std::error::Error for MsgError {}
+use super::{BATCH_TOO_LARGE, ErrorBody, ErrorCode, MAX_BATCH, MAX_ID, Msg, Raw, RawValue, short};
+pub use super::{FrameError, MsgError};
 
 /// Reads one WebSocket text message: hands `each` every protocol message in it, in order (one,
 /// or each of a batch), or the error of one that could not be read. Strings and raw values
@@ -100,7 +49,7 @@ pub fn decode<'a>(
     match one(text) {
         Ok(msg) => each(Ok(msg)),
         Err(e) if matches!(e.classify(), Category::Syntax | Category::Eof | Category::Io) => {
-            return Err(FrameError::syntax(&e));
+            return Err(syntax(&e));
         }
         Err(e) => each(Err(message_error(text, &e)?)),
     }
@@ -110,8 +59,8 @@ pub fn decode<'a>(
 /// Why `text` is not a message: a [`MsgError`], or a [`FrameError`] when it is not even JSON
 /// (the decoder reports a type error at the first byte before it sees the syntax: `{`).
 fn message_error(text: &str, e: &serde_json::Error) -> Result<MsgError, FrameError> {
-    if let Err(syntax) = serde_json::from_str::<IgnoredAny>(text) {
-        return Err(FrameError::syntax(&syntax));
+    if let Err(e) = serde_json::from_str::<IgnoredAny>(text) {
+        return Err(syntax(&e));
     }
     Ok(MsgError { id: request_id(text), reason: short(e.to_string()) })
 }
@@ -262,25 +211,14 @@ fn one(text: &str) -> Result<Msg<'_>, serde_json::Error> {
 
 fn frame_error(e: &serde_json::Error) -> FrameError {
     if e.classify() == Category::Data && e.to_string().starts_with(BATCH_TOO_LARGE) {
-        FrameError { code: CloseCode::MESSAGE_TOO_BIG, reason: BATCH_TOO_LARGE.to_owned() }
+        FrameError::batch_too_large()
     } else {
-        FrameError::syntax(e)
+        syntax(e)
     }
 }
 
-const BATCH_TOO_LARGE: &str = "batch over 1024 messages";
-
-/// A reason cut to fit a close frame (123 bytes), at a character boundary.
-fn short(mut reason: String) -> String {
-    if reason.len() > 123 {
-        let mut end = 120;
-        while !reason.is_char_boundary(end) {
-            end -= 1;
-        }
-        reason.truncate(end);
-        reason.push_str("...");
-    }
-    reason
+fn syntax(e: &serde_json::Error) -> FrameError {
+    FrameError::invalid(format!("invalid JSON: {e}"))
 }
 
 /// The id of the request `text` was meant to be, if its tag and id can be read even though the
@@ -475,6 +413,7 @@ impl<'de> Visitor<'de> for IdVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::CloseCode;
 
     fn decode_all(text: &str) -> Result<Vec<Result<Msg<'_>, MsgError>>, FrameError> {
         let mut all = Vec::new();

@@ -1,19 +1,40 @@
 //! The application protocol's messages — calls both ways, answers, notifications, callback
-//! invocations and releases, cancels, subscriptions, publishes and events — and their text
-//! encoding, `bidir.json.v1` ([`json`]). docs/rpc.md in the repository is the wire
-//! specification; every example in it is decoded and re-encoded by this module's tests.
+//! invocations and releases, cancels, subscriptions, publishes and events — and their two
+//! encodings: text, `bidir.json.v1` ([`json`]), and MessagePack, `bidir.bin.v1` ([`bin`]).
+//! docs/rpc.md in the repository is the wire specification; every example in it is decoded and
+//! re-encoded by this module's tests.
 //!
-//! Like the rest of this crate the codec is sans-IO: it turns one WebSocket message into
-//! [`Msg`]s and back, and knows nothing of services, connections or threads. Arguments and
-//! results stay raw JSON ([`RawValue`]) borrowed from the received message: the layer above
-//! decodes them into its own types, once.
+//! Like the rest of this crate the codecs are sans-IO: they turn one WebSocket message into
+//! [`Msg`]s and back, and know nothing of services, connections or threads. Arguments and
+//! results stay raw, borrowed from the received message — JSON text ([`Raw`]) or MessagePack
+//! bytes ([`bin::RawPack`]), the [`Blob`] parameter of [`Msg`] — and the layer above decodes
+//! them into its own types, once ([`Blob::decode`]).
 
 use std::borrow::Cow;
 use std::fmt;
 
+use serde::Deserialize;
 pub use serde_json::value::RawValue;
 
+use crate::CloseCode;
+
+pub mod bin;
 pub mod json;
+
+/// An argument blob: arguments, a result, event or error data, kept undecoded as the bytes of
+/// one value of the message's encoding and decoded by the receiver with its own types.
+/// [`Raw`] for `bidir.json.v1`, [`bin::RawPack`] for `bidir.bin.v1`.
+pub trait Blob<'a>: Copy + fmt::Debug + PartialEq {
+    /// Why a blob does not decode into the type asked for.
+    type Error: std::error::Error;
+
+    /// Decodes the value into `T`, borrowing from the message where `T` borrows.
+    ///
+    /// # Errors
+    ///
+    /// When the value does not fit `T` (the caller answers `bad_args`).
+    fn decode<T: Deserialize<'a>>(&self) -> Result<T, Self::Error>;
+}
 
 /// A JSON value kept as its text, borrowed from the received message: arguments, results,
 /// event data. Two are equal when their texts are.
@@ -35,6 +56,36 @@ impl<'a> Raw<'a> {
     /// it again.
     pub fn value(&self) -> &'a RawValue {
         self.0
+    }
+}
+
+impl<'a> Raw<'a> {
+    /// Decodes the value into `T` (the inherent form of [`Blob::decode`]).
+    ///
+    /// # Errors
+    ///
+    /// When the value does not fit `T`.
+    pub fn decode<T: Deserialize<'a>>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.0.get())
+    }
+
+    /// Encodes `value` as a JSON blob, to pass to [`Raw::new`].
+    ///
+    /// # Errors
+    ///
+    /// When `value`'s `Serialize` fails (a map with keys that are not strings).
+    pub fn encode<T: serde::Serialize + ?Sized>(
+        value: &T,
+    ) -> Result<Box<RawValue>, serde_json::Error> {
+        serde_json::value::to_raw_value(value)
+    }
+}
+
+impl<'a> Blob<'a> for Raw<'a> {
+    type Error = serde_json::Error;
+
+    fn decode<T: Deserialize<'a>>(&self) -> Result<T, serde_json::Error> {
+        Raw::decode(self)
     }
 }
 
@@ -64,37 +115,40 @@ pub const MAX_BATCH: usize = 1024;
 /// callback invocation that wants an answer, a subscribe): each side numbers its own requests,
 /// and an answer names the id of the request it answers, so many calls can be in flight in
 /// both directions at once. Callback ids are chosen by the side that owns the callback.
+///
+/// `R` is the encoding's argument blob: [`Raw`] (JSON text, the default) or [`bin::RawPack`]
+/// (MessagePack bytes); the rest of a message is the same in both encodings.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Msg<'a> {
+pub enum Msg<'a, R = Raw<'a>> {
     /// A call, answered by [`Msg::Result`] or [`Msg::Error`] with the same id.
     Call {
         /// The caller's id for it.
         id: u64,
         /// `Service.method`.
         method: Cow<'a, str>,
-        /// The arguments, a JSON array in the method's parameter order.
-        args: Raw<'a>,
+        /// The arguments, an array in the method's parameter order.
+        args: R,
     },
     /// A call that wants no answer.
     Notify {
         /// `Service.method`.
         method: Cow<'a, str>,
-        /// The arguments, a JSON array.
-        args: Raw<'a>,
+        /// The arguments, an array.
+        args: R,
     },
     /// The answer to a request: its value.
     Result {
         /// The request's id.
         id: u64,
         /// What the method returned.
-        value: Raw<'a>,
+        value: R,
     },
     /// The answer to a request: why it failed.
     Error {
         /// The request's id.
         id: u64,
         /// The failure.
-        error: ErrorBody<'a>,
+        error: ErrorBody<'a, R>,
     },
     /// A call of a method of a callback object the receiver owns.
     Invoke {
@@ -102,8 +156,8 @@ pub enum Msg<'a> {
         callback: u64,
         /// The callback's method.
         method: Cow<'a, str>,
-        /// The arguments, a JSON array.
-        args: Raw<'a>,
+        /// The arguments, an array.
+        args: R,
         /// The sender's id for the call when it wants an answer.
         id: Option<u64>,
     },
@@ -137,19 +191,19 @@ pub enum Msg<'a> {
         /// The topic.
         topic: Cow<'a, str>,
         /// The event's value.
-        data: Raw<'a>,
+        data: R,
     },
     /// An event of a topic the receiver subscribed to.
     Event {
         /// The topic.
         topic: Cow<'a, str>,
         /// The event's value.
-        data: Raw<'a>,
+        data: R,
     },
 }
 
-impl Msg<'_> {
-    /// The message's tag on the wire.
+impl<R> Msg<'_, R> {
+    /// The message's tag in `bidir.json.v1`.
     pub fn tag(&self) -> &'static str {
         match self {
             Self::Call { .. } => "call",
@@ -169,13 +223,13 @@ impl Msg<'_> {
 
 /// Why a request failed, as an error answer carries it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct ErrorBody<'a> {
+pub struct ErrorBody<'a, R = Raw<'a>> {
     /// The kind of failure.
     pub code: ErrorCode,
     /// For people: what went wrong.
     pub message: Cow<'a, str>,
     /// The service's own error value, for [`ErrorCode::Service`].
-    pub data: Option<Raw<'a>>,
+    pub data: Option<R>,
 }
 
 /// The kinds of error answer. On the wire each is a string; a code this version does not know
@@ -242,4 +296,76 @@ impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// A message that cannot be read at all: the connection closes with
+/// [`FrameError::close_code`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrameError {
+    code: CloseCode,
+    reason: String,
+}
+
+impl FrameError {
+    /// 1007 for a message that is not in the encoding (not JSON, not MessagePack), 1009 for a
+    /// batch over [`MAX_BATCH`].
+    pub fn close_code(&self) -> CloseCode {
+        self.code
+    }
+
+    /// What was wrong, short enough for a close frame's reason (at most 123 bytes).
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// Undecodable input: 1007 with `reason`.
+    fn invalid(reason: String) -> Self {
+        Self { code: CloseCode::INVALID_PAYLOAD, reason: short(reason) }
+    }
+
+    fn batch_too_large() -> Self {
+        Self { code: CloseCode::MESSAGE_TOO_BIG, reason: BATCH_TOO_LARGE.to_owned() }
+    }
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.reason, self.code.0)
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// One message of the wrong shape. With an [`id`](MsgError::id) it was a request the sender
+/// waits for: answer it with [`ErrorCode::BadRequest`]; without,
+/// close the connection with 1008 (policy violation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MsgError {
+    /// The id of the request it was, when that much could be read.
+    pub id: Option<u64>,
+    /// What was wrong (at most 123 bytes).
+    pub reason: String,
+}
+
+impl fmt::Display for MsgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for MsgError {}
+
+const BATCH_TOO_LARGE: &str = "batch over 1024 messages";
+
+/// A reason cut to fit a close frame (123 bytes), at a character boundary.
+fn short(mut reason: String) -> String {
+    if reason.len() > 123 {
+        let mut end = 120;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push_str("...");
+    }
+    reason
 }
