@@ -595,7 +595,7 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
     use crate::CloseCode;
-    use crate::rpc::Raw;
+    use crate::rpc::{Raw, json};
 
     /// The MessagePack of a JSON text (objects as maps), to write inputs legibly.
     fn pack(json: &str) -> Vec<u8> {
@@ -813,6 +813,41 @@ mod tests {
         for bad in [&[][..], &[0x92, 0x01], &[0x01, 0x02], &[0xc1]] {
             assert!(RawPack::new(bad).is_none(), "{bad:02x?}");
         }
+    }
+
+    /// docs/rpc.md's `json` examples, their tags made integers, are `bidir.bin.v1` messages: each
+    /// decodes to the message the JSON decodes to (blobs aside), and encodes back to its bytes.
+    #[test]
+    fn the_specification_examples_in_messagepack() {
+        use serde_json::Value;
+        let spec = include_str!("../../../docs/rpc.md");
+        let tags = ["call", "note", "ok", "err", "cb", "release", "cancel", "sub", "unsub", "pub"];
+        let retag = |m: &mut Value| {
+            let tag = m[0].as_str().unwrap();
+            let n = tags.iter().position(|t| *t == tag).unwrap_or(10);
+            m[0] = Value::from(n);
+        };
+        let mut examples = 0;
+        for block in spec.split("```json\n").skip(1) {
+            let text = block.split("```").next().unwrap().trim();
+            let mut value: Value = serde_json::from_str(text).unwrap();
+            match value[0].as_array_mut() {
+                Some(_) => value.as_array_mut().unwrap().iter_mut().for_each(retag),
+                None => retag(&mut value),
+            }
+            let bytes = pack(&value.to_string());
+            let mut from_json = Vec::new();
+            json::decode(text, |m| from_json.push(m.unwrap())).unwrap();
+            let msgs: Vec<_> =
+                decode_all(&bytes).unwrap().into_iter().map(Result::unwrap).collect();
+            let kinds: Vec<_> = msgs.iter().map(Msg::tag).collect();
+            assert_eq!(kinds, from_json.iter().map(Msg::tag).collect::<Vec<_>>(), "{text}");
+            let mut out = Vec::new();
+            encode_batch(&msgs, &mut out);
+            assert_eq!(out, bytes, "{text}");
+            examples += 1;
+        }
+        assert!(examples >= 18, "{examples} examples");
     }
 
     proptest::proptest! {
