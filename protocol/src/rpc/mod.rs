@@ -14,6 +14,8 @@ use std::fmt;
 pub use serde_json::value::RawValue;
 
 pub mod json;
+pub mod psk;
+pub mod seal;
 
 /// A JSON value kept as its text, borrowed from the received message: arguments, results,
 /// event data. Two are equal when their texts are.
