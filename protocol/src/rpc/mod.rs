@@ -20,6 +20,8 @@ use crate::CloseCode;
 
 pub mod bin;
 pub mod json;
+pub mod psk;
+pub mod seal;
 
 /// An argument blob: arguments, a result, event or error data, kept undecoded as the bytes of
 /// one value of the message's encoding and decoded by the receiver with its own types.
