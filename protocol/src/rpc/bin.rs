@@ -32,7 +32,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Blob, ErrorBody, ErrorCode, MAX_BATCH, MAX_ID, Msg, short};
+use super::{Blob, ErrorBody, ErrorCode, FieldWriter, MAX_BATCH, MAX_ID, Msg, short};
 pub use super::{FrameError, MsgError};
 
 /// The subprotocol name of the MessagePack encoding.
@@ -158,47 +158,7 @@ pub fn encode(msg: &BinMsg<'_>, out: &mut Vec<u8>) {
     let (tag, fields) = shape(msg);
     array(out, fields + 1);
     uint(out, tag);
-    match msg {
-        Msg::Call { id, method, args } => {
-            uint(out, *id);
-            string(out, method);
-            raw(out, args);
-        }
-        Msg::Notify { method, args } => {
-            string(out, method);
-            raw(out, args);
-        }
-        Msg::Result { id, value } => {
-            uint(out, *id);
-            raw(out, value);
-        }
-        Msg::Error { id, error } => {
-            uint(out, *id);
-            string(out, error.code.as_str());
-            string(out, &error.message);
-            if let Some(data) = &error.data {
-                raw(out, data);
-            }
-        }
-        Msg::Invoke { callback, method, args, id } => {
-            uint(out, *callback);
-            string(out, method);
-            raw(out, args);
-            if let Some(id) = id {
-                uint(out, *id);
-            }
-        }
-        Msg::Release { callback } => uint(out, *callback),
-        Msg::Cancel { id } => uint(out, *id),
-        Msg::Subscribe { id, topic } | Msg::Unsubscribe { id, topic } => {
-            uint(out, *id);
-            string(out, topic);
-        }
-        Msg::Publish { topic, data } | Msg::Event { topic, data } => {
-            string(out, topic);
-            raw(out, data);
-        }
-    }
+    msg.write_fields(&mut Writer(out));
 }
 
 /// Writes `msgs` as one WebSocket message: a batch, or the message itself when there is one.
@@ -301,8 +261,21 @@ fn string(out: &mut Vec<u8>, s: &str) {
     let _ = rmp::encode::write_str(out, s);
 }
 
-fn raw(out: &mut Vec<u8>, value: &RawPack<'_>) {
-    out.extend_from_slice(value.0);
+/// A message's fields in MessagePack.
+struct Writer<'o>(&'o mut Vec<u8>);
+
+impl<'a> FieldWriter<RawPack<'a>> for Writer<'_> {
+    fn id(&mut self, n: u64) {
+        uint(self.0, n);
+    }
+
+    fn text(&mut self, s: &str) {
+        string(self.0, s);
+    }
+
+    fn blob(&mut self, value: &RawPack<'a>) {
+        self.0.extend_from_slice(value.0);
+    }
 }
 
 /// Reads the message at `reader` (the whole input, or one element of a batch) and leaves the

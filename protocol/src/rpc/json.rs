@@ -25,7 +25,10 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde_json::error::Category;
 
-use super::{BATCH_TOO_LARGE, ErrorBody, ErrorCode, MAX_BATCH, MAX_ID, Msg, Raw, RawValue, short};
+use super::{
+    BATCH_TOO_LARGE, ErrorBody, ErrorCode, FieldWriter, MAX_BATCH, MAX_ID, Msg, Raw, RawValue,
+    short,
+};
 pub use super::{FrameError, MsgError};
 
 /// Reads one WebSocket text message: hands `each` every protocol message in it, in order (one,
@@ -70,47 +73,7 @@ pub fn encode(msg: &Msg<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"[\"");
     out.extend_from_slice(msg.tag().as_bytes());
     out.push(b'"');
-    match msg {
-        Msg::Call { id, method, args } => {
-            number(out, *id);
-            string(out, method);
-            raw(out, args);
-        }
-        Msg::Notify { method, args } => {
-            string(out, method);
-            raw(out, args);
-        }
-        Msg::Result { id, value } => {
-            number(out, *id);
-            raw(out, value);
-        }
-        Msg::Error { id, error } => {
-            number(out, *id);
-            string(out, error.code.as_str());
-            string(out, &error.message);
-            if let Some(data) = &error.data {
-                raw(out, data);
-            }
-        }
-        Msg::Invoke { callback, method, args, id } => {
-            number(out, *callback);
-            string(out, method);
-            raw(out, args);
-            if let Some(id) = id {
-                number(out, *id);
-            }
-        }
-        Msg::Release { callback } => number(out, *callback),
-        Msg::Cancel { id } => number(out, *id),
-        Msg::Subscribe { id, topic } | Msg::Unsubscribe { id, topic } => {
-            number(out, *id);
-            string(out, topic);
-        }
-        Msg::Publish { topic, data } | Msg::Event { topic, data } => {
-            string(out, topic);
-            raw(out, data);
-        }
-    }
+    msg.write_fields(&mut Writer(out));
     out.push(b']');
 }
 
@@ -187,19 +150,24 @@ impl Batch {
     }
 }
 
-fn number(out: &mut Vec<u8>, n: u64) {
-    let _ = write!(out, ",{n}");
-}
+/// A message's fields in JSON, each after a comma.
+struct Writer<'o>(&'o mut Vec<u8>);
 
-fn string(out: &mut Vec<u8>, s: &str) {
-    out.push(b',');
-    // Writing a string into a vector cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
-}
+impl FieldWriter<Raw<'_>> for Writer<'_> {
+    fn id(&mut self, n: u64) {
+        let _ = write!(self.0, ",{n}");
+    }
 
-fn raw(out: &mut Vec<u8>, value: &Raw<'_>) {
-    out.push(b',');
-    out.extend_from_slice(value.get().as_bytes());
+    fn text(&mut self, s: &str) {
+        self.0.push(b',');
+        // Writing a string into a vector cannot fail.
+        let _ = serde_json::to_writer(&mut *self.0, s);
+    }
+
+    fn blob(&mut self, value: &Raw<'_>) {
+        self.0.push(b',');
+        self.0.extend_from_slice(value.get().as_bytes());
+    }
 }
 
 fn one(text: &str) -> Result<Msg<'_>, serde_json::Error> {

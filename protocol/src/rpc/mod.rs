@@ -204,7 +204,63 @@ pub enum Msg<'a, R = Raw<'a>> {
     },
 }
 
+/// How an encoding writes the fields of a message: each codec implements it, and
+/// [`Msg::write_fields`] walks the fields in their one wire order (docs/rpc.md).
+pub(crate) trait FieldWriter<R> {
+    /// An id (request, callback).
+    fn id(&mut self, n: u64);
+    /// A string (method, error code and message, topic).
+    fn text(&mut self, s: &str);
+    /// An argument blob (args, value, data).
+    fn blob(&mut self, blob: &R);
+}
+
 impl<R> Msg<'_, R> {
+    /// Writes the fields after the tag, in their wire order, through `w`.
+    pub(crate) fn write_fields(&self, w: &mut impl FieldWriter<R>) {
+        match self {
+            Self::Call { id, method, args } => {
+                w.id(*id);
+                w.text(method);
+                w.blob(args);
+            }
+            Self::Notify { method, args } => {
+                w.text(method);
+                w.blob(args);
+            }
+            Self::Result { id, value } => {
+                w.id(*id);
+                w.blob(value);
+            }
+            Self::Error { id, error } => {
+                w.id(*id);
+                w.text(error.code.as_str());
+                w.text(&error.message);
+                if let Some(data) = &error.data {
+                    w.blob(data);
+                }
+            }
+            Self::Invoke { callback, method, args, id } => {
+                w.id(*callback);
+                w.text(method);
+                w.blob(args);
+                if let Some(id) = id {
+                    w.id(*id);
+                }
+            }
+            Self::Release { callback } => w.id(*callback),
+            Self::Cancel { id } => w.id(*id),
+            Self::Subscribe { id, topic } | Self::Unsubscribe { id, topic } => {
+                w.id(*id);
+                w.text(topic);
+            }
+            Self::Publish { topic, data } | Self::Event { topic, data } => {
+                w.text(topic);
+                w.blob(data);
+            }
+        }
+    }
+
     /// The message's tag in `bidir.json.v1`.
     pub fn tag(&self) -> &'static str {
         match self {
