@@ -18,6 +18,8 @@ pub(crate) struct Gathering {
     current: json::Batch,
     /// Bytes encoded since the last flush.
     bytes: usize,
+    /// Messages pushed since the last flush.
+    messages: usize,
 }
 
 impl Gathering {
@@ -31,11 +33,12 @@ impl Gathering {
         let before = self.current.bytes();
         write(self.current.next_message());
         self.bytes += self.current.bytes() - before;
+        self.messages += 1;
     }
 
     /// How many messages it holds.
     pub(crate) fn len(&self) -> usize {
-        self.full.iter().map(json::Batch::len).sum::<usize>() + self.current.len()
+        self.messages
     }
 
     /// The bytes gathered since the last flush.
@@ -54,6 +57,7 @@ impl Gathering {
         self.full.clear();
         self.current.clear();
         self.bytes = 0;
+        self.messages = 0;
     }
 
     /// Sends everything on `cx`, one WebSocket message per batch.
