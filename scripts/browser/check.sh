@@ -4,7 +4,7 @@
 # shared compression profile (the echo default) and once with a compact 9-bit dedicated one
 # (Chromium then compresses with context takeover). Then the browser rpc module against the
 # test services of tests/browser.rs (rpc-check.js, run by that test), and the chat example's
-# page in two browser pages talking to each other (chat-check.js). Installs Debian's chromium
+# page in two browser pages and a Rust terminal client talking to each other (chat-check.js). Installs Debian's chromium
 # and playwright-core (npm) into browser/ in cargo's target directory on first use.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
