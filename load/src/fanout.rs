@@ -427,6 +427,13 @@ fn measure(
         std::thread::sleep(Duration::from_millis(1));
     }
     let measured = shared.phases.measure(o);
+    // The publisher may be between its check of the stop and its count of the event it
+    // sends: a closure posted to it runs after that, so once it has run, `events` is final.
+    let (settled, publisher_done) = std::sync::mpsc::channel();
+    if let Some(publisher) = &*lock(&shared.publisher) {
+        let _ = publisher.post(move |_, _| drop(settled.send(())));
+    }
+    let _ = publisher_done.recv_timeout(SETTLE);
     // The events in flight: every subscriber gets each, or the wait ends.
     let deadline = Instant::now() + SETTLE;
     let expected = || shared.events.load(Ordering::Relaxed) * o.conns as u64;
