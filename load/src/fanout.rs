@@ -431,7 +431,9 @@ fn measure(
     // sends: a closure posted to it runs after that, so once it has run, `events` is final.
     let (settled, publisher_done) = std::sync::mpsc::channel();
     if let Some(publisher) = &*lock(&shared.publisher) {
-        let _ = publisher.post(move |_, _| drop(settled.send(())));
+        let _ = publisher.post(move |_, _| {
+            let _ = settled.send(());
+        });
     }
     let _ = publisher_done.recv_timeout(SETTLE);
     // The events in flight: every subscriber gets each, or the wait ends.
