@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bidir::client::{Connect, Incoming};
-use bidir::protocol::rpc::ErrorCode;
+use bidir::protocol::rpc::{ErrorCode, Msg};
 use bidir::rpc::{CallError, Callback, CallbackError, Reply, Services};
 use bidir::testbed::{HOST, Peer, TestBed};
 use bidir::{CloseCode, Message, Server};
@@ -222,7 +222,7 @@ fn a_gathering_goes_out_in_batches_within_the_limits_in_order() {
         assert!(text.len() <= (64 << 10) + 200, "{} bytes", text.len());
         let mut count = 0;
         bidir::protocol::rpc::json::decode(text, |msg| {
-            let Ok(bidir::protocol::rpc::Msg::Invoke { args, .. }) = msg else { panic!() };
+            let Ok(Msg::Invoke { args, .. }) = msg else { panic!() };
             assert!(args.get().starts_with(&format!("[{next},")), "in order");
             next += 1;
             count += 1;
@@ -562,4 +562,114 @@ fn the_server_calls_a_callback_and_continues_on_the_worker_with_the_answer() {
     bed.close(peer, CloseCode::NORMAL, "").unwrap();
     bed.run_until_idle();
     assert_eq!(rx.try_recv().unwrap(), Err(CallError::Disconnected));
+}
+
+/// `bidir.bin.v1`: one message written behind the envelope byte of a plain message.
+fn packed(msg: &bidir::protocol::rpc::bin::BinMsg<'_>) -> Vec<u8> {
+    let mut out = vec![0];
+    bidir::protocol::rpc::bin::encode(msg, &mut out);
+    out
+}
+
+/// The messages of one received `bidir.bin.v1` message, as JSON text for comparing.
+fn unpacked(bytes: &[u8]) -> Vec<String> {
+    assert_eq!(bytes[0], 0, "a plain envelope");
+    let mut texts = Vec::new();
+    bidir::protocol::rpc::bin::decode(&bytes[1..], |msg| {
+        let msg = msg.unwrap().map_blobs(|b| b.decode::<serde_json::Value>().unwrap());
+        texts.push(format!("{msg:?}"));
+    })
+    .unwrap();
+    texts
+}
+
+fn connect(bed: &mut TestBed, protocols: &[&str]) -> Peer {
+    let options = protocols
+        .iter()
+        .fold(Connect::new(&format!("ws://{HOST}/rpc")).unwrap(), |o, p| o.protocol(*p));
+    bed.connect_with(&options).unwrap()
+}
+
+#[test]
+fn the_binary_encoding_is_served_on_the_same_route() {
+    let builder = Server::builder().route("/rpc", services().hook());
+    let mut bed = TestBed::new(builder).unwrap();
+    // The first of the client's protocols that the server speaks.
+    let peer = connect(&mut bed, &["bidir.bin.v1", "bidir.json.v1"]);
+    assert_eq!(bed.protocol(peer), Some("bidir.bin.v1"));
+    let json = connect(&mut bed, &["x.y", "bidir.json.v1", "bidir.bin.v1"]);
+    assert_eq!(bed.protocol(json), Some("bidir.json.v1"));
+
+    let args = bidir::rpc::Wire::Bin.value(&(2, 3)).unwrap();
+    let call = Msg::Call { id: 1, method: "Calc.Add".into(), args: pack(&args) };
+    bed.send(peer, Message::Binary(&packed(&call))).unwrap();
+    let args = bidir::rpc::Wire::Bin.value(&(1, 0)).unwrap();
+    let div = Msg::Call { id: 2, method: "Calc.Div".into(), args: pack(&args) };
+    bed.send(peer, Message::Binary(&packed(&div))).unwrap();
+    let answers: Vec<String> = bed
+        .recv(peer)
+        .iter()
+        .flat_map(|m| match m {
+            Incoming::Binary(bytes) => unpacked(bytes),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert_eq!(answers[0], "Result { id: 1, value: Number(5) }");
+    assert!(
+        answers[1].contains("Service") && answers[1].contains("division by zero"),
+        "{answers:?}"
+    );
+}
+
+fn pack(value: &bidir::rpc::Value) -> bidir::protocol::rpc::bin::RawPack<'_> {
+    match value.as_ref() {
+        bidir::rpc::ValueRef::Pack(pack) => pack,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn bad_binary_input_closes_with_the_documented_code() {
+    for (input, code) in [
+        (Message::Text(r#"["call",1,"Calc.Add",[2,3]]"#), CloseCode::UNSUPPORTED_DATA),
+        (Message::Binary(b""), CloseCode::INVALID_PAYLOAD),
+        (Message::Binary(&[0x80, 0x90]), CloseCode::INVALID_PAYLOAD), // unknown envelope bits
+        (Message::Binary(&[0, 0xc1]), CloseCode::INVALID_PAYLOAD),    // a reserved marker
+        (Message::Binary(&[0, 0x92, 0x0f, 1]), CloseCode::POLICY_VIOLATION), // unknown tag
+    ] {
+        let builder = Server::builder().route("/rpc", services().hook());
+        let mut bed = TestBed::new(builder).unwrap();
+        let peer = connect(&mut bed, &["bidir.bin.v1"]);
+        assert_eq!(closed_with(&mut bed, peer, input), code, "{input:?}");
+    }
+}
+
+#[test]
+fn a_client_publish_reaches_the_subscribers_of_both_encodings() {
+    let allow = |_cx: &mut bidir::Context<'_>, _topic: &str| Ok(());
+    let services = Services::new().authorize_publish(allow);
+    let mut bed = TestBed::new(Server::builder().route("/rpc", services.hook())).unwrap();
+    let json = connect(&mut bed, &["bidir.json.v1"]);
+    let bin = connect(&mut bed, &["bidir.bin.v1"]);
+    assert_eq!(ask(&mut bed, json, r#"["sub",1,"lobby"]"#), r#"["ok",1,null]"#);
+    bed.send(bin, Message::Binary(&packed(&Msg::Subscribe { id: 1, topic: "lobby".into() })))
+        .unwrap();
+    assert!(matches!(&bed.recv(bin)[..], [Incoming::Binary(b)] if unpacked(b).len() == 1));
+    let data = bidir::rpc::Wire::Bin.value(&serde_json::json!({"text": "hi"})).unwrap();
+    let publish = Msg::Publish { topic: "lobby".into(), data: pack(&data) };
+    bed.send(bin, Message::Binary(&packed(&publish))).unwrap();
+    bed.run_until_idle();
+    assert_eq!(bed.recv(json), [Incoming::Text(r#"["event","lobby",{"text":"hi"}]"#.into())]);
+    match &bed.recv(bin)[..] {
+        [Incoming::Binary(b)] => {
+            assert_eq!(
+                unpacked(b),
+                [r#"Event { topic: "lobby", data: Object {"text": String("hi")} }"#]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // And the server's own publish, encoded once per encoding.
+    assert_eq!(bidir::rpc::publish(&bed.handle(), "lobby", &7).unwrap(), 2);
 }

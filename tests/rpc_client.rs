@@ -13,11 +13,10 @@ use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use serde_json::value::{RawValue, to_raw_value};
 
 use bidir::protocol::rpc::ErrorCode;
 use bidir::rpc::client::{Call, Client, ClientBuilder, LocalCallback};
-use bidir::rpc::{CallError, Callback, CallbackError, Reply, Services};
+use bidir::rpc::{CallError, Callback, CallbackError, Reply, Services, Value, ValueRef, Wire};
 use bidir::{Accept, CloseCode, Context, Handler, Message, Request, Server, ServerHandle};
 use util::config;
 
@@ -124,15 +123,15 @@ fn eventually(what: &str, mut ready: impl FnMut() -> bool) {
     }
 }
 
-fn raw<T: Serialize>(value: &T) -> Box<RawValue> {
-    to_raw_value(value).unwrap()
+fn raw<T: Serialize>(wire: Wire, value: &T) -> Value {
+    wire.value(value).unwrap()
 }
 
 /// A callback that reports its invocations (method, arguments, thread) and answers nothing.
 fn reporting(client: &Client) -> (LocalCallback<dyn ChatCallback>, mpsc::Receiver<Invoked>) {
     let (tx, rx) = mpsc::channel();
     let cb = client.callback_with(move |method, args| {
-        let _ = tx.send((method.to_owned(), args.get().to_owned(), thread::current().id()));
+        let _ = tx.send((method.to_owned(), args.to_string(), thread::current().id()));
         Ok(None)
     });
     (cb, rx)
@@ -142,27 +141,30 @@ type Invoked = (String, String, ThreadId);
 
 #[test]
 fn calls_are_answered_with_values_and_typed_errors() {
-    let (server, _seen) = server();
-    let client = client(&server);
-    assert_eq!(client.call("Calc.Add", (2, 3)), Ok(5));
-    assert_eq!(client.call("Room.enter", ("ada",)), Ok(3u8));
-    // A service's own error: its text, and its value as the data, decoded back.
-    match client.call::<_, u8>("Room.enter", ("full",)) {
-        Err(CallError::Remote { code: ErrorCode::Service, message, data: Some(data) }) => {
-            assert_eq!(message, "room is full (8)");
-            assert_eq!(serde_json::from_str::<RoomFull>(&data).unwrap(), RoomFull { max: 8 });
+    // In both encodings.
+    for wire in Wire::ALL {
+        let (server, _seen) = server();
+        let client = builder(server.local_addr()).wire(wire).connect().unwrap();
+        assert_eq!(client.call("Calc.Add", (2, 3)), Ok(5));
+        assert_eq!(client.call("Room.enter", ("ada",)), Ok(3u8));
+        // A service's own error: its text, and its value as the data, decoded back.
+        match client.call::<_, u8>("Room.enter", ("full",)) {
+            Err(CallError::Remote { code: ErrorCode::Service, message, data: Some(data) }) => {
+                assert_eq!(message, "room is full (8)");
+                assert_eq!(serde_json::from_str::<RoomFull>(&data).unwrap(), RoomFull { max: 8 });
+            }
+            other => panic!("{other:?}"),
         }
-        other => panic!("{other:?}"),
+        let unknown = client.call::<_, i64>("Calc.Mul", (2, 3));
+        assert!(matches!(unknown, Err(CallError::Remote { code: ErrorCode::UnknownMethod, .. })));
+        let bad = client.call::<_, i64>("Calc.Add", ("two", 3));
+        assert!(matches!(bad, Err(CallError::Remote { code: ErrorCode::BadArgs, .. })), "{bad:?}");
+        // An answer of another type, and arguments that are no tuple (nothing is sent).
+        assert!(matches!(client.call::<_, String>("Calc.Add", (1, 2)), Err(CallError::Json(_))));
+        assert!(matches!(client.call::<_, i64>("Calc.Add", 5), Err(CallError::Json(_))));
+        assert_eq!(client.call("Calc.Add", (40, 2)), Ok(42));
+        assert_eq!(client.stats().late_answers, 0);
     }
-    let unknown = client.call::<_, i64>("Calc.Mul", (2, 3));
-    assert!(matches!(unknown, Err(CallError::Remote { code: ErrorCode::UnknownMethod, .. })));
-    let bad = client.call::<_, i64>("Calc.Add", ("two", 3));
-    assert!(matches!(bad, Err(CallError::Remote { code: ErrorCode::BadArgs, .. })), "{bad:?}");
-    // An answer of another type, and arguments that are no tuple (nothing is sent).
-    assert!(matches!(client.call::<_, String>("Calc.Add", (1, 2)), Err(CallError::Json(_))));
-    assert!(matches!(client.call::<_, i64>("Calc.Add", 5), Err(CallError::Json(_))));
-    assert_eq!(client.call("Calc.Add", (40, 2)), Ok(42));
-    assert_eq!(client.stats().late_answers, 0);
 }
 
 #[test]
@@ -265,117 +267,130 @@ fn notifications_arrive_in_order_with_calls() {
 
 #[test]
 fn the_server_invokes_callbacks_on_the_clients_worker() {
-    let (server, seen) = server();
-    let client = client(&server);
-    let (cb, invoked) = reporting(&client);
-    client.call::<_, ()>("Chat.join", ("ada", &cb)).unwrap();
-    let member = seen.members.lock().unwrap()[0].clone();
-    assert_eq!(member.id(), cb.id());
-    let from = member.clone();
-    thread::spawn(move || {
-        from.invoke("said", ("bob", "hi")).unwrap();
-        from.invoke("said", ("eve", "yo")).unwrap();
-    })
-    .join()
-    .unwrap();
-    let (method, args, worker) = invoked.recv_timeout(WAIT).unwrap();
-    assert_eq!((method.as_str(), args.as_str()), ("said", r#"["bob","hi"]"#));
-    let (_, args, _) = invoked.recv_timeout(WAIT).unwrap();
-    assert_eq!(args, r#"["eve","yo"]"#);
-    // The continuations' thread.
-    let (tx, rx) = mpsc::channel();
-    client.call_async::<_, i64>("Calc.Add", (1, 1)).then(move |_| {
-        tx.send(thread::current().id()).unwrap();
-    });
-    assert_eq!(rx.recv_timeout(WAIT).unwrap(), worker);
+    // In both encodings.
+    for wire in Wire::ALL {
+        let (server, seen) = server();
+        let client = builder(server.local_addr()).wire(wire).connect().unwrap();
+        let (cb, invoked) = reporting(&client);
+        client.call::<_, ()>("Chat.join", ("ada", &cb)).unwrap();
+        let member = seen.members.lock().unwrap()[0].clone();
+        assert_eq!(member.id(), cb.id());
+        let from = member.clone();
+        thread::spawn(move || {
+            from.invoke("said", ("bob", "hi")).unwrap();
+            from.invoke("said", ("eve", "yo")).unwrap();
+        })
+        .join()
+        .unwrap();
+        let (method, args, worker) = invoked.recv_timeout(WAIT).unwrap();
+        assert_eq!((method.as_str(), args.as_str()), ("said", r#"["bob","hi"]"#));
+        let (_, args, _) = invoked.recv_timeout(WAIT).unwrap();
+        assert_eq!(args, r#"["eve","yo"]"#);
+        // The continuations' thread.
+        let (tx, rx) = mpsc::channel();
+        client.call_async::<_, i64>("Calc.Add", (1, 1)).then(move |_| {
+            tx.send(thread::current().id()).unwrap();
+        });
+        assert_eq!(rx.recv_timeout(WAIT).unwrap(), worker);
+    }
 }
 
 #[test]
 fn a_callback_answers_the_servers_calls_with_values_and_errors() {
-    let (server, seen) = server();
-    let client = client(&server);
-    let cb: LocalCallback<dyn ChatCallback> = client.callback_with(|method, args| match method {
-        "name" => Ok(Some(raw(&"ada"))),
-        "twice" => {
-            let (n,): (i64,) = serde_json::from_str(args.get()).unwrap();
-            Ok(Some(raw(&(2 * n))))
-        }
-        "fail" => Err((ErrorCode::Service, "no way".into())),
-        "boom" => panic!("boom"),
-        _ => Err((ErrorCode::UnknownMethod, format!("no {method}"))),
-    });
-    client.call::<_, ()>("Chat.join", ("ada", &cb)).unwrap();
-    let member = seen.members.lock().unwrap()[0].clone();
-    let answers = thread::spawn(move || {
-        let wait = |m: &str| member.call::<_, serde_json::Value>(m, (21,)).unwrap().wait();
-        [wait("name"), wait("twice"), wait("fail"), wait("boom"), wait("other")]
-    })
-    .join()
-    .unwrap();
-    let [name, twice, fail, boom, other] = answers;
-    assert_eq!(name, Ok(serde_json::json!("ada")));
-    assert_eq!(twice, Ok(serde_json::json!(42)));
-    let code = |r: &Result<_, CallError>| match r {
-        Err(CallError::Remote { code, message, .. }) => Some((*code, message.clone())),
-        _ => None,
-    };
-    assert_eq!(code(&fail), Some((ErrorCode::Service, "no way".to_owned())));
-    assert_eq!(code(&boom).map(|c| c.0), Some(ErrorCode::Internal));
-    assert_eq!(code(&other), Some((ErrorCode::UnknownMethod, "no other".to_owned())));
+    // In both encodings.
+    for wire in Wire::ALL {
+        let (server, seen) = server();
+        let client = builder(server.local_addr()).wire(wire).connect().unwrap();
+        let cb: LocalCallback<dyn ChatCallback> =
+            client.callback_with(|method, args| match method {
+                "name" => Ok(Some(raw(args.wire(), &"ada"))),
+                "twice" => {
+                    let (n,): (i64,) = args.decode().unwrap();
+                    Ok(Some(raw(args.wire(), &(2 * n))))
+                }
+                "fail" => Err((ErrorCode::Service, "no way".into())),
+                "boom" => panic!("boom"),
+                _ => Err((ErrorCode::UnknownMethod, format!("no {method}"))),
+            });
+        client.call::<_, ()>("Chat.join", ("ada", &cb)).unwrap();
+        let member = seen.members.lock().unwrap()[0].clone();
+        let answers = thread::spawn(move || {
+            let wait = |m: &str| member.call::<_, serde_json::Value>(m, (21,)).unwrap().wait();
+            [wait("name"), wait("twice"), wait("fail"), wait("boom"), wait("other")]
+        })
+        .join()
+        .unwrap();
+        let [name, twice, fail, boom, other] = answers;
+        assert_eq!(name, Ok(serde_json::json!("ada")));
+        assert_eq!(twice, Ok(serde_json::json!(42)));
+        let code = |r: &Result<_, CallError>| match r {
+            Err(CallError::Remote { code, message, .. }) => Some((*code, message.clone())),
+            _ => None,
+        };
+        assert_eq!(code(&fail), Some((ErrorCode::Service, "no way".to_owned())));
+        assert_eq!(code(&boom).map(|c| c.0), Some(ErrorCode::Internal));
+        assert_eq!(code(&other), Some((ErrorCode::UnknownMethod, "no other".to_owned())));
+    }
 }
 
 #[test]
 fn callbacks_are_released_both_ways_and_by_the_end_of_the_connection() {
-    let (server, seen) = server();
-    let client = client(&server);
-    // The client drops its last clone: the server's release hook runs.
-    let (cb, _invoked) = reporting(&client);
-    let copy = cb.clone();
-    client.call::<_, ()>("Chat.join", ("ada", &cb)).unwrap();
-    let id = cb.id();
-    let member = seen.members.lock().unwrap()[0].clone();
-    drop(cb);
-    assert_eq!(client.call("Calc.Add", (0, 0)), Ok(0));
-    assert!(seen.released.lock().unwrap().is_empty(), "a clone is still held");
-    drop(copy);
-    eventually("the release hook", || *seen.released.lock().unwrap() == [id]);
-    assert_eq!(member.invoke("said", ()), Err(CallbackError::Released));
-    seen.members.lock().unwrap().clear();
-    drop(member);
-    // The server drops its proxy: the client's callback is released.
-    let (cb, _invoked) = reporting(&client);
-    client.call::<_, ()>("Chat.join", ("bob", &cb)).unwrap();
-    assert!(!cb.is_released());
-    client.call::<_, ()>("Chat.leave", ()).unwrap();
-    eventually("released by the server", || cb.is_released());
-    // Passing a released callback is refused.
-    assert_eq!(client.call::<_, ()>("Chat.join", ("bob", &cb)), Err(CallError::Released));
-    // The end of the connection: the hook runs for what the server holds.
-    let (kept, _invoked) = reporting(&client);
-    client.call::<_, ()>("Chat.join", ("eve", &kept)).unwrap();
-    let pending = client.call_async::<_, u64>("Slow.hold", (1,));
-    eventually("the call held", || seen.held.lock().unwrap().len() == 1);
-    client.close();
-    assert_eq!(pending.wait(), Err(CallError::Disconnected));
-    eventually("released at the end", || seen.released.lock().unwrap().contains(&kept.id()));
-    assert!(kept.is_released());
-    assert_eq!(client.call::<_, i64>("Calc.Add", (1, 1)), Err(CallError::Disconnected));
-    eventually("the connection gone", || server.connections() == 0);
+    // In both encodings.
+    for wire in Wire::ALL {
+        let (server, seen) = server();
+        let client = builder(server.local_addr()).wire(wire).connect().unwrap();
+        // The client drops its last clone: the server's release hook runs.
+        let (cb, _invoked) = reporting(&client);
+        let copy = cb.clone();
+        client.call::<_, ()>("Chat.join", ("ada", &cb)).unwrap();
+        let id = cb.id();
+        let member = seen.members.lock().unwrap()[0].clone();
+        drop(cb);
+        assert_eq!(client.call("Calc.Add", (0, 0)), Ok(0));
+        assert!(seen.released.lock().unwrap().is_empty(), "a clone is still held");
+        drop(copy);
+        eventually("the release hook", || *seen.released.lock().unwrap() == [id]);
+        assert_eq!(member.invoke("said", ()), Err(CallbackError::Released));
+        seen.members.lock().unwrap().clear();
+        drop(member);
+        // The server drops its proxy: the client's callback is released.
+        let (cb, _invoked) = reporting(&client);
+        client.call::<_, ()>("Chat.join", ("bob", &cb)).unwrap();
+        assert!(!cb.is_released());
+        client.call::<_, ()>("Chat.leave", ()).unwrap();
+        eventually("released by the server", || cb.is_released());
+        // Passing a released callback is refused.
+        assert_eq!(client.call::<_, ()>("Chat.join", ("bob", &cb)), Err(CallError::Released));
+        // The end of the connection: the hook runs for what the server holds.
+        let (kept, _invoked) = reporting(&client);
+        client.call::<_, ()>("Chat.join", ("eve", &kept)).unwrap();
+        let pending = client.call_async::<_, u64>("Slow.hold", (1,));
+        eventually("the call held", || seen.held.lock().unwrap().len() == 1);
+        client.close();
+        assert_eq!(pending.wait(), Err(CallError::Disconnected));
+        eventually("released at the end", || seen.released.lock().unwrap().contains(&kept.id()));
+        assert!(kept.is_released());
+        assert_eq!(client.call::<_, i64>("Calc.Add", (1, 1)), Err(CallError::Disconnected));
+        eventually("the connection gone", || server.connections() == 0);
+    }
 }
 
 #[test]
 fn subscriptions_get_events_until_unsubscribed() {
-    let (server, _seen) = server();
-    let client = client(&server);
-    let (tx, rx) = mpsc::channel();
-    client.subscribe("news", move |data| tx.send(data.get().to_owned()).unwrap()).unwrap();
-    assert_eq!(bidir::rpc::publish(&server, "news", &("hello", 1)).unwrap(), 1);
-    assert_eq!(bidir::rpc::publish(&server, "other", &"not ours").unwrap(), 0);
-    assert_eq!(rx.recv_timeout(WAIT).unwrap(), r#"["hello",1]"#);
-    assert_eq!(client.unsubscribe("news"), Ok(true));
-    assert_eq!(bidir::rpc::publish(&server, "news", &"gone").unwrap(), 0);
-    assert_eq!(client.unsubscribe("news"), Ok(false));
-    assert!(rx.try_recv().is_err());
+    // In both encodings.
+    for wire in Wire::ALL {
+        let (server, _seen) = server();
+        let client = builder(server.local_addr()).wire(wire).connect().unwrap();
+        let (tx, rx) = mpsc::channel();
+        client.subscribe("news", move |data| tx.send(data.to_string()).unwrap()).unwrap();
+        assert_eq!(bidir::rpc::publish(&server, "news", &("hello", 1)).unwrap(), 1);
+        assert_eq!(bidir::rpc::publish(&server, "other", &"not ours").unwrap(), 0);
+        assert_eq!(rx.recv_timeout(WAIT).unwrap(), r#"["hello",1]"#);
+        assert_eq!(client.unsubscribe("news"), Ok(true));
+        assert_eq!(bidir::rpc::publish(&server, "news", &"gone").unwrap(), 0);
+        assert_eq!(client.unsubscribe("news"), Ok(false));
+        assert!(rx.try_recv().is_err());
+    }
 }
 
 /// A server that records what the client sends and opens with a message of its own.
@@ -462,43 +477,46 @@ fn calls_from_the_clients_worker_that_would_block_are_refused() {
 
 #[test]
 fn after_a_drop_the_client_reconnects_resubscribes_and_replays_callback_calls() {
-    let (server, seen) = server();
-    let client = client(&server);
-    let (events, got) = mpsc::channel();
-    client.subscribe("news", move |data| events.send(data.get().to_owned()).unwrap()).unwrap();
-    let (cb, invoked) = reporting(&client);
-    client.call::<_, ()>("Chat.join", ("ada", &cb)).unwrap();
-    // A failed call that passed a callback is not replayed.
-    let (other, _invoked) = reporting(&client);
-    let _ = client.call::<_, ()>("Chat.join", (1, &other));
-    let in_flight = client.call_async::<_, u64>("Slow.hold", (1,));
-    eventually("the call held", || seen.held.lock().unwrap().len() == 1);
-    client.notify("Admin.kick", ()).unwrap();
-    assert_eq!(in_flight.wait(), Err(CallError::Disconnected));
-    eventually("the join replayed", || seen.joins.lock().unwrap().len() == 2);
-    assert_eq!(*seen.joins.lock().unwrap(), ["ada", "ada"]);
-    assert!(client.is_connected());
-    let stats = client.stats();
-    assert_eq!((stats.reconnects, stats.replayed), (1, 1));
-    // The first proxy was released by the end of its connection; the replayed one works.
-    assert_eq!(*seen.released.lock().unwrap(), [cb.id()]);
-    let member = seen.members.lock().unwrap().last().unwrap().clone();
-    assert!(!member.is_released());
-    member.invoke("said", ("bob", "again")).unwrap();
-    let (_, args, _) = invoked.recv_timeout(WAIT).unwrap();
-    assert_eq!(args, r#"["bob","again"]"#);
-    // The subscription came back before the replay.
-    assert_eq!(bidir::rpc::publish(&server, "news", &"back").unwrap(), 1);
-    assert_eq!(got.recv_timeout(WAIT).unwrap(), r#""back""#);
-    // A callback dropped before the next drop is not replayed again.
-    drop(cb);
-    eventually("released", || seen.released.lock().unwrap().len() == 2);
-    client.notify("Admin.kick", ()).unwrap();
-    eventually("reconnected twice", || client.stats().reconnects == 2 && client.is_connected());
-    assert_eq!(client.call("Calc.Add", (1, 1)), Ok(2));
-    assert_eq!(seen.joins.lock().unwrap().len(), 2);
-    assert_eq!(client.stats().replayed, 1);
-    assert_eq!(seen.kicks.load(Ordering::Relaxed), 2);
+    // In both encodings.
+    for wire in Wire::ALL {
+        let (server, seen) = server();
+        let client = builder(server.local_addr()).wire(wire).connect().unwrap();
+        let (events, got) = mpsc::channel();
+        client.subscribe("news", move |data| events.send(data.to_string()).unwrap()).unwrap();
+        let (cb, invoked) = reporting(&client);
+        client.call::<_, ()>("Chat.join", ("ada", &cb)).unwrap();
+        // A failed call that passed a callback is not replayed.
+        let (other, _invoked) = reporting(&client);
+        let _ = client.call::<_, ()>("Chat.join", (1, &other));
+        let in_flight = client.call_async::<_, u64>("Slow.hold", (1,));
+        eventually("the call held", || seen.held.lock().unwrap().len() == 1);
+        client.notify("Admin.kick", ()).unwrap();
+        assert_eq!(in_flight.wait(), Err(CallError::Disconnected));
+        eventually("the join replayed", || seen.joins.lock().unwrap().len() == 2);
+        assert_eq!(*seen.joins.lock().unwrap(), ["ada", "ada"]);
+        assert!(client.is_connected());
+        let stats = client.stats();
+        assert_eq!((stats.reconnects, stats.replayed), (1, 1));
+        // The first proxy was released by the end of its connection; the replayed one works.
+        assert_eq!(*seen.released.lock().unwrap(), [cb.id()]);
+        let member = seen.members.lock().unwrap().last().unwrap().clone();
+        assert!(!member.is_released());
+        member.invoke("said", ("bob", "again")).unwrap();
+        let (_, args, _) = invoked.recv_timeout(WAIT).unwrap();
+        assert_eq!(args, r#"["bob","again"]"#);
+        // The subscription came back before the replay.
+        assert_eq!(bidir::rpc::publish(&server, "news", &"back").unwrap(), 1);
+        assert_eq!(got.recv_timeout(WAIT).unwrap(), r#""back""#);
+        // A callback dropped before the next drop is not replayed again.
+        drop(cb);
+        eventually("released", || seen.released.lock().unwrap().len() == 2);
+        client.notify("Admin.kick", ()).unwrap();
+        eventually("reconnected twice", || client.stats().reconnects == 2 && client.is_connected());
+        assert_eq!(client.call("Calc.Add", (1, 1)), Ok(2));
+        assert_eq!(seen.joins.lock().unwrap().len(), 2);
+        assert_eq!(client.stats().replayed, 1);
+        assert_eq!(seen.kicks.load(Ordering::Relaxed), 2);
+    }
 }
 
 #[test]
@@ -698,7 +716,7 @@ fn a_failed_subscription_leaves_the_topic_as_it_was() {
     let first = tx.clone();
     client.subscribe("news", move |data| first.send(("first", data.to_string())).unwrap()).unwrap();
     // Refused: the server keeps the first subscription, and the client its first handler.
-    let second = move |data: &RawValue| tx.send(("second", data.to_string())).unwrap();
+    let second = move |data: ValueRef<'_>| tx.send(("second", data.to_string())).unwrap();
     let refused = client.subscribe("news", second);
     assert!(matches!(refused, Err(CallError::Remote { code: ErrorCode::Unauthorized, .. })));
     assert_eq!(bidir::rpc::publish(&server, "news", &1).unwrap(), 1);

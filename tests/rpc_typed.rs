@@ -15,10 +15,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use bidir::client::{Connect, Incoming};
-use bidir::protocol::rpc::{ErrorCode, Msg, RawValue};
+use bidir::protocol::rpc::{ErrorCode, Msg};
 use bidir::rpc::{
     CallError, Callback, CallbackError, CallbackInterface, CallbackMethod, Caller, Reply, Services,
-    service_result,
+    Wire, service_result,
 };
 use bidir::testbed::{HOST, Peer, TestBed};
 use bidir::{CloseCode, Context, Message, Server};
@@ -341,15 +341,22 @@ fn the_interface_dispatches_invocations_to_a_local_object() {
     }
     let local = Local::default();
     let object: &dyn ChatCallback = &local;
-    let raw = |text: &str| RawValue::from_string(text.to_owned()).unwrap();
-    assert!(object.dispatch("said", &raw(r#"["ada","hi"]"#)).unwrap().is_none());
-    assert_eq!(*local.0.lock().unwrap(), ["ada: hi"]);
-    let answer = object.dispatch("Confirm", &raw(r#"["ok?"]"#)).unwrap().unwrap();
-    assert_eq!(answer.get(), "true");
-    let (code, _) = object.dispatch("said", &raw(r#"["ada"]"#)).unwrap_err();
-    assert_eq!(code, ErrorCode::BadArgs);
-    let (code, message) = object.dispatch("confirm", &raw("[]")).unwrap_err();
-    assert_eq!((code, &*message), (ErrorCode::UnknownMethod, "ChatCallback has no method confirm"));
+    // The same dispatch in both encodings; answers come in the arguments' own.
+    for wire in Wire::ALL {
+        let said = wire.value(&("ada", "hi")).unwrap();
+        assert!(object.dispatch("said", said.as_ref()).unwrap().is_none());
+        let ask = wire.value(&("ok?",)).unwrap();
+        let answer = object.dispatch("Confirm", ask.as_ref()).unwrap().unwrap();
+        assert_eq!((answer.as_ref().wire(), answer.decode::<bool>().unwrap()), (wire, true));
+        let short = wire.value(&("ada",)).unwrap();
+        let (code, _) = object.dispatch("said", short.as_ref()).unwrap_err();
+        assert_eq!(code, ErrorCode::BadArgs);
+        let none = wire.value(&[0u8; 0]).unwrap();
+        let (code, message) = object.dispatch("confirm", none.as_ref()).unwrap_err();
+        let expected = (ErrorCode::UnknownMethod, "ChatCallback has no method confirm");
+        assert_eq!((code, &*message), expected);
+    }
+    assert_eq!(*local.0.lock().unwrap(), ["ada: hi", "ada: hi"]);
     assert_eq!(<dyn ChatCallback>::NAME, "ChatCallback");
     assert_eq!(
         <dyn ChatCallback>::METHODS,

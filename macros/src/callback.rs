@@ -84,9 +84,9 @@ pub(crate) fn expand(item: syn::ItemTrait) -> syn::Result<TokenStream> {
             fn dispatch(
                 &self,
                 #method: &str,
-                #args: &::bidir::protocol::rpc::RawValue,
+                #args: ::bidir::rpc::ValueRef<'_>,
             ) -> ::core::result::Result<
-                ::core::option::Option<::std::boxed::Box<::bidir::protocol::rpc::RawValue>>,
+                ::core::option::Option<::bidir::rpc::Value>,
                 (::bidir::protocol::rpc::ErrorCode, ::std::string::String),
             > {
                 match #method {

@@ -12,8 +12,7 @@ use std::sync::{Arc, Weak};
 use serde::Serialize;
 use serde::de::{self, Deserialize, DeserializeOwned, Deserializer, MapAccess, Visitor};
 
-use bidir_protocol::rpc::json;
-use bidir_protocol::rpc::{MAX_ID, Msg, Raw};
+use bidir_protocol::rpc::{MAX_ID, Msg};
 
 use super::outbox::Outbox;
 use super::pending::{Pending, Waiter};
@@ -42,7 +41,7 @@ pub struct RawCallback {
 pub enum CallbackError {
     /// The callback was released (by the client, or its connection ended).
     Released,
-    /// The arguments could not be written as JSON.
+    /// The arguments could not be written in the connection's encoding.
     Encode(String),
     /// More than 16 MiB of invocations wait for the connection's worker: the invoking thread
     /// outruns it. Nothing was queued; try later, or slower.
@@ -131,14 +130,11 @@ impl RawCallback {
         args: &A,
         id: Option<u64>,
     ) -> Result<(), CallbackError> {
-        let args = super::args_array(args).map_err(CallbackError::Encode)?;
-        let msg = Msg::Invoke {
-            callback: self.state.id,
-            method: method.into(),
-            args: Raw::new(&args),
-            id,
-        };
-        if self.state.outbox.push_invocation(|out| json::encode(&msg, out)) {
+        let wire = self.state.outbox.wire();
+        let args = wire.args(args).map_err(|e| CallbackError::Encode(e.0))?;
+        let msg =
+            Msg::Invoke { callback: self.state.id, method: method.into(), args: args.as_ref(), id };
+        if self.state.outbox.push_invocation(|out| wire.encode(msg, out)) {
             Ok(())
         } else {
             Err(CallbackError::Full)
@@ -176,7 +172,8 @@ impl Drop for State {
     fn drop(&mut self) {
         // The service let go of a live callback: the client may free its object.
         if !self.released.load(Ordering::Acquire) {
-            self.outbox.push(|out| json::encode(&Msg::Release { callback: self.id }, out));
+            let (wire, callback) = (self.outbox.wire(), self.id);
+            self.outbox.push(|out| wire.encode(Msg::Release { callback }, out));
         }
     }
 }

@@ -1,6 +1,8 @@
-//! Services over `bidir.json.v1` (docs/rpc.md): declared once as Rust traits, or registered
-//! as typed closures; called synchronously on the connection's worker, answered in one batched
-//! message per received message.
+//! Services over `bidir.json.v1` and `bidir.bin.v1` (docs/rpc.md): declared once as Rust
+//! traits, or registered as typed closures; called synchronously on the connection's worker,
+//! answered in one batched message per received message. A route serves both encodings (the
+//! client picks one as its subprotocol, [`Wire`]); arguments, answers and events are decoded
+//! and written in the connection's own, with the same serde types.
 //!
 //! A trait declared with `#[bidir::service]` is served by [`Services::serve`]; a callback
 //! interface declared with `#[bidir::callback]` is what a [`Callback`] parameter receives: the
@@ -88,6 +90,7 @@ mod pending;
 mod reply;
 mod slot;
 mod typed;
+mod wire;
 
 pub use browser::{BROWSER_MODULE, serve_module};
 pub use callback::{CallbackError, RawCallback};
@@ -97,6 +100,7 @@ pub use typed::{
     Callback, CallbackInterface, CallbackMethod, Caller, Service, Signature, Untyped, dispatch,
     service_result,
 };
+pub use wire::{CodecError, Value, ValueRef, Wire};
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -109,13 +113,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::value::RawValue;
 
-use bidir_protocol::rpc::json::{self, MsgError};
-use bidir_protocol::rpc::{ErrorBody, ErrorCode, JSON_PROTOCOL, Msg, Raw};
+use bidir_protocol::rpc::{ErrorBody, ErrorCode, Msg, MsgError};
 use bidir_protocol::{CloseCode, Message};
 
 use self::gather::Gathering;
+use self::wire::{Egress, Ingress};
 use crate::{Accept, Context, Handler, HttpResponse, Request, ServerHandle, TimerId};
 
 /// What a method failed with, as its error answer carries it.
@@ -123,27 +126,29 @@ use crate::{Accept, Context, Handler, HttpResponse, Request, ServerHandle, Timer
 struct Failure {
     code: ErrorCode,
     message: String,
-    data: Option<Box<RawValue>>,
+    data: Option<Value>,
 }
 
 impl Failure {
-    /// A service's own error: its text, and its value as the data.
-    fn service<E: Serialize + fmt::Display>(e: &E) -> Self {
-        Self { code: ErrorCode::Service, message: e.to_string(), data: to_raw(e).ok() }
+    /// A service's own error: its text, and its value (in `wire`) as the data.
+    fn service<E: Serialize + fmt::Display>(wire: Wire, e: &E) -> Self {
+        Self { code: ErrorCode::Service, message: e.to_string(), data: wire.value(e).ok() }
     }
 
-    /// The error answer to request `id`, encoded.
-    fn encode(&self, id: u64, out: &mut Vec<u8>) {
-        let data = self.data.as_deref().map(Raw::new);
+    /// The error answer to request `id`, encoded in `wire`.
+    fn encode(&self, wire: Wire, id: u64, out: &mut Vec<u8>) {
+        let data = self.data.as_ref().map(Value::as_ref);
         let error = ErrorBody { code: self.code, message: (&*self.message).into(), data };
-        json::encode(&Msg::Error { id, error }, out);
+        wire.encode(Msg::Error { id, error }, out);
     }
 }
 
-/// A method: its answer now (`Some`), or later through the [`Reply`] it made (`None`).
-type Method = dyn Fn(&mut Context<'_>, Raw<'_>, Env<'_>) -> Result<Option<Box<RawValue>>, Failure>
-    + Send
-    + Sync;
+/// What a method answers: its value now (`Some`), or later through the [`Reply`] it made
+/// (`None`).
+type Answered = Result<Option<Value>, Failure>;
+
+/// A method: it decodes its arguments, in the connection's encoding, and answers in it.
+type Method = dyn Fn(&mut Context<'_>, ValueRef<'_>, Env<'_>) -> Answered + Send + Sync;
 
 /// What a method needs of its connection besides the context: for a [`Reply`], the call's id
 /// and the outbox; the connection's instances of per-connection services.
@@ -175,7 +180,7 @@ impl Env<'_> {
     }
 }
 
-/// A set of methods, named `Service.method`, served over `bidir.json.v1`.
+/// A set of methods, named `Service.method`, served over both encodings.
 ///
 /// Threading: methods run on the worker of the connection that calls them, one call at a time
 /// per connection, and must not block (hand long work to another thread). A method that
@@ -185,8 +190,9 @@ pub struct Services {
     /// Every method's name and description (`None`: registered by hand), in registration
     /// order, for `rpc.describe`.
     signatures: Vec<(Box<str>, Option<Signature>)>,
-    /// `rpc.describe`'s answer, written when the services start serving.
-    description: Option<Box<RawValue>>,
+    /// `rpc.describe`'s answer in each encoding ([`Wire::ALL`]'s order), written when the
+    /// services start serving.
+    descriptions: Vec<Option<Value>>,
     /// Per-connection services so far: the next one's slot.
     slots: usize,
     on_release: Option<Box<ReleaseHook>>,
@@ -200,7 +206,7 @@ impl Default for Services {
         Self {
             methods: HashMap::new(),
             signatures: Vec::new(),
-            description: None,
+            descriptions: Vec::new(),
             slots: 0,
             on_release: None,
             refused: Arc::default(),
@@ -251,7 +257,8 @@ impl Services {
         E: Serialize + fmt::Display,
         F: Fn(&mut Context<'_>, A) -> Result<R, E> + Send + Sync + 'static,
     {
-        let method = move |cx: &mut Context<'_>, args: Raw<'_>, _: Env<'_>| run(args, |a| f(cx, a));
+        let method =
+            move |cx: &mut Context<'_>, args: ValueRef<'_>, _: Env<'_>| run(args, |a| f(cx, a));
         self.register(name, None, Box::new(method))
     }
 
@@ -265,7 +272,7 @@ impl Services {
         T: ?Sized,
         F: Fn(&mut Context<'_>, A, Reply<T>) + Send + Sync + 'static,
     {
-        let method = move |cx: &mut Context<'_>, args: Raw<'_>, env: Env<'_>| {
+        let method = move |cx: &mut Context<'_>, args: ValueRef<'_>, env: Env<'_>| {
             run_deferred(args, env, |a, reply| f(cx, a, reply))
         };
         self.register(name, None, Box::new(method))
@@ -281,7 +288,7 @@ impl Services {
         let on_instance: Arc<typed::OnInstance<S>> = service.on_instance.into();
         for (signature, typed) in service.methods {
             let on_instance = Arc::clone(&on_instance);
-            let method = move |cx: &mut Context<'_>, args: Raw<'_>, env: Env<'_>| {
+            let method = move |cx: &mut Context<'_>, args: ValueRef<'_>, env: Env<'_>| {
                 on_instance(&*typed, cx, args, env, slot)
             };
             let name = format!("{}.{}", service.name, signature.name);
@@ -359,26 +366,31 @@ impl Services {
         Arc::clone(&self.refused)
     }
 
-    /// An accept hook serving these methods on connections that offer `bidir.json.v1`; a
-    /// request that does not offer it gets 400 with the reason.
+    /// An accept hook serving these methods on connections that offer `bidir.json.v1` or
+    /// `bidir.bin.v1` — the first of them the client lists; a request that offers neither
+    /// gets 400 with the reason.
     pub fn hook(mut self) -> impl Fn(&Request<'_>) -> Result<Accept<Endpoint>, HttpResponse> {
-        self.description = to_raw(&describe::Description::new(&self.signatures)).ok();
+        let description = describe::Description::new(&self.signatures);
+        self.descriptions = Wire::ALL.iter().map(|w| w.value(&description).ok()).collect();
         let services = Arc::new(self);
         move |req: &Request<'_>| {
-            if req.protocols().any(|p| p == JSON_PROTOCOL) {
-                let endpoint = Endpoint {
-                    services: Arc::clone(&services),
-                    answers: Gathering::default(),
-                    callbacks: Rc::default(),
-                    outbox: None,
-                    instances: Instances::default(),
-                    deadlines: HashMap::new(),
-                };
-                Ok(Accept::new(endpoint).protocol(JSON_PROTOCOL))
-            } else {
-                Err(HttpResponse::status(400)
-                    .body(format!("offer the subprotocol {JSON_PROTOCOL}")))
-            }
+            let Some(wire) = req.protocols().find_map(Wire::from_protocol) else {
+                let names = Wire::ALL.map(Wire::protocol).join(" or ");
+                return Err(
+                    HttpResponse::status(400).body(format!("offer the subprotocol {names}"))
+                );
+            };
+            let endpoint = Endpoint {
+                services: Arc::clone(&services),
+                ingress: Ingress::new(wire),
+                egress: Egress::new(wire),
+                answers: Gathering::new(wire),
+                callbacks: Rc::default(),
+                outbox: None,
+                instances: Instances::default(),
+                deadlines: HashMap::new(),
+            };
+            Ok(Accept::new(endpoint).protocol(wire.protocol()))
         }
     }
 
@@ -387,12 +399,12 @@ impl Services {
         &self,
         cx: &mut Context<'_>,
         method: &str,
-        args: Raw<'_>,
+        args: ValueRef<'_>,
         env: Env<'_>,
-    ) -> Result<Option<Box<RawValue>>, Failure> {
+    ) -> Answered {
         if method == DESCRIBE {
             decode_args::<()>(args)?;
-            return match &self.description {
+            return match self.descriptions.get(args.wire() as usize).and_then(Option::as_ref) {
                 Some(description) => Ok(Some(description.clone())),
                 None => Err(Failure {
                     code: ErrorCode::Internal,
@@ -431,26 +443,29 @@ impl fmt::Debug for Services {
     }
 }
 
-/// Publishes `data` as an event of `topic` to every client subscribed to it over
-/// `bidir.json.v1`, on every worker: encoded once (`["event", topic, data]`), handed to the
-/// workers that have subscribers, delivered on their next loop turn (see
-/// [`ServerHandle::publish`] for what subscribers over their backpressure limit miss). Callable
-/// from any thread, and from a method through [`Context::server`]. rpc topics are apart from
-/// the engine's own: plain WebSocket subscribers of `topic` do not get these events.
+/// Publishes `data` as an event of `topic` to every client subscribed to it, on every worker:
+/// encoded once per encoding (`["event", topic, data]`), handed to the workers that have
+/// subscribers, delivered on their next loop turn (see [`ServerHandle::publish`] for what
+/// subscribers over their backpressure limit miss). Callable from any thread, and from a
+/// method through [`Context::server`]. rpc topics are apart from the engine's own: plain
+/// WebSocket subscribers of `topic` do not get these events.
 ///
 /// Returns the subscribers of `topic` as registered at the call.
 ///
 /// # Errors
 ///
-/// What serde reports for `data` it cannot write as JSON; nothing is published then.
+/// What serde reports for `data` it cannot write; nothing is published then.
 pub fn publish<T: Serialize + ?Sized>(
     server: &ServerHandle,
     topic: &str,
     data: &T,
-) -> Result<usize, serde_json::Error> {
-    let data = serde_json::value::to_raw_value(data)?;
-    let event = encode_event(topic, Raw::new(&data));
-    Ok(server.publish(&engine_topic(topic), Message::Text(&event)))
+) -> Result<usize, CodecError> {
+    let mut reached = 0;
+    for wire in Wire::ALL {
+        let event = encode_event(wire, topic, wire.value(data)?.as_ref());
+        reached += server.publish(&engine_topic(wire, topic), event.message());
+    }
+    Ok(reached)
 }
 
 /// [`publish`] from a method, to every subscriber but the calling connection (a chat message
@@ -463,108 +478,62 @@ pub fn broadcast<T: Serialize + ?Sized>(
     cx: &mut Context<'_>,
     topic: &str,
     data: &T,
-) -> Result<usize, serde_json::Error> {
-    let data = serde_json::value::to_raw_value(data)?;
-    let event = encode_event(topic, Raw::new(&data));
-    Ok(cx.broadcast(&engine_topic(topic), Message::Text(&event)))
+) -> Result<usize, CodecError> {
+    let mut reached = 0;
+    for wire in Wire::ALL {
+        let event = encode_event(wire, topic, wire.value(data)?.as_ref());
+        reached += cx.broadcast(&engine_topic(wire, topic), event.message());
+    }
+    Ok(reached)
 }
 
-/// `["event", topic, data]`, encoded once for every subscriber.
-fn encode_event(topic: &str, data: Raw<'_>) -> String {
-    let mut event = Vec::new();
-    json::encode(&Msg::Event { topic: topic.into(), data }, &mut event);
-    // The codec writes JSON, which is UTF-8.
-    String::from_utf8(event).unwrap_or_default()
+/// `["event", topic, data]`, encoded once for every subscriber speaking `wire`.
+fn encode_event(wire: Wire, topic: &str, data: ValueRef<'_>) -> wire::Event {
+    wire::Event::encode(wire, Msg::Event { topic: topic.into(), data })
 }
 
 /// The engine topic an rpc topic is carried on: the protocol's name before it, so events
 /// encoded for one protocol reach only its subscribers.
-fn engine_topic(topic: &str) -> String {
-    format!("{JSON_PROTOCOL}:{topic}")
+fn engine_topic(wire: Wire, topic: &str) -> String {
+    format!("{}:{topic}", wire.protocol())
 }
 
-/// Decodes a call's arguments and runs a method that answers now.
-fn run<A, R, E>(
-    args: Raw<'_>,
-    f: impl FnOnce(A) -> Result<R, E>,
-) -> Result<Option<Box<RawValue>>, Failure>
+/// Decodes a call's arguments and runs a method that answers now, in the arguments'
+/// encoding.
+fn run<A, R, E>(args: ValueRef<'_>, f: impl FnOnce(A) -> Result<R, E>) -> Answered
 where
     A: DeserializeOwned,
     R: Serialize,
     E: Serialize + fmt::Display,
 {
+    let wire = args.wire();
     let args = decode_args(args)?;
-    f(args).map_err(|e| Failure::service(&e)).and_then(|v| to_raw(&v)).map(Some)
+    f(args).map_err(|e| Failure::service(wire, &e)).and_then(|v| to_value(wire, &v)).map(Some)
 }
 
 /// Decodes a call's arguments and runs a method that answers later, through its [`Reply`].
 fn run_deferred<A: DeserializeOwned, T: ?Sized>(
-    args: Raw<'_>,
+    args: ValueRef<'_>,
     env: Env<'_>,
     f: impl FnOnce(A, Reply<T>),
-) -> Result<Option<Box<RawValue>>, Failure> {
+) -> Answered {
     let args = decode_args(args)?;
     f(args, Reply::new(env.id, env.outbox, env.max_in_flight)?);
     Ok(None)
 }
 
-/// A call's arguments as the method's parameter tuple; no arguments is `()` (serde reads `()`
-/// from `null`, not from `[]`).
-fn decode_args<A: DeserializeOwned>(args: Raw<'_>) -> Result<A, Failure> {
-    let text = args.get();
-    let text = if text[1..text.len() - 1].trim().is_empty() { "null" } else { text };
-    serde_json::from_str(text).map_err(|e| Failure {
-        code: ErrorCode::BadArgs,
-        message: e.to_string(),
-        data: None,
-    })
+/// A call's arguments as the method's parameter tuple, or [`ErrorCode::BadArgs`].
+fn decode_args<A: DeserializeOwned>(args: ValueRef<'_>) -> Result<A, Failure> {
+    args.decode_args().map_err(|e| Failure { code: ErrorCode::BadArgs, message: e.0, data: None })
 }
 
-/// A call's or an invocation's arguments as the JSON array the wire wants (docs/rpc.md): a
-/// tuple of them, `()` — which serde writes `null` — for none. Shared by the server's callbacks
-/// and the client's calls.
-///
-/// # Errors
-///
-/// Why serde cannot write them, or that they are not a tuple (a JSON array).
-fn args_array<A: Serialize + ?Sized>(args: &A) -> Result<Box<RawValue>, String> {
-    let args = serde_json::value::to_raw_value(args).map_err(|e| e.to_string())?;
-    match args.get() {
-        "null" => RawValue::from_string("[]".to_owned()).map_err(|e| e.to_string()),
-        text if text.starts_with('[') => Ok(args),
-        _ => Err("the arguments must be a tuple (a JSON array)".to_owned()),
-    }
-}
-
-fn to_raw<T: Serialize + ?Sized>(value: &T) -> Result<Box<RawValue>, Failure> {
-    serde_json::value::to_raw_value(value).map_err(|e| Failure {
+/// An answer written in `wire`, or [`ErrorCode::Internal`].
+fn to_value<T: Serialize + ?Sized>(wire: Wire, value: &T) -> Result<Value, Failure> {
+    wire.value(value).map_err(|e| Failure {
         code: ErrorCode::Internal,
         message: format!("the answer cannot be written: {e}"),
         data: None,
     })
-}
-
-/// Reads a received WebSocket message of `bidir.json.v1` on either side: each protocol message
-/// it carries goes to `handle` until that answers `false` (it closed the connection); text
-/// that cannot be read closes with its code (docs/rpc.md), a binary message with 1003.
-pub(crate) fn read(
-    cx: &mut Context<'_>,
-    msg: Message<'_>,
-    mut handle: impl FnMut(&mut Context<'_>, Result<Msg<'_>, MsgError>) -> bool,
-) {
-    let Message::Text(text) = msg else {
-        let _ = cx.close(CloseCode::UNSUPPORTED_DATA, "bidir.json.v1 is text");
-        return;
-    };
-    let mut open = true;
-    let read = json::decode(text, |msg| {
-        if open {
-            open = handle(cx, msg);
-        }
-    });
-    if let Err(e) = read {
-        let _ = cx.close(e.close_code(), e.reason());
-    }
 }
 
 /// One connection's side of [`Services`]: the handler [`Services::hook`] accepts with.
@@ -574,6 +543,8 @@ pub(crate) fn read(
 /// it in the same loop turn.
 pub struct Endpoint {
     services: Arc<Services>,
+    ingress: Ingress,
+    egress: Egress,
     /// The answers to the message being read.
     answers: Gathering,
     /// The callbacks the client passed, as the service holds them.
@@ -594,19 +565,21 @@ impl fmt::Debug for Endpoint {
 }
 
 impl Endpoint {
-    fn answer(&mut self, msg: &Msg<'_>) {
-        self.answers.push(|out| json::encode(msg, out));
+    fn answer(&mut self, id: u64, value: &Value) {
+        let wire = self.egress.wire();
+        self.answers.push(|out| wire.encode(Msg::Result { id, value: value.as_ref() }, out));
     }
 
     fn answer_value<T: Serialize>(&mut self, id: u64, value: &T) {
-        match to_raw(value) {
-            Ok(value) => self.answer(&Msg::Result { id, value: Raw::new(&value) }),
+        match to_value(self.egress.wire(), value) {
+            Ok(value) => self.answer(id, &value),
             Err(failure) => self.fail(id, &failure),
         }
     }
 
     fn fail(&mut self, id: u64, failure: &Failure) {
-        self.answers.push(|out| failure.encode(id, out));
+        let wire = self.egress.wire();
+        self.answers.push(|out| failure.encode(wire, id, out));
     }
 
     /// Runs a call with this connection's callbacks in scope for its arguments.
@@ -615,8 +588,8 @@ impl Endpoint {
         cx: &mut Context<'_>,
         id: Option<u64>,
         method: &str,
-        args: Raw<'_>,
-    ) -> Result<Option<Box<RawValue>>, Failure> {
+        args: ValueRef<'_>,
+    ) -> Answered {
         let Some(outbox) = &self.outbox else {
             return Err(Failure {
                 code: ErrorCode::Internal,
@@ -634,31 +607,47 @@ impl Endpoint {
     /// Sends the invocations and releases gathered from other threads, as one message.
     fn send_invocations(&mut self, cx: &mut Context<'_>) {
         if let Some(outbox) = &self.outbox {
-            outbox.send(cx);
+            outbox.send(cx, &mut self.egress);
         }
     }
 
     /// The client answered the server's request `id` (an answer for no request in flight — it
     /// timed out, or was never sent — is dropped).
-    fn settle(&self, cx: &mut Context<'_>, id: u64, answer: Result<Box<RawValue>, CallError>) {
+    fn settle(&self, cx: &mut Context<'_>, id: u64, answer: pending::Answer) {
         if let Some(waiter) = self.outbox.as_ref().and_then(|o| o.answered(id)) {
             waiter.settle(cx, answer);
         }
     }
 
     /// A client's publish, if the services let it.
-    fn publish(&self, cx: &mut Context<'_>, topic: &str, data: Raw<'_>) {
+    fn publish(&self, cx: &mut Context<'_>, topic: &str, data: ValueRef<'_>) {
         let topics = &self.services.topics;
         if topics.publish.as_ref().is_none_or(|allow| allow(cx, topic).is_err()) {
             topics.refused.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let event = encode_event(topic, data);
-        let (topic, msg) = (engine_topic(topic), Message::Text(&event));
-        if topics.exclude_publisher {
-            cx.broadcast(&topic, msg);
-        } else {
-            cx.publish(&topic, msg);
+        // Encoded as it came for its own encoding's subscribers, and once translated for the
+        // other's.
+        for wire in Wire::ALL {
+            let translated;
+            let data = if wire == data.wire() {
+                data
+            } else {
+                match data.decode::<wire::Any>().and_then(|any| wire.value(&any)) {
+                    Ok(value) => {
+                        translated = value;
+                        translated.as_ref()
+                    }
+                    Err(_) => continue,
+                }
+            };
+            let event = encode_event(wire, topic, data);
+            let (topic, msg) = (engine_topic(wire, topic), event.message());
+            if topics.exclude_publisher {
+                cx.broadcast(&topic, msg);
+            } else {
+                cx.publish(&topic, msg);
+            }
         }
     }
 
@@ -674,20 +663,21 @@ impl Endpoint {
         }
     }
 
-    fn handle(&mut self, cx: &mut Context<'_>, msg: Result<Msg<'_>, MsgError>) -> bool {
+    fn handle(
+        &mut self,
+        cx: &mut Context<'_>,
+        msg: Result<Msg<'_, ValueRef<'_>>, MsgError>,
+    ) -> bool {
         match msg {
             Ok(Msg::Call { id, method, args }) => match self.call(cx, Some(id), &method, args) {
-                Ok(Some(value)) => self.answer(&Msg::Result { id, value: Raw::new(&value) }),
+                Ok(Some(value)) => self.answer(id, &value),
                 Ok(None) => {} // answered later, through its Reply
                 Err(failure) => self.fail(id, &failure),
             },
             Ok(Msg::Notify { method, args }) => {
                 let _ = self.call(cx, None, &method, args);
             }
-            Ok(Msg::Result { id, value }) => {
-                let value = RawValue::from_string(value.get().to_owned());
-                self.settle(cx, id, value.map_err(|e| CallError::Json(e.to_string())));
-            }
+            Ok(Msg::Result { id, value }) => self.settle(cx, id, Ok(value.to_owned())),
             Ok(Msg::Error { id, error }) => self.settle(cx, id, Err(CallError::remote(error))),
             Ok(Msg::Cancel { id }) => {
                 if let Some(outbox) = &self.outbox {
@@ -705,7 +695,7 @@ impl Endpoint {
                     self.services.topics.subscribe.as_ref().map_or(Ok(()), |f| f(cx, &topic));
                 match allowed {
                     Ok(()) => {
-                        cx.subscribe(&engine_topic(&topic));
+                        cx.subscribe(&engine_topic(self.egress.wire(), &topic));
                         self.answer_value(id, &());
                     }
                     Err(message) => {
@@ -716,7 +706,7 @@ impl Endpoint {
             }
             Ok(Msg::Publish { topic, data }) => self.publish(cx, &topic, data),
             Ok(Msg::Unsubscribe { id, topic }) => {
-                let was = cx.unsubscribe(&engine_topic(&topic));
+                let was = cx.unsubscribe(&engine_topic(self.egress.wire(), &topic));
                 self.answer_value(id, &was);
             }
             Ok(Msg::Invoke { id: Some(id), callback, .. }) => {
@@ -744,7 +734,8 @@ impl Endpoint {
 impl Handler for Endpoint {
     fn on_open(&mut self, cx: &mut Context<'_>) {
         let refused = Arc::clone(&self.services.refused);
-        self.outbox = Some(Arc::new(outbox::Outbox::new(cx.handle(), refused)));
+        let wire = self.egress.wire();
+        self.outbox = Some(Arc::new(outbox::Outbox::new(cx.handle(), refused, wire)));
     }
 
     fn on_close(&mut self, cx: &mut Context<'_>, _close: crate::CloseInfo<'_>) {
@@ -766,7 +757,10 @@ impl Handler for Endpoint {
     }
 
     fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
-        read(cx, msg, |cx, msg| self.handle(cx, msg));
-        self.answers.send(cx);
+        // Out while it reads: the messages it hands over may borrow from it.
+        let mut ingress = std::mem::take(&mut self.ingress);
+        ingress.read(cx, msg, |cx, msg| self.handle(cx, msg));
+        self.ingress = ingress;
+        self.egress.flush(cx, &mut self.answers);
     }
 }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use super::Endpoint;
 use super::gather::Gathering;
 use super::pending::Waiter;
+use super::wire::{Egress, Wire};
 use crate::{ConnHandle, Context};
 
 /// Invocations are refused while this much waits for the worker: a thread invoking faster
@@ -18,6 +19,8 @@ const MAX_PENDING_BYTES: usize = 16 << 20;
 /// One connection's invocations on their way: encoded, waiting for the worker.
 pub(super) struct Outbox {
     conn: ConnHandle,
+    /// The connection's encoding, which everything queued is written in.
+    wire: Wire,
     pending: Mutex<Gathering>,
     /// Invocations refused because their callback was released, over every connection.
     refused: Arc<AtomicU64>,
@@ -30,10 +33,11 @@ pub(super) struct Outbox {
 }
 
 impl Outbox {
-    pub(super) fn new(conn: ConnHandle, refused: Arc<AtomicU64>) -> Self {
+    pub(super) fn new(conn: ConnHandle, refused: Arc<AtomicU64>, wire: Wire) -> Self {
         Self {
             conn,
-            pending: Mutex::default(),
+            wire,
+            pending: Mutex::new(Gathering::new(wire)),
             refused,
             in_flight: Mutex::default(),
             requests: Mutex::new(Some(HashMap::new())),
@@ -92,14 +96,19 @@ impl Outbox {
         true
     }
 
-    /// Sends everything gathered on `cx`, a message per batch, in order, and starts a new
-    /// gathering.
-    pub(super) fn send(&self, cx: &mut Context<'_>) {
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner).send(cx);
+    /// Sends everything gathered on `cx` through `egress`, a message per batch, in order, and
+    /// starts a new gathering.
+    pub(super) fn send(&self, cx: &mut Context<'_>, egress: &mut Egress) {
+        egress.flush(cx, &mut self.pending.lock().unwrap_or_else(PoisonError::into_inner));
     }
 
     pub(super) fn conn(&self) -> &ConnHandle {
         &self.conn
+    }
+
+    /// The connection's encoding.
+    pub(super) fn wire(&self) -> Wire {
+        self.wire
     }
 
     /// Queues an invocation, unless too much waits for the worker already.

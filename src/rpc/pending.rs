@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use serde_json::value::RawValue;
 
 use bidir_protocol::rpc::{ErrorBody, ErrorCode};
 
 use super::outbox::Outbox;
 use super::slot::Slot;
+use super::wire::{Value, ValueRef};
 use crate::Context;
 use crate::cx::on_worker_thread;
 
@@ -29,7 +29,7 @@ pub enum CallError {
         code: ErrorCode,
         /// Its text.
         message: String,
-        /// Its value, as JSON text.
+        /// Its value, as JSON text (translated from MessagePack on `bidir.bin.v1`).
         data: Option<String>,
     },
     /// No answer in time. An answer that comes later is dropped.
@@ -65,15 +65,15 @@ impl std::error::Error for CallError {}
 
 impl CallError {
     /// An error answer (`["err", id, code, message, data?]`), as the caller sees it.
-    pub(super) fn remote(error: ErrorBody<'_>) -> Self {
+    pub(super) fn remote(error: ErrorBody<'_, ValueRef<'_>>) -> Self {
         let ErrorBody { code, message, data } = error;
-        let data = data.map(|d| d.get().to_owned());
+        let data = data.map(|d| d.to_json());
         Self::Remote { code, message: message.into_owned(), data }
     }
 }
 
-/// The answer to a request, on either side: the value as JSON, or why there is none.
-pub(super) type Answer = Result<Box<RawValue>, CallError>;
+/// The answer to a request, on either side: the value, or why there is none.
+pub(super) type Answer = Result<Value, CallError>;
 
 /// Reads an answer as a value of type `T`.
 ///
@@ -81,7 +81,7 @@ pub(super) type Answer = Result<Box<RawValue>, CallError>;
 ///
 /// The answer's own error, or [`CallError::Json`] for a value that is not a `T`.
 pub(super) fn decode<T: DeserializeOwned>(answer: Answer) -> Result<T, CallError> {
-    serde_json::from_str(answer?.get()).map_err(|e| CallError::Json(e.to_string()))
+    answer?.decode().map_err(|e| CallError::Json(e.0))
 }
 type Continuation = Box<dyn FnOnce(&mut Context<'_>, Answer) + Send>;
 

@@ -6,12 +6,11 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use bidir_protocol::rpc::json;
-use bidir_protocol::rpc::{ErrorCode, Msg, Raw};
+use bidir_protocol::rpc::{ErrorCode, Msg};
 
 use super::outbox::Outbox;
 use super::typed::Untyped;
-use super::{Failure, to_raw};
+use super::{Failure, to_value};
 
 /// The answer a [`Services::deferred`](super::Services::deferred) method owes, a value of type
 /// `T` (plain `Reply`: of any type): hand it to another thread, do the work there, and answer
@@ -47,8 +46,9 @@ impl<T: ?Sized> Reply<T> {
 
     /// Answers with the service's error: its text as the message, its value as the data.
     pub fn err<E: Serialize + fmt::Display>(mut self, error: E) {
-        let failure = Failure::service(&error);
-        self.answer(|id, out| failure.encode(id, out));
+        let wire = self.outbox.wire();
+        let failure = Failure::service(wire, &error);
+        self.answer(|id, out| failure.encode(wire, id, out));
     }
 
     /// Whether the answer would be dropped: the client cancelled the call, or the connection
@@ -58,11 +58,12 @@ impl<T: ?Sized> Reply<T> {
     }
 
     fn value<V: Serialize + ?Sized>(mut self, value: &V) {
-        match to_raw(value) {
+        let wire = self.outbox.wire();
+        match to_value(wire, value) {
             Ok(value) => self.answer(|id, out| {
-                json::encode(&Msg::Result { id, value: Raw::new(&value) }, out);
+                wire.encode(Msg::Result { id, value: value.as_ref() }, out);
             }),
-            Err(failure) => self.answer(|id, out| failure.encode(id, out)),
+            Err(failure) => self.answer(|id, out| failure.encode(wire, id, out)),
         }
     }
 
@@ -99,7 +100,8 @@ impl<T: ?Sized> Drop for Reply<T> {
                 message: "the method dropped its reply".to_owned(),
                 data: None,
             };
-            self.answer(|id, out| failure.encode(id, out));
+            let wire = self.outbox.wire();
+            self.answer(|id, out| failure.encode(wire, id, out));
         }
     }
 }

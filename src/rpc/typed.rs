@@ -10,12 +10,13 @@ use std::rc::Rc;
 use serde::Serialize;
 use serde::de::{Deserialize, DeserializeOwned, Deserializer};
 
-use bidir_protocol::rpc::{ErrorCode, Raw, RawValue};
+use bidir_protocol::rpc::ErrorCode;
 
 use super::callback::RawCallback;
 use super::pending::CallError;
 use super::reply::Reply;
-use super::{Env, Failure, run, run_deferred};
+use super::wire::{Value, ValueRef};
+use super::{Answered, Env, Failure, run, run_deferred};
 use crate::Context;
 
 /// A callback interface: a trait declared with `#[bidir::callback]`, which implements this for
@@ -32,9 +33,9 @@ pub trait CallbackInterface {
     /// invoking or calling the client's object through the [`RawCallback`] it wraps.
     type Proxy: From<RawCallback> + AsRef<RawCallback> + Clone + fmt::Debug + Send + Sync;
 
-    /// Runs `method` of this object with `args`, the JSON array of its arguments (a client
-    /// received `["cb", id, method, args, ...]`). Returns the answer, or `None` for a method
-    /// that gives none.
+    /// Runs `method` of this object with `args`, the array of its arguments (a client
+    /// received `["cb", id, method, args, ...]`). Returns the answer, in the arguments'
+    /// encoding, or `None` for a method that gives none.
     ///
     /// # Errors
     ///
@@ -44,8 +45,8 @@ pub trait CallbackInterface {
     fn dispatch(
         &self,
         method: &str,
-        args: &RawValue,
-    ) -> Result<Option<Box<RawValue>>, (ErrorCode, String)>;
+        args: ValueRef<'_>,
+    ) -> Result<Option<Value>, (ErrorCode, String)>;
 }
 
 /// One method of a [`CallbackInterface`], as `rpc.describe` lists it.
@@ -105,11 +106,7 @@ impl CallbackInterface for Untyped {
     const METHODS: &'static [CallbackMethod] = &[];
     type Proxy = RawCallback;
 
-    fn dispatch(
-        &self,
-        _: &str,
-        _: &RawValue,
-    ) -> Result<Option<Box<RawValue>>, (ErrorCode, String)> {
+    fn dispatch(&self, _: &str, _: ValueRef<'_>) -> Result<Option<Value>, (ErrorCode, String)> {
         match *self {}
     }
 }
@@ -194,9 +191,9 @@ pub mod dispatch {
     use serde::Serialize;
     use serde::de::DeserializeOwned;
 
-    use bidir_protocol::rpc::{ErrorCode, Raw, RawValue};
+    use bidir_protocol::rpc::ErrorCode;
 
-    use super::super::{decode_args, to_raw};
+    use super::super::{Value, ValueRef, decode_args, to_value};
     use super::CallbackInterface;
 
     /// Decodes `args` and runs `method`, which gives no answer.
@@ -205,9 +202,9 @@ pub mod dispatch {
     ///
     /// [`ErrorCode::BadArgs`] for arguments that are not an `A`.
     pub fn invocation<A: DeserializeOwned>(
-        args: &RawValue,
+        args: ValueRef<'_>,
         method: impl FnOnce(A),
-    ) -> Result<Option<Box<RawValue>>, (ErrorCode, String)> {
+    ) -> Result<Option<Value>, (ErrorCode, String)> {
         method(decode(args)?);
         Ok(None)
     }
@@ -219,11 +216,11 @@ pub mod dispatch {
     /// [`ErrorCode::BadArgs`] for arguments that are not an `A`, [`ErrorCode::Internal`] for
     /// an answer serde cannot write.
     pub fn call<A: DeserializeOwned, R: Serialize>(
-        args: &RawValue,
+        args: ValueRef<'_>,
         method: impl FnOnce(A) -> R,
-    ) -> Result<Option<Box<RawValue>>, (ErrorCode, String)> {
+    ) -> Result<Option<Value>, (ErrorCode, String)> {
         let answer = method(decode(args)?);
-        to_raw(&answer).map(Some).map_err(|f| (f.code, f.message))
+        to_value(args.wire(), &answer).map(Some).map_err(|f| (f.code, f.message))
     }
 
     /// The error for a method interface `T` does not have.
@@ -231,8 +228,8 @@ pub mod dispatch {
         (ErrorCode::UnknownMethod, format!("{} has no method {method}", T::NAME))
     }
 
-    fn decode<A: DeserializeOwned>(args: &RawValue) -> Result<A, (ErrorCode, String)> {
-        decode_args(Raw::new(args)).map_err(|f| (f.code, f.message))
+    fn decode<A: DeserializeOwned>(args: ValueRef<'_>) -> Result<A, (ErrorCode, String)> {
+        decode_args(args).map_err(|f| (f.code, f.message))
     }
 }
 
@@ -326,21 +323,13 @@ impl Signature {
 }
 
 /// A method of a [`Service`], given its instance.
-pub(super) type Typed<S> = dyn Fn(&S, &mut Context<'_>, Raw<'_>, Env<'_>) -> Result<Option<Box<RawValue>>, Failure>
-    + Send
-    + Sync;
+pub(super) type Typed<S> =
+    dyn Fn(&S, &mut Context<'_>, ValueRef<'_>, Env<'_>) -> Answered + Send + Sync;
 
 /// How a method runs on its instance: the shared one, or its connection's (`usize`: the
 /// service's slot on the connection).
-pub(super) type OnInstance<S> = dyn Fn(
-        &Typed<S>,
-        &mut Context<'_>,
-        Raw<'_>,
-        Env<'_>,
-        usize,
-    ) -> Result<Option<Box<RawValue>>, Failure>
-    + Send
-    + Sync;
+pub(super) type OnInstance<S> =
+    dyn Fn(&Typed<S>, &mut Context<'_>, ValueRef<'_>, Env<'_>, usize) -> Answered + Send + Sync;
 
 /// A service's methods over one instance type `S`, ready for
 /// [`Services::serve`](super::Services::serve): what `#[bidir::service]` generates
@@ -369,11 +358,14 @@ impl<S: 'static> Service<S> {
     where
         F: Fn(&mut Context<'_>) -> S + Send + Sync + 'static,
     {
-        let on_instance =
-            move |typed: &Typed<S>, cx: &mut Context<'_>, args: Raw<'_>, env: Env<'_>, slot| {
-                let instance = env.instance(slot, || make(cx))?;
-                typed(&instance, cx, args, env)
-            };
+        let on_instance = move |typed: &Typed<S>,
+                                cx: &mut Context<'_>,
+                                args: ValueRef<'_>,
+                                env: Env<'_>,
+                                slot| {
+            let instance = env.instance(slot, || make(cx))?;
+            typed(&instance, cx, args, env)
+        };
         Self::new(name, Box::new(on_instance))
     }
 
@@ -416,10 +408,7 @@ impl<S: 'static> Service<S> {
 
     fn add<F>(mut self, signature: Signature, f: F) -> Self
     where
-        F: Fn(&S, &mut Context<'_>, Raw<'_>, Env<'_>) -> Result<Option<Box<RawValue>>, Failure>
-            + Send
-            + Sync
-            + 'static,
+        F: Fn(&S, &mut Context<'_>, ValueRef<'_>, Env<'_>) -> Answered + Send + Sync + 'static,
     {
         self.methods.push((signature, Box::new(f)));
         self

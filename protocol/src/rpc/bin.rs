@@ -47,6 +47,11 @@ pub type BinMsg<'a> = Msg<'a, RawPack<'a>>;
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct RawPack<'a>(&'a [u8]);
 
+impl RawPack<'static> {
+    /// `nil`.
+    pub const NIL: Self = Self(&[0xc0]);
+}
+
 impl<'a> RawPack<'a> {
     /// `bytes` as a blob when they are exactly one well-formed MessagePack value (its
     /// structure is checked, not its strings' UTF-8: the decoder of the value does that).

@@ -43,6 +43,11 @@ pub trait Blob<'a>: Copy + fmt::Debug + PartialEq {
 #[derive(Clone, Copy)]
 pub struct Raw<'a>(&'a RawValue);
 
+impl Raw<'static> {
+    /// `null`.
+    pub const NULL: Self = Self(RawValue::NULL);
+}
+
 impl<'a> Raw<'a> {
     /// Wraps a value that is valid JSON by construction.
     pub fn new(value: &'a RawValue) -> Self {
@@ -213,6 +218,30 @@ pub(crate) trait FieldWriter<R> {
     fn text(&mut self, s: &str);
     /// An argument blob (args, value, data).
     fn blob(&mut self, blob: &R);
+}
+
+impl<'a, R> Msg<'a, R> {
+    /// The same message with each blob passed through `f`: how a layer that serves both
+    /// encodings carries one message type (its own blob enum) and hands each codec its own.
+    pub fn map_blobs<S>(self, mut f: impl FnMut(R) -> S) -> Msg<'a, S> {
+        match self {
+            Self::Call { id, method, args } => Msg::Call { id, method, args: f(args) },
+            Self::Notify { method, args } => Msg::Notify { method, args: f(args) },
+            Self::Result { id, value } => Msg::Result { id, value: f(value) },
+            Self::Error { id, error: ErrorBody { code, message, data } } => {
+                Msg::Error { id, error: ErrorBody { code, message, data: data.map(f) } }
+            }
+            Self::Invoke { callback, method, args, id } => {
+                Msg::Invoke { callback, method, args: f(args), id }
+            }
+            Self::Release { callback } => Msg::Release { callback },
+            Self::Cancel { id } => Msg::Cancel { id },
+            Self::Subscribe { id, topic } => Msg::Subscribe { id, topic },
+            Self::Unsubscribe { id, topic } => Msg::Unsubscribe { id, topic },
+            Self::Publish { topic, data } => Msg::Publish { topic, data: f(data) },
+            Self::Event { topic, data } => Msg::Event { topic, data: f(data) },
+        }
+    }
 }
 
 impl<R> Msg<'_, R> {

@@ -6,19 +6,17 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use serde::ser::{Serialize, SerializeMap, Serializer};
-use serde_json::value::RawValue;
-
-use bidir_protocol::rpc::json;
 use bidir_protocol::rpc::{ErrorCode, Msg};
+use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use super::state::Inner;
 use crate::rpc::CallError;
+use crate::rpc::wire::{Value, ValueRef};
 
-/// What runs a callback's invocations: the method's name and its arguments (a JSON array) in,
-/// the answer (`None`: no value, sent as `null` when one is wanted) or an error out.
+/// What runs a callback's invocations: the method's name and its arguments (an array) in, the
+/// answer (`None`: no value, sent as null when one is wanted) or an error out.
 pub(super) type Dispatch =
-    dyn Fn(&str, &RawValue) -> Result<Option<Box<RawValue>>, (ErrorCode, String)> + Send + Sync;
+    dyn Fn(&str, ValueRef<'_>) -> Result<Option<Value>, (ErrorCode, String)> + Send + Sync;
 
 /// One callback object, shared by the application's [`LocalCallback`] clones.
 pub(super) struct CbState {
@@ -34,8 +32,8 @@ impl Drop for CbState {
         state.callbacks.remove(&self.id);
         state.prune_replay();
         if !self.released.load(Ordering::Acquire) {
-            let id = self.id;
-            state.send(|out| json::encode(&Msg::Release { callback: id }, out));
+            let (wire, callback) = (state.wire, self.id);
+            state.send(|out| wire.encode(Msg::Release { callback }, out));
         }
     }
 }
@@ -108,7 +106,8 @@ thread_local! {
     static PASSED: RefCell<Option<Vec<Arc<CbState>>>> = const { RefCell::new(None) };
 }
 
-/// A call's arguments as a JSON array (`()` is `[]`), with the callbacks among them.
+/// A call's arguments as an array (`()` is `[]`) in the client's encoding, with the callbacks
+/// among them.
 ///
 /// # Errors
 ///
@@ -117,12 +116,12 @@ thread_local! {
 pub(super) fn encode_args<A: Serialize>(
     args: &A,
     inner: &Arc<Inner>,
-) -> Result<(Box<RawValue>, Vec<Arc<CbState>>), CallError> {
+) -> Result<(Value, Vec<Arc<CbState>>), CallError> {
     let outer = PASSED.with(|p| p.borrow_mut().replace(Vec::new()));
-    let written = crate::rpc::args_array(args);
+    let written = inner.wire.args(args);
     let passed =
         PASSED.with(|p| std::mem::replace(&mut *p.borrow_mut(), outer)).unwrap_or_default();
-    let args = written.map_err(CallError::Json)?;
+    let args = written.map_err(|e| CallError::Json(e.0))?;
     if passed.iter().any(|cb| !Arc::ptr_eq(&cb.inner, inner)) {
         return Err(CallError::Json("a callback of another client".into()));
     }

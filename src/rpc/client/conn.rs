@@ -6,10 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use serde_json::value::RawValue;
-
-use bidir_protocol::rpc::json::{self, MsgError};
-use bidir_protocol::rpc::{ErrorBody, ErrorCode, Msg, Raw};
+use bidir_protocol::rpc::{ErrorBody, ErrorCode, Msg, MsgError};
 use bidir_protocol::{CloseCode, Message};
 
 use super::state::{Inner, Kind, Phase, settle_all};
@@ -17,6 +14,7 @@ use crate::client::ConnectError;
 use crate::rpc::CallError;
 use crate::rpc::gather::Gathering;
 use crate::rpc::pending::Answer;
+use crate::rpc::wire::{Egress, Ingress, Value, ValueRef};
 use crate::{CloseInfo, Context, Handler};
 
 /// The handler of one connection attempt (`generation`) of a client.
@@ -25,34 +23,37 @@ pub(super) struct ClientConn {
     generation: u64,
     /// The answers to the server's invocations in the message being read.
     answers: Gathering,
+    ingress: Ingress,
+    egress: Egress,
 }
 
 impl ClientConn {
     pub(super) fn new(inner: Arc<Inner>, generation: u64) -> Self {
-        Self { inner, generation, answers: Gathering::default() }
+        let wire = inner.wire;
+        Self {
+            inner,
+            generation,
+            answers: Gathering::new(wire),
+            ingress: Ingress::new(wire),
+            egress: Egress::new(wire),
+        }
     }
 
     /// Sends what user threads gathered.
     pub(super) fn flush(&mut self, cx: &mut Context<'_>) {
-        self.inner.lock().out.flush(cx);
+        self.inner.lock().out.flush(cx, &mut self.egress);
     }
 
-    fn answer(&mut self, id: u64, answer: Result<Option<Box<RawValue>>, (ErrorCode, String)>) {
+    fn answer(&mut self, id: u64, answer: Result<Option<Value>, (ErrorCode, String)>) {
+        let wire = self.egress.wire();
         self.answers.push(|out| match answer {
             Ok(value) => {
-                let null;
-                let value = match &value {
-                    Some(value) => &**value,
-                    None => {
-                        null = RawValue::NULL.to_owned();
-                        &*null
-                    }
-                };
-                json::encode(&Msg::Result { id, value: Raw::new(value) }, out);
+                let value = value.as_ref().map_or(ValueRef::null(wire), Value::as_ref);
+                wire.encode(Msg::Result { id, value }, out);
             }
             Err((code, message)) => {
                 let error = ErrorBody { code, message: message.into(), data: None };
-                json::encode(&Msg::Error { id, error }, out);
+                wire.encode(Msg::Error { id, error }, out);
             }
         });
     }
@@ -90,7 +91,7 @@ impl ClientConn {
     /// `released`, and released again in any case: the server holds a proxy for it — built
     /// anew, say, when a call named it again just as the server let go of the old one — that
     /// it drops, running its release hook, instead of invoking it into the void forever.
-    fn invoke(&mut self, callback: u64, method: &str, args: Raw<'_>, id: Option<u64>) {
+    fn invoke(&mut self, callback: u64, method: &str, args: ValueRef<'_>, id: Option<u64>) {
         let found = {
             let state = self.inner.lock();
             state.callbacks.get(&callback).and_then(std::sync::Weak::upgrade)
@@ -99,10 +100,11 @@ impl ClientConn {
             if let Some(id) = id {
                 self.answer(id, Err((ErrorCode::Released, format!("no callback {callback}"))));
             }
-            self.answers.push(|out| json::encode(&Msg::Release { callback }, out));
+            let wire = self.egress.wire();
+            self.answers.push(|out| wire.encode(Msg::Release { callback }, out));
             return;
         };
-        let run = || (cb.dispatch)(method, args.value());
+        let run = || (cb.dispatch)(method, args);
         let answer = catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|_| {
             Err((ErrorCode::Internal, format!("callback {callback}: {method} failed")))
         });
@@ -126,16 +128,20 @@ impl ClientConn {
         }
     }
 
-    fn event(&self, topic: &str, data: Raw<'_>) {
+    fn event(&self, topic: &str, data: ValueRef<'_>) {
         let on_event = self.inner.lock().topics.get(topic).cloned();
         if let Some(on_event) = on_event {
-            let _ = catch_unwind(AssertUnwindSafe(|| on_event(data.value())));
+            let _ = catch_unwind(AssertUnwindSafe(|| on_event(data)));
         }
     }
 
-    fn handle(&mut self, cx: &mut Context<'_>, msg: Result<Msg<'_>, MsgError>) -> bool {
+    fn handle(
+        &mut self,
+        cx: &mut Context<'_>,
+        msg: Result<Msg<'_, ValueRef<'_>>, MsgError>,
+    ) -> bool {
         match msg {
-            Ok(Msg::Result { id, value }) => self.settle(id, Ok(value.value().to_owned())),
+            Ok(Msg::Result { id, value }) => self.settle(id, Ok(value.to_owned())),
             Ok(Msg::Error { id, error }) => self.settle(id, Err(CallError::remote(error))),
             Ok(Msg::Invoke { callback, method, args, id }) => {
                 self.invoke(callback, &method, args, id);
@@ -177,13 +183,16 @@ impl Handler for ClientConn {
         state.opened_once = true;
         state.worker = cx.id().worker();
         state.open(&self.inner, cx.handle());
-        state.out.flush(cx);
+        state.out.flush(cx, &mut self.egress);
         self.inner.changed.notify_all();
     }
 
     fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
-        crate::rpc::read(cx, msg, |cx, msg| self.handle(cx, msg));
-        self.answers.send(cx);
+        // Out while it reads: the messages it hands over may borrow from it.
+        let mut ingress = std::mem::take(&mut self.ingress);
+        ingress.read(cx, msg, |cx, msg| self.handle(cx, msg));
+        self.ingress = ingress;
+        self.egress.flush(cx, &mut self.answers);
     }
 
     fn on_close(&mut self, _cx: &mut Context<'_>, _close: CloseInfo<'_>) {

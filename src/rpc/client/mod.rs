@@ -1,6 +1,6 @@
-//! A client of `bidir.json.v1` (docs/rpc.md): calls, notifications, callback objects the
-//! server invokes, subscriptions, over one connection run by an engine's worker, reconnected
-//! when it drops.
+//! A client of `bidir.json.v1` or `bidir.bin.v1` ([`ClientBuilder::wire`]; docs/rpc.md):
+//! calls, notifications, callback objects the server invokes, subscriptions, over one
+//! connection run by an engine's worker, reconnected when it drops.
 //!
 //! ```no_run
 //! use bidir::rpc::client::Client;
@@ -55,11 +55,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::value::RawValue;
 
 use bidir_protocol::CloseCode;
-use bidir_protocol::rpc::json;
-use bidir_protocol::rpc::{ErrorCode, JSON_PROTOCOL, Msg, Raw};
+use bidir_protocol::rpc::{ErrorCode, Msg};
 
 use self::call::Slot;
 use self::callback::{CbState, encode_args};
@@ -67,7 +65,7 @@ use self::conn::ClientConn;
 use self::state::{Backoff, Inner, Kind, OnEvent, Phase, Replay, State, settle_all};
 use crate::client::{Connect, ConnectError};
 use crate::cx::on_worker_thread;
-use crate::rpc::{CallError, DEFAULT_TIMEOUT};
+use crate::rpc::{CallError, DEFAULT_TIMEOUT, Value, ValueRef, Wire};
 use crate::{Server, ServerConfig, ServerHandle};
 
 /// The delays between reconnection attempts, by default: from 200 ms, doubling, up to 30 s.
@@ -77,7 +75,8 @@ pub const DEFAULT_BACKOFF: (Duration, Duration) =
 /// How long a client's own engine waits, when it closes, for the server to answer its close.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// A client of `bidir.json.v1`: see the [module](self) for threading and reconnection.
+/// A client of the application protocol: see the [module](self) for threading and
+/// reconnection.
 /// `Send + Sync + Clone` (clones share the connection); dropping the last clone closes it, as
 /// [`Client::close`] does.
 #[derive(Clone)]
@@ -107,6 +106,7 @@ pub struct ClientStats {
 /// Options of a [`Client`]: [`Client::builder`].
 pub struct ClientBuilder {
     options: Connect,
+    wire: Wire,
     timeout: Duration,
     backoff: Option<Backoff>,
     heartbeat: Option<Duration>,
@@ -154,8 +154,17 @@ impl ClientBuilder {
         self
     }
 
+    /// The encoding to speak: [`Wire::Json`] (`bidir.json.v1`, the default) or [`Wire::Bin`]
+    /// (`bidir.bin.v1`). Only it is offered; a server that does not speak it refuses the
+    /// connection.
+    pub fn wire(mut self, wire: Wire) -> Self {
+        self.wire = wire;
+        self
+    }
+
     /// Changes the other options of the connection (timeouts, limits, deflate); the
-    /// subprotocol `bidir.json.v1` is offered whatever `f` does.
+    /// subprotocol of the client's encoding ([`ClientBuilder::wire`]) is offered whatever `f`
+    /// does, and no other.
     pub fn options(mut self, f: impl FnOnce(Connect) -> Connect) -> Self {
         self.options = f(self.options);
         self
@@ -178,13 +187,11 @@ impl ClientBuilder {
     /// # Errors
     ///
     /// [`ConnectError`]: the connection or the handshake failed or timed out, the server
-    /// refused (it must offer `bidir.json.v1`), or the client's engine could not start
+    /// refused (it must speak the client's encoding), or the client's engine could not start
     /// ([`ConnectError::Io`]).
     pub fn connect(self) -> Result<Client, ConnectError> {
         let mut options = self.options;
-        if !options.protocols.iter().any(|p| p == JSON_PROTOCOL) {
-            options = options.protocol(JSON_PROTOCOL);
-        }
+        options.protocols = vec![self.wire.protocol().to_owned()];
         let mut config = (*options.config).clone();
         config.ping_interval = self.heartbeat;
         options = options.config(config);
@@ -194,9 +201,10 @@ impl ClientBuilder {
             None => (own_engine()?, true),
         };
         let inner = Arc::new(Inner {
-            state: Mutex::new(State::new()),
+            state: Mutex::new(State::new(self.wire)),
             changed: Condvar::new(),
             options,
+            wire: self.wire,
             engine,
             own_engine,
             timeout: self.timeout,
@@ -260,6 +268,7 @@ impl Client {
     pub fn builder(url: &str) -> Result<ClientBuilder, ConnectError> {
         Ok(ClientBuilder {
             options: Connect::new(url)?,
+            wire: Wire::Json,
             timeout: DEFAULT_TIMEOUT,
             backoff: Some(Backoff { min: DEFAULT_BACKOFF.0, max: DEFAULT_BACKOFF.1 }),
             heartbeat: Some(Duration::from_secs(30)),
@@ -296,8 +305,9 @@ impl Client {
         };
         let kind = replay_of(method, &args, &passed, false).map_or(Kind::Plain, Kind::Replayable);
         let slot = Arc::new(Slot::new());
+        let wire = inner.wire;
         let write = |id, out: &mut Vec<u8>| {
-            json::encode(&Msg::Call { id, method: method.into(), args: Raw::new(&args) }, out);
+            wire.encode(Msg::Call { id, method: method.into(), args: args.as_ref() }, out);
         };
         let sent = inner.lock().request(inner, write, Some(Arc::clone(&slot)), kind);
         drop(passed);
@@ -318,8 +328,9 @@ impl Client {
         let (args, passed) = encode_args(&args, inner)?;
         let sent = {
             let mut state = inner.lock();
+            let (wire, args_ref) = (inner.wire, args.as_ref());
             let sent = state.send(|out| {
-                json::encode(&Msg::Notify { method: method.into(), args: Raw::new(&args) }, out);
+                wire.encode(Msg::Notify { method: method.into(), args: args_ref }, out);
             });
             if sent && let Some(replay) = replay_of(method, &args, &passed, true) {
                 let key = state.reserve_id();
@@ -332,13 +343,14 @@ impl Client {
     }
 
     /// Makes a callback object whose invocations by the server run `dispatch` on the
-    /// client's worker: the method's name and its arguments (a JSON array) in; the answer out
-    /// — `Ok(None)` for no value (`null` when the server wants one) — or an error code and
+    /// client's worker: the method's name and its arguments (an array, in the client's
+    /// encoding) in; the answer out — `Ok(None)` for no value (null when the server wants
+    /// one), else a [`Value`] made with [`Wire::value`] — or an error code and
     /// message the server's call fails with. A panic in `dispatch` answers
     /// [`ErrorCode::Internal`]. Pass it to the server as an argument of a call.
     pub fn callback_with<T: ?Sized>(
         &self,
-        dispatch: impl Fn(&str, &RawValue) -> Result<Option<Box<RawValue>>, (ErrorCode, String)>
+        dispatch: impl Fn(&str, ValueRef<'_>) -> Result<Option<Value>, (ErrorCode, String)>
         + Send
         + Sync
         + 'static,
@@ -377,7 +389,7 @@ impl Client {
     pub fn subscribe(
         &self,
         topic: &str,
-        on_event: impl Fn(&RawValue) + Send + Sync + 'static,
+        on_event: impl Fn(ValueRef<'_>) + Send + Sync + 'static,
     ) -> Result<(), CallError> {
         if on_worker_thread() {
             return Err(CallError::WouldBlockWorker);
@@ -388,8 +400,9 @@ impl Client {
         let (sent, replaced) = {
             let mut state = inner.lock();
             let replaced = state.topics.insert(topic.to_owned(), Arc::clone(&on_event));
+            let wire = inner.wire;
             let write = |id, out: &mut Vec<u8>| {
-                json::encode(&Msg::Subscribe { id, topic: topic.into() }, out);
+                wire.encode(Msg::Subscribe { id, topic: topic.into() }, out);
             };
             let kind = Kind::Subscribe(topic.into());
             (state.request(inner, write, Some(Arc::clone(&slot)), kind), replaced)
@@ -431,8 +444,9 @@ impl Client {
             let removed = state.topics.remove(topic);
             let sent = match state.phase {
                 Phase::Open(_) => {
+                    let wire = inner.wire;
                     let write = |id, out: &mut Vec<u8>| {
-                        json::encode(&Msg::Unsubscribe { id, topic: topic.into() }, out);
+                        wire.encode(Msg::Unsubscribe { id, topic: topic.into() }, out);
                     };
                     Some(state.request(inner, write, Some(Arc::clone(&slot)), Kind::Plain))
                 }
@@ -455,10 +469,10 @@ impl Client {
     /// [`CallError::Disconnected`] while there is no connection; [`CallError::Json`] for data
     /// that cannot be written.
     pub fn publish<T: Serialize>(&self, topic: &str, data: &T) -> Result<(), CallError> {
-        let data =
-            serde_json::value::to_raw_value(data).map_err(|e| CallError::Json(e.to_string()))?;
+        let wire = self.handle.inner.wire;
+        let data = wire.value(data).map_err(|e| CallError::Json(e.0))?;
         let sent = self.handle.inner.lock().send(|out| {
-            json::encode(&Msg::Publish { topic: topic.into(), data: Raw::new(&data) }, out);
+            wire.encode(Msg::Publish { topic: topic.into(), data: data.as_ref() }, out);
         });
         if sent { Ok(()) } else { Err(CallError::Disconnected) }
     }
@@ -570,15 +584,10 @@ impl Drop for Handle {
 }
 
 /// What to replay of a call that passed `passed`, if any.
-fn replay_of(
-    method: &str,
-    args: &RawValue,
-    passed: &[Arc<CbState>],
-    notify: bool,
-) -> Option<Replay> {
+fn replay_of(method: &str, args: &Value, passed: &[Arc<CbState>], notify: bool) -> Option<Replay> {
     (!passed.is_empty()).then(|| Replay {
         method: method.into(),
-        args: args.to_owned(),
+        args: args.clone(),
         callbacks: passed.iter().map(|cb| cb.id).collect(),
         notify,
     })

@@ -6,10 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use serde_json::value::RawValue;
-
-use bidir_protocol::rpc::json;
-use bidir_protocol::rpc::{Msg, Raw};
+use bidir_protocol::rpc::Msg;
 
 use super::call::Slot;
 use super::callback::CbState;
@@ -17,10 +14,11 @@ use super::conn::ClientConn;
 use crate::client::{Connect, ConnectError};
 use crate::rpc::CallError;
 use crate::rpc::gather::Gathering;
+use crate::rpc::wire::{Egress, Value, ValueRef, Wire};
 use crate::{ConnHandle, Context, ServerHandle};
 
 /// What a subscriber runs for each event of its topic.
-pub(super) type OnEvent = Arc<dyn Fn(&RawValue) + Send + Sync>;
+pub(super) type OnEvent = Arc<dyn Fn(ValueRef<'_>) + Send + Sync>;
 
 /// The client's callbacks by id, held weakly: the application's
 /// [`LocalCallback`](super::LocalCallback) clones own them.
@@ -61,6 +59,8 @@ pub(super) struct Inner {
     /// waiting for the first connection wait on it.
     pub(super) changed: Condvar,
     pub(super) options: Connect,
+    /// The encoding the client speaks.
+    pub(super) wire: Wire,
     pub(super) engine: ServerHandle,
     /// The engine was started for this client: it stops with it.
     pub(super) own_engine: bool,
@@ -90,7 +90,8 @@ impl Inner {
             let mut state = self.lock();
             let entry = state.calls.remove(&id);
             if cancel && entry.as_ref().is_some_and(|e| e.unsent.is_none()) {
-                state.send(|out| json::encode(&Msg::Cancel { id }, out));
+                let wire = state.wire;
+                state.send(|out| wire.encode(Msg::Cancel { id }, out));
             }
             entry
         };
@@ -121,7 +122,7 @@ pub(super) struct Entry {
     /// replays), whose answers are dropped.
     pub(super) slot: Option<Arc<Slot>>,
     /// The encoded message while it waits for a connection.
-    pub(super) unsent: Option<String>,
+    pub(super) unsent: Option<Vec<u8>>,
     pub(super) kind: Kind,
 }
 
@@ -143,7 +144,7 @@ pub(super) enum Kind {
 /// A call that passed callbacks, sent again on each new connection while one of them lives.
 pub(super) struct Replay {
     pub(super) method: Box<str>,
-    pub(super) args: Box<RawValue>,
+    pub(super) args: Value,
     pub(super) callbacks: Vec<u64>,
     /// A notification (no answer wanted).
     pub(super) notify: bool,
@@ -184,21 +185,26 @@ impl Ended {
 
 /// Messages gathered from user threads until the worker sends them (one flush posted per
 /// gathering), in batches within the limits of [`Gathering`].
-#[derive(Default)]
 pub(super) struct Outgoing {
     gathering: Gathering,
     flush_posted: bool,
 }
 
 impl Outgoing {
-    /// Sends everything gathered, oldest first.
-    pub(super) fn flush(&mut self, cx: &mut Context<'_>) {
-        self.gathering.send(cx);
+    fn new(wire: Wire) -> Self {
+        Self { gathering: Gathering::new(wire), flush_posted: false }
+    }
+
+    /// Sends everything gathered through `egress`, oldest first.
+    pub(super) fn flush(&mut self, cx: &mut Context<'_>, egress: &mut Egress) {
+        egress.flush(cx, &mut self.gathering);
         self.flush_posted = false;
     }
 }
 
 pub(super) struct State {
+    /// The encoding every message is written in.
+    pub(super) wire: Wire,
     pub(super) phase: Phase,
     /// Numbers the connection attempts: events of an older one are ignored.
     pub(super) generation: u64,
@@ -222,8 +228,9 @@ pub(super) struct State {
 }
 
 impl State {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(wire: Wire) -> Self {
         Self {
+            wire,
             phase: Phase::Connecting,
             generation: 0,
             attempt: 0,
@@ -232,7 +239,7 @@ impl State {
             worker: 0,
             next_id: 0,
             calls: BTreeMap::new(),
-            out: Outgoing::default(),
+            out: Outgoing::new(wire),
             callbacks: HashMap::new(),
             next_callback: 1,
             replay: BTreeMap::new(),
@@ -279,7 +286,7 @@ impl State {
         } else {
             let mut out = Vec::new();
             write(id, &mut out);
-            Some(String::from_utf8(out).unwrap_or_default())
+            Some(out)
         };
         if self.calls.is_empty() {
             inner.changed.notify_all();
@@ -318,12 +325,12 @@ impl State {
             if !r.is_wanted(&self.callbacks) {
                 continue;
             }
-            let (method, args) = (&*r.method, Raw::new(&r.args));
+            let (wire, method, args) = (self.wire, &*r.method, r.args.as_ref());
             if r.notify {
-                self.send(|out| json::encode(&Msg::Notify { method: method.into(), args }, out));
+                self.send(|out| wire.encode(Msg::Notify { method: method.into(), args }, out));
             } else {
                 let write = |id, out: &mut Vec<u8>| {
-                    json::encode(&Msg::Call { id, method: method.into(), args }, out);
+                    wire.encode(Msg::Call { id, method: method.into(), args }, out);
                 };
                 let _ = self.request(inner, write, None, Kind::Replayed(key));
             }
@@ -333,22 +340,23 @@ impl State {
         self.replay = replays;
         inner.replayed.fetch_add(replayed, Ordering::Relaxed);
         let callbacks = &self.callbacks;
-        let unsent: Vec<String> = self
+        let unsent: Vec<Vec<u8>> = self
             .calls
             .values_mut()
             .filter_map(|e| {
-                let text = e.unsent.take()?;
+                let bytes = e.unsent.take()?;
                 if let Kind::Replayable(r) = &e.kind {
                     dead.extend(r.dead(callbacks));
                 }
-                Some(text)
+                Some(bytes)
             })
             .collect();
-        for text in unsent {
-            self.send(|out| out.extend_from_slice(text.as_bytes()));
+        for bytes in unsent {
+            self.send(|out| out.extend_from_slice(&bytes));
         }
+        let wire = self.wire;
         for callback in dead {
-            self.send(|out| json::encode(&Msg::Release { callback }, out));
+            self.send(|out| wire.encode(Msg::Release { callback }, out));
         }
     }
 
@@ -366,8 +374,9 @@ impl State {
         // Taken for the loop, put back after: no topic is copied.
         let topics = std::mem::take(&mut self.topics);
         for topic in topics.keys().filter(|t| !queued.contains(t.as_str())) {
+            let wire = self.wire;
             let write = |id, out: &mut Vec<u8>| {
-                json::encode(&Msg::Subscribe { id, topic: (&**topic).into() }, out);
+                wire.encode(Msg::Subscribe { id, topic: (&**topic).into() }, out);
             };
             let _ = self.request(inner, write, None, Kind::Plain);
         }
@@ -378,7 +387,7 @@ impl State {
     /// gathering is dropped; the next attempt is scheduled, or, without reconnection, every
     /// request is taken and the client is done.
     pub(super) fn lost(&mut self, inner: &Inner) -> Vec<Arc<Slot>> {
-        self.out = Outgoing::default();
+        self.out = Outgoing::new(self.wire);
         // A server that closes connections as soon as they open (overloaded, refusing this
         // client) is not hammered at the minimum delay: only a connection that lasted the
         // backoff's maximum starts the delays over.
