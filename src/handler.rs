@@ -48,6 +48,23 @@ pub trait Handler: Any {
         let _ = (cx, msg);
     }
 
+    /// A whole binary message arrived, writable where it lies in the engine's receive buffer:
+    /// a handler that transforms what it receives (decrypts it) does so in place instead of
+    /// copying it first. The engine does not read the bytes again. The default hands the
+    /// message to [`Handler::on_message`] as [`Message::Binary`].
+    fn on_binary_mut(&mut self, cx: &mut Context<'_>, payload: &mut [u8]) {
+        self.on_message(cx, Message::Binary(payload));
+    }
+
+    /// A message published to a topic this connection subscribed to, for a connection that
+    /// asked to see them ([`Context::intercept_publishes`]): the handler sends what it makes
+    /// of it — an encrypted connection seals it with its own key — where the engine would
+    /// queue the message as it is. Called on the connection's worker, in publish order, in
+    /// place of that queuing. The default sends it unchanged.
+    fn on_publish(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
+        let _ = cx.send(msg);
+    }
+
     /// A piece of a message arrived (the route's delivery is
     /// [`Delivery::Fragments`](crate::protocol::Delivery::Fragments)): for messages too large
     /// to hold, processed as they stream in.
@@ -104,6 +121,12 @@ macro_rules! forward_handler {
             }
             fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
                 (**self).on_message(cx, msg);
+            }
+            fn on_binary_mut(&mut self, cx: &mut Context<'_>, payload: &mut [u8]) {
+                (**self).on_binary_mut(cx, payload);
+            }
+            fn on_publish(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
+                (**self).on_publish(cx, msg);
             }
             fn on_frame(&mut self, cx: &mut Context<'_>, fragment: Fragment<'_>) {
                 (**self).on_frame(cx, fragment);
@@ -408,6 +431,14 @@ impl Context<'_> {
     /// Unsubscribes this connection from `topic`; returns whether it was subscribed.
     pub fn unsubscribe(&mut self, topic: &str) -> bool {
         self.worker.topics.unsubscribe(topic, self.meta.id.slot, &mut self.meta.topics)
+    }
+
+    /// Has every publish to the topics this connection subscribes to go through its handler's
+    /// [`Handler::on_publish`] from now on, instead of being queued as it is: for a handler
+    /// that must send each message its own way (a per-connection key). Each publish is then
+    /// sent as the handler chooses, at the cost of a handler call per subscriber.
+    pub fn intercept_publishes(&mut self) {
+        self.meta.intercepts_publishes = true;
     }
 
     /// Whether this connection is subscribed to `topic`.

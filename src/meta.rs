@@ -87,6 +87,8 @@ pub(crate) struct Meta {
     /// compact context): the worker's codec is lent to this connection around each call
     /// instead of the connection owning one.
     pub(crate) shares_codec: bool,
+    /// Publishes to it go through its handler ([`Handler::on_publish`](crate::Handler)).
+    pub(crate) intercepts_publishes: bool,
     /// The wheel tick this slot is scheduled for, or [`NO_TICK`].
     pub(crate) timer_tick: u64,
     /// The handler's timer ([`Context::set_timer`](crate::Context::set_timer)), in worker
@@ -113,6 +115,7 @@ impl Meta {
             retired: false,
             peer_held: false,
             shares_codec: false,
+            intercepts_publishes: false,
             timer_tick,
             user_timer: u64::MAX,
         }

@@ -526,3 +526,51 @@ fn a_send_to_a_closed_connection_is_refused() {
     assert!(bed.is_closed(peer));
     assert!(!bed.write(peer, b"late"), "the socket is gone");
 }
+
+/// Reverses each binary message where it lies and echoes it; subscribes to "t" on open and,
+/// when `intercept`, sends each publish upper-cased.
+struct InPlace {
+    intercept: bool,
+}
+
+impl Handler for InPlace {
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        cx.subscribe("t");
+        if self.intercept {
+            cx.intercept_publishes();
+        }
+    }
+    fn on_binary_mut(&mut self, cx: &mut Context<'_>, payload: &mut [u8]) {
+        payload.reverse();
+        cx.send_binary(payload).unwrap();
+    }
+    fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
+        cx.send(msg).unwrap(); // text only: binary comes through on_binary_mut
+    }
+    fn on_publish(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
+        if let Message::Text(text) = msg {
+            cx.send_text(&text.to_uppercase()).unwrap();
+        }
+    }
+}
+
+#[test]
+fn binary_messages_are_writable_in_place_and_publishes_can_go_through_the_handler() {
+    let builder = Server::builder()
+        .route("/plain", |_req: &Request<'_>| Ok(InPlace { intercept: false }))
+        .route("/own", |_req: &Request<'_>| Ok(InPlace { intercept: true }));
+    let mut bed = TestBed::new(builder).unwrap();
+    let plain = bed.connect("/plain").unwrap();
+    let own = bed.connect("/own").unwrap();
+    // Whole in the receive buffer, and gathered over several reads in the spill buffer.
+    bed.send(plain, Message::Binary(&[1, 2, 3])).unwrap();
+    bed.set_chunk_size(3);
+    bed.send(plain, Message::Binary(&[4, 5, 6, 7, 8, 9])).unwrap();
+    bed.send(plain, Message::Text("text")).unwrap();
+    let expected = [Incoming::Binary(vec![3, 2, 1]), Incoming::Binary(vec![9, 8, 7, 6, 5, 4])];
+    assert_eq!(bed.recv(plain), [expected[0].clone(), expected[1].clone(), text("text")]);
+    assert_eq!(bed.handle().publish("t", Message::Text("hi")), 2);
+    bed.run_until_idle();
+    assert_eq!(bed.recv(plain), [text("hi")], "queued as it is");
+    assert_eq!(bed.recv(own), [text("HI")], "sent by the handler");
+}

@@ -59,6 +59,15 @@ impl<'b> Input<'b> {
         &self.buf[range]
     }
 
+    /// The bytes in `range`, writable.
+    ///
+    /// # Panics
+    ///
+    /// If `range` is out of the buffer's bounds.
+    pub fn get_mut(&mut self, range: Range<usize>) -> &mut [u8] {
+        &mut self.buf[range]
+    }
+
     /// Marks every byte consumed, unread.
     pub fn skip_all(&mut self) {
         self.pos = self.buf.len();

@@ -43,7 +43,9 @@ pub mod fuzzing;
 #[cfg(test)]
 mod tests;
 
-pub use conn::{Close, Config, Connection, Delivery, EncodedHeader, Event, FrameKind, Role, State};
+pub use conn::{
+    Close, Config, Connection, Delivery, EncodedHeader, Event, EventMut, FrameKind, Role, State,
+};
 pub use deframer::{Chunk, Deframer, Input};
 pub use error::{Error, InvalidFrame, PeerMisbehaved, SendError};
 pub use frame::{CloseCode, DataKind, FrameHeader, FrameRepr, OpCode};

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use bidir_protocol::{FrameKind, Role};
+use bidir_protocol::{DataKind, FrameKind, Message, Role};
 use bidir_sys::Backend;
 
 use super::Worker;
@@ -43,6 +43,10 @@ impl<B: Backend> Worker<B> {
                 continue;
             }
             let Phase::Open { conn, .. } = &mut slot.phase else { continue };
+            if slot.meta.intercepts_publishes {
+                self.intercepted(key, kind, payload);
+                continue;
+            }
             let queued = if conn.role() == Role::Client {
                 let Some(mut open) = self.conns.open(key) else { continue };
                 let payload = Payload::Shared(payload.clone());
@@ -72,5 +76,21 @@ impl<B: Backend> Worker<B> {
             }
             self.conns.settle(&mut self.cx, key);
         }
+    }
+
+    /// A publish to a connection that sends them itself ([`Handler::on_publish`]).
+    ///
+    /// [`Handler::on_publish`]: crate::Handler::on_publish
+    fn intercepted(&mut self, key: usize, kind: DataKind, payload: &[u8]) {
+        let msg = match kind {
+            DataKind::Binary => Message::Binary(payload),
+            // Checked when it was published.
+            DataKind::Text => match std::str::from_utf8(payload) {
+                Ok(text) => Message::Text(text),
+                Err(_) => return,
+            },
+        };
+        self.conns.call(&mut self.cx, key, |h, cx| h.on_publish(cx, msg));
+        self.conns.settle(&mut self.cx, key);
     }
 }

@@ -5,7 +5,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant as WallClock;
 
-use bidir_protocol::{Connection, Error, Event, Input};
+use bidir_protocol::{Connection, Error, Event, EventMut, Input};
 
 use super::slot::{Conns, Open, Phase};
 use crate::cx::WorkerCx;
@@ -67,8 +67,14 @@ impl Conns {
                 input.skip_all();
                 break;
             }
-            let event = match conn.handle_bytes(cx.now, &mut input, spill) {
-                Ok(Some(event)) => event,
+            let event = match conn.handle_bytes_mut(cx.now, &mut input, spill) {
+                Ok(Some(EventMut::Binary(payload))) => {
+                    cx.transmit(conn, meta);
+                    cx.counters.messages_in += 1;
+                    invoke(conn, handler, meta, cx, |h, cx| h.on_binary_mut(cx, payload));
+                    continue;
+                }
+                Ok(Some(EventMut::Other(event))) => event,
                 Ok(None) => break,
                 Err(e) => {
                     let reason = e.to_string();

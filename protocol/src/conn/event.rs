@@ -27,6 +27,17 @@ pub enum Event<'a> {
     Close(Close<'a>),
 }
 
+/// An event whose whole binary message may be changed where it lies: what
+/// [`Connection::handle_bytes_mut`](crate::Connection::handle_bytes_mut) returns.
+#[derive(Debug, PartialEq, Eq)]
+pub enum EventMut<'a> {
+    /// A whole binary message, writable (a receiver decrypts it in place, say).
+    Binary(&'a mut [u8]),
+    /// Every other event, as [`Connection::handle_bytes`](crate::Connection::handle_bytes)
+    /// reports it.
+    Other(Event<'a>),
+}
+
 /// A received close frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Close<'a> {

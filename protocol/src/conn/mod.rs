@@ -4,7 +4,7 @@ mod config;
 mod event;
 
 pub use config::{Config, Delivery};
-pub use event::{Close, Event};
+pub use event::{Close, Event, EventMut};
 
 use core::fmt;
 use core::ops::Range;
@@ -284,6 +284,13 @@ impl Src {
         }
     }
 
+    fn slice_mut<'e>(&self, input: &'e mut Input<'_>, spill: &'e mut [u8]) -> &'e mut [u8] {
+        match self {
+            Self::Input(r) => input.get_mut(r.clone()),
+            Self::Spill(r) => &mut spill[r.clone()],
+        }
+    }
+
     /// The bytes from `skip` on.
     fn skip(self, skip: usize) -> Self {
         match self {
@@ -458,6 +465,42 @@ impl Connection {
         input: &'e mut Input<'_>,
         spill: &'e mut Vec<u8>,
     ) -> Result<Option<Event<'e>>, Error> {
+        match self.next_ready(now, input, spill)? {
+            Some(ready) => self.event(ready, input, spill),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Connection::handle_bytes`], with a whole binary message handed over writable
+    /// ([`EventMut::Binary`]): its receiver may change it where it lies (decrypt it in place)
+    /// instead of copying it first. The bytes are the connection's input or spill buffer,
+    /// which the caller owns; nothing else reads them after.
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::handle_bytes`].
+    pub fn handle_bytes_mut<'e>(
+        &mut self,
+        now: Instant,
+        input: &'e mut Input<'_>,
+        spill: &'e mut Vec<u8>,
+    ) -> Result<Option<EventMut<'e>>, Error> {
+        match self.next_ready(now, input, spill)? {
+            Some(Ready::Message { kind: DataKind::Binary, src }) => {
+                Ok(Some(EventMut::Binary(src.slice_mut(input, spill))))
+            }
+            Some(ready) => Ok(self.event(ready, input, spill)?.map(EventMut::Other)),
+            None => Ok(None),
+        }
+    }
+
+    /// Consumes received bytes up to the next event, not yet borrowed.
+    fn next_ready(
+        &mut self,
+        now: Instant,
+        input: &mut Input<'_>,
+        spill: &mut Vec<u8>,
+    ) -> Result<Option<Ready>, Error> {
         if let Some(len) = self.recv.truncate_spill.take() {
             spill.truncate(len);
         }
@@ -475,12 +518,11 @@ impl Connection {
                 Some(Ok(chunk)) => chunk,
                 Some(Err(e)) => return Err(self.fail_with(e)),
             };
-            let ready = match self.on_chunk(now, chunk, input, spill) {
-                Ok(Some(ready)) => ready,
-                Ok(None) => continue,
+            match self.on_chunk(now, chunk, input, spill) {
+                Ok(Some(ready)) => return Ok(Some(ready)),
+                Ok(None) => {}
                 Err(e) => return Err(self.fail_with(e)),
-            };
-            return self.event(ready, input, spill);
+            }
         }
     }
 
