@@ -42,6 +42,20 @@ pub trait Handler: Any {
         let _ = cx;
     }
 
+    /// A client connection's handshake answer arrived — a valid 101 — with the server's
+    /// response `headers`, before the connection opens: `Err(reason)` fails it, with
+    /// [`ConnectError::Rejected`] to [`Handler::on_connect_failed`] and nothing sent (the
+    /// socket is closed). What a handler checks the server's proof of a key with. Not called
+    /// for server connections. The default accepts.
+    ///
+    /// # Errors
+    ///
+    /// The reason the answer is refused.
+    fn on_response(&mut self, headers: &[(String, String)]) -> Result<(), String> {
+        let _ = headers;
+        Ok(())
+    }
+
     /// A whole message arrived (the route's delivery is
     /// [`Delivery::Messages`](crate::protocol::Delivery::Messages), the default).
     fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
@@ -121,6 +135,9 @@ macro_rules! forward_handler {
             }
             fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
                 (**self).on_message(cx, msg);
+            }
+            fn on_response(&mut self, headers: &[(String, String)]) -> Result<(), String> {
+                (**self).on_response(headers)
             }
             fn on_binary_mut(&mut self, cx: &mut Context<'_>, payload: &mut [u8]) {
                 (**self).on_binary_mut(cx, payload);

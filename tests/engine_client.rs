@@ -165,12 +165,32 @@ fn refusals_connect_errors_and_timeouts_reach_on_connect_failed() {
     }
     assert!(started.elapsed() < Duration::from_secs(3));
 
+    // A handler that refuses the server's answer: the connection never opens.
+    struct Picky(PingPong);
+    impl Handler for Picky {
+        fn on_response(&mut self, headers: &[(String, String)]) -> Result<(), String> {
+            match headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("X-Proof")) {
+                true => Ok(()),
+                false => Err("no proof".into()),
+            }
+        }
+        fn on_connect_failed(&mut self, error: ConnectError) {
+            self.0.on_connect_failed(error);
+        }
+    }
+    let url = format!("ws://{}/echo", server.local_addr());
+    clients.connect(&Connect::new(&url).unwrap(), Picky(handler())).unwrap();
+    match next(&rx) {
+        Report::Failed(ConnectError::Rejected(reason)) => assert_eq!(reason, "no proof"),
+        other => panic!("{other:?}"),
+    }
+
     // Errors found before queueing are returned directly.
     let injected = Connect::new("ws://127.0.0.1:1/").unwrap().header("X", "a\r\nb: c");
     assert!(matches!(clients.connect(&injected, handler()), Err(ConnectError::InvalidRequest)));
 
     let stats = clients.stats();
-    assert_eq!((stats.counters.connect_failed, stats.counters.open), (3, 0));
+    assert_eq!((stats.counters.connect_failed, stats.counters.open), (4, 0));
     clients.shutdown(Duration::from_secs(1));
     assert!(matches!(
         clients.connect(&Connect::new("ws://127.0.0.1:1/").unwrap(), handler()),

@@ -182,6 +182,10 @@ pub enum ConnectError {
     /// The worker holds [`ServerConfig::max_connections`](crate::ServerConfig) connections
     /// already ([`ServerHandle::connect`](crate::ServerHandle::connect)).
     TooManyConnections,
+    /// The connection's handler refused the server's answer
+    /// ([`Handler::on_response`](crate::Handler::on_response)), with its reason: a key
+    /// exchange the server's headers do not complete, say.
+    Rejected(String),
 }
 
 impl fmt::Display for ConnectError {
@@ -199,6 +203,7 @@ impl fmt::Display for ConnectError {
             Self::Closed => f.write_str("the server closed the connection during the handshake"),
             Self::ShuttingDown => f.write_str("the engine is shutting down"),
             Self::TooManyConnections => f.write_str("the worker is at its connection limit"),
+            Self::Rejected(reason) => write!(f, "the server's answer was rejected: {reason}"),
         }
     }
 }

@@ -105,6 +105,13 @@ impl Conns {
                 return;
             }
         };
+        let refused =
+            catch_unwind(AssertUnwindSafe(|| connecting.handler.on_response(&upgraded.headers)))
+                .unwrap_or_else(|_| Err("the handler failed".to_owned()));
+        if let Err(reason) = refused {
+            self.fail_connect(cx, key, ConnectError::Rejected(reason));
+            return;
+        }
         let Phase::Connecting(connecting) = std::mem::replace(&mut slot.phase, Phase::Dead) else {
             unreachable!("checked above")
         };
