@@ -2,9 +2,9 @@
 //! client's [`KeyExchange`] (started before the upgrade request, finished with the response)
 //! and the server's [`accept`]. Both return the connection's [`SessionKeys`].
 //!
-//! - `psk` ([`psk`](super::psk)): nonces and MACs; the keys come from the pre-shared key and
+//! - `psk` ([`psk`]): nonces and MACs; the keys come from the pre-shared key and
 //!   the two nonces.
-//! - `ecdhe` ([`noise`](super::noise)): Noise `NNpsk0` over X25519; the keys come from the
+//! - `ecdhe` ([`noise`]): Noise `NNpsk0` over X25519; the keys come from the
 //!   ephemeral exchange, so a leaked pre-shared key does not decrypt recorded connections.
 //!
 //! # Header grammar

@@ -22,7 +22,7 @@
 //! handshake's AES-GCM come from ring, X25519 from curve25519-dalek (as in snow's own
 //! resolver, which would bring its own SHA-256 and AES-GCM crates). An X25519 result of all
 //! zeros — the peer sent a point of small order — fails the handshake.
-//! [`key`](super::key) wraps both modes behind one entry point per side.
+//! [`key`] wraps both modes behind one entry point per side.
 
 use std::fmt;
 
@@ -160,7 +160,7 @@ pub struct EcdheHeader {
 }
 
 impl EcdheHeader {
-    /// Parses a header value by the grammar of [`key`](super::key): the mode `ecdhe` and the
+    /// Parses a header value by the grammar of [`key`]: the mode `ecdhe` and the
     /// parameter `h` once, 48 bytes of base64; other parameters are ignored.
     ///
     /// # Errors

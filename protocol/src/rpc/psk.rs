@@ -1,6 +1,6 @@
 //! The `psk` key schedule of `bidir.bin.v1`: both sides know a pre-shared key; each connection
 //! derives its own two AES-256-GCM keys, one per direction, from it and from fresh nonces both
-//! sides send in the upgrade's `Bidir-Key` headers. docs/bin-plan.md has the design.
+//! sides send in the upgrade's `Bidir-Key` headers. docs/rpc.md ("Keys") is the specification.
 //!
 //! ```text
 //! auth    = HKDF-SHA256(salt = "bidir.bin.v1 auth", ikm = psk).expand("", 32)
@@ -16,7 +16,7 @@
 //! checks the offer with [`answer`] (a wrong key: 403 before the upgrade); the client checks
 //! the answer with [`ClientHandshake::finish`] (a wrong key fails the connect). MACs are
 //! compared in constant time. HKDF and HMAC come from ring, already the AEAD's hardware path.
-//! [`key`](super::key) wraps this mode and `ecdhe` behind one entry point per side and holds
+//! [`key`] wraps this mode and `ecdhe` behind one entry point per side and holds
 //! the header grammar.
 
 use std::fmt;
@@ -225,7 +225,7 @@ pub struct KeyHeader {
 }
 
 impl KeyHeader {
-    /// Parses a header value by the grammar of [`key`](super::key): the mode `psk` and the
+    /// Parses a header value by the grammar of [`key`]: the mode `psk` and the
     /// parameters `n` and `m` once each, 32 bytes of base64; other parameters are ignored.
     ///
     /// # Errors
