@@ -2,7 +2,8 @@
 //! and owns no threads. Callers pass received bytes, the current [`Instant`] and random seeds
 //! in; they get events, and bytes to send, out. Every behaviour can therefore be tested in
 //! memory with virtual time, and the same code serves the epoll engine, the io_uring engine,
-//! blocking clients and fuzzers.
+//! blocking clients and fuzzers. One convenience reads the OS's random source: the `Bidir-Key`
+//! entry points of [`rpc::key`], each next to a variant that takes the seed in.
 //!
 //! # Layers
 //!

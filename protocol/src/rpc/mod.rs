@@ -20,6 +20,8 @@ use crate::CloseCode;
 
 pub mod bin;
 pub mod json;
+pub mod key;
+pub mod noise;
 pub mod psk;
 pub mod seal;
 

@@ -1,6 +1,6 @@
 //! The `psk` key schedule of `bidir.bin.v1`: both sides know a pre-shared key; each connection
 //! derives its own two AES-256-GCM keys, one per direction, from it and from fresh nonces both
-//! sides send in the upgrade's `Bidir-Key` headers. docs/bin-plan.md has the design.
+//! sides send in the upgrade's `Bidir-Key` headers. docs/rpc.md ("Keys") is the specification.
 //!
 //! ```text
 //! auth    = HKDF-SHA256(salt = "bidir.bin.v1 auth", ikm = psk).expand("", 32)
@@ -16,6 +16,8 @@
 //! checks the offer with [`answer`] (a wrong key: 403 before the upgrade); the client checks
 //! the answer with [`ClientHandshake::finish`] (a wrong key fails the connect). MACs are
 //! compared in constant time. HKDF and HMAC come from ring, already the AEAD's hardware path.
+//! [`key`] wraps this mode and `ecdhe` behind one entry point per side and holds
+//! the header grammar.
 
 use std::fmt;
 
@@ -23,6 +25,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use ring::{hkdf, hmac};
 
+use super::key::{self, KeyMode};
 use super::seal::{KEY_LEN, Opener, Sealer};
 
 /// Length of each side's nonce.
@@ -37,10 +40,9 @@ const C2S_INFO: &[u8] = b"bidir.bin.v1 c2s";
 const S2C_INFO: &[u8] = b"bidir.bin.v1 s2c";
 const CLIENT_LABEL: &[u8] = b"client";
 const SERVER_LABEL: &[u8] = b"server";
-/// The mode token that starts a `Bidir-Key` value in this mode.
-const MODE: &str = "psk";
 
 /// A pre-shared key, with the MAC key derived from it once. Its `Debug` shows no secret.
+#[derive(Clone)]
 pub struct Psk {
     ikm: Box<[u8]>,
     auth: hmac::Key,
@@ -57,9 +59,15 @@ impl Psk {
         if psk.len() < MIN_PSK_LEN {
             return Err(ShortPsk { len: psk.len() });
         }
-        let mut auth = [0; MAC_LEN];
-        hkdf_expand(&hkdf::Salt::new(hkdf::HKDF_SHA256, AUTH_SALT).extract(psk), b"", &mut auth);
-        Ok(Self { ikm: psk.into(), auth: hmac::Key::new(hmac::HMAC_SHA256, &auth) })
+        let ikm: Box<[u8]> = psk.into();
+        let auth = derive(&ikm, AUTH_SALT);
+        Ok(Self { ikm, auth: hmac::Key::new(hmac::HMAC_SHA256, &auth) })
+    }
+
+    /// A 32-byte key for one purpose: `HKDF-SHA256(salt, ikm = psk).expand("", 32)`, `salt`
+    /// naming the purpose.
+    pub(super) fn derive(&self, salt: &[u8]) -> [u8; 32] {
+        derive(&self.ikm, salt)
     }
 
     fn mac(&self, label: &[u8], parts: &[&[u8; NONCE_LEN]]) -> [u8; MAC_LEN] {
@@ -103,6 +111,12 @@ impl fmt::Debug for Psk {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Psk").field("len", &self.ikm.len()).finish_non_exhaustive()
     }
+}
+
+fn derive(ikm: &[u8], salt: &[u8]) -> [u8; 32] {
+    let mut out = [0; 32];
+    hkdf_expand(&hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(ikm), b"", &mut out);
+    out
 }
 
 fn hkdf_expand(prk: &hkdf::Prk, info: &[u8], out: &mut [u8; 32]) {
@@ -168,6 +182,10 @@ pub struct SessionKeys {
 }
 
 impl SessionKeys {
+    pub(super) fn new(c2s: [u8; KEY_LEN], s2c: [u8; KEY_LEN]) -> Self {
+        Self { c2s, s2c }
+    }
+
     /// The key of the messages the client sends.
     pub fn c2s(&self) -> &[u8; KEY_LEN] {
         &self.c2s
@@ -207,61 +225,33 @@ pub struct KeyHeader {
 }
 
 impl KeyHeader {
-    /// Parses a header value. The mode token and parameter names are case-insensitive and
-    /// may be surrounded by spaces or tabs; `n` and `m` must each appear once; other
-    /// parameters are ignored, so later versions can add some.
+    /// Parses a header value by the grammar of [`key`]: the mode `psk` and the
+    /// parameters `n` and `m` once each, 32 bytes of base64; other parameters are ignored.
     ///
     /// # Errors
     ///
     /// [`KeyError::Mode`] when the value names another mode; [`KeyError::Malformed`] for any
     /// other departure from the syntax (the server answers 400).
     pub fn parse(value: &[u8]) -> Result<Self, KeyError> {
-        let value = std::str::from_utf8(value).map_err(|_| KeyError::Malformed("not text"))?;
-        let mut parts = value.split(';').map(|part| part.trim_matches([' ', '\t']));
-        let mode = parts.next().unwrap_or_default();
-        if mode.is_empty() {
-            return Err(KeyError::Malformed("no mode"));
-        }
-        if !mode.eq_ignore_ascii_case(MODE) {
-            return Err(KeyError::Mode);
-        }
-        let (mut nonce, mut mac) = (None, None);
-        for part in parts {
-            let (name, text) =
-                part.split_once('=').ok_or(KeyError::Malformed("a parameter without `=`"))?;
-            let slot = match name.trim_end_matches([' ', '\t']) {
-                n if n.eq_ignore_ascii_case("n") => &mut nonce,
-                m if m.eq_ignore_ascii_case("m") => &mut mac,
-                _ => continue,
-            };
-            if slot.is_some() {
-                return Err(KeyError::Malformed("a repeated parameter"));
-            }
-            *slot = Some(decode32(text.trim_start_matches([' ', '\t']))?);
-        }
-        Ok(Self {
-            nonce: nonce.ok_or(KeyError::Malformed("no `n` parameter"))?,
-            mac: mac.ok_or(KeyError::Malformed("no `m` parameter"))?,
-        })
+        const NOT_32: &str = "a value that is not 32 bytes of base64";
+        let [n, m] = key::params(
+            value,
+            KeyMode::Psk,
+            [("n", "no `n` parameter"), ("m", "no `m` parameter")],
+        )?;
+        Ok(Self { nonce: key::decode(n, NOT_32)?, mac: key::decode(m, NOT_32)? })
     }
 }
 
 impl fmt::Display for KeyHeader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{MODE}; n={}; m={}", BASE64.encode(self.nonce), BASE64.encode(self.mac))
-    }
-}
-
-/// Decodes base64 that must hold exactly 32 bytes, looking at no more text than that takes.
-fn decode32(text: &str) -> Result<[u8; 32], KeyError> {
-    const ENCODED_LEN: usize = 44;
-    if text.len() != ENCODED_LEN {
-        return Err(KeyError::Malformed("a value that is not 32 bytes of base64"));
-    }
-    let mut out = [0; 33];
-    match BASE64.decode_slice(text, &mut out) {
-        Ok(32) => Ok(out[..32].try_into().expect("32 bytes")),
-        _ => Err(KeyError::Malformed("a value that is not 32 bytes of base64")),
+        write!(
+            f,
+            "{}; n={}; m={}",
+            KeyMode::Psk,
+            BASE64.encode(self.nonce),
+            BASE64.encode(self.mac)
+        )
     }
 }
 
@@ -272,18 +262,22 @@ pub enum KeyError {
     /// The MAC does not match: the peer has another key, or the value was altered or
     /// replayed against other nonces.
     WrongKey,
-    /// The value names a mode other than `psk`.
+    /// The value names an unknown mode, or (in an answer) another mode than the offer's.
     Mode,
-    /// The value breaks the header syntax; the text names the rule.
+    /// The value breaks the header syntax, or is missing; the text names the rule.
     Malformed(&'static str),
+    /// The operating system gave no randomness for the exchange's seed.
+    Random,
 }
 
 impl KeyError {
-    /// The HTTP status a server refuses the upgrade with: 403 for a wrong key, 400 else.
+    /// The HTTP status a server refuses the upgrade with: 403 for a wrong key, 500 when it
+    /// had no randomness, 400 else.
     pub fn status(&self) -> u16 {
         match self {
             Self::WrongKey => 403,
             Self::Mode | Self::Malformed(_) => 400,
+            Self::Random => 500,
         }
     }
 }
@@ -294,6 +288,7 @@ impl fmt::Display for KeyError {
             Self::WrongKey => f.write_str("wrong key"),
             Self::Mode => f.write_str("Bidir-Key: unsupported mode"),
             Self::Malformed(rule) => write!(f, "Bidir-Key: {rule}"),
+            Self::Random => f.write_str("no randomness from the operating system"),
         }
     }
 }
@@ -486,6 +481,7 @@ mod tests {
         let (n, m) = (N, M);
         let malformed = |rule| Err(KeyError::Malformed(rule));
         let not_32 = malformed("a value that is not 32 bytes of base64");
+        let too_long = malformed("a value longer than 256 bytes");
         let cases: Vec<(Vec<u8>, Result<KeyHeader, KeyError>)> = vec![
             (b"".to_vec(), malformed("no mode")),
             (b" ; n=x".to_vec(), malformed("no mode")),
@@ -501,7 +497,7 @@ mod tests {
             (format!("psk; n={}=; m={m}", &n[..42]).into_bytes(), not_32),
             (format!("psk; n={}!; m={m}", &n[..43]).into_bytes(), not_32),
             (format!("psk; n={n}; m={m}{m}").into_bytes(), not_32),
-            (format!("psk; n={}; m={m}", "A".repeat(100_000)).into_bytes(), not_32),
+            (format!("psk; n={}; m={m}", "A".repeat(100_000)).into_bytes(), too_long),
             (b"psk; n=\xff\xfe; m=x".to_vec(), malformed("not text")),
         ];
         for (value, expected) in cases {
