@@ -387,6 +387,17 @@ mod tests {
         assert_eq!(plain_in.opened(), 0);
     }
 
+    /// The examples of docs/rpc.md, "bidir.bin.v1 envelope", and the CRC's check value.
+    #[test]
+    fn the_specifications_examples_open() {
+        let note = [0x93, 0x01, 0xa3, 0x41, 0x2e, 0x62, 0x90];
+        let mut stored = [&[0][..], &note].concat();
+        assert_eq!(plain_inbound().open(&mut stored).unwrap(), note);
+        let mut compressed = [&[1, 7, 0x70][..], &note, &[0xef, 0x4b, 0x28, 0x09]].concat();
+        assert_eq!(plain_inbound().open(&mut compressed).unwrap(), note);
+        assert_eq!(crc32fast::hash(b"123456789"), 0xcbf4_3926);
+    }
+
     #[test]
     fn compressed_layout_is_varuint_lz4_block_crc() {
         let plain = text(2000);
