@@ -67,7 +67,7 @@ RUSTFLAGS="--cfg fuzzing" cargo clippy --manifest-path fuzz/Cargo.toml --all-tar
     cd fuzz
     RUSTC_BOOTSTRAP=1 cargo fuzz build
     if [ "$FUZZ_SECONDS" -gt 0 ]; then
-        for target in frame upgrade connection inflate client_handshake worker rpc_json rpc_bin rpc_server rpc_key; do
+        for target in frame upgrade connection inflate client_handshake worker rpc_json rpc_bin rpc_envelope rpc_server rpc_key; do
             echo "--- fuzz $target for ${FUZZ_SECONDS}s"
             RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- \
                 -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 2>&1 |

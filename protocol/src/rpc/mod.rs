@@ -9,6 +9,9 @@
 //! results stay raw, borrowed from the received message — JSON text ([`Raw`]) or MessagePack
 //! bytes ([`bin::RawPack`]), the [`Blob`] parameter of [`Msg`] — and the layer above decodes
 //! them into its own types, once ([`Blob::decode`]).
+//!
+//! Between a `bidir.bin.v1` WebSocket message and its MessagePack bytes sits the envelope
+//! ([`envelope`]): a flags byte, compression, and AES-256-GCM ([`seal`], keyed by [`psk`]).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -19,6 +22,7 @@ pub use serde_json::value::RawValue;
 use crate::CloseCode;
 
 pub mod bin;
+pub mod envelope;
 pub mod json;
 pub mod key;
 pub mod noise;
@@ -396,8 +400,11 @@ pub struct FrameError {
 }
 
 impl FrameError {
-    /// 1007 for a message that is not in the encoding (not JSON, not MessagePack), 1009 for a
-    /// batch over [`MAX_BATCH`].
+    /// 1007 for a message that is not in the encoding (not JSON, not MessagePack) or whose
+    /// `bidir.bin.v1` envelope is malformed; 1009 for a batch over [`MAX_BATCH`] or a message
+    /// announcing a plain length over the limit; 1008 for a message refused by the
+    /// connection's encryption (unencrypted where a key is in use, failing authentication,
+    /// encrypted where none is).
     pub fn close_code(&self) -> CloseCode {
         self.code
     }
@@ -412,8 +419,25 @@ impl FrameError {
         Self { code: CloseCode::INVALID_PAYLOAD, reason: short(reason) }
     }
 
+    /// Over a size limit: 1009 with `reason`.
+    fn too_big(reason: &str) -> Self {
+        Self { code: CloseCode::MESSAGE_TOO_BIG, reason: short(reason.to_owned()) }
+    }
+
+    /// Against the connection's policy (its encryption): 1008 with `reason`.
+    fn policy(reason: &str) -> Self {
+        Self { code: CloseCode::POLICY_VIOLATION, reason: short(reason.to_owned()) }
+    }
+
     fn batch_too_large() -> Self {
-        Self { code: CloseCode::MESSAGE_TOO_BIG, reason: BATCH_TOO_LARGE.to_owned() }
+        Self::too_big(BATCH_TOO_LARGE)
+    }
+}
+
+/// A message that failed authentication closes with 1008 "authentication failed".
+impl From<seal::AuthError> for FrameError {
+    fn from(e: seal::AuthError) -> Self {
+        Self::policy(&e.to_string())
     }
 }
 

@@ -265,8 +265,28 @@ impl Sealer {
     ///
     /// [`SealError`], with `msg` and the counter unchanged.
     pub fn seal_in_place(&mut self, aad: &[u8], msg: &mut Vec<u8>) -> Result<(), SealError> {
+        self.seal_in_place_from(aad, msg, 0)
+    }
+
+    /// As [`Sealer::seal_in_place`], for the bytes of `msg` from `start` on: `msg[..start]`
+    /// (a header sent in the clear, such as the envelope byte) is left as it is and not
+    /// authenticated unless it is also in `aad`. Encrypts where the bytes lie, without a copy.
+    ///
+    /// # Errors
+    ///
+    /// [`SealError`], with `msg` and the counter unchanged.
+    ///
+    /// # Panics
+    ///
+    /// When `start` is past the end of `msg`.
+    pub fn seal_in_place_from(
+        &mut self,
+        aad: &[u8],
+        msg: &mut Vec<u8>,
+        start: usize,
+    ) -> Result<(), SealError> {
         let nonce = self.counter.nonce().ok_or(SealError::CounterExhausted)?;
-        let tag = self.cipher.seal(nonce, aad, msg)?;
+        let tag = self.cipher.seal(nonce, aad, &mut msg[start..])?;
         msg.extend_from_slice(&tag);
         self.counter.advance();
         Ok(())
@@ -414,6 +434,26 @@ mod tests {
             sealer.seal_in_place(b"", &mut block).unwrap();
             let expected = "cea7403d4d606b6e074ec5d3baf39d18d0d1c8a799996bf0265b98b5d48ab919";
             assert_eq!(block, hex(expected), "{backend:?}");
+        }
+    }
+
+    /// Sealing from an offset leaves the header in the clear and gives the bytes sealing the
+    /// rest alone gives, so the receiver opens `msg[start..]` where it lies.
+    #[test]
+    fn sealing_from_an_offset_keeps_the_header_and_seals_the_rest() {
+        for backend in BACKENDS {
+            let key = [7; KEY_LEN];
+            let (mut whole, mut alone) =
+                (Sealer::with_backend(&key, backend), Sealer::with_backend(&key, backend));
+            let mut msg = pattern(3, 40);
+            let mut rest = msg[5..].to_vec();
+            whole.seal_in_place_from(b"h", &mut msg, 5).unwrap();
+            alone.seal_in_place(b"h", &mut rest).unwrap();
+            assert_eq!(msg[..5], pattern(3, 5)[..], "{backend:?}");
+            assert_eq!(msg[5..], rest[..], "{backend:?}");
+            let mut opener = Opener::with_backend(&key, backend);
+            assert_eq!(opener.open_in_place(b"h", &mut msg[5..]), Ok(35));
+            assert_eq!(msg[5..40], pattern(3, 40)[5..], "{backend:?}");
         }
     }
 
