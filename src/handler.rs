@@ -435,6 +435,12 @@ impl Context<'_> {
         ServerHandle { shared: Arc::clone(&self.worker.shared) }
     }
 
+    /// The largest message this connection receives, in bytes (its protocol configuration's
+    /// `max_message_size`): what a layer that decompresses must bound its output by.
+    pub fn max_message_size(&self) -> usize {
+        self.conn.config().max_message_size
+    }
+
     /// A handle for sending to or closing this connection from any thread.
     pub fn handle(&mut self) -> ConnHandle {
         self.worker.handle(self.meta)

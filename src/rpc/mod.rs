@@ -102,6 +102,10 @@ pub use typed::{
 };
 pub use wire::{CodecError, Value, ValueRef, Wire};
 
+pub use bidir_protocol::rpc::envelope::COMPRESS_ABOVE;
+pub use bidir_protocol::rpc::key::{KeyError, KeyMode, Psk};
+pub use bidir_protocol::rpc::seal::aead_backend;
+
 use std::any::Any;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -114,6 +118,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use bidir_protocol::rpc::key;
 use bidir_protocol::rpc::{ErrorBody, ErrorCode, Msg, MsgError};
 use bidir_protocol::{CloseCode, Message};
 
@@ -199,6 +204,11 @@ pub struct Services {
     refused: Arc<AtomicU64>,
     max_in_flight: usize,
     topics: Topics,
+    /// `bidir.bin.v1` is encrypted with keys from it, and only it is served.
+    psk: Option<Psk>,
+    compress_above: Option<usize>,
+    /// Messages that failed authentication, over every connection.
+    auth_failures: Arc<AtomicU64>,
 }
 
 impl Default for Services {
@@ -212,6 +222,9 @@ impl Default for Services {
             refused: Arc::default(),
             max_in_flight: 256,
             topics: Topics::default(),
+            psk: None,
+            compress_above: Some(COMPRESS_ABOVE),
+            auth_failures: Arc::default(),
         }
     }
 }
@@ -360,6 +373,34 @@ impl Services {
         Arc::clone(&self.topics.refused)
     }
 
+    /// Encrypts every message with AES-256-GCM under keys of each connection's own, derived
+    /// from `psk` in the upgrade (docs/rpc.md, "Keys"; the client picks the mode, `psk` or
+    /// `ecdhe`): only `bidir.bin.v1` is served then. A request without a valid `Bidir-Key`
+    /// offer is refused before the upgrade — 400 when malformed or missing, 403 for a wrong
+    /// key — as is one for `bidir.json.v1` (403: browsers cannot send the key; they get
+    /// confidentiality from `wss://`). A message that fails authentication (tampered,
+    /// replayed, reordered, dropped) is never delivered: the connection closes with 1008 and
+    /// the failure is counted ([`Services::auth_failures`]).
+    pub fn key(mut self, psk: Psk) -> Self {
+        self.psk = Some(psk);
+        self
+    }
+
+    /// Compresses `bidir.bin.v1` messages (answers, invocations) longer than `bytes` with
+    /// LZ4 when that makes them smaller; `None`: never. Default [`COMPRESS_ABOVE`] (512),
+    /// where compressing starts to pay (docs/rpc.md). Events are compressed above
+    /// [`COMPRESS_ABOVE`] whatever this says: they are packed once for every subscriber.
+    pub fn compress_above(mut self, bytes: Option<usize>) -> Self {
+        self.compress_above = bytes;
+        self
+    }
+
+    /// Messages that failed authentication on encrypted connections, over every connection of
+    /// these services.
+    pub fn auth_failures(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.auth_failures)
+    }
+
     /// Invocations refused because their callback was released, over every connection of
     /// these services: a counter shared with them once they run.
     pub fn refused_invocations(&self) -> Arc<AtomicU64> {
@@ -368,7 +409,8 @@ impl Services {
 
     /// An accept hook serving these methods on connections that offer `bidir.json.v1` or
     /// `bidir.bin.v1` — the first of them the client lists; a request that offers neither
-    /// gets 400 with the reason.
+    /// gets 400 with the reason. With a [key](Services::key), the key exchange is checked
+    /// and answered here.
     pub fn hook(mut self) -> impl Fn(&Request<'_>) -> Result<Accept<Endpoint>, HttpResponse> {
         let description = describe::Description::new(&self.signatures);
         self.descriptions = Wire::ALL.iter().map(|w| w.value(&description).ok()).collect();
@@ -376,22 +418,51 @@ impl Services {
         move |req: &Request<'_>| {
             let Some(wire) = req.protocols().find_map(Wire::from_protocol) else {
                 let names = Wire::ALL.map(Wire::protocol).join(" or ");
-                return Err(
-                    HttpResponse::status(400).body(format!("offer the subprotocol {names}"))
-                );
+                let refusal = format!("offer the subprotocol {names}");
+                return Err(HttpResponse::status(400).body(refusal));
             };
+            let (answer, keys) = services.exchange_keys(req, wire)?.unzip();
+            let (sealer, opener) = keys.as_ref().map(key::SessionKeys::server).unzip();
+            let failures = Arc::clone(&services.auth_failures);
             let endpoint = Endpoint {
                 services: Arc::clone(&services),
-                ingress: Ingress::new(wire),
-                egress: Egress::new(wire),
+                ingress: Ingress::new(wire, opener, failures),
+                egress: Egress::new(wire, services.compress_above, sealer),
                 answers: Gathering::new(wire),
                 callbacks: Rc::default(),
                 outbox: None,
                 instances: Instances::default(),
                 deadlines: HashMap::new(),
             };
-            Ok(Accept::new(endpoint).protocol(wire.protocol()))
+            let accept = Accept::new(endpoint).protocol(wire.protocol());
+            Ok(match answer {
+                Some(answer) => accept.header(key::HEADER, answer),
+                None => accept,
+            })
         }
+    }
+
+    /// On a keyed route, the answer to the request's key offer and the connection's keys;
+    /// nothing without a key.
+    ///
+    /// # Errors
+    ///
+    /// The refusal: 403 for `bidir.json.v1` or a wrong key, 400 for a malformed or missing
+    /// offer.
+    fn exchange_keys(
+        &self,
+        req: &Request<'_>,
+        wire: Wire,
+    ) -> Result<Option<(String, key::SessionKeys)>, HttpResponse> {
+        let Some(psk) = &self.psk else { return Ok(None) };
+        if wire == Wire::Json {
+            let refusal = "this route is encrypted: offer bidir.bin.v1 with a key";
+            return Err(HttpResponse::forbidden().body(refusal));
+        }
+        let offer = req.header(key::HEADER).map(str::as_bytes);
+        key::accept(psk, offer)
+            .map(Some)
+            .map_err(|e| HttpResponse::status(e.status()).body(e.to_string()))
     }
 
     /// Runs the call of `method` with `args`.
@@ -733,6 +804,11 @@ impl Endpoint {
 
 impl Handler for Endpoint {
     fn on_open(&mut self, cx: &mut Context<'_>) {
+        self.ingress.open(cx);
+        if self.egress.is_encrypted() {
+            // Events are sealed with this connection's key, one by one.
+            cx.intercept_publishes();
+        }
         let refused = Arc::clone(&self.services.refused);
         let wire = self.egress.wire();
         self.outbox = Some(Arc::new(outbox::Outbox::new(cx.handle(), refused, wire)));
@@ -762,5 +838,21 @@ impl Handler for Endpoint {
         ingress.read(cx, msg, |cx, msg| self.handle(cx, msg));
         self.ingress = ingress;
         self.egress.flush(cx, &mut self.answers);
+    }
+
+    fn on_binary_mut(&mut self, cx: &mut Context<'_>, payload: &mut [u8]) {
+        let mut ingress = std::mem::take(&mut self.ingress);
+        ingress.read_binary(cx, payload, |cx, msg| self.handle(cx, msg));
+        self.ingress = ingress;
+        self.egress.flush(cx, &mut self.answers);
+    }
+
+    fn on_publish(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
+        match msg {
+            Message::Binary(packed) => self.egress.send_event(cx, packed),
+            other => {
+                let _ = cx.send(other);
+            }
+        }
     }
 }

@@ -4,12 +4,16 @@
 //! callbacks and subscribers decode these with their own serde types, whichever the encoding.
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use bidir_protocol::rpc::bin::{self, BIN_PROTOCOL, RawPack};
+use bidir_protocol::rpc::envelope::{self, Inbound};
+use bidir_protocol::rpc::seal::{Opener, Sealer};
 use bidir_protocol::rpc::{JSON_PROTOCOL, Msg, MsgError, Raw, json};
 use bidir_protocol::{CloseCode, Message};
 
@@ -289,25 +293,31 @@ impl fmt::Debug for ValueRef<'_> {
     }
 }
 
-/// The envelope byte of a `bidir.bin.v1` message neither compressed nor encrypted.
-const PLAIN: u8 = 0;
-
 /// How a connection's gathered messages go out: `bidir.json.v1` text as it is,
-/// `bidir.bin.v1` behind its envelope byte.
+/// `bidir.bin.v1` in its envelope — compressed above a size, sealed with the connection's key.
 #[derive(Debug)]
 pub(crate) struct Egress {
     wire: Wire,
-    /// The binary message being enveloped.
+    /// Compress messages longer than this many bytes; `None`: never.
+    compress_above: Option<usize>,
+    /// The key of the direction this side sends, on an encrypted connection.
+    sealer: Option<Sealer>,
+    /// The binary message being enveloped, and the compressor's buffer.
+    msg: Vec<u8>,
     scratch: Vec<u8>,
 }
 
 impl Egress {
-    pub(crate) fn new(wire: Wire) -> Self {
-        Self { wire, scratch: Vec::new() }
+    pub(crate) fn new(wire: Wire, compress_above: Option<usize>, sealer: Option<Sealer>) -> Self {
+        Self { wire, compress_above, sealer, msg: Vec::new(), scratch: Vec::new() }
     }
 
     pub(crate) fn wire(&self) -> Wire {
         self.wire
+    }
+
+    pub(crate) fn is_encrypted(&self) -> bool {
+        self.sealer.is_some()
     }
 
     /// Sends everything `gathering` holds on `cx`, one WebSocket message per batch, and
@@ -319,59 +329,113 @@ impl Egress {
                 let _ = cx.send_text(text);
             }
             Message::Binary(bytes) => {
-                self.scratch.clear();
-                self.scratch.push(PLAIN);
-                self.scratch.extend_from_slice(bytes);
-                let _ = cx.send_binary(&self.scratch);
+                self.msg.clear();
+                self.msg.push(0);
+                self.msg.extend_from_slice(bytes);
+                envelope::pack(&mut self.msg, self.compress_above, &mut self.scratch);
+                self.send_packed(cx);
             }
         });
+    }
+
+    /// Sends an event packed once for every subscriber ([`Event`]): sealed with this
+    /// connection's key on its own copy.
+    pub(crate) fn send_event(&mut self, cx: &mut Context<'_>, packed: &[u8]) {
+        self.msg.clear();
+        self.msg.extend_from_slice(packed);
+        self.send_packed(cx);
+    }
+
+    fn send_packed(&mut self, cx: &mut Context<'_>) {
+        if let Some(sealer) = &mut self.sealer
+            && envelope::seal(sealer, &mut self.msg).is_err()
+        {
+            // 2^64 - 1 messages under one key: never reused, the connection ends.
+            let _ = cx.close(CloseCode::POLICY_VIOLATION, "the key is used up");
+            return;
+        }
+        let _ = cx.send_binary(&self.msg);
     }
 }
 
 /// How a connection's received messages are read: its encoding, and for `bidir.bin.v1` the
-/// envelope.
+/// envelope (decrypted in place, decompressed within the message limit).
 #[derive(Debug, Default)]
 pub(crate) struct Ingress {
     wire: Wire,
+    /// `bidir.bin.v1`'s receiving side; `None` until the connection opens (its limit is the
+    /// connection's).
+    inbound: Option<Inbound>,
+    opener: Option<Opener>,
+    /// Where messages that fail authentication are counted.
+    failures: Arc<AtomicU64>,
 }
 
 impl Ingress {
-    pub(crate) fn new(wire: Wire) -> Self {
-        Self { wire }
+    pub(crate) fn new(wire: Wire, opener: Option<Opener>, failures: Arc<AtomicU64>) -> Self {
+        Self { wire, inbound: None, opener, failures }
     }
 
-    /// Reads one received WebSocket message: each protocol message it carries goes to
-    /// `handle` until that answers `false` (it closed the connection); a message that cannot
-    /// be read closes the connection with its code (docs/rpc.md).
+    /// Takes the connection's message limit, once it is open.
+    pub(crate) fn open(&mut self, cx: &Context<'_>) {
+        if self.wire == Wire::Bin {
+            self.inbound = Some(Inbound::new(self.opener.take(), cx.max_message_size()));
+        }
+    }
+
+    /// Reads one received text message: `bidir.json.v1`'s, or refused with 1003 on
+    /// `bidir.bin.v1`. Each protocol message it carries goes to `handle` until that answers
+    /// `false` (it closed the connection); a message that cannot be read closes the
+    /// connection with its code (docs/rpc.md).
     pub(crate) fn read(
         &mut self,
         cx: &mut Context<'_>,
         msg: Message<'_>,
-        mut handle: impl FnMut(&mut Context<'_>, Result<Msg<'_, ValueRef<'_>>, MsgError>) -> bool,
+        handle: impl FnMut(&mut Context<'_>, Result<Msg<'_, ValueRef<'_>>, MsgError>) -> bool,
     ) {
-        let msg = match msg {
-            Message::Binary(bytes) if self.wire == Wire::Bin => match bytes.split_first() {
-                Some((&PLAIN, body)) => Message::Binary(body),
-                Some(_) => {
-                    let _ = cx.close(CloseCode::INVALID_PAYLOAD, "unknown envelope flags");
-                    return;
-                }
-                None => {
-                    let _ = cx.close(CloseCode::INVALID_PAYLOAD, "an empty message");
-                    return;
-                }
-            },
-            other => other,
+        decode(self.wire, cx, msg, handle);
+    }
+
+    /// [`Ingress::read`] for a binary message, opened where it lies.
+    pub(crate) fn read_binary(
+        &mut self,
+        cx: &mut Context<'_>,
+        payload: &mut [u8],
+        handle: impl FnMut(&mut Context<'_>, Result<Msg<'_, ValueRef<'_>>, MsgError>) -> bool,
+    ) {
+        let Some(inbound) = &mut self.inbound else {
+            decode(self.wire, cx, Message::Binary(payload), handle);
+            return;
         };
-        let mut open = true;
-        let read = self.wire.decode(msg, |msg| {
-            if open {
-                open = handle(cx, msg);
+        let encrypted = inbound.is_encrypted();
+        match inbound.open(payload) {
+            Ok(body) => decode(Wire::Bin, cx, Message::Binary(body), handle),
+            Err(e) => {
+                if encrypted && e.close_code() == CloseCode::POLICY_VIOLATION {
+                    self.failures.fetch_add(1, Ordering::Relaxed);
+                }
+                let _ = cx.close(e.close_code(), e.reason());
             }
-        });
-        if let Err((code, reason)) = read {
-            let _ = cx.close(code, &reason);
         }
+    }
+}
+
+/// Hands each protocol message of `msg` to `handle` until it answers `false`; closes with
+/// the code of a message that cannot be read.
+fn decode(
+    wire: Wire,
+    cx: &mut Context<'_>,
+    msg: Message<'_>,
+    mut handle: impl FnMut(&mut Context<'_>, Result<Msg<'_, ValueRef<'_>>, MsgError>) -> bool,
+) {
+    let mut open = true;
+    let read = wire.decode(msg, |msg| {
+        if open {
+            open = handle(cx, msg);
+        }
+    });
+    if let Err((code, reason)) = read {
+        let _ = cx.close(code, &reason);
     }
 }
 
@@ -382,7 +446,8 @@ pub(crate) type Any = serde_json::Value;
 /// A message encoded once for every subscriber speaking its encoding: an event.
 pub(crate) struct Event {
     wire: Wire,
-    /// JSON text, or the envelope byte and MessagePack.
+    /// JSON text, or MessagePack packed in its envelope (compressed above
+    /// [`envelope::COMPRESS_ABOVE`]), unsealed: an encrypted subscriber seals its own copy.
     bytes: Vec<u8>,
 }
 
@@ -390,9 +455,12 @@ impl Event {
     pub(crate) fn encode(wire: Wire, msg: Msg<'_, ValueRef<'_>>) -> Self {
         let mut bytes = Vec::new();
         if wire == Wire::Bin {
-            bytes.push(PLAIN);
+            bytes.push(0);
         }
         wire.encode(msg, &mut bytes);
+        if wire == Wire::Bin {
+            envelope::pack(&mut bytes, Some(envelope::COMPRESS_ABOVE), &mut Vec::new());
+        }
         Self { wire, bytes }
     }
 

@@ -41,6 +41,10 @@ use super::{noise, psk};
 
 /// Length of the seed each side draws per connection.
 pub const SEED_LEN: usize = 32;
+
+/// The header both sides' values travel in, in the upgrade request and its answer.
+pub const HEADER: &str = "Bidir-Key";
+
 /// The longest `Bidir-Key` value read (a `psk` value is about 100 bytes, `ecdhe` about 75);
 /// longer ones are [`KeyError::Malformed`] before any parsing.
 pub const MAX_VALUE_LEN: usize = 256;

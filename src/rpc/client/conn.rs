@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use bidir_protocol::rpc::key::{self, KeyExchange};
 use bidir_protocol::rpc::{ErrorBody, ErrorCode, Msg, MsgError};
 use bidir_protocol::{CloseCode, Message};
 
@@ -25,18 +26,32 @@ pub(super) struct ClientConn {
     answers: Gathering,
     ingress: Ingress,
     egress: Egress,
+    /// The key exchange this attempt offered, finished with the server's answer.
+    exchange: Option<KeyExchange>,
 }
 
 impl ClientConn {
-    pub(super) fn new(inner: Arc<Inner>, generation: u64) -> Self {
+    /// Starts connection attempt `generation`, offering a fresh key exchange if the client
+    /// has a key.
+    pub(super) fn start(inner: &Arc<Inner>, generation: u64) -> Result<(), ConnectError> {
         let wire = inner.wire;
-        Self {
-            inner,
+        let failures = Arc::clone(&inner.auth_failures);
+        let mut conn = Self {
+            inner: Arc::clone(inner),
             generation,
             answers: Gathering::new(wire),
-            ingress: Ingress::new(wire),
-            egress: Egress::new(wire),
-        }
+            ingress: Ingress::new(wire, None, failures),
+            egress: Egress::new(wire, inner.compress_above, None),
+            exchange: None,
+        };
+        let Some((mode, psk)) = &inner.key else {
+            return inner.engine.connect(&inner.options, conn);
+        };
+        let exchange =
+            KeyExchange::start(*mode, psk).map_err(|e| ConnectError::Rejected(e.to_string()))?;
+        let options = inner.options.clone().header(key::HEADER, exchange.offer());
+        conn.exchange = Some(exchange);
+        inner.engine.connect(&options, conn)
     }
 
     /// Sends what user threads gathered.
@@ -170,7 +185,22 @@ impl ClientConn {
 }
 
 impl Handler for ClientConn {
+    fn on_response(&mut self, headers: &[(String, String)]) -> Result<(), String> {
+        let Some(exchange) = self.exchange.take() else { return Ok(()) };
+        let answer = headers.iter().find(|(name, _)| name.eq_ignore_ascii_case(key::HEADER));
+        let Some((_, answer)) = answer else {
+            return Err(format!("no {} in the answer", key::HEADER));
+        };
+        let keys = exchange.finish(answer.as_bytes()).map_err(|e| e.to_string())?;
+        let (sealer, opener) = keys.client();
+        let (wire, failures) = (self.inner.wire, Arc::clone(&self.inner.auth_failures));
+        self.egress = Egress::new(wire, self.inner.compress_above, Some(sealer));
+        self.ingress = Ingress::new(wire, Some(opener), failures);
+        Ok(())
+    }
+
     fn on_open(&mut self, cx: &mut Context<'_>) {
+        self.ingress.open(cx);
         let mut state = self.inner.lock();
         if state.generation != self.generation || !matches!(state.phase, Phase::Connecting) {
             drop(state);
@@ -191,6 +221,13 @@ impl Handler for ClientConn {
         // Out while it reads: the messages it hands over may borrow from it.
         let mut ingress = std::mem::take(&mut self.ingress);
         ingress.read(cx, msg, |cx, msg| self.handle(cx, msg));
+        self.ingress = ingress;
+        self.egress.flush(cx, &mut self.answers);
+    }
+
+    fn on_binary_mut(&mut self, cx: &mut Context<'_>, payload: &mut [u8]) {
+        let mut ingress = std::mem::take(&mut self.ingress);
+        ingress.read_binary(cx, payload, |cx, msg| self.handle(cx, msg));
         self.ingress = ingress;
         self.egress.flush(cx, &mut self.answers);
     }

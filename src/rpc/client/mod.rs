@@ -65,7 +65,7 @@ use self::conn::ClientConn;
 use self::state::{Backoff, Inner, Kind, OnEvent, Phase, Replay, State, settle_all};
 use crate::client::{Connect, ConnectError};
 use crate::cx::on_worker_thread;
-use crate::rpc::{CallError, DEFAULT_TIMEOUT, Value, ValueRef, Wire};
+use crate::rpc::{COMPRESS_ABOVE, CallError, DEFAULT_TIMEOUT, KeyMode, Psk, Value, ValueRef, Wire};
 use crate::{Server, ServerConfig, ServerHandle};
 
 /// The delays between reconnection attempts, by default: from 200 ms, doubling, up to 30 s.
@@ -101,12 +101,16 @@ pub struct ClientStats {
     pub reconnects: u64,
     /// Calls replayed on new connections for the callbacks they passed.
     pub replayed: u64,
+    /// Messages from the server that failed authentication (each closed its connection).
+    pub auth_failures: u64,
 }
 
 /// Options of a [`Client`]: [`Client::builder`].
 pub struct ClientBuilder {
     options: Connect,
     wire: Wire,
+    key: Option<(KeyMode, Psk)>,
+    compress_above: Option<usize>,
     timeout: Duration,
     backoff: Option<Backoff>,
     heartbeat: Option<Duration>,
@@ -162,6 +166,26 @@ impl ClientBuilder {
         self
     }
 
+    /// Encrypts every message with keys of each connection's own, derived from `psk` in the
+    /// upgrade in `mode` (docs/rpc.md, "Keys"): [`KeyMode::Psk`] (HKDF over both sides'
+    /// nonces) or [`KeyMode::Ecdhe`] (an X25519 exchange authenticated by `psk`, so a leaked
+    /// `psk` does not decrypt recorded connections). Implies [`Wire::Bin`]. A server with
+    /// another key refuses the upgrade ([`ConnectError::Refused`], 403); an answer that does
+    /// not prove the key fails the connect ([`ConnectError::Rejected`]) — before any message
+    /// either way. A message that fails authentication closes the connection with 1008.
+    pub fn key(mut self, mode: KeyMode, psk: Psk) -> Self {
+        self.key = Some((mode, psk));
+        self.wire = Wire::Bin;
+        self
+    }
+
+    /// Compresses `bidir.bin.v1` messages longer than `bytes` with LZ4 when that makes them
+    /// smaller; `None`: never. Default [`COMPRESS_ABOVE`] (512).
+    pub fn compress_above(mut self, bytes: Option<usize>) -> Self {
+        self.compress_above = bytes;
+        self
+    }
+
     /// Changes the other options of the connection (timeouts, limits, deflate); the
     /// subprotocol of the client's encoding ([`ClientBuilder::wire`]) is offered whatever `f`
     /// does, and no other.
@@ -205,6 +229,9 @@ impl ClientBuilder {
             changed: Condvar::new(),
             options,
             wire: self.wire,
+            key: self.key,
+            compress_above: self.compress_above,
+            auth_failures: Arc::default(),
             engine,
             own_engine,
             timeout: self.timeout,
@@ -220,7 +247,7 @@ impl ClientBuilder {
                 closed: AtomicBool::new(false),
             }),
         };
-        inner.engine.connect(&inner.options, ClientConn::new(Arc::clone(&inner), 0))?;
+        ClientConn::start(&inner, 0)?;
         client.wait_open(wait)?;
         let supervised = Arc::clone(&inner);
         let supervisor = std::thread::Builder::new()
@@ -269,6 +296,8 @@ impl Client {
         Ok(ClientBuilder {
             options: Connect::new(url)?,
             wire: Wire::Json,
+            key: None,
+            compress_above: Some(COMPRESS_ABOVE),
             timeout: DEFAULT_TIMEOUT,
             backoff: Some(Backoff { min: DEFAULT_BACKOFF.0, max: DEFAULT_BACKOFF.1 }),
             heartbeat: Some(Duration::from_secs(30)),
@@ -489,6 +518,7 @@ impl Client {
             late_answers: inner.late_answers.load(Ordering::Relaxed),
             reconnects: inner.reconnects.load(Ordering::Relaxed),
             replayed: inner.replayed.load(Ordering::Relaxed),
+            auth_failures: inner.auth_failures.load(Ordering::Relaxed),
         }
     }
 

@@ -15,6 +15,7 @@ use crate::client::{Connect, ConnectError};
 use crate::rpc::CallError;
 use crate::rpc::gather::Gathering;
 use crate::rpc::wire::{Egress, Value, ValueRef, Wire};
+use crate::rpc::{KeyMode, Psk};
 use crate::{ConnHandle, Context, ServerHandle};
 
 /// What a subscriber runs for each event of its topic.
@@ -61,6 +62,11 @@ pub(super) struct Inner {
     pub(super) options: Connect,
     /// The encoding the client speaks.
     pub(super) wire: Wire,
+    /// Encrypted with keys from this, exchanged in this mode on each connection.
+    pub(super) key: Option<(KeyMode, Psk)>,
+    pub(super) compress_above: Option<usize>,
+    /// Messages that failed authentication, over every connection.
+    pub(super) auth_failures: Arc<AtomicU64>,
     pub(super) engine: ServerHandle,
     /// The engine was started for this client: it stops with it.
     pub(super) own_engine: bool,

@@ -57,8 +57,7 @@ pub(super) fn run(inner: &Arc<Inner>) {
 fn attempt(inner: &Arc<Inner>, generation: u64) {
     let attempting = Arc::clone(inner);
     let spawned = thread::Builder::new().name("bidir-rpc-connect".into()).spawn(move || {
-        let conn = ClientConn::new(Arc::clone(&attempting), generation);
-        if let Err(error) = attempting.engine.connect(&attempting.options, conn) {
+        if let Err(error) = ClientConn::start(&attempting, generation) {
             ClientConn::attempt_failed(&attempting, generation, error);
         }
     });
