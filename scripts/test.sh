@@ -32,6 +32,14 @@ step "tests with the scalar masking path forced (--cfg bidir_force_scalar)"
 RUSTFLAGS="--cfg bidir_force_scalar" CARGO_TARGET_DIR="$TARGET/scalar" \
     cargo test -p bidir-protocol --locked --lib
 
+step "encryption with the software AES path forced (RustCrypto's portable code, BIDIR_AES=soft)"
+# RustCrypto picks its portable code only by these build cfgs; BIDIR_AES=soft makes bidir pick
+# RustCrypto over ring. The key schedule, sealing and the envelope, then encrypted rpc end to end.
+RUSTFLAGS='--cfg aes_backend="soft" --cfg polyval_backend="soft"' BIDIR_AES=soft \
+    CARGO_TARGET_DIR="$TARGET/soft-aes" cargo test --locked -p bidir-protocol --lib rpc
+RUSTFLAGS='--cfg aes_backend="soft" --cfg polyval_backend="soft"' BIDIR_AES=soft \
+    CARGO_TARGET_DIR="$TARGET/soft-aes" cargo test --locked -p bidir --test rpc_keys
+
 step "docs"
 RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --workspace --locked
 

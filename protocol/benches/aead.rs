@@ -1,10 +1,10 @@
 //! AES-256-GCM candidates sealing in place (encrypt + tag, the send path), at the sizes of
-//! docs/bin-plan.md: a small call, one MTU, a typical batch, a large message. The figure to beat
+//! docs/security.md: a small call, one MTU, a typical batch, a large message. The figure to beat
 //! is mORMot's published 1.7 GB/s (AES-GCM-128, its own asm); the goal is 4 GB/s at 16 KiB.
 //!
 //! `cargo bench -p bidir-protocol --bench aead`; add `-- --measurement-time 2` on a busy
 //! machine; `RUSTFLAGS='--cfg bidir_bench_aws_lc'` adds aws-lc-rs. RustCrypto's portable path is measured by building with
-//! `RUSTFLAGS='--cfg aes_backend="soft" --cfg polyval_backend="soft"'`. Results: docs/bin-plan.md.
+//! `RUSTFLAGS='--cfg aes_backend="soft" --cfg polyval_backend="soft"'`. Results: docs/security.md, "Encryption of `bidir.bin.v1`".
 
 use std::hint::black_box;
 

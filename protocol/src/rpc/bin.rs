@@ -1,7 +1,8 @@
 //! `bidir.bin.v1`'s messages: each WebSocket binary message (once the envelope is taken off)
 //! is one protocol message — a MessagePack array whose first element is the message's integer
-//! tag — or a batch, a MessagePack array of such arrays. docs/bin-plan.md has the table of tags
-//! and fields; they are those of `bidir.json.v1` ([`super::json`]) in the same order.
+//! tag — or a batch, a MessagePack array of such arrays. docs/rpc.md ("`bidir.bin.v1`
+//! messages") has the table of tags and fields; they are those of `bidir.json.v1`
+//! ([`super::json`]) in the same order.
 //!
 //! ```text
 //! [0, 7, "Chat.Join", ["ada", {"$cb": 1}]]               call
@@ -113,7 +114,7 @@ impl fmt::Debug for RawPack<'_> {
     }
 }
 
-/// The tags, in the order of docs/bin-plan.md's table.
+/// The tags, in the order of docs/rpc.md's table.
 const CALL: u64 = 0;
 const NOTE: u64 = 1;
 const OK: u64 = 2;
