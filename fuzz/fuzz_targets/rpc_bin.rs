@@ -1,4 +1,4 @@
-//! The `bidir.bin.v1` message decoder (docs/bin-plan.md).
+//! The `bidir.bin.v1` message decoder (docs/rpc.md).
 //!
 //! - Decoding never panics; every failure is one of the documented outcomes (a frame error
 //!   with 1007 or 1009 and a reason that fits a close frame, or a message error whose reason
