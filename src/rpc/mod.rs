@@ -123,7 +123,7 @@ use bidir_protocol::rpc::{ErrorBody, ErrorCode, Msg, MsgError};
 use bidir_protocol::{CloseCode, Message};
 
 use self::gather::Gathering;
-use self::wire::{Egress, Ingress};
+use self::wire::{Egress, Ingress, Reader, Received};
 use crate::{Accept, Context, Handler, HttpResponse, Request, ServerHandle, TimerId};
 
 /// What a method failed with, as its error answer carries it.
@@ -733,6 +733,16 @@ impl Endpoint {
             hook(cx, &callback.into());
         }
     }
+}
+
+impl Reader for Endpoint {
+    fn ingress(&mut self) -> &mut Ingress {
+        &mut self.ingress
+    }
+
+    fn send_answers(&mut self, cx: &mut Context<'_>) {
+        self.egress.flush(cx, &mut self.answers);
+    }
 
     fn handle(
         &mut self,
@@ -833,18 +843,11 @@ impl Handler for Endpoint {
     }
 
     fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
-        // Out while it reads: the messages it hands over may borrow from it.
-        let mut ingress = std::mem::take(&mut self.ingress);
-        ingress.read(cx, msg, |cx, msg| self.handle(cx, msg));
-        self.ingress = ingress;
-        self.egress.flush(cx, &mut self.answers);
+        self.receive(cx, Received::Message(msg));
     }
 
     fn on_binary_mut(&mut self, cx: &mut Context<'_>, payload: &mut [u8]) {
-        let mut ingress = std::mem::take(&mut self.ingress);
-        ingress.read_binary(cx, payload, |cx, msg| self.handle(cx, msg));
-        self.ingress = ingress;
-        self.egress.flush(cx, &mut self.answers);
+        self.receive(cx, Received::Binary(payload));
     }
 
     fn on_publish(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {

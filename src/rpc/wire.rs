@@ -383,29 +383,19 @@ impl Ingress {
         }
     }
 
-    /// Reads one received text message: `bidir.json.v1`'s, or refused with 1003 on
-    /// `bidir.bin.v1`. Each protocol message it carries goes to `handle` until that answers
-    /// `false` (it closed the connection); a message that cannot be read closes the
-    /// connection with its code (docs/rpc.md).
-    pub(crate) fn read(
+    /// Reads one received message — a binary one opened where it lies — and hands each
+    /// protocol message it carries to `handle` until that answers `false` (it closed the
+    /// connection); a message that cannot be read closes the connection with its code
+    /// (docs/rpc.md): text on `bidir.bin.v1` or binary on `bidir.json.v1` with 1003.
+    fn read(
         &mut self,
         cx: &mut Context<'_>,
-        msg: Message<'_>,
+        msg: Received<'_>,
         handle: impl FnMut(&mut Context<'_>, Result<Msg<'_, ValueRef<'_>>, MsgError>) -> bool,
     ) {
-        decode(self.wire, cx, msg, handle);
-    }
-
-    /// [`Ingress::read`] for a binary message, opened where it lies.
-    pub(crate) fn read_binary(
-        &mut self,
-        cx: &mut Context<'_>,
-        payload: &mut [u8],
-        handle: impl FnMut(&mut Context<'_>, Result<Msg<'_, ValueRef<'_>>, MsgError>) -> bool,
-    ) {
-        let Some(inbound) = &mut self.inbound else {
-            decode(self.wire, cx, Message::Binary(payload), handle);
-            return;
+        let (payload, inbound) = match (msg, &mut self.inbound) {
+            (Received::Binary(payload), Some(inbound)) => (payload, inbound),
+            (msg, _) => return decode(self.wire, cx, msg.message(), handle),
         };
         let encrypted = inbound.is_encrypted();
         match inbound.open(payload) {
@@ -417,6 +407,47 @@ impl Ingress {
                 let _ = cx.close(e.close_code(), e.reason());
             }
         }
+    }
+}
+
+/// A received WebSocket message as a handler gets it: a binary one writable where it lies.
+pub(crate) enum Received<'a> {
+    Message(Message<'a>),
+    Binary(&'a mut [u8]),
+}
+
+impl Received<'_> {
+    fn message(&self) -> Message<'_> {
+        match self {
+            Self::Message(msg) => *msg,
+            Self::Binary(payload) => Message::Binary(payload),
+        }
+    }
+}
+
+/// The handler of either side of an rpc connection, as it reads: what the server's and the
+/// client's share.
+pub(crate) trait Reader {
+    fn ingress(&mut self) -> &mut Ingress;
+
+    /// One protocol message, or why it cannot be read; `false` once the handler closed the
+    /// connection.
+    fn handle(
+        &mut self,
+        cx: &mut Context<'_>,
+        msg: Result<Msg<'_, ValueRef<'_>>, MsgError>,
+    ) -> bool;
+
+    /// Sends what the messages read gathered.
+    fn send_answers(&mut self, cx: &mut Context<'_>);
+
+    /// Reads one received message, then sends the answers it gathered as one message.
+    fn receive(&mut self, cx: &mut Context<'_>, msg: Received<'_>) {
+        // Out while it reads: the messages it hands over may borrow from it.
+        let mut ingress = std::mem::take(self.ingress());
+        ingress.read(cx, msg, |cx, msg| self.handle(cx, msg));
+        *self.ingress() = ingress;
+        self.send_answers(cx);
     }
 }
 

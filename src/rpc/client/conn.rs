@@ -15,7 +15,7 @@ use crate::client::ConnectError;
 use crate::rpc::CallError;
 use crate::rpc::gather::Gathering;
 use crate::rpc::pending::Answer;
-use crate::rpc::wire::{Egress, Ingress, Value, ValueRef};
+use crate::rpc::wire::{Egress, Ingress, Reader, Received, Value, ValueRef};
 use crate::{CloseInfo, Context, Handler};
 
 /// The handler of one connection attempt (`generation`) of a client.
@@ -149,6 +149,16 @@ impl ClientConn {
             let _ = catch_unwind(AssertUnwindSafe(|| on_event(data)));
         }
     }
+}
+
+impl Reader for ClientConn {
+    fn ingress(&mut self) -> &mut Ingress {
+        &mut self.ingress
+    }
+
+    fn send_answers(&mut self, cx: &mut Context<'_>) {
+        self.egress.flush(cx, &mut self.answers);
+    }
 
     fn handle(
         &mut self,
@@ -218,18 +228,11 @@ impl Handler for ClientConn {
     }
 
     fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
-        // Out while it reads: the messages it hands over may borrow from it.
-        let mut ingress = std::mem::take(&mut self.ingress);
-        ingress.read(cx, msg, |cx, msg| self.handle(cx, msg));
-        self.ingress = ingress;
-        self.egress.flush(cx, &mut self.answers);
+        self.receive(cx, Received::Message(msg));
     }
 
     fn on_binary_mut(&mut self, cx: &mut Context<'_>, payload: &mut [u8]) {
-        let mut ingress = std::mem::take(&mut self.ingress);
-        ingress.read_binary(cx, payload, |cx, msg| self.handle(cx, msg));
-        self.ingress = ingress;
-        self.egress.flush(cx, &mut self.answers);
+        self.receive(cx, Received::Binary(payload));
     }
 
     fn on_close(&mut self, _cx: &mut Context<'_>, _close: CloseInfo<'_>) {
