@@ -551,57 +551,61 @@ impl ChatCallback for Heard {
 fn the_proxy_over_the_rust_client_calls_and_is_called_back_end_to_end() {
     use bidir::rpc::client::Client;
 
-    let members = Members::default();
-    let (tx, owed) = channel();
-    let room = Room { members: Arc::clone(&members), owed: Mutex::new(tx) };
-    let released = Arc::new(AtomicU64::new(0));
-    let count = Arc::clone(&released);
-    let services = Services::new()
-        .serve(ChatService::shared(room))
-        .serve(CountService::per_connection(|_cx| Counter {
-            total: Cell::new(0),
-            life: Arc::default(),
-        }))
-        .on_release(move |_cx, _callback| {
-            count.fetch_add(1, Ordering::Relaxed);
-        });
-    let mut config = bidir::ServerConfig::default();
-    (config.workers, config.pin_workers) = (Some(1), false);
-    let server =
-        Server::builder().bind("127.0.0.1:0").config(config).route("/rpc", services.hook());
-    let server = server.start().unwrap();
-    let client = Client::connect(&format!("ws://{}/rpc", server.local_addr())).unwrap();
+    // In both encodings.
+    for wire in Wire::ALL {
+        let members = Members::default();
+        let (tx, owed) = channel();
+        let room = Room { members: Arc::clone(&members), owed: Mutex::new(tx) };
+        let released = Arc::new(AtomicU64::new(0));
+        let count = Arc::clone(&released);
+        let services = Services::new()
+            .serve(ChatService::shared(room))
+            .serve(CountService::per_connection(|_cx| Counter {
+                total: Cell::new(0),
+                life: Arc::default(),
+            }))
+            .on_release(move |_cx, _callback| {
+                count.fetch_add(1, Ordering::Relaxed);
+            });
+        let mut config = bidir::ServerConfig::default();
+        (config.workers, config.pin_workers) = (Some(1), false);
+        let server =
+            Server::builder().bind("127.0.0.1:0").config(config).route("/rpc", services.hook());
+        let server = server.start().unwrap();
+        let url = format!("ws://{}/rpc", server.local_addr());
+        let client = Client::builder(&url).unwrap().wire(wire).connect().unwrap();
 
-    let chat = ChatClient::new(&client);
-    let heard = Arc::new(Heard::default());
-    let callback = client.callback(Arc::clone(&heard) as Arc<dyn ChatCallback>);
-    assert_eq!(chat.join("ada".into(), &callback), Ok(Ok(1)));
-    assert_eq!(chat.path("/x".into()), Ok("/rpc/x".to_owned()));
-    assert_eq!(chat.total(), Ok(1));
-    // The server invokes and calls the client's object through its typed proxy.
-    let member = members.lock().unwrap()[0].clone();
-    member.said("bob".into(), "hi".into()).unwrap();
-    let answer = member.confirm("ready?".into()).unwrap().wait_timeout(Duration::from_secs(5));
-    assert_eq!(answer, Ok(true));
-    assert_eq!(*heard.said.lock().unwrap(), [("bob".to_owned(), "hi".to_owned())]);
-    // A deferred method, answered from another thread, and a typed error.
-    let answering = std::thread::spawn(move || {
-        let (n, reply) = owed.recv_timeout(Duration::from_secs(5)).unwrap();
-        reply.ok(&(n * 2));
-    });
-    assert_eq!(chat.slow(21), Ok(42));
-    answering.join().unwrap();
-    let counter = CountClient::new(&client);
-    assert_eq!((counter.add(2), counter.add(3)), (Ok(2), Ok(5)), "per connection");
-    // The client drops its object: the server hears it, the member's proxy is released.
-    drop(callback);
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while released.load(Ordering::Relaxed) == 0 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
+        let chat = ChatClient::new(&client);
+        let heard = Arc::new(Heard::default());
+        let callback = client.callback(Arc::clone(&heard) as Arc<dyn ChatCallback>);
+        assert_eq!(chat.join("ada".into(), &callback), Ok(Ok(1)));
+        assert_eq!(chat.path("/x".into()), Ok("/rpc/x".to_owned()));
+        assert_eq!(chat.total(), Ok(1));
+        // The server invokes and calls the client's object through its typed proxy.
+        let member = members.lock().unwrap()[0].clone();
+        member.said("bob".into(), "hi".into()).unwrap();
+        let answer = member.confirm("ready?".into()).unwrap().wait_timeout(Duration::from_secs(5));
+        assert_eq!(answer, Ok(true));
+        assert_eq!(*heard.said.lock().unwrap(), [("bob".to_owned(), "hi".to_owned())]);
+        // A deferred method, answered from another thread, and a typed error.
+        let answering = std::thread::spawn(move || {
+            let (n, reply) = owed.recv_timeout(Duration::from_secs(5)).unwrap();
+            reply.ok(&(n * 2));
+        });
+        assert_eq!(chat.slow(21), Ok(42));
+        answering.join().unwrap();
+        let counter = CountClient::new(&client);
+        assert_eq!((counter.add(2), counter.add(3)), (Ok(2), Ok(5)), "per connection");
+        // The client drops its object: the server hears it, the member's proxy is released.
+        drop(callback);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while released.load(Ordering::Relaxed) == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(released.load(Ordering::Relaxed), 1);
+        assert!(member.is_released());
+        assert_eq!(member.said("bob".into(), "anyone?".into()), Err(CallbackError::Released));
+        client.close();
+        server.shutdown(Duration::from_secs(2));
     }
-    assert_eq!(released.load(Ordering::Relaxed), 1);
-    assert!(member.is_released());
-    assert_eq!(member.said("bob".into(), "anyone?".into()), Err(CallbackError::Released));
-    client.close();
-    server.shutdown(Duration::from_secs(2));
 }
