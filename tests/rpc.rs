@@ -637,6 +637,14 @@ fn bad_binary_input_closes_with_the_documented_code() {
         (Message::Binary(&[0x80, 0x90]), CloseCode::INVALID_PAYLOAD), // unknown envelope bits
         (Message::Binary(&[0, 0xc1]), CloseCode::INVALID_PAYLOAD),    // a reserved marker
         (Message::Binary(&[0, 0x92, 0x0f, 1]), CloseCode::POLICY_VIOLATION), // unknown tag
+        // Compressed, announcing 1 GiB of plain bytes: refused before any decompression.
+        (
+            Message::Binary(&[1, 0x80, 0x80, 0x80, 0x80, 0x04, 0x10, 0, 0, 0, 0]),
+            CloseCode::MESSAGE_TOO_BIG,
+        ),
+        // Compressed, 7 bytes announced, a block that is not LZ4.
+        (Message::Binary(&[1, 7, 0xf0, 0xff, 0xff, 0, 0, 0, 0]), CloseCode::INVALID_PAYLOAD),
+        (Message::Binary(&[2, 0x90]), CloseCode::POLICY_VIOLATION), // encrypted without a key
     ] {
         let builder = Server::builder().route("/rpc", services().hook());
         let mut bed = TestBed::new(builder).unwrap();
