@@ -9,22 +9,37 @@
 //! - `GET /` serves a chat page (examples/static/chat.html) that imports the browser module
 //!   from `/bidir.js` and calls the services at `/rpc`: open it in several browsers.
 //! - `chat client` is a terminal member: each line typed is said, each message heard printed.
+//!   It speaks `bidir.json.v1`, or `bidir.bin.v1` with `--bin` (the server serves both).
+//! - Encryption: `--key FILE` gives the server a pre-shared key (the file's bytes, 32 or more;
+//!   `chat --gen-key FILE` writes 32 random ones) and serves the room a second time at
+//!   `/rpc-secure`, `bidir.bin.v1` only, every message sealed with AES-256-GCM under keys of
+//!   each connection's own (docs/rpc.md, "Keys"). `/rpc` stays plain, for the browser page:
+//!   the browser module speaks `bidir.json.v1`, which has no encryption. Both paths are one
+//!   room. `chat client --key FILE` connects to `/rpc-secure`, agreeing its keys by an X25519
+//!   exchange (`--key-mode ecdhe`, the default: forward secrecy) or from both sides' nonces
+//!   (`--key-mode psk`); a client with another key is refused with 403 before any message.
 //!
 //! ```text
 //! cargo run --release --example chat                    # 127.0.0.1:9001, open http://127.0.0.1:9001/
 //! cargo run --release --example chat -- client --pseudo ada        # in a terminal
 //! cargo run --release --example chat -- --addr 0.0.0.0:9001 --workers 2
+//! cargo run --release --example chat -- --gen-key chat.key         # then, with encryption:
+//! cargo run --release --example chat -- --key chat.key
+//! cargo run --release --example chat -- client --key chat.key --pseudo ada
 //! ```
 //!
-//! The server stops on Ctrl-C (or SIGTERM) with a graceful shutdown; the client at the end of
+//! The server stops on Ctrl-C (or SIGTERM) with a graceful shutdown, after printing the bytes
+//! it read and wrote with `--report-bytes` (scripts/wire-bytes.sh); the client at the end of
 //! its input. A client whose server restarts joins again by itself when it reconnects.
 
-use std::io::BufRead;
+use std::fs::OpenOptions;
+use std::io::{self, BufRead, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bidir::rpc::client::Client;
-use bidir::rpc::{Callback, Services};
+use bidir::rpc::{Callback, KeyMode, Psk, Services, Wire, aead_backend};
 use bidir::{HttpResponse, Request, Server, ServerConfig, Signals};
 
 /// What a member hears.
@@ -44,6 +59,8 @@ pub trait Chat {
 }
 
 const PAGE: &str = include_str!("static/chat.html");
+/// Where the room is served encrypted, with `--key`.
+const SECURE_PATH: &str = "/rpc-secure";
 
 /// A member: the pseudo it joined with, and its callback object.
 struct Member {
@@ -78,10 +95,11 @@ impl Chat for Room {
     }
 }
 
-fn services() -> Services {
-    let members = Members::default();
-    let left = Arc::clone(&members);
-    Services::new().serve(ChatService::shared(Room { members })).on_release(move |_cx, callback| {
+/// The room's services over `members`: every route serving them is the same room.
+fn services(members: &Members) -> Services {
+    let room = Room { members: Arc::clone(members) };
+    let left = Arc::clone(members);
+    Services::new().serve(ChatService::shared(room)).on_release(move |_cx, callback| {
         let mut members = left.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(i) = members.iter().position(|m| m.callback == *callback) {
             let member = members.swap_remove(i);
@@ -90,14 +108,19 @@ fn services() -> Services {
     })
 }
 
-fn main() -> std::io::Result<()> {
+fn main() -> io::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().is_some_and(|a| a == "client") {
         args.remove(0);
-        return client(&args);
+        if let Err(e) = client(&args) {
+            eprintln!("chat client: {e}");
+            std::process::exit(1);
+        }
+        return Ok(());
     }
     let mut addr = "127.0.0.1:9001".to_owned();
     let mut config = ServerConfig::default();
+    let (mut key, mut report_bytes) = (None, false);
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage(&format!("{arg} needs a value")));
@@ -105,25 +128,42 @@ fn main() -> std::io::Result<()> {
             "--addr" => addr = value(),
             "--workers" => config.workers = Some(number(&value())),
             "--no-pin" => config.pin_workers = false,
+            "--key" => key = Some(read_key(&value())),
+            "--gen-key" => return gen_key(&value()),
+            "--report-bytes" => report_bytes = true,
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown argument {other}")),
         }
     }
-    // Block SIGINT/SIGTERM before the workers start, so that they inherit the mask.
-    let signals = Signals::block()?;
-    let server = Server::builder()
+    let members = Members::default();
+    let mut builder = Server::builder()
         .bind(addr.as_str())
         .config(config)
         .http("/", |_req: &Request<'_>| HttpResponse::html(PAGE))
         .http("/bidir.js", bidir::rpc::serve_module)
-        .route("/rpc", services().hook())
-        .start()?;
+        .route("/rpc", services(&members).hook());
+    if let Some(psk) = &key {
+        builder = builder.route(SECURE_PATH, services(&members).key(psk.clone()).hook());
+    }
+    // Block SIGINT/SIGTERM before the workers start, so that they inherit the mask.
+    let signals = Signals::block()?;
+    let server = builder.start()?;
     let at = server.local_addr();
     println!(
         "chat on http://{at}/ — open it in several browsers, or: chat client --url ws://{at}/rpc"
     );
+    if key.is_some() {
+        println!(
+            "encrypted at ws://{at}{SECURE_PATH} (bidir.bin.v1, AES-256-GCM: {}): chat client --key FILE",
+            aead_backend()
+        );
+    }
     let signal = signals.wait()?;
     println!("signal {signal}: shutting down");
+    if report_bytes {
+        let counters = server.stats().counters;
+        println!("bytes: {} in, {} out", counters.bytes_in, counters.bytes_out);
+    }
     server.shutdown(Duration::from_secs(5));
     Ok(())
 }
@@ -138,26 +178,42 @@ impl ChatCallback for Terminal {
 }
 
 /// A terminal member: joins, says each line of its input, prints every message.
-fn client(args: &[String]) -> std::io::Result<()> {
-    let mut url = "ws://127.0.0.1:9001/rpc".to_owned();
+fn client(args: &[String]) -> io::Result<()> {
+    let mut url = None;
     let mut pseudo = std::env::var("USER").unwrap_or_else(|_| "rust".to_owned());
+    let (mut wire, mut key, mut mode) = (Wire::Json, None, None);
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let mut value =
             || args.next().cloned().unwrap_or_else(|| usage(&format!("{arg} needs a value")));
         match arg.as_str() {
-            "--url" => url = value(),
+            "--url" => url = Some(value()),
             "--pseudo" => pseudo = value(),
+            "--bin" => wire = Wire::Bin,
+            "--key" => key = Some(read_key(&value())),
+            "--key-mode" => mode = Some(key_mode(&value())),
             other => usage(&format!("unknown argument {other}")),
         }
     }
-    let fail = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
-    let client = Client::connect(&url).map_err(|e| fail(&e))?;
+    let path = if key.is_some() { SECURE_PATH } else { "/rpc" };
+    let url = url.unwrap_or_else(|| format!("ws://127.0.0.1:9001{path}"));
+    let fail = |e: &dyn std::fmt::Display| io::Error::other(e.to_string());
+    let mut builder = Client::builder(&url).map_err(|e| fail(&e))?.wire(wire);
+    match (key, mode) {
+        (Some(psk), mode) => {
+            let mode = mode.unwrap_or(KeyMode::Ecdhe);
+            eprintln!("{} key exchange, AES-256-GCM: {}", mode.token(), aead_backend());
+            builder = builder.key(mode, psk);
+        }
+        (None, Some(_)) => usage("--key-mode needs --key"),
+        (None, None) => {}
+    }
+    let client = builder.connect().map_err(|e| fail(&format!("cannot join {url}: {e}")))?;
     let chat = ChatClient::new(&client);
     let terminal = client.callback(Arc::new(Terminal) as Arc<dyn ChatCallback>);
     chat.join(pseudo.clone(), &terminal).map_err(|e| fail(&e))?.map_err(|e| fail(&e))?;
     eprintln!("joined {url} as {pseudo}; type messages, end with Ctrl-D");
-    for line in std::io::stdin().lock().lines() {
+    for line in io::stdin().lock().lines() {
         let line = line?;
         if !line.trim().is_empty() {
             chat.blabla(pseudo.clone(), line).map_err(|e| fail(&e))?;
@@ -169,6 +225,32 @@ fn client(args: &[String]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A pre-shared key: the bytes of the file at `path`, at least 32.
+fn read_key(path: &str) -> Psk {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| usage(&format!("key file {path}: {e}")));
+    Psk::new(&bytes).unwrap_or_else(|e| usage(&format!("key file {path}: {e}")))
+}
+
+/// Writes a new key file at `path`: 32 random bytes, readable by its owner only. An existing
+/// file is left alone (exit status 1), not overwritten.
+fn gen_key(path: &str) -> io::Result<()> {
+    let write = || {
+        let mut psk = [0; 32];
+        getrandom::fill(&mut psk).map_err(io::Error::other)?;
+        OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?.write_all(&psk)
+    };
+    if let Err(e) = write() {
+        eprintln!("error: key file {path}: {e}");
+        std::process::exit(1);
+    }
+    println!("wrote a 32-byte key to {path}");
+    Ok(())
+}
+
+fn key_mode(token: &str) -> KeyMode {
+    KeyMode::from_token(token).unwrap_or_else(|| usage("--key-mode takes psk or ecdhe"))
+}
+
 fn number(s: &str) -> usize {
     s.parse().unwrap_or_else(|_| usage(&format!("not a number: {s}")))
 }
@@ -178,7 +260,18 @@ fn usage(error: &str) -> ! {
         eprintln!("error: {error}");
     }
     eprintln!(
-        "usage: chat [--addr HOST:PORT] [--workers N] [--no-pin]\n       chat client [--url ws://HOST:PORT/rpc] [--pseudo NAME]"
+        "usage: chat [--addr HOST:PORT] [--workers N] [--no-pin] [--key FILE] [--report-bytes]
+       chat --gen-key FILE
+       chat client [--url ws://HOST:PORT/rpc] [--pseudo NAME] [--bin]
+                   [--key FILE [--key-mode ecdhe|psk]]
+
+  --key FILE      a pre-shared key: the file's bytes, 32 or more (--gen-key writes 32 random
+                  ones, to a new file). The server then also serves the room at {SECURE_PATH},
+                  bidir.bin.v1 only and encrypted; /rpc stays plain, for the browser page,
+                  which cannot encrypt. The client connects to ws://127.0.0.1:9001{SECURE_PATH}
+                  by default and agrees its keys in --key-mode (default ecdhe: forward secrecy).
+  --bin           the client speaks bidir.bin.v1 (implied by --key), not bidir.json.v1.
+  --report-bytes  on shutdown, print the bytes the server read and wrote."
     );
     std::process::exit(if error.is_empty() { 0 } else { 2 });
 }

@@ -11,15 +11,35 @@
 //! ```
 //!
 //! The client exits once every work it started has called back (0), or when its wait ends
-//! (`--wait SECS`, default 30: 1).
+//! (`--wait SECS`, default 30: 1). It speaks `bidir.json.v1`, or `bidir.bin.v1` with `--bin`
+//! (the server serves both).
+//!
+//! Encryption: `--key FILE` gives the server a pre-shared key (the file's bytes, 32 or more;
+//! `longwork --gen-key FILE` writes 32 random ones); `/rpc` is then `bidir.bin.v1` only, every
+//! message sealed with AES-256-GCM under keys of each connection's own (docs/rpc.md, "Keys").
+//! `longwork client --key FILE` agrees its keys by an X25519 exchange (`--key-mode ecdhe`, the
+//! default: forward secrecy) or from both sides' nonces (`--key-mode psk`); a client with
+//! another key is refused with 403 before any message, and exits with 1.
+//!
+//! ```text
+//! cargo run --release --example longwork -- --gen-key longwork.key
+//! cargo run --release --example longwork -- --key longwork.key
+//! cargo run --release --example longwork -- client --key longwork.key --key-mode psk
+//! ```
+//!
+//! The server stops on Ctrl-C (or SIGTERM) with a graceful shutdown, after printing the bytes
+//! it read and wrote with `--report-bytes` (scripts/wire-bytes.sh).
 
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bidir::rpc::client::Client;
-use bidir::rpc::{Callback, Services};
+use bidir::rpc::{Callback, KeyMode, Psk, Services, Wire, aead_backend};
 use bidir::{Server, ServerConfig, Signals};
 
 /// How a work ends.
@@ -96,15 +116,20 @@ fn pseudo_random(n: u64) -> u64 {
     x.wrapping_mul(0xBF58_476D_1CE4_E5B9) >> 32
 }
 
-fn main() -> std::io::Result<()> {
+fn main() -> io::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().is_some_and(|a| a == "client") {
         args.remove(0);
-        return client(&args);
+        if let Err(e) = client(&args) {
+            eprintln!("longwork client: {e}");
+            std::process::exit(1);
+        }
+        return Ok(());
     }
     let mut addr = "127.0.0.1:9003".to_owned();
     let mut config = ServerConfig::default();
     let mut ms = (5000, 6000);
+    let (mut key, mut report_bytes) = (None, false);
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage(&format!("{arg} needs a value")));
@@ -119,12 +144,19 @@ fn main() -> std::io::Result<()> {
                     _ => usage("--work-ms takes MIN..MAX"),
                 };
             }
+            "--key" => key = Some(read_key(&value())),
+            "--gen-key" => return gen_key(&value()),
+            "--report-bytes" => report_bytes = true,
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown argument {other}")),
         }
     }
     let works = Works { started: AtomicU64::new(0), running: Arc::default(), ms };
-    let services = Services::new().serve(LongWorkService::shared(works));
+    let mut services = Services::new().serve(LongWorkService::shared(works));
+    let encrypted = key.is_some();
+    if let Some(psk) = key {
+        services = services.key(psk);
+    }
     // Block SIGINT/SIGTERM before the workers start, so that they inherit the mask.
     let signals = Signals::block()?;
     let server = Server::builder()
@@ -133,8 +165,15 @@ fn main() -> std::io::Result<()> {
         .route("/rpc", services.hook())
         .start()?;
     println!("longwork on ws://{}/rpc — works take {}..{} ms", server.local_addr(), ms.0, ms.1);
+    if encrypted {
+        println!("encrypted: bidir.bin.v1 only, AES-256-GCM: {}", aead_backend());
+    }
     let signal = signals.wait()?;
     println!("signal {signal}: shutting down");
+    if report_bytes {
+        let counters = server.stats().counters;
+        println!("bytes: {} in, {} out", counters.bytes_in, counters.bytes_out);
+    }
     server.shutdown(Duration::from_secs(5));
     Ok(())
 }
@@ -161,9 +200,10 @@ impl LongWorkCallback for Outcomes {
 }
 
 /// Starts `--works` works with one callback object and waits for every outcome.
-fn client(args: &[String]) -> std::io::Result<()> {
+fn client(args: &[String]) -> io::Result<()> {
     let mut url = "ws://127.0.0.1:9003/rpc".to_owned();
     let (mut works, mut wait) = (6, 30);
+    let (mut wire, mut key, mut mode) = (Wire::Json, None, None);
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let mut value =
@@ -172,11 +212,24 @@ fn client(args: &[String]) -> std::io::Result<()> {
             "--url" => url = value(),
             "--works" => works = number(&value()),
             "--wait" => wait = number(&value()),
+            "--bin" => wire = Wire::Bin,
+            "--key" => key = Some(read_key(&value())),
+            "--key-mode" => mode = Some(key_mode(&value())),
             other => usage(&format!("unknown argument {other}")),
         }
     }
-    let fail = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
-    let client = Client::connect(&url).map_err(|e| fail(&e))?;
+    let fail = |e: &dyn std::fmt::Display| io::Error::other(e.to_string());
+    let mut builder = Client::builder(&url).map_err(|e| fail(&e))?.wire(wire);
+    match (key, mode) {
+        (Some(psk), mode) => {
+            let mode = mode.unwrap_or(KeyMode::Ecdhe);
+            eprintln!("{} key exchange, AES-256-GCM: {}", mode.token(), aead_backend());
+            builder = builder.key(mode, psk);
+        }
+        (None, Some(_)) => usage("--key-mode needs --key"),
+        (None, None) => {}
+    }
+    let client = builder.connect().map_err(|e| fail(&format!("cannot connect to {url}: {e}")))?;
     let service = LongWorkClient::new(&client);
     let (tx, outcomes) = mpsc::channel();
     let callback = client.callback(Arc::new(Outcomes(Mutex::new(tx))) as Arc<dyn LongWorkCallback>);
@@ -198,6 +251,32 @@ fn client(args: &[String]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A pre-shared key: the bytes of the file at `path`, at least 32.
+fn read_key(path: &str) -> Psk {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| usage(&format!("key file {path}: {e}")));
+    Psk::new(&bytes).unwrap_or_else(|e| usage(&format!("key file {path}: {e}")))
+}
+
+/// Writes a new key file at `path`: 32 random bytes, readable by its owner only. An existing
+/// file is left alone (exit status 1), not overwritten.
+fn gen_key(path: &str) -> io::Result<()> {
+    let write = || {
+        let mut psk = [0; 32];
+        getrandom::fill(&mut psk).map_err(io::Error::other)?;
+        OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?.write_all(&psk)
+    };
+    if let Err(e) = write() {
+        eprintln!("error: key file {path}: {e}");
+        std::process::exit(1);
+    }
+    println!("wrote a 32-byte key to {path}");
+    Ok(())
+}
+
+fn key_mode(token: &str) -> KeyMode {
+    KeyMode::from_token(token).unwrap_or_else(|| usage("--key-mode takes psk or ecdhe"))
+}
+
 fn number(s: &str) -> u64 {
     s.trim().parse().unwrap_or_else(|_| usage(&format!("not a number: {s}")))
 }
@@ -207,7 +286,18 @@ fn usage(error: &str) -> ! {
         eprintln!("error: {error}");
     }
     eprintln!(
-        "usage: longwork [--addr HOST:PORT] [--workers N] [--no-pin] [--work-ms MIN..MAX]\n       longwork client [--url ws://HOST:PORT/rpc] [--works N] [--wait SECS]"
+        "usage: longwork [--addr HOST:PORT] [--workers N] [--no-pin] [--work-ms MIN..MAX]
+                [--key FILE] [--report-bytes]
+       longwork --gen-key FILE
+       longwork client [--url ws://HOST:PORT/rpc] [--works N] [--wait SECS] [--bin]
+                       [--key FILE [--key-mode ecdhe|psk]]
+
+  --key FILE      a pre-shared key: the file's bytes, 32 or more (--gen-key writes 32 random
+                  ones, to a new file). The server's /rpc is then bidir.bin.v1 only and
+                  encrypted; the client agrees its keys in --key-mode (default ecdhe: forward
+                  secrecy).
+  --bin           the client speaks bidir.bin.v1 (implied by --key), not bidir.json.v1.
+  --report-bytes  on shutdown, print the bytes the server read and wrote."
     );
     std::process::exit(if error.is_empty() { 0 } else { 2 });
 }

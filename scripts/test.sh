@@ -46,7 +46,7 @@ RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --workspace --locked
 step "main job smoke run"
 cargo run --release --locked --example echo_in_memory > /dev/null
 
-step "the application protocol's examples: longwork's client hears both outcomes (scripts/examples-check.sh)"
+step "the application protocol's examples: longwork hears both outcomes over json, bin and encrypted, chat clients talk encrypted (scripts/examples-check.sh)"
 scripts/examples-check.sh
 
 step "soak, short form: connection churn on both backends, with and without deflate (scripts/soak.sh --short)"
