@@ -29,6 +29,7 @@
 //! `--svg` a latency-by-percentile plot; `bidir-load plot` draws several runs in one plot.
 
 mod args;
+mod bin;
 mod churn;
 mod fanout;
 mod plot;
