@@ -4,6 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bidir::DeflateConfig;
+use bidir::rpc::{COMPRESS_ABOVE, KeyMode, Psk, Wire};
+
+use crate::bin::Key;
 
 pub(crate) const USAGE: &str = "\
 usage: bidir-load --url ws://HOST:PORT/PATH [options]
@@ -19,13 +22,22 @@ usage: bidir-load --url ws://HOST:PORT/PATH [options]
                          one event at a time, the next once the last reached every subscriber)
   --rate R               open loop: R messages per second in total, timed from the intended
                          send time (replaces --inflight; fanout: events per second)
-  --size BYTES           message size (default 16; text needs 16, binary 8 for the timestamp)
+  --size BYTES           message size (default 16; text needs 16, binary 8 for the timestamp);
+                         --rpc: above 62 the call's item gets a name of words that makes
+                         it BYTES of JSON (default: the 62-byte item)
   --binary               binary messages (default text)
   --rpc bidir|jsonrpc    echo mode as calls: each message is a call of an echo method with a
                          small struct (bidir.json.v1 `Bench.echo`, or JSON-RPC 2.0 `echo` as
                          jsonrpsee serves it), its id carrying the send time; --size is unused;
                          fanout: subscribers send [\"sub\",1,\"bench\"], the publisher calls
-                         Bench.publish with the stamp, events arrive as [\"event\",\"bench\",STAMP]
+                         Bench.publish with the stamp, events arrive as [\"event\",\"bench\",STAMP];
+                         churn: connect (and exchange keys) and close, --cycle-messages 0
+  --wire json|bin        --rpc bidir's encoding: bidir.json.v1 (default) or bidir.bin.v1, each
+                         call [0,id,method,[item]] in MessagePack in the envelope (echo, churn)
+  --compress-above N|off --wire bin: LZ4-compress calls longer than N bytes (default 512)
+  --key FILE             --wire bin: encrypt with the pre-shared key in FILE (its bytes, at
+                         least 32), keys agreed in the upgrade's Bidir-Key header
+  --key-mode psk|ecdhe   how the keys are agreed (default ecdhe: X25519, forward secrecy)
   --pubsub plain         fanout over plain messages: subscribers connect to /sub (the server
                          subscribes them), the publisher to /pub (the server publishes each of
                          its messages as-is); --url names the server, its path is replaced
@@ -93,6 +105,12 @@ pub(crate) struct Options {
     pub(crate) binary: bool,
     /// Calls instead of echoes, and the method called (fanout: the publishing method).
     pub(crate) rpc: Option<(Dialect, String)>,
+    /// `--rpc bidir`'s encoding.
+    pub(crate) wire: Wire,
+    /// `--wire bin`: compress calls longer than this; `None`: never.
+    pub(crate) compress_above: Option<usize>,
+    /// `--wire bin`: encrypt, keys agreed in this mode from this pre-shared key.
+    pub(crate) key: Option<Key>,
     /// Fanout over plain messages (`--pubsub plain`) rather than `bidir.json.v1` events.
     pub(crate) plain_pubsub: bool,
     pub(crate) deflate: Option<DeflateConfig>,
@@ -123,6 +141,9 @@ pub(crate) fn parse(argv: &[String]) -> Result<Options, String> {
         size: 16,
         binary: false,
         rpc: None,
+        wire: Wire::Json,
+        compress_above: Some(COMPRESS_ABOVE),
+        key: None,
         plain_pubsub: false,
         deflate: None,
         duration: Duration::from_secs(10),
@@ -141,6 +162,7 @@ pub(crate) fn parse(argv: &[String]) -> Result<Options, String> {
     let mut duration_set = false;
     let mut inflight_set = false;
     let mut method = None;
+    let mut bin_options = BinOptions::default();
     let mut args = argv.iter();
     while let Some(arg) = args.next() {
         let mut value = || args.next().cloned().ok_or_else(|| format!("{arg} needs a value"));
@@ -170,6 +192,27 @@ pub(crate) fn parse(argv: &[String]) -> Result<Options, String> {
                     other => return Err(format!("--rpc takes bidir or jsonrpc, not {other}")),
                 };
                 o.rpc = Some((dialect, String::new()));
+            }
+            "--wire" => {
+                o.wire = match value()?.as_str() {
+                    "json" => Wire::Json,
+                    "bin" => Wire::Bin,
+                    other => return Err(format!("--wire takes json or bin, not {other}")),
+                }
+            }
+            "--compress-above" => {
+                o.compress_above = match value()?.as_str() {
+                    "off" => None,
+                    n => Some(number(n)?),
+                };
+                bin_options.compress_above = true;
+            }
+            "--key" => o.key = Some((KeyMode::Ecdhe, read_key(&value()?)?)),
+            "--key-mode" => {
+                let mode = value()?;
+                let mode = KeyMode::from_token(&mode)
+                    .ok_or_else(|| format!("--key-mode takes psk or ecdhe, not {mode}"))?;
+                bin_options.key_mode = Some(mode);
             }
             "--pubsub" => match value()?.as_str() {
                 "plain" => o.plain_pubsub = true,
@@ -233,8 +276,16 @@ pub(crate) fn parse(argv: &[String]) -> Result<Options, String> {
     }
     match (&mut o.rpc, method) {
         (Some((dialect, name)), method) => {
-            if !matches!(o.mode, Mode::Echo | Mode::Fanout) || o.binary {
-                return Err("--rpc needs echo or fanout mode and text".into());
+            let calls = match o.mode {
+                Mode::Echo | Mode::Fanout => true,
+                Mode::Churn => o.cycle_messages == 0,
+                Mode::Connect => false,
+            };
+            if !calls || o.binary {
+                return Err(
+                    "--rpc needs echo or fanout mode (or churn with --cycle-messages 0) and text"
+                        .into(),
+                );
             }
             *name = method.unwrap_or_else(|| match (o.mode, *dialect) {
                 (Mode::Fanout, _) => "Bench.publish".into(),
@@ -245,11 +296,51 @@ pub(crate) fn parse(argv: &[String]) -> Result<Options, String> {
         (None, Some(_)) => return Err("--method needs --rpc".into()),
         (None, None) => {}
     }
+    bin_options.apply(&mut o)?;
     fanout_checks(&o, inflight_set)?;
     if o.label.is_empty() {
         o.label = o.url.clone();
     }
     Ok(o)
+}
+
+/// The options of `--wire bin` given, checked once all are read.
+#[derive(Default)]
+struct BinOptions {
+    compress_above: bool,
+    key_mode: Option<KeyMode>,
+}
+
+impl BinOptions {
+    /// Checks that the options of `--wire bin` come with it (and it with `--rpc bidir`, in a
+    /// mode that makes calls or only connects), and sets the key's mode.
+    fn apply(self, o: &mut Options) -> Result<(), String> {
+        let bin = o.wire == Wire::Bin;
+        if self.compress_above && !bin {
+            return Err("--compress-above needs --wire bin".into());
+        }
+        if o.key.is_some() && !bin {
+            return Err("--key needs --wire bin (bidir.json.v1 is never encrypted)".into());
+        }
+        match (&mut o.key, self.key_mode) {
+            (Some((mode, _)), Some(given)) => *mode = given,
+            (None, Some(_)) => return Err("--key-mode needs --key".into()),
+            (_, None) => {}
+        }
+        if bin && !matches!(o.rpc, Some((Dialect::Bidir, _))) {
+            return Err("--wire needs --rpc bidir".into());
+        }
+        if bin && o.mode == Mode::Fanout {
+            return Err("fanout speaks bidir.json.v1 only (--wire json)".into());
+        }
+        Ok(())
+    }
+}
+
+/// The pre-shared key in the file at `path`: its bytes.
+fn read_key(path: &str) -> Result<Psk, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("--key {path}: {e}"))?;
+    Psk::new(&bytes).map_err(|e| format!("--key {path}: {e}"))
 }
 
 /// Fanout takes exactly one pub/sub dialect, `bidir.json.v1` or plain, one event at a time.
@@ -362,5 +453,54 @@ mod tests {
         assert!(parse_str("--url ws://h/ --mode churn --cycles 0").is_err());
         assert!(parse_str("--url ws://h/ --mode churn --rate 100").is_err());
         assert!(parse_str("--url ws://h/ --mode churn --cycles x").is_err());
+    }
+
+    /// A key file of `len` bytes in the temp directory, named by `name` and this process.
+    fn key_file(name: &str, len: usize) -> PathBuf {
+        let path = std::env::temp_dir().join(format!("bidir-load-{name}-{}", std::process::id()));
+        std::fs::write(&path, vec![0x5a; len]).unwrap();
+        path
+    }
+
+    #[test]
+    fn bin_wire_compression_and_keys() {
+        let o = parse_str("--url ws://h/ --rpc bidir").unwrap();
+        assert_eq!((o.wire, o.compress_above, o.key.is_some()), (Wire::Json, Some(512), false));
+        let o = parse_str("--url ws://h/ --rpc bidir --wire bin --compress-above off").unwrap();
+        assert_eq!((o.wire, o.compress_above), (Wire::Bin, None));
+        let o = parse_str("--url ws://h/ --rpc bidir --wire bin --compress-above 1_000").unwrap();
+        assert_eq!(o.compress_above, Some(1000));
+        assert!(parse_str("--url ws://h/ --rpc bidir --wire cbor").is_err());
+        assert!(parse_str("--url ws://h/ --wire bin").is_err(), "bin without --rpc bidir");
+        assert!(parse_str("--url ws://h/ --rpc jsonrpc --wire bin").is_err());
+        assert!(parse_str("--url ws://h/ --rpc bidir --compress-above 9").is_err(), "json");
+        assert!(parse_str("--url ws://h/ --rpc bidir --wire bin --compress-above x").is_err());
+        let fanout = "--url ws://h/ --mode fanout --rpc bidir --wire bin";
+        assert!(parse_str(fanout).unwrap_err().contains("fanout speaks bidir.json.v1"));
+
+        let key = key_file("key", 32);
+        let key = key.to_str().unwrap();
+        let o = parse_str(&format!("--url ws://h/ --rpc bidir --wire bin --key {key}")).unwrap();
+        assert_eq!(o.key.map(|(mode, _)| mode), Some(KeyMode::Ecdhe), "the default mode");
+        let args = format!("--url ws://h/ --rpc bidir --wire bin --key-mode PSK --key {key}");
+        assert_eq!(parse_str(&args).unwrap().key.map(|(mode, _)| mode), Some(KeyMode::Psk));
+        let json = format!("--url ws://h/ --rpc bidir --key {key}");
+        assert!(parse_str(&json).unwrap_err().contains("--key needs --wire bin"));
+        let mode = format!("--url ws://h/ --rpc bidir --wire bin --key {key} --key-mode rsa");
+        assert!(parse_str(&mode).is_err());
+        assert!(parse_str("--url ws://h/ --rpc bidir --wire bin --key-mode psk").is_err());
+        let short = key_file("short", 31);
+        let args = format!("--url ws://h/ --rpc bidir --wire bin --key {}", short.display());
+        assert!(parse_str(&args).unwrap_err().contains("--key "), "a short key names the file");
+        let missing = "--url ws://h/ --rpc bidir --wire bin --key /nonexistent/bidir.key";
+        assert!(parse_str(missing).unwrap_err().contains("/nonexistent/bidir.key"));
+
+        // Churn exchanges keys in connects that send nothing.
+        let churn = format!("--url ws://h/ --mode churn --rpc bidir --wire bin --key {key}");
+        assert!(parse_str(&churn).is_err(), "churn with calls");
+        let o = parse_str(&format!("{churn} --cycle-messages 0 --key-mode psk")).unwrap();
+        assert_eq!((o.mode, o.key.map(|(mode, _)| mode)), (Mode::Churn, Some(KeyMode::Psk)));
+        std::fs::remove_file(key).ok();
+        std::fs::remove_file(short).ok();
     }
 }

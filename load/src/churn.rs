@@ -1,6 +1,7 @@
 //! Churn: `--conns` connections, each of which repeatedly connects, upgrades, echoes
 //! `--cycle-messages` messages, closes cleanly and connects again, until `--cycles` cycles in
-//! total have been started or `--duration` has passed. Given the server's PID, the main
+//! total have been started or `--duration` has passed. With `--key`, each cycle exchanges
+//! keys in its upgrade (what a key mode costs per connection). Given the server's PID, the main
 //! thread samples its resident memory and open descriptors every 100 ms: at the start, the
 //! peak, and the end, once the server has closed what the run opened (a soak's leak check).
 
@@ -10,9 +11,11 @@ use std::time::{Duration, Instant};
 
 use bidir::client::{Connect, ConnectError};
 use bidir::hdrhistogram::Histogram;
+use bidir::protocol::rpc::key::KeyExchange;
 use bidir::{CloseCode, CloseInfo, Context, Handler, Message, ServerHandle};
 
 use crate::args::Options;
+use crate::bin::{self, Key};
 use crate::procfs::Usage;
 use crate::run::{self, RunResult};
 
@@ -42,6 +45,8 @@ struct Shared {
     /// Taken by the main thread at the end, so no handler keeps the engine alive.
     engine: RwLock<Option<ServerHandle>>,
     connect: Connect,
+    /// `--key`: each cycle offers a key exchange of its own.
+    key: Option<Key>,
     /// The message each cycle sends (text), or empty (binary: `bytes`).
     text: String,
     bytes: Vec<u8>,
@@ -88,7 +93,7 @@ impl Shared {
         if self.claim() {
             let engine = self.engine.read().unwrap_or_else(|e| e.into_inner()).clone();
             if let Some(engine) = engine {
-                match engine.connect(&self.connect, Cycle::new(Arc::clone(self))) {
+                match self.launch(&engine) {
                     Ok(()) => return,
                     Err(ConnectError::ShuttingDown) => {}
                     Err(e) => {
@@ -99,6 +104,15 @@ impl Shared {
             }
         }
         self.finished.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connects a new cycle on `engine`, offering a key exchange of its own with `--key`.
+    fn launch(self: &Arc<Self>, engine: &ServerHandle) -> Result<(), ConnectError> {
+        let mut cycle = Cycle::new(Arc::clone(self));
+        let Some(key) = &self.key else { return engine.connect(&self.connect, cycle) };
+        let (connect, exchange) = bin::offer(&self.connect, key).map_err(ConnectError::Rejected)?;
+        cycle.exchange = Some(exchange);
+        engine.connect(&connect, cycle)
     }
 
     fn send(&self, cx: &mut Context<'_>) {
@@ -121,16 +135,26 @@ struct Cycle {
     received: usize,
     /// Something went wrong in this cycle (counted once, at the close).
     bad: bool,
+    /// `--key`: the exchange offered, finished with the server's answer.
+    exchange: Option<KeyExchange>,
 }
 
 impl Cycle {
     fn new(shared: Arc<Shared>) -> Self {
         let started = shared.now();
-        Self { shared, started, received: 0, bad: false }
+        Self { shared, started, received: 0, bad: false, exchange: None }
     }
 }
 
 impl Handler for Cycle {
+    /// Checks the server's proof of the key (the cycle sends nothing it would seal).
+    fn on_response(&mut self, headers: &[(String, String)]) -> Result<(), String> {
+        match self.exchange.take() {
+            Some(exchange) => bin::finish(exchange, headers).map(drop),
+            None => Ok(()),
+        }
+    }
+
     fn on_open(&mut self, cx: &mut Context<'_>) {
         self.shared.opened.fetch_add(1, Ordering::Relaxed);
         if self.shared.cycle_messages == 0 {
@@ -203,6 +227,7 @@ pub(crate) fn run(o: &Options) -> Result<RunResult, String> {
         epoch: Instant::now(),
         engine: RwLock::new(Some(engine.clone())),
         connect,
+        key: o.key.clone(),
         text: message.text,
         bytes: message.bytes,
         cycle_messages: o.cycle_messages,
@@ -245,9 +270,7 @@ pub(crate) fn run(o: &Options) -> Result<RunResult, String> {
                 return Err("connections do not open (timed out)".into());
             }
         }
-        engine
-            .connect(&shared.connect, Cycle::new(Arc::clone(&shared)))
-            .map_err(|e| e.to_string())?;
+        shared.launch(&engine).map_err(|e| e.to_string())?;
         launched += 1;
         if last_sample.elapsed() >= SAMPLE_EVERY {
             sample(&mut peak);

@@ -399,7 +399,11 @@ fn measure(
         engine,
         &connect,
         || (subscribed(), failed()),
-        |_| Subscriber { shared: Arc::clone(shared), tally: None, subscribed: false, last: 0 },
+        |_| {
+            let subscriber =
+                Subscriber { shared: Arc::clone(shared), tally: None, subscribed: false, last: 0 };
+            Ok((None, subscriber))
+        },
     )?;
     if failed() > 0 || subscribed() < o.conns as u64 {
         let error = lock(&shared.first_error).clone().unwrap_or_default();

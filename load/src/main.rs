@@ -4,6 +4,7 @@
 //! bidir-load --url ws://127.0.0.1:9001/echo --conns 100 --inflight 16 --size 16 --duration 10
 //! bidir-load --url ... --rate 50000                 # open loop: 50 000 msg/s in total
 //! bidir-load --url ws://127.0.0.1:9002/rpc --rpc bidir --inflight 16   # calls of Bench.echo
+//! bidir-load --url ... --rpc bidir --wire bin --key KEYFILE --key-mode psk  # bidir.bin.v1, sealed
 //! bidir-load --url ... --mode connect --conns 10000 --server-pid PID   # idle connections
 //! bidir-load --url ... --mode churn --conns 10000 --cycles 1000000 --server-pid PID
 //! bidir-load --url ws://127.0.0.1:9002/rpc --mode fanout --rpc bidir --conns 10000  # events
@@ -29,6 +30,7 @@
 //! `--svg` a latency-by-percentile plot; `bidir-load plot` draws several runs in one plot.
 
 mod args;
+mod bin;
 mod churn;
 mod fanout;
 mod plot;

@@ -4,7 +4,9 @@
 use std::fmt::Write as _;
 use std::fs;
 
-use crate::args::{Mode, Options};
+use bidir::rpc::Wire;
+
+use crate::args::{Dialect, Mode, Options};
 use crate::churn::ServerUsage;
 use crate::plot;
 use crate::run::RunResult;
@@ -89,7 +91,7 @@ pub(crate) fn print(o: &Options, r: &RunResult) {
         }
     };
     let deflate = o.deflate.as_ref().map_or("", |_| ", deflate offered");
-    let _ = writeln!(s, "{} — {what}{deflate}", o.label);
+    let _ = writeln!(s, "{} — {what}{deflate}{}", o.label, wire_note(o));
     let h = &r.latency;
     let label = match o.mode {
         Mode::Echo => "latency",
@@ -183,6 +185,31 @@ pub(crate) fn print(o: &Options, r: &RunResult) {
     println!("{}", if o.json { json(o, r) } else { summary(o, r) });
 }
 
+/// `--wire bin`'s settings: `, bidir.bin.v1 compressed above 512 B, psk key`.
+fn wire_note(o: &Options) -> String {
+    if o.wire != Wire::Bin {
+        return String::new();
+    }
+    let compress =
+        o.compress_above.map_or("uncompressed".into(), |n| format!("compressed above {n} B"));
+    let key = o.key.as_ref().map_or(String::new(), |(mode, _)| format!(", {mode} key"));
+    format!(", {} {compress}{key}", Wire::Bin.protocol())
+}
+
+/// The rpc encoding, its threshold and key mode as JSON fields (`null` where they do not
+/// apply).
+fn wire_fields(o: &Options) -> String {
+    let quoted = |s: &str| format!("\"{s}\"");
+    let wire = match o.rpc {
+        Some((Dialect::Bidir, _)) => quoted(if o.wire == Wire::Bin { "bin" } else { "json" }),
+        _ => "null".into(),
+    };
+    let bin = o.wire == Wire::Bin;
+    let compress = o.compress_above.filter(|_| bin).map_or("null".into(), |n| n.to_string());
+    let key = o.key.as_ref().map_or("null".into(), |(mode, _)| quoted(mode.token()));
+    format!(r#""wire":{wire},"compress_above":{compress},"key_mode":{key},"#)
+}
+
 /// The one-line summary.
 fn summary(o: &Options, r: &RunResult) -> String {
     let h = &r.latency;
@@ -240,6 +267,7 @@ fn json(o: &Options, r: &RunResult) -> String {
         o.binary,
         o.deflate.is_some()
     );
+    s.push_str(&wire_fields(o));
     let _ = write!(
         s,
         r#""msgs_per_sec":{:.1},"messages":{},"window_s":{:.3},"events":{},"events_per_sec":{:.1},"missed":{},"#,

@@ -8,11 +8,16 @@ use std::time::{Duration, Instant};
 
 use bidir::client::{Connect, ConnectError};
 use bidir::hdrhistogram::Histogram;
+use bidir::protocol::rpc::Msg;
+use bidir::protocol::rpc::bin::{self as msgpack, RawPack};
+use bidir::protocol::rpc::key::KeyExchange;
+use bidir::rpc::Wire;
 use bidir::{
     CloseInfo, Context, Handler, Message, SendError, Server, ServerConfig, ServerHandle, TimerId,
 };
 
 use crate::args::{Dialect, Mode, Options};
+use crate::bin::{self, Envelope};
 use crate::churn::{self, ServerUsage};
 use crate::fanout;
 use crate::procfs;
@@ -198,6 +203,8 @@ struct Shared {
     size: usize,
     /// `--rpc`: messages are calls.
     calls: Option<Calls>,
+    /// `--wire bin`: the envelope's threshold and the connection's message limit.
+    envelope: Option<(Option<usize>, usize)>,
     inflight: usize,
     /// Open loop: nanoseconds between two messages of one connection.
     interval: Option<u64>,
@@ -254,31 +261,108 @@ struct LoadConn {
     index: usize,
     /// `--rpc`: the last call id sent; ids are send times made unique per connection.
     last_id: u64,
+    /// `--wire bin`: the connection's envelope.
+    envelope: Option<Envelope>,
+    /// `--key`: the exchange this connection offered, finished with the server's answer.
+    exchange: Option<KeyExchange>,
+    /// `--wire bin`: the answers of the message being read (their ids), kept for its buffer.
+    answers: Vec<Option<u64>>,
 }
 
-/// The calls `--rpc` makes: the text around the id, which carries the send time.
+/// The calls `--rpc` makes: the text around the id, which carries the send time; for
+/// `--wire bin`, the method and the MessagePack arguments.
 struct Calls {
     dialect: Dialect,
     prefix: &'static str,
     suffix: String,
+    method: String,
+    /// `--wire bin`: `[item]` in MessagePack (empty for JSON).
+    args: Vec<u8>,
 }
 
 impl Calls {
     /// The argument: a small struct, as a service would echo it.
     const ITEM: &str = r#"{"id":42,"name":"sensor","values":[1.5,2.25,3.0],"ok":true}"#;
 
-    fn new(dialect: Dialect, method: &str) -> Self {
-        let item = Self::ITEM;
-        match dialect {
-            Dialect::Bidir => {
-                Self { dialect, prefix: r#"["call","#, suffix: format!(r#","{method}",[{item}]]"#) }
-            }
-            Dialect::JsonRpc => Self {
-                dialect,
-                prefix: r#"{"jsonrpc":"2.0","id":"#,
-                suffix: format!(r#","method":"{method}","params":[{item}]}}"#),
-            },
+    /// The calls of `method` in `dialect` over `wire`, with an item of `size` bytes of JSON
+    /// (at least [`Calls::ITEM`]'s).
+    fn new(dialect: Dialect, wire: Wire, method: &str, size: usize) -> Self {
+        let item = Self::item(size);
+        let mut args = Vec::new();
+        if wire == Wire::Bin {
+            let value: serde_json::Value = serde_json::from_str(&item).expect("the item is JSON");
+            RawPack::encode(&[value], &mut args).expect("JSON values encode");
         }
+        let (prefix, suffix) = match dialect {
+            Dialect::Bidir => (r#"["call","#, format!(r#","{method}",[{item}]]"#)),
+            Dialect::JsonRpc => (
+                r#"{"jsonrpc":"2.0","id":"#,
+                format!(r#","method":"{method}","params":[{item}]}}"#),
+            ),
+        };
+        Self { dialect, prefix, suffix, method: method.to_owned(), args }
+    }
+
+    /// [`Calls::ITEM`], its name lengthened to make it `size` bytes when that is longer:
+    /// words drawn from a small vocabulary by a fixed pseudo-random sequence, text as a chat
+    /// message or a log line has it (neither random bytes nor one phrase repeated), so that
+    /// compression gains what it would on such data.
+    fn item(size: usize) -> String {
+        const WORDS: [&str; 32] = [
+            "the",
+            "sensor",
+            "reading",
+            "of",
+            "pressure",
+            "at",
+            "north",
+            "gate",
+            "was",
+            "stable",
+            "and",
+            "within",
+            "range",
+            "after",
+            "calibration",
+            "on",
+            "valve",
+            "seven",
+            "while",
+            "flow",
+            "rose",
+            "slowly",
+            "to",
+            "a",
+            "new",
+            "peak",
+            "before",
+            "noon",
+            "operator",
+            "noted",
+            "no",
+            "alarm",
+        ];
+        let base = Self::ITEM.len() - "sensor".len();
+        let mut name = String::new();
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        while base + name.len() < size {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            name.push_str(WORDS[(x % WORDS.len() as u64) as usize]);
+            name.push(' ');
+        }
+        if name.is_empty() {
+            return Self::ITEM.to_owned();
+        }
+        name.truncate(size - base);
+        Self::ITEM.replace("sensor", &name)
+    }
+
+    /// Appends the `bidir.bin.v1` call with `id` to `out`.
+    fn write_bin(&self, id: u64, out: &mut Vec<u8>) {
+        let args = RawPack::new(&self.args).expect("one MessagePack value");
+        msgpack::encode(&Msg::Call { id, method: self.method.as_str().into(), args }, out);
     }
 
     /// Writes the call with `id` into `text`.
@@ -375,6 +459,7 @@ impl LoadConn {
         let payload = Payload::new(shared.size, shared.binary, index);
         let started = shared.now();
         let text = String::new();
+        let envelope = shared.envelope.map(|(above, limit)| Envelope::new(above, limit));
         Self {
             shared,
             tally: None,
@@ -385,19 +470,32 @@ impl LoadConn {
             timer: None,
             index,
             last_id: 0,
+            envelope,
+            exchange: None,
+            answers: Vec::new(),
         }
     }
 
     fn send(&mut self, cx: &mut Context<'_>, stamp: u64) -> bool {
-        let sent = if let Some(calls) = &self.shared.calls {
-            // Calls in flight need distinct ids: a later one than the last, off by nanoseconds.
-            self.last_id = stamp.max(self.last_id + 1);
-            calls.write(self.last_id, &mut self.text);
-            cx.send_text(&self.text)
-        } else {
-            self.payload.send(cx, stamp)
+        let Some(calls) = &self.shared.calls else {
+            return self.payload.send(cx, stamp).is_ok();
         };
-        sent.is_ok()
+        // Calls in flight need distinct ids: a later one than the last, off by nanoseconds.
+        self.last_id = stamp.max(self.last_id + 1);
+        let id = self.last_id;
+        match &mut self.envelope {
+            Some(envelope) => match envelope.send(cx, |out| calls.write_bin(id, out)) {
+                Ok(()) => true,
+                Err(e) => {
+                    self.shared.note_error(format!("send failed: {e}"));
+                    false
+                }
+            },
+            None => {
+                calls.write(id, &mut self.text);
+                cx.send_text(&self.text).is_ok()
+            }
+        }
     }
 
     /// Open loop: sends every message whose intended time has come, then sleeps until the
@@ -458,6 +556,36 @@ impl LoadConn {
             (msg, None) => Payload::stamp(msg, self.shared.binary),
         }
     }
+
+    /// A message arrived, the echo or the answer stamped `stamp` (`None`: not one of ours):
+    /// timed, and followed by the next message (closed loop) or the ones due (open loop).
+    fn answered(&mut self, cx: &mut Context<'_>, stamp: Option<u64>) {
+        let now = self.shared.now();
+        let window = self.window();
+        if let Some(tally) = &self.tally {
+            let mut t = lock(tally);
+            t.received += 1;
+            match stamp {
+                Some(stamp) if stamp <= now => {
+                    if window.contains(&now) {
+                        t.received_in_window += 1;
+                        t.latency.saturating_record((now - stamp).max(1));
+                    }
+                }
+                _ => t.bad += 1,
+            }
+        }
+        if self.shared.phases.is_stopped() {
+            return;
+        }
+        if self.shared.interval.is_some() {
+            self.pace(cx);
+        } else if self.send(cx, now)
+            && let Some(tally) = &self.tally
+        {
+            lock(tally).sent += 1;
+        }
+    }
 }
 
 impl Handler for LoadConn {
@@ -489,33 +617,34 @@ impl Handler for LoadConn {
         }
     }
 
+    fn on_response(&mut self, headers: &[(String, String)]) -> Result<(), String> {
+        let Some(exchange) = self.exchange.take() else { return Ok(()) };
+        let keys = bin::finish(exchange, headers)?;
+        if let Some(envelope) = &mut self.envelope {
+            envelope.keyed(keys);
+        }
+        Ok(())
+    }
+
     fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
-        let now = self.shared.now();
         let stamp = self.stamp(&msg);
-        let window = self.window();
-        if let Some(tally) = &self.tally {
-            let mut t = lock(tally);
-            t.received += 1;
-            match stamp {
-                Some(stamp) if stamp <= now => {
-                    if window.contains(&now) {
-                        t.received_in_window += 1;
-                        t.latency.saturating_record((now - stamp).max(1));
-                    }
-                }
-                _ => t.bad += 1,
-            }
+        self.answered(cx, stamp);
+    }
+
+    fn on_binary_mut(&mut self, cx: &mut Context<'_>, payload: &mut [u8]) {
+        let Some(envelope) = &mut self.envelope else {
+            return self.on_message(cx, Message::Binary(payload));
+        };
+        let mut answers = std::mem::take(&mut self.answers);
+        answers.clear();
+        if let Err(e) = envelope.answers(payload, |id| answers.push(id)) {
+            self.shared.note_error(format!("an answer could not be read: {}", e.reason()));
+            let _ = cx.close(e.close_code(), e.reason());
         }
-        if self.shared.phases.is_stopped() {
-            return;
+        for &stamp in &answers {
+            self.answered(cx, stamp);
         }
-        if self.shared.interval.is_some() {
-            self.pace(cx);
-        } else if self.send(cx, now)
-            && let Some(tally) = &self.tally
-        {
-            lock(tally).sent += 1;
-        }
+        self.answers = answers;
     }
 
     fn on_close(&mut self, _cx: &mut Context<'_>, close: CloseInfo<'_>) {
@@ -577,17 +706,22 @@ pub(crate) fn connect_options(o: &Options) -> Result<Connect, String> {
 pub(crate) fn connect_to(o: &Options, url: &str) -> Result<Connect, String> {
     let mut connect = Connect::new(url).map_err(|e| e.to_string())?;
     if let Some((Dialect::Bidir, _)) = o.rpc {
-        connect = connect.protocol(bidir::protocol::rpc::JSON_PROTOCOL);
+        connect = connect.protocol(o.wire.protocol());
     }
     let mut protocol = bidir::protocol::Config::default();
     protocol.ping_interval = None;
-    protocol.max_message_size = protocol.max_message_size.max(o.size * 2);
+    protocol.max_message_size = message_limit(o);
     protocol.max_frame_size = protocol.max_frame_size.max(o.size * 2);
     Ok(match &o.deflate {
         Some(d) => connect.deflate(d.clone()),
         None => connect,
     }
     .config(protocol))
+}
+
+/// The largest message a load connection receives: the default's, or room for `--size`.
+fn message_limit(o: &Options) -> usize {
+    bidir::protocol::Config::default().max_message_size.max(o.size * 2)
 }
 
 /// The client-only engine the load connections run on: `--threads` workers, a 1 ms timer
@@ -620,7 +754,8 @@ pub(crate) fn run(o: &Options) -> Result<RunResult, String> {
         first_error: Mutex::new(None),
         binary: o.binary,
         size: o.size,
-        calls: o.rpc.as_ref().map(|(dialect, method)| Calls::new(*dialect, method)),
+        calls: o.rpc.as_ref().map(|(dialect, method)| Calls::new(*dialect, o.wire, method, o.size)),
+        envelope: (o.wire == Wire::Bin).then(|| (o.compress_above, message_limit(o))),
         inflight: if o.mode == Mode::Connect { 0 } else { o.inflight },
         interval: if o.mode == Mode::Connect { None } else { interval },
         conns: o.conns,
@@ -630,8 +765,13 @@ pub(crate) fn run(o: &Options) -> Result<RunResult, String> {
     let server_rss_before = o.server_pid.and_then(procfs::rss_bytes);
     let own_rss_before = procfs::rss_bytes(std::process::id());
     let counts = || (shared.opened.load(Ordering::Relaxed), shared.failed.load(Ordering::Relaxed));
-    let connect_time =
-        connect_all(o, &engine, &connect, counts, |i| LoadConn::new(Arc::clone(&shared), i))?;
+    let connect_time = connect_all(o, &engine, &connect, counts, |i| {
+        let mut conn = LoadConn::new(Arc::clone(&shared), i);
+        let Some(key) = &o.key else { return Ok((None, conn)) };
+        let (keyed, exchange) = bin::offer(&connect, key)?;
+        conn.exchange = Some(exchange);
+        Ok((Some(keyed), conn))
+    })?;
     let failed = shared.failed.load(Ordering::Relaxed);
     if failed > 0 && o.mode == Mode::Echo {
         let error = lock(&shared.first_error).clone().unwrap_or_default();
@@ -700,19 +840,21 @@ pub(crate) fn run(o: &Options) -> Result<RunResult, String> {
     })
 }
 
-/// Opens `--conns` connections, `make(i)` the handler of the i-th, at most `--connect-window`
-/// handshakes in flight, and waits until each has opened or failed as `counts` (opened,
-/// failed) tells. Returns how long that took.
+/// Opens `--conns` connections, `make(i)` the handler of the i-th (and options of its own
+/// to open it with, else `connect`), at most `--connect-window` handshakes in flight, and
+/// waits until each has opened or failed as `counts` (opened, failed) tells. Returns how long
+/// that took.
 ///
 /// # Errors
 ///
-/// A connection the engine refuses to start, or connections that take too long to settle.
+/// What `make` returns, a connection the engine refuses to start, or connections that take
+/// too long to settle.
 pub(crate) fn connect_all<H: Handler + Send>(
     o: &Options,
     engine: &ServerHandle,
     connect: &Connect,
     counts: impl Fn() -> (u64, u64),
-    mut make: impl FnMut(usize) -> H,
+    mut make: impl FnMut(usize) -> Result<(Option<Connect>, H), String>,
 ) -> Result<Duration, String> {
     let start = Instant::now();
     let settled = || {
@@ -729,7 +871,8 @@ pub(crate) fn connect_all<H: Handler + Send>(
                 return Err("connections do not open (timed out)".into());
             }
         }
-        engine.connect(connect, make(i)).map_err(|e| e.to_string())?;
+        let (own, handler) = make(i)?;
+        engine.connect(own.as_ref().unwrap_or(connect), handler).map_err(|e| e.to_string())?;
         if !o.quiet && last_print.elapsed() >= Duration::from_secs(1) {
             let (opened, failed) = counts();
             eprint!("\rconnecting: {opened} open, {failed} failed   ");
@@ -757,7 +900,7 @@ mod tests {
 
     #[test]
     fn calls_carry_their_id_both_ways() {
-        let calls = Calls::new(Dialect::Bidir, "Bench.echo");
+        let calls = Calls::new(Dialect::Bidir, Wire::Json, "Bench.echo", 16);
         let mut text = String::new();
         calls.write(1234, &mut text);
         let item = Calls::ITEM;
@@ -765,7 +908,7 @@ mod tests {
         assert_eq!(calls.answer_id(&format!(r#"["ok",1234,{item}]"#)), Some(1234));
         assert_eq!(calls.answer_id(r#"["err",1234,"bad_args","x"]"#), None);
 
-        let calls = Calls::new(Dialect::JsonRpc, "echo");
+        let calls = Calls::new(Dialect::JsonRpc, Wire::Json, "echo", 16);
         calls.write(77, &mut text);
         assert_eq!(
             text,
@@ -777,5 +920,34 @@ mod tests {
         assert_eq!(calls.answer_id(&answer), Some(78));
         let error = r#"{"jsonrpc":"2.0","id":79,"error":{"code":-32601,"message":"x"}}"#;
         assert_eq!(calls.answer_id(error), None);
+    }
+
+    #[test]
+    fn items_grow_to_the_size_asked_in_either_wire() {
+        assert_eq!(Calls::item(16), Calls::ITEM, "below its size the item is as it is");
+        for size in [63, 100, 1024, 4096] {
+            let item = Calls::item(size);
+            assert_eq!(item.len(), size);
+            let value: serde_json::Value = serde_json::from_str(&item).unwrap();
+            assert_eq!((value["id"].as_u64(), value["ok"].as_bool()), (Some(42), Some(true)));
+        }
+        let calls = Calls::new(Dialect::Bidir, Wire::Bin, "Bench.echo", 1024);
+        let mut out = Vec::new();
+        calls.write_bin(1234, &mut out);
+        let mut read = Vec::new();
+        msgpack::decode(&out, |msg| match msg.unwrap() {
+            Msg::Call { id, method, args } => {
+                let (item,): (serde_json::Value,) = args.decode().unwrap();
+                read.push((id, method.into_owned(), item));
+            }
+            other => panic!("{other:?}"),
+        })
+        .unwrap();
+        let item: serde_json::Value = serde_json::from_str(&Calls::item(1024)).unwrap();
+        assert_eq!(read, [(1234, "Bench.echo".to_owned(), item)]);
+        // MessagePack is shorter than the JSON call.
+        let mut text = String::new();
+        calls.write(1234, &mut text);
+        assert!(out.len() < text.len(), "{} bytes against {}", out.len(), text.len());
     }
 }

@@ -249,6 +249,48 @@ fn rpc_mode_times_calls_and_counts_error_answers() {
     assert!(field(&stdout, "errors") > 0.0, "{stdout}");
 }
 
+#[test]
+fn bin_calls_with_keys_are_answered() {
+    let mut config = ServerConfig::default();
+    config.workers = Some(1);
+    config.pin_workers = false;
+    let key = std::env::temp_dir().join(format!("bidir-load-cli-key-{}", std::process::id()));
+    std::fs::write(&key, [0x42; 32]).unwrap();
+    let psk = bidir::rpc::Psk::new(&[0x42; 32]).unwrap();
+    let echo = |_cx: &mut Context<'_>, (item,): (serde_json::Value,)| Ok::<_, String>(item);
+    let services = bidir::rpc::Services::new().method("Bench.echo", echo).key(psk);
+    let server =
+        Server::builder().bind("127.0.0.1:0").config(config).route("/rpc", services.hook());
+    let server = server.start().unwrap();
+    let url = format!("ws://{}/rpc", server.local_addr());
+    let key = key.to_str().unwrap();
+    let args = ["--url", &url, "--rpc", "bidir", "--wire", "bin", "--key", key, "--conns", "2"];
+    let timing = ["--inflight", "4", "--duration", "0.4", "--warmup", "0.1", "--json"];
+    // Both key modes; 1 KiB items are compressed both ways, then sealed.
+    for extra in [&["--key-mode", "psk"][..], &["--key-mode", "ecdhe", "--size", "1024"]] {
+        let (ok, stdout, stderr) = load(&[&args[..], &timing[..], extra].concat());
+        assert!(ok, "{extra:?}: {stderr}");
+        assert!(field(&stdout, "messages") > 0.0, "{extra:?}: {stdout}");
+        assert_eq!((field(&stdout, "errors"), field(&stdout, "failed")), (0.0, 0.0), "{stdout}");
+        assert!(stdout.contains(r#""wire":"bin""#), "{stdout}");
+        let mode = extra[1];
+        assert!(stderr.contains(&format!("bidir.bin.v1 compressed above 512 B, {mode} key")));
+    }
+
+    // Churn: each cycle exchanges keys and closes.
+    let churn = ["--mode", "churn", "--cycle-messages", "0", "--cycles", "20", "--json"];
+    let (ok, stdout, stderr) = load(&[&args[..], &churn[..]].concat());
+    assert!(ok, "{stderr}");
+    assert_eq!((field(&stdout, "cycles"), field(&stdout, "failed")), (20.0, 0.0), "{stdout}");
+
+    // Without the key, or over bidir.json.v1: refused in the upgrade.
+    let (ok, _, stderr) = load(&["--url", &url, "--rpc", "bidir", "--wire", "bin", "--quiet"]);
+    assert!(!ok && stderr.contains("400"), "{stderr}");
+    let (ok, _, stderr) = load(&["--url", &url, "--rpc", "bidir", "--quiet"]);
+    assert!(!ok && stderr.contains("403"), "{stderr}");
+    std::fs::remove_file(key).ok();
+}
+
 /// A `/sub` connection: subscribed to `bench` on open if `subscribe`.
 struct Sub {
     subscribe: bool,
