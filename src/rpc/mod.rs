@@ -388,8 +388,11 @@ impl Services {
 
     /// Compresses `bidir.bin.v1` messages (answers, invocations) longer than `bytes` with
     /// LZ4 when that makes them smaller; `None`: never. Default [`COMPRESS_ABOVE`] (512),
-    /// where compressing starts to pay (docs/rpc.md). Events are compressed above
-    /// [`COMPRESS_ABOVE`] whatever this says: they are packed once for every subscriber.
+    /// where compressing starts to pay on a link of a gigabit or slower (docs/rpc.md). It
+    /// trades CPU for bytes — about 5 ns per byte saved, 2.7× the server's CPU per 1 KiB call
+    /// on loopback (docs/benchmarks.md) — so on loopback or a faster local network pass
+    /// `None`. Events are compressed above [`COMPRESS_ABOVE`] whatever this says: they are
+    /// packed once for every subscriber.
     pub fn compress_above(mut self, bytes: Option<usize>) -> Self {
         self.compress_above = bytes;
         self

@@ -180,7 +180,9 @@ impl ClientBuilder {
     }
 
     /// Compresses `bidir.bin.v1` messages longer than `bytes` with LZ4 when that makes them
-    /// smaller; `None`: never. Default [`COMPRESS_ABOVE`] (512).
+    /// smaller; `None`: never. Default [`COMPRESS_ABOVE`] (512): it pays on links of a
+    /// gigabit or slower, not on loopback or faster local networks
+    /// ([`Services::compress_above`](crate::rpc::Services::compress_above)).
     pub fn compress_above(mut self, bytes: Option<usize>) -> Self {
         self.compress_above = bytes;
         self
