@@ -32,7 +32,7 @@ pub enum Wire {
 }
 
 impl Wire {
-    /// Both, in the order a client offers them by default.
+    /// Both encodings, JSON first.
     pub const ALL: [Self; 2] = [Self::Json, Self::Bin];
 
     /// The subprotocol's name.
