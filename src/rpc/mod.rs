@@ -255,8 +255,8 @@ impl Services {
     }
 
     /// Registers `name` (`Service.method`; a later registration of the same name replaces
-    /// it). The call's arguments, a JSON array, are decoded into `A` — a tuple of the
-    /// parameters, `(T,)` for one, `()` for none — or the call is answered with
+    /// it). The call's arguments, an array (JSON or MessagePack), are decoded into `A` — a
+    /// tuple of the parameters, `(T,)` for one, `()` for none — or the call is answered with
     /// [`ErrorCode::BadArgs`];
     /// `Ok` is answered with its value, `Err` with [`ErrorCode::Service`], the error's text as
     /// the message and its value as the data.

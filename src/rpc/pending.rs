@@ -41,7 +41,8 @@ pub enum CallError {
     /// [`Pending::wait`] on a worker's thread, where the answer could never be read: continue
     /// with [`Pending::then`] instead.
     WouldBlockWorker,
-    /// The answer is not a value of the type asked for, or the arguments could not be written.
+    /// The answer is not a value of the type asked for, or the arguments could not be written
+    /// (in either encoding: the name is older than `bidir.bin.v1`).
     Json(String),
     /// The caller cancelled the call ([`Call::cancel`](super::client::Call::cancel)).
     Cancelled,
