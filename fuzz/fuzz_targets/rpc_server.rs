@@ -1,18 +1,23 @@
-//! `bidir.json.v1` services on the test bed, fed arbitrary client messages: calls of real and
-//! unknown methods with any arguments, callbacks passed, kept, invoked and called from the
-//! service, answers (also to requests the server never made), releases, cancels, batches,
-//! garbage and binary messages, and the end of the connection.
+//! Services on the test bed, over `bidir.json.v1` or `bidir.bin.v1` (the input's first
+//! choice), fed arbitrary client messages: calls of real and unknown methods with any
+//! arguments, callbacks passed, kept, invoked and called from the service, answers (also to
+//! requests the server never made), releases, cancels, batches, garbage in either encoding and
+//! in the other kind of message, and the end of the connection. Over `bidir.bin.v1` the
+//! well-formed messages are the JSON ones translated, each in a plain envelope; the fuzzer's
+//! raw bytes go behind a plain envelope byte (text ops) or as they are (binary ops).
 //!
-//! Invariants: no panic; the server's every message is valid `bidir.json.v1` (it decodes
-//! without an error); a connection the server closes is closed with a code of docs/rpc.md
-//! (1003, 1007, 1008, 1009); the release hook runs at most once per callback (a client may reuse an id after a release).
+//! Invariants: no panic; the server's every message is valid in the connection's encoding (it
+//! opens and decodes without an error); a connection the server closes is closed with a code
+//! of docs/rpc.md (1003, 1007, 1008, 1009); the release hook runs at most once per callback (a
+//! client may reuse an id after a release).
 #![no_main]
 
 use std::sync::{Arc, Mutex};
 
 use arbitrary::Arbitrary;
 use bidir::client::{Connect, Incoming};
-use bidir::protocol::rpc::json::decode;
+use bidir::protocol::rpc::envelope::Inbound;
+use bidir::protocol::rpc::{bin, json};
 use bidir::rpc::{Callback, Reply, Services};
 use bidir::testbed::{HOST, TestBed};
 use bidir::{CloseCode, Message, Server};
@@ -69,13 +74,41 @@ fn services(held: &Held, owed: &Arc<Mutex<Vec<Reply>>>, released: &Held) -> Serv
         .max_in_flight(4)
 }
 
-fuzz_target!(|ops: Vec<Op>| {
+/// A JSON message (or batch) written as `bidir.bin.v1`, in a plain envelope; `None` when it
+/// does not decode (the fuzzer's own text).
+fn translated(text: &str) -> Option<Vec<u8>> {
+    let mut packs = Vec::new();
+    json::decode(text, |m| {
+        let Ok(msg) = m else { return };
+        let mut pack = Vec::new();
+        let msg = msg.map_blobs(|raw| {
+            let value: serde_json::Value = raw.decode().unwrap_or_default();
+            let at = pack.len();
+            bin::RawPack::encode(&value, &mut pack).unwrap();
+            at..pack.len()
+        });
+        packs.push((msg, pack));
+    })
+    .ok()?;
+    let msgs: Vec<_> = packs
+        .iter()
+        .map(|(msg, pack)| msg.clone().map_blobs(|r| bin::RawPack::new(&pack[r]).unwrap()))
+        .collect();
+    let mut out = vec![0];
+    bin::encode_batch(&msgs, &mut out);
+    (!msgs.is_empty()).then_some(out)
+}
+
+fuzz_target!(|input: (bool, Vec<Op>)| {
+    let (binary, ops) = input;
     let held = Held::default();
     let owed = Arc::new(Mutex::new(Vec::new()));
     let released = Held::default();
     let builder = Server::builder().route("/rpc", services(&held, &owed, &released).hook());
     let mut bed = TestBed::new(builder).unwrap();
-    let options = Connect::new(&format!("ws://{HOST}/rpc")).unwrap().protocol("bidir.json.v1");
+    let protocol = if binary { "bidir.bin.v1" } else { "bidir.json.v1" };
+    let options = Connect::new(&format!("ws://{HOST}/rpc")).unwrap().protocol(protocol);
+    let mut inbound = Inbound::new(None, 1 << 20);
     let peer = bed.connect_with(&options).unwrap();
     let methods = ["T.Add", "T.Join", "T.Later", "T.Nope", "X.Y"];
     for op in ops.into_iter().take(64) {
@@ -117,11 +150,19 @@ fuzz_target!(|ops: Vec<Op>| {
                 continue;
             }
         };
-        let _ = bed.send(peer, Message::Text(&text));
+        let _ = match (binary, translated(&text)) {
+            (false, _) => bed.send(peer, Message::Text(&text)),
+            (true, Some(packed)) => bed.send(peer, Message::Binary(&packed)),
+            (true, None) => bed.send(peer, Message::Binary(&[&[0], text.as_bytes()].concat())),
+        };
         for got in bed.recv(peer) {
             match got {
-                Incoming::Text(text) => {
-                    decode(&text, |m| assert!(m.is_ok(), "the server wrote {text}")).unwrap();
+                Incoming::Text(text) if !binary => {
+                    json::decode(&text, |m| assert!(m.is_ok(), "the server wrote {text}")).unwrap();
+                }
+                Incoming::Binary(mut bytes) if binary => {
+                    let body = inbound.open(&mut bytes).expect("an envelope that opens");
+                    bin::decode(body, |m| assert!(m.is_ok(), "the server wrote {m:?}")).unwrap();
                 }
                 Incoming::Close(close) => assert!(
                     [1000, 1003, 1007, 1008, 1009].contains(&close.code.0),
