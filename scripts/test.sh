@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Everything CI checks, in the order a failure is cheapest to find. Run from anywhere:
 #   scripts/test.sh
-# Environment: FUZZ_SECONDS (per fuzz target, default 45; 0 skips running the fuzzers).
+# Environment: FUZZ_SECONDS (per fuzz target, default 30; 0 skips running the fuzzers).
 # Builds where cargo does: CARGO_TARGET_DIR (relative: to the directory it was called from) or
 # target/.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 TARGET="$(target_dir)"
 
-FUZZ_SECONDS=${FUZZ_SECONDS:-45}
-step() { printf '\n==> %s\n' "$*"; }
+FUZZ_SECONDS=${FUZZ_SECONDS:-30}
 started=$SECONDS
+# Each step's header says how long the run has taken so far, so a slow step shows in the log.
+step() { printf '\n==> [%ss] %s\n' "$((SECONDS - started))" "$*"; }
 
 step "the scripts' helpers (scripts/lib.sh)"
 scripts/lib-test.sh
