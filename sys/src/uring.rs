@@ -48,7 +48,9 @@
 //! # Counting
 //!
 //! [`SyscallCounts`] counts system calls only: `waits` are `io_uring_enter` calls (one per
-//! loop turn, submitting and waiting at once), `other` the socket, socket option,
+//! loop turn, submitting and waiting at once, and one more when a wait reaped only the
+//! backend's own completions, such as a send all sent: the worker is not woken for those),
+//! `other` the socket, socket option,
 //! cancel-on-full and close calls. Receives and sends are operations inside the ring, not
 //! system calls, so `reads` and `writes` stay 0.
 
@@ -1027,6 +1029,46 @@ impl Backend for IoUring {
         timeout: Option<Duration>,
         mut on: F,
     ) -> io::Result<()> {
+        // A wait that reaped only the backend's own completions (a send all sent with no more
+        // queued behind it, a cancel) has nothing for the worker: wait again rather than run a
+        // loop turn for nothing. In a request-response exchange on one connection the reply's
+        // send completes at once, so this keeps it to one worker turn per request.
+        let deadline = timeout.filter(|t| !t.is_zero()).map(|t| std::time::Instant::now() + t);
+        let mut timeout = timeout;
+        loop {
+            let mut reported = false;
+            let waited = self.poll_once(timeout, |c| {
+                reported = true;
+                on(c);
+            })?;
+            if reported || !waited || timeout == Some(Duration::ZERO) {
+                return Ok(());
+            }
+            let Some(deadline) = deadline else { continue };
+            match deadline.checked_duration_since(std::time::Instant::now()) {
+                Some(left) if !left.is_zero() => timeout = Some(left),
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    fn syscalls(&self) -> SyscallCounts {
+        self.counts
+    }
+
+    fn starved_receives(&self) -> u64 {
+        self.starved
+    }
+}
+
+impl IoUring {
+    /// One wait and the completions it reaped; `false` when it ended without a completion
+    /// (the timeout, a signal), so there is no point waiting again.
+    fn poll_once(
+        &mut self,
+        timeout: Option<Duration>,
+        mut on: impl FnMut(Completion<'_>),
+    ) -> io::Result<bool> {
         self.arm_wake();
         for token in std::mem::take(&mut self.rearm_recv) {
             self.arm_recv(token);
@@ -1070,24 +1112,26 @@ impl Backend for IoUring {
             }
             None => self.ring.submit_and_wait(1),
         };
-        match result {
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ETIME) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {} // CQ full: reap first
+        let mut waited = match result {
+            Ok(_) => true,
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) => false,
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => return Ok(false),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => true, // CQ full: reap first
             Err(e) => return Err(e),
-        }
+        };
         if std::mem::take(&mut self.accept_backoff) {
             self.rearm_accept = true; // waited: try again next turn
         }
         // Both vectors are kept between polls: no allocation per loop turn.
         let mut batch = std::mem::take(&mut self.batch);
         let mut returned = std::mem::take(&mut self.returned);
+        let mut reaped = false;
         loop {
             batch.extend(self.ring.completion());
             if batch.is_empty() {
                 break;
             }
+            reaped = true;
             for cqe in batch.drain(..) {
                 self.complete(&cqe, &mut on, &mut returned);
             }
@@ -1098,15 +1142,8 @@ impl Backend for IoUring {
         }
         self.batch = batch;
         self.returned = returned;
-        Ok(())
-    }
-
-    fn syscalls(&self) -> SyscallCounts {
-        self.counts
-    }
-
-    fn starved_receives(&self) -> u64 {
-        self.starved
+        waited &= reaped;
+        Ok(waited)
     }
 }
 
