@@ -15,6 +15,7 @@
 //! cargo run --release --example echo -- --deflate dedicated:15   # or shared (default), off
 //! cargo run --release --example echo -- --deflate dedicated:15 --context compact  # or live
 //! cargo run --release --example echo -- --origins same-host   # refuse pages on other sites
+//! cargo run --release --example echo -- --busy-poll 50   # poll 50 µs before sleeping (latency)
 //! ```
 //!
 //! Stops on Ctrl-C (or SIGTERM) with a graceful shutdown: close 1001 to every connection.
@@ -54,6 +55,9 @@ fn main() -> std::io::Result<()> {
         match arg.as_str() {
             "--addr" => addr = value(),
             "--workers" => config.workers = Some(number(&value())),
+            "--busy-poll" => {
+                config.busy_poll = Some(Duration::from_micros(number(&value()) as u64));
+            }
             "--max-message" => {
                 let n = number(&value());
                 config.protocol.max_message_size = n;
@@ -173,7 +177,7 @@ fn usage(error: &str) -> ! {
     eprintln!(
         "usage: echo [--addr HOST:PORT] [--workers N] [--max-message BYTES] [--max-fragments N] [--no-pin]\n\
          \x20           [--deflate off|shared|dedicated:BITS] [--context live|compact]\n\
-         \x20           [--origins any|same-host|ORIGIN,...]"
+         \x20           [--origins any|same-host|ORIGIN,...] [--busy-poll MICROS]"
     );
     std::process::exit(if error.is_empty() { 0 } else { 2 });
 }

@@ -186,6 +186,16 @@ impl WorkerCx {
         Instant::from_nanos(at.saturating_duration_since(self.clock.base()).as_nanos() as u64)
     }
 
+    /// Until when a busy-polling worker polls without sleeping, `spin` after `since` on its
+    /// clock ([`ServerConfig::busy_poll`]); never on a virtual clock, which does not move
+    /// while the worker spins.
+    pub(crate) fn spin_until(&self, since: Instant, spin: Duration) -> Option<WallClock> {
+        match self.clock {
+            Clock::System { base } => Some(base + Duration::from_nanos(since.as_nanos()) + spin),
+            Clock::Virtual { .. } => None,
+        }
+    }
+
     /// [`WorkerCx::now`] as a standard instant.
     pub(crate) fn wall_now(&self) -> WallClock {
         self.clock.base() + Duration::from_nanos(self.now.as_nanos())

@@ -858,3 +858,57 @@ fn handler_timers_fire_in_order_and_cancel() {
     client.close(CloseCode::NORMAL, "");
     assert_eq!(client.next(), Got::Close(Some(CloseCode::NORMAL), String::new()));
 }
+
+/// CPU time so far of the thread whose /proc entry is `thread` (nanoseconds).
+fn thread_cpu_ns(thread: &std::path::Path) -> u64 {
+    let schedstat = std::fs::read_to_string(thread.join("schedstat")).unwrap();
+    schedstat.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// A busy-polling worker keeps its timers (the spin ends when one is due), spins after an
+/// event, and sleeps once the spin is over.
+#[test]
+fn busy_polling_keeps_timers_and_sleeps_when_the_spin_is_over() {
+    let mut cfg = config(1);
+    cfg.timer_tick = Duration::from_millis(5);
+    cfg.busy_poll = Some(Duration::from_millis(300));
+    let worker = Arc::new(Mutex::new(std::path::PathBuf::new()));
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .config(cfg)
+        .route("/t", {
+            let worker = Arc::clone(&worker);
+            move |_req: &Request<'_>| {
+                // The accept hook runs on the worker's thread.
+                let me = std::fs::read_link("/proc/thread-self").unwrap();
+                *worker.lock().unwrap() = std::path::Path::new("/proc").join(me);
+                Ok(Ticker { timers: Vec::new(), ticks: 0, started: None })
+            }
+        })
+        .start()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut client = Client::connect(server.local_addr(), "/t");
+    assert_eq!(client.next(), Got::Text("tick 1".into()));
+    // The upgrade started a 300 ms spin; the 30 ms timer cut it short.
+    let first = started.elapsed();
+    assert!(first < Duration::from_millis(250), "the first tick took {first:?}");
+    for i in 2..=3 {
+        assert_eq!(client.next(), Got::Text(format!("tick {i}")));
+    }
+    client.send_text("stop");
+    assert_eq!(client.next(), Got::Text("stopped 0".into()));
+    let worker = worker.lock().unwrap().clone();
+    let before = thread_cpu_ns(&worker);
+    std::thread::sleep(Duration::from_millis(100));
+    let spun = thread_cpu_ns(&worker) - before;
+    assert!(spun > 10_000_000, "the worker spun for {spun} ns of 100 ms");
+    // Once 300 ms passed without an event, the worker waits in the kernel.
+    std::thread::sleep(Duration::from_millis(500));
+    let before = thread_cpu_ns(&worker);
+    std::thread::sleep(Duration::from_millis(300));
+    let idle = thread_cpu_ns(&worker) - before;
+    assert!(idle < 10_000_000, "the worker used {idle} ns of 300 ms while idle");
+    client.close(CloseCode::NORMAL, "");
+    assert_eq!(client.next(), Got::Close(Some(CloseCode::NORMAL), String::new()));
+}

@@ -49,6 +49,8 @@ pub(crate) struct Worker<B: Backend> {
     /// The shutdown deadline on the worker's clock, once a shutdown started.
     shutdown: Option<u64>,
     listeners_open: bool,
+    /// When a turn last handled an event (busy polling spins for a while after it).
+    last_event: bidir_protocol::Instant,
 }
 
 impl<B: Backend> Worker<B> {
@@ -74,6 +76,7 @@ impl<B: Backend> Worker<B> {
             to_add: Vec::new(),
             shutdown: None,
             listeners_open: true,
+            last_event: bidir_protocol::Instant::ZERO,
         }
     }
 
@@ -89,10 +92,16 @@ impl<B: Backend> Worker<B> {
     /// down, every connection gone.
     pub(crate) fn turn(&mut self) -> bool {
         let timeout = self.poll_timeout();
+        let spin_until = match self.cx.config().busy_poll {
+            Some(spin) if timeout != Some(Duration::ZERO) => {
+                self.cx.spin_until(self.last_event, spin)
+            }
+            _ => None,
+        };
         let mut woken = false;
         let mut clock_read = false;
         let Self { backend, conns, cx, router, to_add, shutdown, .. } = self;
-        let result = backend.poll(timeout, |completion| {
+        let mut handle = |completion: Completion<'_, B::Stream>| {
             if !clock_read {
                 cx.now = cx.read_clock();
                 clock_read = true;
@@ -113,12 +122,15 @@ impl<B: Backend> Worker<B> {
                 Completion::Woken => woken = true,
                 _ => {}
             }
-        });
+        };
+        let result = Self::wait(backend, timeout, spin_until, &mut handle);
         if let Err(e) = result {
             // The backend cannot wait any more: nothing sensible is left to do.
             panic!("worker {} backend failed: {e}", self.cx.index);
         }
-        if !clock_read {
+        if clock_read {
+            self.last_event = self.cx.now;
+        } else {
             self.cx.now = self.cx.read_clock();
         }
         let turn_start = self.cx.now;
@@ -156,6 +168,34 @@ impl<B: Backend> Worker<B> {
             self.cx.now = end;
         }
         !(self.shutdown.is_some() && self.conns.slots.is_empty())
+    }
+
+    /// Waits in the backend up to `timeout`, first polling without sleeping until `spin_until`
+    /// (busy polling) if that is given, nothing comes sooner and the timeout is later.
+    fn wait(
+        backend: &mut B,
+        mut timeout: Option<Duration>,
+        spin_until: Option<std::time::Instant>,
+        handle: &mut impl FnMut(Completion<'_, B::Stream>),
+    ) -> std::io::Result<()> {
+        if let Some(until) = spin_until {
+            let start = std::time::Instant::now();
+            let until = timeout.map_or(until, |t| until.min(start + t));
+            let mut reported = false;
+            let mut now = start;
+            while !reported && now < until {
+                backend.poll(Some(Duration::ZERO), |c| {
+                    reported = true;
+                    handle(c);
+                })?;
+                now = std::time::Instant::now();
+            }
+            if reported {
+                return Ok(());
+            }
+            timeout = timeout.map(|t| t.saturating_sub(now - start));
+        }
+        backend.poll(timeout, handle)
     }
 
     /// Whether the next turn has nothing to do unless an event arrives or time passes:
