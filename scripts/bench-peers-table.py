@@ -10,7 +10,9 @@ a separate run). For each
 cell and server it quotes the median over the rounds of msg/s, server CPU ns/msg, p50, p99 and
 p99.9 (or, for the idle cell, server RSS per connection and handshakes/s), the system calls per
 message, then bidir's ratio to the best peer (servers whose name starts with "bidir" are not
-peers) and, with bidir-epoll in the run, io_uring's ratio to epoll. The fanout cells quote
+peers, nor is the floor) and, with bidir-epoll in the run, io_uring's ratio to epoll; with the
+floor in the run (a raw TCP echo on io_uring, no WebSocket), bidir's and bidir-epoll's ratios
+over it: what the WebSocket server costs above the machine's floor. The fanout cells quote
 events/s, deliveries/s, server CPU per delivery, its kernel share, the per-socket send floor,
 and the ratios of bidir-pubsub and bidir-rpc-pubsub (and their epoll variants) to uws-pubsub. It
 draws OUT_DIR/CELL.svg
@@ -31,6 +33,9 @@ CELLS = {
     "rpc1": "rpc: 1 conn x 1 call in flight, echo of a small struct",
     "fanout10k": "fanout: one event at a time to 10 000 subscribers (closed loop)",
 }
+
+# The raw TCP echo (no WebSocket): not a peer, the floor under every server.
+FLOOR = "floor"
 
 FANOUT_BIDIR = ["bidir-pubsub", "bidir-rpc-pubsub", "bidir-pubsub-epoll", "bidir-rpc-pubsub-epoll"]
 FANOUT_PEER = "uws-pubsub"
@@ -88,7 +93,8 @@ def main():
                             "--title", f"{title}: echo latency by percentile", "--log-y"] + plots, check=False)
         # The rpc cells compare the rpc servers (bidir-rpc: examples/rpc_echo).
         bidir = "bidir-rpc" if cell.startswith("rpc") else "bidir"
-        peers = [(s, median(rows, key)) for s, rows in results.items() if not s.startswith("bidir")]
+        peers = [(s, median(rows, key)) for s, rows in results.items()
+                 if not s.startswith("bidir") and s != FLOOR]
         peers = [p for p in peers if p[1]]
         if peers and bidir in results and median(results[bidir], key):
             name, theirs = min(peers, key=lambda p: p[1])
@@ -100,7 +106,20 @@ def main():
             ours, theirs = median(results[bidir], key), median(results[epoll], key)
             if ours and theirs:
                 lines.append(f"\n{bidir} (io_uring) / {epoll}: **{ours / theirs:.2f}x** server CPU per message")
+        lines += over_floor(results, key)
     print("\n".join(lines))
+
+
+def over_floor(results, key):
+    """The ratio of bidir's and bidir-epoll's server CPU per message over the floor's."""
+    floor = median(results.get(FLOOR, []), key)
+    lines = []
+    for server in ("bidir", "bidir-epoll"):
+        ours = median(results.get(server, []), key)
+        if ours and floor:
+            lines.append(f"\n{server} / {FLOOR} (raw TCP echo on io_uring): **{ours / floor:.2f}x** "
+                         "server CPU per message")
+    return lines
 
 
 def by_label(path):

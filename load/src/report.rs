@@ -65,7 +65,11 @@ fn lag_line(r: &RunResult) -> String {
 
 pub(crate) fn print(o: &Options, r: &RunResult) {
     let mut s = String::new();
-    let kind = if o.binary { "binary" } else { "text" };
+    let kind = match (o.raw, o.binary) {
+        (true, _) => "raw TCP",
+        (false, true) => "binary",
+        (false, false) => "text",
+    };
     let message = match (&o.rpc, o.mode) {
         (Some((_, method)), Mode::Fanout) => format!("events published by {method}"),
         (Some((_, method)), _) => format!("calls of {method}"),
@@ -257,7 +261,7 @@ fn json(o: &Options, r: &RunResult) -> String {
     let mut s = String::from("{");
     let _ = write!(
         s,
-        r#""label":"{}","mode":"{}","conns":{},"inflight":{},"rate":{},"size":{},"binary":{},"deflate":{},"#,
+        r#""label":"{}","mode":"{}","conns":{},"inflight":{},"rate":{},"size":{},"binary":{},"raw":{},"deflate":{},"#,
         o.label.replace('\\', "\\\\").replace('"', "\\\""),
         o.mode.name(),
         o.conns,
@@ -265,6 +269,7 @@ fn json(o: &Options, r: &RunResult) -> String {
         opt(o.rate),
         o.size,
         o.binary,
+        o.raw,
         o.deflate.is_some()
     );
     s.push_str(&wire_fields(o));

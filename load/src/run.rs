@@ -21,6 +21,7 @@ use crate::bin::{self, Envelope};
 use crate::churn::{self, ServerUsage};
 use crate::fanout;
 use crate::procfs;
+use crate::raw;
 
 /// Latencies are recorded in nanoseconds, up to a minute.
 pub(crate) fn histogram() -> Histogram<u64> {
@@ -737,6 +738,9 @@ pub(crate) fn engine(o: &Options, max_connections: usize) -> Result<ServerHandle
 }
 
 pub(crate) fn run(o: &Options) -> Result<RunResult, String> {
+    if o.raw {
+        return raw::run(o);
+    }
     match o.mode {
         Mode::Churn => return churn::run(o),
         Mode::Fanout => return fanout::run(o),
