@@ -29,6 +29,7 @@ CELLS = {
     "c1000": "1000 conns x 1 in flight x 64 B text",
     "c1": "1 conn x 1 in flight x 16 B text",
     "idle10k": "10 000 idle connections",
+    "h10k": "handshakes: 10 000 cycles of connect, upgrade, close, 64 at a time",
     "rpc100x16": "rpc: 100 conns x 16 calls in flight, echo of a small struct",
     "rpc1": "rpc: 1 conn x 1 call in flight, echo of a small struct",
     "fanout10k": "fanout: one event at a time to 10 000 subscribers (closed loop)",
@@ -66,6 +67,9 @@ def main():
         lines.append(f"\n**{title}**\n")
         if cell.startswith("fanout"):
             lines += fanout(cell, title, results, syscalls, floors, out_dir, load)
+            continue
+        if cell == "h10k":
+            lines += handshakes(cell, results, syscalls)
             continue
         if cell == "idle10k":
             key = "server_bytes_per_conn"
@@ -169,6 +173,31 @@ def fanout(cell, title, results, syscalls, floors, out_dir, load):
     lines.append("\nIn the kernel: stime / (utime + stime) of /proc/PID/stat over the window. Per-socket "
                  "send: the share of the server's perf samples (a separate run) under tcp_sendmsg, "
                  "times its CPU per delivery.")
+    return lines
+
+
+def handshakes(cell, results, syscalls):
+    """The lines of a handshake cell: a row per server, bidir's ratios to the best peer."""
+    key = "server_ns_per_cycle"
+    lines = [
+        "| server | handshakes/s | server CPU ns/handshake | p50 handshake | p99 handshake | syscalls/handshake |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for server, rows in results.items():
+        lines.append(f"| {server} | {fmt(median(rows, 'cycles_per_sec'))} | {fmt(median(rows, key))} | "
+                     f"{us(median(rows, 'handshake_p50_us'))} | {us(median(rows, 'handshake_p99_us'))} | "
+                     f"{per_msg(syscalls.get(cell + ' ' + server))} |")
+    peers = [(s, median(rows, key), median(rows, "cycles_per_sec")) for s, rows in results.items()
+             if not s.startswith("bidir") and median(rows, key)]
+    for bidir in ("bidir", "bidir-epoll"):
+        ours = results.get(bidir)
+        if peers and ours and median(ours, key):
+            name, cpu, rate = min(peers, key=lambda p: p[1])
+            lines.append(f"\n{bidir} / best peer ({name}): **{median(ours, key) / cpu:.2f}x** server CPU "
+                         f"per handshake, **{median(ours, 'cycles_per_sec') / rate:.2f}x** handshakes/s")
+    if results.get("bidir") and results.get("bidir-epoll"):
+        ratio = median(results["bidir"], key) / median(results["bidir-epoll"], key)
+        lines.append(f"\nbidir (io_uring) / bidir-epoll: **{ratio:.2f}x** server CPU per handshake")
     return lines
 
 

@@ -18,7 +18,7 @@
 # table quotes medians.
 #
 #   scripts/bench-peers.sh [--rounds N] [--duration SECS] [--warmup SECS] [--servers "bidir ws ..."]
-#                          [--cells "c100x16 c100x4x4k c1000 c1 idle10k rpc100x16 rpc1 fanout10k"]
+#                          [--cells "c100x16 c100x4x4k c1000 c1 idle10k h10k rpc100x16 rpc1 fanout10k"]
 #                          [--server-cpu N --load-cpu M] [--no-syscalls] [--no-floor]
 #
 # Servers: bidir (examples/echo, one worker, deflate off, the backend it picks: io_uring where
@@ -44,7 +44,7 @@ ROUNDS=3
 DURATION=5
 WARMUP=1
 SERVERS="bidir bidir-epoll floor uws fastwebsockets tungstenite ws-rs node-ws bidir-rpc bidir-rpc-epoll jsonrpsee bidir-pubsub bidir-pubsub-epoll bidir-rpc-pubsub bidir-rpc-pubsub-epoll uws-pubsub"
-CELLS="c100x16 c100x4x4k c1000 c1 idle10k rpc100x16 rpc1 fanout10k"
+CELLS="c100x16 c100x4x4k c1000 c1 idle10k h10k rpc100x16 rpc1 fanout10k"
 SERVER_CPU=0
 LOAD_CPU=1
 SYSCALLS=1
@@ -110,6 +110,8 @@ cell_args() {
         c1000) echo "--conns 1000 --inflight 1 --size 64" ;;
         c1) echo "--conns 1 --inflight 1 --size 16" ;;
         idle10k) echo "--mode connect --conns 10000 --connect-window 128" ;;
+        # Handshakes: 10 000 cycles of connect, upgrade, close (no message), 64 at a time.
+        h10k) echo "--mode churn --conns 64 --cycles 10000 --cycle-messages 0" ;;
         rpc100x16) echo "--conns 100 --inflight 16" ;;
         rpc1) echo "--conns 1 --inflight 1" ;;
         # Closed loop: the next event once the last reached all 10 000 subscribers.
@@ -204,7 +206,7 @@ for line in open(sys.argv[1]):
     if len(parts) > 2 and parts[0].isdigit():
         counts[parts[2]] = int(parts[0])
 r = json.load(open(sys.argv[2]))
-msgs = r["messages"]
+msgs = r["messages"] or r.get("cycles")  # churn without messages: per handshake
 print(json.dumps({"label": r["label"], "messages": msgs,
                   "syscalls": counts.get("raw_syscalls:sys_enter"),
                   "io_uring_enter": counts.get("syscalls:sys_enter_io_uring_enter"),

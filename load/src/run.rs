@@ -695,6 +695,8 @@ pub(crate) struct RunResult {
     pub(crate) cycles: u64,
     /// Churn, given the server's PID: its memory and descriptors at start, peak and end.
     pub(crate) server_usage: Option<ServerUsage>,
+    /// Churn: each cycle's handshake time, from connect to open (TCP connect and upgrade).
+    pub(crate) handshake: Option<Histogram<u64>>,
 }
 
 /// The client side of every load connection: the URL, the deflate offer, no heartbeats, and
@@ -841,6 +843,7 @@ pub(crate) fn run(o: &Options) -> Result<RunResult, String> {
         own_rss_per_conn,
         cycles: 0,
         server_usage: None,
+        handshake: None,
     })
 }
 
