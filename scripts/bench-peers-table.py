@@ -10,7 +10,9 @@ a separate run). For each
 cell and server it quotes the median over the rounds of msg/s, server CPU ns/msg, p50, p99 and
 p99.9 (or, for the idle cell, server RSS per connection and handshakes/s), the system calls per
 message, then bidir's ratio to the best peer (servers whose name starts with "bidir" are not
-peers) and, with bidir-epoll in the run, io_uring's ratio to epoll. The fanout cells quote
+peers, nor is the floor) and, with bidir-epoll in the run, io_uring's ratio to epoll; with the
+floor in the run (a raw TCP echo on io_uring, no WebSocket), bidir's and bidir-epoll's ratios
+over it: what the WebSocket server costs above the machine's floor. The fanout cells quote
 events/s, deliveries/s, server CPU per delivery, its kernel share, the per-socket send floor,
 and the ratios of bidir-pubsub and bidir-rpc-pubsub (and their epoll variants) to uws-pubsub. It
 draws OUT_DIR/CELL.svg
@@ -27,10 +29,14 @@ CELLS = {
     "c1000": "1000 conns x 1 in flight x 64 B text",
     "c1": "1 conn x 1 in flight x 16 B text",
     "idle10k": "10 000 idle connections",
+    "h10k": "handshakes: 10 000 cycles of connect, upgrade, close, 64 at a time",
     "rpc100x16": "rpc: 100 conns x 16 calls in flight, echo of a small struct",
     "rpc1": "rpc: 1 conn x 1 call in flight, echo of a small struct",
     "fanout10k": "fanout: one event at a time to 10 000 subscribers (closed loop)",
 }
+
+# The raw TCP echo (no WebSocket): not a peer, the floor under every server.
+FLOOR = "floor"
 
 FANOUT_BIDIR = ["bidir-pubsub", "bidir-rpc-pubsub", "bidir-pubsub-epoll", "bidir-rpc-pubsub-epoll"]
 FANOUT_PEER = "uws-pubsub"
@@ -62,6 +68,9 @@ def main():
         if cell.startswith("fanout"):
             lines += fanout(cell, title, results, syscalls, floors, out_dir, load)
             continue
+        if cell == "h10k":
+            lines += handshakes(cell, results, syscalls)
+            continue
         if cell == "idle10k":
             key = "server_bytes_per_conn"
             lines.append("| server | server RSS per connection | handshakes/s | p50 handshake | p99 handshake |")
@@ -88,7 +97,8 @@ def main():
                             "--title", f"{title}: echo latency by percentile", "--log-y"] + plots, check=False)
         # The rpc cells compare the rpc servers (bidir-rpc: examples/rpc_echo).
         bidir = "bidir-rpc" if cell.startswith("rpc") else "bidir"
-        peers = [(s, median(rows, key)) for s, rows in results.items() if not s.startswith("bidir")]
+        peers = [(s, median(rows, key)) for s, rows in results.items()
+                 if not s.startswith("bidir") and s != FLOOR]
         peers = [p for p in peers if p[1]]
         if peers and bidir in results and median(results[bidir], key):
             name, theirs = min(peers, key=lambda p: p[1])
@@ -100,7 +110,20 @@ def main():
             ours, theirs = median(results[bidir], key), median(results[epoll], key)
             if ours and theirs:
                 lines.append(f"\n{bidir} (io_uring) / {epoll}: **{ours / theirs:.2f}x** server CPU per message")
+        lines += over_floor(results, key)
     print("\n".join(lines))
+
+
+def over_floor(results, key):
+    """The ratio of bidir's and bidir-epoll's server CPU per message over the floor's."""
+    floor = median(results.get(FLOOR, []), key)
+    lines = []
+    for server in ("bidir", "bidir-epoll"):
+        ours = median(results.get(server, []), key)
+        if ours and floor:
+            lines.append(f"\n{server} / {FLOOR} (raw TCP echo on io_uring): **{ours / floor:.2f}x** "
+                         "server CPU per message")
+    return lines
 
 
 def by_label(path):
@@ -150,6 +173,31 @@ def fanout(cell, title, results, syscalls, floors, out_dir, load):
     lines.append("\nIn the kernel: stime / (utime + stime) of /proc/PID/stat over the window. Per-socket "
                  "send: the share of the server's perf samples (a separate run) under tcp_sendmsg, "
                  "times its CPU per delivery.")
+    return lines
+
+
+def handshakes(cell, results, syscalls):
+    """The lines of a handshake cell: a row per server, bidir's ratios to the best peer."""
+    key = "server_ns_per_cycle"
+    lines = [
+        "| server | handshakes/s | server CPU ns/handshake | p50 handshake | p99 handshake | syscalls/handshake |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for server, rows in results.items():
+        lines.append(f"| {server} | {fmt(median(rows, 'cycles_per_sec'))} | {fmt(median(rows, key))} | "
+                     f"{us(median(rows, 'handshake_p50_us'))} | {us(median(rows, 'handshake_p99_us'))} | "
+                     f"{per_msg(syscalls.get(cell + ' ' + server))} |")
+    peers = [(s, median(rows, key), median(rows, "cycles_per_sec")) for s, rows in results.items()
+             if not s.startswith("bidir") and median(rows, key)]
+    for bidir in ("bidir", "bidir-epoll"):
+        ours = results.get(bidir)
+        if peers and ours and median(ours, key):
+            name, cpu, rate = min(peers, key=lambda p: p[1])
+            lines.append(f"\n{bidir} / best peer ({name}): **{median(ours, key) / cpu:.2f}x** server CPU "
+                         f"per handshake, **{median(ours, 'cycles_per_sec') / rate:.2f}x** handshakes/s")
+    if results.get("bidir") and results.get("bidir-epoll"):
+        ratio = median(results["bidir"], key) / median(results["bidir-epoll"], key)
+        lines.append(f"\nbidir (io_uring) / bidir-epoll: **{ratio:.2f}x** server CPU per handshake")
     return lines
 
 

@@ -18,7 +18,7 @@
 # table quotes medians.
 #
 #   scripts/bench-peers.sh [--rounds N] [--duration SECS] [--warmup SECS] [--servers "bidir ws ..."]
-#                          [--cells "c100x16 c100x4x4k c1000 c1 idle10k rpc100x16 rpc1 fanout10k"]
+#                          [--cells "c100x16 c100x4x4k c1000 c1 idle10k h10k rpc100x16 rpc1 fanout10k"]
 #                          [--server-cpu N --load-cpu M] [--no-syscalls] [--no-floor]
 #
 # Servers: bidir (examples/echo, one worker, deflate off, the backend it picks: io_uring where
@@ -30,7 +30,10 @@
 # event to 10 000 subscribers, `bidir-load --mode fanout`) on bidir-pubsub / bidir-pubsub-epoll
 # (examples/rpc_echo's /sub and /pub: the engine's pub/sub), bidir-rpc-pubsub /
 # bidir-rpc-pubsub-epoll (its `Bench.publish` over bidir.json.v1: rpc topics) and uws-pubsub
-# (uWebSockets.js's app.publish); the echo cells on the others. Peers are built by scripts/peers/build.sh (dev only, outside the
+# (uWebSockets.js's app.publish); the echo cells on the others. floor (benches/peers
+# floor-echo: a raw TCP echo on io_uring with bidir's receive and send, no WebSocket) runs the
+# echo cells with `bidir-load --raw`: the machine's floor, over which the table quotes bidir's
+# ratio per cell. Peers are built by scripts/peers/build.sh (dev only, outside the
 # bidir crate's dependency tree).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -40,8 +43,8 @@ TARGET="$(target_dir)"
 ROUNDS=3
 DURATION=5
 WARMUP=1
-SERVERS="bidir bidir-epoll uws fastwebsockets tungstenite ws-rs node-ws bidir-rpc bidir-rpc-epoll jsonrpsee bidir-pubsub bidir-pubsub-epoll bidir-rpc-pubsub bidir-rpc-pubsub-epoll uws-pubsub"
-CELLS="c100x16 c100x4x4k c1000 c1 idle10k rpc100x16 rpc1 fanout10k"
+SERVERS="bidir bidir-epoll floor uws fastwebsockets tungstenite ws-rs node-ws bidir-rpc bidir-rpc-epoll jsonrpsee bidir-pubsub bidir-pubsub-epoll bidir-rpc-pubsub bidir-rpc-pubsub-epoll uws-pubsub"
+CELLS="c100x16 c100x4x4k c1000 c1 idle10k h10k rpc100x16 rpc1 fanout10k"
 SERVER_CPU=0
 LOAD_CPU=1
 SYSCALLS=1
@@ -92,6 +95,7 @@ start_peer() { # NAME PORT -> sets SERVER_PID
         bidir-rpc-epoll | bidir-pubsub-epoll | bidir-rpc-pubsub-epoll) cmd=(env BIDIR_BACKEND=epoll "$TARGET/release/examples/rpc_echo" --addr "127.0.0.1:$port" --workers 1) ;;
         uws-pubsub) cmd=("$NODE" "$ROOT/$PEERS_NODE_DIR/uws-pubsub.js" --port "$port") ;;
         jsonrpsee) cmd=("$PEERS_BIN_DIR/jsonrpsee-echo" --port "$port") ;;
+        floor) cmd=("$PEERS_BIN_DIR/floor-echo" --port "$port") ;;
         *) echo "unknown server $name" >&2; exit 2 ;;
     esac
     start_server "the $name server" "$port" "$OUT/server-$name.log" 20 \
@@ -106,6 +110,8 @@ cell_args() {
         c1000) echo "--conns 1000 --inflight 1 --size 64" ;;
         c1) echo "--conns 1 --inflight 1 --size 16" ;;
         idle10k) echo "--mode connect --conns 10000 --connect-window 128" ;;
+        # Handshakes: 10 000 cycles of connect, upgrade, close (no message), 64 at a time.
+        h10k) echo "--mode churn --conns 64 --cycles 10000 --cycle-messages 0" ;;
         rpc100x16) echo "--conns 100 --inflight 16" ;;
         rpc1) echo "--conns 1 --inflight 1" ;;
         # Closed loop: the next event once the last reached all 10 000 subscribers.
@@ -125,9 +131,19 @@ server_args() { # SERVER CELL PORT
         *-pubsub*) [ "$kind" = fanout ] && echo "--url ws://127.0.0.1:$3/ --pubsub plain" ;;
         bidir-rpc*) [ "$kind" = rpc ] && echo "--url ws://127.0.0.1:$3/rpc --rpc bidir" ;;
         jsonrpsee) [ "$kind" = rpc ] && echo "--url ws://127.0.0.1:$3/ --rpc jsonrpc" ;;
+        # The echo cells' messages as plain TCP bytes (no type: --binary dropped).
+        floor) case "$2" in c*) echo "--url tcp://127.0.0.1:$3 --raw" ;; esac ;;
         *) [ "$kind" = echo ] && echo "--url ws://127.0.0.1:$3/echo" ;;
     esac
     return 0
+}
+
+# The cell's arguments for SERVER: a raw server takes the echo cells' bytes without a type.
+load_args() { # SERVER CELL
+    local args
+    args="$(cell_args "$2")"
+    case "$1" in floor*) args="${args/ --binary/}" ;; esac
+    echo "$args"
 }
 
 SUMMARY='import json, sys
@@ -147,7 +163,7 @@ for round in $(seq 1 "$ROUNDS"); do
             [ -n "$target" ] || continue
             start_peer "$server" "$port"
             # shellcheck disable=SC2046,SC2086
-            if ! taskset -c "$LOAD_CPU" "$LOAD" $target $(cell_args "$cell") \
+            if ! taskset -c "$LOAD_CPU" "$LOAD" $target $(load_args "$server" "$cell") \
                 --duration "$DURATION" --warmup "$WARMUP" --server-pid "$SERVER_PID" \
                 --label "$cell $server" --hgrm "$OUT/$cell-$server-r$round.hgrm" --json --quiet \
                 >> "$OUT/results.jsonl" 2> "$OUT/$cell-$server-r$round.log"; then
@@ -178,7 +194,7 @@ if [ "$SYSCALLS" = 1 ] && perf stat -e raw_syscalls:sys_enter -- true > /dev/nul
             PERF_PID=$!
             sleep 0.2
             # shellcheck disable=SC2046,SC2086
-            if taskset -c "$LOAD_CPU" "$LOAD" $target $(cell_args "$cell") \
+            if taskset -c "$LOAD_CPU" "$LOAD" $target $(load_args "$server" "$cell") \
                 --duration 3 --warmup 0 --label "$cell $server" --json --quiet \
                 > "$OUT/$cell-$server.syscalls.json" 2> /dev/null; then
                 kill -INT "$PERF_PID"; wait "$PERF_PID" || true
@@ -190,7 +206,7 @@ for line in open(sys.argv[1]):
     if len(parts) > 2 and parts[0].isdigit():
         counts[parts[2]] = int(parts[0])
 r = json.load(open(sys.argv[2]))
-msgs = r["messages"]
+msgs = r["messages"] or r.get("cycles")  # churn without messages: per handshake
 print(json.dumps({"label": r["label"], "messages": msgs,
                   "syscalls": counts.get("raw_syscalls:sys_enter"),
                   "io_uring_enter": counts.get("syscalls:sys_enter_io_uring_enter"),

@@ -26,6 +26,10 @@ usage: bidir-load --url ws://HOST:PORT/PATH [options]
                          --rpc: above 62 the call's item gets a name of words that makes
                          it BYTES of JSON (default: the 62-byte item)
   --binary               binary messages (default text)
+  --raw                  echo mode over plain TCP against a raw echo server (the floor:
+                         benches/peers floor-echo): no handshake, no framing, each message
+                         --size bytes (at least 8) carrying the send time; --url tcp://HOST:PORT
+                         (or ws://...: the path is ignored); connections over --threads threads
   --rpc bidir|jsonrpc    echo mode as calls: each message is a call of an echo method with a
                          small struct (bidir.json.v1 `Bench.echo`, or JSON-RPC 2.0 `echo` as
                          jsonrpsee serves it), its id carrying the send time; --size is unused;
@@ -103,6 +107,8 @@ pub(crate) struct Options {
     pub(crate) rate: Option<f64>,
     pub(crate) size: usize,
     pub(crate) binary: bool,
+    /// Plain TCP echoes, no WebSocket (`--raw`).
+    pub(crate) raw: bool,
     /// Calls instead of echoes, and the method called (fanout: the publishing method).
     pub(crate) rpc: Option<(Dialect, String)>,
     /// `--rpc bidir`'s encoding.
@@ -140,6 +146,7 @@ pub(crate) fn parse(argv: &[String]) -> Result<Options, String> {
         rate: None,
         size: 16,
         binary: false,
+        raw: false,
         rpc: None,
         wire: Wire::Json,
         compress_above: Some(COMPRESS_ABOVE),
@@ -185,6 +192,7 @@ pub(crate) fn parse(argv: &[String]) -> Result<Options, String> {
             "--rate" => o.rate = Some(positive(&value()?)?),
             "--size" => o.size = number(&value()?)?,
             "--binary" => o.binary = true,
+            "--raw" => o.raw = true,
             "--rpc" => {
                 let dialect = match value()?.as_str() {
                     "bidir" => Dialect::Bidir,
@@ -254,7 +262,8 @@ pub(crate) fn parse(argv: &[String]) -> Result<Options, String> {
     if o.conns == 0 || o.inflight == 0 || o.threads == 0 || o.connect_window == 0 {
         return Err("--conns, --inflight, --threads and --connect-window must be positive".into());
     }
-    let min = if o.binary { 8 } else { 16 };
+    raw_checks(&o)?;
+    let min = if o.binary || o.raw { 8 } else { 16 };
     if o.size < min {
         return Err(format!("--size must be at least {min} (the timestamp)"));
     }
@@ -341,6 +350,20 @@ impl BinOptions {
 fn read_key(path: &str) -> Result<Psk, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("--key {path}: {e}"))?;
     Psk::new(&bytes).map_err(|e| format!("--key {path}: {e}"))
+}
+
+/// `--raw` is echo mode's closed loop over plain TCP: nothing of WebSocket applies.
+fn raw_checks(o: &Options) -> Result<(), String> {
+    if !o.raw {
+        return Ok(());
+    }
+    if o.mode != Mode::Echo || o.rate.is_some() {
+        return Err("--raw runs echo mode's closed loop only (no --mode, no --rate)".into());
+    }
+    if o.rpc.is_some() || o.deflate.is_some() || o.binary || o.plain_pubsub {
+        return Err("--raw speaks no WebSocket: no --rpc, --deflate, --binary or --pubsub".into());
+    }
+    Ok(())
 }
 
 /// Fanout takes exactly one pub/sub dialect, `bidir.json.v1` or plain, one event at a time.
@@ -453,6 +476,18 @@ mod tests {
         assert!(parse_str("--url ws://h/ --mode churn --cycles 0").is_err());
         assert!(parse_str("--url ws://h/ --mode churn --rate 100").is_err());
         assert!(parse_str("--url ws://h/ --mode churn --cycles x").is_err());
+    }
+
+    #[test]
+    fn raw() {
+        let o = parse_str("--url tcp://h:1 --raw --conns 1000 --size 8").unwrap();
+        assert_eq!((o.raw, o.conns, o.size, o.mode), (true, 1000, 8, Mode::Echo));
+        assert!(parse_str("--url tcp://h:1 --raw --size 7").is_err(), "the stamp needs 8");
+        assert!(parse_str("--url tcp://h:1 --raw --mode churn").is_err());
+        assert!(parse_str("--url tcp://h:1 --raw --rate 100").is_err());
+        assert!(parse_str("--url tcp://h:1 --raw --rpc bidir").is_err());
+        assert!(parse_str("--url tcp://h:1 --raw --deflate shared").is_err());
+        assert!(parse_str("--url tcp://h:1 --raw --binary").is_err());
     }
 
     /// A key file of `len` bytes in the temp directory, named by `name` and this process.

@@ -3,7 +3,9 @@
 //! total have been started or `--duration` has passed. With `--key`, each cycle exchanges
 //! keys in its upgrade (what a key mode costs per connection). Given the server's PID, the main
 //! thread samples its resident memory and open descriptors every 100 ms: at the start, the
-//! peak, and the end, once the server has closed what the run opened (a soak's leak check).
+//! peak, and the end, once the server has closed what the run opened (a soak's leak check),
+//! and reads its CPU time at the start and the end of the churn: the server's CPU per cycle.
+//! Each cycle's handshake (connect to open: the TCP connect and the upgrade) is timed too.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -16,7 +18,7 @@ use bidir::{CloseCode, CloseInfo, Context, Handler, Message, ServerHandle};
 
 use crate::args::Options;
 use crate::bin::{self, Key};
-use crate::procfs::Usage;
+use crate::procfs::{self, Usage};
 use crate::run::{self, RunResult};
 
 /// How often the main thread samples the server and prints progress.
@@ -66,6 +68,8 @@ struct Shared {
     finished: AtomicU64,
     /// Cycle times, connect to close, merged from every connection.
     latency: Mutex<Histogram<u64>>,
+    /// Handshake times, connect to open.
+    handshake: Mutex<Histogram<u64>>,
     first_error: Mutex<Option<String>>,
 }
 
@@ -157,6 +161,8 @@ impl Handler for Cycle {
 
     fn on_open(&mut self, cx: &mut Context<'_>) {
         self.shared.opened.fetch_add(1, Ordering::Relaxed);
+        let took = self.shared.now().saturating_sub(self.started).max(1);
+        run::lock(&self.shared.handshake).saturating_record(took);
         if self.shared.cycle_messages == 0 {
             let _ = cx.close(CloseCode::NORMAL, "");
         } else {
@@ -240,9 +246,11 @@ pub(crate) fn run(o: &Options) -> Result<RunResult, String> {
         errors: AtomicU64::new(0),
         finished: AtomicU64::new(0),
         latency: Mutex::new(run::histogram()),
+        handshake: Mutex::new(run::histogram()),
         first_error: Mutex::new(None),
     });
     let start = Instant::now();
+    let server_cpu_start = o.server_pid.and_then(procfs::cpu_ns);
     let deadline = start.checked_add(o.duration);
     let mut peak = server_start;
     let sample = |peak: &mut Option<Usage>| {
@@ -305,6 +313,9 @@ pub(crate) fn run(o: &Options) -> Result<RunResult, String> {
         }
     }
     let window = start.elapsed();
+    let server_cpu_ns = server_cpu_start
+        .zip(o.server_pid.and_then(procfs::cpu_ns))
+        .map(|(before, after)| after.saturating_sub(before));
     if !o.quiet {
         eprintln!();
     }
@@ -332,13 +343,14 @@ pub(crate) fn run(o: &Options) -> Result<RunResult, String> {
         errors: shared.errors.load(Ordering::Relaxed),
         first_error: run::lock(&shared.first_error).clone(),
         connect_time: window,
-        server_cpu_ns: None,
+        server_cpu_ns,
         server_kernel_share: None,
         own_cpu_ns: 0,
         server_rss_per_conn: None,
         own_rss_per_conn: None,
         cycles: shared.completed.load(Ordering::Relaxed),
         server_usage,
+        handshake: Some(run::lock(&shared.handshake).clone()),
     })
 }
 

@@ -8,6 +8,7 @@
 //! bidir-load --url ... --mode connect --conns 10000 --server-pid PID   # idle connections
 //! bidir-load --url ... --mode churn --conns 10000 --cycles 1000000 --server-pid PID
 //! bidir-load --url ws://127.0.0.1:9002/rpc --mode fanout --rpc bidir --conns 10000  # events
+//! bidir-load --url tcp://127.0.0.1:9003 --raw --conns 1000 --size 64   # plain TCP echoes
 //! bidir-load --url ws://127.0.0.1:9002 --mode fanout --pubsub plain --rate 100 --conns 10000
 //! bidir-load plot --out cell.svg --title "..." [--log-y] bidir.hgrm:bidir ws.hgrm:ws
 //! ```
@@ -21,6 +22,8 @@
 //! Churn mode has every connection connect, upgrade, echo `--cycle-messages` messages, close
 //! and start over, counting cycles, and reports the server's memory and descriptors at the
 //! start, the peak and the end (once the server has closed the run's connections).
+//! Raw mode (`--raw`) is echo mode over plain TCP against a raw echo server: the floor a
+//! WebSocket server's figures are measured against.
 //! Fanout mode has one publisher send events to `--conns` subscribers, each timed from its
 //! stamp to its receipt at every subscriber, and counts deliveries missed.
 //!
@@ -35,6 +38,7 @@ mod churn;
 mod fanout;
 mod plot;
 mod procfs;
+mod raw;
 mod report;
 mod run;
 

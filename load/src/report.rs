@@ -28,6 +28,17 @@ fn cycle_rate(r: &RunResult) -> f64 {
     r.cycles as f64 / r.window.as_secs_f64().max(1e-9)
 }
 
+/// Churn: the server's CPU nanoseconds per cycle completed.
+fn per_cycle(r: &RunResult) -> Option<f64> {
+    r.server_cpu_ns.filter(|_| r.cycles > 0).map(|ns| ns as f64 / r.cycles as f64)
+}
+
+/// Churn: a handshake-time quantile in microseconds, or JSON `null`.
+fn handshake_us(r: &RunResult, q: f64) -> String {
+    let h = r.handshake.as_ref().filter(|h| !h.is_empty());
+    h.map_or("null".into(), |h| format!("{:.2}", us(h.value_at_quantile(q))))
+}
+
 fn per_message(ns: u64, r: &RunResult) -> Option<f64> {
     (r.messages > 0).then(|| ns as f64 / r.messages as f64)
 }
@@ -65,7 +76,11 @@ fn lag_line(r: &RunResult) -> String {
 
 pub(crate) fn print(o: &Options, r: &RunResult) {
     let mut s = String::new();
-    let kind = if o.binary { "binary" } else { "text" };
+    let kind = match (o.raw, o.binary) {
+        (true, _) => "raw TCP",
+        (false, true) => "binary",
+        (false, false) => "text",
+    };
     let message = match (&o.rpc, o.mode) {
         (Some((_, method)), Mode::Fanout) => format!("events published by {method}"),
         (Some((_, method)), _) => format!("calls of {method}"),
@@ -148,7 +163,7 @@ pub(crate) fn print(o: &Options, r: &RunResult) {
             let _ = writeln!(s);
         }
         Mode::Churn => {
-            let _ = writeln!(
+            let _ = write!(
                 s,
                 "  {} cycles in {:.1} s ({:.0} cycles/s), {} opened",
                 r.cycles,
@@ -156,6 +171,17 @@ pub(crate) fn print(o: &Options, r: &RunResult) {
                 cycle_rate(r),
                 r.opened
             );
+            if let Some(ns) = per_cycle(r) {
+                let _ = write!(s, "; server CPU {ns:.0} ns/cycle");
+            }
+            let _ = writeln!(s);
+            if let Some(h) = r.handshake.as_ref().filter(|h| !h.is_empty()) {
+                let _ = write!(s, "  handshake");
+                for (name, q) in QUANTILES {
+                    let _ = write!(s, "  {name} {:.1} µs", us(h.value_at_quantile(q)));
+                }
+                let _ = writeln!(s);
+            }
             if let Some(u) = &r.server_usage {
                 let mib = |b: u64| b as f64 / (1 << 20) as f64;
                 let _ = writeln!(
@@ -257,7 +283,7 @@ fn json(o: &Options, r: &RunResult) -> String {
     let mut s = String::from("{");
     let _ = write!(
         s,
-        r#""label":"{}","mode":"{}","conns":{},"inflight":{},"rate":{},"size":{},"binary":{},"deflate":{},"#,
+        r#""label":"{}","mode":"{}","conns":{},"inflight":{},"rate":{},"size":{},"binary":{},"raw":{},"deflate":{},"#,
         o.label.replace('\\', "\\\\").replace('"', "\\\""),
         o.mode.name(),
         o.conns,
@@ -265,6 +291,7 @@ fn json(o: &Options, r: &RunResult) -> String {
         opt(o.rate),
         o.size,
         o.binary,
+        o.raw,
         o.deflate.is_some()
     );
     s.push_str(&wire_fields(o));
@@ -295,9 +322,12 @@ fn json(o: &Options, r: &RunResult) -> String {
     };
     let _ = write!(
         s,
-        r#""cycles":{},"cycles_per_sec":{:.1},"server_rss_start":{},"server_rss_peak":{},"server_rss_end":{},"server_fds_start":{},"server_fds_peak":{},"server_fds_end":{},"#,
+        r#""cycles":{},"cycles_per_sec":{:.1},"server_ns_per_cycle":{},"handshake_p50_us":{},"handshake_p99_us":{},"server_rss_start":{},"server_rss_peak":{},"server_rss_end":{},"server_fds_start":{},"server_fds_peak":{},"server_fds_end":{},"#,
         r.cycles,
         cycle_rate(r),
+        opt(per_cycle(r)),
+        handshake_us(r, 0.5),
+        handshake_us(r, 0.99),
         usage(|u| u.start.rss_bytes),
         usage(|u| u.peak.rss_bytes),
         usage(|u| u.end.rss_bytes),

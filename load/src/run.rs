@@ -21,6 +21,7 @@ use crate::bin::{self, Envelope};
 use crate::churn::{self, ServerUsage};
 use crate::fanout;
 use crate::procfs;
+use crate::raw;
 
 /// Latencies are recorded in nanoseconds, up to a minute.
 pub(crate) fn histogram() -> Histogram<u64> {
@@ -694,6 +695,8 @@ pub(crate) struct RunResult {
     pub(crate) cycles: u64,
     /// Churn, given the server's PID: its memory and descriptors at start, peak and end.
     pub(crate) server_usage: Option<ServerUsage>,
+    /// Churn: each cycle's handshake time, from connect to open (TCP connect and upgrade).
+    pub(crate) handshake: Option<Histogram<u64>>,
 }
 
 /// The client side of every load connection: the URL, the deflate offer, no heartbeats, and
@@ -737,6 +740,9 @@ pub(crate) fn engine(o: &Options, max_connections: usize) -> Result<ServerHandle
 }
 
 pub(crate) fn run(o: &Options) -> Result<RunResult, String> {
+    if o.raw {
+        return raw::run(o);
+    }
     match o.mode {
         Mode::Churn => return churn::run(o),
         Mode::Fanout => return fanout::run(o),
@@ -837,6 +843,7 @@ pub(crate) fn run(o: &Options) -> Result<RunResult, String> {
         own_rss_per_conn,
         cycles: 0,
         server_usage: None,
+        handshake: None,
     })
 }
 

@@ -179,6 +179,11 @@ fn churn_counts_cycles_and_reports_the_servers_usage() {
     assert_eq!((field(&stdout, "errors"), field(&stdout, "failed")), (0.0, 0.0), "{stdout}");
     assert_eq!(field(&stdout, "messages"), 500.0, "one echo per cycle");
     assert!(field(&stdout, "p50_us") > 0.0 && field(&stdout, "cycles_per_sec") > 0.0);
+    // Each cycle's handshake is timed, within its cycle; the server's CPU is per cycle.
+    let (p50, p99) = (field(&stdout, "handshake_p50_us"), field(&stdout, "handshake_p99_us"));
+    assert!(p50 > 0.0 && p99 >= p50 && p50 <= field(&stdout, "p50_us"), "{stdout}");
+    assert!(field(&stdout, "server_ns_per_cycle") > 0.0, "{stdout}");
+    assert!(stderr.contains("  handshake  p50 "), "{stderr}");
     // This process is the server; other tests' servers share it, so only the shape is sure.
     let (start, peak) = (field(&stdout, "server_fds_start"), field(&stdout, "server_fds_peak"));
     assert!(start >= 3.0 && peak >= start, "{stdout}");

@@ -7,7 +7,7 @@ PEERS_DIR=benches/peers
 PEERS_NODE_DIR=$PEERS_DIR/node
 # Absolute: benches/peers/target/release, or under CARGO_TARGET_DIR where that is set.
 PEERS_BIN_DIR=$(target_dir "$PEERS_DIR/Cargo.toml")/release
-PEERS_RUST_BINS=(tungstenite-echo fastwebsockets-echo ws-rs-echo jsonrpsee-echo)
+PEERS_RUST_BINS=(tungstenite-echo fastwebsockets-echo ws-rs-echo jsonrpsee-echo floor-echo)
 PEERS_NODE_SCRIPTS=(ws-echo.js uws-echo.js uws-pubsub.js)
 
 # The Node the peers run on: Node 20 (module ABI 115), for which
