@@ -111,7 +111,21 @@ def main():
             if ours and theirs:
                 lines.append(f"\n{bidir} (io_uring) / {epoll}: **{ours / theirs:.2f}x** server CPU per message")
         lines += over_floor(results, key)
+        if cell in ("c1", "rpc1"):
+            lines += lowest_latency(results)
     print("\n".join(lines))
+
+
+def lowest_latency(results):
+    """Which WebSocket server (the floor aside) has the lowest p50 and the lowest p99."""
+    lines = []
+    for key in ("p50_us", "p99_us"):
+        ranked = sorted((median(rows, key), server) for server, rows in results.items()
+                        if server != FLOOR and median(rows, key))
+        if ranked:
+            order = ", ".join(f"{server} {us(value)}" for value, server in ranked)
+            lines.append(f"\nlowest {key[:-3]}: {order}")
+    return lines
 
 
 def over_floor(results, key):

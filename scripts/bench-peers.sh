@@ -30,7 +30,9 @@
 # event to 10 000 subscribers, `bidir-load --mode fanout`) on bidir-pubsub / bidir-pubsub-epoll
 # (examples/rpc_echo's /sub and /pub: the engine's pub/sub), bidir-rpc-pubsub /
 # bidir-rpc-pubsub-epoll (its `Bench.publish` over bidir.json.v1: rpc topics) and uws-pubsub
-# (uWebSockets.js's app.publish); the echo cells on the others. floor (benches/peers
+# (uWebSockets.js's app.publish); the echo cells on the others. bidir-busy is bidir with
+# `--busy-poll 50` (the latency option: 50 µs of polling before each sleep; not in the
+# default list, its CPU figure counts the spinning). floor (benches/peers
 # floor-echo: a raw TCP echo on io_uring with bidir's receive and send, no WebSocket) runs the
 # echo cells with `bidir-load --raw`: the machine's floor, over which the table quotes bidir's
 # ratio per cell. Peers are built by scripts/peers/build.sh (dev only, outside the
@@ -86,6 +88,7 @@ start_peer() { # NAME PORT -> sets SERVER_PID
     case "$name" in
         bidir) cmd=(env BIDIR_BACKEND=auto "$TARGET/release/examples/echo" --addr "127.0.0.1:$port" --workers 1 --deflate off) ;;
         bidir-epoll) cmd=(env BIDIR_BACKEND=epoll "$TARGET/release/examples/echo" --addr "127.0.0.1:$port" --workers 1 --deflate off) ;;
+        bidir-busy) cmd=(env BIDIR_BACKEND=auto "$TARGET/release/examples/echo" --addr "127.0.0.1:$port" --workers 1 --deflate off --busy-poll 50) ;;
         tungstenite) cmd=("$PEERS_BIN_DIR/tungstenite-echo" --port "$port") ;;
         fastwebsockets) cmd=("$PEERS_BIN_DIR/fastwebsockets-echo" --port "$port") ;;
         ws-rs) cmd=("$PEERS_BIN_DIR/ws-rs-echo" --port "$port") ;;
