@@ -113,11 +113,15 @@ fn posts_run_in_order_with_sends_and_see_the_handlers_state() {
 fn a_post_to_a_closed_connection_is_dropped_unrun() {
     let (server, handles, closes) = server(config(1));
     let (_c, handle) = connect(&server, &handles);
-    // The first post aborts the connection; the second, applied in the same turn, finds it
-    // gone: it is dropped without running, after on_close.
+    // The worker is held in a first post while two more queue behind it (so the handle
+    // cannot learn of the close before the third is posted): the second aborts the
+    // connection, the third finds it gone and is dropped without running, after on_close.
+    let (release, held) = mpsc::channel::<()>();
+    handle.post(move |_h, _cx| drop(held.recv_timeout(WAIT))).unwrap();
     handle.post(|_h, cx| cx.abort()).unwrap();
     let (flag, ran) = ran_or_dropped();
     handle.post(move |_h, _cx| flag.send(()).unwrap()).unwrap();
+    release.send(()).unwrap();
     assert_eq!(ran.recv_timeout(WAIT), Err(mpsc::RecvTimeoutError::Disconnected));
     assert_eq!(closes.recv_timeout(WAIT).unwrap(), "close 1006");
     // Once the handle knows, a post is refused at once (and its closure dropped).
