@@ -31,8 +31,8 @@
 # (examples/rpc_echo's /sub and /pub: the engine's pub/sub), bidir-rpc-pubsub /
 # bidir-rpc-pubsub-epoll (its `Bench.publish` over bidir.json.v1: rpc topics) and uws-pubsub
 # (uWebSockets.js's app.publish); the echo cells on the others. bidir-busy is bidir with
-# `--busy-poll 50` (the latency option: 50 µs of polling before each sleep; not in the
-# default list, its CPU figure counts the spinning). floor (benches/peers
+# `--busy-poll 50` (the latency option: 50 µs of polling before each sleep), in the c1 cell
+# only; not in the default list, and its CPU figure counts the spinning. floor (benches/peers
 # floor-echo: a raw TCP echo on io_uring with bidir's receive and send, no WebSocket) runs the
 # echo cells with `bidir-load --raw`: the machine's floor, over which the table quotes bidir's
 # ratio per cell. Peers are built by scripts/peers/build.sh (dev only, outside the
@@ -130,6 +130,7 @@ server_args() { # SERVER CELL PORT
     local kind=echo
     case "$2" in rpc*) kind=rpc ;; fanout*) kind=fanout ;; esac
     case "$1" in
+        bidir-busy) [ "$2" = c1 ] && echo "--url ws://127.0.0.1:$3/echo" ;;
         bidir-rpc-pubsub*) [ "$kind" = fanout ] && echo "--url ws://127.0.0.1:$3/rpc --rpc bidir" ;;
         *-pubsub*) [ "$kind" = fanout ] && echo "--url ws://127.0.0.1:$3/ --pubsub plain" ;;
         bidir-rpc*) [ "$kind" = rpc ] && echo "--url ws://127.0.0.1:$3/rpc --rpc bidir" ;;
