@@ -17,7 +17,9 @@
 //! `FLOOR_MIN_WAIT_USEC=N` (an experiment, off by default; Linux 6.12 and later): an enter that
 //! submits sends waits for one completion beyond them, returning after N microseconds with
 //! whatever is there (`min_wait_usec`), so that one request-response costs one enter, not two
-//! (issue 15 goal 2; in the 1 x 1 cell it did not pay: see the module's `enter`).
+//! (issue 15 goal 2; in the 1 x 1 cell it did not pay: see `Server::enter`).
+//! `FLOOR_WAIT_TIMEOUT` (any value): every wait carries a one-second timeout, as bidir's carry
+//! its timers' next deadline.
 //!
 //! A connection closes (`close(2)`, as bidir drops its stream) once the peer has closed and
 //! its last send has completed.
@@ -180,6 +182,9 @@ struct Server {
     /// `FLOOR_MIN_WAIT_USEC`: with sends to submit, wait for one completion beyond them
     /// (returning after this many microseconds with whatever is there); 0: off.
     min_wait_usec: u32,
+    /// `FLOOR_WAIT_TIMEOUT`: every wait gets a one-second timeout, as bidir's waits get its
+    /// timers' next deadline (so the kernel arms a timer for each sleep).
+    timed: bool,
 }
 
 impl Server {
@@ -338,17 +343,22 @@ impl Server {
     /// `min_wait_usec` passed with any completion at all (the one-second timeout only makes
     /// the kernel treat `min_wait_usec` as a minimum rather than the whole wait).
     ///
-    /// Measured in the 1 x 1 cell (alternating rounds, medians): enters per message 1.7 -> 0.9,
-    /// but server CPU per message 0.98x-1.19x and p50 1.07x-1.14x: the enter saved is one that
-    /// returned at once (cheap); the sleep and the wake-up, the real cost, stay, and the wait
-    /// now arms a timer. Hence off by default, and not in bidir's backend.
+    /// Measured in the 1 x 1 cell (alternating rounds, medians): enters per message 1.75 ->
+    /// 0.87, but server CPU per message 0.98x-1.19x and p50 1.04x-1.14x against plain waits,
+    /// and still 1.035x / 1.034x against waits that all carry a timeout (`FLOOR_WAIT_TIMEOUT`,
+    /// as bidir's do): the enter saved is one that returned at once (cheap); the sleep and the
+    /// wake-up, the real cost, stay. Hence off by default, and not in bidir's backend.
     fn enter(&mut self) -> io::Result<usize> {
         let sends = std::mem::take(&mut self.sends);
+        let timeout = types::Timespec::new().sec(1);
+        let args = types::SubmitArgs::new().timespec(&timeout);
         if self.min_wait_usec == 0 || sends == 0 {
+            if self.timed {
+                return self.ring.submitter().submit_with_args(1, &args);
+            }
             return self.ring.submit_and_wait(1);
         }
-        let timeout = types::Timespec::new().sec(1);
-        let args = types::SubmitArgs::new().timespec(&timeout).min_wait_usec(self.min_wait_usec);
+        let args = args.min_wait_usec(self.min_wait_usec);
         self.ring.submitter().submit_with_args(1 + sends as usize, &args)
     }
 
@@ -431,6 +441,7 @@ fn main() {
         returned: Vec::new(),
         sends: 0,
         min_wait_usec,
+        timed: std::env::var_os("FLOOR_WAIT_TIMEOUT").is_some(),
     };
     if let Err(e) = server.run() {
         fail("io_uring_enter", e);
