@@ -41,9 +41,10 @@
 //!
 //! Accepted streams are of the backend's own [`Backend::Stream`] type (a `TcpStream` for the
 //! socket backends, a handle for [`crate::mem`]'s in-memory net), and arrive configured: the
-//! backend has applied the per-connection options ([`crate::socket::configure_stream`]) before
-//! it reports [`Completion::Accepted`]; a stream whose configuration fails is closed by the
-//! backend and never reported.
+//! backend applies the per-connection options to each listener it is given
+//! ([`crate::socket::configure_listener`]), and the kernel copies them into every connection
+//! the listener creates after (one connection already queued on a listener the caller opened
+//! keeps what it was created with).
 //!
 //! [`poll`]: Backend::poll
 //! [`add_stream`]: Backend::add_stream

@@ -2,8 +2,8 @@
 //!
 //! Readiness becomes completions here: when a stream is readable the backend `read`s once into
 //! its per-worker buffer and reports [`Completion::Received`]; when a listener is readable it
-//! `accept4`s until the queue is empty, setting each accepted stream's options
-//! ([`crate::socket::configure_stream`]) before reporting it. Streams are registered once for both directions and
+//! `accept4`s until the queue is empty; accepted streams come with the listener's options
+//! ([`crate::socket::configure_listener`], set once per listener). Streams are registered once for both directions and
 //! never re-registered: with edge triggering a writable event costs nothing until a write has
 //! been cut short, so a request/response exchange costs one `read` and one `writev` per
 //! message plus a share of one `epoll_wait`.
@@ -160,12 +160,10 @@ impl Epoll {
             counts.accepts += 1;
             match listener.accept() {
                 Ok((stream, peer)) => {
-                    // mio's stream owns a nonblocking, close-on-exec descriptor; keep it.
+                    // mio's stream owns a nonblocking, close-on-exec descriptor; keep it. Its
+                    // TCP_NODELAY came from the listener (`add_listener`).
                     let stream = TcpStream::from(std::os::fd::OwnedFd::from(stream));
-                    counts.other += 1;
-                    if crate::socket::configure_stream(&stream).is_ok() {
-                        on(Completion::Accepted { stream, peer });
-                    } // else dropped: closing it is all there is to do
+                    on(Completion::Accepted { stream, peer });
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -190,6 +188,7 @@ impl Backend for Epoll {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many listeners"));
         }
         listener.set_nonblocking(true)?;
+        crate::socket::configure_listener(&listener)?;
         let mut listener = mio::net::TcpListener::from_std(listener);
         let token = mio::Token(LISTENER_BASE - 1 - self.listeners.len());
         self.counts.other += 1;

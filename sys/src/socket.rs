@@ -8,7 +8,9 @@ use socket2::{Domain, Socket, Type};
 
 /// Opens a nonblocking, close-on-exec listener on `addr` with `SO_REUSEADDR` and, when
 /// `reuse_port` is set, `SO_REUSEPORT`: each worker opens its own on the same address and the
-/// kernel spreads new connections over them, so no accept lock is shared between cores.
+/// kernel spreads new connections over them, so no accept lock is shared between cores. The
+/// per-connection options ([`configure_listener`]) are set before it listens, so every
+/// connection it ever accepts has them.
 ///
 /// # Errors
 ///
@@ -23,6 +25,7 @@ pub fn listener(addr: SocketAddr, backlog: u32, reuse_port: bool) -> io::Result<
     if addr.is_ipv6() {
         socket.set_only_v6(false).ok();
     }
+    socket.set_tcp_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
     Ok(socket.into())
@@ -79,15 +82,19 @@ pub fn connecting(addr: SocketAddr) -> io::Result<TcpStream> {
     Ok(socket.into())
 }
 
-/// Applies the per-connection options: `TCP_NODELAY` (frames are coalesced by the engine, so
-/// Nagle's algorithm would only add latency). The socket backends apply it to every stream
-/// they accept before reporting it (see [`crate::backend`]); the engine need not.
+/// Applies the per-connection options to a listener: `TCP_NODELAY` (frames are coalesced by
+/// the engine, so Nagle's algorithm would only add latency). Linux copies a listener's
+/// `TCP_NODELAY` into each connection it creates from then on, so the streams it accepts need
+/// no `setsockopt(2)` each: one system call per handshake saved. A connection that completed
+/// its handshake before this call keeps the option it was created with; [`listener`] sets it
+/// before listening. The socket backends apply it to every listener they are given (see
+/// [`crate::backend`]); the engine need not.
 ///
 /// # Errors
 ///
 /// What `setsockopt(2)` reports.
-pub fn configure_stream(stream: &TcpStream) -> io::Result<()> {
-    stream.set_nodelay(true)
+pub fn configure_listener(listener: &TcpListener) -> io::Result<()> {
+    socket2::SockRef::from(listener).set_tcp_nodelay(true)
 }
 
 /// Raises the soft limit on open file descriptors to the hard limit; returns the new soft
@@ -170,5 +177,22 @@ mod tests {
     fn fd_limit_is_at_least_what_it_was() {
         let raised = raise_fd_limit().unwrap();
         assert!(raised >= 1024);
+    }
+
+    /// Accepts one connection on `listener` (blocking).
+    fn accept_one(listener: &TcpListener) -> TcpStream {
+        listener.set_nonblocking(false).unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        listener.accept().unwrap().0
+    }
+
+    #[test]
+    fn accepted_streams_inherit_the_listeners_options() {
+        let plain = TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(!accept_one(&plain).nodelay().unwrap(), "off unless the listener has it");
+        configure_listener(&plain).unwrap();
+        assert!(accept_one(&plain).nodelay().unwrap(), "configure_listener");
+        let ours = listener("127.0.0.1:0".parse().unwrap(), 16, false).unwrap();
+        assert!(accept_one(&ours).nodelay().unwrap(), "listener() configures before listening");
     }
 }

@@ -2,8 +2,10 @@
 //! turn for every socket's receives and sends.
 //!
 //! - **Accept**: one multishot accept per listener; re-armed when the kernel ends it. Each
-//!   accepted stream gets its options ([`crate::socket::configure_stream`]) before it is
-//!   reported.
+//!   accepted stream comes blocking, as io_uring wants it, and with the listener's options
+//!   ([`crate::socket::configure_listener`], set once per listener): its handshake costs one
+//!   `getpeername` (a multishot accept has one address buffer for all its connections, so the
+//!   peer cannot come with the completion) and, at the end, the `close`.
 //! - **Receive**: one multishot receive per stream, into a *provided buffer ring* shared by
 //!   the worker's streams (so an idle connection holds no receive buffer). Each completion
 //!   names the buffer the kernel filled; the bytes are lent to the worker for the callback
@@ -711,10 +713,9 @@ impl IoUring {
                     // nobody else owns.
                     let stream = unsafe { TcpStream::from_raw_fd(result) };
                     self.counts.other += 1;
-                    let configured = crate::socket::configure_stream(&stream);
-                    match (configured, stream.peer_addr()) {
-                        (Ok(()), Ok(peer)) => on(Completion::Accepted { stream, peer }),
-                        _ => drop(stream), // already gone, or not usable as configured
+                    match stream.peer_addr() {
+                        Ok(peer) => on(Completion::Accepted { stream, peer }),
+                        Err(_) => drop(stream), // already gone
                     }
                 }
             }
@@ -893,6 +894,7 @@ impl Backend for IoUring {
 
     fn add_listener(&mut self, listener: TcpListener) -> io::Result<()> {
         listener.set_nonblocking(true)?;
+        crate::socket::configure_listener(&listener)?;
         self.listeners.push(Listener { io: listener, accepting: false });
         self.arm_accept(self.listeners.len() - 1);
         Ok(())
@@ -923,9 +925,9 @@ impl Backend for IoUring {
     }
 
     fn add_stream(&mut self, token: Token, stream: TcpStream) -> io::Result<()> {
-        // io_uring waits for readiness itself; a blocking descriptor keeps operations from
-        // completing with EAGAIN.
-        stream.set_nonblocking(false)?;
+        // Its blocking mode stays as it is: the accept made it blocking, and the socket
+        // operations used here (multishot receive, send) wait for readiness inside io_uring
+        // whatever the descriptor's O_NONBLOCK says.
         self.insert(token, stream)?;
         self.arm_recv(token.0);
         Ok(())

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bidir_sys::uring::{IoUring, UringConfig, UringWaker, probe};
 use bidir_sys::{Backend, Completion, Token};
+use socket2::SockRef;
 
 fn backend(buffers: u16, buffer_size: usize) -> IoUring {
     backend_zc(buffers, buffer_size, None)
@@ -39,6 +40,10 @@ fn accept(ring: &mut IoUring, listener: &TcpListener, n: usize) -> Vec<TcpStream
     }
     assert_eq!(accepted.len(), n);
     assert!(accepted.iter().all(|s| s.nodelay().unwrap()), "accepted streams arrive configured");
+    assert!(
+        accepted.iter().all(|s| !SockRef::from(s).nonblocking().unwrap()),
+        "the ring accepts streams blocking, so add_stream need not make them so"
+    );
     for (i, stream) in accepted.into_iter().enumerate() {
         ring.add_stream(Token(i), stream).unwrap();
     }
@@ -118,23 +123,40 @@ fn small_receives_share_a_buffer_where_the_kernel_consumes_incrementally() {
 
 #[test]
 fn short_sends_are_finished_in_order_then_writable() {
-    short_sends(None);
+    short_sends(None, false);
+}
+
+#[test]
+fn a_nonblocking_stream_works_as_a_blocking_one() {
+    // add_stream leaves the descriptor's mode alone: the receive and the sends must wait for
+    // readiness inside io_uring even with O_NONBLOCK set, never fail with EAGAIN.
+    short_sends(None, true);
 }
 
 #[test]
 fn zero_copy_sends_keep_their_buffer_until_the_kernel_lets_go() {
     // Every send of 4 KiB or more goes out zero-copy: a buffer reused before its notification
     // would show as corrupted bytes at the reader.
-    short_sends(Some(4096));
+    short_sends(Some(4096), false);
 }
 
 /// 8 MiB pushed at a client that reads nothing for a while, then the stream is removed with
-/// its last send in flight; the client must get every byte, in order.
-fn short_sends(send_zc_threshold: Option<usize>) {
+/// its last send in flight; the client must get every byte, in order. With `nonblocking`, the
+/// stream is accepted outside the ring and added with O_NONBLOCK set, after a first receive.
+fn short_sends(send_zc_threshold: Option<usize>, nonblocking: bool) {
     let mut ring = backend_zc(64, 4096, send_zc_threshold);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut clients = accept(&mut ring, &listener, 1);
-    let mut client = clients.pop().unwrap();
+    let mut client = if nonblocking {
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_nonblocking(true).unwrap();
+        ring.add_stream(Token(0), stream).unwrap();
+        client.write_all(b"hello").unwrap();
+        assert_eq!(receive(&mut ring, 5, usize::MAX, 10).get(&0), Some(&b"hello".to_vec()));
+        client
+    } else {
+        accept(&mut ring, &listener, 1).pop().unwrap()
+    };
     // 8 MiB queued while the client reads nothing: the kernel takes part, the backend holds
     // the rest of each send and refuses more until it is all out.
     let message: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
