@@ -339,6 +339,7 @@ pub(crate) fn run(o: &Options) -> Result<RunResult, String> {
         own_rss_per_conn: None,
         cycles: shared.completed.load(Ordering::Relaxed),
         server_usage,
+        wire_in_ratio: None,
     })
 }
 

@@ -378,6 +378,7 @@ pub(crate) fn run(o: &Options) -> Result<RunResult, String> {
         own_rss_per_conn: None,
         cycles: 0,
         server_usage: None,
+        wire_in_ratio: None,
     })
 }
 

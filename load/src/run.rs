@@ -694,6 +694,10 @@ pub(crate) struct RunResult {
     pub(crate) cycles: u64,
     /// Churn, given the server's PID: its memory and descriptors at start, peak and end.
     pub(crate) server_usage: Option<ServerUsage>,
+    /// Echo: bytes this side read from its sockets per payload byte of the messages it
+    /// received, over the whole run (handshakes and frame headers included): below 1 when
+    /// the server's compression shrinks the echoes.
+    pub(crate) wire_in_ratio: Option<f64>,
 }
 
 /// The client side of every load connection: the URL, the deflate offer, no heartbeats, and
@@ -782,6 +786,7 @@ pub(crate) fn run(o: &Options) -> Result<RunResult, String> {
     let mut server_rss_per_conn = None;
     let mut own_rss_per_conn = None;
     let (measured, messages);
+    let mut wire_in_ratio = None;
     match o.mode {
         Mode::Churn | Mode::Fanout => unreachable!("churn and fanout run on their own"),
         Mode::Connect => {
@@ -812,6 +817,9 @@ pub(crate) fn run(o: &Options) -> Result<RunResult, String> {
             messages = shared.phases.tallied(|t| t.received_in_window);
             // Let the last echoes arrive before closing, so the server sees clean closes.
             std::thread::sleep(Duration::from_millis(200));
+            let counters = engine.stats().counters;
+            let payload = counters.messages_in * o.size as u64;
+            wire_in_ratio = (payload > 0).then(|| counters.bytes_in as f64 / payload as f64);
         }
     }
     shared.phases.stop.store(true, Ordering::Relaxed);
@@ -837,6 +845,7 @@ pub(crate) fn run(o: &Options) -> Result<RunResult, String> {
         own_rss_per_conn,
         cycles: 0,
         server_usage: None,
+        wire_in_ratio,
     })
 }
 
