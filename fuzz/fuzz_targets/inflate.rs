@@ -1,6 +1,7 @@
 //! The permessage-deflate path: arbitrary compressed payloads never panic, never produce more
 //! than the limit, and whatever this side compresses decompresses to the same bytes, also
-//! with context kept as plaintext windows (compact context).
+//! with context kept as plaintext windows (compact context), and whole standalone messages
+//! (libdeflate's one-call path) read by either decompressor.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -18,6 +19,8 @@ struct Case {
     reset: bool,
     /// Keep context as plaintext windows, priming both codecs per message.
     compact: bool,
+    /// Without compact context: compress each message whole, on its own.
+    whole: bool,
     limit: u16,
 }
 
@@ -32,6 +35,12 @@ fuzz_target!(|case: Case| {
                 assert!(out.len() > limit && out.len() <= limit + 1 + (64 << 10))
             }
             Err(_) => {}
+        }
+        let mut out = Vec::new();
+        match rx.decompress_message(payload, limit, &mut out) {
+            Ok(()) => assert!(out.len() <= limit),
+            Err(DecompressError::TooBig) => assert_eq!(out.len(), limit + 1),
+            Err(_) => assert!(out.is_empty()),
         }
     }
     let bits = 9 + case.window_bits % 7;
@@ -50,9 +59,20 @@ fuzz_target!(|case: Case| {
             let excess = history.len().saturating_sub(1 << bits);
             history.drain(..excess);
         } else {
-            tx.compress(bits, message, true, case.reset, &mut wire);
+            if case.whole {
+                tx.compress_message(bits, message, &mut wire);
+            } else {
+                tx.compress(bits, message, true, case.reset, &mut wire);
+            }
+            // A stream that keeps going reads whole messages too (their final block ends it).
             rx.decompress(&wire, message.len(), case.reset, &mut back)
                 .expect("own output decompresses");
+            if case.whole || case.reset {
+                let mut alone = Vec::new();
+                rx.decompress_message(&wire, message.len(), &mut alone)
+                    .expect("own standalone output decompresses whole");
+                assert_eq!(&alone, message);
+            }
         }
         assert_eq!(&back, message);
     }
