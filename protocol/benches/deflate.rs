@@ -1,8 +1,8 @@
 //! permessage-deflate without context (issue 15): a whole message compressed and decompressed
 //! on its own, as a server with a shared codec does per message — the zlib-rs stream reset
 //! per message (`Codec::compress` / `Codec::decompress` with `reset`) against the one-call
-//! path (`Codec::compress_message` / `Codec::decompress_message`, libdeflate), at 1 KiB and
-//! 16 KiB of JSON-like text (the records `bidir-load` sends) and of chat-like lines.
+//! path (`Codec::compress_message`: our encoder; `Codec::decompress_message`: libdeflate), at
+//! 1 KiB and 16 KiB of JSON-like text (the records `bidir-load` sends) and of chat-like lines.
 //!
 //! Before the criterion groups, a table: each payload's compressed size per path and the
 //! median time of short timed loops.

@@ -4,20 +4,20 @@
 //!
 //! Why: a zlib stream reset per message clears a 2^16-entry hash table (128 KiB, whatever the
 //! memory level) before it compresses a byte, which dominated a server's CPU at 1 KiB. A
-//! standalone message up to 8 KiB goes through [`quick`](super::quick) (a table sized to the
-//! message, fixed codes, zlib's sync-flushed shape); a longer one through libdeflate, whose
-//! dynamic Huffman blocks compress better than zlib-rs's fastest level (fixed codes only)
-//! once the message is long enough to pay for building them. Decompressing a standalone
-//! message in one libdeflate call likewise skips zlib's streaming state machine and its
-//! per-message table setup (docs/deflate.md).
+//! standalone message up to the window's size goes through [`quick`](super::quick) instead
+//! (a table sized to the message, fixed codes, zlib's sync-flushed shape). Not libdeflate:
+//! its fastest level was slower than the reset at 1 KiB, and its streams end with a final
+//! block, after which Chromium fails the connection. Decompressing a standalone message in
+//! one libdeflate call skips zlib's streaming state machine and its per-message table setup
+//! (docs/deflate.md).
 
 use core::fmt;
 
-use libdeflater::{CompressionLvl, Compressor, DecompressionError, Decompressor};
+use libdeflater::{DecompressionError, Decompressor};
 use zlib_rs::{Deflate, DeflateConfig, Inflate, Status};
 use zlib_rs::{DeflateFlush, InflateFlush};
 
-use super::quick::{self, Quick};
+use super::quick::Quick;
 
 /// The four bytes a sync flush ends with; senders strip them, receivers put them back
 /// (RFC 7692 §7.2.1, §7.2.2).
@@ -31,8 +31,9 @@ const FINAL: [u8; 2] = [0x03, 0x00];
 /// bounded amount of work and memory past the limit.
 const STEP: usize = 64 << 10;
 
-/// Scratch buffers kept past a message only up to this capacity.
-const KEEP: usize = 1 << 20;
+/// The copy of a standalone message's payload is kept past the message only up to this
+/// capacity (a connection's own codec keeps it while the connection lives).
+const KEEP: usize = 64 << 10;
 
 /// zlib state for one connection, or for many in turn (see
 /// [`DeflateParams::is_stateless`](super::DeflateParams::is_stateless)).
@@ -49,7 +50,6 @@ pub struct Codec {
     inflate_bits: u8,
     /// Whole standalone messages ([`Codec::compress_message`], [`Codec::decompress_message`]).
     quick: Quick,
-    whole: Option<Compressor>,
     unpack: Option<Decompressor>,
     /// A standalone message's payload with the tail and a final block appended.
     padded: Vec<u8>,
@@ -93,7 +93,6 @@ impl Codec {
             inflate: None,
             inflate_bits: inflate_bits.clamp(8, 15),
             quick: Quick::default(),
-            whole: None,
             unpack: None,
             padded: Vec::new(),
             expand: 4,
@@ -201,31 +200,17 @@ impl Codec {
 
     /// Compresses `input`, a whole message that refers to nothing before it (no context
     /// takeover), with a window of `window_bits` (9–15; clamped), appending the payload to
-    /// `out`, in one call: up to 8 KiB with the fixed codes and a table sized to the message
-    /// (a sync-flushed block, as [`Codec::compress`] makes, at level 1 and above); longer,
-    /// where the message fits in the window (no distance can then pass it), with libdeflate:
-    /// the payload then ends with a final block (BFINAL set), which RFC 7692 §7.2.3.4 allows
-    /// and a receiver's decompressor takes as the end of the message's stream. Longer
-    /// messages than the window, the empty one (a single `0x00`, §7.2.3.6) and level 0 go
-    /// through [`Codec::compress`] with a reset.
+    /// `out`. At level 1 (the default), where the message fits in the window (no distance can
+    /// then pass it): in one call, with a hash table sized to the message and the fixed codes,
+    /// as zlib-rs's level 1 codes it, in the shape [`Codec::compress`] gives a message
+    /// (sync-flushed, the tail stripped). Other levels, longer messages and the empty one (a
+    /// single `0x00`, §7.2.3.6) go through [`Codec::compress`] with a reset.
     pub fn compress_message(&mut self, window_bits: u8, input: &[u8], out: &mut Vec<u8>) {
         let bits = window_bits.clamp(9, 15);
-        if input.is_empty() || input.len() > 1 << bits || self.level == 0 {
+        if input.is_empty() || input.len() > 1 << bits || self.level != 1 {
             return self.compress(bits, input, true, true, out);
         }
-        if input.len() <= quick::MAX_INPUT {
-            return self.quick.compress(input, 1 << bits, out);
-        }
-        let level = self.level;
-        let compressor = self.whole.get_or_insert_with(|| {
-            Compressor::new(CompressionLvl::new(level).expect("1-9 are libdeflate levels"))
-        });
-        let at = out.len();
-        out.resize(at + compressor.deflate_compress_bound(input.len()), 0);
-        let written = compressor
-            .deflate_compress(input, &mut out[at..])
-            .expect("the bound leaves room for any input");
-        out.truncate(at + written);
+        self.quick.compress(input, 1 << bits, out);
     }
 
     /// Decompresses one whole compressed message that refers to nothing before it (the peer
@@ -385,7 +370,6 @@ impl fmt::Debug for Codec {
             .field("mem_level", &self.mem_level)
             .field("compressors", &self.deflate.iter().filter(|d| d.is_some()).count())
             .field("decompressor", &self.inflate.is_some())
-            .field("whole_compressor", &self.whole.is_some())
             .field("whole_decompressor", &self.unpack.is_some())
             .finish()
     }
@@ -558,8 +542,9 @@ mod tests {
         }
     }
 
+    /// The same shape as zlib-rs's fastest level (fixed codes, sync-flushed), no larger.
     #[test]
-    fn whole_messages_compress_better_than_the_fastest_stream() {
+    fn whole_messages_compress_as_well_as_the_fastest_stream() {
         for len in [1 << 10, 16 << 10] {
             let msg = json_like(len);
             let (mut whole, mut stream) = (vec![], vec![]);

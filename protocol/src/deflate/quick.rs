@@ -1,4 +1,4 @@
-//! A one-call DEFLATE encoder for short standalone messages: greedy LZ77 over a hash table
+//! A one-call DEFLATE encoder for standalone messages: greedy LZ77 over a hash table
 //! sized to the message, the fixed Huffman codes (RFC 1951 §3.2.6), and a sync flush at the
 //! end, so the output has exactly the shape of a zlib stream's sync-flushed message.
 //!
@@ -8,8 +8,9 @@
 //! compression itself. Here the table has about one entry per input byte (2 KiB for 1 KiB),
 //! and the codes are fixed, as zlib-ng's fastest level (`deflate_quick`) has them.
 
-/// Messages up to this size are compressed here; the positions fit the `u16` table.
-pub(crate) const MAX_INPUT: usize = 8 << 10;
+/// Messages up to this size (the largest window) are compressed here; positions fit the
+/// `u16` table.
+pub(crate) const MAX_INPUT: usize = 32 << 10;
 
 const MIN_MATCH: usize = 4;
 const MAX_MATCH: usize = 258;
@@ -29,7 +30,7 @@ impl Quick {
     /// permessage-deflate payload that refers to nothing before it.
     pub(crate) fn compress(&mut self, input: &[u8], max_dist: usize, out: &mut Vec<u8>) {
         debug_assert!(!input.is_empty() && input.len() <= MAX_INPUT);
-        let bits = input.len().next_power_of_two().trailing_zeros().clamp(8, 13);
+        let bits = input.len().next_power_of_two().trailing_zeros().clamp(8, 14);
         self.table.clear();
         self.table.resize(1 << bits, 0);
         let mut w = Bits::new(out, input.len());
