@@ -14,8 +14,9 @@ peers, nor is the floor) and, with bidir-epoll in the run, io_uring's ratio to e
 floor in the run (a raw TCP echo on io_uring, no WebSocket), bidir's and bidir-epoll's ratios
 over it: what the WebSocket server costs above the machine's floor. The fanout cells quote
 events/s, deliveries/s, server CPU per delivery, its kernel share, the per-socket send floor,
-and the ratios of bidir-pubsub and bidir-rpc-pubsub (and their epoll variants) to uws-pubsub. It
-draws OUT_DIR/CELL.svg
+and the ratios of bidir-pubsub and bidir-rpc-pubsub (and their epoll variants) to uws-pubsub. The
+deflate cells (d*, dd*) add the bytes read per payload byte of the echoes (the server's compression
+ratio) and compare bidir-deflate (dd: bidir-deflate-ded) with the best peer. It draws OUT_DIR/CELL.svg
 from each server's median round (by server ns/msg).
 """
 import json
@@ -33,6 +34,9 @@ CELLS = {
     "rpc100x16": "rpc: 100 conns x 16 calls in flight, echo of a small struct",
     "rpc1": "rpc: 1 conn x 1 call in flight, echo of a small struct",
     "fanout10k": "fanout: one event at a time to 10 000 subscribers (closed loop)",
+    "d100x4x1k": "permessage-deflate, no context: 100 conns x 4 in flight x 1 KiB JSON-like text",
+    "d100x4x16k": "permessage-deflate, no context: 100 conns x 4 in flight x 16 KiB JSON-like text",
+    "dd100x4x1k": "permessage-deflate, per-connection 32 KiB windows: 100 conns x 4 in flight x 1 KiB text",
 }
 
 # The raw TCP echo (no WebSocket): not a peer, the floor under every server.
@@ -83,20 +87,26 @@ def main():
                              f"{median(rows, 'p50_us'):,.0f} µs | {median(rows, 'p99_us'):,.0f} µs |")
         else:
             key = "server_ns_per_msg"
-            lines.append("| server | msg/s | server CPU ns/msg | p50 | p99 | p99.9 | syscalls/msg |")
-            lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+            deflate = cell.startswith("d")
+            extra = (" wire / payload |", " ---: |") if deflate else ("", "")
+            lines.append("| server | msg/s | server CPU ns/msg | p50 | p99 | p99.9 | syscalls/msg |" + extra[0])
+            lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |" + extra[1])
             plots = []
             for server, rows in results.items():
+                ratio = median(rows, "wire_in_ratio")
+                wire = (" n/a |" if ratio is None else f" {ratio:.3f} |") if deflate else ""
                 lines.append(f"| {server} | {fmt(median(rows, 'msgs_per_sec'))} | {fmt(median(rows, key))} | "
                              f"{us(median(rows, 'p50_us'))} | {us(median(rows, 'p99_us'))} | "
-                             f"{us(median(rows, 'p99_9_us'))} | {per_msg(syscalls.get(cell + ' ' + server))} |")
+                             f"{us(median(rows, 'p99_9_us'))} | {per_msg(syscalls.get(cell + ' ' + server))} |{wire}")
                 ordered = sorted(range(len(rows)), key=lambda i: rows[i].get(key) or 0)
                 mid = ordered[len(ordered) // 2]
                 plots.append(f"{out_dir}/{cell}-{server}-r{mid + 1}.hgrm:{server}")
             subprocess.run([load, "plot", "--out", f"{out_dir}/{cell}.svg",
                             "--title", f"{title}: echo latency by percentile", "--log-y"] + plots, check=False)
         # The rpc cells compare the rpc servers (bidir-rpc: examples/rpc_echo).
-        bidir = "bidir-rpc" if cell.startswith("rpc") else "bidir"
+        bidir = {"r": "bidir-rpc", "d": "bidir-deflate"}.get(cell[0], "bidir")
+        if cell.startswith("dd"):
+            bidir = "bidir-deflate-ded"
         peers = [(s, median(rows, key)) for s, rows in results.items()
                  if not s.startswith("bidir") and s != FLOOR]
         peers = [p for p in peers if p[1]]

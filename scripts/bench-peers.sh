@@ -18,7 +18,8 @@
 # table quotes medians.
 #
 #   scripts/bench-peers.sh [--rounds N] [--duration SECS] [--warmup SECS] [--servers "bidir ws ..."]
-#                          [--cells "c100x16 c100x4x4k c1000 c1 idle10k h10k rpc100x16 rpc1 fanout10k"]
+#                          [--cells "c100x16 c100x4x4k c1000 c1 idle10k h10k rpc100x16 rpc1 fanout10k
+#                                   d100x4x1k d100x4x16k dd100x4x1k"]
 #                          [--server-cpu N --load-cpu M] [--no-syscalls] [--no-floor]
 #
 # Servers: bidir (examples/echo, one worker, deflate off, the backend it picks: io_uring where
@@ -30,13 +31,17 @@
 # event to 10 000 subscribers, `bidir-load --mode fanout`) on bidir-pubsub / bidir-pubsub-epoll
 # (examples/rpc_echo's /sub and /pub: the engine's pub/sub), bidir-rpc-pubsub /
 # bidir-rpc-pubsub-epoll (its `Bench.publish` over bidir.json.v1: rpc topics) and uws-pubsub
-# (uWebSockets.js's app.publish); the echo cells on the others. bidir-busy is bidir with
-# `--busy-poll 50` (the latency option: 50 µs of polling before each sleep), in the c1 cell
-# only; not in the default list, and its CPU figure counts the spinning. floor (benches/peers
-# floor-echo: a raw TCP echo on io_uring with bidir's receive and send, no WebSocket) runs the
-# echo cells with `bidir-load --raw`: the machine's floor, over which the table quotes bidir's
-# ratio per cell. Peers are built by scripts/peers/build.sh (dev only, outside the
-# bidir crate's dependency tree).
+# (uWebSockets.js's app.publish); the permessage-deflate cells (d100x4x1k, d100x4x16k: JSON-like
+# text, `--deflate shared`, no context) on bidir-deflate / bidir-deflate-epoll (examples/echo
+# --deflate shared) and uws-deflate (uWS.SHARED_COMPRESSOR), dd100x4x1k (`--deflate dedicated:15`,
+# per-connection windows) on bidir-deflate-ded (echo --deflate dedicated:15 --context live) and
+# uws-deflate-ded (uWS.DEDICATED_COMPRESSOR and DEDICATED_DECOMPRESSOR); the echo cells on the
+# others. bidir-busy is bidir with `--busy-poll 50` (the latency option: 50 µs of polling before
+# each sleep), in the c1 cell only; not in the default list, and its CPU figure counts the
+# spinning. floor (benches/peers floor-echo: a raw TCP echo on io_uring with bidir's receive and
+# send, no WebSocket) runs the echo cells with `bidir-load --raw`: the machine's floor, over which
+# the table quotes bidir's ratio per cell. Peers are built by scripts/peers/build.sh (dev only,
+# outside the bidir crate's dependency tree).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source scripts/peers/common.sh
@@ -45,8 +50,8 @@ TARGET="$(target_dir)"
 ROUNDS=3
 DURATION=5
 WARMUP=1
-SERVERS="bidir bidir-epoll floor uws fastwebsockets tungstenite ws-rs node-ws bidir-rpc bidir-rpc-epoll jsonrpsee bidir-pubsub bidir-pubsub-epoll bidir-rpc-pubsub bidir-rpc-pubsub-epoll uws-pubsub"
-CELLS="c100x16 c100x4x4k c1000 c1 idle10k h10k rpc100x16 rpc1 fanout10k"
+SERVERS="bidir bidir-epoll floor uws fastwebsockets tungstenite ws-rs node-ws bidir-rpc bidir-rpc-epoll jsonrpsee bidir-pubsub bidir-pubsub-epoll bidir-rpc-pubsub bidir-rpc-pubsub-epoll uws-pubsub bidir-deflate bidir-deflate-epoll uws-deflate bidir-deflate-ded uws-deflate-ded"
+CELLS="c100x16 c100x4x4k c1000 c1 idle10k h10k rpc100x16 rpc1 fanout10k d100x4x1k d100x4x16k dd100x4x1k"
 SERVER_CPU=0
 LOAD_CPU=1
 SYSCALLS=1
@@ -97,6 +102,11 @@ start_peer() { # NAME PORT -> sets SERVER_PID
         bidir-rpc | bidir-pubsub | bidir-rpc-pubsub) cmd=(env BIDIR_BACKEND=auto "$TARGET/release/examples/rpc_echo" --addr "127.0.0.1:$port" --workers 1) ;;
         bidir-rpc-epoll | bidir-pubsub-epoll | bidir-rpc-pubsub-epoll) cmd=(env BIDIR_BACKEND=epoll "$TARGET/release/examples/rpc_echo" --addr "127.0.0.1:$port" --workers 1) ;;
         uws-pubsub) cmd=("$NODE" "$ROOT/$PEERS_NODE_DIR/uws-pubsub.js" --port "$port") ;;
+        bidir-deflate) cmd=(env BIDIR_BACKEND=auto "$TARGET/release/examples/echo" --addr "127.0.0.1:$port" --workers 1 --deflate shared) ;;
+        bidir-deflate-epoll) cmd=(env BIDIR_BACKEND=epoll "$TARGET/release/examples/echo" --addr "127.0.0.1:$port" --workers 1 --deflate shared) ;;
+        bidir-deflate-ded) cmd=(env BIDIR_BACKEND=auto "$TARGET/release/examples/echo" --addr "127.0.0.1:$port" --workers 1 --deflate dedicated:15 --context live) ;;
+        uws-deflate) cmd=("$NODE" "$ROOT/$PEERS_NODE_DIR/uws-echo.js" --port "$port" --compression shared) ;;
+        uws-deflate-ded) cmd=("$NODE" "$ROOT/$PEERS_NODE_DIR/uws-echo.js" --port "$port" --compression dedicated) ;;
         jsonrpsee) cmd=("$PEERS_BIN_DIR/jsonrpsee-echo" --port "$port") ;;
         floor) cmd=("$PEERS_BIN_DIR/floor-echo" --port "$port") ;;
         *) echo "unknown server $name" >&2; exit 2 ;;
@@ -119,6 +129,11 @@ cell_args() {
         rpc1) echo "--conns 1 --inflight 1" ;;
         # Closed loop: the next event once the last reached all 10 000 subscribers.
         fanout10k) echo "--mode fanout --conns 10000 --connect-window 128" ;;
+        # permessage-deflate, JSON-like text: no context (the server's default), and with
+        # per-connection 32 KiB windows on the dedicated servers.
+        d100x4x1k) echo "--conns 100 --inflight 4 --size 1024 --deflate shared" ;;
+        d100x4x16k) echo "--conns 100 --inflight 4 --size 16384 --deflate shared" ;;
+        dd100x4x1k) echo "--conns 100 --inflight 4 --size 1024 --deflate dedicated:15" ;;
         *) echo "unknown cell $1" >&2; exit 2 ;;
     esac
 }
@@ -128,9 +143,11 @@ cell_args() {
 # not apply.
 server_args() { # SERVER CELL PORT
     local kind=echo
-    case "$2" in rpc*) kind=rpc ;; fanout*) kind=fanout ;; esac
+    case "$2" in rpc*) kind=rpc ;; fanout*) kind=fanout ;; dd*) kind=deflate-ded ;; d*) kind=deflate ;; esac
     case "$1" in
         bidir-busy) [ "$2" = c1 ] && echo "--url ws://127.0.0.1:$3/echo" ;;
+        *-deflate-ded) [ "$kind" = deflate-ded ] && echo "--url ws://127.0.0.1:$3/echo" ;;
+        *-deflate*) [ "$kind" = deflate ] && echo "--url ws://127.0.0.1:$3/echo" ;;
         bidir-rpc-pubsub*) [ "$kind" = fanout ] && echo "--url ws://127.0.0.1:$3/rpc --rpc bidir" ;;
         *-pubsub*) [ "$kind" = fanout ] && echo "--url ws://127.0.0.1:$3/ --pubsub plain" ;;
         bidir-rpc*) [ "$kind" = rpc ] && echo "--url ws://127.0.0.1:$3/rpc --rpc bidir" ;;

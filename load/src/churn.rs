@@ -351,6 +351,7 @@ pub(crate) fn run(o: &Options) -> Result<RunResult, String> {
         cycles: shared.completed.load(Ordering::Relaxed),
         server_usage,
         handshake: Some(run::lock(&shared.handshake).clone()),
+        wire_in_ratio: None,
     })
 }
 

@@ -326,6 +326,7 @@ pub(crate) fn run(o: &Options) -> Result<RunResult, String> {
         cycles: 0,
         server_usage: None,
         handshake: None,
+        wire_in_ratio: None,
     })
 }
 

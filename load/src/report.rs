@@ -268,6 +268,9 @@ fn summary(o: &Options, r: &RunResult) -> String {
     if let Some(b) = r.server_rss_per_conn {
         let _ = write!(s, " server_bytes_per_conn={b:.0}");
     }
+    if let Some(ratio) = r.wire_in_ratio.filter(|_| o.deflate.is_some()) {
+        let _ = write!(s, " wire_in_ratio={ratio:.3}");
+    }
     if o.mode == Mode::Fanout {
         let _ = write!(s, " missed={}", r.missed);
     }
@@ -337,7 +340,8 @@ fn json(o: &Options, r: &RunResult) -> String {
     );
     let _ = write!(
         s,
-        r#""opened":{},"connect_s":{:.3},"failed":{},"errors":{}}}"#,
+        r#""wire_in_ratio":{},"opened":{},"connect_s":{:.3},"failed":{},"errors":{}}}"#,
+        r.wire_in_ratio.map_or("null".into(), |v| format!("{v:.4}")),
         r.opened,
         r.connect_time.as_secs_f64(),
         r.failed,

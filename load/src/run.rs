@@ -697,6 +697,10 @@ pub(crate) struct RunResult {
     pub(crate) server_usage: Option<ServerUsage>,
     /// Churn: each cycle's handshake time, from connect to open (TCP connect and upgrade).
     pub(crate) handshake: Option<Histogram<u64>>,
+    /// Echo: bytes this side read from its sockets per payload byte of the messages it
+    /// received, over the whole run (handshakes and frame headers included): below 1 when
+    /// the server's compression shrinks the echoes.
+    pub(crate) wire_in_ratio: Option<f64>,
 }
 
 /// The client side of every load connection: the URL, the deflate offer, no heartbeats, and
@@ -788,6 +792,7 @@ pub(crate) fn run(o: &Options) -> Result<RunResult, String> {
     let mut server_rss_per_conn = None;
     let mut own_rss_per_conn = None;
     let (measured, messages);
+    let mut wire_in_ratio = None;
     match o.mode {
         Mode::Churn | Mode::Fanout => unreachable!("churn and fanout run on their own"),
         Mode::Connect => {
@@ -818,6 +823,9 @@ pub(crate) fn run(o: &Options) -> Result<RunResult, String> {
             messages = shared.phases.tallied(|t| t.received_in_window);
             // Let the last echoes arrive before closing, so the server sees clean closes.
             std::thread::sleep(Duration::from_millis(200));
+            let counters = engine.stats().counters;
+            let payload = counters.messages_in * o.size as u64;
+            wire_in_ratio = (payload > 0).then(|| counters.bytes_in as f64 / payload as f64);
         }
     }
     shared.phases.stop.store(true, Ordering::Relaxed);
@@ -844,6 +852,7 @@ pub(crate) fn run(o: &Options) -> Result<RunResult, String> {
         cycles: 0,
         server_usage: None,
         handshake: None,
+        wire_in_ratio,
     })
 }
 

@@ -1,6 +1,6 @@
 // Drives the echo example's page in headless Chromium: check that permessage-deflate was
-// negotiated, type a message and see its echo, send 1 MiB and get it back identical, close
-// cleanly. Usage: node echo-check.js URL SCREENSHOT
+// negotiated, type messages (short ones, and 12 KiB) and see their echoes, send 1 MiB and get
+// it back identical, close cleanly. Usage: node echo-check.js URL SCREENSHOT
 const { chromium } = require('playwright-core');
 const [url, screenshot] = process.argv.slice(2);
 (async () => {
@@ -26,6 +26,12 @@ const [url, screenshot] = process.argv.slice(2);
     await page.press('#text', 'Enter');
     await page.waitForFunction(t => document.getElementById('log').textContent.includes('echo: ' + t), text, { timeout: 10000 });
   }
+  // 12 KiB of text (over 8 KiB): without context, the server compresses it in one libdeflate
+  // call, whose stream ends with a final block (RFC 7692 section 7.2.3.4): Chromium must read it.
+  const long = 'long: ' + Array.from({ length: 600 }, (_, i) => `{"id":${i},"ok":true}`).join(',');
+  await page.fill('#text', long);
+  await page.press('#text', 'Enter');
+  await page.waitForFunction(t => document.getElementById('log').textContent.includes('echo: ' + t), long, { timeout: 10000 });
   await page.click('#big');
   await page.waitForFunction(() => document.getElementById('log').textContent.includes('1048576 bytes of binary in'), null, { timeout: 20000 });
   const bigLine = await page.evaluate(() => [...document.querySelectorAll('#log div')].map(d => d.textContent).find(t => t.includes('1048576 bytes of binary in')));

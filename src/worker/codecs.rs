@@ -80,7 +80,7 @@ impl Codecs {
     ) -> Option<Bytes> {
         let mut compressed = Vec::with_capacity(payload.len() / 2 + 64);
         let at = self.index(settings);
-        self.codecs[at].compress(bits, payload, true, true, &mut compressed);
+        self.codecs[at].compress_message(bits, payload, &mut compressed);
         if compressed.len() >= payload.len() {
             return None;
         }

@@ -116,7 +116,11 @@ impl Connection {
         let reset = !windowed && (shared || (starts && forget));
         let mut compressed = std::mem::take(&mut codec.scratch);
         compressed.clear();
-        codec.compress(bits, payload, fin, reset, &mut compressed);
+        if starts && fin && forget {
+            codec.compress_message(bits, payload, &mut compressed);
+        } else {
+            codec.compress(bits, payload, fin, reset, &mut compressed);
+        }
         let plain = starts && fin && (forget || windowed) && compressed.len() >= payload.len();
         if windowed && !plain {
             slide_window(&mut d.tx_window, bits, payload);

@@ -234,12 +234,18 @@ impl Connection {
             codec.prime_decompressor(&d.rx_window);
         }
         let reset = shared && !windowed;
+        // A message that refers to nothing before it is decompressed whole, in one call.
+        let standalone = d.params.decompress_no_context_takeover(role);
+        let mut decompress = |compressed: &[u8], spill: &mut Vec<u8>| match standalone {
+            true => codec.decompress_message(compressed, limit, spill),
+            false => codec.decompress(compressed, limit, reset, spill),
+        };
         let start = if whole { spill.len() } else { 0 };
         let result = if whole {
-            codec.decompress(input.get(chunk.payload), limit, reset, spill)
+            decompress(input.get(chunk.payload), spill)
         } else {
             let compressed = std::mem::take(spill);
-            codec.decompress(&compressed, limit, reset, spill)
+            decompress(&compressed, spill)
         };
         result.map_err(|e| match e {
             DecompressError::TooBig => Error::MessageTooBig { limit: limit as u64 },

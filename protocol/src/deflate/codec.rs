@@ -1,17 +1,39 @@
-//! Compressing and decompressing message payloads (RFC 7692 §7.2), over zlib-rs.
+//! Compressing and decompressing message payloads (RFC 7692 §7.2): over zlib-rs where a
+//! stream goes on (context takeover, a message in pieces); a whole message that stands alone
+//! (no context takeover) in one call instead.
+//!
+//! Why: a zlib stream reset per message clears a 2^16-entry hash table (128 KiB, whatever the
+//! memory level) before it compresses a byte, which dominated a server's CPU at 1 KiB. A
+//! standalone message up to the window's size goes through [`quick`](super::quick) instead
+//! (a table sized to the message, fixed codes, zlib's sync-flushed shape). Not libdeflate:
+//! its fastest level was slower than the reset at 1 KiB, and its streams end with a final
+//! block, after which Chromium fails the connection. Decompressing a standalone message in
+//! one libdeflate call skips zlib's streaming state machine and its per-message table setup
+//! (docs/deflate.md).
 
 use core::fmt;
 
+use libdeflater::{DecompressionError, Decompressor};
 use zlib_rs::{Deflate, DeflateConfig, Inflate, Status};
 use zlib_rs::{DeflateFlush, InflateFlush};
+
+use super::quick::Quick;
 
 /// The four bytes a sync flush ends with; senders strip them, receivers put them back
 /// (RFC 7692 §7.2.1, §7.2.2).
 pub(crate) const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
+/// An empty final block with the fixed Huffman codes (BFINAL 1, BTYPE 01, end of block):
+/// after [`TAIL`], it ends a standalone message's stream for a decompressor that needs one.
+const FINAL: [u8; 2] = [0x03, 0x00];
+
 /// Output grows by at most this much per call, so a decompression bomb is caught after a
 /// bounded amount of work and memory past the limit.
 const STEP: usize = 64 << 10;
+
+/// The copy of a standalone message's payload is kept past the message only up to this
+/// capacity (a connection's own codec keeps it while the connection lives).
+const KEEP: usize = 64 << 10;
 
 /// zlib state for one connection, or for many in turn (see
 /// [`DeflateParams::is_stateless`](super::DeflateParams::is_stateless)).
@@ -26,6 +48,14 @@ pub struct Codec {
     inflate: Option<Inflate>,
     /// The decompressor's window bits.
     inflate_bits: u8,
+    /// Whole standalone messages ([`Codec::compress_message`], [`Codec::decompress_message`]).
+    quick: Quick,
+    unpack: Option<Decompressor>,
+    /// A standalone message's payload with the tail and a final block appended.
+    padded: Vec<u8>,
+    /// The last standalone message's decompressed size per compressed byte, rounded up: the
+    /// first guess at the next one's room.
+    expand: usize,
     /// Scratch for a connection's compressed output, kept with the codec so that a codec
     /// shared by many connections keeps one buffer, not one each.
     pub(crate) scratch: Vec<u8>,
@@ -62,6 +92,10 @@ impl Codec {
             deflate: Default::default(),
             inflate: None,
             inflate_bits: inflate_bits.clamp(8, 15),
+            quick: Quick::default(),
+            unpack: None,
+            padded: Vec::new(),
+            expand: 4,
             scratch: Vec::new(),
         }
     }
@@ -164,6 +198,90 @@ impl Codec {
         }
     }
 
+    /// Compresses `input`, a whole message that refers to nothing before it (no context
+    /// takeover), with a window of `window_bits` (9–15; clamped), appending the payload to
+    /// `out`. At level 1 (the default), where the message fits in the window (no distance can
+    /// then pass it): in one call, with a hash table sized to the message and the fixed codes,
+    /// as zlib-rs's level 1 codes it, in the shape [`Codec::compress`] gives a message
+    /// (sync-flushed, the tail stripped). Other levels, longer messages and the empty one (a
+    /// single `0x00`, §7.2.3.6) go through [`Codec::compress`] with a reset.
+    pub fn compress_message(&mut self, window_bits: u8, input: &[u8], out: &mut Vec<u8>) {
+        let bits = window_bits.clamp(9, 15);
+        if input.is_empty() || input.len() > 1 << bits || self.level != 1 {
+            return self.compress(bits, input, true, true, out);
+        }
+        self.quick.compress(input, 1 << bits, out);
+    }
+
+    /// Decompresses one whole compressed message that refers to nothing before it (the peer
+    /// takes no context over), appending at most `limit` bytes to `out`; nothing carries over
+    /// to the next message. In one call to libdeflate, after appending the tail and an empty
+    /// final block to a copy of the payload; a payload that ends with its own final block
+    /// (§7.2.3.4) ends there. The window is not checked against the negotiated bits: a
+    /// distance up to 32 KiB is accepted, at no cost in memory.
+    ///
+    /// # Errors
+    ///
+    /// As [`Codec::decompress`]: [`DecompressError::TooBig`] once the output would pass
+    /// `limit`, after work and memory bounded by about `limit` (the room offered grows four
+    /// times per try, up to `limit` + 1; `out` then holds `limit` + 1 bytes);
+    /// [`DecompressError::InvalidData`] for a corrupt or incomplete stream.
+    pub fn decompress_message(
+        &mut self,
+        input: &[u8],
+        limit: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), DecompressError> {
+        if input.is_empty() {
+            return Ok(());
+        }
+        let mut padded = std::mem::take(&mut self.padded);
+        padded.clear();
+        padded.extend_from_slice(input);
+        padded.extend_from_slice(&TAIL);
+        padded.extend_from_slice(&FINAL);
+        let result = self.unpack_into(&padded, input.len(), limit, out);
+        if padded.capacity() <= KEEP {
+            self.padded = padded;
+        }
+        result
+    }
+
+    fn unpack_into(
+        &mut self,
+        padded: &[u8],
+        compressed: usize,
+        limit: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), DecompressError> {
+        let most = limit.saturating_add(1);
+        let start = out.len();
+        let mut room = compressed.saturating_mul(self.expand).saturating_add(64).min(most);
+        let unpack = self.unpack.get_or_insert_with(Decompressor::new);
+        loop {
+            out.resize(start + room, 0);
+            match unpack.deflate_decompress(padded, &mut out[start..]) {
+                Ok(written) => {
+                    out.truncate(start + written);
+                    if written > limit {
+                        return Err(DecompressError::TooBig);
+                    }
+                    // Room for the next message like this one, a quarter more to spare.
+                    self.expand = (written + written / 4) / compressed + 1;
+                    return Ok(());
+                }
+                Err(DecompressionError::InsufficientSpace) if room < most => {
+                    room = room.saturating_mul(4).min(most);
+                }
+                Err(DecompressionError::InsufficientSpace) => return Err(DecompressError::TooBig),
+                Err(DecompressionError::BadData) => {
+                    out.truncate(start);
+                    return Err(DecompressError::InvalidData);
+                }
+            }
+        }
+    }
+
     /// Decompresses one whole compressed message (its payload, without the tail, which is
     /// added here), appending at most `limit` bytes to `out`. With `reset`, the decompressor
     /// forgets previous messages first, as a codec shared between connections must (a reset
@@ -252,6 +370,7 @@ impl fmt::Debug for Codec {
             .field("mem_level", &self.mem_level)
             .field("compressors", &self.deflate.iter().filter(|d| d.is_some()).count())
             .field("decompressor", &self.inflate.is_some())
+            .field("whole_decompressor", &self.unpack.is_some())
             .finish()
     }
 }
@@ -394,6 +513,97 @@ mod tests {
         rx.decompress(&wire, 4, true, &mut out).unwrap();
         let mut out = vec![];
         assert_eq!(rx.decompress(&wire, 3, true, &mut out), Err(DecompressError::TooBig));
+    }
+
+    fn json_like(len: usize) -> Vec<u8> {
+        let record = br#"{"id":42,"name":"sensor","values":[1.5,2.25,3.0],"ok":true},"#;
+        (0..len).map(|i| record[i % record.len()] ^ u8::from(i % 257 == 0)).collect()
+    }
+
+    #[test]
+    fn whole_messages_round_trip_through_either_decompressor() {
+        for bits in 9..=15u8 {
+            let mut tx = Codec::new(1, 8, 15);
+            // A live stream that never resets, as a peer keeping context would decompress.
+            let mut stream = Codec::new(1, 8, bits);
+            let mut whole = Codec::new(1, 8, bits);
+            for len in [0, 1, 100, 1000, 5000, 20_000, 40_000] {
+                let msg = json_like(len);
+                let mut wire = vec![];
+                tx.compress_message(bits, &msg, &mut wire);
+                assert!(len < 1000 || wire.len() < msg.len() / 4, "{len}: {}", wire.len());
+                let mut back = vec![];
+                stream.decompress(&wire, len, false, &mut back).unwrap();
+                assert!(back == msg, "bits {bits} len {len}: streamed");
+                let mut back = b"kept".to_vec();
+                whole.decompress_message(&wire, len, &mut back).unwrap();
+                assert!(back[4..] == msg[..], "bits {bits} len {len}: whole");
+            }
+        }
+    }
+
+    /// The same shape as zlib-rs's fastest level (fixed codes, sync-flushed), no larger.
+    #[test]
+    fn whole_messages_compress_as_well_as_the_fastest_stream() {
+        for len in [1 << 10, 16 << 10] {
+            let msg = json_like(len);
+            let (mut whole, mut stream) = (vec![], vec![]);
+            Codec::new(1, 8, 15).compress_message(15, &msg, &mut whole);
+            Codec::new(1, 8, 15).compress(15, &msg, true, true, &mut stream);
+            assert!(whole.len() <= stream.len(), "{len}: {} > {}", whole.len(), stream.len());
+        }
+    }
+
+    /// RFC 7692 §7.2.3's examples that stand alone, and a stream split in sync-flushed runs.
+    #[test]
+    fn standalone_messages_decompress_whole() {
+        let mut c = Codec::new(1, 8, 15);
+        let mut inflate = |input: &[u8]| {
+            let mut out = vec![];
+            c.decompress_message(input, 1 << 20, &mut out).map(|()| out)
+        };
+        assert_eq!(inflate(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]).unwrap(), b"Hello");
+        let stored = [0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00];
+        assert_eq!(inflate(&stored).unwrap(), b"Hello");
+        let bfinal = [0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00];
+        assert_eq!(inflate(&bfinal).unwrap(), b"Hello");
+        let two = [0xf2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xff, 0xff, 0xca, 0xc9, 0xc9, 0x07, 0x00];
+        assert_eq!(inflate(&two).unwrap(), b"Hello");
+        assert_eq!(inflate(&[0x00]).unwrap(), b"");
+        assert_eq!(inflate(&[]).unwrap(), b"");
+        // Cut inside a block, or not DEFLATE at all.
+        assert_eq!(inflate(&[0xf2, 0x48, 0xcd]), Err(DecompressError::InvalidData));
+        assert_eq!(inflate(&[0xff, 0xff, 0xff, 0xff, 0xff]), Err(DecompressError::InvalidData));
+        // Pieces compressed one by one, each sync-flushed, make one standalone message.
+        let msg = json_like(30_000);
+        let mut tx = Codec::new(1, 8, 15);
+        let mut wire = vec![];
+        let pieces: Vec<&[u8]> = msg.chunks(7000).collect();
+        for (i, piece) in pieces.iter().enumerate() {
+            tx.compress(15, piece, i == pieces.len() - 1, i == 0, &mut wire);
+        }
+        assert!(inflate(&wire).unwrap() == msg);
+    }
+
+    #[test]
+    fn standalone_bombs_stop_at_the_limit() {
+        let mut tx = Codec::new(9, 9, 15);
+        let mut bomb = vec![];
+        tx.compress(15, &vec![0u8; 8 << 20], true, true, &mut bomb);
+        let mut rx = Codec::new(1, 8, 15);
+        for limit in [0, 1000, 1 << 20] {
+            let mut out = vec![];
+            assert_eq!(rx.decompress_message(&bomb, limit, &mut out), Err(DecompressError::TooBig));
+            assert_eq!(out.len(), limit + 1);
+            assert!(out.capacity() <= (2 * (limit + 1)).max(8), "grew to {}", out.capacity());
+        }
+        // The next message is unaffected; exactly at the limit is fine, a byte less is not.
+        let mut wire = vec![];
+        tx.compress_message(15, b"fine", &mut wire);
+        let mut out = vec![];
+        rx.decompress_message(&wire, 4, &mut out).unwrap();
+        assert_eq!(out, b"fine");
+        assert_eq!(rx.decompress_message(&wire, 3, &mut vec![]), Err(DecompressError::TooBig));
     }
 
     #[test]

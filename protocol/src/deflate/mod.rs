@@ -14,6 +14,7 @@
 //! docs/deflate.md for the measurements.
 
 mod codec;
+mod quick;
 
 use core::fmt;
 
