@@ -46,7 +46,7 @@ fuzz_target!(|case: Case| {
     }
     let bits = 9 + case.window_bits % 7;
     let mut tx = Codec::new(case.level, 1 + case.level % 9, 15);
-    let mut whole_tx = Codec::new(if case.level % 2 == 0 { 1 } else { case.level }, 8, 15);
+    let mut whole_tx = Codec::new(if case.level.is_multiple_of(2) { 1 } else { case.level }, 8, 15);
     let mut rx = Codec::new(1, 8, bits);
     let mut history: Vec<u8> = Vec::new();
     for message in &case.plain {
