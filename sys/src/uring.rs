@@ -28,7 +28,10 @@
 //!   buffer is reused only after every notification.
 //! - **Connect**: `IORING_OP_CONNECT`, the address kept in a side table until it completes.
 //! - **Wake-ups**: a `read` of the waker's eventfd, always armed; **timers**: the wait's own
-//!   timeout (`IORING_ENTER_EXT_ARG`).
+//!   timeout (`IORING_ENTER_EXT_ARG`). A poll that must not wait (a zero timeout: the worker
+//!   has work left, or busy polling) enters the kernel only when something is queued or the
+//!   ring flags task work (`IORING_SETUP_TASKRUN_FLAG`): with deferred task work a completion
+//!   that arrived is such work until the ring's owner enters.
 //!
 //! # Buffer ownership (the rule, enforced here)
 //!
@@ -481,14 +484,24 @@ fn has_send_zc(ring: &Ring) -> bool {
     ring.submitter().register_probe(&mut probe).is_ok() && probe.is_supported(opcode::SendZc::CODE)
 }
 
+/// A single-issuer ring with deferred task work, which flags pending task work in the
+/// submission ring (so a poll that must not wait can tell, from memory, whether entering the
+/// kernel would find anything); else cooperative task work with the same flag.
 fn build_ring(entries: u32) -> io::Result<Ring> {
     let cq = entries.saturating_mul(2);
     Ring::builder()
         .setup_single_issuer()
         .setup_defer_taskrun()
+        .setup_taskrun_flag()
         .setup_cqsize(cq)
         .build(entries)
-        .or_else(|_| Ring::builder().setup_coop_taskrun().setup_cqsize(cq).build(entries))
+        .or_else(|_| {
+            Ring::builder()
+                .setup_coop_taskrun()
+                .setup_taskrun_flag()
+                .setup_cqsize(cq)
+                .build(entries)
+        })
 }
 
 impl IoUring {
@@ -1064,6 +1077,14 @@ impl Backend for IoUring {
 }
 
 impl IoUring {
+    /// Whether entering the kernel now without waiting would do nothing: no submission
+    /// queued, no task work flagged (a receive that arrived is such work until the ring's
+    /// owner enters), no completion held back by an overflow.
+    fn nothing_pending(&mut self) -> bool {
+        let sq = self.ring.submission();
+        sq.is_empty() && !sq.taskrun() && !sq.cq_overflow()
+    }
+
     /// One wait and the completions it reaped; `false` when it ended without a completion
     /// (the timeout, a signal), so there is no point waiting again.
     fn poll_once(
@@ -1103,10 +1124,17 @@ impl IoUring {
                 .user_data(user_data(OP_CANCEL, slot, generation));
             self.push(&entry);
         }
-        self.counts.waits += 1;
         let ready = !self.ring.completion().is_empty();
+        let now = timeout == Some(Duration::ZERO);
+        if now && !ready && self.nothing_pending() {
+            // A poll that must not wait, with nothing to submit and nothing for the kernel
+            // to run or report: no system call (busy polling spins here, in memory).
+            return Ok(false);
+        }
+        self.counts.waits += 1;
         let result = match timeout {
-            _ if ready => self.ring.submit(),
+            // `submit` enters with GETEVENTS when the ring flags task work to run.
+            _ if ready || now => self.ring.submit(),
             Some(t) => {
                 let ts = types::Timespec::from(t);
                 let args = types::SubmitArgs::new().timespec(&ts);
