@@ -1125,8 +1125,8 @@ impl IoUring {
             self.push(&entry);
         }
         let ready = !self.ring.completion().is_empty();
-        let now = timeout == Some(Duration::ZERO);
-        if now && !ready && self.nothing_pending() {
+        let no_wait = timeout == Some(Duration::ZERO);
+        if no_wait && !ready && self.nothing_pending() {
             // A poll that must not wait, with nothing to submit and nothing for the kernel
             // to run or report: no system call (busy polling spins here, in memory).
             return Ok(false);
@@ -1134,7 +1134,7 @@ impl IoUring {
         self.counts.waits += 1;
         let result = match timeout {
             // `submit` enters with GETEVENTS when the ring flags task work to run.
-            _ if ready || now => self.ring.submit(),
+            _ if ready || no_wait => self.ring.submit(),
             Some(t) => {
                 let ts = types::Timespec::from(t);
                 let args = types::SubmitArgs::new().timespec(&ts);
