@@ -4,7 +4,9 @@
 //!
 //! # One loop turn ([`Worker::turn`])
 //!
-//! 1. Wait in the backend (until I/O, a wake-up, or the next timer tick).
+//! 1. Wait in the backend (until I/O, a wake-up, or the next timer tick; with
+//!    [`ServerConfig::busy_poll`](crate::ServerConfig::busy_poll), poll without sleeping
+//!    for a while after the last event first).
 //! 2. Read the clock once; handle each completion: accept ([`upgrade`]), handshake, deframe
 //!    and call the handler ([`recv`]), note writability and EOF ([`lifecycle`]).
 //! 3. Register accepted streams; drain the mailbox ([`commands`]: cross-thread sends, closes,
