@@ -2,7 +2,7 @@
 //! only (`bidir-load --raw`).
 //!
 //! No WebSocket: bytes go back as they arrive, with nothing parsed or framed. One thread, and
-//! the operations bidir's io_uring backend uses (bidir-sys `src/uring.rs`), so that what bidir
+//! the operations bidir's io_uring backend uses (bidir-sys `src/uring/`), so that what bidir
 //! costs over this server is what its WebSocket work and its engine cost:
 //! - one multishot accept on the listener; TCP_NODELAY on each accepted socket;
 //! - one multishot receive per connection into a provided-buffer ring shared by all
