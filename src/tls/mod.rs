@@ -15,6 +15,7 @@
 //! send plaintext); the kernel this was built on has no `tls` module, so it is not used: docs/tls.md
 //! says where it plugs in.
 
+mod record;
 mod session;
 
 use std::collections::HashMap;
@@ -133,13 +134,18 @@ impl ServerTls {
             .with_no_client_auth()
             .with_cert_resolver(resolver);
         config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+        // After a TLS 1.3 handshake the traffic keys go to our record layer (docs/tls.md).
+        config.enable_secret_extraction = true;
         Self { config: Arc::new(config) }
     }
 
     /// A rustls configuration made elsewhere (client certificates, other versions, a
     /// session ticketer), used as given. Its `alpn_protocols` should be `["http/1.1"]` or
     /// empty: a browser that offers only `h2` is refused by rustls when it is set, and would
-    /// speak HTTP/2 to an HTTP/1.1 parser when it is not.
+    /// speak HTTP/2 to an HTTP/1.1 parser when it is not. With `enable_secret_extraction` set,
+    /// TLS 1.3 connections move to the engine's record layer after the handshake, as with the
+    /// other constructors; without it rustls keeps the records (more copies, more memory per
+    /// connection).
     pub fn from_config(config: Arc<ServerConfig>) -> Self {
         Self { config }
     }
@@ -236,11 +242,13 @@ impl ClientTls {
             .with_root_certificates(roots)
             .with_no_client_auth();
         config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+        config.enable_secret_extraction = true;
         Ok(Self { config: Arc::new(config) })
     }
 
     /// A rustls configuration made elsewhere (system roots through `rustls-native-certs`,
-    /// client certificates), used as given.
+    /// client certificates), used as given; see [`ServerTls::from_config`] on
+    /// `enable_secret_extraction`.
     pub fn from_config(config: Arc<ClientConfig>) -> Self {
         Self { config }
     }

@@ -1,11 +1,15 @@
 //! One connection's TLS: a rustls unbuffered connection driven by the worker, between the
 //! backend's bytes and the protocol core.
 //!
-//! - **Receive** ([`Session::receive`]): records are deciphered from the bytes the backend lent
+//! rustls runs the handshake; on TLS 1.3 our record layer ([`Records`]) then takes over, as
+//! kernel TLS would, and rustls's connection state is dropped. TLS 1.2 stays with rustls.
+//!
+//! - **Receive** ([`Session::receive`]): records are deciphered in the bytes the backend lent
 //!   (its read buffer or provided buffer); a record cut by the end of a read waits in
 //!   `pending`, which is empty (no allocation) whenever records end with the read, so an idle
-//!   connection holds no receive buffer. Each record's plaintext goes through the worker's
-//!   scratch buffer to the same dispatch as a plain connection's bytes.
+//!   connection holds no receive buffer. Each record's plaintext goes to the same dispatch as
+//!   a plain connection's bytes: where it lies with our record layer, through the worker's
+//!   scratch buffer with rustls's.
 //! - **Send** ([`Session::seal`]): the plaintext queued this turn (the coalesced frames) is
 //!   encrypted once per flush, in as few records as its segments allow, into one buffer that
 //!   takes the plaintext's place in the queue ([`OutQueue::seal`]); handshake records, alerts
@@ -19,6 +23,7 @@ use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
 
 use super::ServerTls;
+use super::record::Records;
 use crate::outq::{OutQueue, Pool};
 
 /// The first byte of every TLS record a client opens with (a handshake record).
@@ -37,10 +42,11 @@ const MAX_ENCODES: usize = 64;
 
 /// One connection's TLS state.
 pub(crate) struct Session {
-    conn: Conn,
+    state: State,
     /// Received bytes that do not end a record yet (empty, no capacity, while idle).
     pending: Vec<u8>,
-    /// Records rustls produced (handshake, alerts) not yet moved into the send queue.
+    /// Records made while receiving (handshake, alerts, a key update's answer) not yet moved
+    /// into the send queue.
     records: Vec<u8>,
     /// Whether the handshake is over (application data may flow both ways).
     established: bool,
@@ -50,6 +56,19 @@ pub(crate) struct Session {
     started: bool,
     /// The session broke: the alert, if any, is all it still sends.
     failed: bool,
+    /// The configuration lets the traffic secrets out: our record layer may take over.
+    extractable: bool,
+}
+
+/// Who seals and opens records.
+enum State {
+    /// rustls: the handshake, then everything on a TLS 1.2 connection or one whose
+    /// configuration does not let the secrets out.
+    Rustls(Box<Conn>),
+    /// Our TLS 1.3 record layer after the handshake ([`Records`]).
+    Records(Box<Records>),
+    /// The secrets failed to move: the session is broken.
+    Gone,
 }
 
 enum Conn {
@@ -91,7 +110,8 @@ impl std::fmt::Display for TlsError {
 impl Session {
     /// A server session for an accepted connection.
     pub(crate) fn server(tls: &ServerTls) -> Result<Self, rustls::Error> {
-        Ok(Self::new(Conn::Server(UnbufferedServerConnection::new(Arc::clone(&tls.config))?)))
+        let conn = UnbufferedServerConnection::new(Arc::clone(&tls.config))?;
+        Ok(Self::new(Conn::Server(conn), tls.config.enable_secret_extraction))
     }
 
     /// A client session to `name` (checked against the server's certificate).
@@ -99,26 +119,28 @@ impl Session {
         config: &Arc<rustls::ClientConfig>,
         name: ServerName<'static>,
     ) -> Result<Self, rustls::Error> {
-        Ok(Self::new(Conn::Client(UnbufferedClientConnection::new(Arc::clone(config), name)?)))
+        let conn = UnbufferedClientConnection::new(Arc::clone(config), name)?;
+        Ok(Self::new(Conn::Client(conn), config.enable_secret_extraction))
     }
 
-    fn new(conn: Conn) -> Self {
+    fn new(conn: Conn, extractable: bool) -> Self {
         Self {
-            conn,
+            state: State::Rustls(Box::new(conn)),
             pending: Vec::new(),
             records: Vec::new(),
             established: false,
             closing: false,
             started: false,
             failed: false,
+            extractable,
         }
     }
 
     /// Deciphers `data` (received bytes, lent; deciphered in place) and hands each record's
-    /// plaintext to `deliver`, in order, through `scratch`; stops early when `deliver` returns
-    /// `false` (the connection is gone). Records rustls makes meanwhile wait for
-    /// [`Session::queue_records`]. A client calls this with no data once connected, to start
-    /// its handshake.
+    /// plaintext to `deliver`, in order — in place once our record layer runs, through
+    /// `scratch` while rustls does; stops early when `deliver` returns `false` (the
+    /// connection is gone). Records made meanwhile wait for [`Session::queue_records`]. A
+    /// client calls this with no data once connected, to start its handshake.
     ///
     /// # Errors
     ///
@@ -132,7 +154,8 @@ impl Session {
     ) -> Result<Received, TlsError> {
         if !self.started && !data.is_empty() {
             self.started = true;
-            if matches!(self.conn, Conn::Server(_)) && data[0] != HANDSHAKE_RECORD {
+            let server = matches!(&self.state, State::Rustls(c) if matches!(**c, Conn::Server(_)));
+            if server && data[0] != HANDSHAKE_RECORD {
                 return Err(TlsError::NotTls);
             }
         }
@@ -144,6 +167,47 @@ impl Session {
         }
         let buf: &mut [u8] = if from_pending { &mut joined } else { data };
         let mut received = Received::default();
+        let outcome = match &mut self.state {
+            State::Records(records) => {
+                records.open(buf, &mut self.records, deliver).map(|opened| {
+                    received.peer_closed = opened.peer_closed;
+                    opened.used
+                })
+            }
+            State::Rustls(_) => self.drive(buf, scratch, &mut received, &mut deliver),
+            State::Gone => Err(TlsError::Encrypt),
+        };
+        let start = match outcome {
+            Ok(start) => start,
+            Err(e) => {
+                self.failed = true;
+                return Err(e);
+            }
+        };
+        if received.established {
+            self.take_over();
+        }
+        // A record cut by the end of the read waits for the rest; nothing is kept otherwise.
+        if start < buf.len() {
+            if from_pending {
+                joined.drain(..start);
+                self.pending = joined;
+            } else {
+                self.pending = buf[start..].to_vec();
+            }
+        }
+        Ok(received)
+    }
+
+    /// rustls's turn over `buf`: until it needs more bytes or the handshake is over; returns
+    /// how many bytes it is done with.
+    fn drive(
+        &mut self,
+        buf: &mut [u8],
+        scratch: &mut Vec<u8>,
+        received: &mut Received,
+        deliver: &mut impl FnMut(&mut [u8]) -> bool,
+    ) -> Result<usize, TlsError> {
         let mut start = 0;
         let mut encodes = 0;
         let outcome = loop {
@@ -161,64 +225,82 @@ impl Session {
                 }
                 Step::Record => {
                     if !deliver(scratch) {
-                        break Ok(());
+                        break Ok(start);
                     }
                 }
                 Step::PeerClosed => received.peer_closed = true,
-                Step::Blocked => break Ok(()),
+                Step::Blocked => break Ok(start),
                 Step::Traffic => {
                     if !self.established {
                         self.established = true;
                         received.established = true;
                     }
-                    break Ok(());
+                    break Ok(start);
                 }
             }
         };
-        if let Err(e) = outcome {
-            // rustls may hold an alert for the peer.
-            self.failed = true;
-            for _ in 0..MAX_ENCODES {
-                match self.step(&mut buf[start..], scratch) {
-                    Ok((discard, Step::Encoded)) => start += discard,
-                    _ => break,
-                }
-            }
-            if self.records.is_empty() && !self.established {
-                // rustls made none (a message it could not frame): a plaintext one, as the
-                // handshake still allows.
-                let description = match e {
-                    TlsError::Protocol(rustls::Error::InvalidMessage(_)) => DECODE_ERROR,
-                    _ => HANDSHAKE_FAILURE,
-                };
-                self.records.extend_from_slice(&[ALERT_RECORD, 3, 3, 0, 2, FATAL, description]);
-            }
-            return Err(e);
-        }
-        // A record cut by the end of the read waits for the rest; nothing is kept otherwise.
-        let rest = buf.len() - start;
-        if rest > 0 {
-            if from_pending {
-                joined.drain(..start);
-                self.pending = joined;
-            } else {
-                self.pending = buf[start..].to_vec();
+        let Err(e) = outcome else { return outcome };
+        // rustls may hold an alert for the peer.
+        for _ in 0..MAX_ENCODES {
+            match self.step(&mut buf[start..], scratch) {
+                Ok((discard, Step::Encoded)) => start += discard,
+                _ => break,
             }
         }
-        Ok(received)
+        if self.records.is_empty() && !self.established {
+            // rustls made none (a message it could not frame): a plaintext one, as the
+            // handshake still allows.
+            let description = match e {
+                TlsError::Protocol(rustls::Error::InvalidMessage(_)) => DECODE_ERROR,
+                _ => HANDSHAKE_FAILURE,
+            };
+            self.records.extend_from_slice(&[ALERT_RECORD, 3, 3, 0, 2, FATAL, description]);
+        }
+        Err(e)
     }
 
     /// One call into rustls over `input`, the received bytes not discarded yet (rustls may
     /// have read into them: they must come back, at the front, until it discards them).
     fn step(&mut self, input: &mut [u8], scratch: &mut Vec<u8>) -> Result<(usize, Step), TlsError> {
-        match &mut self.conn {
+        let State::Rustls(conn) = &mut self.state else { return Err(TlsError::Encrypt) };
+        match &mut **conn {
             Conn::Server(c) => step(c.process_tls_records(input), &mut self.records, scratch),
             Conn::Client(c) => step(c.process_tls_records(input), &mut self.records, scratch),
         }
     }
 
-    /// Moves the records rustls made (handshake, alerts) to the sealed front of `out`; `true`
-    /// if there were any (the connection has something to write).
+    /// The handshake is over: on TLS 1.3, with a configuration that lets the secrets out (ours
+    /// do), our record layer takes over from rustls.
+    fn take_over(&mut self) {
+        let State::Rustls(conn) = &self.state else { return };
+        let version = match &**conn {
+            Conn::Server(c) => c.protocol_version(),
+            Conn::Client(c) => c.protocol_version(),
+        };
+        if version != Some(rustls::ProtocolVersion::TLSv1_3) || !self.extractable {
+            return;
+        }
+        let State::Rustls(conn) = std::mem::replace(&mut self.state, State::Gone) else {
+            return;
+        };
+        let records = match *conn {
+            Conn::Server(c) => c
+                .dangerous_into_kernel_connection()
+                .map_err(TlsError::Protocol)
+                .and_then(Records::server),
+            Conn::Client(c) => c
+                .dangerous_into_kernel_connection()
+                .map_err(TlsError::Protocol)
+                .and_then(Records::client),
+        };
+        match records {
+            Ok(records) => self.state = State::Records(Box::new(records)),
+            Err(_) => self.failed = true,
+        }
+    }
+
+    /// Moves the records made while receiving (handshake, alerts) to the sealed front of
+    /// `out`; `true` if there were any (the connection has something to write).
     pub(crate) fn queue_records(&mut self, out: &mut OutQueue, pool: &mut Pool) -> bool {
         if self.records.is_empty() {
             return false;
@@ -229,8 +311,8 @@ impl Session {
     }
 
     /// Encrypts the plaintext queued in `out` (nothing before the handshake is over or after
-    /// the session broke), then,
-    /// with `close`, queues `close_notify` once after it: the connection is ending cleanly.
+    /// the session broke), then, with `close`, queues `close_notify` once after it: the
+    /// connection is ending cleanly.
     ///
     /// # Errors
     ///
@@ -245,9 +327,25 @@ impl Session {
         if !self.established || self.failed || (out.plain_len() == 0 && !close) {
             return Ok(());
         }
+        match &mut self.state {
+            State::Records(records) => {
+                out.seal(|plain, sealed| records.seal(plain, sealed))?;
+                if close {
+                    let mut notify = Vec::new();
+                    records.close_notify(&mut notify)?;
+                    out.push_sealed(pool, &notify);
+                }
+                self.closing |= close;
+                return Ok(());
+            }
+            State::Gone => return Err(TlsError::Encrypt),
+            State::Rustls(_) => {}
+        }
         for _ in 0..MAX_ENCODES {
-            let Self { conn, records, pending, .. } = self;
-            let (discard, done) = match conn {
+            let Self { state: State::Rustls(conn), records, pending, .. } = self else {
+                return Err(TlsError::Encrypt);
+            };
+            let (discard, done) = match &mut **conn {
                 Conn::Server(c) => {
                     seal_with(c.process_tls_records(pending), records, out, pool, close)
                 }
@@ -403,5 +501,157 @@ fn encrypt_error(e: EncryptError) -> Option<usize> {
     match e {
         EncryptError::InsufficientSize(size) => Some(size.required_size),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{IoSlice, Read, Write};
+
+    use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
+
+    use super::*;
+
+    /// A server session and a rustls client over memory.
+    struct Pair {
+        server: Session,
+        client: rustls::ClientConnection,
+        out: OutQueue,
+        pool: Pool,
+        /// What the server delivered.
+        got: Vec<u8>,
+        peer_closed: bool,
+    }
+
+    impl Pair {
+        fn new(versions: &[&'static rustls::SupportedProtocolVersion]) -> Self {
+            let names = vec!["localhost".to_owned()];
+            let generated = rcgen::generate_simple_self_signed(names).unwrap();
+            let cert = CertificateDer::from(generated.cert.der().to_vec());
+            let key = PrivatePkcs8KeyDer::from(generated.signing_key.serialize_der());
+            let server = ServerTls::new(vec![cert.clone()], key.into()).unwrap();
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(cert).unwrap();
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_protocol_versions(versions)
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let name = ServerName::try_from("localhost").unwrap();
+            let client = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+            Self {
+                server: Session::server(&server).unwrap(),
+                client,
+                out: OutQueue::default(),
+                pool: Pool::default(),
+                got: Vec::new(),
+                peer_closed: false,
+            }
+        }
+
+        /// The client's bytes to the server, `cut` bytes per receive.
+        fn client_sends(&mut self, cut: usize) {
+            let mut bytes = Vec::new();
+            while self.client.wants_write() {
+                self.client.write_tls(&mut bytes).unwrap();
+            }
+            let mut scratch = Vec::new();
+            for chunk in bytes.chunks_mut(cut.max(1)) {
+                let got = &mut self.got;
+                let received = self.server.receive(chunk, &mut scratch, |p| {
+                    got.extend_from_slice(p);
+                    true
+                });
+                self.peer_closed |= received.unwrap().peer_closed;
+            }
+            self.server.queue_records(&mut self.out, &mut self.pool);
+        }
+
+        /// The server's queue, sealed, to the client; what the client read.
+        fn server_sends(&mut self, close: bool) -> Vec<u8> {
+            self.server.seal(&mut self.out, &mut self.pool, close).unwrap();
+            let mut bytes = Vec::new();
+            while self.out.unsent(true) > 0 {
+                let mut iov = [IoSlice::new(&[]); 8];
+                let n = self.out.slices(&mut iov, true);
+                let len: usize = iov[..n].iter().map(|s| s.len()).sum();
+                iov[..n].iter().for_each(|s| bytes.extend_from_slice(s));
+                self.out.consume(&mut self.pool, len);
+            }
+            let mut rest = &bytes[..];
+            let mut read = Vec::new();
+            while !rest.is_empty() {
+                self.client.read_tls(&mut rest).unwrap();
+                self.client.process_new_packets().unwrap();
+                let _ = self.client.reader().read_to_end(&mut read);
+            }
+            read
+        }
+
+        fn handshake(&mut self) {
+            for _ in 0..4 {
+                self.client_sends(usize::MAX);
+                self.server_sends(false);
+            }
+            assert!(!self.client.is_handshaking());
+        }
+
+        fn echo(&mut self, text: &[u8], cut: usize) {
+            self.got.clear();
+            self.client.writer().write_all(text).unwrap();
+            self.client_sends(cut);
+            assert_eq!(self.got, text);
+            self.out.push_copy(&mut self.pool, text);
+            assert_eq!(self.server_sends(false), text);
+        }
+    }
+
+    #[test]
+    fn after_a_tls13_handshake_our_record_layer_carries_the_data_both_ways() {
+        let mut pair = Pair::new(&[&rustls::version::TLS13]);
+        pair.handshake();
+        assert!(matches!(pair.server.state, State::Records(_)));
+        pair.echo(b"hello", usize::MAX);
+        // Records cut anywhere, and larger than a record.
+        let big: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
+        pair.echo(&big, 7);
+        pair.echo(&big, 1000);
+    }
+
+    #[test]
+    fn key_updates_go_both_ways() {
+        let mut pair = Pair::new(&[&rustls::version::TLS13]);
+        pair.handshake();
+        // The client's update asks for ours (rustls sets update_requested).
+        pair.client.refresh_traffic_keys().unwrap();
+        pair.echo(b"after the client's update", usize::MAX);
+        // Our keys reach their limit: we update on our own, and the client follows.
+        let State::Records(records) = &mut pair.server.state else { panic!("not ours") };
+        records.limit_keys_to(2);
+        for i in 0..5 {
+            pair.echo(format!("message {i}").as_bytes(), usize::MAX);
+        }
+    }
+
+    #[test]
+    fn close_notify_both_ways() {
+        let mut pair = Pair::new(&[&rustls::version::TLS13]);
+        pair.handshake();
+        pair.out.push_copy(&mut pair.pool, b"last");
+        assert_eq!(pair.server_sends(true), b"last");
+        let mut rest = [0u8; 8];
+        assert_eq!(pair.client.reader().read(&mut rest).unwrap(), 0, "close_notify came");
+        pair.client.send_close_notify();
+        pair.client_sends(usize::MAX);
+        assert!(pair.peer_closed);
+    }
+
+    #[test]
+    fn tls12_stays_with_rustls() {
+        let mut pair = Pair::new(&[&rustls::version::TLS12]);
+        pair.handshake();
+        assert!(matches!(pair.server.state, State::Rustls(_)));
+        pair.echo(b"over tls 1.2", 3);
     }
 }
