@@ -152,6 +152,9 @@ impl Session {
         scratch: &mut Vec<u8>,
         mut deliver: impl FnMut(&mut [u8]) -> bool,
     ) -> Result<Received, TlsError> {
+        if self.failed {
+            return Ok(Received::default()); // a broken session reads nothing more
+        }
         if !self.started && !data.is_empty() {
             self.started = true;
             let server = matches!(&self.state, State::Rustls(c) if matches!(**c, Conn::Server(_)));
@@ -240,13 +243,9 @@ impl Session {
             }
         };
         let Err(e) = outcome else { return outcome };
-        // rustls may hold an alert for the peer.
-        for _ in 0..MAX_ENCODES {
-            match self.step(&mut buf[start..], scratch) {
-                Ok((discard, Step::Encoded)) => start += discard,
-                _ => break,
-            }
-        }
+        // rustls may hold an alert for the peer: one, handed out before it reads any further
+        // (a second call would read the bad bytes again and make a second alert).
+        let _ = self.step(&mut buf[start..], scratch);
         if self.records.is_empty() && !self.established {
             // rustls made none (a message it could not frame): a plaintext one, as the
             // handshake still allows.
@@ -589,9 +588,9 @@ mod tests {
             read
         }
 
-        fn handshake(&mut self) {
+        fn handshake(&mut self, cut: usize) {
             for _ in 0..4 {
-                self.client_sends(usize::MAX);
+                self.client_sends(cut);
                 self.server_sends(false);
             }
             assert!(!self.client.is_handshaking());
@@ -610,7 +609,7 @@ mod tests {
     #[test]
     fn after_a_tls13_handshake_our_record_layer_carries_the_data_both_ways() {
         let mut pair = Pair::new(&[&rustls::version::TLS13]);
-        pair.handshake();
+        pair.handshake(usize::MAX);
         assert!(matches!(pair.server.state, State::Records(_)));
         pair.echo(b"hello", usize::MAX);
         // Records cut anywhere, and larger than a record.
@@ -620,9 +619,40 @@ mod tests {
     }
 
     #[test]
+    fn a_handshake_cut_into_any_pieces_completes() {
+        for cut in [1, 2, 5, 10, 100] {
+            let mut pair = Pair::new(&[&rustls::version::TLS13]);
+            pair.handshake(cut);
+            pair.echo(b"cut", cut);
+        }
+    }
+
+    /// Bad bytes in front of a hello: one alert, and rustls is not asked again (a second
+    /// read of the same bytes would make a second alert, which rustls asserts against).
+    #[test]
+    fn a_broken_hello_gets_one_alert() {
+        let mut pair = Pair::new(&[&rustls::version::TLS13]);
+        let mut bytes = vec![22, 249];
+        while pair.client.wants_write() {
+            pair.client.write_tls(&mut bytes).unwrap();
+        }
+        let received = pair.server.receive(&mut bytes, &mut Vec::new(), |_| true);
+        assert!(matches!(received, Err(TlsError::Protocol(_))), "{received:?}");
+        pair.server.queue_records(&mut pair.out, &mut pair.pool);
+        let mut iov = [IoSlice::new(&[]); 4];
+        let n = pair.out.slices(&mut iov, true);
+        assert_eq!(n, 1);
+        assert_eq!(&iov[0][..], &[21, 3, 3, 0, 2, 2, 50], "one decode_error alert");
+        // What comes after is not read (rustls would fail again, and alert again).
+        let mut more = vec![22, 3, 3, 0, 1, 0];
+        let received = pair.server.receive(&mut more, &mut Vec::new(), |_| true);
+        assert!(received.is_ok() && !pair.server.queue_records(&mut pair.out, &mut pair.pool));
+    }
+
+    #[test]
     fn key_updates_go_both_ways() {
         let mut pair = Pair::new(&[&rustls::version::TLS13]);
-        pair.handshake();
+        pair.handshake(usize::MAX);
         // The client's update asks for ours (rustls sets update_requested).
         pair.client.refresh_traffic_keys().unwrap();
         pair.echo(b"after the client's update", usize::MAX);
@@ -637,7 +667,7 @@ mod tests {
     #[test]
     fn close_notify_both_ways() {
         let mut pair = Pair::new(&[&rustls::version::TLS13]);
-        pair.handshake();
+        pair.handshake(usize::MAX);
         pair.out.push_copy(&mut pair.pool, b"last");
         assert_eq!(pair.server_sends(true), b"last");
         let mut rest = [0u8; 8];
@@ -650,7 +680,7 @@ mod tests {
     #[test]
     fn tls12_stays_with_rustls() {
         let mut pair = Pair::new(&[&rustls::version::TLS12]);
-        pair.handshake();
+        pair.handshake(usize::MAX);
         assert!(matches!(pair.server.state, State::Rustls(_)));
         pair.echo(b"over tls 1.2", 3);
     }
