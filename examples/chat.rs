@@ -26,7 +26,14 @@
 //! cargo run --release --example chat -- --gen-key chat.key         # then, with encryption:
 //! cargo run --release --example chat -- --key chat.key
 //! cargo run --release --example chat -- client --key chat.key --pseudo ada
+//! cargo run --release --example chat -- --tls-self-signed cert.pem   # https and wss, then:
+//! cargo run --release --example chat -- client --url wss://localhost:9001/rpc --trust cert.pem
 //! ```
+//!
+//! TLS: `--tls CERT KEY` serves the page at https:// and the room at wss:// (the page then
+//! opens wss:// by itself); `--tls-self-signed PATH` makes a throwaway certificate for
+//! localhost and 127.0.0.1, as the echo example's option does, and `chat client --trust PATH`
+//! trusts it.
 //!
 //! The server stops on Ctrl-C (or SIGTERM) with a graceful shutdown, after printing the bytes
 //! it read and wrote with `--report-bytes` (scripts/wire-bytes.sh); the client at the end of
@@ -40,7 +47,11 @@ use std::time::Duration;
 
 use bidir::rpc::client::Client;
 use bidir::rpc::{Callback, KeyMode, Psk, Services, Wire, aead_backend};
-use bidir::{HttpResponse, Request, Server, ServerConfig, Signals};
+use bidir::tls::{ClientTls, ServerTls};
+use bidir::{HttpResponse, Request, ServerConfig, Signals};
+
+#[path = "util/tls.rs"]
+mod tls;
 
 /// What a member hears.
 #[bidir::callback]
@@ -120,7 +131,7 @@ fn main() -> io::Result<()> {
     }
     let mut addr = "127.0.0.1:9001".to_owned();
     let mut config = ServerConfig::default();
-    let (mut key, mut report_bytes) = (None, false);
+    let (mut key, mut report_bytes, mut tls) = (None, false, None);
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage(&format!("{arg} needs a value")));
@@ -131,13 +142,19 @@ fn main() -> io::Result<()> {
             "--key" => key = Some(read_key(&value())),
             "--gen-key" => return gen_key(&value()),
             "--report-bytes" => report_bytes = true,
+            "--tls" => {
+                let (chain, private) =
+                    (value(), args.next().unwrap_or_else(|| usage("--tls CERT KEY")));
+                tls = Some(ServerTls::from_pem_files(&chain, &private)?);
+            }
+            "--tls-self-signed" => tls = Some(tls::self_signed(&value())?),
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown argument {other}")),
         }
     }
     let members = Members::default();
-    let mut builder = Server::builder()
-        .bind(addr.as_str())
+    let (builder, s) = tls::bind(&addr, tls);
+    let mut builder = builder
         .config(config)
         .http("/", |_req: &Request<'_>| HttpResponse::html(PAGE))
         .http("/bidir.js", bidir::rpc::serve_module)
@@ -150,11 +167,11 @@ fn main() -> io::Result<()> {
     let server = builder.start()?;
     let at = server.local_addr();
     println!(
-        "chat on http://{at}/ — open it in several browsers, or: chat client --url ws://{at}/rpc"
+        "chat on http{s}://{at}/ — open it in several browsers, or: chat client --url ws{s}://{at}/rpc"
     );
     if key.is_some() {
         println!(
-            "encrypted at ws://{at}{SECURE_PATH} (bidir.bin.v1, AES-256-GCM: {}): chat client --key FILE",
+            "encrypted at ws{s}://{at}{SECURE_PATH} (bidir.bin.v1, AES-256-GCM: {}): chat client --key FILE",
             aead_backend()
         );
     }
@@ -181,7 +198,7 @@ impl ChatCallback for Terminal {
 fn client(args: &[String]) -> io::Result<()> {
     let mut url = None;
     let mut pseudo = std::env::var("USER").unwrap_or_else(|_| "rust".to_owned());
-    let (mut wire, mut key, mut mode) = (Wire::Json, None, None);
+    let (mut wire, mut key, mut mode, mut trust) = (Wire::Json, None, None, None);
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let mut value =
@@ -192,6 +209,7 @@ fn client(args: &[String]) -> io::Result<()> {
             "--bin" => wire = Wire::Bin,
             "--key" => key = Some(read_key(&value())),
             "--key-mode" => mode = Some(key_mode(&value())),
+            "--trust" => trust = Some(read_trust(&value())),
             other => usage(&format!("unknown argument {other}")),
         }
     }
@@ -208,6 +226,9 @@ fn client(args: &[String]) -> io::Result<()> {
         (None, Some(_)) => usage("--key-mode needs --key"),
         (None, None) => {}
     }
+    if let Some(trust) = trust {
+        builder = builder.options(|connect| connect.tls(trust));
+    }
     let client = builder.connect().map_err(|e| fail(&format!("cannot join {url}: {e}")))?;
     let chat = ChatClient::new(&client);
     let terminal = client.callback(Arc::new(Terminal) as Arc<dyn ChatCallback>);
@@ -223,6 +244,13 @@ fn client(args: &[String]) -> io::Result<()> {
     std::thread::sleep(Duration::from_millis(200));
     client.close();
     Ok(())
+}
+
+/// The webpki roots and the certificates of the PEM file at `path` (a server's self-signed
+/// one: `chat --tls-self-signed PATH`), for a `wss://` URL.
+fn read_trust(path: &str) -> ClientTls {
+    ClientTls::trusting_pem_file(path)
+        .unwrap_or_else(|e| usage(&format!("certificate file {path}: {e}")))
 }
 
 /// A pre-shared key: the bytes of the file at `path`, at least 32.
@@ -261,9 +289,10 @@ fn usage(error: &str) -> ! {
     }
     eprintln!(
         "usage: chat [--addr HOST:PORT] [--workers N] [--no-pin] [--key FILE] [--report-bytes]
+            [--tls CERT.pem KEY.pem | --tls-self-signed CERT-OUT.pem]
        chat --gen-key FILE
-       chat client [--url ws://HOST:PORT/rpc] [--pseudo NAME] [--bin]
-                   [--key FILE [--key-mode ecdhe|psk]]
+       chat client [--url ws[s]://HOST:PORT/rpc] [--pseudo NAME] [--bin]
+                   [--key FILE [--key-mode ecdhe|psk]] [--trust CERT.pem]
 
   --key FILE      a pre-shared key: the file's bytes, 32 or more (--gen-key writes 32 random
                   ones, to a new file). The server then also serves the room at {SECURE_PATH},
@@ -271,7 +300,12 @@ fn usage(error: &str) -> ! {
                   which cannot encrypt. The client connects to ws://127.0.0.1:9001{SECURE_PATH}
                   by default and agrees its keys in --key-mode (default ecdhe: forward secrecy).
   --bin           the client speaks bidir.bin.v1 (implied by --key), not bidir.json.v1.
-  --report-bytes  on shutdown, print the bytes the server read and wrote."
+  --report-bytes  on shutdown, print the bytes the server read and wrote.
+  --tls           serve https and wss with this certificate chain and key (PEM files);
+                  --tls-self-signed makes a throwaway certificate for localhost and
+                  127.0.0.1, writes it to CERT-OUT.pem and prints its key's SHA-256 (SPKI).
+  --trust         the client trusts this certificate (PEM) besides the webpki roots: a
+                  wss:// server's self-signed one."
     );
     std::process::exit(if error.is_empty() { 0 } else { 2 });
 }

@@ -31,8 +31,11 @@ use std::time::Duration;
 use bidir::tls::ServerTls;
 use bidir::{
     CloseInfo, Context, DeflateConfig, Handler, HttpResponse, Message, OriginPolicy, Request,
-    Server, ServerConfig, Signals,
+    ServerConfig, Signals,
 };
+
+#[path = "util/tls.rs"]
+mod tls;
 
 struct Echo;
 
@@ -99,7 +102,7 @@ fn main() -> std::io::Result<()> {
                 let (cert, key) = (value(), args.next().unwrap_or_else(|| usage("--tls CERT KEY")));
                 tls = Some(ServerTls::from_pem_files(&cert, &key)?);
             }
-            "--tls-self-signed" => tls = Some(self_signed(&value())?),
+            "--tls-self-signed" => tls = Some(tls::self_signed(&value())?),
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown argument {other}")),
         }
@@ -110,10 +113,7 @@ fn main() -> std::io::Result<()> {
     // Block SIGINT/SIGTERM before the workers start, so that they inherit the mask and the
     // signal reaches `signals.wait()` below.
     let signals = Signals::block()?;
-    let (builder, scheme) = match tls {
-        Some(tls) => (Server::builder().bind_tls(addr.as_str(), tls), "s"),
-        None => (Server::builder().bind(addr.as_str()), ""),
-    };
+    let (builder, scheme) = tls::bind(&addr, tls);
     let server = builder
         .config(config)
         .http("/", |_req: &Request<'_>| HttpResponse::html(PAGE))
@@ -181,23 +181,6 @@ fn origin_policy(arg: &str) -> OriginPolicy {
 
 fn number(s: &str) -> usize {
     s.parse().unwrap_or_else(|_| usage(&format!("not a number: {s}")))
-}
-
-/// A self-signed certificate for localhost and 127.0.0.1, written to `path` as PEM; prints
-/// the base64 SHA-256 of its public key (what Chromium's `--ignore-certificate-errors-spki-list`
-/// takes).
-fn self_signed(path: &str) -> std::io::Result<ServerTls> {
-    use base64::Engine as _;
-    use rcgen::PublicKeyData as _;
-    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-    let generated = rcgen::generate_simple_self_signed(names).map_err(std::io::Error::other)?;
-    let cert = generated.cert.pem();
-    std::fs::write(path, &cert)?;
-    let spki = generated.signing_key.subject_public_key_info();
-    let digest = ring::digest::digest(&ring::digest::SHA256, &spki);
-    let spki = base64::engine::general_purpose::STANDARD.encode(digest.as_ref());
-    println!("self-signed certificate in {path}; its key's SHA-256 (SPKI): {spki}");
-    ServerTls::from_pem(cert.as_bytes(), generated.signing_key.serialize_pem().as_bytes())
 }
 
 fn usage(error: &str) -> ! {

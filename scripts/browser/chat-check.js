@@ -1,10 +1,12 @@
 // Drives the chat example's page in headless Chromium: two pages and a Rust client (the
 // example's `chat client`, on its stdin and stdout) join the room with their pseudos (each
 // passing a callback object), each says something, and each must see every message in its
-// log, in the order they were said. Usage: node chat-check.js URL SCREENSHOT CHAT_BINARY
+// log, in the order they were said. The pages' WebSockets are wss:// when the page is
+// https://; the Rust client then connects to wss:// too, trusting CERT.pem. Usage:
+// [CHROMIUM_ARGS=...] node chat-check.js URL SCREENSHOT CHAT_BINARY [CERT.pem]
 const { spawn } = require('child_process');
-const { chromium } = require('playwright-core');
-const [url, screenshot, chatBinary] = process.argv.slice(2);
+const { launch, sockets } = require('./chromium');
+const [url, screenshot, chatBinary, cert] = process.argv.slice(2);
 
 const timeout = 10000;
 
@@ -12,8 +14,10 @@ async function join(browser, pseudo) {
   const page = await browser.newPage();
   page.on('console', (m) => console.log(`[${pseudo}] ${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => console.log(`[${pseudo}] page error: ${e}`));
+  const opened = sockets(page);
   await page.goto(url);
   await page.waitForSelector('#pseudo', { state: 'visible', timeout });
+  console.log(`[${pseudo}] websocket: ${opened.check(url).join(' ')}`);
   await page.fill('#pseudo', pseudo);
   await page.press('#pseudo', 'Enter');
   await page.waitForSelector('#text', { state: 'visible', timeout });
@@ -43,7 +47,8 @@ async function sees(page, lines) {
 /** The Rust client as a member: `say(line)`, `sees(lines)` on what it printed. */
 function rustMember(pseudo) {
   const rpcUrl = url.replace(/^http/, 'ws').replace(/\/$/, '') + '/rpc';
-  const child = spawn(chatBinary, ['client', '--url', rpcUrl, '--pseudo', pseudo],
+  const trust = cert ? ['--trust', cert] : [];
+  const child = spawn(chatBinary, ['client', '--url', rpcUrl, '--pseudo', pseudo, ...trust],
     { stdio: ['pipe', 'pipe', 'pipe'] });
   let out = '';
   child.stdout.on('data', (d) => { out += d; });
@@ -52,7 +57,8 @@ function rustMember(pseudo) {
     let err = '';
     child.stderr.on('data', (d) => { err += d; if (err.includes('joined')) resolve(); });
     child.on('exit', (code) => reject(new Error(`chat client exited ${code}: ${err}`)));
-    setTimeout(() => reject(new Error(`chat client did not join: ${err}`)), timeout);
+    // Unreferenced: a pending timer would keep node running for its whole length at the end.
+    setTimeout(() => reject(new Error(`chat client did not join: ${err}`)), timeout).unref();
   });
   const lines = () => out.split('\n').filter((l) => l);
   return {
@@ -73,9 +79,7 @@ function rustMember(pseudo) {
 }
 
 (async () => {
-  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-           '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
+  const browser = await launch();
   const ada = await join(browser, 'ada');
   const bob = await join(browser, 'bob');
   const rust = rustMember('rusty');

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Serves the echo example and drives its page in headless Chromium (Playwright):
 # permessage-deflate negotiated, an echo, a 1 MiB round trip, a clean close — once with the
-# shared compression profile (the echo default) and once with a compact 9-bit dedicated one
-# (Chromium then compresses with context takeover). Then the browser rpc module against the
-# test services of tests/browser.rs (rpc-check.js, run by that test), and the chat example's
-# page in two browser pages and a Rust terminal client talking to each other (chat-check.js). Installs Debian's chromium
-# and playwright-core (npm) into browser/ in cargo's target directory on first use.
+# shared compression profile (the echo default), once with a compact 9-bit dedicated one
+# (Chromium then compresses with context takeover), and once with the shared profile over
+# https, where the page must open wss://. Then the browser rpc module against the test services
+# of tests/browser.rs (rpc-check.js, run by that test), and the chat example's page in two
+# browser pages and a Rust terminal client talking to each other (chat-check.js), over http and
+# ws://, then over https and wss://. The https servers make a throwaway certificate
+# (--tls-self-signed); Chromium trusts its key alone (--ignore-certificate-errors-spki-list, the
+# hash from the server's log) and the Rust client the certificate (--trust). Installs Debian's
+# chromium and playwright-core (npm) into browser/ in cargo's target directory on first use.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 TARGET="$(target_dir)"
@@ -21,20 +25,56 @@ if [ ! -d "$TARGET/browser/node_modules/playwright-core" ]; then
 fi
 export NODE_PATH="$TARGET/browser/node_modules"
 cargo build --release --locked --example echo --example chat -q
-trap stop_server EXIT
-for deflate in shared dedicated:9; do
+CERT="$TARGET/browser/cert.pem"
+
+# Starts WHAT (LOG, COMMAND...) on a free port over SCHEME (http or https: with a self-signed
+# certificate in $CERT) and sets PORT, and TRUST to the Chromium arguments that trust it.
+serve() {
+    local what=$1 scheme=$2 log=$3 spki
+    shift 3
     PORT="$(free_port)"
-    start_server "the echo server" "$PORT" "$TARGET/browser/echo.log" 20 \
-        "$TARGET/release/examples/echo" --addr "127.0.0.1:$PORT" --workers 2 --no-pin --deflate "$deflate"
-    echo "--- echo page, deflate $deflate"
-    node scripts/browser/echo-check.js "http://127.0.0.1:$PORT/" "$TARGET/browser/echo.png"
+    TRUST=""
+    if [ "$scheme" = https ]; then
+        start_server "$what" "$PORT" "$log" 20 "$@" --addr "127.0.0.1:$PORT" --tls-self-signed "$CERT"
+        spki="$(sed -n 's/.*(SPKI): //p' "$log")"
+        if [ -z "$spki" ]; then
+            echo "$what logged no certificate hash (SPKI) in $log" >&2
+            return 1
+        fi
+        TRUST="--ignore-certificate-errors-spki-list=$spki"
+    else
+        start_server "$what" "$PORT" "$log" 20 "$@" --addr "127.0.0.1:$PORT"
+    fi
+}
+
+# The echo page over SCHEME with the server's DEFLATE profile.
+echo_page() {
+    local scheme=$1 deflate=$2
+    serve "the echo server" "$scheme" "$TARGET/browser/echo.log" \
+        "$TARGET/release/examples/echo" --workers 2 --no-pin --deflate "$deflate"
+    echo "--- echo page over $scheme, deflate $deflate"
+    CHROMIUM_ARGS="$TRUST" node scripts/browser/echo-check.js "$scheme://127.0.0.1:$PORT/" \
+        "$TARGET/browser/echo-$scheme.png"
     stop_server
-done
+}
+
+# The chat page over SCHEME: two browser pages and a Rust client (trusting $CERT over https).
+chat_page() {
+    local scheme=$1 trust=()
+    [ "$scheme" = http ] || trust=("$CERT")
+    serve "the chat server" "$scheme" "$TARGET/browser/chat.log" \
+        "$TARGET/release/examples/chat" --workers 2 --no-pin
+    echo "--- chat page over $scheme, two browsers and a Rust client"
+    CHROMIUM_ARGS="$TRUST" node scripts/browser/chat-check.js "$scheme://127.0.0.1:$PORT/" \
+        "$TARGET/browser/chat-$scheme.png" "$TARGET/release/examples/chat" "${trust[@]}"
+    stop_server
+}
+
+trap stop_server EXIT
+echo_page http shared
+echo_page http dedicated:9
+echo_page https shared
 echo "--- the browser rpc module (tests/browser.rs runs rpc-check.js)"
 cargo test --locked -q --test browser -- --ignored
-PORT="$(free_port)"
-start_server "the chat server" "$PORT" "$TARGET/browser/chat.log" 20 \
-    "$TARGET/release/examples/chat" --addr "127.0.0.1:$PORT" --workers 2 --no-pin
-echo "--- chat page, two browsers and a Rust client"
-node scripts/browser/chat-check.js "http://127.0.0.1:$PORT/" "$TARGET/browser/chat.png" "$TARGET/release/examples/chat"
-stop_server
+chat_page http
+chat_page https

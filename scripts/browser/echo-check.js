@@ -1,16 +1,17 @@
 // Drives the echo example's page in headless Chromium: check that permessage-deflate was
 // negotiated, type messages (short ones, and 12 KiB) and see their echoes, send 1 MiB and get
-// it back identical, close cleanly. Usage: node echo-check.js URL SCREENSHOT
-const { chromium } = require('playwright-core');
+// it back identical, close cleanly; the page's WebSocket is wss:// when the page is https://.
+// Usage: [CHROMIUM_ARGS=...] node echo-check.js URL SCREENSHOT
+const { launch, sockets } = require('./chromium');
 const [url, screenshot] = process.argv.slice(2);
 (async () => {
-  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-           '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
+  const browser = await launch();
   const page = await browser.newPage();
+  const opened = sockets(page);
   await page.goto(url);
   await page.waitForFunction(() => document.getElementById('status').textContent === 'open', null, { timeout: 10000 });
   const extensions = await page.textContent('#ext');
+  console.log('websocket:', opened.check(url).join(' '));
   console.log('negotiated:', extensions);
   if (!extensions.includes('permessage-deflate')) {
     throw new Error(`permessage-deflate not negotiated: '${extensions}'`);

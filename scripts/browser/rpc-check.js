@@ -9,13 +9,11 @@
 // every connection at once, request ids wrapping at 2^53 - 1, and close. Usage: node
 // rpc-check.js URL
 const assert = require('node:assert/strict');
-const { chromium } = require('playwright-core');
+const { launch } = require('./chromium');
 const [url] = process.argv.slice(2);
 
 (async () => {
-  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-           '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
+  const browser = await launch();
   const page = await browser.newPage();
   page.on('console', (m) => console.log(`[page] ${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => console.log(`[page] error: ${e}`));
