@@ -51,6 +51,21 @@ pub(crate) struct Chain {
     spare: Vec<Vec<u8>>,
 }
 
+impl Chain {
+    /// How many segments the sealed front takes (it ends where a segment ends).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    fn sealed_segments(&self) -> usize {
+        let mut segments = 0;
+        let mut covered = 0;
+        while covered < self.sealed {
+            let seg = self.segs[segments].bytes().len();
+            covered += if segments == 0 { seg - self.front_written } else { seg };
+            segments += 1;
+        }
+        segments
+    }
+}
+
 /// Recycled chains, per worker.
 #[derive(Debug, Default)]
 pub(crate) struct Pool {
@@ -245,38 +260,31 @@ impl OutQueue {
         pool.give(chain);
     }
 
-    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     /// Bytes queued and not yet encrypted (TLS): all of them on a connection without TLS.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     pub(crate) fn plain_len(&self) -> usize {
         self.chain.as_ref().map_or(0, |c| c.len - c.sealed)
     }
 
-    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     /// Queues TLS records (a handshake message, an alert, `close_notify`) after the records
     /// already queued and before the plaintext not yet encrypted, which rustls will encrypt
     /// after them.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     pub(crate) fn push_sealed(&mut self, pool: &mut Pool, records: &[u8]) {
         if records.is_empty() {
             return;
         }
         let chain = self.chain(pool);
-        // The sealed front ends where a segment ends: find that segment.
-        let mut at = 0;
-        let mut covered = 0;
-        while covered < chain.sealed {
-            let seg = chain.segs[at].bytes().len();
-            covered += if at == 0 { seg - chain.front_written } else { seg };
-            at += 1;
-        }
+        let at = chain.sealed_segments();
         chain.segs.insert(at, Seg::Owned(records.to_vec()));
         chain.len += records.len();
         chain.sealed += records.len();
     }
 
-    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     /// Encrypts the plaintext queued after the sealed front (TLS): `encrypt` appends each
     /// plaintext segment's records to one buffer, which replaces them. On an error the queue
     /// is left as it was.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     pub(crate) fn seal<E>(
         &mut self,
         mut encrypt: impl FnMut(&[u8], &mut Vec<u8>) -> Result<(), E>,
@@ -285,13 +293,7 @@ impl OutQueue {
         if chain.sealed == chain.len {
             return Ok(());
         }
-        let mut first = 0;
-        let mut covered = 0;
-        while covered < chain.sealed {
-            let seg = chain.segs[first].bytes().len();
-            covered += if first == 0 { seg - chain.front_written } else { seg };
-            first += 1;
-        }
+        let first = chain.sealed_segments();
         let mut sealed = chain.spare.pop().unwrap_or_default();
         sealed.clear();
         for seg in chain.segs.range(first..) {
@@ -434,6 +436,36 @@ mod tests {
         q.push_copy(&mut pool, b"four");
         q.consume(&mut pool, 1);
         assert!(q.sole_owned(false).is_none());
+    }
+
+    /// TLS: records go out before the plaintext queued earlier, which is encrypted after
+    /// them; plaintext never joins a segment of records; only records are sendable.
+    #[test]
+    fn sealed_records_lead_and_plaintext_waits_for_its_seal() {
+        let mut pool = Pool::default();
+        let mut q = OutQueue::default();
+        q.push_copy(&mut pool, b"ab");
+        q.push_sealed(&mut pool, b"R1");
+        assert_eq!((q.len(), q.plain_len(), q.unsent(true)), (4, 2, 2));
+        let sendable = |q: &OutQueue, sealed_only| {
+            let mut iov = [IoSlice::new(&[]); 4];
+            let n = q.slices(&mut iov, sealed_only);
+            iov[..n].iter().flat_map(|s| s.to_vec()).collect::<Vec<u8>>()
+        };
+        assert_eq!(sendable(&q, true), b"R1");
+        q.seal(|plain, out| {
+            out.extend(plain.iter().map(u8::to_ascii_uppercase));
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        q.push_copy(&mut pool, b"c");
+        q.push_sealed(&mut pool, b"R2");
+        assert_eq!((q.plain_len(), q.unsent(true)), (1, 6));
+        assert_eq!(sendable(&q, false), b"R1ABR2c");
+        assert_eq!(sendable(&q, true), b"R1ABR2");
+        q.consume(&mut pool, 3);
+        assert_eq!((q.unsent(true), q.plain_len()), (3, 1));
+        assert!(q.sole_owned(true).is_none(), "plaintext is still queued");
     }
 
     #[test]
