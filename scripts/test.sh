@@ -23,7 +23,7 @@ cargo fmt --all --check
 step "clippy (workspace, all targets)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "--- the engine without its default features (no tls)"
-cargo clippy -p bidir --no-default-features --all-targets --locked -- -D warnings
+cargo clippy -p bidir --no-default-features --lib --locked -- -D warnings
 
 step "tests (BackendChoice::Auto: io_uring where the kernel has it)"
 cargo test --workspace --locked
