@@ -22,6 +22,8 @@ cargo fmt --all --check
 
 step "clippy (workspace, all targets)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "--- the engine without its default features (no tls)"
+cargo clippy -p bidir --no-default-features --all-targets --locked -- -D warnings
 
 step "tests (BackendChoice::Auto: io_uring where the kernel has it)"
 cargo test --workspace --locked
@@ -76,7 +78,7 @@ RUSTFLAGS="--cfg fuzzing" cargo clippy --manifest-path fuzz/Cargo.toml --all-tar
     cd fuzz
     RUSTC_BOOTSTRAP=1 cargo fuzz build
     if [ "$FUZZ_SECONDS" -gt 0 ]; then
-        for target in frame upgrade connection inflate client_handshake worker rpc_json rpc_bin rpc_envelope rpc_server rpc_key; do
+        for target in frame upgrade connection inflate client_handshake worker tls rpc_json rpc_bin rpc_envelope rpc_server rpc_key; do
             echo "--- fuzz $target for ${FUZZ_SECONDS}s"
             RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- \
                 -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 2>&1 |

@@ -196,3 +196,54 @@ fn bad_input_on_either_port_is_answered_and_closed() {
     assert_eq!(ws.recv().unwrap(), Incoming::Text("still here".into()));
     server.shutdown(Duration::from_secs(1));
 }
+
+#[test]
+fn the_rpc_client_calls_over_wss() {
+    use bidir::rpc::Services;
+    use bidir::rpc::client::Client;
+    let (cert, key) = certificate(&["localhost"]);
+    let services =
+        Services::new().method("Calc.Add", |_cx, (a, b): (i64, i64)| Ok::<_, String>(a + b));
+    let server = Server::builder()
+        .config(config(1))
+        .bind_tls("127.0.0.1:0", ServerTls::new(vec![cert.clone()], key).unwrap())
+        .route("/rpc", services.hook())
+        .start()
+        .unwrap();
+    let url = format!("wss://localhost:{}/rpc", server.local_addr().port());
+    let trust = trusting(&cert);
+    let client = Client::builder(&url).unwrap().options(|c| c.tls(trust)).connect().unwrap();
+    let sum: i64 = client.call("Calc.Add", (40, 2)).unwrap();
+    assert_eq!(sum, 42);
+    client.close();
+    server.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn a_clean_close_ends_with_close_notify() {
+    use std::sync::Arc;
+
+    use bidir::tls::rustls;
+    let (cert, key) = certificate(&["localhost"]);
+    let server = server(ServerTls::new(vec![cert.clone()], key).unwrap());
+    let addr = server.local_addrs()[0];
+    let tls = trusting(&cert);
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::clone(tls.config()), name).unwrap();
+    let mut stream = rustls::StreamOwned::new(conn, TcpStream::connect(addr).unwrap());
+    stream.sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let request = "GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+                   Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                   Sec-WebSocket-Version: 13\r\n\r\n";
+    stream.write_all(request.as_bytes()).unwrap();
+    // A masked close frame (1000) right after the request.
+    stream.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]).unwrap();
+    let mut got = Vec::new();
+    // A clean end: rustls reports the end of the stream only after close_notify (it fails
+    // with UnexpectedEof when the TCP stream ends without one).
+    stream.read_to_end(&mut got).unwrap();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    assert!(got.ends_with(&[0x88, 0x02, 0x03, 0xe8]), "{got:?}");
+    server.shutdown(Duration::from_secs(1));
+}
