@@ -16,8 +16,11 @@ over it: what the WebSocket server costs above the machine's floor. The fanout c
 events/s, deliveries/s, server CPU per delivery, its kernel share, the per-socket send floor,
 and the ratios of bidir-pubsub and bidir-rpc-pubsub (and their epoll variants) to uws-pubsub. The
 deflate cells (d*, dd*) add the bytes read per payload byte of the echoes (the server's compression
-ratio) and compare bidir-deflate (dd: bidir-deflate-ded) with the best peer. It draws OUT_DIR/CELL.svg
-from each server's median round (by server ns/msg).
+ratio) and compare bidir-deflate (dd: bidir-deflate-ded) with the best peer. The TLS servers
+(names ending in -tls or containing -tls-: the echo over wss://) are not peers of the plain ones;
+their cells add the ratios over TLS to plain of the same server and bidir-tls's (and
+bidir-tls-epoll's) to uws-tls (the idle cell: the bytes per connection TLS adds). It draws
+OUT_DIR/CELL.svg from each server's median round (by server ns/msg).
 """
 import json
 import statistics
@@ -41,6 +44,10 @@ CELLS = {
 
 # The raw TCP echo (no WebSocket): not a peer, the floor under every server.
 FLOOR = "floor"
+
+# (over TLS, against): the TLS ratios quoted where both servers ran the cell.
+TLS_PAIRS = [("bidir-tls", "bidir"), ("bidir-tls-epoll", "bidir-epoll"), ("uws-tls", "uws"),
+             ("bidir-tls", "uws-tls"), ("bidir-tls-epoll", "uws-tls")]
 
 FANOUT_BIDIR = ["bidir-pubsub", "bidir-rpc-pubsub", "bidir-pubsub-epoll", "bidir-rpc-pubsub-epoll"]
 FANOUT_PEER = "uws-pubsub"
@@ -108,7 +115,7 @@ def main():
         if cell.startswith("dd"):
             bidir = "bidir-deflate-ded"
         peers = [(s, median(rows, key)) for s, rows in results.items()
-                 if not s.startswith("bidir") and s != FLOOR]
+                 if not s.startswith("bidir") and s != FLOOR and not is_tls(s)]
         peers = [p for p in peers if p[1]]
         if peers and bidir in results and median(results[bidir], key):
             name, theirs = min(peers, key=lambda p: p[1])
@@ -121,9 +128,34 @@ def main():
             if ours and theirs:
                 lines.append(f"\n{bidir} (io_uring) / {epoll}: **{ours / theirs:.2f}x** server CPU per message")
         lines += over_floor(results, key)
+        lines += tls_ratios(cell, results, key)
         if cell in ("c1", "rpc1"):
             lines += lowest_latency(results)
     print("\n".join(lines))
+
+
+def is_tls(server):
+    """Whether the server runs over TLS (bidir-tls, bidir-tls-epoll, uws-tls)."""
+    return server.endswith("-tls") or "-tls-" in server
+
+
+def tls_ratios(cell, results, key):
+    """Each TLS pair's ratio of `key` (the idle cell: also the bytes TLS adds per connection)."""
+    what = {"idle10k": "memory per connection", "h10k": "server CPU per handshake"}.get(
+        cell, "server CPU per message")
+    lines = []
+    for tls, other in TLS_PAIRS:
+        ours, theirs = median(results.get(tls, []), key), median(results.get(other, []), key)
+        if not (ours and theirs):
+            continue
+        line = f"\n{tls} / {other}: **{ours / theirs:.2f}x** {what}"
+        if cell == "idle10k":
+            line += f" ({ours - theirs:+,.0f} B)"
+        if cell == "h10k":
+            rate = median(results[tls], "cycles_per_sec") / median(results[other], "cycles_per_sec")
+            line += f", **{rate:.2f}x** handshakes/s"
+        lines.append(line)
+    return lines
 
 
 def lowest_latency(results):
@@ -212,7 +244,7 @@ def handshakes(cell, results, syscalls):
                      f"{us(median(rows, 'handshake_p50_us'))} | {us(median(rows, 'handshake_p99_us'))} | "
                      f"{per_msg(syscalls.get(cell + ' ' + server))} |")
     peers = [(s, median(rows, key), median(rows, "cycles_per_sec")) for s, rows in results.items()
-             if not s.startswith("bidir") and median(rows, key)]
+             if not s.startswith("bidir") and not is_tls(s) and median(rows, key)]
     for bidir in ("bidir", "bidir-epoll"):
         ours = results.get(bidir)
         if peers and ours and median(ours, key):
@@ -222,7 +254,7 @@ def handshakes(cell, results, syscalls):
     if results.get("bidir") and results.get("bidir-epoll"):
         ratio = median(results["bidir"], key) / median(results["bidir-epoll"], key)
         lines.append(f"\nbidir (io_uring) / bidir-epoll: **{ratio:.2f}x** server CPU per handshake")
-    return lines
+    return lines + tls_ratios(cell, results, key)
 
 
 def per_msg(r):

@@ -40,8 +40,11 @@
 # each sleep), in the c1 cell only; not in the default list, and its CPU figure counts the
 # spinning. floor (benches/peers floor-echo: a raw TCP echo on io_uring with bidir's receive and
 # send, no WebSocket) runs the echo cells with `bidir-load --raw`: the machine's floor, over which
-# the table quotes bidir's ratio per cell. Peers are built by scripts/peers/build.sh (dev only,
-# outside the bidir crate's dependency tree).
+# the table quotes bidir's ratio per cell. bidir-tls / bidir-tls-epoll (examples/echo --tls) and
+# uws-tls (uWS.SSLApp) run the echo cells over wss:// (`bidir-load --trust`: the handshake cells
+# then time the TLS handshake too), on a certificate made once per run with openssl (EC P-256,
+# SAN IP:127.0.0.1; OUT/tls-cert.pem); not in the default list. Peers are built by
+# scripts/peers/build.sh (dev only, outside the bidir crate's dependency tree).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source scripts/peers/common.sh
@@ -87,6 +90,18 @@ if [ -n "$(echo " $SERVERS " | tr ' ' '\n' | grep -v '^bidir' | grep -v '^$' || 
 fi
 ulimit -n "$(ulimit -Hn)"
 
+# The TLS servers' certificate, and the load's --trust of it: made once per run. webpki takes a
+# self-signed certificate as its own trust anchor only if it is not a CA (CA:FALSE).
+TLS_CERT="$OUT/tls-cert.pem"
+TLS_KEY="$OUT/tls-key.pem"
+if echo " $SERVERS " | grep -q -- '-tls[ -]'; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+        -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+        -addext basicConstraints=critical,CA:FALSE \
+        -keyout "$TLS_KEY" -out "$TLS_CERT" 2> "$OUT/tls-cert.log" \
+        || { cat "$OUT/tls-cert.log"; exit 1; }
+fi
+
 
 start_peer() { # NAME PORT -> sets SERVER_PID
     local name=$1 port=$2 cmd
@@ -94,11 +109,14 @@ start_peer() { # NAME PORT -> sets SERVER_PID
         bidir) cmd=(env BIDIR_BACKEND=auto "$TARGET/release/examples/echo" --addr "127.0.0.1:$port" --workers 1 --deflate off) ;;
         bidir-epoll) cmd=(env BIDIR_BACKEND=epoll "$TARGET/release/examples/echo" --addr "127.0.0.1:$port" --workers 1 --deflate off) ;;
         bidir-busy) cmd=(env BIDIR_BACKEND=auto "$TARGET/release/examples/echo" --addr "127.0.0.1:$port" --workers 1 --deflate off --busy-poll 50) ;;
+        bidir-tls) cmd=(env BIDIR_BACKEND=auto "$TARGET/release/examples/echo" --addr "127.0.0.1:$port" --workers 1 --deflate off --tls "$TLS_CERT" "$TLS_KEY") ;;
+        bidir-tls-epoll) cmd=(env BIDIR_BACKEND=epoll "$TARGET/release/examples/echo" --addr "127.0.0.1:$port" --workers 1 --deflate off --tls "$TLS_CERT" "$TLS_KEY") ;;
         tungstenite) cmd=("$PEERS_BIN_DIR/tungstenite-echo" --port "$port") ;;
         fastwebsockets) cmd=("$PEERS_BIN_DIR/fastwebsockets-echo" --port "$port") ;;
         ws-rs) cmd=("$PEERS_BIN_DIR/ws-rs-echo" --port "$port") ;;
         node-ws) cmd=("$NODE" "$ROOT/$PEERS_NODE_DIR/ws-echo.js" --port "$port") ;;
         uws) cmd=("$NODE" "$ROOT/$PEERS_NODE_DIR/uws-echo.js" --port "$port") ;;
+        uws-tls) cmd=("$NODE" "$ROOT/$PEERS_NODE_DIR/uws-echo.js" --port "$port" --tls "$TLS_CERT" "$TLS_KEY") ;;
         bidir-rpc | bidir-pubsub | bidir-rpc-pubsub) cmd=(env BIDIR_BACKEND=auto "$TARGET/release/examples/rpc_echo" --addr "127.0.0.1:$port" --workers 1) ;;
         bidir-rpc-epoll | bidir-pubsub-epoll | bidir-rpc-pubsub-epoll) cmd=(env BIDIR_BACKEND=epoll "$TARGET/release/examples/rpc_echo" --addr "127.0.0.1:$port" --workers 1) ;;
         uws-pubsub) cmd=("$NODE" "$ROOT/$PEERS_NODE_DIR/uws-pubsub.js" --port "$port") ;;
@@ -152,6 +170,7 @@ server_args() { # SERVER CELL PORT
         *-pubsub*) [ "$kind" = fanout ] && echo "--url ws://127.0.0.1:$3/ --pubsub plain" ;;
         bidir-rpc*) [ "$kind" = rpc ] && echo "--url ws://127.0.0.1:$3/rpc --rpc bidir" ;;
         jsonrpsee) [ "$kind" = rpc ] && echo "--url ws://127.0.0.1:$3/ --rpc jsonrpc" ;;
+        *-tls | *-tls-*) [ "$kind" = echo ] && echo "--url wss://127.0.0.1:$3/echo --trust $TLS_CERT" ;;
         # The echo cells' messages as plain TCP bytes (no type: --binary dropped).
         floor) case "$2" in c*) echo "--url tcp://127.0.0.1:$3 --raw" ;; esac ;;
         *) [ "$kind" = echo ] && echo "--url ws://127.0.0.1:$3/echo" ;;

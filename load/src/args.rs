@@ -4,12 +4,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bidir::DeflateConfig;
+use bidir::client::WsUrl;
 use bidir::rpc::{COMPRESS_ABOVE, KeyMode, Psk, Wire};
+use bidir::tls::ClientTls;
 
 use crate::bin::Key;
 
 pub(crate) const USAGE: &str = "\
-usage: bidir-load --url ws://HOST:PORT/PATH [options]
+usage: bidir-load --url ws[s]://HOST:PORT/PATH [options]
        bidir-load plot --out FILE.svg [--title TEXT] [--log-y] RUN.hgrm[:LABEL]...
 
   --mode echo|connect|churn|fanout   echo (default): send and time echoes; connect: open
@@ -48,6 +50,9 @@ usage: bidir-load --url ws://HOST:PORT/PATH [options]
   --method NAME          the method called (default Bench.echo, or echo for jsonrpc; fanout:
                          Bench.publish)
   --deflate off|shared|dedicated:BITS   offer permessage-deflate (default off)
+  --trust CERT.pem       wss://: trust the certificates in CERT.pem besides the webpki roots
+                         (a test server's self-signed certificate); handshake times include
+                         the TLS handshake
   --duration SECS        measured time (default 10; connect mode: hold time, default 0;
                          churn: time limit, default 10, or none when --cycles is given)
   --cycles N             churn: stop after N connect/upgrade/close cycles in total (and at
@@ -120,6 +125,8 @@ pub(crate) struct Options {
     /// Fanout over plain messages (`--pubsub plain`) rather than `bidir.json.v1` events.
     pub(crate) plain_pubsub: bool,
     pub(crate) deflate: Option<DeflateConfig>,
+    /// `--trust`: the roots a `wss://` connection trusts (`None`: the webpki roots).
+    pub(crate) trust: Option<ClientTls>,
     /// The measured time; churn: the time limit (`Duration::MAX`: none).
     pub(crate) duration: Duration,
     pub(crate) warmup: Duration,
@@ -153,6 +160,7 @@ pub(crate) fn parse(argv: &[String]) -> Result<Options, String> {
         key: None,
         plain_pubsub: false,
         deflate: None,
+        trust: None,
         duration: Duration::from_secs(10),
         warmup: Duration::from_secs(2),
         cycles: None,
@@ -237,6 +245,7 @@ pub(crate) fn parse(argv: &[String]) -> Result<Options, String> {
                     },
                 }
             }
+            "--trust" => o.trust = Some(read_trust(&value()?)?),
             "--duration" => {
                 o.duration = seconds(&value()?)?;
                 duration_set = true;
@@ -263,6 +272,7 @@ pub(crate) fn parse(argv: &[String]) -> Result<Options, String> {
         return Err("--conns, --inflight, --threads and --connect-window must be positive".into());
     }
     raw_checks(&o)?;
+    trust_checks(&o)?;
     let min = if o.binary || o.raw { 8 } else { 16 };
     if o.size < min {
         return Err(format!("--size must be at least {min} (the timestamp)"));
@@ -353,9 +363,26 @@ fn read_key(path: &str) -> Result<Psk, String> {
 }
 
 /// `--raw` is echo mode's closed loop over plain TCP: nothing of WebSocket applies.
+/// `--trust` applies to a `wss://` URL only (it would be ignored on `ws://` or `--raw`).
+fn trust_checks(o: &Options) -> Result<(), String> {
+    let tls = !o.raw && WsUrl::parse(&o.url).is_ok_and(|url| url.tls);
+    if o.trust.is_some() && !tls {
+        return Err("--trust needs a wss:// URL".into());
+    }
+    Ok(())
+}
+
+/// The certificates of `--trust`'s PEM file, trusted beside the webpki roots.
+fn read_trust(path: &str) -> Result<ClientTls, String> {
+    ClientTls::trusting_pem_file(path).map_err(|e| format!("--trust {path}: {e}"))
+}
+
 fn raw_checks(o: &Options) -> Result<(), String> {
     if !o.raw {
         return Ok(());
+    }
+    if o.url.get(..6).is_some_and(|scheme| scheme.eq_ignore_ascii_case("wss://")) {
+        return Err("--raw speaks no TLS: a tcp:// or ws:// URL".into());
     }
     if o.mode != Mode::Echo || o.rate.is_some() {
         return Err("--raw runs echo mode's closed loop only (no --mode, no --rate)".into());
@@ -488,6 +515,8 @@ mod tests {
         assert!(parse_str("--url tcp://h:1 --raw --rpc bidir").is_err());
         assert!(parse_str("--url tcp://h:1 --raw --deflate shared").is_err());
         assert!(parse_str("--url tcp://h:1 --raw --binary").is_err());
+        assert!(parse_str("--url wss://h:1 --raw").is_err(), "no TLS");
+        assert!(parse_str("--url WSS://h:1 --raw").is_err(), "no TLS");
     }
 
     /// A key file of `len` bytes in the temp directory, named by `name` and this process.

@@ -703,8 +703,8 @@ pub(crate) struct RunResult {
     pub(crate) wire_in_ratio: Option<f64>,
 }
 
-/// The client side of every load connection: the URL, the deflate offer, no heartbeats, and
-/// limits that fit `--size`.
+/// The client side of every load connection: the URL, the trusted certificates, the deflate
+/// offer, no heartbeats, and limits that fit `--size`.
 pub(crate) fn connect_options(o: &Options) -> Result<Connect, String> {
     connect_to(o, &o.url)
 }
@@ -712,6 +712,9 @@ pub(crate) fn connect_options(o: &Options) -> Result<Connect, String> {
 /// [`connect_options`] for `url` rather than `--url`.
 pub(crate) fn connect_to(o: &Options, url: &str) -> Result<Connect, String> {
     let mut connect = Connect::new(url).map_err(|e| e.to_string())?;
+    if let Some(tls) = &o.trust {
+        connect = connect.tls(tls.clone());
+    }
     if let Some((Dialect::Bidir, _)) = o.rpc {
         connect = connect.protocol(o.wire.protocol());
     }

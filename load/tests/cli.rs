@@ -4,6 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use bidir::tls::ServerTls;
 use bidir::{Context, Handler, Message, Request, Server, ServerConfig, ServerHandle};
 
 struct Echo;
@@ -137,6 +138,64 @@ fn connect_mode_reports_memory_per_connection() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(server.connections(), 0, "the generator closed its connections");
+}
+
+#[test]
+fn wss_runs_every_mode_with_a_trusted_certificate() {
+    let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let (cert, key) = (generated.cert.pem(), generated.signing_key.serialize_pem());
+    let tls = ServerTls::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+    let mut config = ServerConfig::default();
+    config.workers = Some(1);
+    config.pin_workers = false;
+    let server = Server::builder()
+        .bind_tls("127.0.0.1:0", tls)
+        .config(config)
+        .route("/echo", |_req: &Request<'_>| Ok(Echo))
+        .route("/sub", |_req: &Request<'_>| Ok(Sub { subscribe: true }))
+        .route("/pub", |_req: &Request<'_>| Ok(Pub))
+        .start()
+        .unwrap();
+    let pem = std::env::temp_dir().join(format!("bidir-load-cli-cert-{}.pem", std::process::id()));
+    std::fs::write(&pem, cert).unwrap();
+    let pem = pem.to_str().unwrap();
+    let url = format!("wss://{}/echo", server.local_addr());
+    let tls = ["--url", &url, "--trust", pem, "--json", "--quiet"];
+    let timing = ["--duration", "0.4", "--warmup", "0.1"];
+
+    // Echo over TLS, records larger than one read.
+    let (ok, stdout, stderr) = load(
+        &[&tls[..], &timing[..], &["--conns", "4", "--inflight", "4", "--size", "20000"]].concat(),
+    );
+    assert!(ok, "{stderr}");
+    assert!(field(&stdout, "messages") > 0.0, "{stdout}");
+    assert_eq!((field(&stdout, "errors"), field(&stdout, "opened")), (0.0, 4.0), "{stdout}");
+    // Churn: every cycle a TLS handshake, timed.
+    let churn = ["--mode", "churn", "--conns", "4", "--cycles", "40", "--cycle-messages", "0"];
+    let (ok, stdout, stderr) = load(&[&tls[..], &churn[..]].concat());
+    assert!(ok, "{stderr}");
+    assert_eq!((field(&stdout, "cycles"), field(&stdout, "failed")), (40.0, 0.0), "{stdout}");
+    assert!(field(&stdout, "handshake_p50_us") > 0.0, "{stdout}");
+    // Connect and fanout.
+    let (ok, stdout, stderr) = load(&[&tls[..], &["--mode", "connect", "--conns", "20"]].concat());
+    assert!(ok, "{stderr}");
+    assert_eq!(field(&stdout, "opened"), 20.0, "{stdout}");
+    let fanout = ["--mode", "fanout", "--pubsub", "plain", "--conns", "5"];
+    let (ok, stdout, stderr) = load(&[&tls[..], &timing[..], &fanout[..]].concat());
+    assert!(ok, "{stderr}");
+    assert!(field(&stdout, "events") > 0.0, "{stdout}");
+    assert_eq!(field(&stdout, "missed"), 0.0, "{stdout}");
+
+    // Without --trust the self-signed certificate is refused: every connection fails.
+    let (ok, _, stderr) = load(&["--url", &url, "--conns", "2", "--quiet"]);
+    assert!(!ok && stderr.contains("2 connections failed"), "{stderr}");
+    // --trust with a file that holds no certificate, or on a ws:// URL: a usage error.
+    let (ok, _, stderr) = load(&["--url", &url, "--trust", "/nonexistent/cert.pem"]);
+    assert!(!ok && stderr.contains("--trust /nonexistent/cert.pem"), "{stderr}");
+    let plain = format!("ws://{}/echo", server.local_addr());
+    let (ok, _, stderr) = load(&["--url", &plain, "--trust", pem]);
+    assert!(!ok && stderr.contains("--trust needs a wss:// URL"), "{stderr}");
+    std::fs::remove_file(pem).ok();
 }
 
 #[test]
