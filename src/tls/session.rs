@@ -611,6 +611,9 @@ mod tests {
         let mut pair = Pair::new(&[&rustls::version::TLS13]);
         pair.handshake(usize::MAX);
         assert!(matches!(pair.server.state, State::Records(_)));
+        // The server's choice of suite, though rustls's client lists AES-256 first.
+        let suite = pair.client.negotiated_cipher_suite().unwrap().suite();
+        assert_eq!(suite, rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
         pair.echo(b"hello", usize::MAX);
         // Records cut anywhere, and larger than a record.
         let big: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
