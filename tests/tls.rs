@@ -247,3 +247,21 @@ fn a_clean_close_ends_with_close_notify() {
     assert!(got.ends_with(&[0x88, 0x02, 0x03, 0xe8]), "{got:?}");
     server.shutdown(Duration::from_secs(1));
 }
+
+/// A read of the socket can end one full record and hold the next (a 16 KiB record, then the
+/// rest of a frame): the blocking client takes no more than rustls can hold deciphered.
+#[test]
+fn the_blocking_client_reads_full_records_back_to_back() {
+    let (cert, key) = certificate(&["localhost"]);
+    let server = server(ServerTls::new(vec![cert.clone()], key).unwrap());
+    let url = format!("wss://localhost:{}/echo", server.local_addrs()[0].port());
+    let mut ws = Connect::new(&url).unwrap().tls(trusting(&cert)).connect().unwrap();
+    let payload: Vec<u8> = (0..(16 << 10) + 4).map(|i| (i % 253) as u8).collect();
+    for _ in 0..16 {
+        ws.send(Message::Binary(&payload)).unwrap();
+    }
+    for i in 0..16 {
+        assert_eq!(ws.recv().unwrap(), Incoming::Binary(payload.clone()), "message {i}");
+    }
+    server.shutdown(Duration::from_secs(1));
+}

@@ -12,7 +12,8 @@ use std::time::Instant as WallClock;
 
 use super::{Connect, ConnectError};
 
-/// One TLS record at most is read at a time: its plaintext then fits rustls's receive limit.
+/// Bytes read from the socket at a time. They may end one record and hold the next, so they
+/// go to rustls only until it has plaintext waiting (its receive limit is one record's).
 #[cfg(feature = "tls")]
 const RAW_READ: usize = 16 << 10;
 
@@ -27,7 +28,7 @@ enum Tls {}
 pub(super) struct Link {
     stream: TcpStream,
     tls: Option<Tls>,
-    /// The reader's buffer for received records (TLS only).
+    /// The reader's bytes from the socket not yet given to rustls (TLS only).
     #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     raw: Vec<u8>,
 }
@@ -100,20 +101,25 @@ impl Link {
                     Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
                     Err(e) => return Err(e),
                 }
-                self.raw.resize(RAW_READ, 0);
-                let n = (&self.stream).read(&mut self.raw)?;
+                if self.raw.is_empty() {
+                    self.raw.resize(RAW_READ, 0);
+                    let n = (&self.stream).read(&mut self.raw)?;
+                    self.raw.truncate(n);
+                }
                 let mut tls = lock(tls);
-                let mut received = &self.raw[..n];
+                let mut received = &self.raw[..];
                 loop {
                     tls.read_tls(&mut received)?;
                     let state = tls.process_new_packets().map_err(invalid);
                     // An alert, a key update's answer: out now, before the error if any.
                     send_records(&mut tls, &self.stream)?;
-                    state?;
-                    if received.is_empty() {
+                    let state = state?;
+                    if received.is_empty() || state.plaintext_bytes_to_read() > 0 {
                         break;
                     }
                 }
+                let used = self.raw.len() - received.len();
+                self.raw.drain(..used);
             },
             #[cfg(not(feature = "tls"))]
             Some(never) => match *never {},
