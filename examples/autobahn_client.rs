@@ -5,7 +5,11 @@
 //! ```text
 //! autobahn_client --url ws://127.0.0.1:9001 [--agent bidir] [--mode engine|blocking]
 //!                 [--deflate off|shared|dedicated:BITS] [--cases FIRST..=LAST]
+//!                 [--trust CERT.pem]
 //! ```
+//!
+//! A `wss://` URL runs every case over TLS; `--trust` adds the fuzzing server's (self-signed)
+//! certificate to the roots the client trusts.
 //!
 //! `engine` (the default) runs each case on a connection opened from the engine's workers
 //! (`ServerHandle::connect`, the same `Handler` API as the server); `blocking` uses the blocking
@@ -15,8 +19,9 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use bidir::client::{Connect, ConnectError, Incoming, WebSocket};
+use bidir::client::{Connect, ConnectError, Incoming};
 use bidir::protocol::Config;
+use bidir::tls::ClientTls;
 use bidir::{CloseCode, CloseInfo, Context, DeflateConfig, Handler, Message, Server, ServerConfig};
 
 fn main() {
@@ -25,6 +30,7 @@ fn main() {
     let mut blocking = false;
     let mut deflate = Some(DeflateConfig::shared());
     let mut range: Option<(usize, usize)> = None;
+    let mut tls = ClientTls::default();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage(&format!("{arg} needs a value")));
@@ -54,13 +60,18 @@ fn main() {
                     v.split_once("..=").and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
                 range = Some(parsed.unwrap_or_else(|| usage("--cases takes FIRST..=LAST")));
             }
+            "--trust" => {
+                tls = ClientTls::trusting_pem_file(value())
+                    .unwrap_or_else(|e| usage(&format!("--trust: {e}")));
+            }
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown argument {other}")),
         }
     }
     let url = url.trim_end_matches('/').to_owned();
 
-    let count = case_count(&url);
+    let connect = |url: String| Connect::new(&url).expect("a valid URL").tls(tls.clone());
+    let count = case_count(&connect(format!("{url}/getCaseCount")));
     let (first, last) = range.unwrap_or((1, count));
     eprintln!(
         "autobahn_client: cases {first}..={last} of {count}, {} mode",
@@ -72,9 +83,7 @@ fn main() {
         config.max_frame_size = 16 << 20;
         config.max_fragments = 131_072;
         config.ping_interval = None;
-        let connect = Connect::new(&format!("{url}/runCase?case={case}&agent={agent}"))
-            .expect("a valid URL")
-            .config(config);
+        let connect = connect(format!("{url}/runCase?case={case}&agent={agent}")).config(config);
         match &deflate {
             Some(d) => connect.deflate(d.clone()),
             None => connect,
@@ -103,13 +112,14 @@ fn main() {
         }
         engine.shutdown(Duration::from_secs(1));
     }
-    let mut ws = WebSocket::connect(&format!("{url}/updateReports?agent={agent}"))
+    let mut ws = connect(format!("{url}/updateReports?agent={agent}"))
+        .connect()
         .expect("updateReports connects");
     let _ = ws.close(CloseCode::NORMAL, "");
 }
 
-fn case_count(url: &str) -> usize {
-    let mut ws = WebSocket::connect(&format!("{url}/getCaseCount")).expect("getCaseCount connects");
+fn case_count(options: &Connect) -> usize {
+    let mut ws = options.connect().expect("getCaseCount connects");
     let count = match ws.recv().expect("the case count") {
         Incoming::Text(text) => text.trim().parse().expect("a number"),
         other => panic!("unexpected {other:?}"),
@@ -165,7 +175,8 @@ fn usage(problem: &str) -> ! {
     }
     eprintln!(
         "usage: autobahn_client [--url ws://HOST:PORT] [--agent NAME] [--mode engine|blocking]\n\
-         \x20                      [--deflate off|shared|dedicated:BITS] [--cases FIRST..=LAST]"
+         \x20                      [--deflate off|shared|dedicated:BITS] [--cases FIRST..=LAST]\n\
+         \x20                      [--trust CERT.pem]"
     );
     std::process::exit(2);
 }

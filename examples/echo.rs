@@ -16,12 +16,19 @@
 //! cargo run --release --example echo -- --deflate dedicated:15 --context compact  # or live
 //! cargo run --release --example echo -- --origins same-host   # refuse pages on other sites
 //! cargo run --release --example echo -- --busy-poll 50   # poll 50 µs before sleeping (latency)
+//! cargo run --release --example echo -- --tls cert.pem key.pem   # https:// and wss://
+//! cargo run --release --example echo -- --tls-self-signed cert.pem   # a throwaway certificate
 //! ```
+//!
+//! `--tls-self-signed PATH` makes a certificate for localhost and 127.0.0.1, writes it to PATH
+//! (for a client to trust) and prints its key's SHA-256 for Chromium's
+//! `--ignore-certificate-errors-spki-list`, which trusts that one key and nothing else.
 //!
 //! Stops on Ctrl-C (or SIGTERM) with a graceful shutdown: close 1001 to every connection.
 
 use std::time::Duration;
 
+use bidir::tls::ServerTls;
 use bidir::{
     CloseInfo, Context, DeflateConfig, Handler, HttpResponse, Message, OriginPolicy, Request,
     Server, ServerConfig, Signals,
@@ -49,6 +56,7 @@ fn main() -> std::io::Result<()> {
     config.origins = OriginPolicy::any();
     let mut origins = "any".to_owned();
     let mut context = None;
+    let mut tls = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage(&format!("{arg} needs a value")));
@@ -87,6 +95,11 @@ fn main() -> std::io::Result<()> {
                 origins = value();
                 config.origins = origin_policy(&origins);
             }
+            "--tls" => {
+                let (cert, key) = (value(), args.next().unwrap_or_else(|| usage("--tls CERT KEY")));
+                tls = Some(ServerTls::from_pem_files(&cert, &key)?);
+            }
+            "--tls-self-signed" => tls = Some(self_signed(&value())?),
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown argument {other}")),
         }
@@ -97,19 +110,19 @@ fn main() -> std::io::Result<()> {
     // Block SIGINT/SIGTERM before the workers start, so that they inherit the mask and the
     // signal reaches `signals.wait()` below.
     let signals = Signals::block()?;
-    let server = Server::builder()
-        .bind(addr.as_str())
+    let (builder, scheme) = match tls {
+        Some(tls) => (Server::builder().bind_tls(addr.as_str(), tls), "s"),
+        None => (Server::builder().bind(addr.as_str()), ""),
+    };
+    let server = builder
         .config(config)
         .http("/", |_req: &Request<'_>| HttpResponse::html(PAGE))
         .http("/health", |_req: &Request<'_>| HttpResponse::text("ok"))
         .route("/echo", |_req: &Request<'_>| Ok(Echo))
         .route("/", |_req: &Request<'_>| Ok(Echo))
         .start()?;
-    println!(
-        "echo server on ws://{}/echo — open http://{}/ in a browser",
-        server.local_addr(),
-        server.local_addr()
-    );
+    let addr = server.local_addr();
+    println!("echo server on ws{scheme}://{addr}/echo — open http{scheme}://{addr}/ in a browser");
     match origins.as_str() {
         "any" => println!(
             "pages on any site may open the echo (a public service); --origins same-host restricts"
@@ -170,6 +183,23 @@ fn number(s: &str) -> usize {
     s.parse().unwrap_or_else(|_| usage(&format!("not a number: {s}")))
 }
 
+/// A self-signed certificate for localhost and 127.0.0.1, written to `path` as PEM; prints
+/// the base64 SHA-256 of its public key (what Chromium's `--ignore-certificate-errors-spki-list`
+/// takes).
+fn self_signed(path: &str) -> std::io::Result<ServerTls> {
+    use base64::Engine as _;
+    use rcgen::PublicKeyData as _;
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let generated = rcgen::generate_simple_self_signed(names).map_err(std::io::Error::other)?;
+    let cert = generated.cert.pem();
+    std::fs::write(path, &cert)?;
+    let spki = generated.signing_key.subject_public_key_info();
+    let digest = ring::digest::digest(&ring::digest::SHA256, &spki);
+    let spki = base64::engine::general_purpose::STANDARD.encode(digest.as_ref());
+    println!("self-signed certificate in {path}; its key's SHA-256 (SPKI): {spki}");
+    ServerTls::from_pem(cert.as_bytes(), generated.signing_key.serialize_pem().as_bytes())
+}
+
 fn usage(error: &str) -> ! {
     if !error.is_empty() {
         eprintln!("error: {error}");
@@ -177,7 +207,8 @@ fn usage(error: &str) -> ! {
     eprintln!(
         "usage: echo [--addr HOST:PORT] [--workers N] [--max-message BYTES] [--max-fragments N] [--no-pin]\n\
          \x20           [--deflate off|shared|dedicated:BITS] [--context live|compact]\n\
-         \x20           [--origins any|same-host|ORIGIN,...] [--busy-poll MICROS]"
+         \x20           [--origins any|same-host|ORIGIN,...] [--busy-poll MICROS]\n\
+         \x20           [--tls CERT.pem KEY.pem | --tls-self-signed CERT-OUT.pem]"
     );
     std::process::exit(if error.is_empty() { 0 } else { 2 });
 }

@@ -74,6 +74,11 @@ mod server;
 mod sink;
 pub mod testbed;
 mod timer;
+#[cfg(feature = "tls")]
+pub mod tls;
+#[cfg(not(feature = "tls"))]
+#[path = "notls.rs"]
+mod tls;
 mod worker;
 
 pub use bidir_macros::{callback, service};

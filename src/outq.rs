@@ -43,6 +43,10 @@ pub(crate) struct Chain {
     /// Bytes queued and not yet written.
     /// INVARIANT: the sum of segment lengths minus `front_written`.
     len: usize,
+    /// Of `len`, the bytes at the front that are TLS records (the rest is plaintext still to
+    /// encrypt); 0 on a connection without TLS.
+    /// INVARIANT: `sealed <= len`, and it ends where a segment ends.
+    sealed: usize,
     /// Spare owned buffers (capacity kept) for this chain's next copies.
     spare: Vec<Vec<u8>>,
 }
@@ -70,6 +74,7 @@ impl Pool {
         }
         chain.segs.clear();
         chain.front_written = 0;
+        chain.sealed = 0;
         // Keep a modest amount of capacity; a burst's large buffers are not hoarded.
         chain.spare.retain(|v| v.capacity() <= OWNED_CHUNK);
         chain.spare.truncate(2);
@@ -106,8 +111,11 @@ impl OutQueue {
             return;
         }
         let chain = self.chain(pool);
+        // Plaintext never joins a segment of TLS records.
+        let joinable = chain.sealed == 0 || chain.sealed < chain.len;
         chain.len += bytes.len();
-        if let Some(Seg::Owned(last)) = chain.segs.back_mut()
+        if joinable
+            && let Some(Seg::Owned(last)) = chain.segs.back_mut()
             && (last.len() + bytes.len() <= last.capacity()
                 || last.len() + bytes.len() <= OWNED_CHUNK)
         {
@@ -141,14 +149,26 @@ impl OutQueue {
         chain.segs.push_back(Seg::Shared(bytes));
     }
 
-    /// Fills `out` with the unwritten bytes as slices, in order; returns how many it filled
-    /// (at most `out.len()`).
-    pub(crate) fn slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
+    /// Bytes to write: all of them, or with `sealed_only` (TLS) the records at the front.
+    pub(crate) fn unsent(&self, sealed_only: bool) -> usize {
+        self.chain.as_ref().map_or(0, |c| if sealed_only { c.sealed } else { c.len })
+    }
+
+    /// Fills `out` with the unwritten bytes as slices, in order, or with `sealed_only` (TLS)
+    /// the records at the front; returns how many it filled (at most `out.len()`).
+    pub(crate) fn slices<'a>(&'a self, out: &mut [IoSlice<'a>], sealed_only: bool) -> usize {
         let Some(chain) = &self.chain else { return 0 };
+        let limit = if sealed_only { chain.sealed } else { chain.len };
         let mut n = 0;
+        let mut covered = 0;
         for (slot, seg) in out.iter_mut().zip(chain.segs.iter()) {
+            if covered >= limit {
+                break;
+            }
             let bytes = seg.bytes();
-            *slot = IoSlice::new(if n == 0 { &bytes[chain.front_written..] } else { bytes });
+            let bytes = if n == 0 { &bytes[chain.front_written..] } else { bytes };
+            *slot = IoSlice::new(bytes);
+            covered += bytes.len();
             n += 1;
         }
         n
@@ -167,6 +187,7 @@ impl OutQueue {
         };
         assert!(n <= chain.len, "consumed more than queued");
         chain.len -= n;
+        chain.sealed = chain.sealed.saturating_sub(n);
         while n > 0 {
             let front = chain.segs.front().expect("bytes left imply a segment").bytes().len();
             let left = front - chain.front_written;
@@ -190,11 +211,12 @@ impl OutQueue {
     }
 
     /// The queue's only buffer, when the queue is one owned buffer with nothing of it written
-    /// yet: a backend that takes buffers ([`bidir_sys::Backend::send_owned`]) may swap it for
+    /// yet (and, with `sealed_only`, all of it TLS records): a backend that takes buffers ([`bidir_sys::Backend::send_owned`]) may swap it for
     /// an empty one, then [`OutQueue::handed_over`] settles the queue.
-    pub(crate) fn sole_owned(&mut self) -> Option<&mut Vec<u8>> {
+    pub(crate) fn sole_owned(&mut self, sealed_only: bool) -> Option<&mut Vec<u8>> {
         let chain = self.chain.as_mut()?;
-        if chain.segs.len() != 1 || chain.front_written != 0 {
+        let whole = !sealed_only || chain.sealed == chain.len;
+        if chain.segs.len() != 1 || chain.front_written != 0 || !whole {
             return None;
         }
         match chain.segs.front_mut() {
@@ -223,6 +245,80 @@ impl OutQueue {
         pool.give(chain);
     }
 
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    /// Bytes queued and not yet encrypted (TLS): all of them on a connection without TLS.
+    pub(crate) fn plain_len(&self) -> usize {
+        self.chain.as_ref().map_or(0, |c| c.len - c.sealed)
+    }
+
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    /// Queues TLS records (a handshake message, an alert, `close_notify`) after the records
+    /// already queued and before the plaintext not yet encrypted, which rustls will encrypt
+    /// after them.
+    pub(crate) fn push_sealed(&mut self, pool: &mut Pool, records: &[u8]) {
+        if records.is_empty() {
+            return;
+        }
+        let chain = self.chain(pool);
+        // The sealed front ends where a segment ends: find that segment.
+        let mut at = 0;
+        let mut covered = 0;
+        while covered < chain.sealed {
+            let seg = chain.segs[at].bytes().len();
+            covered += if at == 0 { seg - chain.front_written } else { seg };
+            at += 1;
+        }
+        chain.segs.insert(at, Seg::Owned(records.to_vec()));
+        chain.len += records.len();
+        chain.sealed += records.len();
+    }
+
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    /// Encrypts the plaintext queued after the sealed front (TLS): `encrypt` appends each
+    /// plaintext segment's records to one buffer, which replaces them. On an error the queue
+    /// is left as it was.
+    pub(crate) fn seal<E>(
+        &mut self,
+        mut encrypt: impl FnMut(&[u8], &mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let Some(chain) = self.chain.as_mut() else { return Ok(()) };
+        if chain.sealed == chain.len {
+            return Ok(());
+        }
+        let mut first = 0;
+        let mut covered = 0;
+        while covered < chain.sealed {
+            let seg = chain.segs[first].bytes().len();
+            covered += if first == 0 { seg - chain.front_written } else { seg };
+            first += 1;
+        }
+        let mut sealed = chain.spare.pop().unwrap_or_default();
+        sealed.clear();
+        for seg in chain.segs.range(first..) {
+            // The front segment is never plaintext with some of it written.
+            let bytes = if first == 0 { &seg.bytes()[chain.front_written..] } else { seg.bytes() };
+            if let Err(e) = encrypt(bytes, &mut sealed) {
+                chain.spare.push(sealed);
+                return Err(e);
+            }
+        }
+        for seg in chain.segs.drain(first..) {
+            if let Seg::Owned(v) = seg
+                && v.capacity() <= OWNED_CHUNK
+                && chain.spare.len() < 2
+            {
+                chain.spare.push(v);
+            }
+        }
+        if first == 0 {
+            chain.front_written = 0;
+        }
+        chain.len = chain.sealed + sealed.len();
+        chain.sealed = chain.len;
+        chain.segs.push_back(Seg::Owned(sealed));
+        Ok(())
+    }
+
     /// Drops everything queued (the connection is gone).
     pub(crate) fn clear(&mut self, pool: &mut Pool) {
         if let Some(mut chain) = self.chain.take() {
@@ -240,7 +336,7 @@ mod tests {
         let mut out = vec![];
         while !q.is_empty() {
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
-            let filled = q.slices(&mut iov);
+            let filled = q.slices(&mut iov, false);
             let mut take = step;
             let mut n = 0;
             for s in &iov[..filled] {
@@ -289,7 +385,7 @@ mod tests {
             q.push_shared(&mut pool, Bytes::from(vec![i; 2]));
         }
         let mut iov = [IoSlice::new(&[]); MAX_IOV];
-        assert_eq!(q.slices(&mut iov), MAX_IOV);
+        assert_eq!(q.slices(&mut iov, false), MAX_IOV);
         let out = drain(&mut q, &mut pool, usize::MAX);
         assert_eq!(out.len(), 400);
         assert_eq!(&out[398..], &[199, 199]);
@@ -320,7 +416,7 @@ mod tests {
         let mut q = OutQueue::default();
         q.push_copy(&mut pool, b"one ");
         q.push_copy(&mut pool, b"two");
-        let buf = q.sole_owned().expect("two small copies share one buffer");
+        let buf = q.sole_owned(false).expect("two small copies share one buffer");
         assert_eq!(buf.as_slice(), b"one two");
         let mut taken = Vec::with_capacity(64);
         std::mem::swap(buf, &mut taken);
@@ -330,14 +426,14 @@ mod tests {
         assert_eq!(taken, b"one two");
         // The swapped-in buffer is the next copy's storage.
         q.push_copy(&mut pool, b"three");
-        assert!(q.sole_owned().unwrap().capacity() >= 64);
+        assert!(q.sole_owned(false).unwrap().capacity() >= 64);
         // Not with a shared segment, nor once part of the buffer was written.
         q.push_shared(&mut pool, Bytes::from_static(b"shared"));
-        assert!(q.sole_owned().is_none());
+        assert!(q.sole_owned(false).is_none());
         q.clear(&mut pool);
         q.push_copy(&mut pool, b"four");
         q.consume(&mut pool, 1);
-        assert!(q.sole_owned().is_none());
+        assert!(q.sole_owned(false).is_none());
     }
 
     #[test]

@@ -10,6 +10,7 @@ use bidir_protocol::http::{self, ExtensionOffer, InvalidExtension, StatusCode};
 
 use crate::handler::{self, Handler};
 use crate::origin::{OriginPolicy, OriginRefused};
+use crate::tls::ServerTls;
 
 /// What the accept hook and HTTP handlers see of a request: method, target, headers, offered
 /// subprotocols and extensions, and the peer's address. Borrowed from the worker's buffer for
@@ -401,9 +402,21 @@ pub(crate) enum Route<'r> {
 pub(crate) struct Router {
     hosts: HashMap<String, Routes>,
     default: Routes,
+    /// Per listener (in the order of the addresses bound), its TLS configuration if it has one.
+    tls: Vec<Option<ServerTls>>,
 }
 
 impl Router {
+    /// The TLS configuration of the listener at `index` (in bind order), if it has one.
+    pub(crate) fn tls(&self, index: usize) -> Option<&ServerTls> {
+        self.tls.get(index)?.as_ref()
+    }
+
+    /// Notes the TLS configuration (or none) of the next `count` listeners bound.
+    pub(crate) fn add_listeners(&mut self, count: usize, tls: Option<&ServerTls>) {
+        self.tls.extend(std::iter::repeat_n(tls.cloned(), count));
+    }
+
     fn routes(&mut self, host: Option<&str>) -> &mut Routes {
         match host {
             Some(h) => self.hosts.entry(h.to_ascii_lowercase()).or_default(),

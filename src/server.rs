@@ -69,9 +69,28 @@ pub struct ServerBuilder {
 impl ServerBuilder {
     /// Listens on `addr` (every address it resolves to). May be called more than once.
     #[must_use]
-    pub fn bind(mut self, addr: impl ToSocketAddrs) -> Self {
+    pub fn bind(self, addr: impl ToSocketAddrs) -> Self {
+        self.listen(addr, None)
+    }
+
+    /// Listens with TLS on `addr` (every address it resolves to): `wss://` and `https://`,
+    /// next to any plain listeners. The TLS handshake runs on the worker that accepted the
+    /// connection and counts against [`ServerConfig::handshake_timeout`]; bytes that are not
+    /// a TLS handshake (plain HTTP) get a plain-text 400 and the connection closes. Routes are
+    /// the same on every listener. May be called more than once.
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn bind_tls(self, addr: impl ToSocketAddrs, tls: crate::tls::ServerTls) -> Self {
+        self.listen(addr, Some(tls))
+    }
+
+    fn listen(mut self, addr: impl ToSocketAddrs, tls: Option<crate::tls::ServerTls>) -> Self {
         match addr.to_socket_addrs() {
-            Ok(addrs) => self.addrs.extend(addrs),
+            Ok(addrs) => {
+                let before = self.addrs.len();
+                self.addrs.extend(addrs);
+                self.router.add_listeners(self.addrs.len() - before, tls.as_ref());
+            }
             Err(e) => self.error = Some(e),
         }
         self

@@ -12,8 +12,8 @@
 //! thread writes the reader's pongs and close reply too, and rechecks `pending` after letting
 //! go of `wire`, so nothing is left behind.
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::io;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant as WallClock};
 
@@ -23,6 +23,7 @@ use bidir_protocol::{
 };
 
 use super::handshake::Handshake;
+use super::link::Link;
 use super::{Connect, ConnectError, Error, Incoming};
 use crate::{CloseInfo, Sink};
 
@@ -44,7 +45,7 @@ pub struct WebSocket {
 #[derive(Debug)]
 pub struct ReadHalf {
     shared: Arc<Shared>,
-    stream: TcpStream,
+    stream: Link,
     buf: Box<[u8]>,
     start: usize,
     end: usize,
@@ -79,7 +80,7 @@ struct Shared {
 /// `Proto::pending`, so the two buffers alternate and a send allocates nothing.
 #[derive(Debug)]
 struct Wire {
-    stream: TcpStream,
+    stream: Link,
     buf: Vec<u8>,
 }
 
@@ -117,7 +118,7 @@ impl Shared {
                 if buf.is_empty() {
                     break;
                 }
-                let written = (&*stream).write_all(buf);
+                let written = stream.write_all(buf);
                 buf.clear();
                 written?;
             }
@@ -133,14 +134,15 @@ pub(super) fn connect(options: &Connect) -> Result<WebSocket, ConnectError> {
     let mut config = Config::clone(&options.config);
     config.delivery = Delivery::Fragments;
     let options = Connect { config: Arc::new(config), ..options.clone() };
-    let stream = open(&options)?;
+    let (mut link, deadline) = Link::open(&options)?;
     let base = WallClock::now();
     let handshake = Handshake::new(&options)?;
     let mut request = Vec::new();
     handshake.write_request(&mut request)?;
-    let deadline = WallClock::now() + options.handshake_timeout;
-    stream.set_write_timeout(Some(options.handshake_timeout))?;
-    (&stream).write_all(&request)?;
+    let stream = link.stream();
+    let left = deadline.saturating_duration_since(WallClock::now()).max(Duration::from_millis(1));
+    stream.set_write_timeout(Some(left))?;
+    link.write_all(&request)?;
     let mut buf = vec![0u8; READ_BUF].into_boxed_slice();
     let mut len = 0;
     let (upgraded, used) = loop {
@@ -148,13 +150,13 @@ pub(super) fn connect(options: &Connect) -> Result<WebSocket, ConnectError> {
         if left.is_zero() {
             return Err(ConnectError::Timeout);
         }
-        stream.set_read_timeout(Some(left))?;
+        link.stream().set_read_timeout(Some(left))?;
         if len == buf.len() {
             return Err(ConnectError::InvalidResponse(
                 bidir_protocol::http::ResponseError::Malformed,
             ));
         }
-        let n = match (&stream).read(&mut buf[len..]) {
+        let n = match link.read(&mut buf[len..]) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e.into()),
@@ -165,12 +167,13 @@ pub(super) fn connect(options: &Connect) -> Result<WebSocket, ConnectError> {
             break done;
         }
     };
+    let stream = link.stream();
     stream.set_write_timeout(None)?;
     stream.set_read_timeout(None)?;
     let peer = stream.peer_addr()?;
     let shared = Arc::new(Shared {
         proto: Mutex::new(Proto { conn: upgraded.conn, pending: Vec::new() }),
-        wire: Mutex::new(Wire { stream: stream.try_clone()?, buf: Vec::new() }),
+        wire: Mutex::new(Wire { stream: link.try_clone()?, buf: Vec::new() }),
         base,
         peer,
         protocol: upgraded.protocol,
@@ -183,7 +186,7 @@ pub(super) fn connect(options: &Connect) -> Result<WebSocket, ConnectError> {
     drop(proto);
     let reader = ReadHalf {
         shared: Arc::clone(&shared),
-        stream,
+        stream: link,
         buf,
         start: used,
         end: len,
@@ -194,25 +197,6 @@ pub(super) fn connect(options: &Connect) -> Result<WebSocket, ConnectError> {
         done: false,
     };
     Ok(WebSocket { reader, writer: WriteHalf { shared } })
-}
-
-/// Resolves the host and connects to the first address that answers.
-fn open(options: &Connect) -> Result<TcpStream, ConnectError> {
-    let url = &options.url;
-    let mut last = None;
-    for addr in (url.host.as_str(), url.port).to_socket_addrs()? {
-        match TcpStream::connect_timeout(&addr, options.connect_timeout) {
-            Ok(stream) => {
-                stream.set_nodelay(true)?;
-                return Ok(stream);
-            }
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.map_or_else(
-        || ConnectError::Io(io::Error::new(io::ErrorKind::NotFound, "no address")),
-        ConnectError::from,
-    ))
 }
 
 impl WebSocket {
@@ -540,7 +524,7 @@ impl ReadHalf {
             // A setsockopt per read would double the system calls: set it when it changes.
             let wait = wait.map(|w| w.max(Duration::from_millis(1)));
             if wait != self.socket_timeout {
-                self.stream.set_read_timeout(wait).map_err(Error::Io)?;
+                self.stream.stream().set_read_timeout(wait).map_err(Error::Io)?;
                 self.socket_timeout = wait;
             }
             match self.stream.read(&mut self.buf[self.end..]) {
@@ -588,7 +572,7 @@ impl ReadHalf {
         let mut scratch = [0u8; 4096];
         loop {
             let left = deadline.saturating_duration_since(WallClock::now());
-            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
+            if left.is_zero() || self.stream.stream().set_read_timeout(Some(left)).is_err() {
                 break;
             }
             self.socket_timeout = Some(left);
@@ -599,6 +583,6 @@ impl ReadHalf {
                 Err(_) => break,
             }
         }
-        let _ = self.stream.shutdown(Shutdown::Both);
+        self.stream.shutdown();
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::handshake::Handshake;
 use super::{Connect, ConnectError};
 use crate::Handler;
+use crate::tls::Session;
 
 /// A connection for a worker to open.
 pub(crate) struct PendingConnect {
@@ -19,6 +20,8 @@ pub(crate) struct PendingConnect {
     pub(crate) target: String,
     pub(crate) connect_timeout: Duration,
     pub(crate) handshake_timeout: Duration,
+    /// The TLS session of a `wss://` connection.
+    pub(crate) tls: Option<Box<Session>>,
 }
 
 impl PendingConnect {
@@ -42,6 +45,7 @@ impl PendingConnect {
             target: url.target.clone(),
             connect_timeout: options.connect_timeout,
             handshake_timeout: options.handshake_timeout,
+            tls: options.tls_session()?.map(Box::new),
         })
     }
 }

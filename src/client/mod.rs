@@ -21,6 +21,7 @@
 mod blocking;
 pub(crate) mod engine;
 pub(crate) mod handshake;
+mod link;
 mod url;
 
 use core::fmt;
@@ -53,6 +54,8 @@ pub struct Connect {
     pub(crate) handshake_timeout: Duration,
     pub(crate) read_timeout: Option<Duration>,
     pub(crate) config: Arc<Config>,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::tls::ClientTls>,
 }
 
 impl Connect {
@@ -73,6 +76,8 @@ impl Connect {
             handshake_timeout: Duration::from_secs(10),
             read_timeout: None,
             config: Arc::new(config),
+            #[cfg(feature = "tls")]
+            tls: None,
         })
     }
 
@@ -123,6 +128,35 @@ impl Connect {
     pub fn config(mut self, config: Config) -> Self {
         self.config = Arc::new(config);
         self
+    }
+
+    /// Which servers a `wss://` connection trusts. Default:
+    /// [`ClientTls::webpki_roots`](crate::tls::ClientTls::webpki_roots). Unused for `ws://`.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::tls::ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// A `wss://` connection's TLS session, ready for its first flight; `None` for `ws://`.
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls_session(&self) -> Result<Option<crate::tls::Session>, ConnectError> {
+        if !self.url.tls {
+            return Ok(None);
+        }
+        let name = rustls::pki_types::ServerName::try_from(self.url.host.clone()).map_err(|e| {
+            ConnectError::Tls(format!("TLS: a host name that cannot be checked: {e}"))
+        })?;
+        let tls = self.tls.clone().unwrap_or_default();
+        crate::tls::Session::client(&tls.config, name)
+            .map(Some)
+            .map_err(|e| ConnectError::Tls(format!("TLS: {e}")))
+    }
+
+    /// Without the `tls` feature no URL is `wss://`.
+    #[cfg(not(feature = "tls"))]
+    pub(crate) fn tls_session(&self) -> Result<Option<crate::tls::Session>, ConnectError> {
+        Ok(None)
     }
 
     /// Connects and completes the opening handshake, blocking.
@@ -186,6 +220,9 @@ pub enum ConnectError {
     /// ([`Handler::on_response`](crate::Handler::on_response)), with its reason: a key
     /// exchange the server's headers do not complete, say.
     Rejected(String),
+    /// The TLS handshake failed (the server's certificate, versions, ALPN), or TLS broke
+    /// before the upgrade.
+    Tls(String),
 }
 
 impl fmt::Display for ConnectError {
@@ -204,6 +241,7 @@ impl fmt::Display for ConnectError {
             Self::ShuttingDown => f.write_str("the engine is shutting down"),
             Self::TooManyConnections => f.write_str("the worker is at its connection limit"),
             Self::Rejected(reason) => write!(f, "the server's answer was rejected: {reason}"),
+            Self::Tls(reason) => f.write_str(reason),
         }
     }
 }

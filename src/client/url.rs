@@ -1,17 +1,21 @@
-//! `ws://` URLs: just what a WebSocket client needs (RFC 6455 §3), no general URL parsing.
+//! `ws://` and `wss://` URLs: just what a WebSocket client needs (RFC 6455 §3), no general URL
+//! parsing.
 
 use core::fmt;
 
-/// A parsed `ws://host[:port][/path][?query]` URL.
+/// A parsed `ws://host[:port][/path][?query]` or `wss://…` URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WsUrl {
+    /// `wss://`: the connection runs over TLS.
+    pub tls: bool,
     /// The host as written: a name, an IPv4 address, or an IPv6 address without brackets.
     pub host: String,
-    /// The port: as written, or 80.
+    /// The port: as written, or 80 (443 for `wss://`).
     pub port: u16,
     /// The request target: path and query, starting with `/`.
     pub target: String,
-    /// The `Host` header: host (bracketed if IPv6), and `:port` unless it is 80.
+    /// The `Host` header: host (bracketed if IPv6), and `:port` unless it is the scheme's
+    /// default.
     pub host_header: String,
 }
 
@@ -19,8 +23,7 @@ pub struct WsUrl {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum UrlError {
-    /// `wss://`: TLS is not supported yet; terminate TLS in front of the server, or connect
-    /// to a plain `ws://` endpoint.
+    /// `wss://` in a build without the `tls` feature.
     TlsNotSupported,
     /// A scheme other than `ws` or `wss` (RFC 6455 §3), or none.
     UnsupportedScheme(String),
@@ -32,7 +35,7 @@ pub enum UrlError {
 impl fmt::Display for UrlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::TlsNotSupported => f.write_str("wss:// (TLS) is not supported yet"),
+            Self::TlsNotSupported => f.write_str("wss:// needs bidir built with the tls feature"),
             Self::UnsupportedScheme(s) => write!(f, "unsupported URL scheme {s:?}: use ws://"),
             Self::Malformed(why) => write!(f, "malformed WebSocket URL: {why}"),
         }
@@ -46,17 +49,19 @@ impl WsUrl {
     ///
     /// # Errors
     ///
-    /// [`UrlError`]: `wss://` is recognised and refused with
+    /// [`UrlError`]; without the `tls` feature, `wss://` is recognised and refused with
     /// [`UrlError::TlsNotSupported`].
     pub fn parse(url: &str) -> Result<Self, UrlError> {
         let (scheme, rest) =
             url.split_once("://").ok_or(UrlError::Malformed("no scheme (ws://...)"))?;
-        if scheme.eq_ignore_ascii_case("wss") {
+        let tls = scheme.eq_ignore_ascii_case("wss");
+        if tls && cfg!(not(feature = "tls")) {
             return Err(UrlError::TlsNotSupported);
         }
-        if !scheme.eq_ignore_ascii_case("ws") {
+        if !tls && !scheme.eq_ignore_ascii_case("ws") {
             return Err(UrlError::UnsupportedScheme(scheme.to_owned()));
         }
+        let default_port = if tls { 443 } else { 80 };
         if rest.contains('#') {
             return Err(UrlError::Malformed("a fragment is not allowed"));
         }
@@ -92,7 +97,7 @@ impl WsUrl {
             return Err(UrlError::Malformed("no host"));
         }
         let port = match port {
-            None => 80,
+            None => default_port,
             Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
                 p.parse().map_err(|_| UrlError::Malformed("bad port"))?
             }
@@ -100,8 +105,9 @@ impl WsUrl {
         };
         let bracketed =
             if host.contains(':') { format!("[{host}]") } else { host.to_ascii_lowercase() };
-        let host_header = if port == 80 { bracketed } else { format!("{bracketed}:{port}") };
-        Ok(Self { host: host.to_owned(), port, target, host_header })
+        let host_header =
+            if port == default_port { bracketed } else { format!("{bracketed}:{port}") };
+        Ok(Self { tls, host: host.to_owned(), port, target, host_header })
     }
 }
 
@@ -128,11 +134,23 @@ mod tests {
         assert_eq!((u.host.as_str(), u.host_header.as_str()), ("::1", "[::1]:9001"));
         let u = WsUrl::parse("ws://[::1]/").unwrap();
         assert_eq!((u.port, u.host_header.as_str()), (80, "[::1]"));
+        assert!(!u.tls);
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn wss_defaults_to_port_443() {
+        let u = WsUrl::parse("WSS://Example.com/chat").unwrap();
+        assert!(u.tls);
+        assert_eq!((u.port, u.host_header.as_str()), (443, "example.com"));
+        let u = WsUrl::parse("wss://example.com:80/").unwrap();
+        assert_eq!((u.port, u.host_header.as_str()), (80, "example.com:80"));
+        let u = WsUrl::parse("wss://127.0.0.1:9443").unwrap();
+        assert_eq!((u.port, u.host_header.as_str()), (9443, "127.0.0.1:9443"));
     }
 
     #[test]
     fn refuses_what_it_cannot_connect_to() {
-        assert_eq!(WsUrl::parse("wss://example.com/"), Err(UrlError::TlsNotSupported));
         assert_eq!(
             WsUrl::parse("http://example.com/"),
             Err(UrlError::UnsupportedScheme("http".into()))

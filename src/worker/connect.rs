@@ -25,6 +25,7 @@ impl<B: Backend> Worker<B> {
             target,
             connect_timeout,
             handshake_timeout,
+            tls,
         } = pending;
         let refusal = if self.shutdown.is_some() {
             Some(ConnectError::ShuttingDown)
@@ -49,7 +50,13 @@ impl<B: Backend> Worker<B> {
         let tick = self.conns.wheel.insert(key, deadline);
         let id = ConnId { worker: self.cx.index, slot: key as u32, generation };
         let mut meta = Meta::new(id, addr, tick);
-        meta.out.push_copy(&mut self.cx.pool, &request);
+        // Over TLS the request waits for the TLS handshake (`Connecting::request`).
+        let request = if tls.is_some() {
+            request
+        } else {
+            meta.out.push_copy(&mut self.cx.pool, &request);
+            Vec::new()
+        };
         meta.request = target.into_boxed_str();
         meta.blocked = true; // until the connect completes
         let handler: Box<dyn Handler> = handler;
@@ -62,7 +69,9 @@ impl<B: Backend> Worker<B> {
                 connected: false,
                 deadline,
                 handshake_timeout,
+                request,
             })),
+            tls,
         });
         debug_assert_eq!(inserted, key);
     }
@@ -89,6 +98,7 @@ impl Conns {
         cx.mark_dirty(&mut slot.meta);
         slot.meta.timer_tick = NO_TICK;
         self.schedule(key, deadline);
+        self.tls_start(cx, key);
     }
 
     /// Handles the server's answer to a client connection's request: open the connection and

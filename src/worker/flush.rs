@@ -39,10 +39,21 @@ impl<B: Backend> Worker<B> {
     /// then blocked until [`Completion::Writable`](bidir_sys::Completion::Writable)); `Err`
     /// when the write failed.
     fn write(&mut self, key: usize) -> Result<(), ()> {
-        let meta = &mut self.conns.slots[key].meta;
-        while !meta.out.is_empty() {
+        let slot = &mut self.conns.slots[key];
+        // Over TLS, this turn's plaintext is encrypted in one go, and only records go out
+        // (plaintext held before the handshake, or after the session broke, stays).
+        let sealed_only = match &mut slot.tls {
+            Some(tls) => {
+                let close = matches!(slot.phase, Phase::Linger { .. });
+                tls.seal(&mut slot.meta.out, &mut self.cx.pool, close).map_err(drop)?;
+                true
+            }
+            None => false,
+        };
+        let meta = &mut slot.meta;
+        while meta.out.unsent(sealed_only) > 0 {
             // One buffer: a backend that takes buffers gets it without a copy.
-            if let Some(buf) = meta.out.sole_owned() {
+            if let Some(buf) = meta.out.sole_owned(sealed_only) {
                 let len = buf.len() as u64;
                 match self.backend.send_owned(Token(key), buf) {
                     Some(Ok(true)) => {
@@ -59,7 +70,7 @@ impl<B: Backend> Worker<B> {
                 }
             }
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
-            let n = meta.out.slices(&mut iov);
+            let n = meta.out.slices(&mut iov, sealed_only);
             let queued: usize = iov[..n].iter().map(|s| s.len()).sum();
             match self.backend.send(Token(key), &iov[..n]) {
                 Ok(written) => {

@@ -39,9 +39,11 @@ impl Conns {
             let deadline = (cx.now + cx.config().linger).as_nanos();
             let slot = &mut self.slots[key];
             slot.phase = Phase::Linger { deadline };
-            if slot.meta.out.is_empty() {
+            // Over TLS, close_notify goes out at the flush, even after nothing else.
+            if slot.meta.out.is_empty() && slot.tls.is_none() {
                 self.kill(cx, key);
             } else {
+                cx.mark_dirty(&mut slot.meta);
                 self.schedule(key, deadline);
             }
             return;

@@ -26,6 +26,7 @@ mod lifecycle;
 mod publish;
 mod recv;
 mod slot;
+mod tls;
 mod upgrade;
 
 use std::sync::Arc;
@@ -109,8 +110,9 @@ impl<B: Backend> Worker<B> {
                 clock_read = true;
             }
             match completion {
-                Completion::Accepted { stream, peer } => {
-                    if let Some(key) = conns.accept(cx, shutdown.is_some(), peer) {
+                Completion::Accepted { stream, peer, listener } => {
+                    let tls = router.tls(listener);
+                    if let Some(key) = conns.accept(cx, shutdown.is_some(), peer, tls) {
                         to_add.push((key, stream));
                     }
                 }

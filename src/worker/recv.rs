@@ -22,6 +22,22 @@ impl Conns {
         data: &mut [u8],
     ) {
         let Some(slot) = self.slots.get_mut(key) else { return };
+        if slot.tls.is_some() {
+            self.tls_received(cx, router, key, data);
+        } else {
+            self.dispatch(cx, router, key, data);
+        }
+    }
+
+    /// Handles a connection's received plaintext by the slot's phase.
+    pub(super) fn dispatch(
+        &mut self,
+        cx: &mut WorkerCx,
+        router: &Router,
+        key: usize,
+        data: &mut [u8],
+    ) {
+        let Some(slot) = self.slots.get_mut(key) else { return };
         match &mut slot.phase {
             Phase::Handshake { .. } => self.handshake(cx, router, key, data),
             Phase::Connecting(_) => self.answer(cx, key, data, false),

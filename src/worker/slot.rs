@@ -14,11 +14,14 @@ use crate::Handler;
 use crate::client::handshake::Handshake;
 use crate::meta::{ConnId, Meta};
 use crate::timer::Wheel;
+use crate::tls::Session;
 
 /// One connection: the state a handler's context reaches, and where it is in its life.
 pub(super) struct Slot {
     pub(super) meta: Meta,
     pub(super) phase: Phase,
+    /// The connection's TLS session, on a TLS listener or a `wss://` client connection.
+    pub(super) tls: Option<Box<Session>>,
 }
 
 // Most of a slot's life is `Open`: boxing it would add an allocation per connection to save
@@ -47,6 +50,9 @@ pub(super) struct Connecting {
     pub(super) connected: bool,
     pub(super) deadline: u64,
     pub(super) handshake_timeout: Duration,
+    /// Over TLS, the upgrade request, held until the TLS handshake is over (it is queued at
+    /// once without TLS).
+    pub(super) request: Vec<u8>,
 }
 
 /// A worker's connections.
@@ -57,6 +63,8 @@ pub(super) struct Conns {
     /// The worker's receive scratch, lent as a connection's spill buffer while it has none,
     /// so that messages gathered or decompressed within one read need no allocation.
     pub(super) spill: Vec<u8>,
+    /// The worker's buffer for one TLS record's plaintext at a time.
+    pub(super) tls_scratch: Vec<u8>,
     /// Slots retired this turn, to close after it.
     pub(super) retire: Vec<usize>,
     pub(super) next_generation: u32,
@@ -82,6 +90,7 @@ impl Conns {
             wheel: Wheel::new(timer_tick),
             codecs: Codecs::default(),
             spill: Vec::new(),
+            tls_scratch: Vec::new(),
             retire: Vec::new(),
             next_generation: 0,
             max_slots,
@@ -93,7 +102,7 @@ impl Conns {
     #[inline]
     pub(super) fn open(&mut self, key: usize) -> Option<Open<'_>> {
         let Self { slots, codecs, spill: scratch, .. } = self;
-        let Slot { meta, phase } = slots.get_mut(key)?;
+        let Slot { meta, phase, .. } = slots.get_mut(key)?;
         let Phase::Open { conn, handler, spill } = phase else { return None };
         let conn = codecs.lend(conn, meta.shares_codec);
         Some(Open { conn, handler, meta, spill, scratch })
@@ -128,6 +137,6 @@ mod tests {
     #[test]
     fn a_connection_slot_stays_small() {
         let size = size_of::<Slot>();
-        assert!(size <= 408, "a slot grew to {size} bytes");
+        assert!(size <= 416, "a slot grew to {size} bytes");
     }
 }

@@ -17,6 +17,7 @@ use crate::cx::WorkerCx;
 use crate::meta::{ConnId, Meta, NO_TICK};
 use crate::peers::Admission;
 use crate::route::{Accepted, Request, Route, Router, WsHook};
+use crate::tls::{ServerTls, Session};
 
 /// What an accepted upgrade opens with: the hook's answer, the target in origin-form, and
 /// permessage-deflate when negotiated.
@@ -31,6 +32,7 @@ impl Conns {
         cx: &mut WorkerCx,
         shutting_down: bool,
         peer: SocketAddr,
+        tls: Option<&ServerTls>,
     ) -> Option<usize> {
         cx.counters.accepted += 1;
         if shutting_down || self.is_full() {
@@ -48,6 +50,14 @@ impl Conns {
                 Admission::Opened => false,
             },
         };
+        let tls = match tls.map(Session::server) {
+            None => None,
+            Some(Ok(session)) => Some(Box::new(session)),
+            Some(Err(_)) => {
+                cx.counters.refused += 1;
+                return None;
+            }
+        };
         let generation = self.next_generation();
         let key = self.slots.vacant_key();
         let deadline = (cx.now + cx.config().handshake_timeout).as_nanos();
@@ -55,7 +65,11 @@ impl Conns {
         let id = ConnId { worker: cx.index, slot: key as u32, generation };
         let mut meta = Meta::new(id, peer, tick);
         meta.peer_held = peer_held;
-        self.slots.insert(Slot { meta, phase: Phase::Handshake { buf: Vec::new(), deadline } });
+        self.slots.insert(Slot {
+            meta,
+            phase: Phase::Handshake { buf: Vec::new(), deadline },
+            tls,
+        });
         Some(key)
     }
 
@@ -162,7 +176,7 @@ impl Conns {
     }
 
     /// Queues the HTTP answer in `cx.scratch` and lets the slot linger until it is written.
-    fn respond(&mut self, cx: &mut WorkerCx, key: usize) {
+    pub(super) fn respond(&mut self, cx: &mut WorkerCx, key: usize) {
         let slot = &mut self.slots[key];
         slot.meta.out.push_copy(&mut cx.pool, &cx.scratch);
         cx.mark_dirty(&mut slot.meta);

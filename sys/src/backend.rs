@@ -81,6 +81,9 @@ pub enum Completion<'a, S = TcpStream> {
         stream: S,
         /// The peer's address.
         peer: SocketAddr,
+        /// Which listener accepted it: the index of its [`Backend::add_listener`] call, in the
+        /// order of the calls (0 for the first); always 0 on [`crate::mem`]'s net.
+        listener: usize,
     },
     /// Bytes arrived on a stream. Lent for the callback only (rule 1).
     Received {

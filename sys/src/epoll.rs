@@ -151,6 +151,7 @@ impl Epoll {
     }
 
     fn accept(
+        index: usize,
         listener: &mio::net::TcpListener,
         counts: &mut SyscallCounts,
         accept_retry: &mut bool,
@@ -163,7 +164,7 @@ impl Epoll {
                     // mio's stream owns a nonblocking, close-on-exec descriptor; keep it. Its
                     // TCP_NODELAY came from the listener (`add_listener`).
                     let stream = TcpStream::from(std::os::fd::OwnedFd::from(stream));
-                    on(Completion::Accepted { stream, peer });
+                    on(Completion::Accepted { stream, peer, listener: index });
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -280,16 +281,17 @@ impl Backend for Epoll {
             Self::read(streams, read_buf, again, counts, token, &mut on);
         }
         if std::mem::take(accept_retry) {
-            for listener in listeners.iter() {
-                Self::accept(listener, counts, accept_retry, &mut on);
+            for (index, listener) in listeners.iter().enumerate() {
+                Self::accept(index, listener, counts, accept_retry, &mut on);
             }
         }
         for event in events.iter() {
             match event.token() {
                 WAKER => on(Completion::Woken),
                 mio::Token(t) if (LISTENER_BASE - MAX_LISTENERS..LISTENER_BASE).contains(&t) => {
-                    if let Some(listener) = listeners.get(LISTENER_BASE - 1 - t) {
-                        Self::accept(listener, counts, accept_retry, &mut on);
+                    let index = LISTENER_BASE - 1 - t;
+                    if let Some(listener) = listeners.get(index) {
+                        Self::accept(index, listener, counts, accept_retry, &mut on);
                     }
                 }
                 mio::Token(t) => {

@@ -538,7 +538,7 @@ impl MemBackend {
         match ready {
             Ready::Accepted(stream, peer) => {
                 self.counts.accepts += 1;
-                on(Completion::Accepted { stream, peer });
+                on(Completion::Accepted { stream, peer, listener: 0 });
             }
             Ready::Received(token, mut data) => {
                 self.counts.reads += 1;

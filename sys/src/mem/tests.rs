@@ -27,7 +27,7 @@ fn poll(
     backend
         .poll(timeout, |c| {
             seen.push(match c {
-                Completion::Accepted { stream, peer } => {
+                Completion::Accepted { stream, peer, .. } => {
                     let id = stream.peer();
                     accepted.push(stream);
                     Seen::Accepted(id, peer)

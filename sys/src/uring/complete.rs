@@ -34,7 +34,7 @@ impl IoUring {
                     let stream = unsafe { TcpStream::from_raw_fd(result) };
                     self.counts.other += 1;
                     match stream.peer_addr() {
-                        Ok(peer) => on(Completion::Accepted { stream, peer }),
+                        Ok(peer) => on(Completion::Accepted { stream, peer, listener: slot }),
                         Err(_) => drop(stream), // already gone
                     }
                 }
