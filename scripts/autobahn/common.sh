@@ -18,10 +18,13 @@ autobahn_setup() {
 # Writes a throwaway self-signed EC P-256 certificate for localhost and 127.0.0.1, valid two
 # days, into DIR/cert.pem and its key into DIR/key.pem (for the --tls runs). P-256 with
 # ECDSA, because the engine (rustls) and the suite (OpenSSL 1.1.1 in pyOpenSSL's wheel) both
-# take it and it keeps the handshakes cheap.
+# take it and it keeps the handshakes cheap. CA:FALSE, because `openssl req -x509` marks the
+# certificate a CA by default and webpki refuses a CA as the server's own certificate
+# (CaUsedAsEndEntity) even when the client trusts it.
 make_cert() {
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
         -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+        -addext "basicConstraints=critical,CA:FALSE" \
         -keyout "$1/key.pem" -out "$1/cert.pem" 2> "$1/openssl.log" ||
         { cat "$1/openssl.log" >&2; return 1; }
 }
