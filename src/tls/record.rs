@@ -73,6 +73,27 @@ impl Key {
     }
 }
 
+/// How many more bytes `partial`, the start of a record, needs: to finish its header, then the
+/// rest of the record; 0 when it is whole.
+///
+/// # Errors
+///
+/// A header no record after the handshake has (checked as soon as it is whole).
+pub(super) fn missing(partial: &[u8]) -> Result<usize, TlsError> {
+    let Some(header) = partial.get(..HEADER) else { return Ok(HEADER - partial.len()) };
+    let len = record_len(header)?;
+    Ok((HEADER + len).saturating_sub(partial.len()))
+}
+
+/// The length a record header announces, checked (§5.2).
+fn record_len(header: &[u8]) -> Result<usize, TlsError> {
+    let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+    if header[0] != APPLICATION_DATA || !(TAG + 1..=MAX_SEALED).contains(&len) {
+        return Err(protocol("a malformed record after the handshake"));
+    }
+    Ok(len)
+}
+
 /// rustls's part after the handshake: key updates, and a client's session tickets.
 enum Kernel {
     Server(KernelConnection<ServerConnectionData>),
@@ -85,6 +106,8 @@ pub(super) struct Opened {
     pub(super) used: usize,
     /// The peer's `close_notify` came: nothing after it is read.
     pub(super) peer_closed: bool,
+    /// `deliver` said stop: the connection is gone.
+    pub(super) stopped: bool,
 }
 
 /// A connection's TLS 1.3 record layer after the handshake.
@@ -180,10 +203,7 @@ impl Records {
     ) -> Result<Opened, TlsError> {
         let mut used = 0;
         while let Some(header) = buf.get(used..used + HEADER) {
-            let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
-            if header[0] != APPLICATION_DATA || !(TAG + 1..=MAX_SEALED).contains(&len) {
-                return Err(protocol("a malformed record after the handshake"));
-            }
+            let len = record_len(header)?;
             let Some(record) = buf.get_mut(used..used + HEADER + len) else { break };
             used += HEADER + len;
             let (header, body) = record.split_at_mut(HEADER);
@@ -200,11 +220,13 @@ impl Records {
             match kind {
                 APPLICATION_DATA => {
                     if !deliver(content) {
-                        break;
+                        return Ok(Opened { used, peer_closed: false, stopped: true });
                     }
                 }
                 ALERT => match content {
-                    [_, CLOSE_NOTIFY] => return Ok(Opened { used, peer_closed: true }),
+                    [_, CLOSE_NOTIFY] => {
+                        return Ok(Opened { used, peer_closed: true, stopped: false });
+                    }
                     [_, USER_CANCELED] => {}
                     _ => return Err(protocol("the peer sent a fatal alert")),
                 },
@@ -212,7 +234,7 @@ impl Records {
                 _ => return Err(protocol("an unexpected record type after the handshake")),
             }
         }
-        Ok(Opened { used, peer_closed: false })
+        Ok(Opened { used, peer_closed: false, stopped: false })
     }
 
     /// Handshake messages after the handshake: session tickets and key updates.

@@ -23,7 +23,7 @@ use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
 
 use super::ServerTls;
-use super::record::Records;
+use super::record::{self, Records};
 use crate::outq::{OutQueue, Pool};
 
 /// The first byte of every TLS record a client opens with (a handshake record).
@@ -162,6 +162,11 @@ impl Session {
                 return Err(TlsError::NotTls);
             }
         }
+        if let State::Records(records) = &mut self.state {
+            let opened = open_records(records, &mut self.pending, data, &mut self.records, deliver);
+            self.failed |= opened.is_err();
+            return opened;
+        }
         // Bytes left from the last read come first: the new ones join them.
         let mut joined = std::mem::take(&mut self.pending);
         let from_pending = !joined.is_empty();
@@ -171,14 +176,8 @@ impl Session {
         let buf: &mut [u8] = if from_pending { &mut joined } else { data };
         let mut received = Received::default();
         let outcome = match &mut self.state {
-            State::Records(records) => {
-                records.open(buf, &mut self.records, deliver).map(|opened| {
-                    received.peer_closed = opened.peer_closed;
-                    opened.used
-                })
-            }
             State::Rustls(_) => self.drive(buf, scratch, &mut received, &mut deliver),
-            State::Gone => Err(TlsError::Encrypt),
+            State::Records(_) | State::Gone => Err(TlsError::Encrypt),
         };
         let start = match outcome {
             Ok(start) => start,
@@ -360,6 +359,45 @@ impl Session {
         }
         Err(TlsError::Encrypt)
     }
+}
+
+/// Our record layer's receive: a record the last read cut is finished first, with only its
+/// missing bytes copied into `pending`; the rest of `data` is opened where it lies, and a record
+/// it cuts at its end waits in `pending` (empty, no capacity, otherwise).
+fn open_records(
+    records: &mut Records,
+    pending: &mut Vec<u8>,
+    mut data: &mut [u8],
+    out: &mut Vec<u8>,
+    mut deliver: impl FnMut(&mut [u8]) -> bool,
+) -> Result<Received, TlsError> {
+    let mut received = Received::default();
+    while !pending.is_empty() {
+        let missing = record::missing(pending)?;
+        if missing == 0 {
+            let mut record = std::mem::take(pending);
+            let opened = records.open(&mut record, out, &mut deliver)?;
+            if opened.peer_closed || opened.stopped {
+                // The peer is done, or the connection is gone: nothing more is read.
+                received.peer_closed = opened.peer_closed;
+                return Ok(received);
+            }
+            continue;
+        }
+        if data.is_empty() {
+            return Ok(received);
+        }
+        let take = missing.min(data.len());
+        let (head, rest) = std::mem::take(&mut data).split_at_mut(take);
+        pending.extend_from_slice(head);
+        data = rest;
+    }
+    let opened = records.open(data, out, deliver)?;
+    received.peer_closed = opened.peer_closed;
+    if !opened.peer_closed && !opened.stopped && opened.used < data.len() {
+        *pending = data[opened.used..].to_vec();
+    }
+    Ok(received)
 }
 
 /// One state of a session, with what the worker needs of it.

@@ -63,7 +63,8 @@ pub(super) struct Conns {
     /// The worker's receive scratch, lent as a connection's spill buffer while it has none,
     /// so that messages gathered or decompressed within one read need no allocation.
     pub(super) spill: Vec<u8>,
-    /// The worker's buffer for one TLS record's plaintext at a time.
+    /// The worker's buffer for one TLS record's plaintext at a time, while rustls opens the
+    /// records (the handshake, TLS 1.2); the engine's record layer needs none.
     pub(super) tls_scratch: Vec<u8>,
     /// Slots retired this turn, to close after it.
     pub(super) retire: Vec<usize>,
