@@ -21,16 +21,17 @@ step "format"
 cargo fmt --all --check
 (cd fuzz && cargo fmt --check)
 
-step "clippy (workspace, all targets)"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+step "clippy (workspace, all targets, with the redis feature)"
+cargo clippy --workspace --all-targets --locked --features bidir/redis -- -D warnings
 echo "--- the engine without its default features (no tls)"
 cargo clippy -p bidir --no-default-features --lib --locked -- -D warnings
 
-step "tests (BackendChoice::Auto: io_uring where the kernel has it)"
-cargo test --workspace --locked
+step "tests (BackendChoice::Auto: io_uring where the kernel has it; with several nodes over a redis-server of their own)"
+scripts/redis/install.sh
+cargo test --workspace --locked --features bidir/redis
 
 step "integration tests again on epoll (BIDIR_BACKEND=epoll)"
-BIDIR_BACKEND=epoll cargo test --workspace --locked --tests
+BIDIR_BACKEND=epoll cargo test --workspace --locked --features bidir/redis --tests
 
 step "tests with the scalar masking path forced (--cfg bidir_force_scalar)"
 RUSTFLAGS="--cfg bidir_force_scalar" CARGO_TARGET_DIR="$TARGET/scalar" \
@@ -45,7 +46,7 @@ RUSTFLAGS='--cfg aes_backend="soft" --cfg polyval_backend="soft"' BIDIR_AES=soft
     CARGO_TARGET_DIR="$TARGET/soft-aes" cargo test --locked -p bidir --test rpc_keys
 
 step "docs"
-RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --workspace --locked
+RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --workspace --locked --features bidir/redis
 
 step "main job smoke run"
 cargo run --release --locked --example echo_in_memory > /dev/null

@@ -22,7 +22,7 @@ use crate::meta::{ConnId, Meta};
 use crate::metrics::{self, Counters};
 use crate::outq::Pool;
 use crate::peers::PeerLimits;
-use crate::pubsub::{Registry, Topics};
+use crate::pubsub::{Forward, Registry, Topics};
 use crate::timer::Timers;
 
 thread_local! {
@@ -70,6 +70,10 @@ pub(crate) struct Shared {
     pub(crate) next_worker: AtomicUsize,
     /// The worker threads, joined by [`ServerHandle::join`](crate::ServerHandle::join).
     pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The bridge to other nodes, when the server joined some
+    /// ([`ServerBuilder::redis`](crate::ServerBuilder::redis)).
+    #[cfg(feature = "redis")]
+    pub(crate) bridge: Option<Arc<crate::nodes::Bridge>>,
 }
 
 impl Shared {
@@ -115,7 +119,7 @@ impl Shared {
             protocol: Arc::new(config.protocol.clone()),
             config,
             open: mailboxes.iter().map(|_| AtomicU64::new(0)).collect(),
-            registry: Arc::new(Registry::new(mailboxes.len())),
+            registry: Arc::new(Registry::new(mailboxes.len(), None)),
             mailboxes,
             stopping: AtomicBool::new(false),
             peers,
@@ -123,7 +127,31 @@ impl Shared {
             backend,
             next_worker: AtomicUsize::new(0),
             threads: Mutex::new(Vec::new()),
+            #[cfg(feature = "redis")]
+            bridge: None,
         }
+    }
+
+    /// The same state joined to other nodes through `redis`: the registry tells the bridge
+    /// of every topic listed or unlisted (before any worker holds it).
+    #[cfg(feature = "redis")]
+    pub(crate) fn with_bridge(mut self, redis: crate::nodes::Redis) -> Self {
+        let (bridge, watch) = crate::nodes::Bridge::new(redis);
+        self.registry = Arc::new(Registry::new(self.mailboxes.len(), Some(watch)));
+        self.bridge = Some(bridge);
+        self
+    }
+
+    /// Hands a publish of `topic` to the other nodes, when the server joined some: queued
+    /// for the bridge's publisher thread, never waiting for Redis.
+    #[inline]
+    pub(crate) fn forward(&self, topic: &str, what: Forward<'_>) {
+        #[cfg(feature = "redis")]
+        if let Some(bridge) = &self.bridge {
+            bridge.forward(topic, what);
+        }
+        #[cfg(not(feature = "redis"))]
+        let _ = (topic, what);
     }
 }
 

@@ -15,6 +15,7 @@ use crate::client::ConnectError;
 use crate::cx::WorkerCx;
 use crate::handle::ConnHandle;
 use crate::meta::{ConnId, Meta};
+use crate::pubsub::Forward;
 use crate::send::Payload;
 use crate::timer::TimerId;
 use crate::{Backpressure, SendError, ServerHandle};
@@ -476,16 +477,42 @@ impl Context<'_> {
     /// [`Stats::dropped_sends`](crate::Stats)). This worker's subscribers get it after the
     /// handler returns, other workers' on their next loop turn.
     ///
-    /// Returns the subscribers of `topic` on every worker as registered at the call (a
-    /// subscribe or unsubscribe racing with it on another worker may or may not count).
+    /// With [`ServerBuilder::redis`](crate::ServerBuilder::redis), it also goes to the other
+    /// nodes' subscribers, through Redis (docs/nodes.md).
+    ///
+    /// Returns the subscribers of `topic` on every worker of this node as registered at the
+    /// call (a subscribe or unsubscribe racing with it on another worker may or may not
+    /// count); other nodes' are not counted.
     pub fn publish(&mut self, topic: &str, msg: Message<'_>) -> usize {
+        self.forward(topic, Forward::Message(msg));
         self.worker.publish_everywhere(topic, msg, None)
     }
 
     /// [`Context::publish`] to every subscriber but this connection (socket.io's `broadcast`,
     /// uWebSockets' `ws.publish`): a chat message goes to the others, not back to its sender.
-    /// Returns the subscribers reached, this connection not counted.
+    /// Returns the subscribers reached on this node, this connection not counted.
     pub fn broadcast(&mut self, topic: &str, msg: Message<'_>) -> usize {
+        self.forward(topic, Forward::Message(msg));
+        self.publish_here(topic, msg, true)
+    }
+
+    /// Hands a publish to the other nodes, when the server joined some.
+    pub(crate) fn forward(&self, topic: &str, what: Forward<'_>) {
+        self.worker.shared.forward(topic, what);
+    }
+
+    /// Publishes to this node's subscribers only (the rpc layer forwards its events to other
+    /// nodes itself), skipping this connection if `exclude_self`; returns the subscribers
+    /// reached.
+    pub(crate) fn publish_here(
+        &mut self,
+        topic: &str,
+        msg: Message<'_>,
+        exclude_self: bool,
+    ) -> usize {
+        if !exclude_self {
+            return self.worker.publish_everywhere(topic, msg, None);
+        }
         let own = usize::from(self.is_subscribed(topic));
         self.worker.publish_everywhere(topic, msg, Some(self.meta.id)).saturating_sub(own)
     }

@@ -62,6 +62,8 @@ mod handler;
 mod mailbox;
 mod meta;
 mod metrics;
+#[cfg(feature = "redis")]
+pub mod nodes;
 mod origin;
 mod outq;
 mod peers;

@@ -5,7 +5,22 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, PoisonError, RwLock};
+
+use bidir_protocol::Message;
+
+use crate::rpc::ValueRef;
+
+/// A publish for the other nodes ([`Shared::forward`](crate::cx::Shared::forward)).
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) enum Forward<'a> {
+    /// A WebSocket message, for subscribers of the engine's topic.
+    Message(Message<'a>),
+    /// An rpc event's data, encoded by each node for its subscribers.
+    Rpc(ValueRef<'a>),
+}
 
 /// Subscribers of topics per worker, for publishers on any thread.
 ///
@@ -17,6 +32,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 pub(crate) struct Registry {
     topics: RwLock<HashMap<Arc<str>, Arc<Counts>>>,
     workers: usize,
+    /// Told when a topic is listed (`true`) or unlisted, in that order: the bridge to other
+    /// nodes, which subscribes to the topics this node has subscribers of.
+    watch: Option<Sender<(Arc<str>, bool)>>,
 }
 
 /// Subscribers of one topic, per worker.
@@ -34,8 +52,8 @@ impl Counts {
 }
 
 impl Registry {
-    pub(crate) fn new(workers: usize) -> Self {
-        Self { topics: RwLock::default(), workers }
+    pub(crate) fn new(workers: usize, watch: Option<Sender<(Arc<str>, bool)>>) -> Self {
+        Self { topics: RwLock::default(), workers, watch }
     }
 
     /// The counts of topic `name`, if some worker has subscribers.
@@ -61,6 +79,9 @@ impl Registry {
     fn join(&self, name: &Arc<str>, worker: usize) -> Arc<Counts> {
         let mut topics = self.topics.write().unwrap_or_else(PoisonError::into_inner);
         let counts = topics.entry(Arc::clone(name)).or_insert_with(|| {
+            if let Some(watch) = &self.watch {
+                let _ = watch.send((Arc::clone(name), true));
+            }
             Arc::new(Counts((0..self.workers).map(|_| AtomicU32::new(0)).collect()))
         });
         counts.0[worker].fetch_add(1, Ordering::Release);
@@ -71,8 +92,11 @@ impl Registry {
     fn leave(&self, name: &str, worker: usize, counts: &Counts) {
         let mut topics = self.topics.write().unwrap_or_else(PoisonError::into_inner);
         counts.0[worker].fetch_sub(1, Ordering::Release);
-        if counts.workers().next().is_none() {
-            topics.remove(name);
+        if counts.workers().next().is_none()
+            && let Some((name, _)) = topics.remove_entry(name)
+            && let Some(watch) = &self.watch
+        {
+            let _ = watch.send((name, false));
         }
     }
 }
@@ -207,7 +231,7 @@ mod tests {
 
     #[test]
     fn the_registry_counts_subscribers_per_worker_and_unlists_empty_topics() {
-        let registry = Arc::new(Registry::new(2));
+        let registry = Arc::new(Registry::new(2, None));
         let mut w0 = Topics::new(Arc::clone(&registry), 0);
         let mut w1 = Topics::new(Arc::clone(&registry), 1);
         let (mut a, mut b, mut c) = Default::default();
@@ -226,7 +250,7 @@ mod tests {
 
     #[test]
     fn a_reservation_is_taken_over_or_given_back() {
-        let registry = Arc::new(Registry::new(2));
+        let registry = Arc::new(Registry::new(2, None));
         let mut w1 = Topics::new(Arc::clone(&registry), 1);
         let name: Arc<str> = Arc::from("t");
         // Reserved before the worker applies it: publishers see the worker at once.

@@ -37,6 +37,8 @@ impl Server {
             config: ServerConfig::default(),
             router: Router::default(),
             error: None,
+            #[cfg(feature = "redis")]
+            redis: None,
         }
     }
 }
@@ -64,6 +66,8 @@ pub struct ServerBuilder {
     config: ServerConfig,
     router: Router,
     error: Option<io::Error>,
+    #[cfg(feature = "redis")]
+    redis: Option<crate::nodes::Redis>,
 }
 
 impl ServerBuilder {
@@ -93,6 +97,20 @@ impl ServerBuilder {
             }
             Err(e) => self.error = Some(e),
         }
+        self
+    }
+
+    /// Joins the other nodes sharing `redis`: publishes on this node ([`Context::publish`],
+    /// [`ServerHandle::publish`], rpc events) also reach their subscribers on every other
+    /// node, once, and theirs reach this node's. The bridge runs on two threads of its own
+    /// and reconnects by itself; delivery between nodes is at most once, with what may have
+    /// been missed counted in [`ServerHandle::nodes`] (docs/nodes.md). Off unless given.
+    ///
+    /// [`Context::publish`]: crate::Context::publish
+    #[cfg(feature = "redis")]
+    #[must_use]
+    pub fn redis(mut self, redis: crate::nodes::Redis) -> Self {
+        self.redis = Some(redis);
         self
     }
 
@@ -360,7 +378,13 @@ impl ServerBuilder {
         let uring_config = self.config.uring;
         let pin = self.config.pin_workers;
         let backend = BackendInfo { io_uring: use_uring, fallback_reason: fallback };
-        let shared = Arc::new(Shared::new(self.config, mailboxes, bound, backend));
+        let shared = Shared::new(self.config, mailboxes, bound, backend);
+        #[cfg(feature = "redis")]
+        let shared = match self.redis {
+            Some(redis) => shared.with_bridge(redis),
+            None => shared,
+        };
+        let shared = Arc::new(shared);
         let router = Arc::new(self.router);
         let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
         let mut threads = Vec::with_capacity(workers);
@@ -416,7 +440,15 @@ impl ServerBuilder {
             return Err(e);
         }
         *shared.threads.lock().unwrap_or_else(PoisonError::into_inner) = threads;
-        Ok(ServerHandle { shared })
+        let server = ServerHandle { shared };
+        #[cfg(feature = "redis")]
+        if let Some(bridge) = &server.shared.bridge
+            && let Err(e) = bridge.start(&server.shared)
+        {
+            server.shutdown(Duration::ZERO);
+            return Err(e);
+        }
+        Ok(server)
     }
 }
 
@@ -607,13 +639,32 @@ impl ServerHandle {
     /// allows). Delivery happens on each worker's next loop turn; subscribers over their
     /// backpressure limit miss it.
     ///
-    /// Returns the subscribers of `topic` on every worker as registered at the call; 0, and
-    /// nothing sent, once a shutdown has started.
+    /// With [`ServerBuilder::redis`], it also goes to the other nodes' subscribers, through
+    /// Redis (docs/nodes.md).
+    ///
+    /// Returns the subscribers of `topic` on every worker of this node as registered at the
+    /// call (other nodes' are not counted); 0, and nothing sent, once a shutdown has started.
     pub fn publish(&self, topic: &str, msg: Message<'_>) -> usize {
         if self.shared.stopping.load(Ordering::Relaxed) {
             return 0;
         }
+        self.shared.forward(topic, crate::pubsub::Forward::Message(msg));
         self.shared.publish(topic, msg, None, None)
+    }
+
+    /// [`ServerHandle::publish`] to this node's subscribers only.
+    pub(crate) fn publish_here(&self, topic: &str, msg: Message<'_>) -> usize {
+        if self.shared.stopping.load(Ordering::Relaxed) {
+            return 0;
+        }
+        self.shared.publish(topic, msg, None, None)
+    }
+
+    /// This node's bridge to the others, as counted now; `None` unless the server was built
+    /// with [`ServerBuilder::redis`].
+    #[cfg(feature = "redis")]
+    pub fn nodes(&self) -> Option<crate::nodes::NodeStats> {
+        self.shared.bridge.as_ref().map(|b| b.stats())
     }
 
     /// Counters and latency histograms merged over every worker. Each worker answers on its
@@ -662,6 +713,10 @@ impl ServerHandle {
         }
         for thread in std::mem::take(&mut *threads) {
             let _ = thread.join();
+        }
+        #[cfg(feature = "redis")]
+        if let Some(bridge) = &self.shared.bridge {
+            bridge.join();
         }
     }
 }

@@ -124,6 +124,7 @@ use bidir_protocol::{CloseCode, Message};
 
 use self::gather::Gathering;
 use self::wire::{Egress, Ingress, Reader, Received};
+use crate::pubsub::Forward;
 use crate::{Accept, Context, Handler, HttpResponse, Request, ServerHandle, TimerId};
 
 /// What a method failed with, as its error answer carries it.
@@ -522,9 +523,11 @@ impl fmt::Debug for Services {
 /// subscribers, delivered on their next loop turn (see [`ServerHandle::publish`] for what
 /// subscribers over their backpressure limit miss). Callable from any thread, and from a
 /// method through [`Context::server`]. rpc topics are apart from the engine's own: plain
-/// WebSocket subscribers of `topic` do not get these events.
+/// WebSocket subscribers of `topic` do not get these events. On a server joined to other
+/// nodes ([`ServerBuilder::redis`](crate::ServerBuilder::redis)) the event also reaches their
+/// subscribers, each node encoding it once for its own (docs/nodes.md).
 ///
-/// Returns the subscribers of `topic` as registered at the call.
+/// Returns the subscribers of `topic` on this node as registered at the call.
 ///
 /// # Errors
 ///
@@ -534,16 +537,22 @@ pub fn publish<T: Serialize + ?Sized>(
     topic: &str,
     data: &T,
 ) -> Result<usize, CodecError> {
-    let mut reached = 0;
-    for wire in Wire::ALL {
-        let event = encode_event(wire, topic, wire.value(data)?.as_ref());
-        reached += server.publish(&engine_topic(wire, topic), event.message());
+    let values = [Wire::Json.value(data)?, Wire::Bin.value(data)?];
+    if !server.shared.stopping.load(Ordering::Relaxed) {
+        server.shared.forward(topic, Forward::Rpc(values[0].as_ref()));
     }
-    Ok(reached)
+    Ok(Wire::ALL
+        .into_iter()
+        .zip(&values)
+        .map(|(wire, value)| {
+            let event = encode_event(wire, topic, value.as_ref());
+            server.publish_here(&engine_topic(wire, topic), event.message())
+        })
+        .sum())
 }
 
 /// [`publish`] from a method, to every subscriber but the calling connection (a chat message
-/// goes to the others). Returns the subscribers reached, the caller not counted.
+/// goes to the others). Returns the subscribers reached on this node, the caller not counted.
 ///
 /// # Errors
 ///
@@ -553,12 +562,16 @@ pub fn broadcast<T: Serialize + ?Sized>(
     topic: &str,
     data: &T,
 ) -> Result<usize, CodecError> {
-    let mut reached = 0;
-    for wire in Wire::ALL {
-        let event = encode_event(wire, topic, wire.value(data)?.as_ref());
-        reached += cx.broadcast(&engine_topic(wire, topic), event.message());
-    }
-    Ok(reached)
+    let values = [Wire::Json.value(data)?, Wire::Bin.value(data)?];
+    cx.forward(topic, Forward::Rpc(values[0].as_ref()));
+    Ok(Wire::ALL
+        .into_iter()
+        .zip(&values)
+        .map(|(wire, value)| {
+            let event = encode_event(wire, topic, value.as_ref());
+            cx.publish_here(&engine_topic(wire, topic), event.message(), true)
+        })
+        .sum())
 }
 
 /// `["event", topic, data]`, encoded once for every subscriber speaking `wire`.
@@ -566,10 +579,74 @@ fn encode_event(wire: Wire, topic: &str, data: ValueRef<'_>) -> wire::Event {
     wire::Event::encode(wire, Msg::Event { topic: topic.into(), data })
 }
 
+/// An event of `topic` for the subscribers of every encoding `wanted`, `data` as it is for its
+/// own encoding's and translated once for the other's (a value one encoding cannot hold is
+/// not sent in it): `each` gets the engine topic and the message.
+fn each_event(
+    topic: &str,
+    data: ValueRef<'_>,
+    wanted: impl Fn(Wire) -> bool,
+    mut each: impl FnMut(&str, Message<'_>),
+) {
+    for wire in Wire::ALL.into_iter().filter(|&w| wanted(w)) {
+        let translated;
+        let data = if wire == data.wire() {
+            data
+        } else {
+            match data.decode::<wire::Any>().and_then(|any| wire.value(&any)) {
+                Ok(value) => {
+                    translated = value;
+                    translated.as_ref()
+                }
+                Err(_) => continue,
+            }
+        };
+        let event = encode_event(wire, topic, data);
+        each(&engine_topic(wire, topic), event.message());
+    }
+}
+
 /// The engine topic an rpc topic is carried on: the protocol's name before it, so events
 /// encoded for one protocol reach only its subscribers.
 fn engine_topic(wire: Wire, topic: &str) -> String {
     format!("{}:{topic}", wire.protocol())
+}
+
+/// The rpc topic an engine topic carries, if it carries one ([`engine_topic`]'s inverse): the
+/// bridge to other nodes gives an rpc topic's two encodings one Redis channel.
+#[cfg(feature = "redis")]
+pub(crate) fn node_topic(engine_topic: &str) -> Option<&str> {
+    Wire::ALL.into_iter().find_map(|wire| {
+        engine_topic.strip_prefix(wire.protocol()).and_then(|rest| rest.strip_prefix(':'))
+    })
+}
+
+/// An event of `topic` another node published, with its data in JSON (`json`) or
+/// MessagePack: encoded for the encodings this node has subscribers of, and handed to the
+/// workers that have them. Returns `false` if `data` is not one well-formed value.
+#[cfg(feature = "redis")]
+pub(crate) fn deliver_from_node(
+    shared: &crate::cx::Shared,
+    topic: &str,
+    json: bool,
+    data: &[u8],
+) -> bool {
+    let data = if json {
+        match serde_json::from_slice::<&serde_json::value::RawValue>(data) {
+            Ok(raw) => ValueRef::Json(bidir_protocol::rpc::Raw::new(raw)),
+            Err(_) => return false,
+        }
+    } else {
+        match bidir_protocol::rpc::bin::RawPack::new(data) {
+            Some(pack) => ValueRef::Pack(pack),
+            None => return false,
+        }
+    };
+    let wanted = |wire| shared.registry.counts(&engine_topic(wire, topic)).is_some();
+    each_event(topic, data, wanted, |topic, msg| {
+        shared.publish(topic, msg, None, None);
+    });
+    true
 }
 
 /// Decodes a call's arguments and runs a method that answers now, in the arguments'
@@ -700,29 +777,18 @@ impl Endpoint {
             topics.refused.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        cx.forward(topic, Forward::Rpc(data));
         // Encoded as it came for its own encoding's subscribers, and once translated for the
         // other's.
-        for wire in Wire::ALL {
-            let translated;
-            let data = if wire == data.wire() {
-                data
-            } else {
-                match data.decode::<wire::Any>().and_then(|any| wire.value(&any)) {
-                    Ok(value) => {
-                        translated = value;
-                        translated.as_ref()
-                    }
-                    Err(_) => continue,
-                }
-            };
-            let event = encode_event(wire, topic, data);
-            let (topic, msg) = (engine_topic(wire, topic), event.message());
-            if topics.exclude_publisher {
-                cx.broadcast(&topic, msg);
-            } else {
-                cx.publish(&topic, msg);
-            }
-        }
+        let exclude = topics.exclude_publisher;
+        each_event(
+            topic,
+            data,
+            |_| true,
+            |topic, msg| {
+                cx.publish_here(topic, msg, exclude);
+            },
+        );
     }
 
     /// Settles the server's request `id` with [`CallError::Timeout`] after `timeout`, unless

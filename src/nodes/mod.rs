@@ -1,0 +1,479 @@
+//! Several nodes over Redis: topics reach subscribers on every node (docs/nodes.md).
+//!
+//! Each node runs a bridge of two threads beside its workers, on the `redis` crate's
+//! synchronous API (no async runtime):
+//!
+//! - **subscriber**: holds one Redis subscription per topic that has a subscriber on this
+//!   node (counted over workers and connections by the server's registry, released when the
+//!   last one goes), reads what other nodes publish and hands it to the workers with local
+//!   subscribers, as a publish from another thread would be.
+//! - **publisher**: sends this node's publishes to Redis, pipelined: everything queued while
+//!   one batch was on its way goes out as the next one, in one round trip.
+//!
+//! A publish is delivered to this node's subscribers at once, by the workers, and reaches the
+//! other nodes through Redis; each message carries its node's id, so the publishing node
+//! skips its own message when Redis hands it back. Delivery across nodes is at most once:
+//! nothing is ever delivered twice, and what may be missing is counted ([`NodeStats`]).
+//!
+//! Built with the `redis` feature only.
+
+mod publisher;
+mod subscriber;
+
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use redis::{ConnectionInfo, IntoConnectionInfo, ProtocolVersion};
+
+use crate::cx::Shared;
+use crate::pubsub::Forward;
+use crate::rpc;
+
+/// How a server joins the other nodes: the Redis it shares with them, and how it names
+/// channels there. Given to [`ServerBuilder::redis`](crate::ServerBuilder::redis); off unless
+/// given.
+///
+/// ```no_run
+/// use bidir::nodes::Redis;
+/// let redis = Redis::new("redis://127.0.0.1:6379")?.prefix("chat:");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Redis {
+    info: ConnectionInfo,
+    prefix: String,
+    sharded: bool,
+    max_queued_bytes: usize,
+}
+
+impl Redis {
+    /// Redis at `url` (`redis://[user:password@]host[:port][/db]`, or `unix:///path`),
+    /// spoken to in RESP3.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] for a URL the `redis` crate cannot read. The server is
+    /// not contacted here: a node starts while Redis is down, and its bridge connects (and
+    /// reconnects) in the background.
+    pub fn new(url: &str) -> io::Result<Self> {
+        let info = url.into_connection_info().map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("redis URL {url:?}: {e}"))
+        })?;
+        let redis = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+        Ok(Self {
+            info: info.set_redis_settings(redis),
+            prefix: "bidir:".to_owned(),
+            sharded: false,
+            max_queued_bytes: 16 << 20,
+        })
+    }
+
+    /// What every channel's name starts with (default `bidir:`): nodes with the same prefix
+    /// share topics; other prefixes on the same Redis are other applications. A topic `t`
+    /// travels on the channel `{prefix}ws:t`, and an rpc topic on `{prefix}rpc:t`.
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        prefix.clone_into(&mut self.prefix);
+        self
+    }
+
+    /// Sharded pub/sub (`SSUBSCRIBE` and `SPUBLISH`, Redis 7): in a Redis cluster a channel
+    /// then lives on the shard that owns its hash slot, rather than being broadcast to every
+    /// shard. Default `false`: plain `SUBSCRIBE` and `PUBLISH`, for a single Redis. Every
+    /// node sharing a prefix must agree. The bridge speaks to the one address given: a
+    /// cluster's topology is not followed (docs/nodes.md).
+    pub fn sharded(mut self, sharded: bool) -> Self {
+        self.sharded = sharded;
+        self
+    }
+
+    /// The bytes of publishes that may wait for Redis while it is unreachable (default
+    /// 16 MiB); a publish past it is dropped and counted in [`NodeStats::lost_publishes`].
+    pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
+        self.max_queued_bytes = bytes;
+        self
+    }
+
+    /// A new connection to Redis, with `read_timeout`.
+    fn connect(&self, read_timeout: Duration) -> redis::RedisResult<redis::Connection> {
+        let client = redis::Client::open(self.info.clone())?;
+        let con = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+        con.set_read_timeout(Some(read_timeout))?;
+        con.set_write_timeout(Some(WRITE_TIMEOUT))?;
+        Ok(con)
+    }
+}
+
+impl fmt::Debug for Redis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The address, never the password.
+        f.debug_struct("Redis")
+            .field("addr", &self.info.addr().to_string())
+            .field("prefix", &self.prefix)
+            .field("sharded", &self.sharded)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a write to Redis may block before the connection is given up.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The first wait before connecting again; it doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// A node's bridge to the others, as counted now ([`ServerHandle::nodes`]).
+///
+/// [`ServerHandle::nodes`]: crate::ServerHandle::nodes
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// This node's id: random, new at every start, carried by every message it publishes.
+    pub node: u64,
+    /// Whether the subscriber's connection to Redis is up.
+    pub connected: bool,
+    /// Redis channels this node is subscribed to, as Redis confirmed them: one per topic
+    /// with a subscriber on this node (an rpc topic is one channel for both encodings).
+    pub channels: u64,
+    /// Publishes sent to Redis.
+    pub published: u64,
+    /// Messages from other nodes handed to this node's subscribers.
+    pub received: u64,
+    /// Publishes that may not have reached Redis: dropped while it was unreachable and the
+    /// queue was full ([`Redis::max_queued_bytes`]), or in a batch whose connection failed
+    /// before Redis answered (they are not sent again, which could deliver them twice).
+    pub lost_publishes: u64,
+    /// Times the subscriber connected again after losing Redis.
+    pub reconnects: u64,
+    /// Times this node's subscriptions were down while it had subscribers (Redis lost,
+    /// restarted or unreachable): what other nodes published meanwhile did not reach them.
+    pub gaps: u64,
+    /// Messages on this node's channels that were not a node's (a stranger publishing on the
+    /// prefix), dropped.
+    pub malformed: u64,
+}
+
+/// The counters behind [`NodeStats`], moved by the bridge's threads.
+#[derive(Debug, Default)]
+struct Counters {
+    connected: AtomicBool,
+    channels: AtomicU64,
+    published: AtomicU64,
+    received: AtomicU64,
+    lost_publishes: AtomicU64,
+    reconnects: AtomicU64,
+    gaps: AtomicU64,
+    malformed: AtomicU64,
+}
+
+/// A topic gained its first subscriber on this node (`true`) or lost its last one.
+pub(crate) type Listing = (Arc<str>, bool);
+
+/// A node's bridge: shared by the server (which queues publishes and reads the counters) and
+/// the bridge's two threads.
+pub(crate) struct Bridge {
+    redis: Redis,
+    node: u64,
+    counters: Counters,
+    outbox: publisher::Outbox,
+    /// The topics' listings, until the subscriber thread takes them.
+    listings: Mutex<Option<Receiver<Listing>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Bridge {
+    /// A bridge to `redis`, and where the server's registry tells it of listed topics.
+    pub(crate) fn new(redis: Redis) -> (Arc<Self>, Sender<Listing>) {
+        let (tx, rx) = mpsc::channel();
+        let mut id = [0; 8];
+        // A node id need not be secret, only distinct: the clock stands in if the OS has no
+        // randomness to give.
+        if getrandom::fill(&mut id).is_err() {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            id = (now.map_or(0, |d| d.as_nanos() as u64) ^ u64::from(std::process::id()))
+                .to_le_bytes();
+        }
+        let bridge = Self {
+            redis,
+            node: u64::from_le_bytes(id),
+            counters: Counters::default(),
+            outbox: publisher::Outbox::default(),
+            listings: Mutex::new(Some(rx)),
+            threads: Mutex::default(),
+        };
+        (Arc::new(bridge), tx)
+    }
+
+    /// Starts the two threads; they stop once the server is stopping (or gone), the
+    /// publisher after sending what was queued.
+    pub(crate) fn start(self: &Arc<Self>, shared: &Arc<Shared>) -> io::Result<()> {
+        let listings = self.listings.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let Some(listings) = listings else { return Ok(()) };
+        let mut threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
+        let (bridge, weak) = (Arc::clone(self), Arc::downgrade(shared));
+        threads.push(
+            std::thread::Builder::new()
+                .name("bidir-redis-sub".into())
+                .spawn(move || subscriber::run(&bridge, &weak, &listings))?,
+        );
+        let (bridge, weak) = (Arc::clone(self), Arc::downgrade(shared));
+        threads.push(
+            std::thread::Builder::new()
+                .name("bidir-redis-pub".into())
+                .spawn(move || publisher::run(&bridge, &weak))?,
+        );
+        Ok(())
+    }
+
+    /// Wakes the threads to stop and waits for them.
+    pub(crate) fn join(&self) {
+        self.outbox.wake();
+        let threads =
+            std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+
+    /// Queues a publish for the other nodes.
+    pub(crate) fn forward(&self, topic: &str, what: Forward<'_>) {
+        let (kind, payload, namespace) = match what {
+            Forward::Message(msg) => {
+                let kind = match msg.kind() {
+                    bidir_protocol::DataKind::Text => Kind::Text,
+                    bidir_protocol::DataKind::Binary => Kind::Binary,
+                };
+                (kind, msg.as_bytes(), Namespace::Ws)
+            }
+            Forward::Rpc(rpc::ValueRef::Json(v)) => {
+                (Kind::RpcJson, v.get().as_bytes(), Namespace::Rpc)
+            }
+            Forward::Rpc(rpc::ValueRef::Pack(v)) => (Kind::RpcPack, v.bytes(), Namespace::Rpc),
+        };
+        let channel = self.channel(namespace, topic);
+        let mut message = Vec::with_capacity(HEADER + payload.len());
+        message.push(kind as u8);
+        message.extend_from_slice(&self.node.to_le_bytes());
+        message.extend_from_slice(payload);
+        if !self.outbox.push(channel, message, self.redis.max_queued_bytes) {
+            self.counters.lost_publishes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The counters now.
+    pub(crate) fn stats(&self) -> NodeStats {
+        let c = &self.counters;
+        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        NodeStats {
+            node: self.node,
+            connected: c.connected.load(Ordering::Relaxed),
+            channels: get(&c.channels),
+            published: get(&c.published),
+            received: get(&c.received),
+            lost_publishes: get(&c.lost_publishes),
+            reconnects: get(&c.reconnects),
+            gaps: get(&c.gaps),
+            malformed: get(&c.malformed),
+        }
+    }
+
+    /// The Redis channel of engine topic `topic`: an rpc topic's two encodings share one.
+    fn channel_of(&self, topic: &str) -> String {
+        match rpc::node_topic(topic) {
+            Some(topic) => self.channel(Namespace::Rpc, topic),
+            None => self.channel(Namespace::Ws, topic),
+        }
+    }
+
+    fn channel(&self, namespace: Namespace, topic: &str) -> String {
+        let ns = match namespace {
+            Namespace::Ws => "ws:",
+            Namespace::Rpc => "rpc:",
+        };
+        let mut channel = String::with_capacity(self.redis.prefix.len() + ns.len() + topic.len());
+        channel.push_str(&self.redis.prefix);
+        channel.push_str(ns);
+        channel.push_str(topic);
+        channel
+    }
+
+    /// A message from Redis on `channel`, delivered to this node's subscribers unless this
+    /// node sent it.
+    fn deliver(&self, shared: &Shared, channel: &[u8], message: &[u8]) {
+        let Some(delivery) = self.read(channel, message) else {
+            self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let Delivery { node, topic, kind, payload } = delivery;
+        if node == self.node {
+            return;
+        }
+        let msg = match kind {
+            Kind::Text => match simdutf8::basic::from_utf8(payload) {
+                Ok(text) => bidir_protocol::Message::Text(text),
+                Err(_) => return self.malformed(),
+            },
+            Kind::Binary => bidir_protocol::Message::Binary(payload),
+            Kind::RpcJson | Kind::RpcPack => {
+                if !rpc::deliver_from_node(shared, topic, kind == Kind::RpcJson, payload) {
+                    return self.malformed();
+                }
+                self.counters.received.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        shared.publish(topic, msg, None, None);
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn malformed(&self) {
+        self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A bridge message's parts, if it is one and on a channel of this prefix whose namespace
+    /// matches its kind.
+    fn read<'a>(&self, channel: &'a [u8], message: &'a [u8]) -> Option<Delivery<'a>> {
+        let channel = std::str::from_utf8(channel).ok()?;
+        let rest = channel.strip_prefix(self.redis.prefix.as_str())?;
+        let (&kind, rest_msg) = message.split_first()?;
+        let kind = Kind::from_byte(kind)?;
+        let node = u64::from_le_bytes(rest_msg.get(..8)?.try_into().ok()?);
+        let topic = match kind {
+            Kind::Text | Kind::Binary => rest.strip_prefix("ws:")?,
+            Kind::RpcJson | Kind::RpcPack => rest.strip_prefix("rpc:")?,
+        };
+        Some(Delivery { node, topic, kind, payload: &rest_msg[8..] })
+    }
+}
+
+impl fmt::Debug for Bridge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bridge").field("redis", &self.redis).field("node", &self.node).finish()
+    }
+}
+
+/// A node message's header: its kind, then the sending node's id (little-endian).
+const HEADER: usize = 1 + 8;
+
+/// What a node message carries, its first byte (docs/nodes.md, "On the wire").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Kind {
+    /// A WebSocket text message, for the engine's topic.
+    Text = 1,
+    /// A WebSocket binary message.
+    Binary = 2,
+    /// An rpc event's data in JSON.
+    RpcJson = 3,
+    /// An rpc event's data in MessagePack.
+    RpcPack = 4,
+}
+
+impl Kind {
+    fn from_byte(byte: u8) -> Option<Self> {
+        Some(match byte {
+            1 => Self::Text,
+            2 => Self::Binary,
+            3 => Self::RpcJson,
+            4 => Self::RpcPack,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Namespace {
+    Ws,
+    Rpc,
+}
+
+struct Delivery<'a> {
+    node: u64,
+    topic: &'a str,
+    kind: Kind,
+    payload: &'a [u8],
+}
+
+/// Sleeps `for_` in steps, returning early (`false`) once the server stops.
+fn pause(shared: &Weak<Shared>, for_: Duration) -> bool {
+    let step = Duration::from_millis(25);
+    let mut left = for_;
+    while !left.is_zero() {
+        if stopping(shared) {
+            return false;
+        }
+        let nap = left.min(step);
+        std::thread::sleep(nap);
+        left -= nap;
+    }
+    !stopping(shared)
+}
+
+/// Whether the server is stopping, or gone.
+fn stopping(shared: &Weak<Shared>) -> bool {
+    shared.upgrade().is_none_or(|s| s.stopping.load(Ordering::Relaxed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bridge() -> Arc<Bridge> {
+        Bridge::new(Redis::new("redis://127.0.0.1:1").unwrap().prefix("p:")).0
+    }
+
+    #[test]
+    fn a_message_reads_back_as_it_was_forwarded() {
+        let b = bridge();
+        b.forward("room", Forward::Message(bidir_protocol::Message::Text("hi")));
+        let (channel, message) = b.outbox.take_all().pop().unwrap();
+        assert_eq!(channel, "p:ws:room");
+        assert_eq!(message.len(), HEADER + 2);
+        let d = b.read(channel.as_bytes(), &message).unwrap();
+        assert_eq!((d.node, d.topic, d.kind, d.payload), (b.node, "room", Kind::Text, &b"hi"[..]));
+    }
+
+    #[test]
+    fn strangers_and_mismatched_namespaces_are_refused() {
+        let b = bridge();
+        let mut msg = vec![Kind::RpcJson as u8];
+        msg.extend_from_slice(&7u64.to_le_bytes());
+        msg.extend_from_slice(b"1");
+        assert!(b.read(b"p:rpc:t", &msg).is_some());
+        assert!(b.read(b"p:ws:t", &msg).is_none(), "an rpc event on a ws channel");
+        assert!(b.read(b"q:rpc:t", &msg).is_none(), "another prefix");
+        assert!(b.read(b"p:rpc:t", &msg[..8]).is_none(), "a short header");
+        msg[0] = 9;
+        assert!(b.read(b"p:rpc:t", &msg).is_none(), "an unknown kind");
+    }
+
+    #[test]
+    fn rpc_topics_share_one_channel_for_both_encodings() {
+        let b = bridge();
+        assert_eq!(b.channel_of("bidir.json.v1:room"), "p:rpc:room");
+        assert_eq!(b.channel_of("bidir.bin.v1:room"), "p:rpc:room");
+        assert_eq!(b.channel_of("room"), "p:ws:room");
+    }
+
+    #[test]
+    fn the_queue_is_bounded_and_counts_what_it_drops() {
+        let b = Bridge::new(Redis::new("redis://127.0.0.1:1").unwrap().max_queued_bytes(40)).0;
+        b.forward("t", Forward::Message(bidir_protocol::Message::Binary(&[0; 20])));
+        b.forward("t", Forward::Message(bidir_protocol::Message::Binary(&[0; 20])));
+        assert_eq!(b.stats().lost_publishes, 1);
+        assert_eq!(b.outbox.take_all().len(), 1);
+    }
+
+    #[test]
+    fn a_url_redis_cannot_read_is_refused_with_its_reason() {
+        let e = Redis::new("http://nope").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(format!("{:?}", Redis::new("redis://:secret@h:1").unwrap()).contains("h:1"));
+        assert!(!format!("{:?}", Redis::new("redis://:secret@h:1").unwrap()).contains("secret"));
+    }
+}

@@ -1,0 +1,160 @@
+//! The bridge's subscriber thread: one Redis subscription per topic this node has subscribers
+//! of, and what other nodes publish on them handed to the workers.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use redis::{PushKind, Value};
+
+use super::{Bridge, Listing, MAX_BACKOFF, MIN_BACKOFF, pause, stopping};
+use crate::cx::Shared;
+
+/// How long a read waits for a message before the thread looks at listings and at the
+/// server's state again: also how late a new topic's subscription may reach Redis.
+const POLL: Duration = Duration::from_millis(20);
+/// Channels per `SUBSCRIBE` when subscribing everything again.
+const CHUNK: usize = 512;
+
+/// Subscribes and reads until the server stops.
+pub(super) fn run(bridge: &Bridge, shared: &Weak<Shared>, listings: &Receiver<Listing>) {
+    let counters = &bridge.counters;
+    // Topics with a subscriber here, by channel: an rpc topic's two encodings count apart.
+    let mut channels: HashMap<String, u32> = HashMap::new();
+    let mut con: Option<redis::Connection> = None;
+    let mut backoff = MIN_BACKOFF;
+    let mut ever_connected = false;
+    // Whether this node had subscriptions while it had no connection: a gap, counted when
+    // it connects again.
+    let mut missed = false;
+    let (subscribe, unsubscribe) = if bridge.redis.sharded {
+        ("SSUBSCRIBE", "SUNSUBSCRIBE")
+    } else {
+        ("SUBSCRIBE", "UNSUBSCRIBE")
+    };
+    loop {
+        if stopping(shared) {
+            return;
+        }
+        let changes = count(bridge, &mut channels, listings);
+        let Some(c) = con.as_mut() else {
+            match bridge.redis.connect(POLL) {
+                Ok(mut c) => {
+                    let all: Vec<&String> = channels.keys().collect();
+                    if send(&mut c, subscribe, &all, bridge.redis.sharded).is_err() {
+                        missed |= !channels.is_empty();
+                        pause(shared, backoff);
+                        continue;
+                    }
+                    if ever_connected {
+                        counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if std::mem::take(&mut missed) {
+                        counters.gaps.fetch_add(1, Ordering::Relaxed);
+                    }
+                    ever_connected = true;
+                    counters.connected.store(true, Ordering::Relaxed);
+                    backoff = MIN_BACKOFF;
+                    con = Some(c);
+                }
+                Err(_) => {
+                    missed |= !channels.is_empty();
+                    pause(shared, backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+            continue;
+        };
+        let (added, removed): (Vec<_>, Vec<_>) = changes.into_iter().partition(|(_, on)| *on);
+        let added: Vec<&String> = added.iter().map(|(c, _)| c).collect();
+        let removed: Vec<&String> = removed.iter().map(|(c, _)| c).collect();
+        let sent = send(c, subscribe, &added, bridge.redis.sharded)
+            .and_then(|()| send(c, unsubscribe, &removed, bridge.redis.sharded));
+        let read = sent.and_then(|()| c.recv_response());
+        match read {
+            Ok(Value::Push { kind, data }) => {
+                let Some(shared) = shared.upgrade() else { return };
+                received(bridge, &shared, &kind, data);
+            }
+            Ok(_) => {}
+            Err(e) if e.is_timeout() => {}
+            Err(_) => {
+                missed |= !channels.is_empty();
+                con = None;
+                counters.connected.store(false, Ordering::Relaxed);
+                counters.channels.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Applies the registry's listings to the channel counts; returns the channels that gained
+/// their first topic (`true`) or lost their last one.
+fn count(
+    bridge: &Bridge,
+    channels: &mut HashMap<String, u32>,
+    listings: &Receiver<Listing>,
+) -> Vec<(String, bool)> {
+    let mut changes = Vec::new();
+    while let Ok((topic, listed)) = listings.try_recv() {
+        let channel = bridge.channel_of(&topic);
+        if listed {
+            let n = channels.entry(channel.clone()).or_insert(0);
+            *n += 1;
+            if *n == 1 {
+                changes.push((channel, true));
+            }
+        } else if let Some(n) = channels.get_mut(&channel) {
+            *n -= 1;
+            if *n == 0 {
+                channels.remove(&channel);
+                changes.push((channel, false));
+            }
+        }
+    }
+    changes
+}
+
+/// Sends `command` for `channels` without waiting: Redis confirms each channel with a push.
+/// A sharded subscription names one channel per command (in a cluster, the channels of one
+/// command must share a hash slot).
+fn send(
+    con: &mut redis::Connection,
+    command: &str,
+    channels: &[&String],
+    sharded: bool,
+) -> redis::RedisResult<()> {
+    let per = if sharded { 1 } else { CHUNK };
+    for chunk in channels.chunks(per) {
+        let mut cmd = redis::cmd(command);
+        for channel in chunk {
+            cmd.arg(channel.as_str());
+        }
+        con.send_packed_command(&cmd.get_packed_command())?;
+    }
+    Ok(())
+}
+
+/// A push from Redis: a message for this node's subscribers, or a subscription's
+/// confirmation (which says how many channels the connection has).
+fn received(bridge: &Bridge, shared: &Arc<Shared>, kind: &PushKind, data: Vec<Value>) {
+    let counters = &bridge.counters;
+    match (kind, data.as_slice()) {
+        (
+            PushKind::Message | PushKind::SMessage,
+            [Value::BulkString(channel), Value::BulkString(message)],
+        ) => {
+            bridge.deliver(shared, channel, message);
+        }
+        (
+            PushKind::Subscribe
+            | PushKind::SSubscribe
+            | PushKind::Unsubscribe
+            | PushKind::SUnsubscribe,
+            [_, Value::Int(n)],
+        ) => counters.channels.store(u64::try_from(*n).unwrap_or(0), Ordering::Relaxed),
+        _ => {}
+    }
+}

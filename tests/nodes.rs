@@ -1,0 +1,365 @@
+//! Several nodes over a real Redis (`redis-server` on loopback, a free port, stopped at the
+//! end; scripts/redis/install.sh installs it): topics across nodes, exactly once; the
+//! Redis subscription counted over workers and connections; rpc events in both encodings;
+//! a Redis restart mid-stream, recovered and reported. Built with the `redis` feature.
+#![cfg(feature = "redis")]
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bidir::client::{Connect, Incoming, WebSocket};
+use bidir::nodes::{NodeStats, Redis};
+use bidir::rpc::client::Client;
+use bidir::rpc::{Services, Wire};
+use bidir::{Context, Handler, Message, Request, Server, ServerHandle};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A `redis-server` of this test's own, killed when dropped.
+struct RedisServer {
+    port: u16,
+    child: Child,
+}
+
+impl RedisServer {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Self { port, child: Self::spawn(port) }
+    }
+
+    fn spawn(port: u16) -> Child {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "no", "--protected-mode", "yes"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("redis-server did not start ({e}): run scripts/redis/install.sh")
+            });
+        eventually("redis-server listening", || TcpStream::connect(("127.0.0.1", port)).is_ok());
+        child
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(self.port);
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits (bounded) until `ready` holds.
+fn eventually(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !ready() {
+        assert!(Instant::now() < deadline, "not within {WAIT:?}: {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A connection subscribed to the topic its path names (`/sub/TOPIC`).
+struct Subscriber(String);
+
+impl Handler for Subscriber {
+    fn on_open(&mut self, cx: &mut Context<'_>) {
+        cx.subscribe(&self.0);
+    }
+    fn on_message(&mut self, cx: &mut Context<'_>, msg: Message<'_>) {
+        // A client's message is published to the topic, for every node.
+        cx.publish(&self.0, msg);
+    }
+}
+
+fn services() -> Services {
+    Services::new().authorize_publish(|_cx, _topic| Ok(()))
+}
+
+/// A node on `redis`, with `workers` workers.
+fn node(redis: Redis, workers: usize) -> ServerHandle {
+    Server::builder()
+        .bind("127.0.0.1:0")
+        .workers(workers)
+        .route("/rpc", services().hook())
+        .default_route(|req: &Request<'_>| {
+            let topic = req.path().strip_prefix("/sub/").unwrap_or("none").to_owned();
+            Ok(Subscriber(topic))
+        })
+        .redis(redis.prefix(&format!("test{}:", std::process::id())))
+        .start()
+        .unwrap()
+}
+
+fn stats(node: &ServerHandle) -> NodeStats {
+    node.nodes().expect("a node joined to Redis")
+}
+
+fn subscriber(node: &ServerHandle, topic: &str) -> WebSocket {
+    let url = format!("ws://{}/sub/{topic}", node.local_addr());
+    Connect::new(&url).unwrap().read_timeout(Some(WAIT)).connect().unwrap()
+}
+
+fn text(ws: &mut WebSocket) -> String {
+    match ws.recv().unwrap() {
+        Incoming::Text(text) => text,
+        other => panic!("not text: {other:?}"),
+    }
+}
+
+/// Nothing more arrives within a moment.
+fn nothing_more(ws: &mut WebSocket) {
+    ws.set_read_timeout(Some(Duration::from_millis(300)));
+    assert!(ws.recv().is_err(), "a message arrived twice, or one too many");
+    ws.set_read_timeout(Some(WAIT));
+}
+
+fn subscribed(nodes: &[&ServerHandle], channels: u64) {
+    for node in nodes {
+        eventually("Redis confirms the node's subscriptions", || stats(node).channels == channels);
+    }
+}
+
+fn three_nodes_deliver_every_publish_once(sharded: bool) {
+    let redis = RedisServer::start();
+    let config = Redis::new(&redis.url()).unwrap().sharded(sharded);
+    let nodes: Vec<ServerHandle> = (0..3).map(|_| node(config.clone(), 2)).collect();
+    let mut clients: Vec<WebSocket> = nodes.iter().map(|n| subscriber(n, "room")).collect();
+    subscribed(&nodes.iter().collect::<Vec<_>>(), 1);
+
+    // From the server's handle on each node in turn: every client gets each once, the
+    // publishing node's too (delivered by its workers, not again from Redis).
+    for round in 0..20 {
+        let from = &nodes[round % 3];
+        assert_eq!(from.publish("room", Message::Text(&format!("m{round}"))), 1);
+    }
+    // Each node's publishes in the order it made them; between nodes, a node's own come
+    // first (they skip Redis).
+    for ws in &mut clients {
+        let got: Vec<usize> = (0..20).map(|_| text(ws)[1..].parse().unwrap()).collect();
+        for node in 0..3 {
+            let from: Vec<usize> = got.iter().copied().filter(|r| r % 3 == node).collect();
+            let sent: Vec<usize> = (0..20).filter(|r| r % 3 == node).collect();
+            assert_eq!(from, sent, "node {node}'s publishes, once each, in order");
+        }
+    }
+    // From a handler (a client's message published by its connection's handler).
+    clients[1].send(Message::Text("from a client")).unwrap();
+    for ws in &mut clients {
+        assert_eq!(text(ws), "from a client");
+        nothing_more(ws);
+    }
+    let (sent, got): (u64, u64) = nodes
+        .iter()
+        .map(|n| (stats(n).published, stats(n).received))
+        .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
+    assert_eq!(sent, 21, "each publish goes to Redis once");
+    assert_eq!(got, 42, "and reaches each of the two other nodes once");
+    assert!(nodes.iter().all(|n| stats(n).lost_publishes == 0 && stats(n).gaps == 0));
+    for n in &nodes {
+        n.shutdown(Duration::from_secs(1));
+    }
+}
+
+#[test]
+fn three_nodes_deliver_every_publish_once_on_plain_pubsub() {
+    three_nodes_deliver_every_publish_once(false);
+}
+
+#[test]
+fn three_nodes_deliver_every_publish_once_on_sharded_pubsub() {
+    three_nodes_deliver_every_publish_once(true);
+}
+
+#[test]
+fn a_node_holds_one_redis_subscription_per_topic_whatever_its_subscribers() {
+    let redis = RedisServer::start();
+    let config = Redis::new(&redis.url()).unwrap();
+    let (a, b) = (node(config.clone(), 2), node(config, 1));
+    // Four connections over both of a's workers, on two topics.
+    let mut room: Vec<WebSocket> = (0..3).map(|_| subscriber(&a, "room")).collect();
+    let other = subscriber(&a, "other");
+    subscribed(&[&a], 2);
+    // Each goes; the channel stays until the last subscriber of the topic does.
+    drop(room.pop());
+    drop(room.pop());
+    thread::sleep(Duration::from_millis(100));
+    assert_eq!(stats(&a).channels, 2);
+    b.publish("room", Message::Text("still here"));
+    assert_eq!(text(&mut room[0]), "still here");
+    drop(room.pop());
+    subscribed(&[&a], 1);
+    drop(other);
+    subscribed(&[&a], 0);
+    // A publish nobody subscribes to is sent and dropped by Redis, not delivered.
+    let received = stats(&a).received;
+    b.publish("room", Message::Text("nobody"));
+    eventually("b published", || stats(&b).published == 2);
+    thread::sleep(Duration::from_millis(100));
+    assert_eq!(stats(&a).received, received);
+}
+
+#[test]
+fn rpc_events_reach_both_encodings_on_other_nodes_encoded_there() {
+    let redis = RedisServer::start();
+    let config = Redis::new(&redis.url()).unwrap();
+    let (a, b) = (node(config.clone(), 1), node(config, 2));
+    let connect = |node: &ServerHandle, wire: Wire| {
+        let url = format!("ws://{}/rpc", node.local_addr());
+        Client::builder(&url).unwrap().wire(wire).connect().unwrap()
+    };
+    let (tx, rx) = mpsc::channel::<(&str, String)>();
+    let mut clients = Vec::new();
+    for (name, node, wire) in
+        [("a-json", &a, Wire::Json), ("b-json", &b, Wire::Json), ("b-bin", &b, Wire::Bin)]
+    {
+        let client = connect(node, wire);
+        let tx = tx.clone();
+        client.subscribe("news", move |data| tx.send((name, data.to_string())).unwrap()).unwrap();
+        clients.push(client);
+    }
+    // One channel for the topic's two encodings on b.
+    subscribed(&[&a, &b], 1);
+    let collect = |n: usize| {
+        let mut got: Vec<(&str, String)> = (0..n).map(|_| rx.recv_timeout(WAIT).unwrap()).collect();
+        got.sort();
+        assert!(rx.recv_timeout(Duration::from_millis(300)).is_err(), "an event arrived twice");
+        got
+    };
+    // The server's publish on a reaches a's subscriber once and b's in both encodings.
+    assert_eq!(bidir::rpc::publish(&a, "news", &("hello", 1)).unwrap(), 1);
+    let hello = r#"["hello",1]"#.to_owned();
+    assert_eq!(
+        collect(3),
+        [("a-json", hello.clone()), ("b-bin", hello.clone()), ("b-json", hello)]
+    );
+    // A client's publish (MessagePack, from b) reaches a's JSON subscriber translated.
+    clients[2].publish("news", &serde_json::json!({"k": [1, 2.5, "x"]})).unwrap();
+    let data = r#"{"k":[1,2.5,"x"]}"#.to_owned();
+    assert_eq!(collect(3), [("a-json", data.clone()), ("b-bin", data.clone()), ("b-json", data)]);
+}
+
+#[test]
+fn a_large_message_crosses_nodes_whole() {
+    let redis = RedisServer::start();
+    let config = Redis::new(&redis.url()).unwrap();
+    let (a, b) = (node(config.clone(), 1), node(config, 1));
+    let mut ws = subscriber(&b, "big");
+    subscribed(&[&b], 1);
+    // Larger than a socket read, so the bridge reads it over several, with polls between.
+    let big: String = (0..300_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    for _ in 0..3 {
+        a.publish("big", Message::Text(&big));
+    }
+    for _ in 0..3 {
+        assert!(text(&mut ws) == big, "the message arrived changed");
+    }
+}
+
+#[test]
+fn a_redis_restart_is_recovered_and_what_it_cost_is_counted() {
+    let mut redis = RedisServer::start();
+    let config = Redis::new(&redis.url()).unwrap();
+    let (a, b) = (node(config.clone(), 1), node(config, 1));
+    let mut ws = subscriber(&b, "stream");
+    subscribed(&[&b], 1);
+    // A publisher on a, one message every millisecond, across the restart.
+    let seen = Arc::new(Mutex::new(Vec::<u32>::new()));
+    let publishing = {
+        let a = a.clone();
+        thread::spawn(move || {
+            for i in 0..1500u32 {
+                a.publish("stream", Message::Text(&i.to_string()));
+                thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    let reading = {
+        let seen = Arc::clone(&seen);
+        thread::spawn(move || {
+            while let Ok(Incoming::Text(t)) = ws.recv() {
+                let i: u32 = t.parse().unwrap();
+                seen.lock().unwrap().push(i);
+                if i == 1499 {
+                    break;
+                }
+            }
+        })
+    };
+    thread::sleep(Duration::from_millis(300));
+    redis.restart();
+    publishing.join().unwrap();
+    reading.join().unwrap();
+    let seen = seen.lock().unwrap();
+    // In order and never twice; the end arrives, so the bridge came back by itself.
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "out of order or twice");
+    assert_eq!(seen.last(), Some(&1499));
+    let (sa, sb) = (stats(&a), stats(&b));
+    assert!(sb.connected && sb.reconnects >= 1 && sb.gaps >= 1, "b's loss is reported: {sb:?}");
+    assert_eq!(sb.channels, 1, "b subscribed again");
+    // Everything sent is accounted for: delivered, or counted lost on one side or the other.
+    let missing = 1500 - seen.len() as u64;
+    eprintln!("across the restart: {missing} of 1500 missing; a: {sa:?}; b: {sb:?}");
+    assert!(
+        missing == 0 || sa.lost_publishes > 0 || sb.gaps > 0,
+        "{missing} missing and nothing counted: {sa:?} {sb:?}"
+    );
+    eventually("a accounts for every publish", || {
+        let sa = stats(&a);
+        sa.published + sa.lost_publishes == 1500
+    });
+}
+
+#[test]
+fn a_node_starts_while_redis_is_down_and_joins_when_it_comes() {
+    let mut redis = RedisServer::start();
+    redis.kill();
+    let config = Redis::new(&redis.url()).unwrap();
+    let (a, b) = (node(config.clone(), 1), node(config, 1));
+    let mut ws = subscriber(&b, "late");
+    thread::sleep(Duration::from_millis(200));
+    assert!(!stats(&b).connected);
+    redis.restart();
+    subscribed(&[&b], 1);
+    assert_eq!(stats(&b).gaps, 1, "b had a subscriber while Redis was away");
+    a.publish("late", Message::Text("here"));
+    assert_eq!(text(&mut ws), "here");
+}
+
+#[test]
+fn a_stranger_on_the_prefix_is_counted_not_delivered() {
+    let redis = RedisServer::start();
+    let config = Redis::new(&redis.url()).unwrap().prefix("odd:");
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .workers(1)
+        .default_route(|_req: &Request<'_>| Ok(Subscriber("t".to_owned())))
+        .redis(config)
+        .start()
+        .unwrap();
+    let mut ws = subscriber(&server, "t");
+    subscribed(&[&server], 1);
+    // PUBLISH odd:ws:t garbage, spoken by hand.
+    let mut raw = TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+    std::io::Write::write_all(
+        &mut raw,
+        b"*3\r\n$7\r\nPUBLISH\r\n$8\r\nodd:ws:t\r\n$7\r\ngarbage\r\n",
+    )
+    .unwrap();
+    eventually("the stranger's message counted", || stats(&server).malformed == 1);
+    nothing_more(&mut ws);
+}
