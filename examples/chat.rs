@@ -28,12 +28,20 @@
 //! cargo run --release --example chat -- client --key chat.key --pseudo ada
 //! cargo run --release --example chat -- --tls-self-signed cert.pem   # https and wss, then:
 //! cargo run --release --example chat -- client --url wss://localhost:9001/rpc --trust cert.pem
+//! # two nodes sharing a Redis (docs/nodes.md): a browser on each, one room
+//! cargo run --release --features redis --example chat -- --redis redis://127.0.0.1:6379
+//! cargo run --release --features redis --example chat -- --redis redis://127.0.0.1:6379 --addr 127.0.0.1:9002
 //! ```
 //!
 //! TLS: `--tls CERT KEY` serves the page at https:// and the room at wss:// (the page then
 //! opens wss:// by itself); `--tls-self-signed PATH` makes a throwaway certificate for
 //! localhost and 127.0.0.1, as the echo example's option does, and `chat client --trust PATH`
 //! trusts it.
+//!
+//! Several nodes: `--redis URL` (built with the `redis` feature) joins the other chat servers
+//! on that Redis. Members' callbacks stay on the node they joined (docs/nodes.md says why), so
+//! each node tells its own members and publishes what they say on the topic `chat/said`;
+//! every other node hears it (`ServerHandle::on_node_publish`) and tells its members.
 //!
 //! The server stops on Ctrl-C (or SIGTERM) with a graceful shutdown, after printing the bytes
 //! it read and wrote with `--report-bytes` (scripts/wire-bytes.sh); the client at the end of
@@ -42,13 +50,13 @@
 use std::fs::OpenOptions;
 use std::io::{self, BufRead, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use bidir::rpc::client::Client;
 use bidir::rpc::{Callback, KeyMode, Psk, Services, Wire, aead_backend};
 use bidir::tls::{ClientTls, ServerTls};
-use bidir::{HttpResponse, Request, ServerConfig, Signals};
+use bidir::{HttpResponse, Message, Request, ServerConfig, ServerHandle, Signals};
 
 #[path = "util/tls.rs"]
 mod tls;
@@ -83,6 +91,21 @@ type Members = Arc<Mutex<Vec<Member>>>;
 
 struct Room {
     members: Members,
+    /// This node, with `--redis`: a message said here is relayed to the other nodes' members.
+    node: Node,
+}
+
+type Node = Arc<OnceLock<ServerHandle>>;
+
+/// The topic members' messages travel on between nodes, as `[pseudo, msg]` in JSON.
+const NODE_TOPIC: &str = "chat/said";
+
+/// Tells every member of this node that `pseudo` said `msg`.
+fn tell(members: &Members, pseudo: &str, msg: &str) {
+    for member in members.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+        // Refused only for a member released meanwhile: the release hook removes it.
+        let _ = member.callback.blabla(pseudo.to_owned(), msg.to_owned());
+    }
 }
 
 impl Chat for Room {
@@ -99,16 +122,17 @@ impl Chat for Room {
     }
 
     fn blabla(&self, pseudo: String, msg: String) {
-        for member in self.members.lock().unwrap_or_else(PoisonError::into_inner).iter() {
-            // Refused only for a member released meanwhile: the hook below removes it.
-            let _ = member.callback.blabla(pseudo.clone(), msg.clone());
+        tell(&self.members, &pseudo, &msg);
+        if let Some(node) = self.node.get() {
+            let said = serde_json::to_string(&(pseudo, msg)).unwrap_or_default();
+            node.publish(NODE_TOPIC, Message::Text(&said));
         }
     }
 }
 
 /// The room's services over `members`: every route serving them is the same room.
-fn services(members: &Members) -> Services {
-    let room = Room { members: Arc::clone(members) };
+fn services(members: &Members, node: &Node) -> Services {
+    let room = Room { members: Arc::clone(members), node: Arc::clone(node) };
     let left = Arc::clone(members);
     Services::new().serve(ChatService::shared(room)).on_release(move |_cx, callback| {
         let mut members = left.lock().unwrap_or_else(PoisonError::into_inner);
@@ -131,7 +155,7 @@ fn main() -> io::Result<()> {
     }
     let mut addr = "127.0.0.1:9001".to_owned();
     let mut config = ServerConfig::default();
-    let (mut key, mut report_bytes, mut tls) = (None, false, None);
+    let (mut key, mut report_bytes, mut tls, mut redis) = (None, false, None, None);
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage(&format!("{arg} needs a value")));
@@ -148,24 +172,32 @@ fn main() -> io::Result<()> {
                 tls = Some(ServerTls::from_pem_files(&chain, &private)?);
             }
             "--tls-self-signed" => tls = Some(tls::self_signed(&value())?),
+            "--redis" => redis = Some(value()),
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown argument {other}")),
         }
     }
-    let members = Members::default();
+    let (members, node) = (Members::default(), Node::default());
     let (builder, s) = tls::bind(&addr, tls);
     let mut builder = builder
         .config(config)
         .http("/", |_req: &Request<'_>| HttpResponse::html(PAGE))
         .http("/bidir.js", bidir::rpc::serve_module)
-        .route("/rpc", services(&members).hook());
+        .route("/rpc", services(&members, &node).hook());
     if let Some(psk) = &key {
-        builder = builder.route(SECURE_PATH, services(&members).key(psk.clone()).hook());
+        builder = builder.route(SECURE_PATH, services(&members, &node).key(psk.clone()).hook());
+    }
+    if let Some(url) = &redis {
+        builder = nodes::join(builder, url)?;
     }
     // Block SIGINT/SIGTERM before the workers start, so that they inherit the mask.
     let signals = Signals::block()?;
     let server = builder.start()?;
     let at = server.local_addr();
+    if let Some(url) = &redis {
+        nodes::relay(&server, &members, &node);
+        println!("joined the other nodes on {url}: members on every node hear each other");
+    }
     println!(
         "chat on http{s}://{at}/ — open it in several browsers, or: chat client --url ws{s}://{at}/rpc"
     );
@@ -183,6 +215,44 @@ fn main() -> io::Result<()> {
     }
     server.shutdown(Duration::from_secs(5));
     Ok(())
+}
+
+/// Several nodes (`--redis`): each relays what its members say to the others' members.
+#[cfg(feature = "redis")]
+mod nodes {
+    use super::{Members, NODE_TOPIC, Node, tell};
+    use bidir::{Message, ServerBuilder, ServerHandle};
+
+    pub(super) fn join(builder: ServerBuilder, url: &str) -> std::io::Result<ServerBuilder> {
+        Ok(builder.redis(bidir::nodes::Redis::new(url)?.prefix("chat:")))
+    }
+
+    /// What another node's member said reaches this node's members.
+    pub(super) fn relay(server: &ServerHandle, members: &Members, node: &Node) {
+        let _ = node.set(server.clone());
+        let members = std::sync::Arc::clone(members);
+        server.on_node_publish(NODE_TOPIC, move |msg| {
+            if let Message::Text(said) = msg
+                && let Ok((pseudo, msg)) = serde_json::from_str::<(String, String)>(said)
+            {
+                tell(&members, &pseudo, &msg);
+            }
+        });
+    }
+}
+
+#[cfg(not(feature = "redis"))]
+mod nodes {
+    use super::{Members, Node};
+    use bidir::{ServerBuilder, ServerHandle};
+
+    pub(super) fn join(_builder: ServerBuilder, _url: &str) -> std::io::Result<ServerBuilder> {
+        super::usage(
+            "--redis needs the redis feature: cargo run --release --features redis --example chat -- --redis URL",
+        )
+    }
+
+    pub(super) fn relay(_server: &ServerHandle, _members: &Members, _node: &Node) {}
 }
 
 /// Prints what it hears, as `pseudo: msg` lines.
@@ -289,7 +359,7 @@ fn usage(error: &str) -> ! {
     }
     eprintln!(
         "usage: chat [--addr HOST:PORT] [--workers N] [--no-pin] [--key FILE] [--report-bytes]
-            [--tls CERT.pem KEY.pem | --tls-self-signed CERT-OUT.pem]
+            [--tls CERT.pem KEY.pem | --tls-self-signed CERT-OUT.pem] [--redis URL]
        chat --gen-key FILE
        chat client [--url ws[s]://HOST:PORT/rpc] [--pseudo NAME] [--bin]
                    [--key FILE [--key-mode ecdhe|psk]] [--trust CERT.pem]
@@ -305,7 +375,9 @@ fn usage(error: &str) -> ! {
                   --tls-self-signed makes a throwaway certificate for localhost and
                   127.0.0.1, writes it to CERT-OUT.pem and prints its key's SHA-256 (SPKI).
   --trust         the client trusts this certificate (PEM) besides the webpki roots: a
-                  wss:// server's self-signed one."
+                  wss:// server's self-signed one.
+  --redis         join the other chat servers on this Redis (redis://HOST:PORT): one room
+                  over every node. Needs the redis feature (cargo run --features redis)."
     );
     std::process::exit(if error.is_empty() { 0 } else { 2 });
 }

@@ -660,6 +660,24 @@ impl ServerHandle {
         self.shared.publish(topic, msg, None, None)
     }
 
+    /// Calls `listener` with every message another node publishes to `topic` (with
+    /// [`ServerHandle::publish`] or [`Context::publish`](crate::Context::publish) there), in
+    /// the order each node published them: services on different nodes talk this way (the
+    /// chat example relays a member's message to the other nodes' members). It runs on the
+    /// bridge's thread, after the message was handed to this node's subscribers: it must not
+    /// block for long, since the next message waits for it. This node's own publishes do not
+    /// reach it. The topic's Redis subscription is held while the server runs. Does nothing
+    /// on a server not built with [`ServerBuilder::redis`].
+    #[cfg(feature = "redis")]
+    pub fn on_node_publish<F>(&self, topic: &str, listener: F)
+    where
+        F: Fn(Message<'_>) + Send + Sync + 'static,
+    {
+        if let Some(bridge) = &self.shared.bridge {
+            bridge.listen(topic, Arc::new(listener));
+        }
+    }
+
     /// This node's bridge to the others, as counted now; `None` unless the server was built
     /// with [`ServerBuilder::redis`].
     #[cfg(feature = "redis")]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bidir::client::{Connect, Incoming, WebSocket};
 use bidir::nodes::{NodeStats, Redis};
-use bidir::rpc::client::Client;
+use bidir::rpc::client::{Client, LocalCallback};
 use bidir::rpc::{Services, Wire};
 use bidir::{Context, Handler, Message, Request, Server, ServerHandle};
 
@@ -362,4 +362,86 @@ fn a_stranger_on_the_prefix_is_counted_not_delivered() {
     .unwrap();
     eventually("the stranger's message counted", || stats(&server).malformed == 1);
     nothing_more(&mut ws);
+}
+
+#[test]
+fn a_service_hears_what_other_nodes_publish_and_not_its_own() {
+    let redis = RedisServer::start();
+    let config = Redis::new(&redis.url()).unwrap();
+    let (a, b) = (node(config.clone(), 1), node(config, 1));
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    a.on_node_publish("svc", move |msg| {
+        tx.lock().unwrap().send(msg.as_bytes().to_vec()).unwrap();
+    });
+    subscribed(&[&a], 1);
+    assert_eq!(a.publish("svc", Message::Text("mine")), 0);
+    assert_eq!(b.publish("svc", Message::Binary(b"theirs")), 0);
+    assert_eq!(rx.recv_timeout(WAIT).unwrap(), b"theirs");
+    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err(), "its own publish came back");
+}
+
+/// The interface the room's callbacks stand for (a marker only).
+trait Heard {}
+
+/// Callbacks are node-local: a service on another node reaches one by publishing to a topic
+/// that the callback's node relays (docs/nodes.md, "Callbacks"), as the chat example does.
+#[test]
+fn a_callback_on_one_node_is_reached_from_another_through_a_relayed_topic() {
+    type Members = Arc<Mutex<Vec<bidir::rpc::Callback>>>;
+    let redis = RedisServer::start();
+    let config = Redis::new(&redis.url()).unwrap();
+    let room = |members: &Members| {
+        let (joined, said) = (Arc::clone(members), Arc::clone(members));
+        Services::new()
+            .method("Room.join", move |_cx, (cb,): (bidir::rpc::Callback,)| {
+                joined.lock().unwrap().push(cb);
+                Ok::<_, String>(())
+            })
+            .method("Room.say", move |cx: &mut Context<'_>, (text,): (String,)| {
+                for member in said.lock().unwrap().iter() {
+                    let _ = member.invoke("heard", (&text,));
+                }
+                cx.publish("room/said", Message::Text(&text));
+                Ok::<_, String>(())
+            })
+    };
+    let start = |members: &Members| {
+        let server = Server::builder()
+            .bind("127.0.0.1:0")
+            .workers(1)
+            .route("/rpc", room(members).hook())
+            .redis(config.clone())
+            .start()
+            .unwrap();
+        let relayed = Arc::clone(members);
+        server.on_node_publish("room/said", move |msg| {
+            let Message::Text(text) = msg else { return };
+            for member in relayed.lock().unwrap().iter() {
+                let _ = member.invoke("heard", (text,));
+            }
+        });
+        server
+    };
+    let (on_a, on_b) = (Members::default(), Members::default());
+    let (a, b) = (start(&on_a), start(&on_b));
+    subscribed(&[&a, &b], 1);
+    let (tx, rx) = mpsc::channel::<(&str, String)>();
+    let member = |node: &ServerHandle, name: &'static str| {
+        let client = Client::connect(&format!("ws://{}/rpc", node.local_addr())).unwrap();
+        let tx = Mutex::new(tx.clone());
+        let cb: LocalCallback<dyn Heard> = client.callback_with(move |_method, args| {
+            tx.lock().unwrap().send((name, args.to_string())).unwrap();
+            Ok(None)
+        });
+        client.call::<_, ()>("Room.join", (&cb,)).unwrap();
+        (client, cb)
+    };
+    let (ada, _ada_cb) = member(&a, "ada");
+    let (_bob, _bob_cb) = member(&b, "bob");
+    ada.call::<_, ()>("Room.say", ("hello",)).unwrap();
+    let mut heard: Vec<_> = (0..2).map(|_| rx.recv_timeout(WAIT).unwrap()).collect();
+    heard.sort();
+    assert_eq!(heard, [("ada", r#"["hello"]"#.to_owned()), ("bob", r#"["hello"]"#.to_owned())]);
+    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err(), "heard twice");
 }

@@ -2,22 +2,25 @@
 // example's `chat client`, on its stdin and stdout) join the room with their pseudos (each
 // passing a callback object), each says something, and each must see every message in its
 // log, in the order they were said. The pages' WebSockets are wss:// when the page is
-// https://; the Rust client then connects to wss:// too, trusting CERT.pem. Usage:
-// [CHROMIUM_ARGS=...] node chat-check.js URL SCREENSHOT CHAT_BINARY [CERT.pem]
+// https://; the Rust client then connects to wss:// too, trusting CERT.pem. With SECOND_URL,
+// bob's page and the Rust client join the room there (another node of the same room, over
+// Redis) while ada stays at URL. Usage:
+// [CHROMIUM_ARGS=...] [SECOND_URL=...] node chat-check.js URL SCREENSHOT CHAT_BINARY [CERT.pem]
 const { spawn } = require('child_process');
 const { launch, sockets } = require('./chromium');
 const [url, screenshot, chatBinary, cert] = process.argv.slice(2);
+const secondUrl = process.env.SECOND_URL || url;
 
 const timeout = 10000;
 
-async function join(browser, pseudo) {
+async function join(browser, pseudo, at) {
   const page = await browser.newPage();
   page.on('console', (m) => console.log(`[${pseudo}] ${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => console.log(`[${pseudo}] page error: ${e}`));
   const opened = sockets(page);
-  await page.goto(url);
+  await page.goto(at);
   await page.waitForSelector('#pseudo', { state: 'visible', timeout });
-  console.log(`[${pseudo}] websocket: ${opened.check(url).join(' ')}`);
+  console.log(`[${pseudo}] websocket: ${opened.check(at).join(' ')}`);
   await page.fill('#pseudo', pseudo);
   await page.press('#pseudo', 'Enter');
   await page.waitForSelector('#text', { state: 'visible', timeout });
@@ -46,7 +49,7 @@ async function sees(page, lines) {
 
 /** The Rust client as a member: `say(line)`, `sees(lines)` on what it printed. */
 function rustMember(pseudo) {
-  const rpcUrl = url.replace(/^http/, 'ws').replace(/\/$/, '') + '/rpc';
+  const rpcUrl = secondUrl.replace(/^http/, 'ws').replace(/\/$/, '') + '/rpc';
   const trust = cert ? ['--trust', cert] : [];
   const child = spawn(chatBinary, ['client', '--url', rpcUrl, '--pseudo', pseudo, ...trust],
     { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -80,8 +83,8 @@ function rustMember(pseudo) {
 
 (async () => {
   const browser = await launch();
-  const ada = await join(browser, 'ada');
-  const bob = await join(browser, 'bob');
+  const ada = await join(browser, 'ada', url);
+  const bob = await join(browser, 'bob', secondUrl);
   const rust = rustMember('rusty');
   await rust.joined;
   await say(ada, 'hello bob — κόσμε');

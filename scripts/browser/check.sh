@@ -24,7 +24,9 @@ if [ ! -d "$TARGET/browser/node_modules/playwright-core" ]; then
     (cd "$TARGET/browser" && npm init -y > /dev/null && npm install --no-audit --no-fund -q playwright-core@1 > /dev/null)
 fi
 export NODE_PATH="$TARGET/browser/node_modules"
-cargo build --release --locked --example echo --example chat -q
+cargo build --release --locked --example echo -q
+# The chat example with the redis feature: the same binary serves one node or several.
+cargo build --release --locked --features redis --example chat -q
 CERT="$TARGET/browser/cert.pem"
 
 # Starts WHAT (LOG, COMMAND...) on a free port over SCHEME (http or https: with a self-signed
@@ -70,11 +72,48 @@ chat_page() {
     stop_server
 }
 
-trap stop_server EXIT
+# Two chat nodes over one Redis (a redis-server of its own on a free port): ada's page on the
+# first, bob's page and the Rust client on the second; each hears the others.
+chat_nodes() {
+    local redis_port first second
+    scripts/redis/install.sh > /dev/null
+    redis_port="$(free_port)"
+    redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
+        > "$TARGET/browser/redis.log" 2>&1 &
+    REDIS_PID=$!
+    serve "the chat server (node 1)" http "$TARGET/browser/chat-node1.log" \
+        "$TARGET/release/examples/chat" --workers 1 --no-pin --redis "redis://127.0.0.1:$redis_port"
+    first=$PORT
+    NODE1_PID=$SERVER_PID
+    serve "the chat server (node 2)" http "$TARGET/browser/chat-node2.log" \
+        "$TARGET/release/examples/chat" --workers 1 --no-pin --redis "redis://127.0.0.1:$redis_port"
+    second=$PORT
+    echo "--- chat page on two nodes over Redis: ada on :$first, bob and a Rust client on :$second"
+    SECOND_URL="http://127.0.0.1:$second/" node scripts/browser/chat-check.js \
+        "http://127.0.0.1:$first/" "$TARGET/browser/chat-nodes.png" "$TARGET/release/examples/chat"
+    stop_nodes
+}
+
+stop_nodes() {
+    stop_server
+    if [ -n "${NODE1_PID-}" ]; then
+        kill "$NODE1_PID" 2> /dev/null || true
+        wait "$NODE1_PID" 2> /dev/null || true
+        NODE1_PID=
+    fi
+    if [ -n "${REDIS_PID-}" ]; then
+        kill "$REDIS_PID" 2> /dev/null || true
+        wait "$REDIS_PID" 2> /dev/null || true
+        REDIS_PID=
+    fi
+}
+
+trap stop_nodes EXIT
 echo_page http shared
 echo_page http dedicated:9
 echo_page https shared
 echo "--- the browser rpc module (tests/browser.rs runs rpc-check.js)"
-cargo test --locked -q --test browser -- --ignored
+cargo test --locked -q --features redis --test browser -- --ignored
 chat_page http
 chat_page https
+chat_nodes

@@ -20,11 +20,12 @@
 mod publisher;
 mod subscriber;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -174,6 +175,9 @@ struct Counters {
 /// A topic gained its first subscriber on this node (`true`) or lost its last one.
 pub(crate) type Listing = (Arc<str>, bool);
 
+/// A function that hears what other nodes publish to a topic ([`Bridge::listen`]).
+pub(crate) type Listener = dyn Fn(bidir_protocol::Message<'_>) + Send + Sync;
+
 /// A node's bridge: shared by the server (which queues publishes and reads the counters) and
 /// the bridge's two threads.
 pub(crate) struct Bridge {
@@ -183,6 +187,10 @@ pub(crate) struct Bridge {
     outbox: publisher::Outbox,
     /// The topics' listings, until the subscriber thread takes them.
     listings: Mutex<Option<Receiver<Listing>>>,
+    /// Where [`Bridge::listen`] lists its topics, as the registry does.
+    watch: Sender<Listing>,
+    /// What other nodes publish to these topics goes to these functions too.
+    listeners: RwLock<HashMap<Arc<str>, Vec<Arc<Listener>>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -204,6 +212,8 @@ impl Bridge {
             counters: Counters::default(),
             outbox: publisher::Outbox::default(),
             listings: Mutex::new(Some(rx)),
+            watch: tx.clone(),
+            listeners: RwLock::default(),
             threads: Mutex::default(),
         };
         (Arc::new(bridge), tx)
@@ -263,6 +273,16 @@ impl Bridge {
         if !self.outbox.push(channel, message, self.redis.max_queued_bytes) {
             self.counters.lost_publishes.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Calls `listener` with what other nodes publish to `topic`, holding the topic's Redis
+    /// channel for good.
+    pub(crate) fn listen(&self, topic: &str, listener: Arc<Listener>) {
+        let topic: Arc<str> = Arc::from(topic);
+        let mut listeners = self.listeners.write().unwrap_or_else(PoisonError::into_inner);
+        listeners.entry(Arc::clone(&topic)).or_default().push(listener);
+        drop(listeners);
+        let _ = self.watch.send((topic, true));
     }
 
     /// The counters now.
@@ -328,6 +348,10 @@ impl Bridge {
             }
         };
         shared.publish(topic, msg, None, None);
+        let listeners = self.listeners.read().unwrap_or_else(PoisonError::into_inner);
+        for listener in listeners.get(topic).into_iter().flatten() {
+            listener(msg);
+        }
         self.counters.received.fetch_add(1, Ordering::Relaxed);
     }
 
