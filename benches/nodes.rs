@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use bidir::client::{Connect, Incoming, WebSocket};
 use bidir::hdrhistogram::Histogram;
 use bidir::nodes::Redis;
-use bidir::{Context, Handler, Message, Request, Server, ServerHandle};
+use bidir::{Context, Handler, Message, Request, Server, ServerConfig, ServerHandle};
 
 #[allow(dead_code)] // This bench reads no worker CPU time.
 mod common;
@@ -37,9 +37,14 @@ impl Handler for Subscriber {
 }
 
 fn server(redis: Option<&str>) -> ServerHandle {
+    // Room for a whole burst in the subscriber's queue (the default 1 MiB would drop part
+    // of it while the client catches up, in-process most).
+    let mut config = ServerConfig::default();
+    config.workers = Some(1);
+    config.max_backpressure = 64 << 20;
     let builder = Server::builder()
         .bind("127.0.0.1:0")
-        .workers(1)
+        .config(config)
         .default_route(|_req: &Request<'_>| Ok(Subscriber));
     let builder = match redis {
         Some(url) => builder.redis(Redis::new(url).expect("redis URL").prefix("bench:")),
@@ -61,11 +66,14 @@ fn main() {
     let (rounds, events, rate, size) =
         (value("--rounds", 5), value("--events", 20_000), value("--rate", 5_000), value("--size", 64));
     let port = TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().unwrap().port();
-    let mut redis = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server (scripts/redis/install.sh)");
+    let _redis = Killed(
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/redis/install.sh)"),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "redis-server did not listen");
@@ -117,12 +125,21 @@ fn main() {
         "a: published {}, lost {}; b: received {}, gaps {}",
         stats.0.published, stats.0.lost_publishes, stats.1.received, stats.1.gaps
     );
+    let dropped: u64 = [&single, &b].iter().map(|s| s.stats().counters.dropped_sends).sum();
+    assert_eq!(dropped, 0, "a subscriber's queue overflowed");
     for s in [&single, &a, &b] {
         s.shutdown(Duration::from_secs(1));
     }
-    let _ = redis.kill();
-    let _ = redis.wait();
-    drop::<Child>(redis);
+}
+
+/// The bench's redis-server, stopped however the bench ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// A client subscribed on `server`, read by a thread that sends each event's latency (ns; 0
@@ -136,7 +153,9 @@ fn subscriber(server: &ServerHandle) -> Reader {
     let mut ws: WebSocket = Connect::new(&url).expect("url").connect().expect("subscriber");
     let (tx, latencies) = mpsc::channel();
     thread::spawn(move || {
-        while let Ok(Incoming::Binary(payload)) = ws.recv() {
+        // Heartbeat pings and the like are answered by the client and skipped here.
+        while let Ok(incoming) = ws.recv() {
+            let Incoming::Binary(payload) = incoming else { continue };
             let sent = u64::from_le_bytes(payload[..8].try_into().unwrap());
             // 0 ends a phase; 1 marks an unstamped event (the rate phase).
             let latency = if sent <= 1 { sent } else { now_ns().saturating_sub(sent).max(2) };
