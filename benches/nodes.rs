@@ -63,12 +63,25 @@ struct Round {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let value = |name: &str, default: usize| common::option(&args, name, default);
-    let (rounds, events, rate, size) =
-        (value("--rounds", 5), value("--events", 20_000), value("--rate", 5_000), value("--size", 64));
+    let (rounds, events, rate, size) = (
+        value("--rounds", 5),
+        value("--events", 20_000),
+        value("--rate", 5_000),
+        value("--size", 64),
+    );
     let port = TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().unwrap().port();
     let _redis = Killed(
         Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -95,7 +108,9 @@ fn main() {
     );
     let mut results: [Vec<Round>; 2] = [Vec::new(), Vec::new()];
     for _ in 0..rounds {
-        for (mode, (publisher, reader)) in [(&single, &local), (&a, &remote)].into_iter().enumerate() {
+        for (mode, (publisher, reader)) in
+            [(&single, &local), (&a, &remote)].into_iter().enumerate()
+        {
             results[mode].push(round(publisher, reader, events, rate, size));
         }
     }
@@ -169,7 +184,13 @@ fn subscriber(server: &ServerHandle) -> Reader {
 
 /// Publishes `events` at `rate` per second, then `events` as fast as they go, each stamped
 /// with its publish instant; returns the paced ones' latency and the unpaced ones' rate.
-fn round(publisher: &ServerHandle, reader: &Reader, events: usize, rate: usize, size: usize) -> Round {
+fn round(
+    publisher: &ServerHandle,
+    reader: &Reader,
+    events: usize,
+    rate: usize,
+    size: usize,
+) -> Round {
     let mut payload = vec![0u8; size.max(8)];
     let mut publish = |stamp: u64| {
         payload[..8].copy_from_slice(&stamp.to_le_bytes());

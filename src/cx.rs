@@ -70,6 +70,8 @@ pub(crate) struct Shared {
     pub(crate) next_worker: AtomicUsize,
     /// The worker threads, joined by [`ServerHandle::join`](crate::ServerHandle::join).
     pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The topics that keep a history, and their logs (rpc topics; docs/rpc.md).
+    pub(crate) histories: crate::rpc::history::Histories,
     /// The bridge to other nodes, when the server joined some
     /// ([`ServerBuilder::redis`](crate::ServerBuilder::redis)).
     #[cfg(feature = "redis")]
@@ -127,6 +129,7 @@ impl Shared {
             backend,
             next_worker: AtomicUsize::new(0),
             threads: Mutex::new(Vec::new()),
+            histories: crate::rpc::history::Histories::default(),
             #[cfg(feature = "redis")]
             bridge: None,
         }

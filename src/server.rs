@@ -37,6 +37,7 @@ impl Server {
             config: ServerConfig::default(),
             router: Router::default(),
             error: None,
+            histories: crate::rpc::history::Histories::default(),
             #[cfg(feature = "redis")]
             redis: None,
         }
@@ -66,6 +67,7 @@ pub struct ServerBuilder {
     config: ServerConfig,
     router: Router,
     error: Option<io::Error>,
+    histories: crate::rpc::history::Histories,
     #[cfg(feature = "redis")]
     redis: Option<crate::nodes::Redis>,
 }
@@ -111,6 +113,21 @@ impl ServerBuilder {
     #[must_use]
     pub fn redis(mut self, redis: crate::nodes::Redis) -> Self {
         self.redis = Some(redis);
+        self
+    }
+
+    /// Keeps a history of the rpc topics starting with `prefix` (every topic: `""`): their
+    /// events are numbered, the last ones kept within `history`'s bounds, and a client that
+    /// subscribes again with the position of the last event it got is sent what it missed, or
+    /// told that it cannot be (docs/rpc.md, "History and recovery"; the Rust client and the
+    /// browser module do it on reconnection by themselves). The longest matching prefix
+    /// decides. Events of such topics are handed to every worker through its mailbox, in
+    /// their order, even from a handler on the same worker. The history is in this node's
+    /// memory: with several nodes each keeps its own, and a client recovers on the node it
+    /// left (docs/nodes.md).
+    #[must_use]
+    pub fn history(mut self, prefix: &str, history: crate::rpc::History) -> Self {
+        self.histories.add(prefix, history);
         self
     }
 
@@ -378,7 +395,8 @@ impl ServerBuilder {
         let uring_config = self.config.uring;
         let pin = self.config.pin_workers;
         let backend = BackendInfo { io_uring: use_uring, fallback_reason: fallback };
-        let shared = Shared::new(self.config, mailboxes, bound, backend);
+        let mut shared = Shared::new(self.config, mailboxes, bound, backend);
+        shared.histories = self.histories;
         #[cfg(feature = "redis")]
         let shared = match self.redis {
             Some(redis) => shared.with_bridge(redis),
@@ -453,16 +471,18 @@ impl ServerBuilder {
 }
 
 impl ServerBuilder {
-    /// The configuration and routes, for a `testbed::TestBed` (addresses
-    /// are not bound there).
+    /// The configuration, routes and topic histories, for a `testbed::TestBed` (addresses
+    /// are not bound there, and no other node is joined).
     ///
     /// # Errors
     ///
     /// The error of an address that did not resolve.
-    pub(crate) fn into_parts(self) -> io::Result<(ServerConfig, Router)> {
+    pub(crate) fn into_parts(
+        self,
+    ) -> io::Result<(ServerConfig, Router, crate::rpc::history::Histories)> {
         match self.error {
             Some(e) => Err(e),
-            None => Ok((self.config, self.router)),
+            None => Ok((self.config, self.router, self.histories)),
         }
     }
 }
@@ -649,14 +669,6 @@ impl ServerHandle {
             return 0;
         }
         self.shared.forward(topic, crate::pubsub::Forward::Message(msg));
-        self.shared.publish(topic, msg, None, None)
-    }
-
-    /// [`ServerHandle::publish`] to this node's subscribers only.
-    pub(crate) fn publish_here(&self, topic: &str, msg: Message<'_>) -> usize {
-        if self.shared.stopping.load(Ordering::Relaxed) {
-            return 0;
-        }
         self.shared.publish(topic, msg, None, None)
     }
 

@@ -134,13 +134,15 @@ impl TestBed {
     ///
     /// The error of an address given to the builder that did not resolve.
     pub fn new(builder: ServerBuilder) -> io::Result<Self> {
-        let (config, router) = builder.into_parts()?;
+        let (config, router, histories) = builder.into_parts()?;
         let clock = VirtualClock::new();
         let (backend, net) = MemBackend::new(clock.clone());
         let mailbox = Arc::new(Mailbox::new(backend.waker()));
         let backend_info =
             BackendInfo { io_uring: false, fallback_reason: Some("in-memory test bed".into()) };
-        let shared = Arc::new(Shared::new(config, vec![mailbox], Vec::new(), backend_info));
+        let mut shared = Shared::new(config, vec![mailbox], Vec::new(), backend_info);
+        shared.histories = histories;
+        let shared = Arc::new(shared);
         // The per-peer rate windows count seconds from their own base: start there.
         let base = shared.peers.as_ref().map_or_else(WallClock::now, PeerLimits::base);
         let clock_seam = Clock::Virtual { base, clock: clock.clone() };

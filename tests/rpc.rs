@@ -661,8 +661,11 @@ fn a_client_publish_reaches_the_subscribers_of_both_encodings() {
     let json = connect(&mut bed, &["bidir.json.v1"]);
     let bin = connect(&mut bed, &["bidir.bin.v1"]);
     assert_eq!(ask(&mut bed, json, r#"["sub",1,"lobby"]"#), r#"["ok",1,null]"#);
-    bed.send(bin, Message::Binary(&packed(&Msg::Subscribe { id: 1, topic: "lobby".into() })))
-        .unwrap();
+    bed.send(
+        bin,
+        Message::Binary(&packed(&Msg::Subscribe { id: 1, topic: "lobby".into(), since: None })),
+    )
+    .unwrap();
     assert!(matches!(&bed.recv(bin)[..], [Incoming::Binary(b)] if unpacked(b).len() == 1));
     let data = bidir::rpc::Wire::Bin.value(&serde_json::json!({"text": "hi"})).unwrap();
     let publish = Msg::Publish { topic: "lobby".into(), data: pack(&data) };
@@ -673,7 +676,7 @@ fn a_client_publish_reaches_the_subscribers_of_both_encodings() {
         [Incoming::Binary(b)] => {
             assert_eq!(
                 unpacked(b),
-                [r#"Event { topic: "lobby", data: Object {"text": String("hi")} }"#]
+                [r#"Event { topic: "lobby", data: Object {"text": String("hi")}, at: None }"#]
             );
         }
         other => panic!("{other:?}"),

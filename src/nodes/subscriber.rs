@@ -53,6 +53,7 @@ pub(super) fn run(bridge: &Bridge, shared: &Weak<Shared>, listings: &Receiver<Li
                     }
                     if std::mem::take(&mut missed) {
                         counters.gaps.fetch_add(1, Ordering::Relaxed);
+                        lose_histories(shared);
                     }
                     ever_connected = true;
                     counters.connected.store(true, Ordering::Relaxed);
@@ -81,12 +82,24 @@ pub(super) fn run(bridge: &Bridge, shared: &Weak<Shared>, listings: &Receiver<Li
             Ok(_) => {}
             Err(e) if e.is_timeout() => {}
             Err(_) => {
-                missed |= !channels.is_empty();
+                if !channels.is_empty() {
+                    missed = true;
+                    lose_histories(shared);
+                }
                 con = None;
                 counters.connected.store(false, Ordering::Relaxed);
                 counters.channels.store(0, Ordering::Relaxed);
             }
         }
+    }
+}
+
+/// This node may be missing other nodes' events from now on (and did, once it is back):
+/// its topics' histories start again under new epochs, so that no client is told it
+/// recovered everything across the gap.
+fn lose_histories(shared: &Weak<Shared>) {
+    if let Some(shared) = shared.upgrade() {
+        shared.histories.lose_all();
     }
 }
 

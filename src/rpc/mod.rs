@@ -85,6 +85,7 @@ mod callback;
 pub mod client;
 mod describe;
 mod gather;
+pub(crate) mod history;
 mod outbox;
 mod pending;
 mod reply;
@@ -94,6 +95,7 @@ mod wire;
 
 pub use browser::{BROWSER_MODULE, serve_module};
 pub use callback::{CallbackError, RawCallback};
+pub use history::History;
 pub use pending::{CallError, DEFAULT_TIMEOUT, Pending};
 pub use reply::Reply;
 pub use typed::{
@@ -119,7 +121,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use bidir_protocol::rpc::key;
-use bidir_protocol::rpc::{ErrorBody, ErrorCode, Msg, MsgError};
+use bidir_protocol::rpc::{ErrorBody, ErrorCode, Msg, MsgError, Position};
 use bidir_protocol::{CloseCode, Message};
 
 use self::gather::Gathering;
@@ -523,8 +525,10 @@ impl fmt::Debug for Services {
 /// subscribers, delivered on their next loop turn (see [`ServerHandle::publish`] for what
 /// subscribers over their backpressure limit miss). Callable from any thread, and from a
 /// method through [`Context::server`]. rpc topics are apart from the engine's own: plain
-/// WebSocket subscribers of `topic` do not get these events. On a server joined to other
-/// nodes ([`ServerBuilder::redis`](crate::ServerBuilder::redis)) the event also reaches their
+/// WebSocket subscribers of `topic` do not get these events. A topic with a history
+/// ([`ServerBuilder::history`](crate::ServerBuilder::history)) numbers and keeps the event
+/// first. On a server joined to other nodes
+/// ([`ServerBuilder::redis`](crate::ServerBuilder::redis)) the event also reaches their
 /// subscribers, each node encoding it once for its own (docs/nodes.md).
 ///
 /// Returns the subscribers of `topic` on this node as registered at the call.
@@ -537,18 +541,12 @@ pub fn publish<T: Serialize + ?Sized>(
     topic: &str,
     data: &T,
 ) -> Result<usize, CodecError> {
-    let values = [Wire::Json.value(data)?, Wire::Bin.value(data)?];
-    if !server.shared.stopping.load(Ordering::Relaxed) {
-        server.shared.forward(topic, Forward::Rpc(values[0].as_ref()));
+    let values = [Some(Wire::Json.value(data)?), Some(Wire::Bin.value(data)?)];
+    if server.shared.stopping.load(Ordering::Relaxed) {
+        return Ok(0);
     }
-    Ok(Wire::ALL
-        .into_iter()
-        .zip(&values)
-        .map(|(wire, value)| {
-            let event = encode_event(wire, topic, value.as_ref());
-            server.publish_here(&engine_topic(wire, topic), event.message())
-        })
-        .sum())
+    server.shared.forward(topic, Forward::Rpc(values[0].as_ref().expect("made").as_ref()));
+    Ok(emit(&server.shared, None, topic, &values))
 }
 
 /// [`publish`] from a method, to every subscriber but the calling connection (a chat message
@@ -562,48 +560,83 @@ pub fn broadcast<T: Serialize + ?Sized>(
     topic: &str,
     data: &T,
 ) -> Result<usize, CodecError> {
-    let values = [Wire::Json.value(data)?, Wire::Bin.value(data)?];
-    cx.forward(topic, Forward::Rpc(values[0].as_ref()));
-    Ok(Wire::ALL
-        .into_iter()
-        .zip(&values)
-        .map(|(wire, value)| {
-            let event = encode_event(wire, topic, value.as_ref());
-            cx.publish_here(&engine_topic(wire, topic), event.message(), true)
-        })
-        .sum())
+    let values = [Some(Wire::Json.value(data)?), Some(Wire::Bin.value(data)?)];
+    cx.forward(topic, Forward::Rpc(values[0].as_ref().expect("made").as_ref()));
+    let shared = Arc::clone(&cx.worker.shared);
+    Ok(emit(&shared, Some((cx, true)), topic, &values))
 }
 
-/// `["event", topic, data]`, encoded once for every subscriber speaking `wire`.
-fn encode_event(wire: Wire, topic: &str, data: ValueRef<'_>) -> wire::Event {
-    wire::Event::encode(wire, Msg::Event { topic: topic.into(), data })
-}
-
-/// An event of `topic` for the subscribers of every encoding `wanted`, `data` as it is for its
-/// own encoding's and translated once for the other's (a value one encoding cannot hold is
-/// not sent in it): `each` gets the engine topic and the message.
-fn each_event(
-    topic: &str,
-    data: ValueRef<'_>,
-    wanted: impl Fn(Wire) -> bool,
-    mut each: impl FnMut(&str, Message<'_>),
-) {
-    for wire in Wire::ALL.into_iter().filter(|&w| wanted(w)) {
-        let translated;
-        let data = if wire == data.wire() {
-            data
+/// An event's data in both encodings: `data` for its own, translated once for the other if
+/// `wanted` (none where it cannot be written in it).
+fn both_wires(data: ValueRef<'_>, wanted: impl Fn(Wire) -> bool) -> [Option<Value>; 2] {
+    Wire::ALL.map(|wire| {
+        if wire == data.wire() {
+            Some(data.to_owned())
+        } else if wanted(wire) {
+            data.decode::<wire::Any>().and_then(|any| wire.value(&any)).ok()
         } else {
-            match data.decode::<wire::Any>().and_then(|any| wire.value(&any)) {
-                Ok(value) => {
-                    translated = value;
-                    translated.as_ref()
-                }
-                Err(_) => continue,
-            }
+            None
+        }
+    })
+}
+
+/// Hands an event of `topic` to this node's subscribers, `values` in each encoding (none: no
+/// subscriber of that one gets it). From a handler (`from`: its context, and whether to skip
+/// its own connection) the handler's worker gets it after the handler returns. A topic with a
+/// history numbers and keeps it first, and hands it to every worker through its mailbox while
+/// holding the logs, so that each gets the topic's events in offset order. Returns the
+/// subscribers reached, the skipped connection not counted.
+fn emit(
+    shared: &crate::cx::Shared,
+    from: Option<(&mut Context<'_>, bool)>,
+    topic: &str,
+    values: &[Option<Value>; 2],
+) -> usize {
+    let Some(bounds) = shared.histories.bounds(topic) else {
+        return match from {
+            Some((cx, exclude)) => events(topic, values, None)
+                .iter()
+                .map(|(engine, event)| cx.publish_here(engine, event.message(), exclude))
+                .sum(),
+            None => events(topic, values, None)
+                .iter()
+                .map(|(engine, event)| shared.publish(engine, event.message(), None, None))
+                .sum(),
         };
-        let event = encode_event(wire, topic, data);
-        each(&engine_topic(wire, topic), event.message());
-    }
+    };
+    let Some(kept) = values.iter().flatten().next() else { return 0 };
+    let (exclude, own) = match from {
+        Some((cx, true)) => {
+            (Some(cx.id()), Wire::ALL.iter().any(|w| cx.is_subscribed(&engine_topic(*w, topic))))
+        }
+        _ => (None, false),
+    };
+    let mut logs = shared.histories.lock();
+    let at = history::log(&mut logs, topic, bounds).push(kept.clone(), std::time::Instant::now());
+    let reached: usize = events(topic, values, Some(&at))
+        .iter()
+        .map(|(engine, event)| shared.publish(engine, event.message(), exclude, None))
+        .sum();
+    drop(logs);
+    reached - usize::from(own)
+}
+
+/// `["event", topic, data, offset, epoch]` (no position: `["event", topic, data]`) in each
+/// encoding `values` has, with the engine topic its subscribers are on.
+fn events(
+    topic: &str,
+    values: &[Option<Value>; 2],
+    at: Option<&Position<'_>>,
+) -> Vec<(String, wire::Event)> {
+    Wire::ALL
+        .into_iter()
+        .zip(values)
+        .filter_map(|(wire, value)| {
+            let data = value.as_ref()?.as_ref();
+            let msg = Msg::Event { topic: topic.into(), data, at: at.cloned() };
+            Some((engine_topic(wire, topic), wire::Event::encode(wire, msg)))
+        })
+        .collect()
 }
 
 /// The engine topic an rpc topic is carried on: the protocol's name before it, so events
@@ -643,9 +676,7 @@ pub(crate) fn deliver_from_node(
         }
     };
     let wanted = |wire| shared.registry.counts(&engine_topic(wire, topic)).is_some();
-    each_event(topic, data, wanted, |topic, msg| {
-        shared.publish(topic, msg, None, None);
-    });
+    emit(shared, None, topic, &both_wires(data, wanted));
     true
 }
 
@@ -770,6 +801,53 @@ impl Endpoint {
         }
     }
 
+    /// Subscribes this connection to `topic` (allowed already) and answers `sub` `id`: with
+    /// `null`, or for a topic with a history, with its position after sending the events that
+    /// followed `since` (docs/rpc.md, "History and recovery"). The logs are held from before
+    /// the subscription until the answer is queued: an event published meanwhile is either in
+    /// what is sent here or delivered after it (or both, which the client drops by offset).
+    fn subscribe(
+        &mut self,
+        cx: &mut Context<'_>,
+        id: u64,
+        topic: &str,
+        since: Option<&Position<'_>>,
+    ) {
+        let wire = self.egress.wire();
+        let engine = engine_topic(wire, topic);
+        let shared = Arc::clone(&cx.worker.shared);
+        let Some(bounds) = shared.histories.bounds(topic) else {
+            cx.subscribe(&engine);
+            return self.answer_value(id, &());
+        };
+        let mut logs = shared.histories.lock();
+        let log = history::log(&mut logs, topic, bounds);
+        cx.subscribe(&engine);
+        let recovery = log.recover(since, std::time::Instant::now());
+        for (at, data) in recovery.missed {
+            let translated;
+            let data = if data.wire() == wire {
+                data
+            } else {
+                match data.decode::<wire::Any>().and_then(|any| wire.value(&any)) {
+                    Ok(value) => {
+                        translated = value;
+                        translated.as_ref()
+                    }
+                    Err(_) => continue,
+                }
+            };
+            let msg = Msg::Event { topic: topic.into(), data, at: Some(at) };
+            self.answers.push(|out| wire.encode(msg, out));
+        }
+        let position = serde_json::json!({
+            "epoch": &*recovery.epoch,
+            "offset": recovery.offset,
+            "recovered": recovery.recovered,
+        });
+        self.answer_value(id, &position);
+    }
+
     /// A client's publish, if the services let it.
     fn publish(&self, cx: &mut Context<'_>, topic: &str, data: ValueRef<'_>) {
         let topics = &self.services.topics;
@@ -778,17 +856,8 @@ impl Endpoint {
             return;
         }
         cx.forward(topic, Forward::Rpc(data));
-        // Encoded as it came for its own encoding's subscribers, and once translated for the
-        // other's.
-        let exclude = topics.exclude_publisher;
-        each_event(
-            topic,
-            data,
-            |_| true,
-            |topic, msg| {
-                cx.publish_here(topic, msg, exclude);
-            },
-        );
+        let shared = Arc::clone(&cx.worker.shared);
+        emit(&shared, Some((cx, topics.exclude_publisher)), topic, &both_wires(data, |_| true));
     }
 
     /// Settles the server's request `id` with [`CallError::Timeout`] after `timeout`, unless
@@ -840,14 +909,11 @@ impl Reader for Endpoint {
                     self.release(cx, callback);
                 }
             }
-            Ok(Msg::Subscribe { id, topic }) => {
+            Ok(Msg::Subscribe { id, topic, since }) => {
                 let allowed =
                     self.services.topics.subscribe.as_ref().map_or(Ok(()), |f| f(cx, &topic));
                 match allowed {
-                    Ok(()) => {
-                        cx.subscribe(&engine_topic(self.egress.wire(), &topic));
-                        self.answer_value(id, &());
-                    }
+                    Ok(()) => self.subscribe(cx, id, &topic, since.as_ref()),
                     Err(message) => {
                         let code = ErrorCode::Unauthorized;
                         self.fail(id, &Failure { code, message, data: None });

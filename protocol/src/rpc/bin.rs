@@ -33,7 +33,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Blob, ErrorBody, ErrorCode, FieldWriter, MAX_BATCH, MAX_ID, Msg, short};
+use super::{Blob, ErrorBody, ErrorCode, FieldWriter, MAX_BATCH, MAX_ID, Msg, Position, short};
 pub use super::{FrameError, MsgError};
 
 /// The subprotocol name of the MessagePack encoding.
@@ -188,10 +188,10 @@ fn shape(msg: &BinMsg<'_>) -> (u64, u32) {
         Msg::Invoke { id, .. } => (CB, 3 + u32::from(id.is_some())),
         Msg::Release { .. } => (RELEASE, 1),
         Msg::Cancel { .. } => (CANCEL, 1),
-        Msg::Subscribe { .. } => (SUB, 2),
+        Msg::Subscribe { since, .. } => (SUB, 2 + 2 * u32::from(since.is_some())),
         Msg::Unsubscribe { .. } => (UNSUB, 2),
         Msg::Publish { .. } => (PUB, 2),
-        Msg::Event { .. } => (EVENT, 2),
+        Msg::Event { at, .. } => (EVENT, 2 + 2 * u32::from(at.is_some())),
     }
 }
 
@@ -332,10 +332,18 @@ fn message<'a>(reader: &mut Reader<'a>) -> Result<BinMsg<'a>, Bad> {
         },
         RELEASE => Msg::Release { callback: fields.id("callback id")? },
         CANCEL => Msg::Cancel { id: fields.id("id")? },
-        SUB => Msg::Subscribe { id: fields.id("id")?, topic: fields.text("topic")? },
+        SUB => Msg::Subscribe {
+            id: fields.id("id")?,
+            topic: fields.text("topic")?,
+            since: fields.optional(Fields::position)?,
+        },
         UNSUB => Msg::Unsubscribe { id: fields.id("id")?, topic: fields.text("topic")? },
         PUB => Msg::Publish { topic: fields.text("topic")?, data: fields.value("data")? },
-        EVENT => Msg::Event { topic: fields.text("topic")?, data: fields.value("data")? },
+        EVENT => Msg::Event {
+            topic: fields.text("topic")?,
+            data: fields.value("data")?,
+            at: fields.optional(Fields::position)?,
+        },
         other => return Err(format!("unknown message type {other}").into()),
     };
     // Later versions may append fields: ignored.
@@ -367,6 +375,11 @@ impl<'a> Fields<'_, 'a> {
         read: impl FnOnce(&mut Self) -> Result<T, Bad>,
     ) -> Result<Option<T>, Bad> {
         if self.left == 0 { Ok(None) } else { read(self).map(Some) }
+    }
+
+    /// An offset and its epoch.
+    fn position(&mut self) -> Result<Position<'a>, Bad> {
+        Ok(Position { offset: self.id("offset")?, epoch: self.text("epoch")? })
     }
 
     fn uint(&mut self, what: &'static str) -> Result<u64, Bad> {
@@ -630,10 +643,20 @@ mod tests {
             Msg::Invoke { callback: 1, method: "Ask".into(), args, id: Some(MAX_ID) },
             Msg::Release { callback: 1 },
             Msg::Cancel { id: 300 },
-            Msg::Subscribe { id: 70_000, topic: "room/1".into() },
+            Msg::Subscribe { id: 70_000, topic: "room/1".into(), since: None },
+            Msg::Subscribe {
+                id: 70_001,
+                topic: "room/1".into(),
+                since: Some(Position { offset: MAX_ID, epoch: "e1".into() }),
+            },
             Msg::Unsubscribe { id: 1 << 40, topic: "x".repeat(40).into() },
             Msg::Publish { topic: "room/1".into(), data },
-            Msg::Event { topic: "room/1".into(), data: answer },
+            Msg::Event { topic: "room/1".into(), data: answer, at: None },
+            Msg::Event {
+                topic: "room/1".into(),
+                data: answer,
+                at: Some(Position { offset: 1, epoch: "e1".into() }),
+            },
         ] {
             round_trip(&msg);
         }
@@ -856,7 +879,7 @@ mod tests {
             let args = blob(&args);
             round_trip(&Msg::Call { id, method: method.clone().into(), args });
             round_trip(&Msg::Invoke { callback: id, method: method.clone().into(), args, id: Some(id) });
-            round_trip(&Msg::Event { topic: method.into(), data: args });
+            round_trip(&Msg::Event { topic: method.into(), data: args, at: None });
         }
     }
 }

@@ -26,8 +26,8 @@ use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde_json::error::Category;
 
 use super::{
-    BATCH_TOO_LARGE, ErrorBody, ErrorCode, FieldWriter, MAX_BATCH, MAX_ID, Msg, Raw, RawValue,
-    short,
+    BATCH_TOO_LARGE, ErrorBody, ErrorCode, FieldWriter, MAX_BATCH, MAX_ID, Msg, Position, Raw,
+    RawValue, short,
 };
 pub use super::{FrameError, MsgError};
 
@@ -294,16 +294,22 @@ impl<'de> Visitor<'de> for MsgVisitor {
             },
             "release" => Msg::Release { callback: id(&mut seq, "callback id")? },
             "cancel" => Msg::Cancel { id: id(&mut seq, "id")? },
-            "sub" => Msg::Subscribe { id: id(&mut seq, "id")?, topic: text(&mut seq, "topic")? },
+            "sub" => Msg::Subscribe {
+                id: id(&mut seq, "id")?,
+                topic: text(&mut seq, "topic")?,
+                since: position(&mut seq)?,
+            },
             "unsub" => {
                 Msg::Unsubscribe { id: id(&mut seq, "id")?, topic: text(&mut seq, "topic")? }
             }
             "pub" => {
                 Msg::Publish { topic: text(&mut seq, "topic")?, data: value(&mut seq, "data")? }
             }
-            "event" => {
-                Msg::Event { topic: text(&mut seq, "topic")?, data: value(&mut seq, "data")? }
-            }
+            "event" => Msg::Event {
+                topic: text(&mut seq, "topic")?,
+                data: value(&mut seq, "data")?,
+                at: position(&mut seq)?,
+            },
             other => {
                 return Err(de::Error::custom(format_args!("unknown message type {other:?}")));
             }
@@ -326,6 +332,13 @@ fn text<'de, A: SeqAccess<'de>>(
     what: &'static str,
 ) -> Result<Cow<'de, str>, A::Error> {
     field::<Text<'de>, A>(seq, what).map(|Text(s)| s)
+}
+
+/// An optional offset and its epoch, after a message's other fields.
+fn position<'de, A: SeqAccess<'de>>(seq: &mut A) -> Result<Option<Position<'de>>, A::Error> {
+    let Some(offset) = seq.next_element::<u64>()? else { return Ok(None) };
+    let offset = checked::<A::Error>(offset)?;
+    Ok(Some(Position { offset, epoch: text(seq, "epoch")? }))
 }
 
 fn id<'de, A: SeqAccess<'de>>(seq: &mut A, what: &'static str) -> Result<u64, A::Error> {
@@ -422,10 +435,20 @@ mod tests {
             Msg::Invoke { callback: 1, method: "Ask".into(), args, id: Some(MAX_ID) },
             Msg::Release { callback: 1 },
             Msg::Cancel { id: 9 },
-            Msg::Subscribe { id: 10, topic: "room/1".into() },
+            Msg::Subscribe { id: 10, topic: "room/1".into(), since: None },
+            Msg::Subscribe {
+                id: 11,
+                topic: "room/1".into(),
+                since: Some(Position { offset: MAX_ID, epoch: "e1".into() }),
+            },
             Msg::Unsubscribe { id: 11, topic: "room/1".into() },
             Msg::Publish { topic: "room/1".into(), data: raw(r#"{"text":"hi"}"#) },
-            Msg::Event { topic: "room/1".into(), data: raw("42") },
+            Msg::Event { topic: "room/1".into(), data: raw("42"), at: None },
+            Msg::Event {
+                topic: "room/1".into(),
+                data: raw("42"),
+                at: Some(Position { offset: 1, epoch: "e1".into() }),
+            },
         ] {
             round_trip(&msg);
         }

@@ -185,12 +185,16 @@ pub enum Msg<'a, R = Raw<'a>> {
         /// The request's id.
         id: u64,
     },
-    /// Subscribe to a topic; answered with a result (`null`) or an error (refused).
+    /// Subscribe to a topic; answered with a result (`null`, or the history's position for a
+    /// topic that keeps one) or an error (refused).
     Subscribe {
         /// The request's id.
         id: u64,
         /// The topic.
         topic: Cow<'a, str>,
+        /// The last event the subscriber got, to be sent what followed it (a topic with
+        /// history; docs/rpc.md, "History and recovery").
+        since: Option<Position<'a>>,
     },
     /// Unsubscribe from a topic; answered with a result (`true` if it was subscribed).
     Unsubscribe {
@@ -212,7 +216,20 @@ pub enum Msg<'a, R = Raw<'a>> {
         topic: Cow<'a, str>,
         /// The event's value.
         data: R,
+        /// Where it stands in the topic's history, for a topic that keeps one.
+        at: Option<Position<'a>>,
     },
+}
+
+/// Where an event stands in its topic's history: its offset (1, 2, 3… in publish order) in
+/// the history's epoch (which changes when the history is lost, so that offsets of two epochs
+/// are never compared).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Position<'a> {
+    /// The event's offset, from 1; at most 2^53 - 1.
+    pub offset: u64,
+    /// The history's epoch: a short string, opaque.
+    pub epoch: Cow<'a, str>,
 }
 
 /// How an encoding writes the fields of a message: each codec implements it, and
@@ -242,10 +259,10 @@ impl<'a, R> Msg<'a, R> {
             }
             Self::Release { callback } => Msg::Release { callback },
             Self::Cancel { id } => Msg::Cancel { id },
-            Self::Subscribe { id, topic } => Msg::Subscribe { id, topic },
+            Self::Subscribe { id, topic, since } => Msg::Subscribe { id, topic, since },
             Self::Unsubscribe { id, topic } => Msg::Unsubscribe { id, topic },
             Self::Publish { topic, data } => Msg::Publish { topic, data: f(data) },
-            Self::Event { topic, data } => Msg::Event { topic, data: f(data) },
+            Self::Event { topic, data, at } => Msg::Event { topic, data: f(data), at },
         }
     }
 }
@@ -285,13 +302,29 @@ impl<R> Msg<'_, R> {
             }
             Self::Release { callback } => w.id(*callback),
             Self::Cancel { id } => w.id(*id),
-            Self::Subscribe { id, topic } | Self::Unsubscribe { id, topic } => {
+            Self::Subscribe { id, topic, since } => {
+                w.id(*id);
+                w.text(topic);
+                if let Some(since) = since {
+                    w.id(since.offset);
+                    w.text(&since.epoch);
+                }
+            }
+            Self::Unsubscribe { id, topic } => {
                 w.id(*id);
                 w.text(topic);
             }
-            Self::Publish { topic, data } | Self::Event { topic, data } => {
+            Self::Publish { topic, data } => {
                 w.text(topic);
                 w.blob(data);
+            }
+            Self::Event { topic, data, at } => {
+                w.text(topic);
+                w.blob(data);
+                if let Some(at) = at {
+                    w.id(at.offset);
+                    w.text(&at.epoch);
+                }
             }
         }
     }

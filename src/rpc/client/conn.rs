@@ -7,10 +7,10 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bidir_protocol::rpc::key::{self, KeyExchange};
-use bidir_protocol::rpc::{ErrorBody, ErrorCode, Msg, MsgError};
+use bidir_protocol::rpc::{ErrorBody, ErrorCode, Msg, MsgError, Position};
 use bidir_protocol::{CloseCode, Message};
 
-use super::state::{Inner, Kind, Phase, settle_all};
+use super::state::{Advance, Inner, Kind, Phase, settle_all};
 use crate::client::ConnectError;
 use crate::rpc::CallError;
 use crate::rpc::gather::Gathering;
@@ -78,13 +78,14 @@ impl ClientConn {
     /// callbacks is kept for replay when answered `ok` while one of them lives; a replay
     /// answered `err` is replayed no more.
     fn settle(&self, id: u64, answer: Answer) {
-        let (slot, worker) = {
+        let (slot, worker, gap) = {
             let mut state = self.inner.lock();
             let Some(entry) = state.calls.remove(&id) else {
                 drop(state);
                 self.inner.late_answers.fetch_add(1, Ordering::Relaxed);
                 return;
             };
+            let mut gap = None;
             match (entry.kind, &answer) {
                 (Kind::Replayable(replay), Ok(_)) if replay.is_wanted(&state.callbacks) => {
                     state.replay.insert(id, replay);
@@ -92,10 +93,19 @@ impl ClientConn {
                 (Kind::Replayed(key), Err(_)) => {
                     state.replay.remove(&key);
                 }
+                (Kind::Subscribe(topic), Ok(value)) => {
+                    state.subscribed(&topic, value);
+                }
+                (Kind::Resubscribe(topic), Ok(value)) if !state.subscribed(&topic, value) => {
+                    gap = Some(topic);
+                }
                 _ => {}
             }
-            (entry.slot, state.worker)
+            (entry.slot, state.worker, gap)
         };
+        if let Some(topic) = gap {
+            self.gap(&topic);
+        }
         if let Some(slot) = slot {
             slot.settle(answer, &self.inner, worker, true);
         }
@@ -143,11 +153,30 @@ impl ClientConn {
         }
     }
 
-    fn event(&self, topic: &str, data: ValueRef<'_>) {
-        let on_event = self.inner.lock().topics.get(topic).cloned();
-        if let Some(on_event) = on_event {
-            let _ = catch_unwind(AssertUnwindSafe(|| on_event(data)));
+    /// Events of `topic` were missed and not recovered: counted and told.
+    fn gap(&self, topic: &str) {
+        self.inner.gaps.fetch_add(1, Ordering::Relaxed);
+        if let Some(on_gap) = &self.inner.on_gap {
+            let _ = catch_unwind(AssertUnwindSafe(|| on_gap(topic)));
         }
+    }
+
+    /// An event: to its topic's handler, unless it came already (by its position).
+    fn event(&self, topic: &str, data: ValueRef<'_>, at: Option<&Position<'_>>) {
+        let (on_event, advance) = {
+            let mut state = self.inner.lock();
+            let Some(on_event) = state.topics.get(topic).cloned() else { return };
+            (on_event, at.map_or(Advance::Next, |at| state.advance(topic, at)))
+        };
+        match advance {
+            Advance::Next => {}
+            Advance::Duplicate => {
+                self.inner.duplicates.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Advance::NewEpoch => self.gap(topic),
+        }
+        let _ = catch_unwind(AssertUnwindSafe(|| on_event(data)));
     }
 }
 
@@ -172,7 +201,7 @@ impl Reader for ClientConn {
                 self.invoke(callback, &method, args, id);
             }
             Ok(Msg::Release { callback }) => self.released(callback),
-            Ok(Msg::Event { topic, data }) => self.event(&topic, data),
+            Ok(Msg::Event { topic, data, at }) => self.event(&topic, data, at.as_ref()),
             // The client serves no methods and takes no subscriptions.
             Ok(Msg::Call { id, method, .. }) => {
                 self.answer(id, Err((ErrorCode::UnknownService, format!("no method {method}"))));

@@ -103,6 +103,13 @@ pub struct ClientStats {
     pub replayed: u64,
     /// Messages from the server that failed authentication (each closed its connection).
     pub auth_failures: u64,
+    /// Topics subscribed again after a reconnection whose missed events the server could not
+    /// all send (no history, or not far enough back): each told to
+    /// [`ClientBuilder::on_gap`].
+    pub gaps: u64,
+    /// Events dropped because they had come already (a topic's offset not past the last one
+    /// received: an event both recovered and delivered live).
+    pub duplicates: u64,
 }
 
 /// Options of a [`Client`]: [`Client::builder`].
@@ -115,9 +122,25 @@ pub struct ClientBuilder {
     backoff: Option<Backoff>,
     heartbeat: Option<Duration>,
     engine: Option<ServerHandle>,
+    on_gap: Option<OnGap>,
 }
 
+/// What the application is told of a topic whose missed events were not recovered.
+pub(super) type OnGap = Arc<dyn Fn(&str) + Send + Sync>;
+
 impl ClientBuilder {
+    /// Called (on the client's worker) with a topic subscribed again after a reconnection
+    /// whose missed events the server could not all send: the topic keeps no history there,
+    /// the history does not reach back far enough, or it was lost (another node, a restart).
+    /// Events from then on arrive as usual; what came before is for the application to
+    /// reload. A topic with a history recovers by itself otherwise: the client keeps the
+    /// position of the last event it got and subscribes from there (docs/rpc.md, "History
+    /// and recovery"). Counted in [`ClientStats::gaps`] in any case.
+    pub fn on_gap(mut self, on_gap: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.on_gap = Some(Arc::new(on_gap));
+        self
+    }
+
     /// How long a call waits for its answer, from the call. Default [`DEFAULT_TIMEOUT`] (30
     /// s). An answer that comes later is dropped and counted
     /// ([`ClientStats::late_answers`]).
@@ -241,6 +264,9 @@ impl ClientBuilder {
             late_answers: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             replayed: AtomicU64::new(0),
+            on_gap: self.on_gap,
+            gaps: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
         });
         let client = Client {
             handle: Arc::new(Handle {
@@ -304,6 +330,7 @@ impl Client {
             backoff: Some(Backoff { min: DEFAULT_BACKOFF.0, max: DEFAULT_BACKOFF.1 }),
             heartbeat: Some(Duration::from_secs(30)),
             engine: None,
+            on_gap: None,
         })
     }
 
@@ -433,13 +460,16 @@ impl Client {
             let replaced = state.topics.insert(topic.to_owned(), Arc::clone(&on_event));
             let wire = inner.wire;
             let write = |id, out: &mut Vec<u8>| {
-                wire.encode(Msg::Subscribe { id, topic: topic.into() }, out);
+                wire.encode(Msg::Subscribe { id, topic: topic.into(), since: None }, out);
             };
             let kind = Kind::Subscribe(topic.into());
             (state.request(inner, write, Some(Arc::clone(&slot)), kind), replaced)
         };
         let answer = match sent {
-            Ok(id) => Call::<()>::new(id, slot, Arc::clone(inner)).block(inner.timeout),
+            // `null`, or a topic's position (kept by the connection when it came).
+            Ok(id) => Call::<serde::de::IgnoredAny>::new(id, slot, Arc::clone(inner))
+                .block(inner.timeout)
+                .map(|_| ()),
             Err(e) => Err(e),
         };
         let dropped = if answer.is_err() {
@@ -473,6 +503,7 @@ impl Client {
         let (removed, sent) = {
             let mut state = inner.lock();
             let removed = state.topics.remove(topic);
+            state.positions.remove(topic);
             let sent = match state.phase {
                 Phase::Open(_) => {
                     let wire = inner.wire;
@@ -521,6 +552,8 @@ impl Client {
             reconnects: inner.reconnects.load(Ordering::Relaxed),
             replayed: inner.replayed.load(Ordering::Relaxed),
             auth_failures: inner.auth_failures.load(Ordering::Relaxed),
+            gaps: inner.gaps.load(Ordering::Relaxed),
+            duplicates: inner.duplicates.load(Ordering::Relaxed),
         }
     }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use bidir_protocol::rpc::Msg;
+use bidir_protocol::rpc::{Msg, Position};
 
 use super::call::Slot;
 use super::callback::CbState;
@@ -76,6 +76,9 @@ pub(super) struct Inner {
     pub(super) late_answers: AtomicU64,
     pub(super) reconnects: AtomicU64,
     pub(super) replayed: AtomicU64,
+    pub(super) on_gap: Option<super::OnGap>,
+    pub(super) gaps: AtomicU64,
+    pub(super) duplicates: AtomicU64,
 }
 
 impl Inner {
@@ -145,6 +148,9 @@ pub(super) enum Kind {
     /// The application's subscription to this topic: while it waits for a connection, the
     /// topic is not subscribed again on its own (that would send `sub` twice).
     Subscribe(Box<str>),
+    /// The topic subscribed again on a new connection, from its last position: an answer
+    /// that says the events missed were not all sent is a gap.
+    Resubscribe(Box<str>),
 }
 
 /// A call that passed callbacks, sent again on each new connection while one of them lives.
@@ -175,6 +181,78 @@ impl Replay {
 pub(super) struct Ended {
     callbacks: Vec<Arc<CbState>>,
     topics: HashMap<String, OnEvent>,
+}
+
+impl State {
+    /// A `sub` answer for `topic`: `null`, or its history's position (docs/rpc.md). Keeps the
+    /// position (the events recovered before it may have moved it already); returns `false`
+    /// when the answer says the missed events were not all sent.
+    pub(super) fn subscribed(&mut self, topic: &str, answer: &Value) -> bool {
+        let Ok(Some(at)) = answer.decode::<Option<Subscribed>>() else { return true };
+        let position = Position { offset: at.offset, epoch: at.epoch.into() };
+        match self.positions.get_mut(topic) {
+            Some(p) if p.epoch == position.epoch => p.offset = p.offset.max(position.offset),
+            _ => {
+                self.positions.insert(topic.to_owned(), position);
+            }
+        }
+        at.recovered
+    }
+
+    /// An event of `topic` at `at`, its position kept unless it came already (its offset is
+    /// not past the last one received in its epoch).
+    pub(super) fn advance(&mut self, topic: &str, at: &Position<'_>) -> Advance {
+        let advance = match self.positions.get_mut(topic) {
+            Some(p) if p.epoch == at.epoch => {
+                if at.offset <= p.offset {
+                    return Advance::Duplicate;
+                }
+                p.offset = at.offset;
+                return Advance::Next;
+            }
+            // The history was lost while subscribed (the server's node missed events).
+            Some(_) => Advance::NewEpoch,
+            None => Advance::Next,
+        };
+        let at = Position { offset: at.offset, epoch: at.epoch.clone().into_owned().into() };
+        self.positions.insert(topic.to_owned(), at);
+        advance
+    }
+}
+
+/// What an event with a position is to its topic ([`State::advance`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Advance {
+    /// The next one: delivered.
+    Next,
+    /// One received already: dropped.
+    Duplicate,
+    /// The first of a new epoch: delivered, and a gap (what the old one had after the last
+    /// event received is lost).
+    NewEpoch,
+}
+
+/// A `sub` answer for a topic with a history.
+#[derive(Debug)]
+struct Subscribed {
+    epoch: String,
+    offset: u64,
+    recovered: bool,
+}
+
+impl<'de> serde::Deserialize<'de> for Subscribed {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        let field = |name| map.get(name).ok_or_else(|| D::Error::missing_field(name));
+        Ok(Self {
+            epoch: field("epoch")?.as_str().ok_or_else(|| D::Error::custom("epoch"))?.to_owned(),
+            offset: field("offset")?.as_u64().ok_or_else(|| D::Error::custom("offset"))?,
+            recovered: field("recovered")?
+                .as_bool()
+                .ok_or_else(|| D::Error::custom("recovered"))?,
+        })
+    }
 }
 
 impl Ended {
@@ -231,6 +309,8 @@ pub(super) struct State {
     /// The calls to replay, by their first id: in the order they were made.
     pub(super) replay: BTreeMap<u64, Replay>,
     pub(super) topics: HashMap<String, OnEvent>,
+    /// The position of the last event received, per topic with a history.
+    pub(super) positions: HashMap<String, Position<'static>>,
 }
 
 impl State {
@@ -250,6 +330,7 @@ impl State {
             next_callback: 1,
             replay: BTreeMap::new(),
             topics: HashMap::new(),
+            positions: HashMap::new(),
         }
     }
 
@@ -381,10 +462,12 @@ impl State {
         let topics = std::mem::take(&mut self.topics);
         for topic in topics.keys().filter(|t| !queued.contains(t.as_str())) {
             let wire = self.wire;
+            let since = self.positions.get(topic.as_str()).cloned();
             let write = |id, out: &mut Vec<u8>| {
-                wire.encode(Msg::Subscribe { id, topic: (&**topic).into() }, out);
+                let since = since.clone();
+                wire.encode(Msg::Subscribe { id, topic: (&**topic).into(), since }, out);
             };
-            let _ = self.request(inner, write, None, Kind::Plain);
+            let _ = self.request(inner, write, None, Kind::Resubscribe(topic.as_str().into()));
         }
         self.topics = topics;
     }
@@ -428,6 +511,7 @@ impl State {
     pub(super) fn end(&mut self) -> Ended {
         self.replay.clear();
         let callbacks = self.callbacks.drain().filter_map(|(_, cb)| cb.upgrade()).collect();
+        self.positions.clear();
         Ended { callbacks, topics: std::mem::take(&mut self.topics) }
     }
 

@@ -1,0 +1,232 @@
+//! Topic history: the last events of the topics that keep one, numbered, so that a client
+//! that comes back gets what it missed (docs/rpc.md, "History and recovery").
+//!
+//! A topic's log numbers its events 1, 2, 3… in the order they are handed to the workers
+//! and keeps them within its bounds (count and age). Its epoch is random, new whenever the log
+//! starts again (at the server's start, or when this node may have missed events from other
+//! nodes): positions of two epochs are never compared. The log is this node's: with several
+//! nodes, each numbers what its own subscribers get (docs/nodes.md).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use bidir_protocol::rpc::Position;
+
+use super::wire::{Value, ValueRef};
+
+/// How much of a topic's past a server keeps: its last `max_events` events, none older than
+/// `max_age` ([`ServerBuilder::history`](crate::ServerBuilder::history)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct History {
+    max_events: usize,
+    max_age: Duration,
+}
+
+impl History {
+    /// The last `max_events` events (at least 1), none older than `max_age`.
+    pub fn new(max_events: usize, max_age: Duration) -> Self {
+        Self { max_events: max_events.max(1), max_age }
+    }
+}
+
+/// The histories of a server's topics: which topics keep one (by prefix), and their logs.
+#[derive(Debug, Default)]
+pub(crate) struct Histories {
+    /// Topic prefixes and their bounds; the longest matching prefix wins.
+    rules: Vec<(String, History)>,
+    logs: Mutex<HashMap<Arc<str>, Log>>,
+}
+
+/// One topic's log.
+#[derive(Debug)]
+pub(crate) struct Log {
+    bounds: History,
+    epoch: Arc<str>,
+    /// The offset of the last event (0: none yet).
+    last: u64,
+    events: VecDeque<Kept>,
+}
+
+#[derive(Debug)]
+struct Kept {
+    offset: u64,
+    at: Instant,
+    data: Value,
+}
+
+/// What a subscriber coming back gets: the events after its position, if the log still has
+/// them all, and the log's position now.
+#[derive(Debug)]
+pub(crate) struct Recovery<'a> {
+    /// The events after the subscriber's position, oldest first (empty if not recovered).
+    pub(crate) missed: Vec<(Position<'static>, ValueRef<'a>)>,
+    /// Whether `missed` is everything the subscriber missed.
+    pub(crate) recovered: bool,
+    /// The log's epoch and last offset.
+    pub(crate) epoch: Arc<str>,
+    pub(crate) offset: u64,
+}
+
+impl Histories {
+    /// Adds a rule: topics starting with `prefix` keep `history`.
+    pub(crate) fn add(&mut self, prefix: &str, history: History) {
+        self.rules.retain(|(p, _)| p != prefix);
+        self.rules.push((prefix.to_owned(), history));
+    }
+
+    /// The bounds of `topic`'s history, if it keeps one.
+    pub(crate) fn bounds(&self, topic: &str) -> Option<History> {
+        self.rules
+            .iter()
+            .filter(|(prefix, _)| topic.starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map(|(_, history)| *history)
+    }
+
+    /// The logs, locked: a publish numbers, keeps and hands its event to the workers while
+    /// holding them, so that every worker gets a topic's events in offset order; a recovery
+    /// reads the log and subscribes while holding them, so that no event falls between.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Log>> {
+        self.logs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts every log again under a new epoch: this node may have missed events (its link
+    /// to the other nodes was down), so no subscriber may be told it recovered.
+    #[cfg_attr(not(any(feature = "redis", test)), allow(dead_code))]
+    pub(crate) fn lose_all(&self) {
+        self.lock().clear();
+    }
+}
+
+/// `topic`'s log in `logs`, made with `bounds` if it has none yet.
+pub(crate) fn log<'a>(
+    logs: &'a mut HashMap<Arc<str>, Log>,
+    topic: &str,
+    bounds: History,
+) -> &'a mut Log {
+    if !logs.contains_key(topic) {
+        logs.insert(Arc::from(topic), Log::new(bounds));
+    }
+    logs.get_mut(topic).expect("inserted above")
+}
+
+impl Log {
+    fn new(bounds: History) -> Self {
+        Self { bounds, epoch: new_epoch(), last: 0, events: VecDeque::new() }
+    }
+
+    /// Numbers and keeps an event; returns its position.
+    pub(crate) fn push(&mut self, data: Value, now: Instant) -> Position<'static> {
+        self.trim(now);
+        if self.events.len() == self.bounds.max_events {
+            self.events.pop_front();
+        }
+        self.last += 1;
+        self.events.push_back(Kept { offset: self.last, at: now, data });
+        Position { offset: self.last, epoch: self.epoch.to_string().into() }
+    }
+
+    /// What follows `since` (none: a first subscription, which recovers nothing and needs
+    /// nothing).
+    pub(crate) fn recover(&mut self, since: Option<&Position<'_>>, now: Instant) -> Recovery<'_> {
+        self.trim(now);
+        let (epoch, offset) = (Arc::clone(&self.epoch), self.last);
+        let Some(since) = since else {
+            return Recovery { missed: Vec::new(), recovered: true, epoch, offset };
+        };
+        let first = self.events.front().map_or(self.last + 1, |k| k.offset);
+        // Everything after `since` must still be here: the first kept event at most the one
+        // right after it. A position ahead of the log (another node's, or a client's guess)
+        // is not this log's.
+        let recovered =
+            *since.epoch == *self.epoch && since.offset <= self.last && first <= since.offset + 1;
+        let missed = if recovered {
+            let epoch: std::borrow::Cow<'static, str> = self.epoch.to_string().into();
+            self.events
+                .iter()
+                .filter(|k| k.offset > since.offset)
+                .map(|k| (Position { offset: k.offset, epoch: epoch.clone() }, k.data.as_ref()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Recovery { missed, recovered, epoch, offset }
+    }
+
+    /// Drops what is past the age bound.
+    fn trim(&mut self, now: Instant) {
+        while self.events.front().is_some_and(|k| now.duration_since(k.at) > self.bounds.max_age) {
+            self.events.pop_front();
+        }
+    }
+}
+
+/// A new epoch: 8 hex digits, random.
+fn new_epoch() -> Arc<str> {
+    let mut bytes = [0u8; 4];
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        bytes = nanos.to_le_bytes();
+    }
+    Arc::from(format!("{:08x}", u32::from_le_bytes(bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::Wire;
+
+    fn value(n: u64) -> Value {
+        Wire::Json.value(&n).unwrap()
+    }
+
+    #[test]
+    fn a_log_numbers_keeps_and_recovers_within_its_bounds() {
+        let now = Instant::now();
+        let mut log = Log::new(History::new(3, Duration::from_secs(60)));
+        let positions: Vec<_> = (1..=5).map(|n| log.push(value(n), now)).collect();
+        assert_eq!(positions.iter().map(|p| p.offset).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+        let epoch = positions[0].epoch.clone();
+        // 3, 4, 5 are kept: a subscriber at 2 gets them all; one at 1 missed 2, not kept.
+        let at = |offset| Position { offset, epoch: epoch.clone() };
+        let r = log.recover(Some(&at(2)), now);
+        assert!(r.recovered);
+        let missed: Vec<_> = r.missed.iter().map(|(p, v)| (p.offset, v.to_string())).collect();
+        assert_eq!(missed, [(3, "3".to_owned()), (4, "4".into()), (5, "5".into())]);
+        assert_eq!(r.offset, 5);
+        assert!(!log.recover(Some(&at(1)), now).recovered, "2 is gone");
+        let r = log.recover(Some(&at(5)), now);
+        assert!(r.recovered && r.missed.is_empty(), "up to date");
+        assert!(!log.recover(Some(&at(6)), now).recovered, "ahead of the log");
+        let other = Position { offset: 4, epoch: "other".into() };
+        assert!(!log.recover(Some(&other), now).recovered, "another epoch");
+        // Age: everything older than the bound is gone.
+        let later = now + Duration::from_secs(61);
+        assert!(!log.recover(Some(&at(4)), later).recovered);
+        assert!(log.recover(Some(&at(5)), later).recovered, "nothing after 5 was lost");
+    }
+
+    #[test]
+    fn the_longest_prefix_decides_and_losing_starts_a_new_epoch() {
+        let mut h = Histories::default();
+        h.add("room/", History::new(10, Duration::from_secs(1)));
+        h.add("room/vip/", History::new(100, Duration::from_secs(1)));
+        assert_eq!(h.bounds("room/vip/1"), Some(History::new(100, Duration::from_secs(1))));
+        assert_eq!(h.bounds("room/1"), Some(History::new(10, Duration::from_secs(1))));
+        assert_eq!(h.bounds("news"), None);
+        let epoch = {
+            let mut logs = h.lock();
+            let log = log(&mut logs, "room/1", h.bounds("room/1").unwrap());
+            log.push(value(1), Instant::now()).epoch.into_owned()
+        };
+        h.lose_all();
+        let mut logs = h.lock();
+        let log = log(&mut logs, "room/1", History::new(10, Duration::from_secs(1)));
+        let p = log.push(value(2), Instant::now());
+        assert_eq!(p.offset, 1);
+        assert_ne!(p.epoch, epoch);
+    }
+}
