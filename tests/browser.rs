@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
-use bidir::rpc::{CallError, Callback, Reply, Services};
+use bidir::rpc::{CallError, Callback, History, Reply, Services};
 use bidir::{Accept, CloseCode, Context, Handler, HttpResponse, Request, Server};
 
 mod util;
@@ -123,6 +123,15 @@ fn services(seen: &Arc<Seen>) -> Services {
         .method("Test.publish", |cx, (topic, data): (String, Value)| {
             bidir::rpc::publish(&cx.server(), &topic, &data).map_err(|e| e.to_string())
         })
+        // The server ends the connection and publishes `from..to` to `topic` while the page
+        // is away: a topic with a history recovers them on the next connection.
+        .method("Test.away", |cx, (topic, from, to): (String, u64, u64)| {
+            cx.close(CloseCode::SERVICE_RESTART, "test").map_err(|e| e.to_string())?;
+            for n in from..to {
+                bidir::rpc::publish(&cx.server(), &topic, &n).map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>(())
+        })
         // The server ends the connection: the page reconnects.
         .method("Test.close", |cx, (): ()| {
             cx.close(CloseCode::SERVICE_RESTART, "test").map_err(|e| e.to_string())
@@ -153,6 +162,7 @@ fn the_browser_module_in_chromium() {
         .http("/", |_req: &Request<'_>| HttpResponse::html(PAGE))
         .http("/bidir.js", bidir::rpc::serve_module)
         .route("/rpc", services(&seen).hook())
+        .history("hist/", History::new(100, Duration::from_secs(60)))
         .route("/slam", |_req: &Request<'_>| {
             Ok::<_, HttpResponse>(Accept::new(Slam).protocol(bidir::protocol::rpc::JSON_PROTOCOL))
         })

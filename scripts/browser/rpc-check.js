@@ -6,7 +6,8 @@
 // fail with `disconnected`; the topic is subscribed again and the accepted call that passed a
 // live callback replayed, not a call that failed; subscriptions cut by the drop settle on the
 // next connection, a refusal then goes to onerror), the backoff against a server that closes
-// every connection at once, request ids wrapping at 2^53 - 1, and close. Usage: node
+// every connection at once, request ids wrapping at 2^53 - 1, a topic's history recovered
+// after a reconnection, and close. Usage: node
 // rpc-check.js URL
 const assert = require('node:assert/strict');
 const { launch } = require('./chromium');
@@ -348,6 +349,34 @@ const [url] = process.argv.slice(2);
     const ids = '[["call",9007199254740990,"Test.add",[1,0]],'
       + '["call",9007199254740991,"Test.add",[2,0]],["call",0,"Test.add",[3,0]]]';
     assert.ok(sent.includes(ids), 'no batch of ids 2^53 - 2, 2^53 - 1, 0');
+  });
+
+  await check('history: events missed while reconnecting come back, in order, once', async () => {
+    const got = [];
+    const gapped = [];
+    const hist = await bidir.connect('/rpc', {
+      reconnect: { min: 50, max: 100 },
+      ongap: (topic) => gapped.push(topic),
+    });
+    await hist.subscribe('hist/1', (data) => got.push(data));
+    await hist.call('Test.publish', 'hist/1', 0);
+    await waitFor('the first event', () => got.length === 1);
+    // The server closes, then publishes 1..5 while the page is away.
+    const away = await settle(hist.call('Test.away', 'hist/1', 1, 6));
+    await waitFor('the reconnection', () => hist.state === 'open');
+    await hist.call('Test.publish', 'hist/1', 6);
+    await waitFor('every event', () => got.length >= 7);
+    const result = { away: away.code, got, gaps: hist.gaps, gapped, duplicates: hist.duplicates };
+    hist.close();
+    return result;
+  }, (got) => {
+    assert.equal(got.away, 'disconnected');
+    assert.deepEqual(got.got, [0, 1, 2, 3, 4, 5, 6]);
+    assert.equal(got.gaps, 0);
+    assert.deepEqual(got.gapped, []);
+    // The re-subscription named the last event received.
+    assert.ok(sent.some((f) => /\["sub",\d+,"hist\/1",1,"[0-9a-f]{8}"\]/.test(f)),
+      `no sub from offset 1: ${sent.filter((f) => f.includes('hist/1'))}`);
   });
 
   await check('close', async () => {

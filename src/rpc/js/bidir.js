@@ -62,6 +62,12 @@ export class RpcError extends Error {
  * - `onerror(error, about)`: told the failures no promise carries: a topic refused when
  *   subscribed again after a reconnection (about: {topic}; the topic is forgotten), a replayed
  *   call that failed (about: {method}). By default they are logged;
+ * - `ongap(topic)`: told when events of a topic with a history (docs/rpc.md, "History and
+ *   recovery") were missed and not recovered — subscribed again after a reconnection from the
+ *   last event received, the server could not send all that followed, or its history started
+ *   again — so that the page can reload what it shows. Counted in `gaps`. By default logged.
+ *   A topic with a history recovers by itself otherwise: its events missed while
+ *   reconnecting arrive, in order, before the subscription's answer;
  * - `firstId`: the first request id (default 0; tests use it to see ids wrap at 2^53 − 1).
  */
 export function connect(url, options = {}) {
@@ -75,6 +81,7 @@ class Rpc {
   #reconnect;
   #onstate;
   #onerror;
+  #ongap;
   #ws = null;
   #state = 'connecting';
   #opened = false;            // whether a connection was ever open (then drops reconnect)
@@ -94,6 +101,10 @@ class Rpc {
 
   /** Answers that came for no request in flight — after their timeout — and were dropped. */
   lateAnswers = 0;
+  /** Topics whose missed events were not recovered (each told to `ongap`). */
+  gaps = 0;
+  /** Events dropped because they had come already (recovered, and delivered live too). */
+  duplicates = 0;
 
   static connect(url, options) {
     const rpc = new Rpc(url, options);
@@ -107,6 +118,7 @@ class Rpc {
     this.#reconnect = reconnect === false ? null : { ...DEFAULT_RECONNECT, ...reconnect };
     this.#onstate = options.onstate ?? (() => {});
     this.#onerror = options.onerror ?? ((e, about) => console.warn('bidir:', about, e));
+    this.#ongap = options.ongap ?? ((topic) => console.warn('bidir: events missed on', topic));
     this.#nextId = options.firstId ?? 0;
     if (!Number.isSafeInteger(this.#nextId) || this.#nextId < 0) {
       throw new RangeError(`firstId ${options.firstId}: not an integer from 0 to 2^53 - 1`);
@@ -353,10 +365,22 @@ class Rpc {
    *  (told to onerror when the promise was settled already, by an earlier connection's `ok`);
    *  after a drop, the next connection sends it again. */
   #subscribe(topic, entry) {
+    // From the last event received, for a topic with a history.
+    const since = entry.position;
+    const from = since ? `,${since.offset},${JSON.stringify(since.epoch)}` : '';
     this.#request(`sub ${topic}`, () => ({
-      message: (id) => `["sub",${id},${JSON.stringify(topic)}]`,
+      message: (id) => `["sub",${id},${JSON.stringify(topic)}${from}]`,
     })).then(
-      () => entry.settle(),
+      (answer) => {
+        // `null`, or the history's position: the events it recovered came before it.
+        if (answer && typeof answer === 'object' && typeof answer.epoch === 'string') {
+          const at = entry.position;
+          if (at && at.epoch === answer.epoch) at.offset = Math.max(at.offset, answer.offset);
+          else entry.position = { offset: answer.offset, epoch: answer.epoch };
+          if (since && !answer.recovered) this.#gap(topic);
+        }
+        entry.settle();
+      },
       (e) => {
         if (e.code === 'disconnected') return;
         if (this.#topics.get(topic) === entry) this.#topics.delete(topic);
@@ -450,7 +474,7 @@ class Rpc {
       case 'release':
         return this.#forget(a);
       case 'event':
-        return this.#event(a, b);
+        return this.#event(a, b, c, d);
       case 'call':
       case 'sub':
       case 'unsub': // the page serves no methods and no topics
@@ -508,17 +532,34 @@ class Rpc {
     if (id !== undefined && ws === this.#ws) this.#send(JSON.stringify(answer));
   }
 
-  #event(topic, data) {
-    for (const fn of this.#topics.get(topic)?.listeners ?? []) {
-      tell(`a listener of ${topic}`, fn, data, topic);
+  /** An event, at `offset` in `epoch` for a topic with a history: dropped if it came
+   *  already; the first of a new epoch is a gap (the history was lost meanwhile). */
+  #event(topic, data, offset, epoch) {
+    const entry = this.#topics.get(topic);
+    if (!entry) return;
+    if (typeof offset === 'number' && typeof epoch === 'string') {
+      const at = entry.position;
+      if (at && at.epoch === epoch && offset <= at.offset) {
+        this.duplicates++;
+        return;
+      }
+      if (at && at.epoch !== epoch) this.#gap(topic);
+      entry.position = { offset, epoch };
     }
+    for (const fn of entry.listeners) tell(`a listener of ${topic}`, fn, data, topic);
+  }
+
+  /** Events of `topic` were missed and not recovered: counted and told. */
+  #gap(topic) {
+    this.gaps++;
+    tell('ongap', this.#ongap, topic);
   }
 }
 
 /** A topic's listeners and the promise `subscribe` returns: `settle(error)` settles it, once,
  *  and returns whether it did (an error rejects it, none resolves it). */
 function subscription() {
-  const entry = { listeners: new Set() };
+  const entry = { listeners: new Set(), position: null }; // position: { offset, epoch }
   entry.ready = new Promise((resolve, reject) => {
     let settled = false;
     entry.settle = (error) => {
