@@ -513,3 +513,42 @@ fn with_history_a_redis_restart_is_told_to_the_clients_that_missed_events() {
     );
     client.close();
 }
+
+/// A node whose last subscriber of a topic left stops hearing of its events from other nodes:
+/// the topic's history ends there, so a position from before is not recovered as if complete.
+#[test]
+fn a_history_ends_with_the_nodes_last_subscriber() {
+    let redis = RedisServer::start();
+    let config = Redis::new(&redis.url()).unwrap();
+    let start = || {
+        Server::builder()
+            .bind("127.0.0.1:0")
+            .workers(1)
+            .history("", bidir::rpc::History::new(100, Duration::from_secs(60)))
+            .route("/rpc", services().hook())
+            .redis(config.clone())
+            .start()
+            .unwrap()
+    };
+    let (a, b) = (start(), start());
+    let url = format!("ws://{}/rpc", b.local_addr());
+    let options = Connect::new(&url).unwrap().protocol("bidir.json.v1").read_timeout(Some(WAIT));
+    let mut ws = options.connect().unwrap();
+    let ask = |ws: &mut WebSocket, text: &str| {
+        ws.send(Message::Text(text)).unwrap();
+        serde_json::from_str::<serde_json::Value>(&self::text(ws)).unwrap()
+    };
+    let answer = ask(&mut ws, r#"["sub",1,"h"]"#);
+    let epoch = answer[2]["epoch"].as_str().unwrap().to_owned();
+    subscribed(&[&b], 1);
+    bidir::rpc::publish(&a, "h", &"one").unwrap();
+    let event: serde_json::Value = serde_json::from_str(&text(&mut ws)).unwrap();
+    assert_eq!(event, serde_json::json!(["event", "h", "one", 1, epoch]));
+    assert_eq!(ask(&mut ws, r#"["unsub",2,"h"]"#), serde_json::json!(["ok", 2, true]));
+    subscribed(&[&b], 0);
+    bidir::rpc::publish(&a, "h", &"two").unwrap();
+    eventually("a published", || stats(&a).published == 2);
+    let again = ask(&mut ws, &format!(r#"["sub",3,"h",1,"{epoch}"]"#));
+    assert_eq!(again[2]["recovered"], false, "{again}");
+    assert_ne!(again[2]["epoch"], epoch);
+}

@@ -310,6 +310,11 @@ impl Bridge {
         }
     }
 
+    /// The rpc topic of a channel of this prefix, if it is one.
+    fn rpc_topic_of<'a>(&self, channel: &'a str) -> Option<&'a str> {
+        channel.strip_prefix(self.redis.prefix.as_str())?.strip_prefix("rpc:")
+    }
+
     fn channel(&self, namespace: Namespace, topic: &str) -> String {
         let ns = match namespace {
             Namespace::Ws => "ws:",

@@ -69,6 +69,7 @@ pub(super) fn run(bridge: &Bridge, shared: &Weak<Shared>, listings: &Receiver<Li
             continue;
         };
         let (added, removed): (Vec<_>, Vec<_>) = changes.into_iter().partition(|(_, on)| *on);
+        forget_histories(bridge, shared, &removed);
         let added: Vec<&String> = added.iter().map(|(c, _)| c).collect();
         let removed: Vec<&String> = removed.iter().map(|(c, _)| c).collect();
         let sent = send(c, subscribe, &added, bridge.redis.sharded)
@@ -100,6 +101,18 @@ pub(super) fn run(bridge: &Bridge, shared: &Weak<Shared>, listings: &Receiver<Li
 fn lose_histories(shared: &Weak<Shared>) {
     if let Some(shared) = shared.upgrade() {
         shared.histories.lose_all();
+    }
+}
+
+/// The rpc topics of `removed` channels no longer hear other nodes' events here: their
+/// histories end (a later subscriber starts a new epoch), so that no position from before is
+/// taken for a complete one.
+fn forget_histories(bridge: &Bridge, shared: &Weak<Shared>, removed: &[(String, bool)]) {
+    let Some(shared) = shared.upgrade() else { return };
+    for (channel, _) in removed {
+        if let Some(topic) = bridge.rpc_topic_of(channel) {
+            shared.histories.forget(topic);
+        }
     }
 }
 

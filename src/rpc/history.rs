@@ -91,6 +91,13 @@ impl Histories {
         self.logs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Drops `topic`'s log: this node stops hearing of its events from other nodes (its
+    /// last subscriber here left), so a later log must start under a new epoch.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn forget(&self, topic: &str) {
+        self.lock().remove(topic);
+    }
+
     /// Starts every log again under a new epoch: this node may have missed events (its link
     /// to the other nodes was down), so no subscriber may be told it recovered.
     #[cfg_attr(not(any(feature = "redis", test)), allow(dead_code))]
