@@ -2,9 +2,11 @@
 //! kept, a client that comes back gets what it missed — in order, once — or is told it cannot,
 //! over the Rust client in both encodings and on the wire.
 
+mod util;
+
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bidir::client::{Connect, Incoming};
 use bidir::rpc::client::Client;
@@ -14,12 +16,9 @@ use bidir::{CloseCode, Context, Message, Server, ServerHandle};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn eventually(what: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !ready() {
-        assert!(Instant::now() < deadline, "not within {WAIT:?}: {what}");
-        thread::sleep(Duration::from_millis(2));
-    }
+/// Waits (bounded) until `ready` holds.
+fn eventually(what: &str, ready: impl FnMut() -> bool) {
+    assert!(util::wait_until(WAIT, ready), "not within {WAIT:?}: {what}");
 }
 
 /// A server keeping `room/` topics' last `keep` events; `Admin.kick` closes the caller.

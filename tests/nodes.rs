@@ -4,11 +4,13 @@
 //! a Redis restart mid-stream, recovered and reported. Built with the `redis` feature.
 #![cfg(feature = "redis")]
 
+mod util;
+
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bidir::client::{Connect, Incoming, WebSocket};
 use bidir::nodes::{NodeStats, Redis};
@@ -66,12 +68,8 @@ impl Drop for RedisServer {
 }
 
 /// Waits (bounded) until `ready` holds.
-fn eventually(what: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !ready() {
-        assert!(Instant::now() < deadline, "not within {WAIT:?}: {what}");
-        thread::sleep(Duration::from_millis(5));
-    }
+fn eventually(what: &str, ready: impl FnMut() -> bool) {
+    assert!(util::wait_until(WAIT, ready), "not within {WAIT:?}: {what}");
 }
 
 /// A connection subscribed to the topic its path names (`/sub/TOPIC`).
@@ -102,6 +100,18 @@ fn node(redis: Redis, workers: usize) -> ServerHandle {
             Ok(Subscriber(topic))
         })
         .redis(redis.prefix(&format!("test{}:", std::process::id())))
+        .start()
+        .unwrap()
+}
+
+/// A node on `redis`, one worker, every rpc topic keeping its last 1000 events.
+fn history_node(redis: &Redis) -> ServerHandle {
+    Server::builder()
+        .bind("127.0.0.1:0")
+        .workers(1)
+        .history("", bidir::rpc::History::new(1000, Duration::from_secs(60)))
+        .route("/rpc", services().hook())
+        .redis(redis.clone())
         .start()
         .unwrap()
 }
@@ -454,17 +464,7 @@ fn a_callback_on_one_node_is_reached_from_another_through_a_relayed_topic() {
 fn with_history_a_redis_restart_is_told_to_the_clients_that_missed_events() {
     let mut redis = RedisServer::start();
     let config = Redis::new(&redis.url()).unwrap();
-    let start = || {
-        Server::builder()
-            .bind("127.0.0.1:0")
-            .workers(1)
-            .history("", bidir::rpc::History::new(1000, Duration::from_secs(60)))
-            .route("/rpc", services().hook())
-            .redis(config.clone())
-            .start()
-            .unwrap()
-    };
-    let (a, b) = (start(), start());
+    let (a, b) = (history_node(&config), history_node(&config));
     let gaps = Arc::new(Mutex::new(0));
     let told = Arc::clone(&gaps);
     let client = Client::builder(&format!("ws://{}/rpc", b.local_addr()))
@@ -520,17 +520,7 @@ fn with_history_a_redis_restart_is_told_to_the_clients_that_missed_events() {
 fn a_history_ends_with_the_nodes_last_subscriber() {
     let redis = RedisServer::start();
     let config = Redis::new(&redis.url()).unwrap();
-    let start = || {
-        Server::builder()
-            .bind("127.0.0.1:0")
-            .workers(1)
-            .history("", bidir::rpc::History::new(100, Duration::from_secs(60)))
-            .route("/rpc", services().hook())
-            .redis(config.clone())
-            .start()
-            .unwrap()
-    };
-    let (a, b) = (start(), start());
+    let (a, b) = (history_node(&config), history_node(&config));
     let url = format!("ws://{}/rpc", b.local_addr());
     let options = Connect::new(&url).unwrap().protocol("bidir.json.v1").read_timeout(Some(WAIT));
     let mut ws = options.connect().unwrap();
