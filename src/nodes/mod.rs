@@ -502,6 +502,8 @@ mod tests {
     fn a_url_redis_cannot_read_is_refused_with_its_reason() {
         let e = Redis::new("http://nope").unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        // Built without TLS to Redis (docs/nodes.md, "Security").
+        assert_eq!(Redis::new("rediss://h:1").unwrap_err().kind(), io::ErrorKind::InvalidInput);
         assert!(format!("{:?}", Redis::new("redis://:secret@h:1").unwrap()).contains("h:1"));
         assert!(!format!("{:?}", Redis::new("redis://:secret@h:1").unwrap()).contains("secret"));
     }

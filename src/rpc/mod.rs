@@ -618,7 +618,7 @@ fn emit(
         .map(|(engine, event)| shared.publish(engine, event.message(), exclude, None))
         .sum();
     drop(logs);
-    reached - usize::from(own)
+    reached.saturating_sub(usize::from(own))
 }
 
 /// `["event", topic, data, offset, epoch]` (no position: `["event", topic, data]`) in each
