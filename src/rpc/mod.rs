@@ -541,12 +541,12 @@ pub fn publish<T: Serialize + ?Sized>(
     topic: &str,
     data: &T,
 ) -> Result<usize, CodecError> {
-    let values = [Some(Wire::Json.value(data)?), Some(Wire::Bin.value(data)?)];
+    let (json, bin) = (Wire::Json.value(data)?, Wire::Bin.value(data)?);
     if server.shared.stopping.load(Ordering::Relaxed) {
         return Ok(0);
     }
-    server.shared.forward(topic, Forward::Rpc(values[0].as_ref().expect("made").as_ref()));
-    Ok(emit(&server.shared, None, topic, &values))
+    server.shared.forward(topic, Forward::Rpc(json.as_ref()));
+    Ok(emit(&server.shared, None, topic, [Some(json.as_ref()), Some(bin.as_ref())]))
 }
 
 /// [`publish`] from a method, to every subscriber but the calling connection (a chat message
@@ -560,24 +560,35 @@ pub fn broadcast<T: Serialize + ?Sized>(
     topic: &str,
     data: &T,
 ) -> Result<usize, CodecError> {
-    let values = [Some(Wire::Json.value(data)?), Some(Wire::Bin.value(data)?)];
-    cx.forward(topic, Forward::Rpc(values[0].as_ref().expect("made").as_ref()));
+    let (json, bin) = (Wire::Json.value(data)?, Wire::Bin.value(data)?);
+    cx.forward(topic, Forward::Rpc(json.as_ref()));
     let shared = Arc::clone(&cx.worker.shared);
-    Ok(emit(&shared, Some((cx, true)), topic, &values))
+    Ok(emit(&shared, Some((cx, true)), topic, [Some(json.as_ref()), Some(bin.as_ref())]))
 }
 
-/// An event's data in both encodings: `data` for its own, translated once for the other if
-/// `wanted` (none where it cannot be written in it).
-fn both_wires(data: ValueRef<'_>, wanted: impl Fn(Wire) -> bool) -> [Option<Value>; 2] {
-    Wire::ALL.map(|wire| {
-        if wire == data.wire() {
-            Some(data.to_owned())
-        } else if wanted(wire) {
-            data.decode::<wire::Any>().and_then(|any| wire.value(&any)).ok()
-        } else {
-            None
-        }
-    })
+/// `data` translated into the encoding it is not in, if `wanted` (none where it cannot be
+/// written in it).
+fn translated(data: ValueRef<'_>, wanted: bool) -> Option<Value> {
+    let other = other_wire(data.wire());
+    wanted.then(|| data.decode::<wire::Any>().and_then(|any| other.value(&any)).ok()).flatten()
+}
+
+/// The encoding that `wire` is not.
+fn other_wire(wire: Wire) -> Wire {
+    match wire {
+        Wire::Json => Wire::Bin,
+        Wire::Bin => Wire::Json,
+    }
+}
+
+/// An event's data in both encodings, in [`Wire::ALL`]'s order: `data` for its own and
+/// `other` for the other.
+fn both_wires<'a>(data: ValueRef<'a>, other: Option<&'a Value>) -> [Option<ValueRef<'a>>; 2] {
+    let other = other.map(Value::as_ref);
+    match data.wire() {
+        Wire::Json => [Some(data), other],
+        Wire::Bin => [other, Some(data)],
+    }
 }
 
 /// Hands an event of `topic` to this node's subscribers, `values` in each encoding (none: no
@@ -590,21 +601,22 @@ fn emit(
     shared: &crate::cx::Shared,
     from: Option<(&mut Context<'_>, bool)>,
     topic: &str,
-    values: &[Option<Value>; 2],
+    values: [Option<ValueRef<'_>>; 2],
 ) -> usize {
     let Some(bounds) = shared.histories.bounds(topic) else {
         return match from {
-            Some((cx, exclude)) => events(topic, values, None)
+            Some((cx, exclude)) => events(topic, &values, None)
                 .iter()
                 .map(|(engine, event)| cx.publish_here(engine, event.message(), exclude))
                 .sum(),
-            None => events(topic, values, None)
+            None => events(topic, &values, None)
                 .iter()
                 .map(|(engine, event)| shared.publish(engine, event.message(), None, None))
                 .sum(),
         };
     };
     let Some(kept) = values.iter().flatten().next() else { return 0 };
+    let kept = kept.to_owned();
     let (exclude, own) = match from {
         Some((cx, true)) => {
             (Some(cx.id()), Wire::ALL.iter().any(|w| cx.is_subscribed(&engine_topic(*w, topic))))
@@ -612,8 +624,8 @@ fn emit(
         _ => (None, false),
     };
     let mut logs = shared.histories.lock();
-    let at = history::log(&mut logs, topic, bounds).push(kept.clone(), std::time::Instant::now());
-    let reached: usize = events(topic, values, Some(&at))
+    let at = history::log(&mut logs, topic, bounds).push(kept, std::time::Instant::now());
+    let reached: usize = events(topic, &values, Some(&at))
         .iter()
         .map(|(engine, event)| shared.publish(engine, event.message(), exclude, None))
         .sum();
@@ -625,14 +637,14 @@ fn emit(
 /// encoding `values` has, with the engine topic its subscribers are on.
 fn events(
     topic: &str,
-    values: &[Option<Value>; 2],
+    values: &[Option<ValueRef<'_>>; 2],
     at: Option<&Position<'_>>,
 ) -> Vec<(String, wire::Event)> {
     Wire::ALL
         .into_iter()
         .zip(values)
         .filter_map(|(wire, value)| {
-            let data = value.as_ref()?.as_ref();
+            let data = (*value)?;
             let msg = Msg::Event { topic: topic.into(), data, at: at.cloned() };
             Some((engine_topic(wire, topic), wire::Event::encode(wire, msg)))
         })
@@ -675,8 +687,9 @@ pub(crate) fn deliver_from_node(
             None => return false,
         }
     };
-    let wanted = |wire| shared.registry.counts(&engine_topic(wire, topic)).is_some();
-    emit(shared, None, topic, &both_wires(data, wanted));
+    let wanted = shared.registry.counts(&engine_topic(other_wire(data.wire()), topic)).is_some();
+    let other = translated(data, wanted);
+    emit(shared, None, topic, both_wires(data, other.as_ref()));
     true
 }
 
@@ -857,7 +870,9 @@ impl Endpoint {
         }
         cx.forward(topic, Forward::Rpc(data));
         let shared = Arc::clone(&cx.worker.shared);
-        emit(&shared, Some((cx, topics.exclude_publisher)), topic, &both_wires(data, |_| true));
+        let other = translated(data, true);
+        let values = both_wires(data, other.as_ref());
+        emit(&shared, Some((cx, topics.exclude_publisher)), topic, values);
     }
 
     /// Settles the server's request `id` with [`CallError::Timeout`] after `timeout`, unless
