@@ -3,15 +3,16 @@
 //! events per second when published as fast as they go.
 //!
 //! ```text
-//! cargo bench --features redis --bench nodes -- [--rounds 5] [--events 20000] [--rate 5000] [--size 64]
+//! cargo bench --features redis --bench nodes -- [--rounds 5] [--events 20000] [--rate 5000] [--size 64] [--nodes 1]
 //! ```
 //!
-//! It starts a `redis-server` of its own (scripts/redis/install.sh) on a free port, and three
-//! servers in this process, one worker each: `single` (no Redis), and nodes `a` and `b` on the
-//! Redis. One blocking client subscribes on `single` and one on `b`. Modes alternate each round:
-//! `in-process` publishes on `single`; `cross-node` publishes on `a` and the event reaches `b`
-//! through Redis. Each event carries its publish instant; the client's reader thread records
-//! the difference when it reads it. Reported: medians over the rounds, and cross-node /
+//! It starts a `redis-server` of its own (scripts/redis/install.sh) on a free port, and servers
+//! in this process, one worker each: `single` (no Redis), node `a`, and `--nodes` subscribing
+//! nodes `b1…bN` on the Redis. Blocking clients subscribe: N on `single`, one on each `b`.
+//! Modes alternate each round: `in-process` publishes on `single`; `cross-node` publishes on
+//! `a` and the event reaches every `b` through Redis. Each event carries its publish instant;
+//! each client's reader thread records the difference when it reads it. Reported: medians over
+//! the rounds of the deliveries' p50 and p99 and of deliveries per second, and cross-node /
 //! in-process as ratios. Method and figures: docs/nodes.md.
 
 use std::net::{TcpListener, TcpStream};
@@ -69,6 +70,7 @@ fn main() {
         value("--rate", 5_000),
         value("--size", 64),
     );
+    let nodes = value("--nodes", 1).max(1);
     let port = TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().unwrap().port();
     let _redis = Killed(
         Command::new("redis-server")
@@ -94,27 +96,29 @@ fn main() {
     }
     let url = format!("redis://127.0.0.1:{port}");
     let single = server(None);
-    let (a, b) = (server(Some(&url)), server(Some(&url)));
-    let local = subscriber(&single);
-    let remote = subscriber(&b);
+    let a = server(Some(&url));
+    let bs: Vec<ServerHandle> = (0..nodes).map(|_| server(Some(&url))).collect();
+    let local: Vec<Reader> = (0..nodes).map(|_| subscriber(&single)).collect();
+    let remote: Vec<Reader> = bs.iter().map(subscriber).collect();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while b.nodes().expect("joined").channels != 1 {
-        assert!(Instant::now() < deadline, "b did not subscribe");
+    while bs.iter().any(|b| b.nodes().expect("joined").channels != 1) {
+        assert!(Instant::now() < deadline, "a node did not subscribe");
         thread::sleep(Duration::from_millis(5));
     }
     println!(
-        "nodes: {rounds} rounds of {events} events of {size} bytes, latency at {rate}/s, one Redis ({})",
+        "nodes: {rounds} rounds of {events} events of {size} bytes to {nodes} subscriber(s), \
+         latency at {rate}/s, one Redis ({})",
         redis_version()
     );
     let mut results: [Vec<Round>; 2] = [Vec::new(), Vec::new()];
     for _ in 0..rounds {
-        for (mode, (publisher, reader)) in
+        for (mode, (publisher, readers)) in
             [(&single, &local), (&a, &remote)].into_iter().enumerate()
         {
-            results[mode].push(round(publisher, reader, events, rate, size));
+            results[mode].push(round(publisher, readers, events, rate, size));
         }
     }
-    println!("{:<12} {:>10} {:>10} {:>12}", "mode", "p50 µs", "p99 µs", "events/s");
+    println!("{:<12} {:>10} {:>10} {:>14}", "mode", "p50 µs", "p99 µs", "deliveries/s");
     let medians: Vec<[f64; 3]> = results
         .iter()
         .map(|r| {
@@ -126,23 +130,27 @@ fn main() {
         })
         .collect();
     for (name, m) in ["in-process", "cross-node"].iter().zip(&medians) {
-        println!("{name:<12} {:>10.1} {:>10.1} {:>12.0}", m[0], m[1], m[2]);
+        println!("{name:<12} {:>10.1} {:>10.1} {:>14.0}", m[0], m[1], m[2]);
     }
     println!(
-        "{:<12} {:>9.2}x {:>9.2}x {:>11.2}x",
+        "{:<12} {:>9.2}x {:>9.2}x {:>13.2}x",
         "cross/in",
         medians[1][0] / medians[0][0],
         medians[1][1] / medians[0][1],
         medians[1][2] / medians[0][2]
     );
-    let stats = (a.nodes().unwrap(), b.nodes().unwrap());
+    let sent = a.nodes().unwrap();
+    let (received, gaps) = bs
+        .iter()
+        .map(|b| b.nodes().unwrap())
+        .fold((0, 0), |(r, g), s| (r + s.received, g + s.gaps));
     println!(
-        "a: published {}, lost {}; b: received {}, gaps {}",
-        stats.0.published, stats.0.lost_publishes, stats.1.received, stats.1.gaps
+        "a: published {}, lost {}; b nodes: received {received}, gaps {gaps}",
+        sent.published, sent.lost_publishes
     );
-    let dropped: u64 = [&single, &b].iter().map(|s| s.stats().counters.dropped_sends).sum();
+    let dropped: u64 = bs.iter().chain([&single]).map(|s| s.stats().counters.dropped_sends).sum();
     assert_eq!(dropped, 0, "a subscriber's queue overflowed");
-    for s in [&single, &a, &b] {
+    for s in bs.iter().chain([&single, &a]) {
         s.shutdown(Duration::from_secs(1));
     }
 }
@@ -183,10 +191,11 @@ fn subscriber(server: &ServerHandle) -> Reader {
 }
 
 /// Publishes `events` at `rate` per second, then `events` as fast as they go, each stamped
-/// with its publish instant; returns the paced ones' latency and the unpaced ones' rate.
+/// with its publish instant; returns the paced ones' latency (every reader's deliveries) and
+/// the unpaced ones' deliveries per second.
 fn round(
     publisher: &ServerHandle,
-    reader: &Reader,
+    readers: &[Reader],
     events: usize,
     rate: usize,
     size: usize,
@@ -207,16 +216,20 @@ fn round(
         publish(now_ns());
     }
     publish(0);
-    wait(reader, events, |l| {
-        let _ = histogram.record(l);
-    });
+    for reader in readers {
+        wait(reader, events, |l| {
+            let _ = histogram.record(l);
+        });
+    }
     let start = Instant::now();
     for _ in 0..events {
         publish(1);
     }
     publish(0);
-    wait(reader, events, |_| {});
-    let events_per_s = events as f64 / start.elapsed().as_secs_f64();
+    for reader in readers {
+        wait(reader, events, |_| {});
+    }
+    let events_per_s = (events * readers.len()) as f64 / start.elapsed().as_secs_f64();
     Round {
         p50_us: histogram.value_at_quantile(0.5) as f64 / 1000.0,
         p99_us: histogram.value_at_quantile(0.99) as f64 / 1000.0,
