@@ -120,11 +120,14 @@ pub(super) fn run(bridge: &Bridge, shared: &Weak<Shared>) {
             Ok(()) => {
                 counters.published.fetch_add(batch.len() as u64, Ordering::Relaxed);
             }
-            Err(_) => {
+            Err(e) => {
                 // Some of the batch may have reached Redis: sending it again could deliver it
-                // twice, so it is counted lost instead.
+                // twice, so it is counted lost instead. The connection is given up only when it
+                // failed; an error reply (a Redis without SPUBLISH) keeps it.
                 counters.lost_publishes.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                con = None;
+                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                    con = None;
+                }
             }
         }
     }

@@ -57,7 +57,6 @@ pub(super) fn run(bridge: &Bridge, shared: &Weak<Shared>, listings: &Receiver<Li
                     }
                     ever_connected = true;
                     counters.connected.store(true, Ordering::Relaxed);
-                    backoff = MIN_BACKOFF;
                     con = Some(c);
                 }
                 Err(_) => {
@@ -77,6 +76,8 @@ pub(super) fn run(bridge: &Bridge, shared: &Weak<Shared>, listings: &Receiver<Li
         let read = sent.and_then(|()| c.recv_response());
         match read {
             Ok(Value::Push { kind, data }) => {
+                // Redis answers: a connection that keeps failing before this backs off.
+                backoff = MIN_BACKOFF;
                 let Some(shared) = shared.upgrade() else { return };
                 received(bridge, &shared, &kind, data);
             }
@@ -90,6 +91,10 @@ pub(super) fn run(bridge: &Bridge, shared: &Weak<Shared>, listings: &Receiver<Li
                 con = None;
                 counters.connected.store(false, Ordering::Relaxed);
                 counters.channels.store(0, Ordering::Relaxed);
+                // Lost, or refused (an error reply: a Redis without sharded pub/sub): wait
+                // before connecting again, longer each time until Redis answers.
+                pause(shared, backoff);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }
