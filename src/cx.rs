@@ -71,7 +71,7 @@ pub(crate) struct Shared {
     /// The worker threads, joined by [`ServerHandle::join`](crate::ServerHandle::join).
     pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
     /// The topics that keep a history, and their logs (rpc topics; docs/rpc.md).
-    pub(crate) histories: crate::rpc::history::Histories,
+    pub(crate) histories: crate::history::Histories,
     /// The bridge to other nodes, when the server joined some
     /// ([`ServerBuilder::redis`](crate::ServerBuilder::redis)).
     #[cfg(feature = "redis")]
@@ -129,7 +129,7 @@ impl Shared {
             backend,
             next_worker: AtomicUsize::new(0),
             threads: Mutex::new(Vec::new()),
-            histories: crate::rpc::history::Histories::default(),
+            histories: crate::history::Histories::default(),
             #[cfg(feature = "redis")]
             bridge: None,
         }
@@ -138,8 +138,12 @@ impl Shared {
     /// The same state joined to other nodes through `redis`: the registry tells the bridge
     /// of every topic listed or unlisted (before any worker holds it).
     #[cfg(feature = "redis")]
-    pub(crate) fn with_bridge(mut self, redis: crate::nodes::Redis) -> Self {
-        let (bridge, watch) = crate::nodes::Bridge::new(redis);
+    pub(crate) fn with_bridge(
+        mut self,
+        redis: crate::nodes::Redis,
+        rpc_topic: crate::nodes::RpcTopic,
+    ) -> Self {
+        let (bridge, watch) = crate::nodes::Bridge::new(redis, rpc_topic);
         self.registry = Arc::new(Registry::new(self.mailboxes.len(), Some(watch)));
         self.bridge = Some(bridge);
         self

@@ -59,6 +59,7 @@ mod cx;
 pub mod fuzzing;
 mod handle;
 mod handler;
+mod history;
 mod mailbox;
 mod meta;
 mod metrics;

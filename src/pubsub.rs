@@ -10,16 +10,15 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use bidir_protocol::Message;
 
-use crate::rpc::ValueRef;
-
-/// A publish for the other nodes ([`Shared::forward`](crate::cx::Shared::forward)).
+/// A publish for the other nodes (`Shared::forward`).
 #[derive(Clone, Copy, Debug)]
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) enum Forward<'a> {
     /// A WebSocket message, for subscribers of the engine's topic.
     Message(Message<'a>),
-    /// An rpc event's data, encoded by each node for its subscribers.
-    Rpc(ValueRef<'a>),
+    /// An rpc event's data, one JSON value (`json`) or one MessagePack value, encoded by each
+    /// node for its subscribers.
+    Rpc { json: bool, data: &'a [u8] },
 }
 
 /// Subscribers of topics per worker, for publishers on any thread.

@@ -4,6 +4,8 @@
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+#[cfg(feature = "redis")]
+use std::sync::Weak;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, mpsc};
 use std::time::{Duration, Instant};
@@ -21,6 +23,8 @@ use crate::cx::{Clock, Shared};
 use crate::handler;
 use crate::mailbox::{Command, Mailbox};
 use crate::metrics::Stats;
+#[cfg(feature = "redis")]
+use crate::nodes::Local;
 use crate::origin::OriginPolicy;
 use crate::route::{self, HttpHook, HttpResponse, IntoAccept, Request, Router};
 use crate::worker::Worker;
@@ -37,7 +41,7 @@ impl Server {
             config: ServerConfig::default(),
             router: Router::default(),
             error: None,
-            histories: crate::rpc::history::Histories::default(),
+            histories: crate::history::Histories::default(),
             #[cfg(feature = "redis")]
             redis: None,
         }
@@ -67,7 +71,7 @@ pub struct ServerBuilder {
     config: ServerConfig,
     router: Router,
     error: Option<io::Error>,
-    histories: crate::rpc::history::Histories,
+    histories: crate::history::Histories,
     #[cfg(feature = "redis")]
     redis: Option<crate::nodes::Redis>,
 }
@@ -399,7 +403,7 @@ impl ServerBuilder {
         shared.histories = self.histories;
         #[cfg(feature = "redis")]
         let shared = match self.redis {
-            Some(redis) => shared.with_bridge(redis),
+            Some(redis) => shared.with_bridge(redis, crate::rpc::node_topic),
             None => shared,
         };
         let shared = Arc::new(shared);
@@ -461,7 +465,7 @@ impl ServerBuilder {
         let server = ServerHandle { shared };
         #[cfg(feature = "redis")]
         if let Some(bridge) = &server.shared.bridge
-            && let Err(e) = bridge.start(&server.shared)
+            && let Err(e) = bridge.start(&(Arc::downgrade(&server.shared) as Weak<dyn Local>))
         {
             server.shutdown(Duration::ZERO);
             return Err(e);
@@ -479,7 +483,7 @@ impl ServerBuilder {
     /// The error of an address that did not resolve.
     pub(crate) fn into_parts(
         self,
-    ) -> io::Result<(ServerConfig, Router, crate::rpc::history::Histories)> {
+    ) -> io::Result<(ServerConfig, Router, crate::history::Histories)> {
         match self.error {
             Some(e) => Err(e),
             None => Ok((self.config, self.router, self.histories)),
@@ -757,5 +761,30 @@ impl fmt::Debug for ServerHandle {
             .field("addrs", &self.shared.addrs)
             .field("workers", &self.workers())
             .finish()
+    }
+}
+
+/// The server as the Redis bridge sees it: here, so that the bridge depends on neither the
+/// workers' shared state nor the rpc layer.
+#[cfg(feature = "redis")]
+impl Local for Shared {
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    fn publish(&self, topic: &str, msg: Message<'_>) {
+        Self::publish(self, topic, msg, None, None);
+    }
+
+    fn publish_rpc(&self, topic: &str, json: bool, data: &[u8]) -> bool {
+        crate::rpc::deliver_from_node(self, topic, json, data)
+    }
+
+    fn lose_histories(&self) {
+        self.histories.lose_all();
+    }
+
+    fn forget_history(&self, topic: &str) {
+        self.histories.forget(topic);
     }
 }

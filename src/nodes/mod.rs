@@ -31,9 +31,9 @@ use std::time::Duration;
 
 use redis::{ConnectionInfo, IntoConnectionInfo, ProtocolVersion};
 
-use crate::cx::Shared;
+use bidir_protocol::Message;
+
 use crate::pubsub::Forward;
-use crate::rpc;
 
 /// How a server joins the other nodes: the Redis it shares with them, and how it names
 /// channels there. Given to [`ServerBuilder::redis`](crate::ServerBuilder::redis); off unless
@@ -172,17 +172,38 @@ struct Counters {
     malformed: AtomicU64,
 }
 
+/// What the bridge needs of the server it belongs to (the server's shared state implements it,
+/// in server.rs): the bridge itself knows nothing of workers, histories or the rpc layer.
+pub(crate) trait Local: Send + Sync {
+    /// Whether the server is stopping.
+    fn stopping(&self) -> bool;
+    /// Hands a message of engine topic `topic` to this node's subscribers.
+    fn publish(&self, topic: &str, msg: Message<'_>);
+    /// An rpc event of `topic` another node published, its data in JSON (`json`) or
+    /// MessagePack, to this node's subscribers: `false` if `data` is not one value.
+    fn publish_rpc(&self, topic: &str, json: bool, data: &[u8]) -> bool;
+    /// This node may have missed other nodes' events: every topic history starts again.
+    fn lose_histories(&self);
+    /// This node no longer hears of rpc topic `topic`'s events: its history ends.
+    fn forget_history(&self, topic: &str);
+}
+
+/// The rpc topic an engine topic carries, if it carries one.
+pub(crate) type RpcTopic = for<'a> fn(&'a str) -> Option<&'a str>;
+
 /// A topic gained its first subscriber on this node (`true`) or lost its last one.
 pub(crate) type Listing = (Arc<str>, bool);
 
 /// A function that hears what other nodes publish to a topic ([`Bridge::listen`]).
-pub(crate) type Listener = dyn Fn(bidir_protocol::Message<'_>) + Send + Sync;
+pub(crate) type Listener = dyn Fn(Message<'_>) + Send + Sync;
 
 /// A node's bridge: shared by the server (which queues publishes and reads the counters) and
 /// the bridge's two threads.
 pub(crate) struct Bridge {
     redis: Redis,
     node: u64,
+    /// Which engine topics are rpc topics (an rpc topic's two encodings share a channel).
+    rpc_topic: RpcTopic,
     counters: Counters,
     outbox: publisher::Outbox,
     /// The topics' listings, until the subscriber thread takes them.
@@ -196,7 +217,7 @@ pub(crate) struct Bridge {
 
 impl Bridge {
     /// A bridge to `redis`, and where the server's registry tells it of listed topics.
-    pub(crate) fn new(redis: Redis) -> (Arc<Self>, Sender<Listing>) {
+    pub(crate) fn new(redis: Redis, rpc_topic: RpcTopic) -> (Arc<Self>, Sender<Listing>) {
         let (tx, rx) = mpsc::channel();
         let mut id = [0; 8];
         // A node id need not be secret, only distinct: the clock stands in if the OS has no
@@ -209,6 +230,7 @@ impl Bridge {
         let bridge = Self {
             redis,
             node: u64::from_le_bytes(id),
+            rpc_topic,
             counters: Counters::default(),
             outbox: publisher::Outbox::default(),
             listings: Mutex::new(Some(rx)),
@@ -221,17 +243,17 @@ impl Bridge {
 
     /// Starts the two threads; they stop once the server is stopping (or gone), the
     /// publisher after sending what was queued.
-    pub(crate) fn start(self: &Arc<Self>, shared: &Arc<Shared>) -> io::Result<()> {
+    pub(crate) fn start(self: &Arc<Self>, local: &Weak<dyn Local>) -> io::Result<()> {
         let listings = self.listings.lock().unwrap_or_else(PoisonError::into_inner).take();
         let Some(listings) = listings else { return Ok(()) };
         let mut threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
-        let (bridge, weak) = (Arc::clone(self), Arc::downgrade(shared));
+        let (bridge, weak) = (Arc::clone(self), Weak::clone(local));
         threads.push(
             std::thread::Builder::new()
                 .name("bidir-redis-sub".into())
                 .spawn(move || subscriber::run(&bridge, &weak, &listings))?,
         );
-        let (bridge, weak) = (Arc::clone(self), Arc::downgrade(shared));
+        let (bridge, weak) = (Arc::clone(self), Weak::clone(local));
         threads.push(
             std::thread::Builder::new()
                 .name("bidir-redis-pub".into())
@@ -260,10 +282,8 @@ impl Bridge {
                 };
                 (kind, msg.as_bytes(), Namespace::Ws)
             }
-            Forward::Rpc(rpc::ValueRef::Json(v)) => {
-                (Kind::RpcJson, v.get().as_bytes(), Namespace::Rpc)
-            }
-            Forward::Rpc(rpc::ValueRef::Pack(v)) => (Kind::RpcPack, v.bytes(), Namespace::Rpc),
+            Forward::Rpc { json: true, data } => (Kind::RpcJson, data, Namespace::Rpc),
+            Forward::Rpc { json: false, data } => (Kind::RpcPack, data, Namespace::Rpc),
         };
         let channel = self.channel(namespace, topic);
         let mut message = Vec::with_capacity(HEADER + payload.len());
@@ -304,7 +324,7 @@ impl Bridge {
 
     /// The Redis channel of engine topic `topic`: an rpc topic's two encodings share one.
     fn channel_of(&self, topic: &str) -> String {
-        match rpc::node_topic(topic) {
+        match (self.rpc_topic)(topic) {
             Some(topic) => self.channel(Namespace::Rpc, topic),
             None => self.channel(Namespace::Ws, topic),
         }
@@ -329,7 +349,7 @@ impl Bridge {
 
     /// A message from Redis on `channel`, delivered to this node's subscribers unless this
     /// node sent it.
-    fn deliver(&self, shared: &Shared, channel: &[u8], message: &[u8]) {
+    fn deliver(&self, local: &dyn Local, channel: &[u8], message: &[u8]) {
         let Some(delivery) = self.read(channel, message) else {
             self.counters.malformed.fetch_add(1, Ordering::Relaxed);
             return;
@@ -340,19 +360,19 @@ impl Bridge {
         }
         let msg = match kind {
             Kind::Text => match simdutf8::basic::from_utf8(payload) {
-                Ok(text) => bidir_protocol::Message::Text(text),
+                Ok(text) => Message::Text(text),
                 Err(_) => return self.malformed(),
             },
-            Kind::Binary => bidir_protocol::Message::Binary(payload),
+            Kind::Binary => Message::Binary(payload),
             Kind::RpcJson | Kind::RpcPack => {
-                if !rpc::deliver_from_node(shared, topic, kind == Kind::RpcJson, payload) {
+                if !local.publish_rpc(topic, kind == Kind::RpcJson, payload) {
                     return self.malformed();
                 }
                 self.counters.received.fetch_add(1, Ordering::Relaxed);
                 return;
             }
         };
-        shared.publish(topic, msg, None, None);
+        local.publish(topic, msg);
         let listeners = self.listeners.read().unwrap_or_else(PoisonError::into_inner);
         for listener in listeners.get(topic).into_iter().flatten() {
             listener(msg);
@@ -429,23 +449,23 @@ struct Delivery<'a> {
 }
 
 /// Sleeps `for_` in steps, returning early (`false`) once the server stops.
-fn pause(shared: &Weak<Shared>, for_: Duration) -> bool {
+fn pause(local: &Weak<dyn Local>, for_: Duration) -> bool {
     let step = Duration::from_millis(25);
     let mut left = for_;
     while !left.is_zero() {
-        if stopping(shared) {
+        if stopping(local) {
             return false;
         }
         let nap = left.min(step);
         std::thread::sleep(nap);
         left -= nap;
     }
-    !stopping(shared)
+    !stopping(local)
 }
 
 /// Whether the server is stopping, or gone.
-fn stopping(shared: &Weak<Shared>) -> bool {
-    shared.upgrade().is_none_or(|s| s.stopping.load(Ordering::Relaxed))
+fn stopping(local: &Weak<dyn Local>) -> bool {
+    local.upgrade().is_none_or(|l| l.stopping())
 }
 
 #[cfg(test)]
@@ -453,13 +473,14 @@ mod tests {
     use super::*;
 
     fn bridge() -> Arc<Bridge> {
-        Bridge::new(Redis::new("redis://127.0.0.1:1").unwrap().prefix("p:")).0
+        Bridge::new(Redis::new("redis://127.0.0.1:1").unwrap().prefix("p:"), crate::rpc::node_topic)
+            .0
     }
 
     #[test]
     fn a_message_reads_back_as_it_was_forwarded() {
         let b = bridge();
-        b.forward("room", Forward::Message(bidir_protocol::Message::Text("hi")));
+        b.forward("room", Forward::Message(Message::Text("hi")));
         let (channel, message) = b.outbox.take_all().pop().unwrap();
         assert_eq!(channel, "p:ws:room");
         assert_eq!(message.len(), HEADER + 2);
@@ -491,9 +512,10 @@ mod tests {
 
     #[test]
     fn the_queue_is_bounded_and_counts_what_it_drops() {
-        let b = Bridge::new(Redis::new("redis://127.0.0.1:1").unwrap().max_queued_bytes(40)).0;
-        b.forward("t", Forward::Message(bidir_protocol::Message::Binary(&[0; 20])));
-        b.forward("t", Forward::Message(bidir_protocol::Message::Binary(&[0; 20])));
+        let redis = Redis::new("redis://127.0.0.1:1").unwrap().max_queued_bytes(40);
+        let b = Bridge::new(redis, crate::rpc::node_topic).0;
+        b.forward("t", Forward::Message(Message::Binary(&[0; 20])));
+        b.forward("t", Forward::Message(Message::Binary(&[0; 20])));
         assert_eq!(b.stats().lost_publishes, 1);
         assert_eq!(b.outbox.take_all().len(), 1);
     }

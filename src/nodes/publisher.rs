@@ -5,8 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Condvar, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use super::{Bridge, MAX_BACKOFF, MIN_BACKOFF, pause, stopping};
-use crate::cx::Shared;
+use super::{Bridge, Local, MAX_BACKOFF, MIN_BACKOFF, pause, stopping};
 
 /// How long Redis may take to answer a batch before the connection is given up.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -78,13 +77,13 @@ impl Outbox {
 
 /// Sends what is queued, a batch per round trip, until the server stops; then sends what is
 /// left, if Redis is there, and returns.
-pub(super) fn run(bridge: &Bridge, shared: &Weak<Shared>) {
+pub(super) fn run(bridge: &Bridge, local: &Weak<dyn Local>) {
     let counters = &bridge.counters;
     let mut con: Option<redis::Connection> = None;
     let mut backoff = MIN_BACKOFF;
     let command = if bridge.redis.sharded { "SPUBLISH" } else { "PUBLISH" };
     loop {
-        let stop = stopping(shared);
+        let stop = stopping(local);
         if stop && bridge.outbox.is_empty() {
             return;
         }
@@ -105,7 +104,7 @@ pub(super) fn run(bridge: &Bridge, shared: &Weak<Shared>) {
                     return;
                 }
                 Err(_) => {
-                    pause(shared, backoff);
+                    pause(local, backoff);
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }

@@ -2,15 +2,14 @@
 //! of, and what other nodes publish on them handed to the workers.
 
 use std::collections::HashMap;
+use std::sync::Weak;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use redis::{PushKind, Value};
 
-use super::{Bridge, Listing, MAX_BACKOFF, MIN_BACKOFF, pause, stopping};
-use crate::cx::Shared;
+use super::{Bridge, Listing, Local, MAX_BACKOFF, MIN_BACKOFF, pause, stopping};
 
 /// How long a read waits for a message before the thread looks at listings and at the
 /// server's state again: also how late a new topic's subscription may reach Redis.
@@ -19,7 +18,7 @@ const POLL: Duration = Duration::from_millis(20);
 const CHUNK: usize = 512;
 
 /// Subscribes and reads until the server stops.
-pub(super) fn run(bridge: &Bridge, shared: &Weak<Shared>, listings: &Receiver<Listing>) {
+pub(super) fn run(bridge: &Bridge, local: &Weak<dyn Local>, listings: &Receiver<Listing>) {
     let counters = &bridge.counters;
     // Topics with a subscriber here, by channel: an rpc topic's two encodings count apart.
     let mut channels: HashMap<String, u32> = HashMap::new();
@@ -35,7 +34,7 @@ pub(super) fn run(bridge: &Bridge, shared: &Weak<Shared>, listings: &Receiver<Li
         ("SUBSCRIBE", "UNSUBSCRIBE")
     };
     loop {
-        if stopping(shared) {
+        if stopping(local) {
             return;
         }
         let changes = count(bridge, &mut channels, listings);
@@ -45,7 +44,7 @@ pub(super) fn run(bridge: &Bridge, shared: &Weak<Shared>, listings: &Receiver<Li
                     let all: Vec<&String> = channels.keys().collect();
                     if send(&mut c, subscribe, &all, bridge.redis.sharded).is_err() {
                         missed |= !channels.is_empty();
-                        pause(shared, backoff);
+                        pause(local, backoff);
                         continue;
                     }
                     if ever_connected {
@@ -53,7 +52,7 @@ pub(super) fn run(bridge: &Bridge, shared: &Weak<Shared>, listings: &Receiver<Li
                     }
                     if std::mem::take(&mut missed) {
                         counters.gaps.fetch_add(1, Ordering::Relaxed);
-                        lose_histories(shared);
+                        lose_histories(local);
                     }
                     ever_connected = true;
                     counters.connected.store(true, Ordering::Relaxed);
@@ -61,14 +60,14 @@ pub(super) fn run(bridge: &Bridge, shared: &Weak<Shared>, listings: &Receiver<Li
                 }
                 Err(_) => {
                     missed |= !channels.is_empty();
-                    pause(shared, backoff);
+                    pause(local, backoff);
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
             continue;
         };
         let (added, removed): (Vec<_>, Vec<_>) = changes.into_iter().partition(|(_, on)| *on);
-        forget_histories(bridge, shared, &removed);
+        forget_histories(bridge, local, &removed);
         let added: Vec<&String> = added.iter().map(|(c, _)| c).collect();
         let removed: Vec<&String> = removed.iter().map(|(c, _)| c).collect();
         let sent = send(c, subscribe, &added, bridge.redis.sharded)
@@ -78,22 +77,22 @@ pub(super) fn run(bridge: &Bridge, shared: &Weak<Shared>, listings: &Receiver<Li
             Ok(Value::Push { kind, data }) => {
                 // Redis answers: a connection that keeps failing before this backs off.
                 backoff = MIN_BACKOFF;
-                let Some(shared) = shared.upgrade() else { return };
-                received(bridge, &shared, &kind, data);
+                let Some(local) = local.upgrade() else { return };
+                received(bridge, &*local, &kind, data);
             }
             Ok(_) => {}
             Err(e) if e.is_timeout() => {}
             Err(_) => {
                 if !channels.is_empty() {
                     missed = true;
-                    lose_histories(shared);
+                    lose_histories(local);
                 }
                 con = None;
                 counters.connected.store(false, Ordering::Relaxed);
                 counters.channels.store(0, Ordering::Relaxed);
                 // Lost, or refused (an error reply: a Redis without sharded pub/sub): wait
                 // before connecting again, longer each time until Redis answers.
-                pause(shared, backoff);
+                pause(local, backoff);
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
@@ -103,20 +102,20 @@ pub(super) fn run(bridge: &Bridge, shared: &Weak<Shared>, listings: &Receiver<Li
 /// This node may be missing other nodes' events from now on (and did, once it is back):
 /// its topics' histories start again under new epochs, so that no client is told it
 /// recovered everything across the gap.
-fn lose_histories(shared: &Weak<Shared>) {
-    if let Some(shared) = shared.upgrade() {
-        shared.histories.lose_all();
+fn lose_histories(local: &Weak<dyn Local>) {
+    if let Some(local) = local.upgrade() {
+        local.lose_histories();
     }
 }
 
 /// The rpc topics of `removed` channels no longer hear other nodes' events here: their
 /// histories end (a later subscriber starts a new epoch), so that no position from before is
 /// taken for a complete one.
-fn forget_histories(bridge: &Bridge, shared: &Weak<Shared>, removed: &[(String, bool)]) {
-    let Some(shared) = shared.upgrade() else { return };
+fn forget_histories(bridge: &Bridge, local: &Weak<dyn Local>, removed: &[(String, bool)]) {
+    let Some(local) = local.upgrade() else { return };
     for (channel, _) in removed {
         if let Some(topic) = bridge.rpc_topic_of(channel) {
-            shared.histories.forget(topic);
+            local.forget_history(topic);
         }
     }
 }
@@ -170,14 +169,14 @@ fn send(
 
 /// A push from Redis: a message for this node's subscribers, or a subscription's
 /// confirmation (which says how many channels the connection has).
-fn received(bridge: &Bridge, shared: &Arc<Shared>, kind: &PushKind, data: Vec<Value>) {
+fn received(bridge: &Bridge, local: &dyn Local, kind: &PushKind, data: Vec<Value>) {
     let counters = &bridge.counters;
     match (kind, data.as_slice()) {
         (
             PushKind::Message | PushKind::SMessage,
             [Value::BulkString(channel), Value::BulkString(message)],
         ) => {
-            bridge.deliver(shared, channel, message);
+            bridge.deliver(local, channel, message);
         }
         (
             PushKind::Subscribe

@@ -216,6 +216,24 @@ impl<'a> ValueRef<'a> {
         }
     }
 
+    /// Its bytes, and whether they are JSON (else MessagePack): how it is kept (topic
+    /// history) and carried (to other nodes) outside the rpc layer.
+    pub(crate) fn raw(&self) -> (bool, &'a [u8]) {
+        match self {
+            Self::Json(v) => (true, v.get().as_bytes()),
+            Self::Pack(v) => (false, v.bytes()),
+        }
+    }
+
+    /// [`ValueRef::raw`]'s inverse: `None` unless `bytes` are exactly one well-formed value.
+    pub(crate) fn from_raw(json: bool, bytes: &'a [u8]) -> Option<Self> {
+        if json {
+            serde_json::from_slice::<&RawValue>(bytes).ok().map(|v| Self::Json(Raw::new(v)))
+        } else {
+            RawPack::new(bytes).map(Self::Pack)
+        }
+    }
+
     /// Copies it.
     pub fn to_owned(&self) -> Value {
         match self {

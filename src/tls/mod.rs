@@ -3,7 +3,7 @@
 //! A server listens with TLS on the addresses given to
 //! [`ServerBuilder::bind_tls`](crate::ServerBuilder::bind_tls), next to plain ones; the
 //! handshake runs on the worker that accepted the connection, inside the same handshake
-//! timeout as the HTTP upgrade. Clients ([`Connect`](crate::client::Connect), the engine's
+//! timeout as the HTTP upgrade. Clients (`Connect`, the engine's
 //! client connections and the rpc client) take `wss://` URLs and check the server's
 //! certificate against [`ClientTls`]'s roots.
 //!

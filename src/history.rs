@@ -1,5 +1,7 @@
-//! Topic history: the last events of the topics that keep one, numbered, so that a client
-//! that comes back gets what it missed (docs/rpc.md, "History and recovery").
+//! Topic history: the last events of the rpc topics that keep one, numbered, so that a client
+//! that comes back gets what it missed (docs/rpc.md, "History and recovery"). The rpc layer
+//! numbers and reads; the server's shared state holds the logs; the bridge to other nodes ends
+//! them when this node may have missed events. Events are kept as their raw bytes (`Data`).
 //!
 //! A topic's log numbers its events 1, 2, 3… in the order they are handed to the workers
 //! and keeps them within its bounds (count and age). Its epoch is random, new whenever the log
@@ -13,10 +15,8 @@ use std::time::{Duration, Instant};
 
 use bidir_protocol::rpc::Position;
 
-use super::wire::{Value, ValueRef};
-
 /// How much of a topic's past a server keeps: its last `max_events` events, none older than
-/// `max_age` ([`ServerBuilder::history`](crate::ServerBuilder::history)).
+/// `max_age` (`ServerBuilder::history`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct History {
     max_events: usize,
@@ -52,7 +52,15 @@ pub(crate) struct Log {
 struct Kept {
     offset: u64,
     at: Instant,
-    data: Value,
+    data: Data,
+}
+
+/// An event's data as kept: one JSON value (`json`) or one MessagePack value, checked when it
+/// was published.
+#[derive(Debug)]
+pub(crate) struct Data {
+    pub(crate) json: bool,
+    pub(crate) bytes: Box<[u8]>,
 }
 
 /// What a subscriber coming back gets: the events after its position, if the log still has
@@ -60,7 +68,7 @@ struct Kept {
 #[derive(Debug)]
 pub(crate) struct Recovery<'a> {
     /// The events after the subscriber's position, oldest first (empty if not recovered).
-    pub(crate) missed: Vec<(Position<'static>, ValueRef<'a>)>,
+    pub(crate) missed: Vec<(Position<'static>, &'a Data)>,
     /// Whether `missed` is everything the subscriber missed.
     pub(crate) recovered: bool,
     /// The log's epoch and last offset.
@@ -124,7 +132,7 @@ impl Log {
     }
 
     /// Numbers and keeps an event; returns its position.
-    pub(crate) fn push(&mut self, data: Value, now: Instant) -> Position<'static> {
+    pub(crate) fn push(&mut self, data: Data, now: Instant) -> Position<'static> {
         self.trim(now);
         if self.events.len() == self.bounds.max_events {
             self.events.pop_front();
@@ -153,7 +161,7 @@ impl Log {
             self.events
                 .iter()
                 .filter(|k| k.offset > since.offset)
-                .map(|k| (Position { offset: k.offset, epoch: epoch.clone() }, k.data.as_ref()))
+                .map(|k| (Position { offset: k.offset, epoch: epoch.clone() }, &k.data))
                 .collect()
         } else {
             Vec::new()
@@ -184,10 +192,9 @@ fn new_epoch() -> Arc<str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rpc::Wire;
 
-    fn value(n: u64) -> Value {
-        Wire::Json.value(&n).unwrap()
+    fn value(n: u64) -> Data {
+        Data { json: true, bytes: n.to_string().into_bytes().into() }
     }
 
     #[test]
@@ -201,7 +208,8 @@ mod tests {
         let at = |offset| Position { offset, epoch: epoch.clone() };
         let r = log.recover(Some(&at(2)), now);
         assert!(r.recovered);
-        let missed: Vec<_> = r.missed.iter().map(|(p, v)| (p.offset, v.to_string())).collect();
+        let text = |d: &Data| String::from_utf8(d.bytes.to_vec()).unwrap();
+        let missed: Vec<_> = r.missed.iter().map(|(p, d)| (p.offset, text(d))).collect();
         assert_eq!(missed, [(3, "3".to_owned()), (4, "4".into()), (5, "5".into())]);
         assert_eq!(r.offset, 5);
         assert!(!log.recover(Some(&at(1)), now).recovered, "2 is gone");
