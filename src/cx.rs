@@ -106,6 +106,22 @@ impl Shared {
 }
 
 impl Shared {
+    /// Closes every connection subscribed to `topic` on any worker, with `code`.
+    #[cfg(feature = "redis")]
+    pub(crate) fn close_subscribers(
+        &self,
+        topic: &str,
+        code: bidir_protocol::CloseCode,
+        reason: &'static str,
+    ) {
+        let Some(counts) = self.registry.counts(topic) else { return };
+        let topic: Arc<str> = Arc::from(topic);
+        for (worker, _) in counts.workers() {
+            let topic = Arc::clone(&topic);
+            self.mailboxes[worker].push(Command::CloseSubscribers { topic, code, reason });
+        }
+    }
+
     /// The state of a server with `config`, one worker per mailbox, listening on `addrs`
     /// (none for a client-only engine or a test bed) on `backend`; the per-peer table when a
     /// per-peer limit is on. The worker threads are added once started.

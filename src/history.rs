@@ -3,11 +3,12 @@
 //! numbers and reads; the server's shared state holds the logs; the bridge to other nodes ends
 //! them when this node may have missed events. Events are kept as their raw bytes (`Data`).
 //!
-//! A topic's log numbers its events 1, 2, 3… in the order they are handed to the workers
-//! and keeps them within its bounds (count and age). Its epoch is random, new whenever the log
-//! starts again (at the server's start, or when this node may have missed events from other
-//! nodes): positions of two epochs are never compared. The log is this node's: with several
-//! nodes, each numbers what its own subscribers get (docs/nodes.md).
+//! On a server of its own, a topic's log numbers its events 1, 2, 3… in the order they are
+//! handed to the workers and keeps them within its bounds (count and age). Its epoch is
+//! random, new whenever the log starts again: positions of two epochs are never compared.
+//! On a server joined to other nodes the history is Redis's, shared by every node
+//! (docs/nodes.md): Redis numbers the events, and the log is this node's cache of the latest
+//! ones, filled as they arrive, which a returning subscriber recovers from when it can.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -46,6 +47,9 @@ pub(crate) struct Log {
     /// The offset of the last event (0: none yet).
     last: u64,
     events: VecDeque<Kept>,
+    /// A cache of Redis's history whose node lost its link to Redis: it may be missing
+    /// events until it has caught up, so it recovers nobody.
+    stale: bool,
 }
 
 #[derive(Debug)]
@@ -99,19 +103,48 @@ impl Histories {
         self.logs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Drops `topic`'s log: this node stops hearing of its events from other nodes (its
-    /// last subscriber here left), so a later log must start under a new epoch.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn forget(&self, topic: &str) {
-        self.lock().remove(topic);
+    /// Drops `topic`'s cache unless `wanted` (asked under the logs' lock): this node stops
+    /// hearing of its events (its last subscriber here left), and a cache that misses events
+    /// must recover nobody. Returns whether it is dropped.
+    #[cfg(feature = "redis")]
+    pub(crate) fn forget(&self, topic: &str, wanted: impl FnOnce() -> bool) -> bool {
+        let mut logs = self.lock();
+        if wanted() {
+            return false;
+        }
+        logs.remove(topic);
+        true
     }
 
-    /// Starts every log again under a new epoch: this node may have missed events (its link
-    /// to the other nodes was down), so no subscriber may be told it recovered.
-    #[cfg_attr(not(any(feature = "redis", test)), allow(dead_code))]
-    pub(crate) fn lose_all(&self) {
-        self.lock().clear();
+    /// The caches of shared histories: topic, epoch, last offset and bounds.
+    #[cfg(feature = "redis")]
+    pub(crate) fn kept(&self) -> Vec<(Arc<str>, Arc<str>, u64, History)> {
+        let logs = self.lock();
+        logs.iter().map(|(t, l)| (Arc::clone(t), Arc::clone(&l.epoch), l.last, l.bounds)).collect()
     }
+
+    /// This node's link to Redis is down: every cache may miss events from now on, and
+    /// recovers nobody until it has caught up ([`Log::caught_up`]).
+    #[cfg(feature = "redis")]
+    pub(crate) fn stale_all(&self) {
+        for log in self.lock().values_mut() {
+            log.stale = true;
+        }
+    }
+}
+
+/// `topic`'s cache of a shared history in `logs`, made in `epoch` if it has none yet.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) fn cache<'a>(
+    logs: &'a mut HashMap<Arc<str>, Log>,
+    topic: &str,
+    bounds: History,
+    epoch: &str,
+) -> &'a mut Log {
+    if !logs.contains_key(topic) {
+        logs.insert(Arc::from(topic), Log::at(bounds, Arc::from(epoch)));
+    }
+    logs.get_mut(topic).expect("inserted above")
 }
 
 /// `topic`'s log in `logs`, made with `bounds` if it has none yet.
@@ -126,9 +159,92 @@ pub(crate) fn log<'a>(
     logs.get_mut(topic).expect("inserted above")
 }
 
+impl History {
+    /// The most events kept.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn max_events(&self) -> usize {
+        self.max_events
+    }
+
+    /// The oldest an event kept may be.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn max_age(&self) -> Duration {
+        self.max_age
+    }
+}
+
 impl Log {
     fn new(bounds: History) -> Self {
-        Self { bounds, epoch: new_epoch(), last: 0, events: VecDeque::new() }
+        Self::at(bounds, new_epoch())
+    }
+
+    /// An empty log of epoch `epoch`.
+    fn at(bounds: History, epoch: Arc<str>) -> Self {
+        Self { bounds, epoch, last: 0, events: VecDeque::new(), stale: false }
+    }
+
+    /// This cache missed nothing while its node's link to Redis was down: it recovers again.
+    #[cfg(feature = "redis")]
+    pub(crate) fn caught_up(&mut self) {
+        self.stale = false;
+    }
+
+    /// The epoch and the offset of the last event.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn top(&self) -> (&Arc<str>, u64) {
+        (&self.epoch, self.last)
+    }
+
+    /// Keeps an event Redis numbered `at` (a cache of a shared history): after the last one,
+    /// or as the first of a new run if it is not the next (the cache then holds only from it
+    /// on). Returns `false`, keeping nothing, for an event kept already, or one that does not
+    /// follow in a stale cache: not to be delivered now.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn put(&mut self, at: &Position<'_>, data: Data, now: Instant) -> bool {
+        let next = *at.epoch == *self.epoch && at.offset == self.last + 1;
+        if *at.epoch == *self.epoch && at.offset <= self.last {
+            return false;
+        }
+        // A stale cache takes only the next event: what does not follow is in what Redis
+        // kept, delivered in order when the cache catches up.
+        if self.stale && !next {
+            return false;
+        }
+        if !next {
+            self.epoch = Arc::from(&*at.epoch);
+            self.events.clear();
+        }
+        self.trim(now);
+        if self.events.len() == self.bounds.max_events {
+            self.events.pop_front();
+        }
+        self.last = at.offset;
+        self.events.push_back(Kept { offset: at.offset, at: now, data });
+        true
+    }
+
+    /// Whether this cache can recover a subscriber at `since` by itself (none: a first
+    /// subscription, which needs only the position): it is live, and holds every event
+    /// after `since` in its epoch.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn covers(&mut self, since: Option<&Position<'_>>, now: Instant) -> bool {
+        self.trim(now);
+        let first = self.events.front().map_or(self.last + 1, |k| k.offset);
+        !self.stale
+            && since.is_none_or(|since| {
+                *since.epoch == *self.epoch
+                    && since.offset <= self.last
+                    && first <= since.offset + 1
+            })
+    }
+
+    /// The events after `offset`, oldest first, and whether they follow it with none
+    /// missing.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn after(&self, offset: u64) -> (impl Iterator<Item = (u64, &Data)>, bool) {
+        let first = self.events.front().map_or(self.last + 1, |k| k.offset);
+        let events = self.events.iter().filter(move |k| k.offset > offset);
+        (events.map(|k| (k.offset, &k.data)), first <= offset + 1)
     }
 
     /// Numbers and keeps an event; returns its position.
@@ -178,7 +294,7 @@ impl Log {
 }
 
 /// A new epoch: 8 hex digits, random.
-fn new_epoch() -> Arc<str> {
+pub(crate) fn new_epoch() -> Arc<str> {
     let mut bytes = [0u8; 4];
     if getrandom::fill(&mut bytes).is_err() {
         let nanos = std::time::SystemTime::now()
@@ -225,7 +341,7 @@ mod tests {
     }
 
     #[test]
-    fn the_longest_prefix_decides_and_losing_starts_a_new_epoch() {
+    fn the_longest_prefix_decides_and_a_new_log_starts_a_new_epoch() {
         let mut h = Histories::default();
         h.add("room/", History::new(10, Duration::from_secs(1)));
         h.add("room/vip/", History::new(100, Duration::from_secs(1)));
@@ -237,11 +353,42 @@ mod tests {
             let log = log(&mut logs, "room/1", h.bounds("room/1").unwrap());
             log.push(value(1), Instant::now()).epoch.into_owned()
         };
-        h.lose_all();
         let mut logs = h.lock();
+        logs.clear();
         let log = log(&mut logs, "room/1", History::new(10, Duration::from_secs(1)));
         let p = log.push(value(2), Instant::now());
         assert_eq!(p.offset, 1);
         assert_ne!(p.epoch, epoch);
+    }
+
+    #[test]
+    #[cfg(feature = "redis")]
+    fn a_cache_keeps_what_redis_numbered_and_covers_only_what_it_holds() {
+        let now = Instant::now();
+        let mut cache = Log::at(History::new(3, Duration::from_secs(60)), Arc::from("e1"));
+        let at = |offset, epoch: &'static str| Position { offset, epoch: epoch.into() };
+        // It starts where it first hears the topic: 7, not 1.
+        assert!(cache.put(&at(7, "e1"), value(7), now));
+        assert!(cache.put(&at(8, "e1"), value(8), now));
+        assert!(!cache.put(&at(8, "e1"), value(8), now), "kept already");
+        assert!(cache.covers(Some(&at(6, "e1")), now), "7 and 8 follow 6");
+        assert!(!cache.covers(Some(&at(5, "e1")), now), "6 was never heard here");
+        assert!(!cache.covers(Some(&at(9, "e1")), now), "ahead: Redis is asked");
+        assert!(!cache.covers(Some(&at(7, "e2")), now), "another epoch");
+        assert!(cache.covers(None, now));
+        let (after, follows) = cache.after(7);
+        assert_eq!((after.map(|(o, _)| o).collect::<Vec<_>>(), follows), (vec![8], true));
+        assert!(!cache.after(5).1, "6 is missing");
+        // Stale (its node's link was down): it covers nobody and takes only the next event.
+        cache.stale = true;
+        assert!(!cache.covers(None, now));
+        assert!(!cache.put(&at(11, "e1"), value(11), now), "10 is missing");
+        assert!(cache.put(&at(9, "e1"), value(9), now));
+        cache.caught_up();
+        assert!(cache.covers(Some(&at(8, "e1")), now));
+        // Not the next: it starts again from there, in the event's epoch.
+        assert!(cache.put(&at(3, "e2"), value(3), now));
+        assert_eq!(cache.top(), (&Arc::from("e2"), 3));
+        assert!(cache.covers(Some(&at(2, "e2")), now) && !cache.covers(Some(&at(1, "e2")), now));
     }
 }

@@ -72,6 +72,14 @@ pub(crate) enum Command {
     /// Run a closure on the worker's thread (the rpc client's continuations, which must run
     /// there whether or not its connection is open).
     Run(RunFn),
+    /// Close every connection subscribed to a topic (a node that missed events of a topic's
+    /// history has its subscribers come back to recover them).
+    #[cfg(feature = "redis")]
+    CloseSubscribers {
+        topic: Arc<str>,
+        code: CloseCode,
+        reason: &'static str,
+    },
 }
 
 /// A message for a topic's subscribers on one worker.

@@ -776,15 +776,35 @@ impl Local for Shared {
         Self::publish(self, topic, msg, None, None);
     }
 
-    fn publish_rpc(&self, topic: &str, json: bool, data: &[u8]) -> bool {
-        crate::rpc::deliver_from_node(self, topic, json, data)
+    fn publish_rpc(
+        &self,
+        topic: &str,
+        json: bool,
+        data: &[u8],
+        kept: Option<(&bidir_protocol::rpc::Position<'_>, Option<crate::ConnId>)>,
+    ) -> bool {
+        crate::rpc::deliver_from_node(self, topic, json, data, kept)
     }
 
-    fn lose_histories(&self) {
-        self.histories.lose_all();
+    fn stale_histories(&self) {
+        self.histories.stale_all();
     }
 
-    fn forget_history(&self, topic: &str) {
-        self.histories.forget(topic);
+    fn kept_histories(&self) -> Vec<(Arc<str>, Arc<str>, u64, crate::rpc::History)> {
+        self.histories.kept()
+    }
+
+    fn catch_up(
+        &self,
+        topic: &str,
+        epoch: &str,
+        last: u64,
+        stored: Option<crate::nodes::Stored>,
+    ) -> bool {
+        crate::rpc::catch_up(self, topic, epoch, last, stored)
+    }
+
+    fn forget_history(&self, topic: &str) -> bool {
+        crate::rpc::forget_history(self, topic)
     }
 }

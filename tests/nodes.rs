@@ -6,8 +6,6 @@
 
 mod util;
 
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::Duration;
@@ -17,55 +15,9 @@ use bidir::nodes::{NodeStats, Redis};
 use bidir::rpc::client::{Client, LocalCallback};
 use bidir::rpc::{Services, Wire};
 use bidir::{Context, Handler, Message, Request, Server, ServerHandle};
+use util::redis::RedisServer;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// A `redis-server` of this test's own, killed when dropped.
-struct RedisServer {
-    port: u16,
-    child: Child,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        Self { port, child: Self::spawn(port) }
-    }
-
-    fn spawn(port: u16) -> Child {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", "no", "--protected-mode", "yes"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("redis-server did not start ({e}): run scripts/redis/install.sh")
-            });
-        eventually("redis-server listening", || TcpStream::connect(("127.0.0.1", port)).is_ok());
-        child
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn restart(&mut self) {
-        self.kill();
-        self.child = Self::spawn(self.port);
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// Waits (bounded) until `ready` holds.
 fn eventually(what: &str, ready: impl FnMut() -> bool) {
@@ -100,18 +52,6 @@ fn node(redis: Redis, workers: usize) -> ServerHandle {
             Ok(Subscriber(topic))
         })
         .redis(redis.prefix(&format!("test{}:", std::process::id())))
-        .start()
-        .unwrap()
-}
-
-/// A node on `redis`, one worker, every rpc topic keeping its last 1000 events.
-fn history_node(redis: &Redis) -> ServerHandle {
-    Server::builder()
-        .bind("127.0.0.1:0")
-        .workers(1)
-        .history("", bidir::rpc::History::new(1000, Duration::from_secs(60)))
-        .route("/rpc", services().hook())
-        .redis(redis.clone())
         .start()
         .unwrap()
 }
@@ -364,13 +304,7 @@ fn a_stranger_on_the_prefix_is_counted_not_delivered() {
         .unwrap();
     let mut ws = subscriber(&server, "t");
     subscribed(&[&server], 1);
-    // PUBLISH odd:ws:t garbage, spoken by hand.
-    let mut raw = TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
-    std::io::Write::write_all(
-        &mut raw,
-        b"*3\r\n$7\r\nPUBLISH\r\n$8\r\nodd:ws:t\r\n$7\r\ngarbage\r\n",
-    )
-    .unwrap();
+    redis.command(&["PUBLISH", "odd:ws:t", "garbage"]);
     eventually("the stranger's message counted", || stats(&server).malformed == 1);
     nothing_more(&mut ws);
 }
@@ -455,90 +389,4 @@ fn a_callback_on_one_node_is_reached_from_another_through_a_relayed_topic() {
     heard.sort();
     assert_eq!(heard, [("ada", r#"["hello"]"#.to_owned()), ("bob", r#"["hello"]"#.to_owned())]);
     assert!(rx.recv_timeout(Duration::from_millis(300)).is_err(), "heard twice");
-}
-
-/// With history on, a client on the node that missed events during a Redis restart is told
-/// (the node's history starts a new epoch), and never gets an event twice or out of order.
-/// (A client that reconnects to its node recovers there: tests/history.rs.)
-#[test]
-fn with_history_a_redis_restart_is_told_to_the_clients_that_missed_events() {
-    let mut redis = RedisServer::start();
-    let config = Redis::new(&redis.url()).unwrap();
-    let (a, b) = (history_node(&config), history_node(&config));
-    let gaps = Arc::new(Mutex::new(0));
-    let told = Arc::clone(&gaps);
-    let client = Client::builder(&format!("ws://{}/rpc", b.local_addr()))
-        .unwrap()
-        .on_gap(move |_| *told.lock().unwrap() += 1)
-        .connect()
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let tx = Mutex::new(tx);
-    client
-        .subscribe("s", move |d| tx.lock().unwrap().send(d.decode::<u32>().unwrap()).unwrap())
-        .unwrap();
-    subscribed(&[&b], 1);
-    let publishing = {
-        let a = a.clone();
-        thread::spawn(move || {
-            for i in 0..1500u32 {
-                bidir::rpc::publish(&a, "s", &i).unwrap();
-                thread::sleep(Duration::from_millis(1));
-            }
-        })
-    };
-    thread::sleep(Duration::from_millis(300));
-    redis.restart();
-    publishing.join().unwrap();
-    let mut seen = Vec::new();
-    while let Ok(i) = rx.recv_timeout(Duration::from_secs(2)) {
-        seen.push(i);
-        if i == 1499 {
-            break;
-        }
-    }
-    assert!(seen.windows(2).all(|w| w[0] < w[1]), "out of order or twice");
-    assert_eq!(seen.last(), Some(&1499));
-    if seen.len() < 1500 {
-        assert!(
-            *gaps.lock().unwrap() >= 1,
-            "{} missed and the client was not told",
-            1500 - seen.len()
-        );
-    }
-    eprintln!(
-        "with history, across the restart: {} of 1500 seen, {} gap(s) told",
-        seen.len(),
-        gaps.lock().unwrap()
-    );
-    client.close();
-}
-
-/// A node whose last subscriber of a topic left stops hearing of its events from other nodes:
-/// the topic's history ends there, so a position from before is not recovered as if complete.
-#[test]
-fn a_history_ends_with_the_nodes_last_subscriber() {
-    let redis = RedisServer::start();
-    let config = Redis::new(&redis.url()).unwrap();
-    let (a, b) = (history_node(&config), history_node(&config));
-    let url = format!("ws://{}/rpc", b.local_addr());
-    let options = Connect::new(&url).unwrap().protocol("bidir.json.v1").read_timeout(Some(WAIT));
-    let mut ws = options.connect().unwrap();
-    let ask = |ws: &mut WebSocket, text: &str| {
-        ws.send(Message::Text(text)).unwrap();
-        serde_json::from_str::<serde_json::Value>(&self::text(ws)).unwrap()
-    };
-    let answer = ask(&mut ws, r#"["sub",1,"h"]"#);
-    let epoch = answer[2]["epoch"].as_str().unwrap().to_owned();
-    subscribed(&[&b], 1);
-    bidir::rpc::publish(&a, "h", &"one").unwrap();
-    let event: serde_json::Value = serde_json::from_str(&text(&mut ws)).unwrap();
-    assert_eq!(event, serde_json::json!(["event", "h", "one", 1, epoch]));
-    assert_eq!(ask(&mut ws, r#"["unsub",2,"h"]"#), serde_json::json!(["ok", 2, true]));
-    subscribed(&[&b], 0);
-    bidir::rpc::publish(&a, "h", &"two").unwrap();
-    eventually("a published", || stats(&a).published == 2);
-    let again = ask(&mut ws, &format!(r#"["sub",3,"h",1,"{epoch}"]"#));
-    assert_eq!(again[2]["recovered"], false, "{again}");
-    assert_ne!(again[2]["epoch"], epoch);
 }

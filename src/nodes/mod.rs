@@ -18,6 +18,7 @@
 //! Built with the `redis` feature only.
 
 mod publisher;
+mod stream;
 mod subscriber;
 
 use std::collections::HashMap;
@@ -32,8 +33,13 @@ use std::time::Duration;
 use redis::{ConnectionInfo, IntoConnectionInfo, ProtocolVersion};
 
 use bidir_protocol::Message;
+use bidir_protocol::rpc::Position;
 
+use crate::ConnId;
+use crate::history::History;
 use crate::pubsub::Forward;
+
+pub(crate) use stream::{OnRead, Stored};
 
 /// How a server joins the other nodes: the Redis it shares with them, and how it names
 /// channels there. Given to [`ServerBuilder::redis`](crate::ServerBuilder::redis); off unless
@@ -157,6 +163,10 @@ pub struct NodeStats {
     /// Messages on this node's channels that were not a node's (a stranger publishing on the
     /// prefix), dropped.
     pub malformed: u64,
+    /// Topic histories this node could not catch up after a gap (Redis no longer kept all
+    /// it missed): their subscribers here were closed with 1012, to subscribe again and be
+    /// told what they missed (docs/nodes.md, "History across nodes").
+    pub history_gaps: u64,
 }
 
 /// The counters behind [`NodeStats`], moved by the bridge's threads.
@@ -170,6 +180,7 @@ struct Counters {
     reconnects: AtomicU64,
     gaps: AtomicU64,
     malformed: AtomicU64,
+    history_gaps: AtomicU64,
 }
 
 /// What the bridge needs of the server it belongs to (the server's shared state implements it,
@@ -179,13 +190,28 @@ pub(crate) trait Local: Send + Sync {
     fn stopping(&self) -> bool;
     /// Hands a message of engine topic `topic` to this node's subscribers.
     fn publish(&self, topic: &str, msg: Message<'_>);
-    /// An rpc event of `topic` another node published, its data in JSON (`json`) or
-    /// MessagePack, to this node's subscribers: `false` if `data` is not one value.
-    fn publish_rpc(&self, topic: &str, json: bool, data: &[u8]) -> bool;
-    /// This node may have missed other nodes' events: every topic history starts again.
-    fn lose_histories(&self);
-    /// This node no longer hears of rpc topic `topic`'s events: its history ends.
-    fn forget_history(&self, topic: &str);
+    /// An rpc event of `topic`, its data in JSON (`json`) or MessagePack, to this node's
+    /// subscribers: another node's, or any node's numbered by Redis (`kept`: its position,
+    /// and the connection it skips, which is this node's if the event is). `false` if `data`
+    /// is not one value.
+    fn publish_rpc(
+        &self,
+        topic: &str,
+        json: bool,
+        data: &[u8],
+        kept: Option<(&Position<'_>, Option<ConnId>)>,
+    ) -> bool;
+    /// This node's link to Redis is down: the histories it caches may miss events.
+    fn stale_histories(&self);
+    /// The histories this node caches: topic, epoch, last offset and bounds.
+    fn kept_histories(&self) -> Vec<(Arc<str>, Arc<str>, u64, History)>;
+    /// What Redis kept of `topic` after `last` in `epoch`, for a cache that may have missed
+    /// it (`None`: Redis could not say): delivered, or the topic's subscribers here closed
+    /// to come back. Returns whether it was caught up.
+    fn catch_up(&self, topic: &str, epoch: &str, last: u64, stored: Option<Stored>) -> bool;
+    /// This node no longer hears of rpc topic `topic`'s events: its cache ends, unless a
+    /// subscriber came meanwhile (`false`: the channel is still wanted).
+    fn forget_history(&self, topic: &str) -> bool;
 }
 
 /// The rpc topic an engine topic carries, if it carries one.
@@ -208,6 +234,8 @@ pub(crate) struct Bridge {
     outbox: publisher::Outbox,
     /// The topics' listings, until the subscriber thread takes them.
     listings: Mutex<Option<Receiver<Listing>>>,
+    /// Reads of topic histories, until the subscriber thread takes them.
+    reads: Mutex<Vec<stream::Read>>,
     /// Where [`Bridge::listen`] lists its topics, as the registry does.
     watch: Sender<Listing>,
     /// What other nodes publish to these topics goes to these functions too.
@@ -234,6 +262,7 @@ impl Bridge {
             counters: Counters::default(),
             outbox: publisher::Outbox::default(),
             listings: Mutex::new(Some(rx)),
+            reads: Mutex::default(),
             watch: tx.clone(),
             listeners: RwLock::default(),
             threads: Mutex::default(),
@@ -290,9 +319,69 @@ impl Bridge {
         message.push(kind as u8);
         message.extend_from_slice(&self.node.to_le_bytes());
         message.extend_from_slice(payload);
-        if !self.outbox.push(channel, message, self.redis.max_queued_bytes) {
+        self.queue(publisher::Item { channel, message, keep: None });
+    }
+
+    /// Queues an event of rpc topic `topic`, its data in JSON (`json`) or MessagePack, for
+    /// the topic's history in Redis, which numbers it and publishes it to every node, this
+    /// one included: its subscribers but `exclude` get it then.
+    pub(crate) fn keep(
+        &self,
+        topic: &str,
+        json: bool,
+        data: &[u8],
+        history: History,
+        exclude: Option<ConnId>,
+    ) {
+        let channel = self.channel(Namespace::Rpc, topic);
+        let mut message = Vec::with_capacity(HISTORY_HEADER + 1 + data.len());
+        message.push(Kind::History as u8);
+        message.extend_from_slice(&self.node.to_le_bytes());
+        message.extend_from_slice(&stream::exclude_bytes(exclude));
+        message.push(if json { Kind::RpcJson } else { Kind::RpcPack } as u8);
+        message.extend_from_slice(data);
+        let keep = publisher::Keep {
+            keys: stream::keys(&self.redis.prefix, topic),
+            max_events: history.max_events(),
+            ttls: stream::ttls(history),
+        };
+        self.queue(publisher::Item { channel, message, keep: Some(keep) });
+    }
+
+    fn queue(&self, item: publisher::Item) {
+        if !self.outbox.push(item, self.redis.max_queued_bytes) {
             self.counters.lost_publishes.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Holds the channel of engine topic `topic` until the guard drops: for a subscriber
+    /// whose history is read ([`Bridge::read_history`]) before it is subscribed, so that this
+    /// node hears the topic's events from before the read on. Drop it once it is subscribed.
+    pub(crate) fn pin(&self, topic: Arc<str>) -> Pin {
+        let _ = self.watch.send((Arc::clone(&topic), true));
+        Pin { watch: self.watch.clone(), topic }
+    }
+
+    /// Reads rpc topic `topic`'s history in Redis after `since` (none: only its position),
+    /// once this node hears the topic's events (its channel held by a subscriber or a
+    /// [`Pin`]), and hands the outcome to `then` on the bridge's thread: `None` if Redis
+    /// could not be asked within 2 s.
+    pub(crate) fn read_history(
+        &self,
+        topic: &str,
+        since: Option<u64>,
+        history: History,
+        then: OnRead,
+    ) {
+        let read = stream::Read {
+            topic: topic.to_owned(),
+            channel: self.channel(Namespace::Rpc, topic),
+            since,
+            history,
+            asked: std::time::Instant::now(),
+            then: stream::Then::Post(then),
+        };
+        self.reads.lock().unwrap_or_else(PoisonError::into_inner).push(read);
     }
 
     /// Calls `listener` with what other nodes publish to `topic`, holding the topic's Redis
@@ -319,6 +408,7 @@ impl Bridge {
             reconnects: get(&c.reconnects),
             gaps: get(&c.gaps),
             malformed: get(&c.malformed),
+            history_gaps: get(&c.history_gaps),
         }
     }
 
@@ -355,7 +445,10 @@ impl Bridge {
             return;
         };
         let Delivery { node, topic, kind, payload } = delivery;
-        if node == self.node {
+        // An event numbered by Redis reaches every node, the publishing one too; any other
+        // message was delivered here when it was published.
+        let own = node == self.node;
+        if own && kind != Kind::History {
             return;
         }
         let msg = match kind {
@@ -364,11 +457,21 @@ impl Bridge {
                 Err(_) => return self.malformed(),
             },
             Kind::Binary => Message::Binary(payload),
-            Kind::RpcJson | Kind::RpcPack => {
-                if !local.publish_rpc(topic, kind == Kind::RpcJson, payload) {
+            Kind::RpcJson | Kind::RpcPack | Kind::History => {
+                let delivered = if kind == Kind::History {
+                    stream::read_kept(payload).is_some_and(|(exclude, at, json, data)| {
+                        let exclude = exclude.filter(|_| own);
+                        local.publish_rpc(topic, json, data, Some((&at, exclude)))
+                    })
+                } else {
+                    local.publish_rpc(topic, kind == Kind::RpcJson, payload, None)
+                };
+                if !delivered {
                     return self.malformed();
                 }
-                self.counters.received.fetch_add(1, Ordering::Relaxed);
+                if !own {
+                    self.counters.received.fetch_add(1, Ordering::Relaxed);
+                }
                 return;
             }
         };
@@ -394,7 +497,7 @@ impl Bridge {
         let node = u64::from_le_bytes(rest_msg.get(..8)?.try_into().ok()?);
         let topic = match kind {
             Kind::Text | Kind::Binary => rest.strip_prefix("ws:")?,
-            Kind::RpcJson | Kind::RpcPack => rest.strip_prefix("rpc:")?,
+            Kind::RpcJson | Kind::RpcPack | Kind::History => rest.strip_prefix("rpc:")?,
         };
         Some(Delivery { node, topic, kind, payload: &rest_msg[8..] })
     }
@@ -408,6 +511,22 @@ impl fmt::Debug for Bridge {
 
 /// A node message's header: its kind, then the sending node's id (little-endian).
 const HEADER: usize = 1 + 8;
+/// A history message's header, before Redis adds the position: [`HEADER`], then the
+/// connection the event skips.
+const HISTORY_HEADER: usize = HEADER + stream::EXCLUDE;
+
+/// Holds a topic's channel for a read of its history ([`Bridge::read_history`]) until
+/// dropped.
+pub(crate) struct Pin {
+    watch: Sender<Listing>,
+    topic: Arc<str>,
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        let _ = self.watch.send((Arc::clone(&self.topic), false));
+    }
+}
 
 /// What a node message carries, its first byte (docs/nodes.md, "On the wire").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -421,6 +540,9 @@ enum Kind {
     RpcJson = 3,
     /// An rpc event's data in MessagePack.
     RpcPack = 4,
+    /// An rpc event kept in its topic's history: the connection it skips, its position, then
+    /// its data's kind (3 or 4) and data (`stream::read_kept`).
+    History = 5,
 }
 
 impl Kind {
@@ -430,6 +552,7 @@ impl Kind {
             2 => Self::Binary,
             3 => Self::RpcJson,
             4 => Self::RpcPack,
+            5 => Self::History,
             _ => return None,
         })
     }
@@ -481,7 +604,7 @@ mod tests {
     fn a_message_reads_back_as_it_was_forwarded() {
         let b = bridge();
         b.forward("room", Forward::Message(Message::Text("hi")));
-        let (channel, message) = b.outbox.take_all().pop().unwrap();
+        let publisher::Item { channel, message, .. } = b.outbox.take_all().pop().unwrap();
         assert_eq!(channel, "p:ws:room");
         assert_eq!(message.len(), HEADER + 2);
         let d = b.read(channel.as_bytes(), &message).unwrap();

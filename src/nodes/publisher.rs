@@ -5,14 +5,14 @@ use std::sync::atomic::Ordering;
 use std::sync::{Condvar, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use super::{Bridge, Local, MAX_BACKOFF, MIN_BACKOFF, pause, stopping};
+use super::{Bridge, Local, MAX_BACKOFF, MIN_BACKOFF, pause, stopping, stream};
 
 /// How long Redis may take to answer a batch before the connection is given up.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 /// The most publishes one round trip carries.
 const MAX_BATCH: usize = 1024;
 
-/// Publishes waiting for the publisher thread: `(channel, message)`, oldest first.
+/// Publishes waiting for the publisher thread, oldest first.
 #[derive(Debug, Default)]
 pub(super) struct Outbox {
     queue: Mutex<Queue>,
@@ -21,22 +21,45 @@ pub(super) struct Outbox {
 
 #[derive(Debug, Default)]
 struct Queue {
-    items: VecDeque<(String, Vec<u8>)>,
+    items: VecDeque<Item>,
     bytes: usize,
 }
 
+/// A publish: `message` on `channel`, or kept in its topic's history first.
+#[derive(Debug)]
+pub(super) struct Item {
+    pub(super) channel: String,
+    pub(super) message: Vec<u8>,
+    pub(super) keep: Option<Keep>,
+}
+
+/// Where and how long an event of a topic with a history is kept ([`stream::KEEP`]); its
+/// message is the header Redis completes with the event's position, then the data.
+#[derive(Debug)]
+pub(super) struct Keep {
+    pub(super) keys: (String, String),
+    pub(super) max_events: usize,
+    pub(super) ttls: (u64, u64),
+}
+
+impl Item {
+    fn size(&self) -> usize {
+        self.channel.len() + self.message.len()
+    }
+}
+
 impl Outbox {
-    /// Queues a message unless that would put more than `max_bytes` in waiting; wakes the
+    /// Queues a publish unless that would put more than `max_bytes` in waiting; wakes the
     /// thread. Returns whether it was queued.
-    pub(super) fn push(&self, channel: String, message: Vec<u8>, max_bytes: usize) -> bool {
+    pub(super) fn push(&self, item: Item, max_bytes: usize) -> bool {
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        let size = channel.len() + message.len();
+        let size = item.size();
         if queue.bytes + size > max_bytes {
             return false;
         }
         queue.bytes += size;
         let was_empty = queue.items.is_empty();
-        queue.items.push_back((channel, message));
+        queue.items.push_back(item);
         drop(queue);
         if was_empty {
             self.ready.notify_one();
@@ -56,17 +79,17 @@ impl Outbox {
         }
     }
 
-    /// Up to `max` of the oldest messages.
-    fn take(&self, max: usize) -> Vec<(String, Vec<u8>)> {
+    /// Up to `max` of the oldest publishes.
+    fn take(&self, max: usize) -> Vec<Item> {
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         let n = queue.items.len().min(max);
         let batch: Vec<_> = queue.items.drain(..n).collect();
-        queue.bytes -= batch.iter().map(|(c, m)| c.len() + m.len()).sum::<usize>();
+        queue.bytes -= batch.iter().map(Item::size).sum::<usize>();
         batch
     }
 
     #[cfg(test)]
-    pub(super) fn take_all(&self) -> Vec<(String, Vec<u8>)> {
+    pub(super) fn take_all(&self) -> Vec<Item> {
         self.take(usize::MAX)
     }
 
@@ -79,7 +102,8 @@ impl Outbox {
 /// left, if Redis is there, and returns.
 pub(super) fn run(bridge: &Bridge, local: &Weak<dyn Local>) {
     let counters = &bridge.counters;
-    let mut con: Option<redis::Connection> = None;
+    // The connection, and the SHA-1 of the script that keeps events, loaded on it.
+    let mut con: Option<(redis::Connection, String)> = None;
     let mut backoff = MIN_BACKOFF;
     let command = if bridge.redis.sharded { "SPUBLISH" } else { "PUBLISH" };
     loop {
@@ -91,8 +115,13 @@ pub(super) fn run(bridge: &Bridge, local: &Weak<dyn Local>) {
             bridge.outbox.wait(Duration::from_millis(100));
             continue;
         }
-        let Some(c) = con.as_mut() else {
-            match bridge.redis.connect(ANSWER_TIMEOUT) {
+        let Some((c, keep)) = con.as_mut() else {
+            let connected = bridge.redis.connect(ANSWER_TIMEOUT).and_then(|mut c| {
+                let sha: String =
+                    redis::cmd("SCRIPT").arg("LOAD").arg(stream::KEEP).query(&mut c)?;
+                Ok((c, sha))
+            });
+            match connected {
                 Ok(c) => {
                     con = Some(c);
                     backoff = MIN_BACKOFF;
@@ -112,8 +141,29 @@ pub(super) fn run(bridge: &Bridge, local: &Weak<dyn Local>) {
         };
         let batch = bridge.outbox.take(MAX_BATCH);
         let mut pipe = redis::pipe();
-        for (channel, message) in &batch {
-            pipe.cmd(command).arg(channel).arg(message).ignore();
+        // The epoch of a topic that has none yet: one per batch is enough, since a topic
+        // gets one once (random, so that positions of its history's lives never match).
+        let epoch = batch.iter().any(|i| i.keep.is_some()).then(crate::history::new_epoch);
+        for Item { channel, message, keep: how } in &batch {
+            let Some(how) = how else {
+                pipe.cmd(command).arg(channel).arg(message).ignore();
+                continue;
+            };
+            let (header, data) = message.split_at(super::HISTORY_HEADER);
+            pipe.cmd("EVALSHA")
+                .arg(&*keep)
+                .arg(2)
+                .arg(&how.keys.0)
+                .arg(&how.keys.1)
+                .arg(header)
+                .arg(epoch.as_deref())
+                .arg(how.max_events)
+                .arg(how.ttls.0)
+                .arg(how.ttls.1)
+                .arg(data)
+                .arg(channel)
+                .arg(command)
+                .ignore();
         }
         match pipe.exec(c) {
             Ok(()) => {
@@ -122,9 +172,11 @@ pub(super) fn run(bridge: &Bridge, local: &Weak<dyn Local>) {
             Err(e) => {
                 // Some of the batch may have reached Redis: sending it again could deliver it
                 // twice, so it is counted lost instead. The connection is given up only when it
-                // failed; an error reply (a Redis without SPUBLISH) keeps it.
+                // failed, or lost the script (it is loaded again); an error reply (a Redis
+                // without SPUBLISH) keeps it.
                 counters.lost_publishes.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                let noscript = e.code() == Some("NOSCRIPT");
+                if noscript || e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
                     con = None;
                 }
             }

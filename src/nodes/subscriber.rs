@@ -1,21 +1,24 @@
 //! The bridge's subscriber thread: one Redis subscription per topic this node has subscribers
 //! of, and what other nodes publish on them handed to the workers.
 
-use std::collections::HashMap;
-use std::sync::Weak;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
-use std::time::Duration;
+use std::sync::{PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 use redis::{PushKind, Value};
 
-use super::{Bridge, Listing, Local, MAX_BACKOFF, MIN_BACKOFF, pause, stopping};
+use super::stream::{self, Read, Then};
+use super::{Bridge, Listing, Local, MAX_BACKOFF, MIN_BACKOFF, Namespace, pause, stopping};
 
 /// How long a read waits for a message before the thread looks at listings and at the
 /// server's state again: also how late a new topic's subscription may reach Redis.
 const POLL: Duration = Duration::from_millis(20);
 /// Channels per `SUBSCRIBE` when subscribing everything again.
 const CHUNK: usize = 512;
+/// How long a subscriber's read of a history may wait for Redis.
+const READ_WAIT: Duration = Duration::from_secs(2);
 
 /// Subscribes and reads until the server stops.
 pub(super) fn run(bridge: &Bridge, local: &Weak<dyn Local>, listings: &Receiver<Listing>) {
@@ -33,12 +36,19 @@ pub(super) fn run(bridge: &Bridge, local: &Weak<dyn Local>, listings: &Receiver<
     } else {
         ("SUBSCRIBE", "UNSUBSCRIBE")
     };
+    // Channels Redis confirmed; reads of histories waiting for theirs, and the connection
+    // they are read on.
+    let mut confirmed: HashSet<String> = HashSet::new();
+    let mut waiting: Vec<Read> = Vec::new();
+    let mut reader: Option<redis::Connection> = None;
     loop {
         if stopping(local) {
             return;
         }
+        waiting.append(&mut bridge.reads.lock().unwrap_or_else(PoisonError::into_inner));
         let changes = count(bridge, &mut channels, listings);
         let Some(c) = con.as_mut() else {
+            expire(&mut waiting);
             match bridge.redis.connect(POLL) {
                 Ok(mut c) => {
                     let all: Vec<&String> = channels.keys().collect();
@@ -52,8 +62,8 @@ pub(super) fn run(bridge: &Bridge, local: &Weak<dyn Local>, listings: &Receiver<
                     }
                     if std::mem::take(&mut missed) {
                         counters.gaps.fetch_add(1, Ordering::Relaxed);
-                        lose_histories(local);
                     }
+                    catch_up(bridge, local, &mut waiting);
                     ever_connected = true;
                     counters.connected.store(true, Ordering::Relaxed);
                     con = Some(c);
@@ -67,26 +77,32 @@ pub(super) fn run(bridge: &Bridge, local: &Weak<dyn Local>, listings: &Receiver<
             continue;
         };
         let (added, removed): (Vec<_>, Vec<_>) = changes.into_iter().partition(|(_, on)| *on);
-        forget_histories(bridge, local, &removed);
+        let removed = forget_histories(bridge, local, removed);
         let added: Vec<&String> = added.iter().map(|(c, _)| c).collect();
-        let removed: Vec<&String> = removed.iter().map(|(c, _)| c).collect();
+        let removed: Vec<&String> = removed.iter().collect();
         let sent = send(c, subscribe, &added, bridge.redis.sharded)
             .and_then(|()| send(c, unsubscribe, &removed, bridge.redis.sharded));
+        read_histories(bridge, local, &confirmed, &mut waiting, &mut reader);
         let read = sent.and_then(|()| c.recv_response());
         match read {
             Ok(Value::Push { kind, data }) => {
                 // Redis answers: a connection that keeps failing before this backs off.
                 backoff = MIN_BACKOFF;
                 let Some(local) = local.upgrade() else { return };
-                received(bridge, &*local, &kind, data);
+                received(bridge, &*local, &kind, data, &mut confirmed);
             }
             Ok(_) => {}
             Err(e) if e.is_timeout() => {}
             Err(_) => {
                 if !channels.is_empty() {
                     missed = true;
-                    lose_histories(local);
+                    if let Some(local) = local.upgrade() {
+                        local.stale_histories();
+                    }
                 }
+                // Caught up again on the next connection.
+                waiting.retain(|read| matches!(read.then, Then::Post(_)));
+                confirmed.clear();
                 con = None;
                 counters.connected.store(false, Ordering::Relaxed);
                 counters.channels.store(0, Ordering::Relaxed);
@@ -99,23 +115,87 @@ pub(super) fn run(bridge: &Bridge, local: &Weak<dyn Local>, listings: &Receiver<
     }
 }
 
-/// This node may be missing other nodes' events from now on (and did, once it is back):
-/// its topics' histories start again under new epochs, so that no client is told it
-/// recovered everything across the gap.
-fn lose_histories(local: &Weak<dyn Local>) {
-    if let Some(local) = local.upgrade() {
-        local.lose_histories();
+/// The rpc topics of `removed` channels no longer hear their events here: their caches end,
+/// so that no position from before is taken for a complete one. Returns the channels to
+/// unsubscribe: not those a subscriber came back to meanwhile (its listing is on its way).
+fn forget_histories(
+    bridge: &Bridge,
+    local: &Weak<dyn Local>,
+    removed: Vec<(String, bool)>,
+) -> Vec<String> {
+    let Some(local) = local.upgrade() else { return Vec::new() };
+    removed
+        .into_iter()
+        .map(|(channel, _)| channel)
+        .filter(|channel| bridge.rpc_topic_of(channel).is_none_or(|t| local.forget_history(t)))
+        .collect()
+}
+
+/// Reads for this node's caches of histories, after its link to Redis was down: what it
+/// missed is delivered from Redis once their channels are confirmed again.
+fn catch_up(bridge: &Bridge, local: &Weak<dyn Local>, waiting: &mut Vec<Read>) {
+    let Some(local) = local.upgrade() else { return };
+    for (topic, epoch, last, history) in local.kept_histories() {
+        waiting.push(Read {
+            channel: bridge.channel(Namespace::Rpc, &topic),
+            topic: topic.to_string(),
+            since: Some(last),
+            history,
+            asked: Instant::now(),
+            then: Then::CatchUp { epoch, last },
+        });
     }
 }
 
-/// The rpc topics of `removed` channels no longer hear other nodes' events here: their
-/// histories end (a later subscriber starts a new epoch), so that no position from before is
-/// taken for a complete one.
-fn forget_histories(bridge: &Bridge, local: &Weak<dyn Local>, removed: &[(String, bool)]) {
-    let Some(local) = local.upgrade() else { return };
-    for (channel, _) in removed {
-        if let Some(topic) = bridge.rpc_topic_of(channel) {
-            local.forget_history(topic);
+/// Reads the histories whose channels Redis confirmed, in one round trip on `reader`
+/// (connected if need be), and hands their outcomes on; the others wait.
+fn read_histories(
+    bridge: &Bridge,
+    local: &Weak<dyn Local>,
+    confirmed: &HashSet<String>,
+    waiting: &mut Vec<Read>,
+    reader: &mut Option<redis::Connection>,
+) {
+    expire(waiting);
+    let (ready, wait): (Vec<Read>, Vec<Read>) =
+        std::mem::take(waiting).into_iter().partition(|read| confirmed.contains(&read.channel));
+    *waiting = wait;
+    if ready.is_empty() {
+        return;
+    }
+    if reader.is_none() {
+        *reader = bridge.redis.connect(READ_WAIT).ok();
+    }
+    let Some(con) = reader.as_mut() else {
+        waiting.extend(ready);
+        return;
+    };
+    let (outcomes, failed) = stream::run(con, &bridge.redis.prefix, ready);
+    if failed.is_some() {
+        *reader = None;
+    }
+    for (read, stored) in outcomes {
+        match read.then {
+            Then::Post(then) => then(stored),
+            Then::CatchUp { epoch, last } => {
+                let Some(local) = local.upgrade() else { return };
+                if !local.catch_up(&read.topic, &epoch, last, stored) {
+                    bridge.counters.history_gaps.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// Subscribers' reads that waited too long are told Redis could not be asked.
+fn expire(waiting: &mut Vec<Read>) {
+    let (late, wait): (Vec<Read>, Vec<Read>) = std::mem::take(waiting)
+        .into_iter()
+        .partition(|read| matches!(read.then, Then::Post(_)) && read.asked.elapsed() > READ_WAIT);
+    *waiting = wait;
+    for read in late {
+        if let Then::Post(then) = read.then {
+            then(None);
         }
     }
 }
@@ -169,7 +249,13 @@ fn send(
 
 /// A push from Redis: a message for this node's subscribers, or a subscription's
 /// confirmation (which says how many channels the connection has).
-fn received(bridge: &Bridge, local: &dyn Local, kind: &PushKind, data: Vec<Value>) {
+fn received(
+    bridge: &Bridge,
+    local: &dyn Local,
+    kind: &PushKind,
+    data: Vec<Value>,
+    confirmed: &mut HashSet<String>,
+) {
     let counters = &bridge.counters;
     match (kind, data.as_slice()) {
         (
@@ -183,8 +269,18 @@ fn received(bridge: &Bridge, local: &dyn Local, kind: &PushKind, data: Vec<Value
             | PushKind::SSubscribe
             | PushKind::Unsubscribe
             | PushKind::SUnsubscribe,
-            [_, Value::Int(n)],
-        ) => counters.channels.store(u64::try_from(*n).unwrap_or(0), Ordering::Relaxed),
+            [channel, Value::Int(n)],
+        ) => {
+            counters.channels.store(u64::try_from(*n).unwrap_or(0), Ordering::Relaxed);
+            if let Value::BulkString(channel) = channel {
+                let channel = String::from_utf8_lossy(channel).into_owned();
+                if matches!(kind, PushKind::Subscribe | PushKind::SSubscribe) {
+                    confirmed.insert(channel);
+                } else {
+                    confirmed.remove(&channel);
+                }
+            }
+        }
         _ => {}
     }
 }

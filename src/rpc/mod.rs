@@ -98,7 +98,7 @@ pub use browser::{BROWSER_MODULE, serve_module};
 pub use callback::{CallbackError, RawCallback};
 pub use events::{broadcast, publish};
 #[cfg(feature = "redis")]
-pub(crate) use events::{deliver_from_node, node_topic};
+pub(crate) use events::{catch_up, deliver_from_node, forget_history, node_topic};
 pub use pending::{CallError, DEFAULT_TIMEOUT, Pending};
 pub use reply::Reply;
 pub use typed::{
@@ -124,7 +124,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use bidir_protocol::rpc::key;
-use bidir_protocol::rpc::{ErrorBody, ErrorCode, Msg, MsgError, Position};
+use bidir_protocol::rpc::{ErrorBody, ErrorCode, Msg, MsgError};
 use bidir_protocol::{CloseCode, Message};
 
 use self::events::engine_topic;
@@ -642,49 +642,6 @@ impl Endpoint {
         if let Some(waiter) = self.outbox.as_ref().and_then(|o| o.answered(id)) {
             waiter.settle(cx, answer);
         }
-    }
-
-    /// Subscribes this connection to `topic` (allowed already) and answers `sub` `id`: with
-    /// `null`, or for a topic with a history, with its position after sending the events that
-    /// followed `since` (docs/rpc.md, "History and recovery"). The logs are held from before
-    /// the subscription until the answer is queued: an event published meanwhile is either in
-    /// what is sent here or delivered after it (or both, which the client drops by offset).
-    fn subscribe(
-        &mut self,
-        cx: &mut Context<'_>,
-        id: u64,
-        topic: &str,
-        since: Option<&Position<'_>>,
-    ) {
-        let wire = self.egress.wire();
-        let engine = engine_topic(wire, topic);
-        let shared = Arc::clone(&cx.worker.shared);
-        let Some(bounds) = shared.histories.bounds(topic) else {
-            cx.subscribe(&engine);
-            return self.answer_value(id, &());
-        };
-        let mut logs = shared.histories.lock();
-        let log = crate::history::log(&mut logs, topic, bounds);
-        cx.subscribe(&engine);
-        let recovery = log.recover(since, std::time::Instant::now());
-        for (at, data) in recovery.missed {
-            // Kept as published, so well-formed; in the other encoding, translated.
-            let Some(data) = ValueRef::from_raw(data.json, &data.bytes) else { continue };
-            let other = (data.wire() != wire).then(|| events::translated(data, true));
-            let data = match &other {
-                None => data,
-                Some(Some(translated)) => translated.as_ref(),
-                Some(None) => continue,
-            };
-            let msg = Msg::Event { topic: topic.into(), data, at: Some(at) };
-            self.answers.push(|out| wire.encode(msg, out));
-        }
-        let position = serde_json::json!({
-            "epoch": &*recovery.epoch,
-            "offset": recovery.offset,
-            "recovered": recovery.recovered,
-        });
-        self.answer_value(id, &position);
     }
 
     /// A client's publish, if the services let it.

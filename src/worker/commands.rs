@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
-use bidir_protocol::{Connection, DataKind, FrameKind};
+use bidir_protocol::{CloseCode, Connection, DataKind, FrameKind};
 use bidir_sys::Backend;
 
 use super::Worker;
@@ -32,12 +32,16 @@ impl<B: Backend> Worker<B> {
                 Command::SendWithReceipt { id, kind, payload, receipt } => {
                     receipt.settle(self.apply_send(id, kind, payload));
                 }
-                Command::Close { id, code, reason } => {
-                    let now = self.cx.now;
-                    self.with_open(id, |conn, meta, cx| {
-                        let _ =
-                            cx.control(conn, meta, |conn, out| conn.close(now, code, &reason, out));
-                    });
+                Command::Close { id, code, reason } => self.close_open(id, code, &reason),
+                #[cfg(feature = "redis")]
+                Command::CloseSubscribers { topic, code, reason } => {
+                    let slots = &self.conns.slots;
+                    let ids: Vec<_> = (self.cx.topics.members(&topic))
+                        .filter_map(|key| slots.get(key).map(|slot| slot.meta.id))
+                        .collect();
+                    for id in ids {
+                        self.close_open(id, code, reason);
+                    }
                 }
                 Command::Publish(publish) => self.deliver(&publish),
                 Command::Subscribe { id, topic, reserved } => {
@@ -66,6 +70,14 @@ impl<B: Backend> Worker<B> {
             }
         }
         self.commands = commands;
+    }
+
+    /// Starts closing connection `id` with `code`, if it is open.
+    fn close_open(&mut self, id: ConnId, code: CloseCode, reason: &str) {
+        let now = self.cx.now;
+        self.with_open(id, |conn, meta, cx| {
+            let _ = cx.control(conn, meta, |conn, out| conn.close(now, code, reason, out));
+        });
     }
 
     /// A snapshot of the counters (with the backend's) and the histograms.

@@ -7,6 +7,9 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant as WallClock};
 
+#[cfg(feature = "redis")]
+pub mod redis;
+
 use bidir::protocol::deflate::{self, DeflateConfig};
 use bidir::protocol::http::{self, ClientRequest, Response, Status};
 use bidir::protocol::{

@@ -1,0 +1,279 @@
+//! Topic histories shared by every node, kept in Redis (docs/nodes.md, "History across
+//! nodes"): a topic's events in a stream, numbered by Redis in the script that also publishes
+//! them, and read back for a subscriber that returns or a node that lost its link.
+//!
+//! A topic `t` keeps two keys: `{prefix}top:t`, a hash of its `epoch` (8 hex digits, chosen
+//! by the node that first needs one) and `top` (the last offset given), and `{prefix}log:t`,
+//! a stream of its events with ids `0-<offset>`, each with fields `t` (Redis's clock when
+//! kept, in ms) and `d` (the data's kind byte, 3 JSON or 4 MessagePack, then the data). The
+//! stream holds at most the history's count (`MAXLEN`) and expires when nothing was added
+//! for the history's age; the hash lives a day longer, so that a quiet topic keeps its
+//! epoch.
+
+use std::time::{Duration, Instant};
+
+use redis::Value;
+
+use bidir_protocol::rpc::Position;
+
+use crate::ConnId;
+use crate::history::History;
+
+/// Numbers, keeps and publishes an event. KEYS: the hash, the stream. ARGV: the message's
+/// header (kind, node, excluded connection), an epoch for a topic that has none, the most
+/// events kept, the stream's and the hash's time to live (ms), the data, the channel, the
+/// publish command. Returns the offset.
+pub(super) const KEEP: &str = r"
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[2]
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0)
+end
+local top = redis.call('HINCRBY', KEYS[1], 'top', 1)
+local t = redis.call('TIME')
+local ms = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000))
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], '0-' .. top, 't', ms, 'd', ARGV[6])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call(ARGV[8], ARGV[7], ARGV[1] .. string.format('%016x%02x', top, #epoch) .. epoch .. ARGV[6])
+return top
+";
+
+/// Reads a topic's history after an offset. KEYS: the hash, the stream. ARGV: the offset
+/// (empty: only the position), the most events read, an epoch for a topic that has none, the
+/// hash's time to live (ms). Returns `{epoch, top, now_ms, entries}`.
+const READ: &str = r"
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[3]
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0)
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+end
+local top = tonumber(redis.call('HGET', KEYS[1], 'top'))
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local entries = {}
+if ARGV[1] ~= '' then
+  entries = redis.call('XRANGE', KEYS[2], '(0-' .. ARGV[1], '+', 'COUNT', ARGV[2])
+end
+return {epoch, top, now, entries}
+";
+
+/// How much longer than the history's age a topic's hash lives.
+const EPOCH_KEPT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A topic's keys: its hash and its stream.
+pub(super) fn keys(prefix: &str, topic: &str) -> (String, String) {
+    (format!("{prefix}top:{topic}"), format!("{prefix}log:{topic}"))
+}
+
+/// The times to live of a topic's stream and hash, in ms.
+pub(super) fn ttls(history: History) -> (u64, u64) {
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
+    (ms(history.max_age()), ms(history.max_age().saturating_add(EPOCH_KEPT)))
+}
+
+/// A history message's header after the node's: whether a connection is excluded, then its
+/// id (worker, slot, generation, little-endian).
+pub(super) const EXCLUDE: usize = 1 + 2 + 4 + 4;
+
+pub(super) fn exclude_bytes(exclude: Option<ConnId>) -> [u8; EXCLUDE] {
+    let mut bytes = [0; EXCLUDE];
+    if let Some(id) = exclude {
+        bytes[0] = 1;
+        bytes[1..3].copy_from_slice(&id.worker.to_le_bytes());
+        bytes[3..7].copy_from_slice(&id.slot.to_le_bytes());
+        bytes[7..].copy_from_slice(&id.generation.to_le_bytes());
+    }
+    bytes
+}
+
+/// A history message's body, after the node's id: the excluded connection, the position
+/// Redis gave (16 hex digits of offset, 2 of the epoch's length, the epoch), the data's
+/// kind (`true`: JSON) and the data.
+pub(super) fn read_kept(body: &[u8]) -> Option<(Option<ConnId>, Position<'_>, bool, &[u8])> {
+    let (exclude, rest) = body.split_at_checked(EXCLUDE)?;
+    let exclude = (exclude[0] == 1).then(|| ConnId {
+        worker: u16::from_le_bytes([exclude[1], exclude[2]]),
+        slot: u32::from_le_bytes(exclude[3..7].try_into().expect("4 bytes")),
+        generation: u32::from_le_bytes(exclude[7..].try_into().expect("4 bytes")),
+    });
+    let (offset, rest) = rest.split_at_checked(16)?;
+    let offset = u64::from_str_radix(std::str::from_utf8(offset).ok()?, 16).ok()?;
+    let (len, rest) = rest.split_at_checked(2)?;
+    let len = usize::from_str_radix(std::str::from_utf8(len).ok()?, 16).ok()?;
+    let (epoch, rest) = rest.split_at_checked(len)?;
+    let epoch = std::str::from_utf8(epoch).ok()?;
+    let (json, data) = data_of(rest)?;
+    Some((exclude, Position { offset, epoch: epoch.into() }, json, data))
+}
+
+/// Kept data (its kind byte, then the data): whether it is JSON, and the data.
+fn data_of(kept: &[u8]) -> Option<(bool, &[u8])> {
+    match kept.split_first()? {
+        (3, data) => Some((true, data)),
+        (4, data) => Some((false, data)),
+        _ => None,
+    }
+}
+
+/// A topic's history as Redis has it.
+#[derive(Debug)]
+pub(crate) struct Stored {
+    pub(crate) epoch: String,
+    /// The last offset given.
+    pub(crate) top: u64,
+    /// The events after the offset asked for, oldest first.
+    pub(crate) events: Vec<StoredEvent>,
+}
+
+/// One event of a [`Stored`] history.
+#[derive(Debug)]
+pub(crate) struct StoredEvent {
+    pub(crate) offset: u64,
+    /// How long Redis has kept it.
+    pub(crate) age: Duration,
+    /// Its data in JSON (`true`) or MessagePack.
+    pub(crate) json: bool,
+    pub(crate) data: Vec<u8>,
+}
+
+/// What is done with a read's outcome (`None`: Redis could not be asked), on the subscriber
+/// thread.
+pub(crate) type OnRead = Box<dyn FnOnce(Option<Stored>) + Send>;
+
+/// A read of a topic's history, waiting for the subscriber thread.
+pub(super) struct Read {
+    /// The rpc topic.
+    pub(super) topic: String,
+    /// Its channel: read once this node's subscription to it is confirmed, so that every
+    /// event after what the read sees reaches this node.
+    pub(super) channel: String,
+    /// The events after this offset (none: only the position).
+    pub(super) since: Option<u64>,
+    pub(super) history: History,
+    pub(super) asked: Instant,
+    pub(super) then: Then,
+}
+
+/// What a read is for.
+pub(super) enum Then {
+    /// A subscriber's: its outcome goes to this function.
+    Post(OnRead),
+    /// This node's cache of the topic, at `last` in `epoch` when its link to Redis was lost.
+    CatchUp { epoch: std::sync::Arc<str>, last: u64 },
+}
+
+/// Reads `reads` in one round trip on `con`: each with its outcome, `None` for all if the
+/// round trip failed (then with its error: the connection is to be given up).
+pub(super) fn run(
+    con: &mut redis::Connection,
+    prefix: &str,
+    reads: Vec<Read>,
+) -> (Vec<(Read, Option<Stored>)>, Option<redis::RedisError>) {
+    let mut pipe = redis::pipe();
+    for read in &reads {
+        let (top, log) = keys(prefix, &read.topic);
+        let since = read.since.map(|s| s.to_string()).unwrap_or_default();
+        pipe.cmd("EVAL")
+            .arg(READ)
+            .arg(2)
+            .arg(top)
+            .arg(log)
+            .arg(since)
+            .arg(read.history.max_events())
+            .arg(&*crate::history::new_epoch())
+            .arg(ttls(read.history).1);
+    }
+    match pipe.query::<Vec<Value>>(con) {
+        Ok(answers) => (reads.into_iter().zip(answers.into_iter().map(stored)).collect(), None),
+        Err(e) => (reads.into_iter().map(|read| (read, None)).collect(), Some(e)),
+    }
+}
+
+/// [`READ`]'s answer.
+fn stored(answer: Value) -> Option<Stored> {
+    let Value::Array(parts) = answer else { return None };
+    let [epoch, Value::Int(top), Value::Int(now), Value::Array(entries)] = &parts[..] else {
+        return None;
+    };
+    let epoch = match epoch {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok()?,
+        Value::SimpleString(s) => s.clone(),
+        _ => return None,
+    };
+    let events = entries.iter().map(|entry| event(entry, *now)).collect::<Option<_>>()?;
+    Some(Stored { epoch, top: u64::try_from(*top).ok()?, events })
+}
+
+/// One stream entry: `[id, [field, value, …]]`.
+fn event(entry: &Value, now: i64) -> Option<StoredEvent> {
+    let Value::Array(entry) = entry else { return None };
+    let [Value::BulkString(id), Value::Array(fields)] = &entry[..] else { return None };
+    let offset = std::str::from_utf8(id).ok()?.strip_prefix("0-")?.parse().ok()?;
+    let (mut at, mut kept) = (None, None);
+    for pair in fields.chunks_exact(2) {
+        let [Value::BulkString(name), Value::BulkString(value)] = pair else { continue };
+        match &name[..] {
+            b"t" => at = std::str::from_utf8(value).ok()?.parse::<i64>().ok(),
+            b"d" => kept = Some(value),
+            _ => {}
+        }
+    }
+    let (json, data) = data_of(kept?)?;
+    let age = Duration::from_millis(u64::try_from(now.saturating_sub(at?)).unwrap_or(0));
+    Some(StoredEvent { offset, age, json, data: data.to_vec() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_history_message_reads_back() {
+        let id = ConnId { worker: 3, slot: 70_000, generation: 9 };
+        let mut body = exclude_bytes(Some(id)).to_vec();
+        body.extend_from_slice(b"000000000000002a08abcdef01");
+        body.push(3);
+        body.extend_from_slice(b"[1]");
+        let (exclude, at, json, data) = read_kept(&body).unwrap();
+        assert_eq!(
+            (exclude, at.offset, &*at.epoch, json, data),
+            (Some(id), 42, "abcdef01", true, &b"[1]"[..])
+        );
+        let mut none = exclude_bytes(None).to_vec();
+        none.extend_from_slice(&body[EXCLUDE..]);
+        assert_eq!(read_kept(&none).unwrap().0, None);
+        assert!(read_kept(&body[..EXCLUDE + 20]).is_none(), "cut in its epoch");
+        let mut bad = body.clone();
+        bad[EXCLUDE + 26] = 7;
+        assert!(read_kept(&bad).is_none(), "an unknown data kind");
+    }
+
+    #[test]
+    fn a_read_answer_parses_with_ages() {
+        let entry = |offset: u64, t: &str| {
+            Value::Array(vec![
+                Value::BulkString(format!("0-{offset}").into_bytes()),
+                Value::Array(vec![
+                    Value::BulkString(b"t".to_vec()),
+                    Value::BulkString(t.as_bytes().to_vec()),
+                    Value::BulkString(b"d".to_vec()),
+                    Value::BulkString(b"\x04\x01".to_vec()),
+                ]),
+            ])
+        };
+        let answer = Value::Array(vec![
+            Value::BulkString(b"0badcafe".to_vec()),
+            Value::Int(8),
+            Value::Int(10_000),
+            Value::Array(vec![entry(7, "9000"), entry(8, "9990")]),
+        ]);
+        let s = stored(answer).unwrap();
+        assert_eq!((s.epoch.as_str(), s.top), ("0badcafe", 8));
+        let events: Vec<_> =
+            s.events.iter().map(|e| (e.offset, e.age.as_millis(), e.json)).collect();
+        assert_eq!(events, [(7, 1000, false), (8, 10, false)]);
+        assert!(stored(Value::Array(vec![Value::Int(1)])).is_none());
+    }
+}
