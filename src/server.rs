@@ -110,7 +110,9 @@ impl ServerBuilder {
     /// [`ServerHandle::publish`], rpc events) also reach their subscribers on every other
     /// node, once, and theirs reach this node's. The bridge runs on two threads of its own
     /// and reconnects by itself; delivery between nodes is at most once, with what may have
-    /// been missed counted in [`ServerHandle::nodes`] (docs/nodes.md). Off unless given.
+    /// been missed counted in [`ServerHandle::nodes`], except for topics with a history
+    /// ([`ServerBuilder::history`]), kept in Redis and recovered (docs/nodes.md). Off unless
+    /// given.
     ///
     /// [`Context::publish`]: crate::Context::publish
     #[cfg(feature = "redis")]
@@ -126,9 +128,11 @@ impl ServerBuilder {
     /// told that it cannot be (docs/rpc.md, "History and recovery"; the Rust client and the
     /// browser module do it on reconnection by themselves). The longest matching prefix
     /// decides. Events of such topics are handed to every worker through its mailbox, in
-    /// their order, even from a handler on the same worker. The history is in this node's
-    /// memory: with several nodes each keeps its own, and a client recovers on the node it
-    /// left (docs/nodes.md).
+    /// their order, even from a handler on the same worker. On a server of its own the
+    /// history is in memory; joined to other nodes ([`ServerBuilder::redis`]) it is Redis's,
+    /// one for every node: Redis numbers the events, every node delivers them from Redis (its
+    /// own too), and a client recovers on any node (docs/nodes.md, "History and recovery
+    /// across nodes").
     #[must_use]
     pub fn history(mut self, prefix: &str, history: crate::rpc::History) -> Self {
         self.histories.add(prefix, history);

@@ -6,14 +6,17 @@
 //! - **subscriber**: holds one Redis subscription per topic that has a subscriber on this
 //!   node (counted over workers and connections by the server's registry, released when the
 //!   last one goes), reads what other nodes publish and hands it to the workers with local
-//!   subscribers, as a publish from another thread would be.
+//!   subscribers, as a publish from another thread would be; reads topic histories kept in
+//!   Redis, on a second connection (`stream`).
 //! - **publisher**: sends this node's publishes to Redis, pipelined: everything queued while
 //!   one batch was on its way goes out as the next one, in one round trip.
 //!
 //! A publish is delivered to this node's subscribers at once, by the workers, and reaches the
 //! other nodes through Redis; each message carries its node's id, so the publishing node
 //! skips its own message when Redis hands it back. Delivery across nodes is at most once:
-//! nothing is ever delivered twice, and what may be missing is counted ([`NodeStats`]).
+//! nothing is ever delivered twice, and what may be missing is counted ([`NodeStats`]). An
+//! event of a topic with a history is the exception: Redis numbers and keeps it, and every
+//! node, the publishing one too, delivers it from Redis (`stream`).
 //!
 //! Built with the `redis` feature only.
 
