@@ -15,7 +15,7 @@ use bidir::nodes::{NodeStats, Redis};
 use bidir::rpc::client::{Client, LocalCallback};
 use bidir::rpc::{Services, Wire};
 use bidir::{Context, Handler, Message, Request, Server, ServerHandle};
-use util::redis::RedisServer;
+use util::redis::{RedisCluster, RedisServer};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -134,6 +134,88 @@ fn three_nodes_deliver_every_publish_once_on_plain_pubsub() {
 #[test]
 fn three_nodes_deliver_every_publish_once_on_sharded_pubsub() {
     three_nodes_deliver_every_publish_once(true);
+}
+
+/// Sharded pub/sub on a Redis cluster of three shards, each node given one address: every
+/// node reads the slot map, subscribes and publishes each channel on the shard that owns it,
+/// and every publish reaches every node once.
+#[test]
+fn topics_spread_over_a_redis_cluster_reach_every_node_once() {
+    let cluster = RedisCluster::start();
+    let config = Redis::new(&cluster.url()).unwrap().sharded(true);
+    let nodes: Vec<ServerHandle> = (0..3).map(|_| node(config.clone(), 1)).collect();
+    let topics: Vec<String> = (0..24).map(|n| format!("t{n}")).collect();
+    let mut clients: Vec<Vec<WebSocket>> =
+        nodes.iter().map(|n| topics.iter().map(|t| subscriber(n, t)).collect()).collect();
+    subscribed(&nodes.iter().collect::<Vec<_>>(), 24);
+    assert!(nodes.iter().all(|n| stats(n).connected));
+    // Each shard holds its share of the channels (a channel on another shard is refused).
+    for port in cluster.ports() {
+        let channels = cluster.command(port, &["PUBSUB", "SHARDCHANNELS"]);
+        assert!(
+            matches!(&channels, redis::Value::Array(c) if !c.is_empty()),
+            "{port}: {channels:?}"
+        );
+    }
+    for (i, topic) in topics.iter().enumerate() {
+        assert_eq!(nodes[i % 3].publish(topic, Message::Text(topic)), 1);
+    }
+    for (node, subscribers) in clients.iter_mut().enumerate() {
+        for (topic, ws) in topics.iter().zip(subscribers.iter_mut()) {
+            assert_eq!(&text(ws), topic, "on node {node}");
+        }
+    }
+    for ws in clients.iter_mut().flatten().take(3) {
+        nothing_more(ws);
+    }
+    let (sent, got) =
+        nodes.iter().fold((0, 0), |(s, g), n| (s + stats(n).published, g + stats(n).received));
+    assert_eq!((sent, got), (24, 48), "each publish to its shard once, to each other node once");
+    assert!(nodes.iter().all(|n| stats(n).lost_publishes == 0 && stats(n).gaps == 0));
+}
+
+/// A slot moved to another shard under a subscription: the shard ends it (`SUNSUBSCRIBE`),
+/// the nodes read the slot map again and subscribe and publish on the new owner.
+#[test]
+fn nodes_follow_a_slot_moved_to_another_shard() {
+    let cluster = RedisCluster::start();
+    let config = Redis::new(&cluster.url()).unwrap().sharded(true);
+    let (a, b) = (node(config.clone(), 1), node(config, 1));
+    let mut ws = subscriber(&b, "moving");
+    subscribed(&[&b], 1);
+    let text_of =
+        |v: redis::Value| -> String { redis::FromRedisValue::from_redis_value(v).unwrap() };
+    let channel = format!("test{}:ws:moving", std::process::id());
+    let ports = cluster.ports();
+    let slot = text_of(cluster.command(ports[0], &["CLUSTER", "KEYSLOT", &channel]));
+    let owner = ports
+        .iter()
+        .copied()
+        .find(|&p| {
+            let channels = cluster.command(p, &["PUBSUB", "SHARDCHANNELS"]);
+            matches!(&channels, redis::Value::Array(c) if !c.is_empty())
+        })
+        .expect("a shard holds the channel");
+    let target = ports.iter().copied().find(|&p| p != owner).unwrap();
+    let target_id = text_of(cluster.command(target, &["CLUSTER", "MYID"]));
+    for port in [target, owner]
+        .into_iter()
+        .chain(ports.iter().copied().filter(|&p| p != owner && p != target))
+    {
+        cluster.command(port, &["CLUSTER", "SETSLOT", &slot, "NODE", &target_id]);
+    }
+    eventually("b subscribed on the new owner", || {
+        let channels = cluster.command(target, &["PUBSUB", "SHARDCHANNELS"]);
+        matches!(&channels, redis::Value::Array(c) if !c.is_empty())
+    });
+    // a's publisher learns of the move from its first refused publish (counted lost).
+    let delivered = util::wait_until(WAIT, || {
+        a.publish("moving", Message::Text("here"));
+        ws.set_read_timeout(Some(Duration::from_millis(100)));
+        ws.recv().is_ok_and(|m| matches!(m, Incoming::Text(t) if t == "here"))
+    });
+    assert!(delivered, "a publish after the move reached b: {:?} {:?}", stats(&a), stats(&b));
+    assert!(stats(&b).gaps >= 1, "the move is a gap for b: {:?}", stats(&b));
 }
 
 #[test]

@@ -18,7 +18,7 @@ use bidir::nodes::{NodeStats, Redis};
 use bidir::rpc::Services;
 use bidir::rpc::client::Client;
 use bidir::{Context, Message, Server, ServerHandle};
-use util::redis::RedisServer;
+use util::redis::{RedisCluster, RedisServer};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -137,9 +137,8 @@ fn until(rx: &mpsc::Receiver<u32>, last: u32) -> Vec<u32> {
     seen
 }
 
-fn recovers_on_another_node(sharded: bool) {
-    let redis = RedisServer::start();
-    let config = Redis::new(&redis.url()).unwrap().sharded(sharded);
+fn recovers_on_another_node(url: &str, sharded: bool) {
+    let config = Redis::new(url).unwrap().sharded(sharded);
     let (a, b) = (history_node(&config, 1000), history_node(&config, 1000));
     let mut ws = JsonClient::new(&a);
     let answer = ws.ask(r#"["sub",1,"h"]"#);
@@ -179,12 +178,22 @@ fn recovers_on_another_node(sharded: bool) {
 
 #[test]
 fn a_client_recovers_on_another_node_what_it_missed() {
-    recovers_on_another_node(false);
+    let redis = RedisServer::start();
+    recovers_on_another_node(&redis.url(), false);
 }
 
 #[test]
 fn a_client_recovers_on_another_node_on_sharded_pubsub() {
-    recovers_on_another_node(true);
+    let redis = RedisServer::start();
+    recovers_on_another_node(&redis.url(), true);
+}
+
+/// On a Redis cluster: the history's keys and channel share a slot (the topic is their hash
+/// tag), so its script runs on the shard that owns them.
+#[test]
+fn a_client_recovers_on_another_node_on_a_redis_cluster() {
+    let cluster = RedisCluster::start();
+    recovers_on_another_node(&cluster.url(), true);
 }
 
 /// A broadcast from a method skips its caller, on the caller's node only; every other

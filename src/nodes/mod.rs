@@ -20,6 +20,7 @@
 //!
 //! Built with the `redis` feature only.
 
+mod cluster;
 mod publisher;
 mod stream;
 mod subscriber;
@@ -27,7 +28,7 @@ mod subscriber;
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::thread::JoinHandle;
@@ -108,9 +109,14 @@ impl Redis {
         self
     }
 
-    /// A new connection to Redis, with `read_timeout`.
-    fn connect(&self, read_timeout: Duration) -> redis::RedisResult<redis::Connection> {
-        let client = redis::Client::open(self.info.clone())?;
+    /// A new connection to the Redis at `info` (this one's, or a shard's), with
+    /// `read_timeout`.
+    fn connect_to(
+        &self,
+        info: &ConnectionInfo,
+        read_timeout: Duration,
+    ) -> redis::RedisResult<redis::Connection> {
+        let client = redis::Client::open(info.clone())?;
         let con = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
         con.set_read_timeout(Some(read_timeout))?;
         con.set_write_timeout(Some(WRITE_TIMEOUT))?;
@@ -175,7 +181,9 @@ pub struct NodeStats {
 /// The counters behind [`NodeStats`], moved by the bridge's threads.
 #[derive(Debug, Default)]
 struct Counters {
-    connected: AtomicBool,
+    /// Subscriber connections up, and shards (one but on a cluster in sharded mode).
+    links: AtomicU64,
+    shards: AtomicU64,
     channels: AtomicU64,
     published: AtomicU64,
     received: AtomicU64,
@@ -403,7 +411,10 @@ impl Bridge {
         let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
         NodeStats {
             node: self.node,
-            connected: c.connected.load(Ordering::Relaxed),
+            connected: {
+                let shards = get(&c.shards);
+                shards > 0 && get(&c.links) >= shards
+            },
             channels: get(&c.channels),
             published: get(&c.published),
             received: get(&c.received),
@@ -425,18 +436,21 @@ impl Bridge {
 
     /// The rpc topic of a channel of this prefix, if it is one.
     fn rpc_topic_of<'a>(&self, channel: &'a str) -> Option<&'a str> {
-        channel.strip_prefix(self.redis.prefix.as_str())?.strip_prefix("rpc:")
+        rpc_topic(channel.strip_prefix(self.redis.prefix.as_str())?)
     }
 
+    /// `topic`'s channel: `{prefix}ws:{topic}`, or `{prefix}rpc:{{topic}}` — the rpc topic a
+    /// hash tag, so that in a cluster its channel and its history's keys share a slot.
     fn channel(&self, namespace: Namespace, topic: &str) -> String {
-        let ns = match namespace {
-            Namespace::Ws => "ws:",
-            Namespace::Rpc => "rpc:",
+        let (open, close) = match namespace {
+            Namespace::Ws => ("ws:", ""),
+            Namespace::Rpc => ("rpc:{", "}"),
         };
-        let mut channel = String::with_capacity(self.redis.prefix.len() + ns.len() + topic.len());
+        let mut channel = String::with_capacity(self.redis.prefix.len() + 6 + topic.len());
         channel.push_str(&self.redis.prefix);
-        channel.push_str(ns);
+        channel.push_str(open);
         channel.push_str(topic);
+        channel.push_str(close);
         channel
     }
 
@@ -500,7 +514,7 @@ impl Bridge {
         let node = u64::from_le_bytes(rest_msg.get(..8)?.try_into().ok()?);
         let topic = match kind {
             Kind::Text | Kind::Binary => rest.strip_prefix("ws:")?,
-            Kind::RpcJson | Kind::RpcPack | Kind::History => rest.strip_prefix("rpc:")?,
+            Kind::RpcJson | Kind::RpcPack | Kind::History => rpc_topic(rest)?,
         };
         Some(Delivery { node, topic, kind, payload: &rest_msg[8..] })
     }
@@ -574,6 +588,11 @@ struct Delivery<'a> {
     payload: &'a [u8],
 }
 
+/// The rpc topic of a channel's name after the prefix (`rpc:{topic}`).
+fn rpc_topic(rest: &str) -> Option<&str> {
+    rest.strip_prefix("rpc:{")?.strip_suffix('}')
+}
+
 /// Sleeps `for_` in steps, returning early (`false`) once the server stops.
 fn pause(local: &Weak<dyn Local>, for_: Duration) -> bool {
     let step = Duration::from_millis(25);
@@ -620,19 +639,20 @@ mod tests {
         let mut msg = vec![Kind::RpcJson as u8];
         msg.extend_from_slice(&7u64.to_le_bytes());
         msg.extend_from_slice(b"1");
-        assert!(b.read(b"p:rpc:t", &msg).is_some());
+        assert!(b.read(b"p:rpc:{t}", &msg).is_some());
         assert!(b.read(b"p:ws:t", &msg).is_none(), "an rpc event on a ws channel");
-        assert!(b.read(b"q:rpc:t", &msg).is_none(), "another prefix");
-        assert!(b.read(b"p:rpc:t", &msg[..8]).is_none(), "a short header");
+        assert!(b.read(b"q:rpc:{t}", &msg).is_none(), "another prefix");
+        assert!(b.read(b"p:rpc:{t}", &msg[..8]).is_none(), "a short header");
         msg[0] = 9;
-        assert!(b.read(b"p:rpc:t", &msg).is_none(), "an unknown kind");
+        assert!(b.read(b"p:rpc:{t}", &msg).is_none(), "an unknown kind");
     }
 
     #[test]
     fn rpc_topics_share_one_channel_for_both_encodings() {
         let b = bridge();
-        assert_eq!(b.channel_of("bidir.json.v1:room"), "p:rpc:room");
-        assert_eq!(b.channel_of("bidir.bin.v1:room"), "p:rpc:room");
+        assert_eq!(b.channel_of("bidir.json.v1:room"), "p:rpc:{room}");
+        assert_eq!(b.channel_of("bidir.bin.v1:room"), "p:rpc:{room}");
+        assert_eq!(b.rpc_topic_of("p:rpc:{room}"), Some("room"));
         assert_eq!(b.channel_of("room"), "p:ws:room");
     }
 

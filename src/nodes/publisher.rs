@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Condvar, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
+use super::cluster::Topology;
 use super::{Bridge, Local, MAX_BACKOFF, MIN_BACKOFF, pause, stopping, stream};
 
 /// How long Redis may take to answer a batch before the connection is given up.
@@ -98,12 +99,14 @@ impl Outbox {
     }
 }
 
-/// Sends what is queued, a batch per round trip, until the server stops; then sends what is
-/// left, if Redis is there, and returns.
+/// Sends what is queued, a batch per round trip (per shard on a cluster in sharded mode),
+/// until the server stops; then sends what is left, if Redis is there, and returns.
 pub(super) fn run(bridge: &Bridge, local: &Weak<dyn Local>) {
     let counters = &bridge.counters;
-    // The connection, and the SHA-1 of the script that keeps events, loaded on it.
-    let mut con: Option<(redis::Connection, String)> = None;
+    // The shards (one but on a cluster), and a connection to each with the SHA-1 of the
+    // script that keeps events, loaded on it.
+    let mut topology: Option<Topology> = None;
+    let mut links: Vec<Option<(redis::Connection, String)>> = Vec::new();
     let mut backoff = MIN_BACKOFF;
     let command = if bridge.redis.sharded { "SPUBLISH" } else { "PUBLISH" };
     loop {
@@ -115,71 +118,124 @@ pub(super) fn run(bridge: &Bridge, local: &Weak<dyn Local>) {
             bridge.outbox.wait(Duration::from_millis(100));
             continue;
         }
-        let Some((c, keep)) = con.as_mut() else {
-            let connected = bridge.redis.connect(ANSWER_TIMEOUT).and_then(|mut c| {
-                let sha: String =
-                    redis::cmd("SCRIPT").arg("LOAD").arg(stream::KEEP).query(&mut c)?;
-                Ok((c, sha))
-            });
-            match connected {
-                Ok(c) => {
-                    con = Some(c);
-                    backoff = MIN_BACKOFF;
-                }
-                // What waits is lost only if the server stops before Redis is back.
-                Err(_) if stop => {
-                    let lost = bridge.outbox.take(usize::MAX).len() as u64;
-                    counters.lost_publishes.fetch_add(lost, Ordering::Relaxed);
-                    return;
+        if topology.is_none() {
+            let map = if bridge.redis.sharded {
+                Topology::read(&bridge.redis)
+            } else {
+                Ok(Topology::single(&bridge.redis))
+            };
+            match map {
+                Ok(map) => {
+                    links = map.shards().iter().map(|_| None).collect();
+                    topology = Some(map);
                 }
                 Err(_) => {
-                    pause(local, backoff);
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    if !wait_for_redis(bridge, local, stop, &mut backoff) {
+                        return;
+                    }
+                    continue;
                 }
+            }
+        }
+        let map = topology.as_ref().expect("read above");
+        if connect(bridge, map, &mut links).is_err() {
+            if !wait_for_redis(bridge, local, stop, &mut backoff) {
+                return;
+            }
+            // A shard that stays gone: the cluster's map is read again.
+            if backoff == MAX_BACKOFF {
+                topology = None;
             }
             continue;
-        };
-        let batch = bridge.outbox.take(MAX_BATCH);
-        let mut pipe = redis::pipe();
-        // The epoch of a topic that has none yet: one per batch is enough, since a topic
-        // gets one once (random, so that positions of its history's lives never match).
-        let epoch = batch.iter().any(|i| i.keep.is_some()).then(crate::history::new_epoch);
-        for Item { channel, message, keep: how } in &batch {
-            let Some(how) = how else {
-                pipe.cmd(command).arg(channel).arg(message).ignore();
+        }
+        backoff = MIN_BACKOFF;
+        let mut shards: Vec<Vec<Item>> = links.iter().map(|_| Vec::new()).collect();
+        for item in bridge.outbox.take(MAX_BATCH) {
+            shards[map.shard_of(&item.channel)].push(item);
+        }
+        let mut moved = false;
+        for (link, batch) in links.iter_mut().zip(shards) {
+            let Some((c, keep)) = link.as_mut().filter(|_| !batch.is_empty()) else { continue };
+            let Err(e) = pipeline(command, keep, &batch).exec(c) else {
+                counters.published.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 continue;
             };
-            let (header, data) = message.split_at(super::HISTORY_HEADER);
-            pipe.cmd("EVALSHA")
-                .arg(&*keep)
-                .arg(2)
-                .arg(&how.keys.0)
-                .arg(&how.keys.1)
-                .arg(header)
-                .arg(epoch.as_deref())
-                .arg(how.max_events)
-                .arg(how.ttls.0)
-                .arg(how.ttls.1)
-                .arg(data)
-                .arg(channel)
-                .arg(command)
-                .ignore();
+            // Some of the batch may have reached Redis: sending it again could deliver it
+            // twice, so it is counted lost instead. The connection is given up only when it
+            // failed, or lost the script (it is loaded again); the cluster's map when a shard
+            // refused a channel; an error reply (a Redis without SPUBLISH) keeps them.
+            counters.lost_publishes.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            moved |= matches!(e.code(), Some("MOVED" | "ASK" | "CLUSTERDOWN"));
+            let failed = e.is_io_error() || e.is_connection_dropped() || e.is_timeout();
+            if failed || e.code() == Some("NOSCRIPT") {
+                *link = None;
+            }
         }
-        match pipe.exec(c) {
-            Ok(()) => {
-                counters.published.fetch_add(batch.len() as u64, Ordering::Relaxed);
-            }
-            Err(e) => {
-                // Some of the batch may have reached Redis: sending it again could deliver it
-                // twice, so it is counted lost instead. The connection is given up only when it
-                // failed, or lost the script (it is loaded again); an error reply (a Redis
-                // without SPUBLISH) keeps it.
-                counters.lost_publishes.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                let noscript = e.code() == Some("NOSCRIPT");
-                if noscript || e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
-                    con = None;
-                }
-            }
+        if moved {
+            topology = None;
         }
     }
+}
+
+/// Redis could not be reached: waits before trying again, longer each time. Returns `false`,
+/// counting what waits as lost, if the server is stopping.
+fn wait_for_redis(
+    bridge: &Bridge,
+    local: &Weak<dyn Local>,
+    stop: bool,
+    backoff: &mut Duration,
+) -> bool {
+    if stop {
+        let lost = bridge.outbox.take(usize::MAX).len() as u64;
+        bridge.counters.lost_publishes.fetch_add(lost, Ordering::Relaxed);
+        return false;
+    }
+    pause(local, *backoff);
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+    true
+}
+
+/// Connects the shards of `map` that have no connection, loading the script on each.
+fn connect(
+    bridge: &Bridge,
+    map: &Topology,
+    links: &mut [Option<(redis::Connection, String)>],
+) -> redis::RedisResult<()> {
+    for (info, link) in map.shards().iter().zip(links.iter_mut()).filter(|(_, l)| l.is_none()) {
+        let mut c = bridge.redis.connect_to(info, ANSWER_TIMEOUT)?;
+        let sha: String = redis::cmd("SCRIPT").arg("LOAD").arg(stream::KEEP).query(&mut c)?;
+        *link = Some((c, sha));
+    }
+    Ok(())
+}
+
+/// One shard's batch as a pipeline: `command` (`PUBLISH` or `SPUBLISH`) for each plain
+/// publish, the script `keep` for each event kept in a history.
+fn pipeline(command: &str, keep: &str, batch: &[Item]) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    // The epoch of a topic that has none yet: one per batch is enough, since a topic gets one
+    // once (random, so that positions of its history's lives never match).
+    let epoch = batch.iter().any(|i| i.keep.is_some()).then(crate::history::new_epoch);
+    for Item { channel, message, keep: how } in batch {
+        let Some(how) = how else {
+            pipe.cmd(command).arg(channel).arg(message).ignore();
+            continue;
+        };
+        let (header, data) = message.split_at(super::HISTORY_HEADER);
+        pipe.cmd("EVALSHA")
+            .arg(keep)
+            .arg(2)
+            .arg(&how.keys.0)
+            .arg(&how.keys.1)
+            .arg(header)
+            .arg(epoch.as_deref())
+            .arg(how.max_events)
+            .arg(how.ttls.0)
+            .arg(how.ttls.1)
+            .arg(data)
+            .arg(channel)
+            .arg(command)
+            .ignore();
+    }
+    pipe
 }

@@ -2,8 +2,8 @@
 //! nodes"): a topic's events in a stream, numbered by Redis in the script that also publishes
 //! them, and read back for a subscriber that returns or a node that lost its link.
 //!
-//! A topic `t` keeps two keys: `{prefix}top:t`, a hash of its `epoch` (8 hex digits, chosen
-//! by the node that first needs one) and `top` (the last offset given), and `{prefix}log:t`,
+//! A topic `t` keeps two keys: `{prefix}top:{t}`, a hash of its `epoch` (8 hex digits, chosen
+//! by the node that first needs one) and `top` (the last offset given), and `{prefix}log:{t}`,
 //! a stream of its events with ids `0-<offset>`, each with fields `t` (Redis's clock when
 //! kept, in ms) and `d` (the data's kind byte, 3 JSON or 4 MessagePack, then the data). The
 //! stream holds at most the history's count (`MAXLEN`) and expires when nothing was added
@@ -62,9 +62,9 @@ return {epoch, top, now, entries}
 /// How much longer than the history's age a topic's hash lives.
 const EPOCH_KEPT: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// A topic's keys: its hash and its stream.
+/// A topic's keys: its hash and its stream, the topic a hash tag as in its channel's name.
 pub(super) fn keys(prefix: &str, topic: &str) -> (String, String) {
-    (format!("{prefix}top:{topic}"), format!("{prefix}log:{topic}"))
+    (format!("{prefix}top:{{{topic}}}"), format!("{prefix}log:{{{topic}}}"))
 }
 
 /// The times to live of a topic's stream and hash, in ms.

@@ -1,14 +1,18 @@
 //! The bridge's subscriber thread: one Redis subscription per topic this node has subscribers
-//! of, and what other nodes publish on them handed to the workers.
+//! of, and what other nodes publish on them handed to the workers. In sharded mode on a
+//! cluster, a thread per shard, each holding the subscriptions of the channels its shard owns,
+//! and this thread dispatching to them (and starting them again when the cluster's map
+//! moved).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::Receiver;
-use std::sync::{PoisonError, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use redis::{PushKind, Value};
+use redis::{ConnectionInfo, PushKind, Value};
 
+use super::cluster::Topology;
 use super::stream::{self, Read, Then};
 use super::{Bridge, Listing, Local, MAX_BACKOFF, MIN_BACKOFF, Namespace, pause, stopping};
 
@@ -20,98 +24,308 @@ const CHUNK: usize = 512;
 /// How long a subscriber's read of a history may wait for Redis.
 const READ_WAIT: Duration = Duration::from_secs(2);
 
-/// Subscribes and reads until the server stops.
+/// Subscribes and reads until the server stops: on the one Redis, or on each shard of a
+/// cluster in sharded mode.
 pub(super) fn run(bridge: &Bridge, local: &Weak<dyn Local>, listings: &Receiver<Listing>) {
-    let counters = &bridge.counters;
-    // Topics with a subscriber here, by channel: an rpc topic's two encodings count apart.
-    let mut channels: HashMap<String, u32> = HashMap::new();
-    let mut con: Option<redis::Connection> = None;
+    let (stop, moved) = (AtomicBool::new(false), AtomicBool::new(false));
+    if !bridge.redis.sharded {
+        let topology = Topology::single(&bridge.redis);
+        bridge.counters.shards.store(1, Ordering::Relaxed);
+        let reads = &bridge.reads;
+        let shard = Shard { bridge, local, topology: &topology, index: 0, listings, reads };
+        shard.run(&stop, &moved);
+        return;
+    }
+    // The topics listed, as counted so far: each new set of shard threads is told them all.
+    let mut topics: HashMap<Arc<str>, u32> = HashMap::new();
     let mut backoff = MIN_BACKOFF;
-    let mut ever_connected = false;
-    // Whether this node had subscriptions while it had no connection: a gap, counted when
-    // it connects again.
-    let mut missed = false;
-    let (subscribe, unsubscribe) = if bridge.redis.sharded {
-        ("SSUBSCRIBE", "SUNSUBSCRIBE")
-    } else {
-        ("SUBSCRIBE", "UNSUBSCRIBE")
-    };
-    // Channels Redis confirmed; reads of histories waiting for theirs, and the connection
-    // they are read on.
-    let mut confirmed: HashSet<String> = HashSet::new();
-    let mut waiting: Vec<Read> = Vec::new();
-    let mut reader: Option<redis::Connection> = None;
-    loop {
-        if stopping(local) {
-            return;
+    let mut started = false;
+    while !stopping(local) {
+        let Ok(topology) = Topology::read(&bridge.redis) else {
+            pause(local, backoff);
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            continue;
+        };
+        backoff = MIN_BACKOFF;
+        if std::mem::replace(&mut started, true) && !topics.is_empty() {
+            // The shards are subscribed again from scratch: a gap, caught up from histories.
+            bridge.counters.gaps.fetch_add(1, Ordering::Relaxed);
+            if let Some(local) = local.upgrade() {
+                local.stale_histories();
+            }
         }
-        waiting.append(&mut bridge.reads.lock().unwrap_or_else(PoisonError::into_inner));
-        let changes = count(bridge, &mut channels, listings);
-        let Some(c) = con.as_mut() else {
-            expire(&mut waiting);
-            match bridge.redis.connect(POLL) {
-                Ok(mut c) => {
-                    let all: Vec<&String> = channels.keys().collect();
-                    if send(&mut c, subscribe, &all, bridge.redis.sharded).is_err() {
-                        missed |= !channels.is_empty();
-                        pause(local, backoff);
-                        continue;
+        let routes: Vec<_> = topology.shards().iter().map(|_| mpsc::channel()).collect();
+        let queues: Vec<Mutex<Vec<Read>>> = routes.iter().map(|_| Mutex::default()).collect();
+        let (senders, receivers): (Vec<_>, Vec<_>) = routes.into_iter().unzip();
+        for (topic, &n) in &topics {
+            let shard = topology.shard_of(&bridge.channel_of(topic));
+            for _ in 0..n {
+                let _ = senders[shard].send((Arc::clone(topic), true));
+            }
+        }
+        moved.store(false, Ordering::Relaxed);
+        stop.store(false, Ordering::Relaxed);
+        bridge.counters.shards.store(senders.len() as u64, Ordering::Relaxed);
+        std::thread::scope(|scope| {
+            for (index, listings) in receivers.into_iter().enumerate() {
+                let (topology, reads, stop, moved) = (&topology, &queues[index], &stop, &moved);
+                scope.spawn(move || {
+                    let shard =
+                        Shard { bridge, local, topology, index, listings: &listings, reads };
+                    shard.run(stop, moved);
+                });
+            }
+            while !stopping(local) && !moved.load(Ordering::Relaxed) {
+                match listings.recv_timeout(POLL) {
+                    Ok((topic, listed)) => {
+                        let n = topics.entry(Arc::clone(&topic)).or_insert(0);
+                        *n = if listed { *n + 1 } else { n.saturating_sub(1) };
+                        if *n == 0 {
+                            topics.remove(&topic);
+                        }
+                        let shard = topology.shard_of(&bridge.channel_of(&topic));
+                        let _ = senders[shard].send((topic, listed));
                     }
-                    if ever_connected {
-                        counters.reconnects.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if std::mem::take(&mut missed) {
-                        counters.gaps.fetch_add(1, Ordering::Relaxed);
-                    }
-                    catch_up(bridge, local, &mut waiting);
-                    ever_connected = true;
-                    counters.connected.store(true, Ordering::Relaxed);
-                    con = Some(c);
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break,
                 }
+                let reads = std::mem::take(&mut *lock(&bridge.reads));
+                for read in reads {
+                    lock(&queues[topology.shard_of(&read.channel)]).push(read);
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        // Reads not done yet wait for the next shards.
+        for queue in queues {
+            lock(&bridge.reads).extend(queue.into_inner().unwrap_or_else(PoisonError::into_inner));
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One Redis (a cluster's shard, or the only one) as the subscriber sees it.
+struct Shard<'a> {
+    bridge: &'a Bridge,
+    local: &'a Weak<dyn Local>,
+    /// Which channels are this shard's (`index`).
+    topology: &'a Topology,
+    index: usize,
+    listings: &'a Receiver<Listing>,
+    /// Reads of histories of this shard's channels.
+    reads: &'a Mutex<Vec<Read>>,
+}
+
+impl Shard<'_> {
+    fn info(&self) -> &ConnectionInfo {
+        &self.topology.shards()[self.index]
+    }
+
+    /// Subscribes and reads until the server stops or `stop` is set; sets `moved` when the
+    /// cluster's map no longer matches (a channel refused or taken back, or the shard gone).
+    /// Reads not done yet go back to the bridge.
+    fn run(&self, stop: &AtomicBool, moved: &AtomicBool) {
+        let (bridge, local) = (self.bridge, self.local);
+        let counters = &bridge.counters;
+        // Topics with a subscriber here, by channel: an rpc topic's two encodings count apart.
+        let mut channels: HashMap<String, u32> = HashMap::new();
+        let mut con: Option<redis::Connection> = None;
+        let mut backoff = MIN_BACKOFF;
+        let mut ever_connected = false;
+        // Whether this node had subscriptions while it had no connection: a gap, counted
+        // when it connects again.
+        let mut missed = false;
+        let (subscribe, unsubscribe) = if bridge.redis.sharded {
+            ("SSUBSCRIBE", "SUNSUBSCRIBE")
+        } else {
+            ("SUBSCRIBE", "UNSUBSCRIBE")
+        };
+        // Channels Redis confirmed (and how many it counted); reads of histories waiting for
+        // theirs, and the connection they are read on.
+        let mut confirmed: HashSet<String> = HashSet::new();
+        let mut reported = 0;
+        let mut waiting: Vec<Read> = Vec::new();
+        let mut reader: Option<redis::Connection> = None;
+        let done = || stopping(local) || stop.load(Ordering::Relaxed);
+        while !done() {
+            waiting.append(&mut lock(self.reads));
+            let changes = count(bridge, &mut channels, self.listings);
+            let Some(c) = con.as_mut() else {
+                expire(&mut waiting);
+                match bridge.redis.connect_to(self.info(), POLL) {
+                    Ok(mut c) => {
+                        let all: Vec<&String> = channels.keys().collect();
+                        if send(&mut c, subscribe, &all, bridge.redis.sharded).is_err() {
+                            missed |= !channels.is_empty();
+                            pause_unless(&done, backoff);
+                            continue;
+                        }
+                        if ever_connected {
+                            counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if std::mem::take(&mut missed) {
+                            counters.gaps.fetch_add(1, Ordering::Relaxed);
+                        }
+                        self.catch_up(&mut waiting);
+                        ever_connected = true;
+                        counters.links.fetch_add(1, Ordering::Relaxed);
+                        con = Some(c);
+                    }
+                    Err(_) => {
+                        missed |= !channels.is_empty();
+                        pause_unless(&done, backoff);
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        // A shard that stays gone: the cluster's map is read again.
+                        if backoff == MAX_BACKOFF {
+                            moved.store(true, Ordering::Relaxed);
+                        }
+                    }
+                }
+                continue;
+            };
+            let (added, removed): (Vec<_>, Vec<_>) = changes.into_iter().partition(|(_, on)| *on);
+            let removed = forget_histories(bridge, local, removed);
+            let added: Vec<&String> = added.iter().map(|(c, _)| c).collect();
+            let removed: Vec<&String> = removed.iter().collect();
+            let sent = send(c, subscribe, &added, bridge.redis.sharded)
+                .and_then(|()| send(c, unsubscribe, &removed, bridge.redis.sharded));
+            self.read_histories(&confirmed, &mut waiting, &mut reader);
+            let read = sent.and_then(|()| c.recv_response());
+            match read {
+                Ok(Value::Push { kind, data }) => {
+                    // Redis answers: a connection that keeps failing before this backs off.
+                    backoff = MIN_BACKOFF;
+                    let Some(local) = local.upgrade() else { break };
+                    let pushed = received(bridge, &*local, &kind, data);
+                    match pushed {
+                        Pushed::Subscribed(channel, n) => {
+                            confirmed.insert(channel);
+                            counters
+                                .channels
+                                .fetch_add(n.wrapping_sub(reported), Ordering::Relaxed);
+                            reported = n;
+                        }
+                        Pushed::Unsubscribed(channel, n) => {
+                            // One this node still wants: its slot moved to another shard.
+                            if channels.contains_key(&channel) {
+                                moved.store(true, Ordering::Relaxed);
+                            }
+                            confirmed.remove(&channel);
+                            counters
+                                .channels
+                                .fetch_add(n.wrapping_sub(reported), Ordering::Relaxed);
+                            reported = n;
+                        }
+                        Pushed::Other => {}
+                    }
+                }
+                // A channel this shard does not own.
+                Ok(Value::ServerError(e))
+                    if matches!(e.code(), "MOVED" | "ASK" | "CLUSTERDOWN") =>
+                {
+                    moved.store(true, Ordering::Relaxed);
+                }
+                Ok(_) => {}
+                Err(e) if e.is_timeout() => {}
                 Err(_) => {
-                    missed |= !channels.is_empty();
-                    pause(local, backoff);
+                    if !channels.is_empty() {
+                        missed = true;
+                        if let Some(local) = local.upgrade() {
+                            local.stale_histories();
+                        }
+                    }
+                    // Caught up again on the next connection.
+                    waiting.retain(|read| matches!(read.then, Then::Post(_)));
+                    confirmed.clear();
+                    con = None;
+                    counters.links.fetch_sub(1, Ordering::Relaxed);
+                    counters.channels.fetch_sub(std::mem::take(&mut reported), Ordering::Relaxed);
+                    // Lost, or refused (an error reply: a Redis without sharded pub/sub): wait
+                    // before connecting again, longer each time until Redis answers.
+                    pause_unless(&done, backoff);
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
-            continue;
-        };
-        let (added, removed): (Vec<_>, Vec<_>) = changes.into_iter().partition(|(_, on)| *on);
-        let removed = forget_histories(bridge, local, removed);
-        let added: Vec<&String> = added.iter().map(|(c, _)| c).collect();
-        let removed: Vec<&String> = removed.iter().collect();
-        let sent = send(c, subscribe, &added, bridge.redis.sharded)
-            .and_then(|()| send(c, unsubscribe, &removed, bridge.redis.sharded));
-        read_histories(bridge, local, &confirmed, &mut waiting, &mut reader);
-        let read = sent.and_then(|()| c.recv_response());
-        match read {
-            Ok(Value::Push { kind, data }) => {
-                // Redis answers: a connection that keeps failing before this backs off.
-                backoff = MIN_BACKOFF;
-                let Some(local) = local.upgrade() else { return };
-                received(bridge, &*local, &kind, data, &mut confirmed);
+        }
+        if con.is_some() {
+            counters.links.fetch_sub(1, Ordering::Relaxed);
+            counters.channels.fetch_sub(reported, Ordering::Relaxed);
+        }
+        waiting.retain(|read| matches!(read.then, Then::Post(_)));
+        lock(&bridge.reads).append(&mut waiting);
+    }
+
+    /// Reads for this node's caches of this shard's histories, after its link to Redis was
+    /// down: what it missed is delivered from Redis once their channels are confirmed again.
+    fn catch_up(&self, waiting: &mut Vec<Read>) {
+        let Some(local) = self.local.upgrade() else { return };
+        for (topic, epoch, last, history) in local.kept_histories() {
+            let channel = self.bridge.channel(Namespace::Rpc, &topic);
+            if self.topology.shard_of(&channel) != self.index {
+                continue;
             }
-            Ok(_) => {}
-            Err(e) if e.is_timeout() => {}
-            Err(_) => {
-                if !channels.is_empty() {
-                    missed = true;
-                    if let Some(local) = local.upgrade() {
-                        local.stale_histories();
+            waiting.push(Read {
+                channel,
+                topic: topic.to_string(),
+                since: Some(last),
+                history,
+                asked: Instant::now(),
+                then: Then::CatchUp { epoch, last },
+            });
+        }
+    }
+
+    /// Reads the histories whose channels Redis confirmed, in one round trip on `reader`
+    /// (connected if need be), and hands their outcomes on; the others wait.
+    fn read_histories(
+        &self,
+        confirmed: &HashSet<String>,
+        waiting: &mut Vec<Read>,
+        reader: &mut Option<redis::Connection>,
+    ) {
+        expire(waiting);
+        let (ready, wait): (Vec<Read>, Vec<Read>) =
+            std::mem::take(waiting).into_iter().partition(|read| confirmed.contains(&read.channel));
+        *waiting = wait;
+        if ready.is_empty() {
+            return;
+        }
+        if reader.is_none() {
+            *reader = self.bridge.redis.connect_to(self.info(), READ_WAIT).ok();
+        }
+        let Some(con) = reader.as_mut() else {
+            waiting.extend(ready);
+            return;
+        };
+        let (outcomes, failed) = stream::run(con, &self.bridge.redis.prefix, ready);
+        if failed.is_some() {
+            *reader = None;
+        }
+        for (read, stored) in outcomes {
+            match read.then {
+                Then::Post(then) => then(stored),
+                Then::CatchUp { epoch, last } => {
+                    let Some(local) = self.local.upgrade() else { return };
+                    if !local.catch_up(&read.topic, &epoch, last, stored) {
+                        self.bridge.counters.history_gaps.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                // Caught up again on the next connection.
-                waiting.retain(|read| matches!(read.then, Then::Post(_)));
-                confirmed.clear();
-                con = None;
-                counters.connected.store(false, Ordering::Relaxed);
-                counters.channels.store(0, Ordering::Relaxed);
-                // Lost, or refused (an error reply: a Redis without sharded pub/sub): wait
-                // before connecting again, longer each time until Redis answers.
-                pause(local, backoff);
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
+    }
+}
+
+/// Sleeps `for_` in steps, returning early once `done`.
+fn pause_unless(done: &dyn Fn() -> bool, for_: Duration) {
+    let step = Duration::from_millis(25);
+    let mut left = for_;
+    while !left.is_zero() && !done() {
+        let nap = left.min(step);
+        std::thread::sleep(nap);
+        left -= nap;
     }
 }
 
@@ -129,62 +343,6 @@ fn forget_histories(
         .map(|(channel, _)| channel)
         .filter(|channel| bridge.rpc_topic_of(channel).is_none_or(|t| local.forget_history(t)))
         .collect()
-}
-
-/// Reads for this node's caches of histories, after its link to Redis was down: what it
-/// missed is delivered from Redis once their channels are confirmed again.
-fn catch_up(bridge: &Bridge, local: &Weak<dyn Local>, waiting: &mut Vec<Read>) {
-    let Some(local) = local.upgrade() else { return };
-    for (topic, epoch, last, history) in local.kept_histories() {
-        waiting.push(Read {
-            channel: bridge.channel(Namespace::Rpc, &topic),
-            topic: topic.to_string(),
-            since: Some(last),
-            history,
-            asked: Instant::now(),
-            then: Then::CatchUp { epoch, last },
-        });
-    }
-}
-
-/// Reads the histories whose channels Redis confirmed, in one round trip on `reader`
-/// (connected if need be), and hands their outcomes on; the others wait.
-fn read_histories(
-    bridge: &Bridge,
-    local: &Weak<dyn Local>,
-    confirmed: &HashSet<String>,
-    waiting: &mut Vec<Read>,
-    reader: &mut Option<redis::Connection>,
-) {
-    expire(waiting);
-    let (ready, wait): (Vec<Read>, Vec<Read>) =
-        std::mem::take(waiting).into_iter().partition(|read| confirmed.contains(&read.channel));
-    *waiting = wait;
-    if ready.is_empty() {
-        return;
-    }
-    if reader.is_none() {
-        *reader = bridge.redis.connect(READ_WAIT).ok();
-    }
-    let Some(con) = reader.as_mut() else {
-        waiting.extend(ready);
-        return;
-    };
-    let (outcomes, failed) = stream::run(con, &bridge.redis.prefix, ready);
-    if failed.is_some() {
-        *reader = None;
-    }
-    for (read, stored) in outcomes {
-        match read.then {
-            Then::Post(then) => then(stored),
-            Then::CatchUp { epoch, last } => {
-                let Some(local) = local.upgrade() else { return };
-                if !local.catch_up(&read.topic, &epoch, last, stored) {
-                    bridge.counters.history_gaps.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-    }
 }
 
 /// Subscribers' reads that waited too long are told Redis could not be asked.
@@ -247,40 +405,34 @@ fn send(
     Ok(())
 }
 
-/// A push from Redis: a message for this node's subscribers, or a subscription's
-/// confirmation (which says how many channels the connection has).
-fn received(
-    bridge: &Bridge,
-    local: &dyn Local,
-    kind: &PushKind,
-    data: Vec<Value>,
-    confirmed: &mut HashSet<String>,
-) {
-    let counters = &bridge.counters;
+/// What a push from Redis was, besides a message delivered.
+enum Pushed {
+    /// A channel's subscription confirmed, and how many the connection has now.
+    Subscribed(String, u64),
+    /// A channel unsubscribed (asked, or its slot moved away), and how many are left.
+    Unsubscribed(String, u64),
+    Other,
+}
+
+/// A push from Redis: a message, handed to this node's subscribers, or a subscription's
+/// confirmation or end (which says how many channels the connection has).
+fn received(bridge: &Bridge, local: &dyn Local, kind: &PushKind, data: Vec<Value>) -> Pushed {
     match (kind, data.as_slice()) {
         (
             PushKind::Message | PushKind::SMessage,
             [Value::BulkString(channel), Value::BulkString(message)],
         ) => {
             bridge.deliver(local, channel, message);
+            Pushed::Other
         }
-        (
-            PushKind::Subscribe
-            | PushKind::SSubscribe
-            | PushKind::Unsubscribe
-            | PushKind::SUnsubscribe,
-            [channel, Value::Int(n)],
-        ) => {
-            counters.channels.store(u64::try_from(*n).unwrap_or(0), Ordering::Relaxed);
-            if let Value::BulkString(channel) = channel {
-                let channel = String::from_utf8_lossy(channel).into_owned();
-                if matches!(kind, PushKind::Subscribe | PushKind::SSubscribe) {
-                    confirmed.insert(channel);
-                } else {
-                    confirmed.remove(&channel);
-                }
+        (kind, [Value::BulkString(channel), Value::Int(n)]) => {
+            let (channel, n) = (String::from_utf8_lossy(channel).into_owned(), *n as u64);
+            match kind {
+                PushKind::Subscribe | PushKind::SSubscribe => Pushed::Subscribed(channel, n),
+                PushKind::Unsubscribe | PushKind::SUnsubscribe => Pushed::Unsubscribed(channel, n),
+                _ => Pushed::Other,
             }
         }
-        _ => {}
+        _ => Pushed::Other,
     }
 }

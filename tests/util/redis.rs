@@ -59,11 +59,103 @@ impl RedisServer {
     /// Runs a command on this Redis (`CLIENT KILL TYPE pubsub`: cut every node's
     /// subscriptions) and returns its answer.
     pub fn command(&self, args: &[&str]) -> redis::Value {
-        let mut con = redis::Client::open(self.url()).unwrap().get_connection().unwrap();
-        let mut cmd = redis::cmd(args[0]);
-        for arg in &args[1..] {
-            cmd.arg(*arg);
+        command(self.port, args)
+    }
+}
+
+/// A Redis cluster of three primaries (no replicas) on loopback, its slots spread by
+/// `redis-cli --cluster create`; killed, and its files removed, when dropped.
+pub struct RedisCluster {
+    servers: Vec<(u16, Child)>,
+    dir: std::path::PathBuf,
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        let ports: Vec<u16> = (0..3)
+            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port())
+            .collect();
+        let dir =
+            std::env::temp_dir().join(format!("bidir-cluster-{}-{}", std::process::id(), ports[0]));
+        std::fs::create_dir_all(&dir).unwrap();
+        let servers = ports
+            .iter()
+            .map(|&port| {
+                let child = Command::new("redis-server")
+                    .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+                    .args(["--appendonly", "no", "--cluster-enabled", "yes"])
+                    .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+                    .arg("--dir")
+                    .arg(&dir)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("redis-server (scripts/redis/install.sh)");
+                (port, child)
+            })
+            .collect();
+        let cluster = Self { servers, dir };
+        for &port in &ports {
+            let up = super::wait_until(Duration::from_secs(10), || {
+                TcpStream::connect(("127.0.0.1", port)).is_ok()
+            });
+            assert!(up, "redis-server is not listening on {port}");
         }
-        cmd.query(&mut con).unwrap()
+        let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli (scripts/redis/install.sh)");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        for port in ports {
+            let ok = super::wait_until(Duration::from_secs(20), || {
+                let info: String = redis::FromRedisValue::from_redis_value(
+                    cluster.command(port, &["CLUSTER", "INFO"]),
+                )
+                .unwrap();
+                info.contains("cluster_state:ok")
+            });
+            assert!(ok, "the cluster is not ok on {port}");
+        }
+        cluster
+    }
+
+    /// The first primary's URL: a node is given one address and reads the slot map there.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.servers[0].0)
+    }
+
+    pub fn ports(&self) -> Vec<u16> {
+        self.servers.iter().map(|(port, _)| *port).collect()
+    }
+
+    /// Runs a command on the primary at `port`.
+    pub fn command(&self, port: u16, args: &[&str]) -> redis::Value {
+        command(port, args)
+    }
+}
+
+/// Runs a command on the Redis at `port` and returns its answer.
+fn command(port: u16, args: &[&str]) -> redis::Value {
+    let url = format!("redis://127.0.0.1:{port}");
+    let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.query(&mut con).unwrap()
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.servers {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
