@@ -86,7 +86,8 @@ impl Redis {
 
     /// What every channel's name starts with (default `bidir:`): nodes with the same prefix
     /// share topics; other prefixes on the same Redis are other applications. A topic `t`
-    /// travels on the channel `{prefix}ws:t`, and an rpc topic on `{prefix}rpc:t`.
+    /// travels on the channel `{prefix}ws:t`, and an rpc topic on `{prefix}rpc:{t}` (the
+    /// topic a hash tag, literally in braces).
     pub fn prefix(mut self, prefix: &str) -> Self {
         prefix.clone_into(&mut self.prefix);
         self
@@ -94,9 +95,11 @@ impl Redis {
 
     /// Sharded pub/sub (`SSUBSCRIBE` and `SPUBLISH`, Redis 7): in a Redis cluster a channel
     /// then lives on the shard that owns its hash slot, rather than being broadcast to every
-    /// shard. Default `false`: plain `SUBSCRIBE` and `PUBLISH`, for a single Redis. Every
-    /// node sharing a prefix must agree. The bridge speaks to the one address given: a
-    /// cluster's topology is not followed (docs/nodes.md).
+    /// shard. The node reads the cluster's slot map at the address given and follows it: a
+    /// subscriber thread and a publisher connection per shard, the map read again when it
+    /// moves (docs/nodes.md, "Sharded pub/sub and Redis clusters"). A Redis that is not a
+    /// cluster is one shard. Default `false`: plain `SUBSCRIBE` and `PUBLISH`, for a single
+    /// Redis. Every node sharing a prefix must agree.
     pub fn sharded(mut self, sharded: bool) -> Self {
         self.sharded = sharded;
         self
@@ -151,7 +154,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 pub struct NodeStats {
     /// This node's id: random, new at every start, carried by every message it publishes.
     pub node: u64,
-    /// Whether the subscriber's connection to Redis is up.
+    /// Whether the subscriber's connections to Redis are up (one per shard on a cluster).
     pub connected: bool,
     /// Redis channels this node is subscribed to, as Redis confirmed them: one per topic
     /// with a subscriber on this node (an rpc topic is one channel for both encodings).
