@@ -220,6 +220,24 @@ fn a_kept_broadcast_skips_its_caller_only() {
     caller.nothing_more();
 }
 
+/// An `unsub` that comes while the node asks Redis for the topic's history cancels the
+/// subscription: both are answered, and no event follows.
+#[test]
+fn an_unsub_while_redis_answers_cancels_the_subscription() {
+    let redis = RedisServer::start();
+    let config = Redis::new(&redis.url()).unwrap();
+    let (a, b) = (history_node(&config, 1000), history_node(&config, 1000));
+    let mut ws = JsonClient::new(&b);
+    // In one message (a batch), so that the unsub surely comes before Redis's answer.
+    let answer = ws.ask(r#"[["sub",1,"h",4,"00000000"],["unsub",2,"h"]]"#);
+    assert_eq!(answer, json!(["ok", 2, true]));
+    assert_eq!(ws.next(), json!(["ok", 1, null]));
+    subscribed(&[&b], 0);
+    bidir::rpc::publish(&a, "h", &1).unwrap();
+    eventually("a published", || stats(&a).published == 1);
+    ws.nothing_more();
+}
+
 /// A node whose subscriptions Redis cut (`CLIENT KILL TYPE pubsub`) in the middle of a stream
 /// catches up from the history when it is back: its client misses nothing, gets nothing
 /// twice, and stays connected.

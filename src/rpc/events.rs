@@ -326,6 +326,7 @@ impl Endpoint {
                 since.map(|p| Position { offset: p.offset, epoch: p.epoch.to_string().into() });
             let from = since.as_ref().map(|p| p.offset);
             let pin = bridge.pin(Arc::from(engine));
+            self.subscribing.push(name.clone());
             let then: crate::nodes::OnRead = Box::new(move |stored| {
                 let _ = handle.post_to::<Self, _>(move |endpoint, cx| {
                     endpoint.subscribed_from(cx, id, &name, since.as_ref(), stored);
@@ -360,6 +361,11 @@ impl Endpoint {
         let shared = Arc::clone(&cx.worker.shared);
         let max_age = shared.histories.bounds(topic).map(|b| b.max_age());
         let logs = shared.histories.lock();
+        let Some(i) = self.subscribing.iter().position(|t| t == topic) else {
+            // Unsubscribed meanwhile: answered, not subscribed.
+            return self.answer_value(id, &());
+        };
+        self.subscribing.swap_remove(i);
         cx.subscribe(&engine_topic(self.egress.wire(), topic));
         let cache = logs.get(topic);
         let Some(stored) = stored else {

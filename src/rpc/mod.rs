@@ -442,6 +442,7 @@ impl Services {
                 outbox: None,
                 instances: Instances::default(),
                 deadlines: HashMap::new(),
+                subscribing: Vec::new(),
             };
             let accept = Accept::new(endpoint).protocol(wire.protocol());
             Ok(match answer {
@@ -581,6 +582,9 @@ pub struct Endpoint {
     /// The server's requests continued on the worker ([`Pending::then`]), by the timer of
     /// their deadline.
     deadlines: HashMap<TimerId, u64>,
+    /// Topics whose subscription waits for Redis (a history read on another thread): an
+    /// `unsub` meanwhile takes the topic out, and the subscription is then not made.
+    subscribing: Vec<String>,
 }
 
 impl fmt::Debug for Endpoint {
@@ -716,8 +720,10 @@ impl Reader for Endpoint {
             }
             Ok(Msg::Publish { topic, data }) => self.publish(cx, &topic, data),
             Ok(Msg::Unsubscribe { id, topic }) => {
+                let waiting = self.subscribing.iter().position(|t| *t == *topic);
+                let waiting = waiting.map(|i| self.subscribing.swap_remove(i)).is_some();
                 let was = cx.unsubscribe(&engine_topic(self.egress.wire(), &topic));
-                self.answer_value(id, &was);
+                self.answer_value(id, &(was || waiting));
             }
             Ok(Msg::Invoke { id: Some(id), callback, .. }) => {
                 let message = format!("no callback {callback}");
