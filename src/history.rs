@@ -123,11 +123,11 @@ impl Histories {
         logs.iter().map(|(t, l)| (Arc::clone(t), Arc::clone(&l.epoch), l.last, l.bounds)).collect()
     }
 
-    /// This node's link to Redis is down: every cache may miss events from now on, and
-    /// recovers nobody until it has caught up ([`Log::caught_up`]).
+    /// This node's link to Redis is down (for the topics `which` says): their caches may miss
+    /// events from now on, and recover nobody until they have caught up ([`Log::caught_up`]).
     #[cfg(feature = "redis")]
-    pub(crate) fn stale_all(&self) {
-        for log in self.lock().values_mut() {
+    pub(crate) fn stale(&self, which: &dyn Fn(&str) -> bool) {
+        for (_, log) in self.lock().iter_mut().filter(|(topic, _)| which(topic)) {
             log.stale = true;
         }
     }

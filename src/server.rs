@@ -790,8 +790,8 @@ impl Local for Shared {
         crate::rpc::deliver_from_node(self, topic, json, data, kept)
     }
 
-    fn stale_histories(&self) {
-        self.histories.stale_all();
+    fn stale_histories(&self, which: &dyn Fn(&str) -> bool) {
+        self.histories.stale(which);
     }
 
     fn kept_histories(&self) -> Vec<(Arc<str>, Arc<str>, u64, crate::rpc::History)> {

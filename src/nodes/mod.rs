@@ -215,8 +215,9 @@ pub(crate) trait Local: Send + Sync {
         data: &[u8],
         kept: Option<(&Position<'_>, Option<ConnId>)>,
     ) -> bool;
-    /// This node's link to Redis is down: the histories it caches may miss events.
-    fn stale_histories(&self);
+    /// This node's link to Redis is down (to the shard of the topics `which` says): the
+    /// histories it caches may miss events.
+    fn stale_histories(&self, which: &dyn Fn(&str) -> bool);
     /// The histories this node caches: topic, epoch, last offset and bounds.
     fn kept_histories(&self) -> Vec<(Arc<str>, Arc<str>, u64, History)>;
     /// What Redis kept of `topic` after `last` in `epoch`, for a cache that may have missed

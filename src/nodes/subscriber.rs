@@ -51,7 +51,7 @@ pub(super) fn run(bridge: &Bridge, local: &Weak<dyn Local>, listings: &Receiver<
             // The shards are subscribed again from scratch: a gap, caught up from histories.
             bridge.counters.gaps.fetch_add(1, Ordering::Relaxed);
             if let Some(local) = local.upgrade() {
-                local.stale_histories();
+                local.stale_histories(&|_| true);
             }
         }
         let routes: Vec<_> = topology.shards().iter().map(|_| mpsc::channel()).collect();
@@ -122,6 +122,11 @@ struct Shard<'a> {
 impl Shard<'_> {
     fn info(&self) -> &ConnectionInfo {
         &self.topology.shards()[self.index]
+    }
+
+    /// Whether rpc topic `topic`'s channel is on this shard.
+    fn is_mine(&self, topic: &str) -> bool {
+        self.topology.shard_of(&self.bridge.channel(Namespace::Rpc, topic)) == self.index
     }
 
     /// Subscribes and reads until the server stops or `stop` is set; sets `moved` when the
@@ -234,7 +239,8 @@ impl Shard<'_> {
                     if !channels.is_empty() {
                         missed = true;
                         if let Some(local) = local.upgrade() {
-                            local.stale_histories();
+                            let mine = |topic: &str| self.is_mine(topic);
+                            local.stale_histories(&mine);
                         }
                     }
                     // Caught up again on the next connection.
@@ -263,12 +269,11 @@ impl Shard<'_> {
     fn catch_up(&self, waiting: &mut Vec<Read>) {
         let Some(local) = self.local.upgrade() else { return };
         for (topic, epoch, last, history) in local.kept_histories() {
-            let channel = self.bridge.channel(Namespace::Rpc, &topic);
-            if self.topology.shard_of(&channel) != self.index {
+            if !self.is_mine(&topic) {
                 continue;
             }
             waiting.push(Read {
-                channel,
+                channel: self.bridge.channel(Namespace::Rpc, &topic),
                 topic: topic.to_string(),
                 since: Some(last),
                 history,
