@@ -295,6 +295,37 @@ fn a_node_that_cannot_catch_up_has_its_subscribers_come_back_and_told() {
     assert_eq!(seen.last(), Some(&101));
 }
 
+/// A Redis that keeps its data (append-only file, fsync on every write) killed and restarted
+/// in the middle of a stream: the publisher sends again what the kill cut in flight (Redis
+/// keeps it once), the nodes catch up from the history Redis kept, and the client misses
+/// nothing, gets nothing twice, and is told no gap.
+#[test]
+fn across_a_restart_of_a_redis_that_keeps_its_data_nothing_is_missed() {
+    let mut redis = RedisServer::start_persistent();
+    let config = Redis::new(&redis.url()).unwrap();
+    let (a, b) = (history_node(&config, 1000), history_node(&config, 1000));
+    let (client, rx, gaps) = numbers(&b, "s");
+    subscribed(&[&b], 1);
+    let publishing = {
+        let a = a.clone();
+        thread::spawn(move || {
+            for i in 0..600u32 {
+                bidir::rpc::publish(&a, "s", &i).unwrap();
+                thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    thread::sleep(Duration::from_millis(200));
+    redis.restart();
+    publishing.join().unwrap();
+    let seen = until(&rx, 599);
+    assert_eq!(seen, (0..600).collect::<Vec<_>>(), "missed, twice or out of order");
+    assert_eq!(stats(&a).lost_publishes, 0);
+    assert_eq!(*gaps.lock().unwrap(), 0, "no gap told");
+    assert_eq!(client.stats().reconnects, 0, "the client stayed connected");
+    assert_eq!(stats(&b).history_gaps, 0);
+}
+
 /// With history on, a client on the node that missed events during a Redis restart is told
 /// (the node's history starts a new epoch), and never gets an event twice or out of order.
 /// (A client that reconnects to its node recovers there: tests/history.rs.)

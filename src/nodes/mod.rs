@@ -165,7 +165,8 @@ pub struct NodeStats {
     pub received: u64,
     /// Publishes that may not have reached Redis: dropped while it was unreachable and the
     /// queue was full ([`Redis::max_queued_bytes`]), or in a batch whose connection failed
-    /// before Redis answered (they are not sent again, which could deliver them twice).
+    /// before Redis answered (they are not sent again, which could deliver them twice; an
+    /// event for a topic's history is sent again, up to 3 times, since Redis keeps it once).
     pub lost_publishes: u64,
     /// Times the subscriber connected again after losing Redis.
     pub reconnects: u64,
@@ -247,6 +248,8 @@ pub(crate) struct Bridge {
     rpc_topic: RpcTopic,
     counters: Counters,
     outbox: publisher::Outbox,
+    /// Events queued for histories so far (their numbers, [`Bridge::keep`]).
+    kept: AtomicU64,
     /// The topics' listings, until the subscriber thread takes them.
     listings: Mutex<Option<Receiver<Listing>>>,
     /// Reads of topic histories, until the subscriber thread takes them.
@@ -276,6 +279,7 @@ impl Bridge {
             rpc_topic,
             counters: Counters::default(),
             outbox: publisher::Outbox::default(),
+            kept: AtomicU64::new(0),
             listings: Mutex::new(Some(rx)),
             reads: Mutex::default(),
             watch: tx.clone(),
@@ -359,6 +363,8 @@ impl Bridge {
             keys: stream::keys(&self.redis.prefix, topic),
             max_events: history.max_events(),
             ttls: stream::ttls(history),
+            seq: self.kept.fetch_add(1, Ordering::Relaxed) + 1,
+            tries: 0,
         };
         self.queue(publisher::Item { channel, message, keep: Some(keep) });
     }
@@ -394,6 +400,7 @@ impl Bridge {
             since,
             history,
             asked: std::time::Instant::now(),
+            tries: 0,
             then: stream::Then::Post(then),
         };
         self.reads.lock().unwrap_or_else(PoisonError::into_inner).push(read);

@@ -41,7 +41,15 @@ pub(super) struct Keep {
     pub(super) keys: (String, String),
     pub(super) max_events: usize,
     pub(super) ttls: (u64, u64),
+    /// This node's number for the event, increasing: Redis keeps the last one it kept of
+    /// each node per topic, so an event sent again after a failed round trip is kept once.
+    pub(super) seq: u64,
+    /// Round trips that failed for it so far.
+    pub(super) tries: u8,
 }
+
+/// How many times an event for a history is sent again after a round trip that failed.
+const MAX_TRIES: u8 = 3;
 
 impl Item {
     fn size(&self) -> usize {
@@ -66,6 +74,15 @@ impl Outbox {
             self.ready.notify_one();
         }
         true
+    }
+
+    /// Puts events back at the front, in their order, to be sent again.
+    fn requeue(&self, items: Vec<Item>) {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        queue.bytes += items.iter().map(Item::size).sum::<usize>();
+        for item in items.into_iter().rev() {
+            queue.items.push_front(item);
+        }
     }
 
     pub(super) fn wake(&self) {
@@ -156,20 +173,31 @@ pub(super) fn run(bridge: &Bridge, local: &Weak<dyn Local>) {
         let mut moved = false;
         for (link, batch) in links.iter_mut().zip(shards) {
             let Some((c, keep)) = link.as_mut().filter(|_| !batch.is_empty()) else { continue };
-            let Err(e) = pipeline(command, keep, &batch).exec(c) else {
+            let Err(e) = pipeline(bridge.node, command, keep, &batch).exec(c) else {
                 counters.published.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 continue;
             };
-            // Some of the batch may have reached Redis: sending it again could deliver it
-            // twice, so it is counted lost instead. The connection is given up only when it
-            // failed, or lost the script (it is loaded again); the cluster's map when a shard
-            // refused a channel; an error reply (a Redis without SPUBLISH) keeps them.
-            counters.lost_publishes.fetch_add(batch.len() as u64, Ordering::Relaxed);
-            moved |= matches!(e.code(), Some("MOVED" | "ASK" | "CLUSTERDOWN"));
+            // Some of the batch may have reached Redis. A plain publish sent again could be
+            // delivered twice, so it is counted lost instead; an event for a history is sent
+            // again (Redis keeps it once), unless Redis refused it as such. The connection is
+            // given up only when it failed, or lost the script (it is loaded again); the
+            // cluster's map when a shard refused a channel; an error reply (a Redis without
+            // SPUBLISH) keeps them.
+            let refused = matches!(e.code(), Some("MOVED" | "ASK" | "CLUSTERDOWN"));
+            moved |= refused;
             let failed = e.is_io_error() || e.is_connection_dropped() || e.is_timeout();
-            if failed || e.code() == Some("NOSCRIPT") {
+            let again = failed || refused || e.code() == Some("NOSCRIPT");
+            if again {
                 *link = None;
             }
+            let (mut resend, lost): (Vec<Item>, Vec<Item>) = batch
+                .into_iter()
+                .partition(|i| again && i.keep.as_ref().is_some_and(|k| k.tries < MAX_TRIES));
+            for item in &mut resend {
+                item.keep.as_mut().expect("kept").tries += 1;
+            }
+            counters.lost_publishes.fetch_add(lost.len() as u64, Ordering::Relaxed);
+            bridge.outbox.requeue(resend);
         }
         if moved {
             topology = None;
@@ -211,7 +239,7 @@ fn connect(
 
 /// One shard's batch as a pipeline: `command` (`PUBLISH` or `SPUBLISH`) for each plain
 /// publish, the script `keep` for each event kept in a history.
-fn pipeline(command: &str, keep: &str, batch: &[Item]) -> redis::Pipeline {
+fn pipeline(node: u64, command: &str, keep: &str, batch: &[Item]) -> redis::Pipeline {
     let mut pipe = redis::pipe();
     // The epoch of a topic that has none yet: one per batch is enough, since a topic gets one
     // once (random, so that positions of its history's lives never match).
@@ -235,6 +263,8 @@ fn pipeline(command: &str, keep: &str, batch: &[Item]) -> redis::Pipeline {
             .arg(data)
             .arg(channel)
             .arg(command)
+            .arg(format!("{node:016x}"))
+            .arg(how.seq)
             .ignore();
     }
     pipe

@@ -3,7 +3,8 @@
 //! them, and read back for a subscriber that returns or a node that lost its link.
 //!
 //! A topic `t` keeps two keys: `{prefix}top:{t}`, a hash of its `epoch` (8 hex digits, chosen
-//! by the node that first needs one) and `top` (the last offset given), and `{prefix}log:{t}`,
+//! by the node that first needs one), `top` (the last offset given) and, per node that
+//! published, `n:<node id>` (the number of its last event kept), and `{prefix}log:{t}`,
 //! a stream of its events with ids `0-<offset>`, each with fields `t` (Redis's clock when
 //! kept, in ms) and `d` (the data's kind byte, 3 JSON or 4 MessagePack, then the data). The
 //! stream holds at most the history's count (`MAXLEN`) and expires when nothing was added
@@ -19,17 +20,25 @@ use bidir_protocol::rpc::Position;
 use crate::ConnId;
 use crate::history::History;
 
-/// Numbers, keeps and publishes an event. KEYS: the hash, the stream. ARGV: the message's
-/// header (kind, node, excluded connection), an epoch for a topic that has none, the most
-/// events kept, the stream's and the hash's time to live (ms), the data, the channel, the
-/// publish command. Returns the offset.
+/// Numbers, keeps and publishes an event, once: a node's event sent again (its number not
+/// past the last one kept of that node) is skipped. KEYS: the hash, the stream. ARGV: the
+/// message's header (kind, node, excluded connection), an epoch for a topic that has none,
+/// the most events kept, the stream's and the hash's time to live (ms), the data, the
+/// channel, the publish command, the node's id (hex), the event's number. Returns the offset
+/// (0: kept already).
 pub(super) const KEEP: &str = r"
+local node = 'n:' .. ARGV[9]
+local seen = redis.call('HGET', KEYS[1], node)
+if seen and tonumber(seen) >= tonumber(ARGV[10]) then
+  return 0
+end
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[2]
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0)
 end
 local top = redis.call('HINCRBY', KEYS[1], 'top', 1)
+redis.call('HSET', KEYS[1], node, ARGV[10])
 local t = redis.call('TIME')
 local ms = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000))
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], '0-' .. top, 't', ms, 'd', ARGV[6])
@@ -153,6 +162,8 @@ pub(super) struct Read {
     pub(super) since: Option<u64>,
     pub(super) history: History,
     pub(super) asked: Instant,
+    /// Round trips that failed for it so far.
+    pub(super) tries: u8,
     pub(super) then: Then,
 }
 

@@ -23,6 +23,8 @@ const POLL: Duration = Duration::from_millis(20);
 const CHUNK: usize = 512;
 /// How long a subscriber's read of a history may wait for Redis.
 const READ_WAIT: Duration = Duration::from_secs(2);
+/// How many times a read of a history whose round trip failed is tried again.
+const MAX_TRIES: u8 = 3;
 
 /// Subscribes and reads until the server stops: on the one Redis, or on each shard of a
 /// cluster in sharded mode.
@@ -243,10 +245,11 @@ impl Shard<'_> {
                             local.stale_histories(&mine);
                         }
                     }
-                    // Caught up again on the next connection.
+                    // Caught up again on the next connection; reads on a new one too.
                     waiting.retain(|read| matches!(read.then, Then::Post(_)));
                     confirmed.clear();
                     con = None;
+                    reader = None;
                     counters.links.fetch_sub(1, Ordering::Relaxed);
                     counters.channels.fetch_sub(std::mem::take(&mut reported), Ordering::Relaxed);
                     // Lost, or refused (an error reply: a Redis without sharded pub/sub): wait
@@ -278,6 +281,7 @@ impl Shard<'_> {
                 since: Some(last),
                 history,
                 asked: Instant::now(),
+                tries: 0,
                 then: Then::CatchUp { epoch, last },
             });
         }
@@ -309,7 +313,14 @@ impl Shard<'_> {
         if failed.is_some() {
             *reader = None;
         }
-        for (read, stored) in outcomes {
+        for (mut read, stored) in outcomes {
+            // A round trip that failed (a connection from before Redis restarted) is tried
+            // again on a new connection, a few times.
+            if failed.is_some() && read.tries < MAX_TRIES {
+                read.tries += 1;
+                waiting.push(read);
+                continue;
+            }
             match read.then {
                 Then::Post(then) => then(stored),
                 Then::CatchUp { epoch, last } => {

@@ -1,5 +1,5 @@
-//! A `redis-server` of a test's own, on loopback and a free port, without persistence
-//! (scripts/redis/install.sh installs it).
+//! A `redis-server` of a test's own, on loopback and a free port, with or without
+//! persistence, and a cluster of three (scripts/redis/install.sh installs them).
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -9,22 +9,38 @@ use std::time::Duration;
 pub struct RedisServer {
     port: u16,
     child: Child,
+    /// Where a persistent one keeps its append-only file (removed when dropped).
+    dir: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
+    /// One without persistence: a restart loses everything.
     pub fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        Self { port, child: Self::spawn(port) }
+        let port = free_port();
+        Self { port, child: Self::spawn(port, None), dir: None }
     }
 
-    fn spawn(port: u16) -> Child {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", "no", "--protected-mode", "yes"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
+    /// One that writes every command to its append-only file before answering
+    /// (`appendfsync always`): a restart, even a kill, keeps what it answered.
+    pub fn start_persistent() -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("bidir-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self { port, child: Self::spawn(port, Some(&dir)), dir: Some(dir) }
+    }
+
+    fn spawn(port: u16, dir: Option<&std::path::Path>) -> Child {
+        let mut command = Command::new("redis-server");
+        command.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""]);
+        command.args(["--protected-mode", "yes"]);
+        match dir {
+            None => command.args(["--appendonly", "no"]),
+            Some(dir) => {
+                command.args(["--appendonly", "yes", "--appendfsync", "always", "--dir"]).arg(dir)
+            }
+        };
+        let child =
+            command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap_or_else(|e| {
                 panic!("redis-server did not start ({e}): run scripts/redis/install.sh")
             });
         let up = super::wait_until(Duration::from_secs(10), || {
@@ -45,14 +61,21 @@ impl RedisServer {
 
     pub fn restart(&mut self) {
         self.kill();
-        self.child = Self::spawn(self.port);
+        self.child = Self::spawn(self.port, self.dir.as_deref());
     }
 }
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl RedisServer {
@@ -72,9 +95,7 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start() -> Self {
-        let ports: Vec<u16> = (0..3)
-            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port())
-            .collect();
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let dir =
             std::env::temp_dir().join(format!("bidir-cluster-{}-{}", std::process::id(), ports[0]));
         std::fs::create_dir_all(&dir).unwrap();
