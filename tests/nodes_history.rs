@@ -238,12 +238,17 @@ fn an_unsub_while_redis_answers_cancels_the_subscription() {
     ws.nothing_more();
 }
 
-/// A node whose subscriptions Redis cut (`CLIENT KILL TYPE pubsub`) in the middle of a stream
-/// catches up from the history when it is back: its client misses nothing, gets nothing
-/// twice, and stays connected.
-#[test]
-fn a_node_cut_from_redis_catches_up_from_the_history() {
-    let redis = RedisServer::start();
+/// What a client of node `b` saw of 600 events published on node `a` (one a millisecond,
+/// on a topic with a history) while `cut` was done to Redis 200 ms in.
+struct Across {
+    a: ServerHandle,
+    b: ServerHandle,
+    client: Client,
+    seen: Vec<u32>,
+    gaps: u32,
+}
+
+fn stream_across(redis: &mut RedisServer, cut: impl FnOnce(&mut RedisServer)) -> Across {
     let config = Redis::new(&redis.url()).unwrap();
     let (a, b) = (history_node(&config, 1000), history_node(&config, 1000));
     let (client, rx, gaps) = numbers(&b, "s");
@@ -258,13 +263,26 @@ fn a_node_cut_from_redis_catches_up_from_the_history() {
         })
     };
     thread::sleep(Duration::from_millis(200));
-    redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    cut(redis);
     publishing.join().unwrap();
     let seen = until(&rx, 599);
-    assert_eq!(seen, (0..600).collect::<Vec<_>>(), "missed, twice or out of order");
-    assert_eq!(*gaps.lock().unwrap(), 0);
-    assert_eq!(client.stats().reconnects, 0);
-    let node = stats(&b);
+    let gaps = *gaps.lock().unwrap();
+    Across { a, b, client, seen, gaps }
+}
+
+/// A node whose subscriptions Redis cut (`CLIENT KILL TYPE pubsub`) in the middle of a stream
+/// catches up from the history when it is back: its client misses nothing, gets nothing
+/// twice, and stays connected.
+#[test]
+fn a_node_cut_from_redis_catches_up_from_the_history() {
+    let mut redis = RedisServer::start();
+    let run = stream_across(&mut redis, |redis| {
+        redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    });
+    assert_eq!(run.seen, (0..600).collect::<Vec<_>>(), "missed, twice or out of order");
+    assert_eq!(run.gaps, 0);
+    assert_eq!(run.client.stats().reconnects, 0);
+    let node = stats(&run.b);
     assert!(node.gaps >= 1 && node.history_gaps == 0, "{node:?}");
 }
 
@@ -302,85 +320,27 @@ fn a_node_that_cannot_catch_up_has_its_subscribers_come_back_and_told() {
 #[test]
 fn across_a_restart_of_a_redis_that_keeps_its_data_nothing_is_missed() {
     let mut redis = RedisServer::start_persistent();
-    let config = Redis::new(&redis.url()).unwrap();
-    let (a, b) = (history_node(&config, 1000), history_node(&config, 1000));
-    let (client, rx, gaps) = numbers(&b, "s");
-    subscribed(&[&b], 1);
-    let publishing = {
-        let a = a.clone();
-        thread::spawn(move || {
-            for i in 0..600u32 {
-                bidir::rpc::publish(&a, "s", &i).unwrap();
-                thread::sleep(Duration::from_millis(1));
-            }
-        })
-    };
-    thread::sleep(Duration::from_millis(200));
-    redis.restart();
-    publishing.join().unwrap();
-    let seen = until(&rx, 599);
-    assert_eq!(seen, (0..600).collect::<Vec<_>>(), "missed, twice or out of order");
-    assert_eq!(stats(&a).lost_publishes, 0);
-    assert_eq!(*gaps.lock().unwrap(), 0, "no gap told");
-    assert_eq!(client.stats().reconnects, 0, "the client stayed connected");
-    assert_eq!(stats(&b).history_gaps, 0);
+    let run = stream_across(&mut redis, RedisServer::restart);
+    assert_eq!(run.seen, (0..600).collect::<Vec<_>>(), "missed, twice or out of order");
+    assert_eq!(stats(&run.a).lost_publishes, 0);
+    assert_eq!(run.gaps, 0, "no gap told");
+    assert_eq!(run.client.stats().reconnects, 0, "the client stayed connected");
+    assert_eq!(stats(&run.b).history_gaps, 0);
 }
 
-/// With history on, a client on the node that missed events during a Redis restart is told
-/// (the node's history starts a new epoch), and never gets an event twice or out of order.
-/// (A client that reconnects to its node recovers there: tests/history.rs.)
+/// A Redis that loses its data in a restart: the clients that missed events are told (their
+/// node closes them, they come back and subscribe again under Redis's new epoch), and never
+/// get an event twice or out of order.
 #[test]
-fn with_history_a_redis_restart_is_told_to_the_clients_that_missed_events() {
+fn across_a_restart_of_a_redis_that_loses_its_data_the_clients_are_told() {
     let mut redis = RedisServer::start();
-    let config = Redis::new(&redis.url()).unwrap();
-    let (a, b) = (history_node(&config, 1000), history_node(&config, 1000));
-    let gaps = Arc::new(Mutex::new(0));
-    let told = Arc::clone(&gaps);
-    let client = Client::builder(&format!("ws://{}/rpc", b.local_addr()))
-        .unwrap()
-        .on_gap(move |_| *told.lock().unwrap() += 1)
-        .connect()
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let tx = Mutex::new(tx);
-    client
-        .subscribe("s", move |d| tx.lock().unwrap().send(d.decode::<u32>().unwrap()).unwrap())
-        .unwrap();
-    subscribed(&[&b], 1);
-    let publishing = {
-        let a = a.clone();
-        thread::spawn(move || {
-            for i in 0..1500u32 {
-                bidir::rpc::publish(&a, "s", &i).unwrap();
-                thread::sleep(Duration::from_millis(1));
-            }
-        })
-    };
-    thread::sleep(Duration::from_millis(300));
-    redis.restart();
-    publishing.join().unwrap();
-    let mut seen = Vec::new();
-    while let Ok(i) = rx.recv_timeout(Duration::from_secs(2)) {
-        seen.push(i);
-        if i == 1499 {
-            break;
-        }
+    let run = stream_across(&mut redis, RedisServer::restart);
+    assert!(run.seen.windows(2).all(|w| w[0] < w[1]), "out of order or twice: {:?}", run.seen);
+    assert_eq!(run.seen.last(), Some(&599));
+    if run.seen.len() < 600 {
+        assert!(run.gaps >= 1, "{} missed and the client was not told", 600 - run.seen.len());
     }
-    assert!(seen.windows(2).all(|w| w[0] < w[1]), "out of order or twice");
-    assert_eq!(seen.last(), Some(&1499));
-    if seen.len() < 1500 {
-        assert!(
-            *gaps.lock().unwrap() >= 1,
-            "{} missed and the client was not told",
-            1500 - seen.len()
-        );
-    }
-    eprintln!(
-        "with history, across the restart: {} of 1500 seen, {} gap(s) told",
-        seen.len(),
-        gaps.lock().unwrap()
-    );
-    client.close();
+    eprintln!("across the restart: {} of 600 seen, {} gap(s) told", run.seen.len(), run.gaps);
 }
 
 /// A topic's history is Redis's, not the node's: after the node's last subscriber left (and
