@@ -50,6 +50,8 @@ pub(super) struct Keep {
 
 /// How many times an event for a history is sent again after a round trip that failed.
 const MAX_TRIES: u8 = 3;
+/// The most events of one topic one call of the script keeps.
+const KEPT_PER_CALL: usize = 256;
 
 impl Item {
     fn size(&self) -> usize {
@@ -238,34 +240,35 @@ fn connect(
 }
 
 /// One shard's batch as a pipeline: `command` (`PUBLISH` or `SPUBLISH`) for each plain
-/// publish, the script `keep` for each event kept in a history.
+/// publish, the script `keep` for each run of events kept in one topic's history (up to
+/// [`KEPT_PER_CALL`]), in the batch's order.
 fn pipeline(node: u64, command: &str, keep: &str, batch: &[Item]) -> redis::Pipeline {
     let mut pipe = redis::pipe();
     // The epoch of a topic that has none yet: one per batch is enough, since a topic gets one
     // once (random, so that positions of its history's lives never match).
     let epoch = batch.iter().any(|i| i.keep.is_some()).then(crate::history::new_epoch);
-    for Item { channel, message, keep: how } in batch {
-        let Some(how) = how else {
-            pipe.cmd(command).arg(channel).arg(message).ignore();
+    let node = format!("{node:016x}");
+    let mut rest = batch;
+    while let Some((first, _)) = rest.split_first() {
+        let Some(how) = &first.keep else {
+            pipe.cmd(command).arg(&first.channel).arg(&first.message).ignore();
+            rest = &rest[1..];
             continue;
         };
-        let (header, data) = message.split_at(super::HISTORY_HEADER);
-        pipe.cmd("EVALSHA")
-            .arg(keep)
-            .arg(2)
-            .arg(&how.keys.0)
-            .arg(&how.keys.1)
-            .arg(header)
-            .arg(epoch.as_deref())
-            .arg(how.max_events)
-            .arg(how.ttls.0)
-            .arg(how.ttls.1)
-            .arg(data)
-            .arg(channel)
-            .arg(command)
-            .arg(format!("{node:016x}"))
-            .arg(how.seq)
-            .ignore();
+        let run = rest
+            .iter()
+            .take(KEPT_PER_CALL)
+            .take_while(|i| i.keep.is_some() && i.channel == first.channel)
+            .count();
+        let cmd = pipe.cmd("EVALSHA").arg(keep).arg(2).arg(&how.keys.0).arg(&how.keys.1);
+        cmd.arg(epoch.as_deref()).arg(how.max_events).arg(how.ttls.0).arg(how.ttls.1);
+        cmd.arg(&first.channel).arg(command).arg(&node);
+        for item in &rest[..run] {
+            let (header, data) = item.message.split_at(super::HISTORY_HEADER);
+            cmd.arg(header).arg(data).arg(item.keep.as_ref().map_or(0, |k| k.seq));
+        }
+        cmd.ignore();
+        rest = &rest[run..];
     }
     pipe
 }

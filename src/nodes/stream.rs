@@ -20,32 +20,42 @@ use bidir_protocol::rpc::Position;
 use crate::ConnId;
 use crate::history::History;
 
-/// Numbers, keeps and publishes an event, once: a node's event sent again (its number not
-/// past the last one kept of that node) is skipped. KEYS: the hash, the stream. ARGV: the
-/// message's header (kind, node, excluded connection), an epoch for a topic that has none,
-/// the most events kept, the stream's and the hash's time to live (ms), the data, the
-/// channel, the publish command, the node's id (hex), the event's number. Returns the offset
-/// (0: kept already).
+/// Numbers, keeps and publishes events of one topic, in their order, each once: a node's
+/// event sent again (its number not past the last one kept of that node) is skipped. KEYS:
+/// the hash, the stream. ARGV: an epoch for a topic that has none, the most events kept, the
+/// stream's and the hash's time to live (ms), the channel, the publish command, the node's id
+/// (hex); then, for each event, its message's header (kind, node, excluded connection), its
+/// data and its number. Returns how many were kept.
 pub(super) const KEEP: &str = r"
-local node = 'n:' .. ARGV[9]
-local seen = redis.call('HGET', KEYS[1], node)
-if seen and tonumber(seen) >= tonumber(ARGV[10]) then
-  return 0
-end
+local node = 'n:' .. ARGV[7]
+local seen = tonumber(redis.call('HGET', KEYS[1], node) or '0')
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
-  epoch = ARGV[2]
+  epoch = ARGV[1]
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0)
 end
-local top = redis.call('HINCRBY', KEYS[1], 'top', 1)
-redis.call('HSET', KEYS[1], node, ARGV[10])
+local top = tonumber(redis.call('HGET', KEYS[1], 'top'))
 local t = redis.call('TIME')
 local ms = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000))
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], '0-' .. top, 't', ms, 'd', ARGV[6])
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-redis.call(ARGV[8], ARGV[7], ARGV[1] .. string.format('%016x%02x', top, #epoch) .. epoch .. ARGV[6])
-return top
+local kept = 0
+for i = 8, #ARGV, 3 do
+  local number = tonumber(ARGV[i + 2])
+  if number > seen then
+    top = top + 1
+    seen = number
+    kept = kept + 1
+    local id = string.format('%d', top)
+    redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], '0-' .. id, 't', ms, 'd', ARGV[i + 1])
+    local at = string.format('%016x%02x', top, #epoch) .. epoch
+    redis.call(ARGV[6], ARGV[5], ARGV[i] .. at .. ARGV[i + 1])
+  end
+end
+if kept > 0 then
+  redis.call('HSET', KEYS[1], 'top', string.format('%d', top), node, string.format('%d', seen))
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+end
+return kept
 ";
 
 /// Reads a topic's history after an offset. KEYS: the hash, the stream. ARGV: the offset
