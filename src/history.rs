@@ -116,6 +116,16 @@ impl Histories {
         true
     }
 
+    /// Starts `topic`'s cache at `top` in `epoch`, unless it has one.
+    #[cfg(feature = "redis")]
+    pub(crate) fn seed(&self, topic: &str, epoch: &str, top: u64, bounds: History) {
+        let mut logs = self.lock();
+        if !logs.contains_key(topic) {
+            let log = Log { last: top, ..Log::at(bounds, Arc::from(epoch)) };
+            logs.insert(Arc::from(topic), log);
+        }
+    }
+
     /// The caches of shared histories: topic, epoch, last offset and bounds.
     #[cfg(feature = "redis")]
     pub(crate) fn kept(&self) -> Vec<(Arc<str>, Arc<str>, u64, History)> {
@@ -201,7 +211,7 @@ impl Log {
     /// follow in a stale cache: not to be delivered now.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn put(&mut self, at: &Position<'_>, data: Data, now: Instant) -> bool {
-        let next = *at.epoch == *self.epoch && at.offset == self.last + 1;
+        let next = *at.epoch == *self.epoch && at.offset == self.last.saturating_add(1);
         if *at.epoch == *self.epoch && at.offset <= self.last {
             return false;
         }
@@ -229,12 +239,12 @@ impl Log {
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn covers(&mut self, since: Option<&Position<'_>>, now: Instant) -> bool {
         self.trim(now);
-        let first = self.events.front().map_or(self.last + 1, |k| k.offset);
+        let first = self.events.front().map_or(self.last.saturating_add(1), |k| k.offset);
         !self.stale
             && since.is_none_or(|since| {
                 *since.epoch == *self.epoch
                     && since.offset <= self.last
-                    && first <= since.offset + 1
+                    && first <= since.offset.saturating_add(1)
             })
     }
 
@@ -242,9 +252,9 @@ impl Log {
     /// missing.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn after(&self, offset: u64) -> (impl Iterator<Item = (u64, &Data)>, bool) {
-        let first = self.events.front().map_or(self.last + 1, |k| k.offset);
+        let first = self.events.front().map_or(self.last.saturating_add(1), |k| k.offset);
         let events = self.events.iter().filter(move |k| k.offset > offset);
-        (events.map(|k| (k.offset, &k.data)), first <= offset + 1)
+        (events.map(|k| (k.offset, &k.data)), first <= offset.saturating_add(1))
     }
 
     /// Numbers and keeps an event; returns its position.
@@ -266,12 +276,13 @@ impl Log {
         let Some(since) = since else {
             return Recovery { missed: Vec::new(), recovered: true, epoch, offset };
         };
-        let first = self.events.front().map_or(self.last + 1, |k| k.offset);
+        let first = self.events.front().map_or(self.last.saturating_add(1), |k| k.offset);
         // Everything after `since` must still be here: the first kept event at most the one
         // right after it. A position ahead of the log (another node's, or a client's guess)
         // is not this log's.
-        let recovered =
-            *since.epoch == *self.epoch && since.offset <= self.last && first <= since.offset + 1;
+        let recovered = *since.epoch == *self.epoch
+            && since.offset <= self.last
+            && first <= since.offset.saturating_add(1);
         let missed = if recovered {
             let epoch: std::borrow::Cow<'static, str> = self.epoch.to_string().into();
             self.events

@@ -794,6 +794,10 @@ impl Local for Shared {
         self.histories.stale(which);
     }
 
+    fn seed_history(&self, topic: &str, epoch: &str, top: u64, history: crate::rpc::History) {
+        self.histories.seed(topic, epoch, top, history);
+    }
+
     fn kept_histories(&self) -> Vec<(Arc<str>, Arc<str>, u64, crate::rpc::History)> {
         self.histories.kept()
     }

@@ -286,6 +286,76 @@ fn a_node_cut_from_redis_catches_up_from_the_history() {
     assert!(node.gaps >= 1 && node.history_gaps == 0, "{node:?}");
 }
 
+/// Events published to one topic from several threads at once are all kept, once each, in
+/// one order: each gets its number for Redis as it is queued.
+#[test]
+fn publishes_from_several_threads_are_all_kept() {
+    let redis = RedisServer::start();
+    let config = Redis::new(&redis.url()).unwrap();
+    let (a, b) = (history_node(&config, 1000), history_node(&config, 1000));
+    let (_client, rx, gaps) = numbers(&b, "s");
+    subscribed(&[&b], 1);
+    let threads: Vec<_> = (0..4u32)
+        .map(|t| {
+            let a = a.clone();
+            thread::spawn(move || {
+                for i in 0..250 {
+                    bidir::rpc::publish(&a, "s", &(t * 1000 + i)).unwrap();
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    let mut seen: Vec<u32> = (0..1000).map_while(|_| rx.recv_timeout(WAIT).ok()).collect();
+    seen.sort_unstable();
+    let sent: Vec<u32> = (0..4).flat_map(|t| (0..250).map(move |i| t * 1000 + i)).collect();
+    assert_eq!(seen, sent);
+    assert_eq!(*gaps.lock().unwrap(), 0);
+    assert_eq!(stats(&a).lost_publishes, 0);
+}
+
+/// A node cut from Redis while a topic it serves is quiet (no event since its subscriber
+/// came) still catches it up: what was published meanwhile reaches the subscriber.
+#[test]
+fn a_quiet_topic_is_caught_up_too() {
+    let redis = RedisServer::start();
+    let config = Redis::new(&redis.url()).unwrap();
+    let (a, b) = (history_node(&config, 1000), history_node(&config, 1000));
+    let (client, rx, gaps) = numbers(&b, "q");
+    subscribed(&[&b], 1);
+    redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    for i in 0..3u32 {
+        bidir::rpc::publish(&a, "q", &i).unwrap();
+    }
+    assert_eq!(until(&rx, 2), [0, 1, 2]);
+    assert_eq!(*gaps.lock().unwrap(), 0);
+    assert_eq!(client.stats().reconnects, 0);
+    assert!(stats(&b).gaps >= 1, "b's link was cut: {:?}", stats(&b));
+}
+
+/// A node whose topic keeps no history publishes to nodes where it does: its events are
+/// delivered there without a position, and never take an offset of Redis's history.
+#[test]
+fn an_event_from_a_node_without_the_history_takes_no_offset() {
+    let redis = RedisServer::start();
+    let config = Redis::new(&redis.url()).unwrap();
+    let (a, b) = (history_node(&config, 1000), history_node(&config, 1000));
+    let plain = Server::builder()
+        .bind("127.0.0.1:0")
+        .workers(1)
+        .route("/rpc", Services::new().hook())
+        .redis(config)
+        .start()
+        .unwrap();
+    let mut ws = JsonClient::new(&b);
+    let epoch = ws.ask(r#"["sub",1,"h"]"#)[2]["epoch"].as_str().unwrap().to_owned();
+    subscribed(&[&b], 1);
+    bidir::rpc::publish(&plain, "h", &"plain").unwrap();
+    assert_eq!(ws.next(), json!(["event", "h", "plain"]));
+    bidir::rpc::publish(&a, "h", &"kept").unwrap();
+    assert_eq!(ws.next(), json!(["event", "h", "kept", 1, epoch]));
+}
+
 /// A node cut from Redis for longer than the history keeps (5 events) cannot catch up: it
 /// closes its subscribers (1012), which come back, subscribe again from their position and
 /// are told what they missed — never silently.

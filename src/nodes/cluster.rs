@@ -21,6 +21,16 @@ pub(super) fn slot(name: &[u8]) -> u16 {
     crc16(tagged.unwrap_or(name)) % SLOTS
 }
 
+/// The hash tag an rpc topic's channel and history keys carry, `{` and `}` included, so
+/// that in a cluster they share a slot whatever the topic's characters: 16 hex digits of
+/// the topic's FNV-1a hash.
+pub(super) fn tag(topic: &str) -> String {
+    let hash = topic
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("{{{hash:016x}}}")
+}
+
 fn crc16(bytes: &[u8]) -> u16 {
     let mut crc = 0u16;
     for &byte in bytes {
@@ -131,6 +141,14 @@ mod tests {
         assert_eq!(slot(b"foo{}{bar}"), slot(b"foo{}{bar}"), "an empty tag hashes the whole name");
         assert_ne!(slot(b"foo{}{bar}"), slot(b"bar"));
         assert_eq!(slot(b"foo{{bar}}zap"), slot(b"{bar"));
+        // Any topic, even empty or full of braces, gives its channel and keys one slot.
+        for topic in ["", "}", "{", "a}b{c", "room/1"] {
+            let tag = tag(topic);
+            assert_eq!(tag.len(), 18);
+            let (channel, key) = (format!("p:rpc:{tag}{topic}"), format!("p:log:{tag}{topic}"));
+            assert_eq!(slot(channel.as_bytes()), slot(key.as_bytes()), "{topic:?}");
+        }
+        assert_ne!(tag("a"), tag("b"));
     }
 
     #[test]

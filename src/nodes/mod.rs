@@ -86,8 +86,10 @@ impl Redis {
 
     /// What every channel's name starts with (default `bidir:`): nodes with the same prefix
     /// share topics; other prefixes on the same Redis are other applications. A topic `t`
-    /// travels on the channel `{prefix}ws:t`, and an rpc topic on `{prefix}rpc:{t}` (the
-    /// topic a hash tag, literally in braces).
+    /// travels on the channel `{prefix}ws:t`, and an rpc topic on `{prefix}rpc:{TAG}t`, where
+    /// `{TAG}` is a hash tag made of the topic (docs/nodes.md, "On the wire"). With
+    /// [`Redis::sharded`] on a cluster, the prefix must have no `{` or `}`: a hash tag of its
+    /// own would put every channel and key in one slot, or split a history's over two.
     pub fn prefix(mut self, prefix: &str) -> Self {
         prefix.clone_into(&mut self.prefix);
         self
@@ -119,7 +121,14 @@ impl Redis {
         info: &ConnectionInfo,
         read_timeout: Duration,
     ) -> redis::RedisResult<redis::Connection> {
-        let client = redis::Client::open(info.clone())?;
+        // Keepalive probes: a link that died without a word (a half-open connection) fails
+        // within about 25 s, and the node reconnects and catches up, instead of waiting.
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(KEEPALIVE_IDLE)
+            .with_interval(KEEPALIVE_IDLE / 2)
+            .with_retries(3);
+        let tcp = info.tcp_settings().clone().set_keepalive(keepalive);
+        let client = redis::Client::open(info.clone().set_tcp_settings(tcp))?;
         let con = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
         con.set_read_timeout(Some(read_timeout))?;
         con.set_write_timeout(Some(WRITE_TIMEOUT))?;
@@ -138,6 +147,8 @@ impl fmt::Debug for Redis {
     }
 }
 
+/// How long a link to Redis may be silent before keepalive probes check it.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a write to Redis may block before the connection is given up.
@@ -219,6 +230,10 @@ pub(crate) trait Local: Send + Sync {
     /// This node's link to Redis is down (to the shard of the topics `which` says): the
     /// histories it caches may miss events.
     fn stale_histories(&self, which: &dyn Fn(&str) -> bool);
+    /// `topic`'s history is at `top` in `epoch`, as Redis said in a read made once this node
+    /// heard the topic: a cache starts there if there is none, so that the events after it
+    /// are kept, and caught up after a link loss, even before any arrives.
+    fn seed_history(&self, topic: &str, epoch: &str, top: u64, history: History);
     /// The histories this node caches: topic, epoch, last offset and bounds.
     fn kept_histories(&self) -> Vec<(Arc<str>, Arc<str>, u64, History)>;
     /// What Redis kept of `topic` after `last` in `epoch`, for a cache that may have missed
@@ -248,8 +263,6 @@ pub(crate) struct Bridge {
     rpc_topic: RpcTopic,
     counters: Counters,
     outbox: publisher::Outbox,
-    /// Events queued for histories so far (their numbers, [`Bridge::keep`]).
-    kept: AtomicU64,
     /// The topics' listings, until the subscriber thread takes them.
     listings: Mutex<Option<Receiver<Listing>>>,
     /// Reads of topic histories, until the subscriber thread takes them.
@@ -279,7 +292,6 @@ impl Bridge {
             rpc_topic,
             counters: Counters::default(),
             outbox: publisher::Outbox::default(),
-            kept: AtomicU64::new(0),
             listings: Mutex::new(Some(rx)),
             reads: Mutex::default(),
             watch: tx.clone(),
@@ -363,7 +375,7 @@ impl Bridge {
             keys: stream::keys(&self.redis.prefix, topic),
             max_events: history.max_events(),
             ttls: stream::ttls(history),
-            seq: self.kept.fetch_add(1, Ordering::Relaxed) + 1,
+            seq: 0,
             tries: 0,
         };
         self.queue(publisher::Item { channel, message, keep: Some(keep) });
@@ -450,19 +462,14 @@ impl Bridge {
         rpc_topic(channel.strip_prefix(self.redis.prefix.as_str())?)
     }
 
-    /// `topic`'s channel: `{prefix}ws:{topic}`, or `{prefix}rpc:{{topic}}` — the rpc topic a
-    /// hash tag, so that in a cluster its channel and its history's keys share a slot.
+    /// `topic`'s channel: `{prefix}ws:{topic}`, or `{prefix}rpc:{TAG}{topic}` — an rpc topic
+    /// after its hash tag, so that in a cluster its channel and its history's keys share a
+    /// slot.
     fn channel(&self, namespace: Namespace, topic: &str) -> String {
-        let (open, close) = match namespace {
-            Namespace::Ws => ("ws:", ""),
-            Namespace::Rpc => ("rpc:{", "}"),
-        };
-        let mut channel = String::with_capacity(self.redis.prefix.len() + 6 + topic.len());
-        channel.push_str(&self.redis.prefix);
-        channel.push_str(open);
-        channel.push_str(topic);
-        channel.push_str(close);
-        channel
+        match namespace {
+            Namespace::Ws => format!("{}ws:{topic}", self.redis.prefix),
+            Namespace::Rpc => format!("{}rpc:{}{topic}", self.redis.prefix, cluster::tag(topic)),
+        }
     }
 
     /// A message from Redis on `channel`, delivered to this node's subscribers unless this
@@ -599,9 +606,12 @@ struct Delivery<'a> {
     payload: &'a [u8],
 }
 
-/// The rpc topic of a channel's name after the prefix (`rpc:{topic}`).
+/// The rpc topic of a channel's name after the prefix (`rpc:{TAG}topic`), if its tag is the
+/// topic's.
 fn rpc_topic(rest: &str) -> Option<&str> {
-    rest.strip_prefix("rpc:{")?.strip_suffix('}')
+    let rest = rest.strip_prefix("rpc:")?;
+    let (tag, topic) = rest.split_at_checked(18)?;
+    (tag == cluster::tag(topic)).then_some(topic)
 }
 
 /// Sleeps `for_` in steps, returning early (`false`) once the server stops.
@@ -650,20 +660,23 @@ mod tests {
         let mut msg = vec![Kind::RpcJson as u8];
         msg.extend_from_slice(&7u64.to_le_bytes());
         msg.extend_from_slice(b"1");
-        assert!(b.read(b"p:rpc:{t}", &msg).is_some());
+        let channel = b.channel(Namespace::Rpc, "t");
+        assert!(b.read(channel.as_bytes(), &msg).is_some());
         assert!(b.read(b"p:ws:t", &msg).is_none(), "an rpc event on a ws channel");
-        assert!(b.read(b"q:rpc:{t}", &msg).is_none(), "another prefix");
-        assert!(b.read(b"p:rpc:{t}", &msg[..8]).is_none(), "a short header");
+        assert!(b.read(format!("q{}", &channel[1..]).as_bytes(), &msg).is_none(), "another prefix");
+        assert!(b.read(b"p:rpc:{0000000000000000}t", &msg).is_none(), "another topic's tag");
+        assert!(b.read(channel.as_bytes(), &msg[..8]).is_none(), "a short header");
         msg[0] = 9;
-        assert!(b.read(b"p:rpc:{t}", &msg).is_none(), "an unknown kind");
+        assert!(b.read(channel.as_bytes(), &msg).is_none(), "an unknown kind");
     }
 
     #[test]
     fn rpc_topics_share_one_channel_for_both_encodings() {
         let b = bridge();
-        assert_eq!(b.channel_of("bidir.json.v1:room"), "p:rpc:{room}");
-        assert_eq!(b.channel_of("bidir.bin.v1:room"), "p:rpc:{room}");
-        assert_eq!(b.rpc_topic_of("p:rpc:{room}"), Some("room"));
+        let room = format!("p:rpc:{}room", cluster::tag("room"));
+        assert_eq!(b.channel_of("bidir.json.v1:room"), room);
+        assert_eq!(b.channel_of("bidir.bin.v1:room"), room);
+        assert_eq!(b.rpc_topic_of(&room), Some("room"));
         assert_eq!(b.channel_of("room"), "p:ws:room");
     }
 

@@ -24,6 +24,9 @@ pub(super) struct Outbox {
 struct Queue {
     items: VecDeque<Item>,
     bytes: usize,
+    /// Events queued for histories so far: the next one's number ([`Keep::seq`]) follows,
+    /// given under the lock, so that numbers increase in the queue's order.
+    kept: u64,
 }
 
 /// A publish: `message` on `channel`, or kept in its topic's history first.
@@ -41,8 +44,9 @@ pub(super) struct Keep {
     pub(super) keys: (String, String),
     pub(super) max_events: usize,
     pub(super) ttls: (u64, u64),
-    /// This node's number for the event, increasing: Redis keeps the last one it kept of
-    /// each node per topic, so an event sent again after a failed round trip is kept once.
+    /// This node's number for the event, increasing in the queue's order (given when it is
+    /// queued): Redis keeps the last one it kept of each node per topic, so an event sent
+    /// again after a failed round trip is kept once.
     pub(super) seq: u64,
     /// Round trips that failed for it so far.
     pub(super) tries: u8,
@@ -62,13 +66,17 @@ impl Item {
 impl Outbox {
     /// Queues a publish unless that would put more than `max_bytes` in waiting; wakes the
     /// thread. Returns whether it was queued.
-    pub(super) fn push(&self, item: Item, max_bytes: usize) -> bool {
+    pub(super) fn push(&self, mut item: Item, max_bytes: usize) -> bool {
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         let size = item.size();
         if queue.bytes + size > max_bytes {
             return false;
         }
         queue.bytes += size;
+        if let Some(keep) = &mut item.keep {
+            queue.kept += 1;
+            keep.seq = queue.kept;
+        }
         let was_empty = queue.items.is_empty();
         queue.items.push_back(item);
         drop(queue);

@@ -2,14 +2,16 @@
 //! nodes"): a topic's events in a stream, numbered by Redis in the script that also publishes
 //! them, and read back for a subscriber that returns or a node that lost its link.
 //!
-//! A topic `t` keeps two keys: `{prefix}top:{t}`, a hash of its `epoch` (8 hex digits, chosen
-//! by the node that first needs one), `top` (the last offset given) and, per node that
-//! published, `n:<node id>` (the number of its last event kept), and `{prefix}log:{t}`,
+//! A topic `t` keeps two keys (`{TAG}` its hash tag, as in its channel's name):
+//! `{prefix}top:{TAG}t`, a hash of its `epoch` (8 hex digits, chosen by the node that first
+//! needs one), `top` (the last offset given) and, per node that published, `n:<node id>` (the
+//! number of its last event kept), and `{prefix}log:{TAG}t`,
 //! a stream of its events with ids `0-<offset>`, each with fields `t` (Redis's clock when
-//! kept, in ms) and `d` (the data's kind byte, 3 JSON or 4 MessagePack, then the data). The
+//! kept, in ms), `d` (the data's kind byte, 3 JSON or 4 MessagePack, then the data) and `h`
+//! (the message's header: kind, node, skipped connection). The
 //! stream holds at most the history's count (`MAXLEN`) and expires when nothing was added
 //! for the history's age; the hash lives a day longer, so that a quiet topic keeps its
-//! epoch.
+//! epoch. A new epoch (the hash gone: expired, evicted, deleted) starts an empty stream.
 
 use std::time::{Duration, Instant};
 
@@ -33,6 +35,7 @@ local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[1]
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0)
+  redis.call('DEL', KEYS[2])
 end
 local top = tonumber(redis.call('HGET', KEYS[1], 'top'))
 local t = redis.call('TIME')
@@ -45,7 +48,7 @@ for i = 8, #ARGV, 3 do
     seen = number
     kept = kept + 1
     local id = string.format('%d', top)
-    redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], '0-' .. id, 't', ms, 'd', ARGV[i + 1])
+    redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], '0-' .. id, 't', ms, 'd', ARGV[i + 1], 'h', ARGV[i])
     local at = string.format('%016x%02x', top, #epoch) .. epoch
     redis.call(ARGV[6], ARGV[5], ARGV[i] .. at .. ARGV[i + 1])
   end
@@ -67,6 +70,7 @@ if not epoch then
   epoch = ARGV[3]
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0)
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  redis.call('DEL', KEYS[2])
 end
 local top = tonumber(redis.call('HGET', KEYS[1], 'top'))
 local t = redis.call('TIME')
@@ -81,14 +85,17 @@ return {epoch, top, now, entries}
 /// How much longer than the history's age a topic's hash lives.
 const EPOCH_KEPT: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// A topic's keys: its hash and its stream, the topic a hash tag as in its channel's name.
+/// A topic's keys: its hash and its stream, after the hash tag of its channel's name.
 pub(super) fn keys(prefix: &str, topic: &str) -> (String, String) {
-    (format!("{prefix}top:{{{topic}}}"), format!("{prefix}log:{{{topic}}}"))
+    let tag = super::cluster::tag(topic);
+    (format!("{prefix}top:{tag}{topic}"), format!("{prefix}log:{tag}{topic}"))
 }
 
-/// The times to live of a topic's stream and hash, in ms.
+/// The times to live of a topic's stream and hash, in ms (at most a century: Redis refuses
+/// an expiry past its clock's range).
 pub(super) fn ttls(history: History) -> (u64, u64) {
-    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
+    const CENTURY_MS: u64 = 100 * 365 * 24 * 60 * 60 * 1000;
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).clamp(1, CENTURY_MS);
     (ms(history.max_age()), ms(history.max_age().saturating_add(EPOCH_KEPT)))
 }
 
@@ -112,11 +119,7 @@ pub(super) fn exclude_bytes(exclude: Option<ConnId>) -> [u8; EXCLUDE] {
 /// kind (`true`: JSON) and the data.
 pub(super) fn read_kept(body: &[u8]) -> Option<(Option<ConnId>, Position<'_>, bool, &[u8])> {
     let (exclude, rest) = body.split_at_checked(EXCLUDE)?;
-    let exclude = (exclude[0] == 1).then(|| ConnId {
-        worker: u16::from_le_bytes([exclude[1], exclude[2]]),
-        slot: u32::from_le_bytes(exclude[3..7].try_into().expect("4 bytes")),
-        generation: u32::from_le_bytes(exclude[7..].try_into().expect("4 bytes")),
-    });
+    let exclude = excluded(exclude);
     let (offset, rest) = rest.split_at_checked(16)?;
     let offset = u64::from_str_radix(std::str::from_utf8(offset).ok()?, 16).ok()?;
     let (len, rest) = rest.split_at_checked(2)?;
@@ -125,6 +128,16 @@ pub(super) fn read_kept(body: &[u8]) -> Option<(Option<ConnId>, Position<'_>, bo
     let epoch = std::str::from_utf8(epoch).ok()?;
     let (json, data) = data_of(rest)?;
     Some((exclude, Position { offset, epoch: epoch.into() }, json, data))
+}
+
+/// The connection [`exclude_bytes`] names, if any.
+fn excluded(bytes: &[u8]) -> Option<ConnId> {
+    let bytes: &[u8; EXCLUDE] = bytes.try_into().ok()?;
+    (bytes[0] == 1).then(|| ConnId {
+        worker: u16::from_le_bytes([bytes[1], bytes[2]]),
+        slot: u32::from_le_bytes([bytes[3], bytes[4], bytes[5], bytes[6]]),
+        generation: u32::from_le_bytes([bytes[7], bytes[8], bytes[9], bytes[10]]),
+    })
 }
 
 /// Kept data (its kind byte, then the data): whether it is JSON, and the data.
@@ -147,7 +160,7 @@ pub(crate) struct Stored {
 }
 
 /// One event of a [`Stored`] history.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct StoredEvent {
     pub(crate) offset: u64,
     /// How long Redis has kept it.
@@ -155,6 +168,8 @@ pub(crate) struct StoredEvent {
     /// Its data in JSON (`true`) or MessagePack.
     pub(crate) json: bool,
     pub(crate) data: Vec<u8>,
+    /// The connection of this node it skips (a broadcast's caller).
+    pub(crate) exclude: Option<ConnId>,
 }
 
 /// What is done with a read's outcome (`None`: Redis could not be asked), on the subscriber
@@ -185,35 +200,72 @@ pub(super) enum Then {
     CatchUp { epoch: std::sync::Arc<str>, last: u64 },
 }
 
-/// Reads `reads` in one round trip on `con`: each with its outcome, `None` for all if the
-/// round trip failed (then with its error: the connection is to be given up).
+/// Reads `reads` in one round trip on `con`, one read per topic (from the earliest offset
+/// its reads ask for), each read with its outcome: `None` for those whose read failed, and
+/// the error if the round trip itself failed (the connection is then to be given up). An
+/// event skips a connection (`StoredEvent::exclude`) only if it is `node`'s.
 pub(super) fn run(
     con: &mut redis::Connection,
     prefix: &str,
+    node: u64,
     reads: Vec<Read>,
 ) -> (Vec<(Read, Option<Stored>)>, Option<redis::RedisError>) {
-    let mut pipe = redis::pipe();
+    // Topics in the order first asked, each read from the earliest offset asked.
+    let mut topics: Vec<(&str, Option<u64>, History)> = Vec::new();
     for read in &reads {
-        let (top, log) = keys(prefix, &read.topic);
-        let since = read.since.map(|s| s.to_string()).unwrap_or_default();
-        pipe.cmd("EVAL")
-            .arg(READ)
-            .arg(2)
-            .arg(top)
-            .arg(log)
-            .arg(since)
-            .arg(read.history.max_events())
-            .arg(&*crate::history::new_epoch())
-            .arg(ttls(read.history).1);
+        match topics.iter_mut().find(|(t, _, _)| *t == read.topic) {
+            Some((_, since, _)) => {
+                *since = match (*since, read.since) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
+            None => topics.push((&read.topic, read.since, read.history)),
+        }
     }
-    match pipe.query::<Vec<Value>>(con) {
-        Ok(answers) => (reads.into_iter().zip(answers.into_iter().map(stored)).collect(), None),
-        Err(e) => (reads.into_iter().map(|read| (read, None)).collect(), Some(e)),
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for (topic, since, history) in &topics {
+        let (top, log) = keys(prefix, topic);
+        let since = since.map(|s| s.to_string()).unwrap_or_default();
+        pipe.cmd("EVAL").arg(READ).arg(2).arg(top).arg(log).arg(since);
+        pipe.arg(history.max_events()).arg(&*crate::history::new_epoch()).arg(ttls(*history).1);
+    }
+    let answers = match pipe.query::<Vec<redis::RedisResult<Value>>>(con) {
+        Ok(answers) => answers,
+        Err(e) => return (reads.into_iter().map(|read| (read, None)).collect(), Some(e)),
+    };
+    let stored: Vec<(String, Option<Stored>)> = topics
+        .iter()
+        .zip(answers)
+        .map(|((topic, _, _), answer)| {
+            ((*topic).to_owned(), answer.ok().and_then(|a| stored(a, node)))
+        })
+        .collect();
+    let outcomes = reads
+        .into_iter()
+        .map(|read| {
+            let found = stored.iter().find(|(topic, _)| *topic == read.topic);
+            let outcome = found.and_then(|(_, s)| s.as_ref()).map(|s| s.after(read.since));
+            (read, outcome)
+        })
+        .collect();
+    (outcomes, None)
+}
+
+impl Stored {
+    /// This history as a read after `since` sees it (none: only the position).
+    fn after(&self, since: Option<u64>) -> Self {
+        let events = match since {
+            Some(since) => self.events.iter().filter(|e| e.offset > since).cloned().collect(),
+            None => Vec::new(),
+        };
+        Self { epoch: self.epoch.clone(), top: self.top, events }
     }
 }
 
 /// [`READ`]'s answer.
-fn stored(answer: Value) -> Option<Stored> {
+fn stored(answer: Value, node: u64) -> Option<Stored> {
     let Value::Array(parts) = answer else { return None };
     let [epoch, Value::Int(top), Value::Int(now), Value::Array(entries)] = &parts[..] else {
         return None;
@@ -223,27 +275,33 @@ fn stored(answer: Value) -> Option<Stored> {
         Value::SimpleString(s) => s.clone(),
         _ => return None,
     };
-    let events = entries.iter().map(|entry| event(entry, *now)).collect::<Option<_>>()?;
+    let events = entries.iter().map(|entry| event(entry, *now, node)).collect::<Option<_>>()?;
     Some(Stored { epoch, top: u64::try_from(*top).ok()?, events })
 }
 
 /// One stream entry: `[id, [field, value, …]]`.
-fn event(entry: &Value, now: i64) -> Option<StoredEvent> {
+fn event(entry: &Value, now: i64, node: u64) -> Option<StoredEvent> {
     let Value::Array(entry) = entry else { return None };
     let [Value::BulkString(id), Value::Array(fields)] = &entry[..] else { return None };
     let offset = std::str::from_utf8(id).ok()?.strip_prefix("0-")?.parse().ok()?;
-    let (mut at, mut kept) = (None, None);
+    let (mut at, mut kept, mut exclude) = (None, None, None);
     for pair in fields.chunks_exact(2) {
         let [Value::BulkString(name), Value::BulkString(value)] = pair else { continue };
         match &name[..] {
             b"t" => at = std::str::from_utf8(value).ok()?.parse::<i64>().ok(),
             b"d" => kept = Some(value),
+            // The message's header: kind, node, skipped connection.
+            b"h" => {
+                let from =
+                    value.get(1..9).and_then(|id| id.try_into().ok()).map(u64::from_le_bytes);
+                exclude = value.get(9..).filter(|_| from == Some(node)).and_then(excluded);
+            }
             _ => {}
         }
     }
     let (json, data) = data_of(kept?)?;
     let age = Duration::from_millis(u64::try_from(now.saturating_sub(at?)).unwrap_or(0));
-    Some(StoredEvent { offset, age, json, data: data.to_vec() })
+    Some(StoredEvent { offset, age, json, data: data.to_vec(), exclude })
 }
 
 #[cfg(test)]
@@ -290,11 +348,11 @@ mod tests {
             Value::Int(10_000),
             Value::Array(vec![entry(7, "9000"), entry(8, "9990")]),
         ]);
-        let s = stored(answer).unwrap();
+        let s = stored(answer, 1).unwrap();
         assert_eq!((s.epoch.as_str(), s.top), ("0badcafe", 8));
         let events: Vec<_> =
             s.events.iter().map(|e| (e.offset, e.age.as_millis(), e.json)).collect();
         assert_eq!(events, [(7, 1000, false), (8, 10, false)]);
-        assert!(stored(Value::Array(vec![Value::Int(1)])).is_none());
+        assert!(stored(Value::Array(vec![Value::Int(1)]), 1).is_none());
     }
 }

@@ -23,6 +23,9 @@ const POLL: Duration = Duration::from_millis(20);
 const CHUNK: usize = 512;
 /// How long a subscriber's read of a history may wait for Redis.
 const READ_WAIT: Duration = Duration::from_secs(2);
+/// The most topics whose histories one round trip reads (each read once, however many
+/// subscribers wait for it).
+const TOPICS_PER_READ: usize = 128;
 /// How many times a read of a history whose round trip failed is tried again.
 const MAX_TRIES: u8 = 3;
 
@@ -44,6 +47,7 @@ pub(super) fn run(bridge: &Bridge, local: &Weak<dyn Local>, listings: &Receiver<
     let mut started = false;
     while !stopping(local) {
         let Ok(topology) = Topology::read(&bridge.redis) else {
+            expire(&mut lock(&bridge.reads));
             pause(local, backoff);
             backoff = (backoff * 2).min(MAX_BACKOFF);
             continue;
@@ -153,6 +157,9 @@ impl Shard<'_> {
         // Channels Redis confirmed (and how many it counted); reads of histories waiting for
         // theirs, and the connection they are read on.
         let mut confirmed: HashSet<String> = HashSet::new();
+        // Channels unsubscribed whose end Redis has not confirmed yet (an end then is no
+        // move of the cluster's map).
+        let mut ending: HashMap<String, u32> = HashMap::new();
         let mut reported = 0;
         let mut waiting: Vec<Read> = Vec::new();
         let mut reader: Option<redis::Connection> = None;
@@ -197,6 +204,11 @@ impl Shard<'_> {
             let removed = forget_histories(bridge, local, removed);
             let added: Vec<&String> = added.iter().map(|(c, _)| c).collect();
             let removed: Vec<&String> = removed.iter().collect();
+            // A channel counts as confirmed only from its latest subscription's confirmation.
+            for channel in &removed {
+                confirmed.remove(*channel);
+                *ending.entry((*channel).clone()).or_insert(0) += 1;
+            }
             let sent = send(c, subscribe, &added, bridge.redis.sharded)
                 .and_then(|()| send(c, unsubscribe, &removed, bridge.redis.sharded));
             self.read_histories(&confirmed, &mut waiting, &mut reader);
@@ -216,11 +228,19 @@ impl Shard<'_> {
                             reported = n;
                         }
                         Pushed::Unsubscribed(channel, n) => {
-                            // One this node still wants: its slot moved to another shard.
-                            if channels.contains_key(&channel) {
-                                moved.store(true, Ordering::Relaxed);
+                            if let Some(pending) = ending.get_mut(&channel) {
+                                *pending -= 1;
+                                if *pending == 0 {
+                                    ending.remove(&channel);
+                                }
+                            } else {
+                                // Not asked, for one this node still wants: its slot moved to
+                                // another shard.
+                                if channels.contains_key(&channel) {
+                                    moved.store(true, Ordering::Relaxed);
+                                }
+                                confirmed.remove(&channel);
                             }
-                            confirmed.remove(&channel);
                             counters
                                 .channels
                                 .fetch_add(n.wrapping_sub(reported), Ordering::Relaxed);
@@ -248,6 +268,7 @@ impl Shard<'_> {
                     // Caught up again on the next connection; reads on a new one too.
                     waiting.retain(|read| matches!(read.then, Then::Post(_)));
                     confirmed.clear();
+                    ending.clear();
                     con = None;
                     reader = None;
                     counters.links.fetch_sub(1, Ordering::Relaxed);
@@ -296,9 +317,18 @@ impl Shard<'_> {
         reader: &mut Option<redis::Connection>,
     ) {
         expire(waiting);
-        let (ready, wait): (Vec<Read>, Vec<Read>) =
-            std::mem::take(waiting).into_iter().partition(|read| confirmed.contains(&read.channel));
-        *waiting = wait;
+        // Those confirmed, of at most `TOPICS_PER_READ` topics; the others wait.
+        let mut topics: HashSet<String> = HashSet::new();
+        let mut ready = Vec::new();
+        for read in std::mem::take(waiting) {
+            let room = topics.len() < TOPICS_PER_READ || topics.contains(&read.topic);
+            if confirmed.contains(&read.channel) && room {
+                topics.insert(read.topic.clone());
+                ready.push(read);
+            } else {
+                waiting.push(read);
+            }
+        }
         if ready.is_empty() {
             return;
         }
@@ -306,10 +336,20 @@ impl Shard<'_> {
             *reader = self.bridge.redis.connect_to(self.info(), READ_WAIT).ok();
         }
         let Some(con) = reader.as_mut() else {
-            waiting.extend(ready);
+            // Tried again on the next turn; a catch-up that cannot be read at all fails.
+            for mut read in ready {
+                read.tries += 1;
+                match read.then {
+                    Then::CatchUp { epoch, last } if read.tries > MAX_TRIES => {
+                        self.caught_up(&read.topic, &epoch, last, None);
+                    }
+                    _ => waiting.push(read),
+                }
+            }
             return;
         };
-        let (outcomes, failed) = stream::run(con, &self.bridge.redis.prefix, ready);
+        let (outcomes, failed) =
+            stream::run(con, &self.bridge.redis.prefix, self.bridge.node, ready);
         if failed.is_some() {
             *reader = None;
         }
@@ -322,14 +362,25 @@ impl Shard<'_> {
                 continue;
             }
             match read.then {
-                Then::Post(then) => then(stored),
-                Then::CatchUp { epoch, last } => {
-                    let Some(local) = self.local.upgrade() else { return };
-                    if !local.catch_up(&read.topic, &epoch, last, stored) {
-                        self.bridge.counters.history_gaps.fetch_add(1, Ordering::Relaxed);
+                Then::Post(then) => {
+                    if let (Some(local), Some(s)) = (self.local.upgrade(), &stored) {
+                        local.seed_history(&read.topic, &s.epoch, s.top, read.history);
                     }
+                    then(stored);
                 }
+                Then::CatchUp { epoch, last } => self.caught_up(&read.topic, &epoch, last, stored),
             }
+        }
+    }
+}
+
+impl Shard<'_> {
+    /// Hands what Redis kept of a cache's topic over for catching up (`None`: it could not
+    /// be read); counts a cache that could not catch up.
+    fn caught_up(&self, topic: &str, epoch: &str, last: u64, stored: Option<stream::Stored>) {
+        let Some(local) = self.local.upgrade() else { return };
+        if !local.catch_up(topic, epoch, last, stored) {
+            self.bridge.counters.history_gaps.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

@@ -151,7 +151,9 @@ fn emit(
     values: [Option<ValueRef<'_>>; 2],
     kept: Option<(&Position<'_>, Option<ConnId>)>,
 ) -> usize {
-    let bounds = shared.histories.bounds(topic);
+    // Joined to other nodes, only Redis numbers: an event without a position (from a node
+    // whose topic keeps no history) is delivered as it is.
+    let bounds = shared.histories.bounds(topic).filter(|_| kept.is_some() || !in_redis(shared));
     if bounds.is_none() && kept.is_none() {
         return match from {
             Some((cx, exclude)) => events(topic, &values, None)
@@ -192,6 +194,17 @@ fn emit(
         .sum();
     drop(logs);
     reached.saturating_sub(usize::from(own))
+}
+
+/// Whether topic histories are Redis's (the server joined other nodes).
+fn in_redis(shared: &Shared) -> bool {
+    #[cfg(feature = "redis")]
+    return shared.bridge.is_some();
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = shared;
+        false
+    }
 }
 
 /// `["event", topic, data, offset, epoch]` (no position: `["event", topic, data]`) in each
@@ -277,7 +290,7 @@ pub(crate) fn catch_up(
     };
     for e in stored.events {
         let at = Position { offset: e.offset, epoch: epoch.into() };
-        deliver_from_node(shared, topic, e.json, &e.data, Some((&at, None)));
+        deliver_from_node(shared, topic, e.json, &e.data, Some((&at, e.exclude)));
     }
     if let Some(log) = shared.histories.lock().get_mut(topic) {
         log.caught_up();
@@ -326,7 +339,7 @@ impl Endpoint {
                 since.map(|p| Position { offset: p.offset, epoch: p.epoch.to_string().into() });
             let from = since.as_ref().map(|p| p.offset);
             let pin = bridge.pin(Arc::from(engine));
-            self.subscribing.push(name.clone());
+            self.subscribing.push((name.clone(), id));
             let then: crate::nodes::OnRead = Box::new(move |stored| {
                 let _ = handle.post_to::<Self, _>(move |endpoint, cx| {
                     endpoint.subscribed_from(cx, id, &name, since.as_ref(), stored);
@@ -361,7 +374,7 @@ impl Endpoint {
         let shared = Arc::clone(&cx.worker.shared);
         let max_age = shared.histories.bounds(topic).map(|b| b.max_age());
         let logs = shared.histories.lock();
-        let Some(i) = self.subscribing.iter().position(|t| t == topic) else {
+        let Some(i) = self.subscribing.iter().position(|(t, i)| t == topic && *i == id) else {
             // Unsubscribed meanwhile: answered, not subscribed.
             return self.answer_value(id, &());
         };

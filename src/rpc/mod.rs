@@ -582,9 +582,10 @@ pub struct Endpoint {
     /// The server's requests continued on the worker ([`Pending::then`]), by the timer of
     /// their deadline.
     deadlines: HashMap<TimerId, u64>,
-    /// Topics whose subscription waits for Redis (a history read on another thread): an
-    /// `unsub` meanwhile takes the topic out, and the subscription is then not made.
-    subscribing: Vec<String>,
+    /// Topics whose subscription waits for Redis (a history read on another thread), with
+    /// their `sub`'s id: an `unsub` meanwhile takes the topic out, and the subscription is
+    /// then not made.
+    subscribing: Vec<(String, u64)>,
 }
 
 impl fmt::Debug for Endpoint {
@@ -720,8 +721,9 @@ impl Reader for Endpoint {
             }
             Ok(Msg::Publish { topic, data }) => self.publish(cx, &topic, data),
             Ok(Msg::Unsubscribe { id, topic }) => {
-                let waiting = self.subscribing.iter().position(|t| *t == *topic);
-                let waiting = waiting.map(|i| self.subscribing.swap_remove(i)).is_some();
+                let before = self.subscribing.len();
+                self.subscribing.retain(|(t, _)| *t != *topic);
+                let waiting = self.subscribing.len() < before;
                 let was = cx.unsubscribe(&engine_topic(self.egress.wire(), &topic));
                 self.answer_value(id, &(was || waiting));
             }
