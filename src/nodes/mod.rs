@@ -614,19 +614,20 @@ fn rpc_topic(rest: &str) -> Option<&str> {
     (tag == cluster::tag(topic)).then_some(topic)
 }
 
-/// Sleeps `for_` in steps, returning early (`false`) once the server stops.
-fn pause(local: &Weak<dyn Local>, for_: Duration) -> bool {
+/// Sleeps `for_` in steps, returning early once the server stops.
+fn pause(local: &Weak<dyn Local>, for_: Duration) {
+    pause_unless(&|| stopping(local), for_);
+}
+
+/// Sleeps `for_` in steps, returning early once `done`.
+fn pause_unless(done: &dyn Fn() -> bool, for_: Duration) {
     let step = Duration::from_millis(25);
     let mut left = for_;
-    while !left.is_zero() {
-        if stopping(local) {
-            return false;
-        }
+    while !left.is_zero() && !done() {
         let nap = left.min(step);
         std::thread::sleep(nap);
         left -= nap;
     }
-    !stopping(local)
 }
 
 /// Whether the server is stopping, or gone.

@@ -14,7 +14,9 @@ use redis::{ConnectionInfo, PushKind, Value};
 
 use super::cluster::Topology;
 use super::stream::{self, Read, Then};
-use super::{Bridge, Listing, Local, MAX_BACKOFF, MIN_BACKOFF, Namespace, pause, stopping};
+use super::{
+    Bridge, Listing, Local, MAX_BACKOFF, MIN_BACKOFF, Namespace, pause, pause_unless, stopping,
+};
 
 /// How long a read waits for a message before the thread looks at listings and at the
 /// server's state again: also how late a new topic's subscription may reach Redis.
@@ -308,6 +310,15 @@ impl Shard<'_> {
         }
     }
 
+    /// Hands what Redis kept of a cache's topic over for catching up (`None`: it could not
+    /// be read); counts a cache that could not catch up.
+    fn caught_up(&self, topic: &str, epoch: &str, last: u64, stored: Option<stream::Stored>) {
+        let Some(local) = self.local.upgrade() else { return };
+        if !local.catch_up(topic, epoch, last, stored) {
+            self.bridge.counters.history_gaps.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Reads the histories whose channels Redis confirmed, in one round trip on `reader`
     /// (connected if need be), and hands their outcomes on; the others wait.
     fn read_histories(
@@ -371,28 +382,6 @@ impl Shard<'_> {
                 Then::CatchUp { epoch, last } => self.caught_up(&read.topic, &epoch, last, stored),
             }
         }
-    }
-}
-
-impl Shard<'_> {
-    /// Hands what Redis kept of a cache's topic over for catching up (`None`: it could not
-    /// be read); counts a cache that could not catch up.
-    fn caught_up(&self, topic: &str, epoch: &str, last: u64, stored: Option<stream::Stored>) {
-        let Some(local) = self.local.upgrade() else { return };
-        if !local.catch_up(topic, epoch, last, stored) {
-            self.bridge.counters.history_gaps.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Sleeps `for_` in steps, returning early once `done`.
-fn pause_unless(done: &dyn Fn() -> bool, for_: Duration) {
-    let step = Duration::from_millis(25);
-    let mut left = for_;
-    while !left.is_zero() && !done() {
-        let nap = left.min(step);
-        std::thread::sleep(nap);
-        left -= nap;
     }
 }
 
