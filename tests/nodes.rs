@@ -218,6 +218,37 @@ fn nodes_follow_a_slot_moved_to_another_shard() {
     assert!(stats(&b).gaps >= 1, "the move is a gap for b: {:?}", stats(&b));
 }
 
+/// The primary a node was given (the seed) and that owns a subscribed channel fails, and its
+/// replica takes over: the nodes read the slot map from the shards they know, and subscribe
+/// and publish on the new primary.
+#[test]
+fn nodes_follow_a_failover_even_of_their_seed() {
+    let mut cluster = RedisCluster::with_replicas(1);
+    let ports = cluster.ports();
+    let channel = format!("test{}:ws:failing", std::process::id());
+    let slot: u16 = redis::FromRedisValue::from_redis_value(
+        cluster.command(ports[0], &["CLUSTER", "KEYSLOT", &channel]),
+    )
+    .unwrap();
+    let owner = cluster.owner(ports[0], slot).expect("a primary serves the slot");
+    let config = Redis::new(&format!("redis://127.0.0.1:{owner}")).unwrap().sharded(true);
+    let (a, b) = (node(config.clone(), 1), node(config, 1));
+    let mut ws = subscriber(&b, "failing");
+    subscribed(&[&b], 1);
+    cluster.kill(owner);
+    let other = ports.iter().copied().find(|&p| p != owner).unwrap();
+    let failed_over = util::wait_until(Duration::from_secs(20), || {
+        cluster.owner(other, slot).is_some_and(|p| p != owner)
+    });
+    assert!(failed_over, "the replica did not take over");
+    let delivered = util::wait_until(Duration::from_secs(30), || {
+        a.publish("failing", Message::Text("here"));
+        ws.set_read_timeout(Some(Duration::from_millis(100)));
+        ws.recv().is_ok_and(|m| matches!(m, Incoming::Text(t) if t == "here"))
+    });
+    assert!(delivered, "after the failover: {:?} {:?}", stats(&a), stats(&b));
+}
+
 #[test]
 fn a_node_holds_one_redis_subscription_per_topic_whatever_its_subscribers() {
     let redis = RedisServer::start();

@@ -3,6 +3,8 @@
 //! (docs/nodes.md, "Sharded pub/sub"). A Redis that is not a cluster is one shard owning
 //! every slot.
 
+use std::sync::{Mutex, PoisonError};
+
 use redis::{ConnectionAddr, ConnectionInfo, Value};
 
 use super::Redis;
@@ -57,22 +59,43 @@ impl Topology {
         Self { ranges: vec![(0, SLOTS - 1, 0)], shards: vec![redis.info.clone()] }
     }
 
-    /// The slot map as `redis`'s address tells it (`CLUSTER SLOTS`), or one shard if it is
-    /// not a cluster.
-    pub(super) fn read(redis: &Redis) -> redis::RedisResult<Self> {
-        let mut con = redis.connect_to(&redis.info, super::CONNECT_TIMEOUT)?;
+    /// The slot map (`CLUSTER SLOTS`) as the first shard of the last map read (`known`,
+    /// shared by the bridge's threads) that answers tells it, else `redis`'s address (the
+    /// seed may be the shard that failed), or one shard if Redis is not a cluster. Kept in
+    /// `known` for the next time.
+    pub(super) fn read(redis: &Redis, known: &Mutex<Option<Self>>) -> redis::RedisResult<Self> {
+        let last = known.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let shards = last.as_ref().map_or(&[][..], |k| &k.shards[..]);
+        let mut failed = None;
+        for info in shards.iter().chain([&redis.info]) {
+            match Self::read_at(redis, info) {
+                Ok(topology) => {
+                    *known.lock().unwrap_or_else(PoisonError::into_inner) = Some(topology.clone());
+                    return Ok(topology);
+                }
+                Err(e) => failed = Some(e),
+            }
+        }
+        Err(failed.expect("the seed was asked"))
+    }
+
+    fn read_at(redis: &Redis, info: &ConnectionInfo) -> redis::RedisResult<Self> {
+        let mut con = redis.connect_to(info, super::CONNECT_TIMEOUT)?;
         match redis::cmd("CLUSTER").arg("SLOTS").query::<Value>(&mut con) {
-            Ok(slots) => Ok(Self::parse(redis, &slots).unwrap_or_else(|| Self::single(redis))),
+            Ok(slots) => {
+                Ok(Self::parse(redis, info, &slots).unwrap_or_else(|| Self::single(redis)))
+            }
             // "ERR This instance has cluster support disabled".
             Err(e) if e.code() == Some("ERR") => Ok(Self::single(redis)),
             Err(e) => Err(e),
         }
     }
 
-    /// A `CLUSTER SLOTS` answer: `[[first, last, [host, port, …], replicas…], …]`.
-    fn parse(redis: &Redis, slots: &Value) -> Option<Self> {
+    /// A `CLUSTER SLOTS` answer from the node at `asked`: `[[first, last, [host, port, …],
+    /// replicas…], …]`.
+    fn parse(redis: &Redis, asked: &ConnectionInfo, slots: &Value) -> Option<Self> {
         let Value::Array(ranges) = slots else { return None };
-        let seed_host = match redis.info.addr() {
+        let seed_host = match asked.addr() {
             ConnectionAddr::Tcp(host, _) => host.clone(),
             _ => return None,
         };
@@ -88,7 +111,7 @@ impl Topology {
                 [host, Value::Int(port), ..] => (text(host)?, u16::try_from(*port).ok()?),
                 _ => return None,
             };
-            // An empty host (or "?") is the address the seed was reached at.
+            // An empty host (or "?") is the address the node asked was reached at.
             let host = if host.is_empty() || host == "?" { seed_host.clone() } else { host };
             let shard = match addrs.iter().position(|a| *a == (host.clone(), port)) {
                 Some(shard) => shard,
@@ -162,7 +185,7 @@ mod tests {
             Value::Array(vec![Value::Int(5461), Value::Int(10922), node("10.0.0.6", 7001)]),
             Value::Array(vec![Value::Int(10923), Value::Int(16383), node("", 7000)]),
         ]);
-        let t = Topology::parse(&redis, &slots).unwrap();
+        let t = Topology::parse(&redis, &redis.info, &slots).unwrap();
         assert_eq!(t.shards().len(), 2);
         assert_eq!(t.shards()[0].addr(), &ConnectionAddr::Tcp("10.0.0.5".into(), 7000));
         assert_eq!(t.shards()[1].addr(), &ConnectionAddr::Tcp("10.0.0.6".into(), 7001));
@@ -170,6 +193,6 @@ mod tests {
         let second =
             (0..).map(|n| format!("t{n}")).find(|n| (5461..=10922).contains(&slot(n.as_bytes())));
         assert_eq!(t.shard_of(&second.unwrap()), 1);
-        assert!(Topology::parse(&redis, &Value::Array(vec![])).is_none());
+        assert!(Topology::parse(&redis, &redis.info, &Value::Array(vec![])).is_none());
     }
 }

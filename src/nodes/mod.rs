@@ -267,6 +267,8 @@ pub(crate) struct Bridge {
     listings: Mutex<Option<Receiver<Listing>>>,
     /// Reads of topic histories, until the subscriber thread takes them.
     reads: Mutex<Vec<stream::Read>>,
+    /// The last cluster map read (sharded mode), whose shards are asked for the next one.
+    map: Mutex<Option<cluster::Topology>>,
     /// Where [`Bridge::listen`] lists its topics, as the registry does.
     watch: Sender<Listing>,
     /// What other nodes publish to these topics goes to these functions too.
@@ -294,6 +296,7 @@ impl Bridge {
             outbox: publisher::Outbox::default(),
             listings: Mutex::new(Some(rx)),
             reads: Mutex::default(),
+            map: Mutex::default(),
             watch: tx.clone(),
             listeners: RwLock::default(),
             threads: Mutex::default(),

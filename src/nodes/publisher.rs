@@ -147,7 +147,7 @@ pub(super) fn run(bridge: &Bridge, local: &Weak<dyn Local>) {
         }
         if topology.is_none() {
             let map = if bridge.redis.sharded {
-                Topology::read(&bridge.redis)
+                Topology::read(&bridge.redis, &bridge.map)
             } else {
                 Ok(Topology::single(&bridge.redis))
             };

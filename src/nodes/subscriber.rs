@@ -48,7 +48,7 @@ pub(super) fn run(bridge: &Bridge, local: &Weak<dyn Local>, listings: &Receiver<
     let mut backoff = MIN_BACKOFF;
     let mut started = false;
     while !stopping(local) {
-        let Ok(topology) = Topology::read(&bridge.redis) else {
+        let Ok(topology) = Topology::read(&bridge.redis, &bridge.map) else {
             expire(&mut lock(&bridge.reads));
             pause(local, backoff);
             backoff = (backoff * 2).min(MAX_BACKOFF);

@@ -86,8 +86,9 @@ impl RedisServer {
     }
 }
 
-/// A Redis cluster of three primaries (no replicas) on loopback, its slots spread by
-/// `redis-cli --cluster create`; killed, and its files removed, when dropped.
+/// A Redis cluster of three primaries on loopback, with `replicas` replicas each, its slots
+/// spread by `redis-cli --cluster create` (a primary that stops answering for 1 s fails
+/// over to its replica); killed, and its files removed, when dropped.
 pub struct RedisCluster {
     servers: Vec<(u16, Child)>,
     dir: std::path::PathBuf,
@@ -95,7 +96,11 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start() -> Self {
-        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        Self::with_replicas(0)
+    }
+
+    pub fn with_replicas(replicas: usize) -> Self {
+        let ports: Vec<u16> = (0..3 * (1 + replicas)).map(|_| free_port()).collect();
         let dir =
             std::env::temp_dir().join(format!("bidir-cluster-{}-{}", std::process::id(), ports[0]));
         std::fs::create_dir_all(&dir).unwrap();
@@ -105,6 +110,7 @@ impl RedisCluster {
                 let child = Command::new("redis-server")
                     .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
                     .args(["--appendonly", "no", "--cluster-enabled", "yes"])
+                    .args(["--cluster-node-timeout", "1000", "--repl-diskless-sync-delay", "0"])
                     .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
                     .arg("--dir")
                     .arg(&dir)
@@ -126,7 +132,7 @@ impl RedisCluster {
         let created = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -142,6 +148,17 @@ impl RedisCluster {
             });
             assert!(ok, "the cluster is not ok on {port}");
         }
+        // Replicas in sync with their primaries: only then can one take over.
+        for &port in &cluster.ports() {
+            let synced = super::wait_until(Duration::from_secs(20), || {
+                let info: String = redis::FromRedisValue::from_redis_value(
+                    cluster.command(port, &["INFO", "replication"]),
+                )
+                .unwrap();
+                info.contains("role:master") || info.contains("master_link_status:up")
+            });
+            assert!(synced, "the replica on {port} did not sync");
+        }
         cluster
     }
 
@@ -152,6 +169,37 @@ impl RedisCluster {
 
     pub fn ports(&self) -> Vec<u16> {
         self.servers.iter().map(|(port, _)| *port).collect()
+    }
+
+    /// Kills the server at `port`.
+    pub fn kill(&mut self, port: u16) {
+        for (_, child) in self.servers.iter_mut().filter(|(p, _)| *p == port) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The port of the primary that serves `slot`, as the server at `asked` sees it
+    /// (`CLUSTER NODES`), if one does.
+    pub fn owner(&self, asked: u16, slot: u16) -> Option<u16> {
+        let nodes: String =
+            redis::FromRedisValue::from_redis_value(self.command(asked, &["CLUSTER", "NODES"]))
+                .unwrap();
+        nodes.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let primary =
+                fields.get(2)?.split(',').any(|f| f == "master") && !fields[2].contains("fail");
+            let serves = fields.iter().skip(8).any(|range| {
+                let mut ends = range.split('-').map(|n| n.parse::<u16>());
+                match (ends.next(), ends.next()) {
+                    (Some(Ok(first)), Some(Ok(last))) => (first..=last).contains(&slot),
+                    (Some(Ok(only)), None) => only == slot,
+                    _ => false,
+                }
+            });
+            let port = fields.get(1)?.split(['@', ':']).nth(1)?.parse().ok()?;
+            (primary && serves).then_some(port)
+        })
     }
 
     /// Runs a command on the primary at `port`.
