@@ -375,7 +375,6 @@ impl Bridge {
         message.push(if json { Kind::RpcJson } else { Kind::RpcPack } as u8);
         message.extend_from_slice(data);
         let keep = publisher::Keep {
-            keys: stream::keys(&self.redis.prefix, topic),
             max_events: history.max_events(),
             ttls: stream::ttls(history),
             seq: 0,
@@ -642,7 +641,7 @@ fn stopping(local: &Weak<dyn Local>) -> bool {
 mod tests {
     use super::*;
 
-    fn bridge() -> Arc<Bridge> {
+    pub(super) fn bridge() -> Arc<Bridge> {
         Bridge::new(Redis::new("redis://127.0.0.1:1").unwrap().prefix("p:"), crate::rpc::node_topic)
             .0
     }

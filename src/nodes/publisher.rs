@@ -37,11 +37,11 @@ pub(super) struct Item {
     pub(super) keep: Option<Keep>,
 }
 
-/// Where and how long an event of a topic with a history is kept ([`stream::KEEP`]); its
-/// message is the header Redis completes with the event's position, then the data.
+/// How long an event of a topic with a history is kept ([`stream::KEEP`]; where: its
+/// channel's keys); its message is the header Redis completes with the event's position,
+/// then the data.
 #[derive(Debug)]
 pub(super) struct Keep {
-    pub(super) keys: (String, String),
     pub(super) max_events: usize,
     pub(super) ttls: (u64, u64),
     /// This node's number for the event, increasing in the queue's order (given when it is
@@ -183,7 +183,8 @@ pub(super) fn run(bridge: &Bridge, local: &Weak<dyn Local>) {
         let mut moved = false;
         for (link, batch) in links.iter_mut().zip(shards) {
             let Some((c, keep)) = link.as_mut().filter(|_| !batch.is_empty()) else { continue };
-            let Err(e) = pipeline(bridge.node, command, keep, &batch).exec(c) else {
+            let prefix = &bridge.redis.prefix;
+            let Err(e) = pipeline(prefix, bridge.node, command, keep, &batch).exec(c) else {
                 counters.published.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 continue;
             };
@@ -250,7 +251,7 @@ fn connect(
 /// One shard's batch as a pipeline: `command` (`PUBLISH` or `SPUBLISH`) for each plain
 /// publish, the script `keep` for each run of events kept in one topic's history (up to
 /// [`KEPT_PER_CALL`]), in the batch's order.
-fn pipeline(node: u64, command: &str, keep: &str, batch: &[Item]) -> redis::Pipeline {
+fn pipeline(prefix: &str, node: u64, command: &str, keep: &str, batch: &[Item]) -> redis::Pipeline {
     let mut pipe = redis::pipe();
     // The epoch of a topic that has none yet: one per batch is enough, since a topic gets one
     // once (random, so that positions of its history's lives never match).
@@ -268,7 +269,8 @@ fn pipeline(node: u64, command: &str, keep: &str, batch: &[Item]) -> redis::Pipe
             .take(KEPT_PER_CALL)
             .take_while(|i| i.keep.is_some() && i.channel == first.channel)
             .count();
-        let cmd = pipe.cmd("EVALSHA").arg(keep).arg(2).arg(&how.keys.0).arg(&how.keys.1);
+        let (top, log) = stream::keys_of_channel(prefix, &first.channel);
+        let cmd = pipe.cmd("EVALSHA").arg(keep).arg(2).arg(top).arg(log);
         cmd.arg(epoch.as_deref()).arg(how.max_events).arg(how.ttls.0).arg(how.ttls.1);
         cmd.arg(&first.channel).arg(command).arg(&node);
         for item in &rest[..run] {

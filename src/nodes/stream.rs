@@ -87,8 +87,15 @@ const EPOCH_KEPT: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// A topic's keys: its hash and its stream, after the hash tag of its channel's name.
 pub(super) fn keys(prefix: &str, topic: &str) -> (String, String) {
-    let tag = super::cluster::tag(topic);
-    (format!("{prefix}top:{tag}{topic}"), format!("{prefix}log:{tag}{topic}"))
+    let tagged = format!("{}{topic}", super::cluster::tag(topic));
+    (format!("{prefix}top:{tagged}"), format!("{prefix}log:{tagged}"))
+}
+
+/// The keys of the topic whose channel is `channel` (`{prefix}rpc:{TAG}topic`), as [`keys`]
+/// names them.
+pub(super) fn keys_of_channel(prefix: &str, channel: &str) -> (String, String) {
+    let tagged = channel.get(prefix.len() + "rpc:".len()..).unwrap_or_default();
+    (format!("{prefix}top:{tagged}"), format!("{prefix}log:{tagged}"))
 }
 
 /// The times to live of a topic's stream and hash, in ms (at most a century: Redis refuses
@@ -307,6 +314,14 @@ fn event(entry: &Value, now: i64, node: u64) -> Option<StoredEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_channel_and_its_topic_name_the_same_keys() {
+        let b = super::super::tests::bridge();
+        let channel = b.channel(super::super::Namespace::Rpc, "room/1");
+        assert_eq!(keys_of_channel("p:", &channel), keys("p:", "room/1"));
+        assert!(keys("p:", "room/1").0.starts_with("p:top:{"));
+    }
 
     #[test]
     fn a_history_message_reads_back() {

@@ -169,30 +169,29 @@ fn emit(
     let Some(first) = values.iter().flatten().next() else { return 0 };
     let (json, bytes) = first.raw();
     let data = Data { json, bytes: bytes.into() };
-    let (mut exclude, own) = skipped(from, topic);
+    let (exclude, own) = skipped(from, topic);
     let now = Instant::now();
-    let mut logs = shared.histories.lock();
-    let at = match (kept, bounds) {
-        (Some((at, skip)), Some(bounds)) => {
-            exclude = skip;
-            if !history::cache(&mut logs, topic, bounds, &at.epoch).put(at, data, now) {
-                return 0;
-            }
-            at.clone()
-        }
-        // Another node keeps a history of a topic this one does not: delivered as it is.
-        (Some((at, skip)), None) => {
-            exclude = skip;
-            at.clone()
-        }
-        (None, Some(bounds)) => history::log(&mut logs, topic, bounds).push(data, now),
-        (None, None) => return 0,
+    let publish = |events: Vec<(String, wire::Event)>, exclude| -> usize {
+        let each = events.iter();
+        each.map(|(engine, event)| shared.publish(engine, event.message(), exclude, None)).sum()
     };
-    let reached: usize = events(topic, &values, Some(&at))
-        .iter()
-        .map(|(engine, event)| shared.publish(engine, event.message(), exclude, None))
-        .sum();
-    drop(logs);
+    let reached = if let Some((at, skip)) = kept {
+        // Numbered by Redis already: encoded before the logs are taken.
+        let encoded = events(topic, &values, Some(at));
+        let mut logs = shared.histories.lock();
+        // (Another node keeps a history of a topic this one does not: delivered as it is.)
+        if let Some(bounds) = bounds
+            && !history::cache(&mut logs, topic, bounds, &at.epoch).put(at, data, now)
+        {
+            return 0;
+        }
+        publish(encoded, skip)
+    } else {
+        let Some(bounds) = bounds else { return 0 };
+        let mut logs = shared.histories.lock();
+        let at = history::log(&mut logs, topic, bounds).push(data, now);
+        publish(events(topic, &values, Some(&at)), exclude)
+    };
     reached.saturating_sub(usize::from(own))
 }
 
