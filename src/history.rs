@@ -11,7 +11,8 @@
 //! ones, filled as they arrive, which a returning subscriber recovers from when it can.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use bidir_protocol::rpc::Position;
@@ -119,11 +120,7 @@ impl Histories {
     /// Starts `topic`'s cache at `top` in `epoch`, unless it has one.
     #[cfg(feature = "redis")]
     pub(crate) fn seed(&self, topic: &str, epoch: &str, top: u64, bounds: History) {
-        let mut logs = self.lock();
-        if !logs.contains_key(topic) {
-            let log = Log { last: top, ..Log::at(bounds, Arc::from(epoch)) };
-            logs.insert(Arc::from(topic), log);
-        }
+        get_or(&mut self.lock(), topic, || Log { last: top, ..Log::at(bounds, Arc::from(epoch)) });
     }
 
     /// The caches of shared histories: topic, epoch, last offset and bounds.
@@ -151,10 +148,7 @@ pub(crate) fn cache<'a>(
     bounds: History,
     epoch: &str,
 ) -> &'a mut Log {
-    if !logs.contains_key(topic) {
-        logs.insert(Arc::from(topic), Log::at(bounds, Arc::from(epoch)));
-    }
-    logs.get_mut(topic).expect("inserted above")
+    get_or(logs, topic, || Log::at(bounds, Arc::from(epoch)))
 }
 
 /// `topic`'s log in `logs`, made with `bounds` if it has none yet.
@@ -163,8 +157,18 @@ pub(crate) fn log<'a>(
     topic: &str,
     bounds: History,
 ) -> &'a mut Log {
+    get_or(logs, topic, || Log::new(bounds))
+}
+
+/// `topic`'s log in `logs`, made by `make` if it has none yet (the topic's name is copied
+/// only then).
+fn get_or<'a>(
+    logs: &'a mut HashMap<Arc<str>, Log>,
+    topic: &str,
+    make: impl FnOnce() -> Log,
+) -> &'a mut Log {
     if !logs.contains_key(topic) {
-        logs.insert(Arc::from(topic), Log::new(bounds));
+        logs.insert(Arc::from(topic), make());
     }
     logs.get_mut(topic).expect("inserted above")
 }
@@ -224,12 +228,7 @@ impl Log {
             self.epoch = Arc::from(&*at.epoch);
             self.events.clear();
         }
-        self.trim(now);
-        if self.events.len() == self.bounds.max_events {
-            self.events.pop_front();
-        }
-        self.last = at.offset;
-        self.events.push_back(Kept { offset: at.offset, at: now, data });
+        self.keep(at.offset, data, now);
         true
     }
 
@@ -239,33 +238,45 @@ impl Log {
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn covers(&mut self, since: Option<&Position<'_>>, now: Instant) -> bool {
         self.trim(now);
-        let first = self.events.front().map_or(self.last.saturating_add(1), |k| k.offset);
-        !self.stale
-            && since.is_none_or(|since| {
-                *since.epoch == *self.epoch
-                    && since.offset <= self.last
-                    && first <= since.offset.saturating_add(1)
-            })
+        !self.stale && since.is_none_or(|since| self.holds_after(since))
     }
 
     /// The events after `offset`, oldest first, and whether they follow it with none
     /// missing.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn after(&self, offset: u64) -> (impl Iterator<Item = (u64, &Data)>, bool) {
-        let first = self.events.front().map_or(self.last.saturating_add(1), |k| k.offset);
         let events = self.events.iter().filter(move |k| k.offset > offset);
-        (events.map(|k| (k.offset, &k.data)), first <= offset.saturating_add(1))
+        (events.map(|k| (k.offset, &k.data)), self.first() <= offset.saturating_add(1))
     }
 
     /// Numbers and keeps an event; returns its position.
     pub(crate) fn push(&mut self, data: Data, now: Instant) -> Position<'static> {
+        self.keep(self.last + 1, data, now);
+        Position { offset: self.last, epoch: self.epoch.to_string().into() }
+    }
+
+    /// Keeps event `offset`, the last one now, within the bounds.
+    fn keep(&mut self, offset: u64, data: Data, now: Instant) {
         self.trim(now);
         if self.events.len() == self.bounds.max_events {
             self.events.pop_front();
         }
-        self.last += 1;
-        self.events.push_back(Kept { offset: self.last, at: now, data });
-        Position { offset: self.last, epoch: self.epoch.to_string().into() }
+        self.last = offset;
+        self.events.push_back(Kept { offset, at: now, data });
+    }
+
+    /// The offset of the oldest event kept (past the last one if none is).
+    fn first(&self) -> u64 {
+        self.events.front().map_or(self.last.saturating_add(1), |k| k.offset)
+    }
+
+    /// Whether every event after `since` is here: same epoch, `since` not ahead of the log
+    /// (another node's position, or a client's guess), and the oldest event kept at most the
+    /// one right after it.
+    fn holds_after(&self, since: &Position<'_>) -> bool {
+        *since.epoch == *self.epoch
+            && since.offset <= self.last
+            && self.first() <= since.offset.saturating_add(1)
     }
 
     /// What follows `since` (none: a first subscription, which recovers nothing and needs
@@ -276,13 +287,7 @@ impl Log {
         let Some(since) = since else {
             return Recovery { missed: Vec::new(), recovered: true, epoch, offset };
         };
-        let first = self.events.front().map_or(self.last.saturating_add(1), |k| k.offset);
-        // Everything after `since` must still be here: the first kept event at most the one
-        // right after it. A position ahead of the log (another node's, or a client's guess)
-        // is not this log's.
-        let recovered = *since.epoch == *self.epoch
-            && since.offset <= self.last
-            && first <= since.offset.saturating_add(1);
+        let recovered = self.holds_after(since);
         let missed = if recovered {
             let epoch: std::borrow::Cow<'static, str> = self.epoch.to_string().into();
             self.events
@@ -304,16 +309,23 @@ impl Log {
     }
 }
 
-/// A new epoch: 8 hex digits, random.
+/// A new epoch: 8 hex digits. The process draws a random start once, and each epoch after it
+/// moves by an odd step, so that no two of a process's epochs match before 2^32 of them,
+/// and two processes' start apart — without a system call per epoch (the Redis bridge asks
+/// for one per batch it sends).
 pub(crate) fn new_epoch() -> Arc<str> {
-    let mut bytes = [0u8; 4];
-    if getrandom::fill(&mut bytes).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        bytes = nanos.to_le_bytes();
-    }
-    Arc::from(format!("{:08x}", u32::from_le_bytes(bytes)))
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    let next = NEXT.get_or_init(|| {
+        let mut bytes = [0u8; 4];
+        if getrandom::fill(&mut bytes).is_err() {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            bytes = (nanos ^ std::process::id()).to_le_bytes();
+        }
+        AtomicU32::new(u32::from_le_bytes(bytes))
+    });
+    Arc::from(format!("{:08x}", next.fetch_add(0x9e37_79b9, Ordering::Relaxed)))
 }
 
 #[cfg(test)]

@@ -254,7 +254,7 @@ fn connect(
 fn pipeline(prefix: &str, node: u64, command: &str, keep: &str, batch: &[Item]) -> redis::Pipeline {
     let mut pipe = redis::pipe();
     // The epoch of a topic that has none yet: one per batch is enough, since a topic gets one
-    // once (random, so that positions of its history's lives never match).
+    // once (new each time, so that positions of its history's lives never match).
     let epoch = batch.iter().any(|i| i.keep.is_some()).then(crate::history::new_epoch);
     let node = format!("{node:016x}");
     let mut rest = batch;

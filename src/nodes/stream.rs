@@ -232,11 +232,13 @@ pub(super) fn run(
     }
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
+    // The epoch of a topic that has none yet (one per round trip, as for publishes).
+    let epoch = crate::history::new_epoch();
     for (topic, since, history) in &topics {
         let (top, log) = keys(prefix, topic);
         let since = since.map(|s| s.to_string()).unwrap_or_default();
         pipe.cmd("EVAL").arg(READ).arg(2).arg(top).arg(log).arg(since);
-        pipe.arg(history.max_events()).arg(&*crate::history::new_epoch()).arg(ttls(*history).1);
+        pipe.arg(history.max_events()).arg(&*epoch).arg(ttls(*history).1);
     }
     let answers = match pipe.query::<Vec<redis::RedisResult<Value>>>(con) {
         Ok(answers) => answers,
