@@ -41,6 +41,12 @@ pub(crate) struct Registry {
 pub(crate) struct Counts(Box<[AtomicU32]>);
 
 impl Counts {
+    /// The subscribers on every worker.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn total(&self) -> usize {
+        self.workers().map(|(_, n)| n).sum()
+    }
+
     /// `(worker, subscribers)` for every worker with subscribers.
     pub(crate) fn workers(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
         self.0.iter().enumerate().filter_map(|(worker, count)| {

@@ -27,10 +27,13 @@ pub(super) fn slot(name: &[u8]) -> u16 {
 /// that in a cluster they share a slot whatever the topic's characters: 16 hex digits of
 /// the topic's FNV-1a hash.
 pub(super) fn tag(topic: &str) -> String {
-    let hash = topic
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    format!("{{{hash:016x}}}")
+    format!("{{{:016x}}}", hash(topic))
+}
+
+/// The hash [`tag`] writes: FNV-1a, 64 bits.
+pub(super) fn hash(topic: &str) -> u64 {
+    let step = |h: u64, b: u8| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    topic.bytes().fold(0xcbf2_9ce4_8422_2325, step)
 }
 
 fn crc16(bytes: &[u8]) -> u16 {

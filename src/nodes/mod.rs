@@ -349,9 +349,7 @@ impl Bridge {
             Forward::Rpc { json: false, data } => (Kind::RpcPack, data, Namespace::Rpc),
         };
         let channel = self.channel(namespace, topic);
-        let mut message = Vec::with_capacity(HEADER + payload.len());
-        message.push(kind as u8);
-        message.extend_from_slice(&self.node.to_le_bytes());
+        let mut message = self.message(kind, payload.len());
         message.extend_from_slice(payload);
         self.queue(publisher::Item { channel, message, keep: None });
     }
@@ -368,9 +366,7 @@ impl Bridge {
         exclude: Option<ConnId>,
     ) {
         let channel = self.channel(Namespace::Rpc, topic);
-        let mut message = Vec::with_capacity(HISTORY_HEADER + 1 + data.len());
-        message.push(Kind::History as u8);
-        message.extend_from_slice(&self.node.to_le_bytes());
+        let mut message = self.message(Kind::History, stream::EXCLUDE + 1 + data.len());
         message.extend_from_slice(&stream::exclude_bytes(exclude));
         message.push(if json { Kind::RpcJson } else { Kind::RpcPack } as u8);
         message.extend_from_slice(data);
@@ -381,6 +377,15 @@ impl Bridge {
             tries: 0,
         };
         self.queue(publisher::Item { channel, message, keep: Some(keep) });
+    }
+
+    /// A message of `kind` from this node, its header written, with room for `rest` bytes
+    /// more.
+    fn message(&self, kind: Kind, rest: usize) -> Vec<u8> {
+        let mut message = Vec::with_capacity(HEADER + rest);
+        message.push(kind as u8);
+        message.extend_from_slice(&self.node.to_le_bytes());
+        message
     }
 
     fn queue(&self, item: publisher::Item) {
@@ -494,22 +499,17 @@ impl Bridge {
                 Err(_) => return self.malformed(),
             },
             Kind::Binary => Message::Binary(payload),
-            Kind::RpcJson | Kind::RpcPack | Kind::History => {
-                let delivered = if kind == Kind::History {
+            Kind::RpcJson | Kind::RpcPack => {
+                let delivered = local.publish_rpc(topic, kind == Kind::RpcJson, payload, None);
+                return self.delivered_rpc(delivered, own);
+            }
+            Kind::History => {
+                let delivered =
                     stream::read_kept(payload).is_some_and(|(exclude, at, json, data)| {
                         let exclude = exclude.filter(|_| own);
                         local.publish_rpc(topic, json, data, Some((&at, exclude)))
-                    })
-                } else {
-                    local.publish_rpc(topic, kind == Kind::RpcJson, payload, None)
-                };
-                if !delivered {
-                    return self.malformed();
-                }
-                if !own {
-                    self.counters.received.fetch_add(1, Ordering::Relaxed);
-                }
-                return;
+                    });
+                return self.delivered_rpc(delivered, own);
             }
         };
         local.publish(topic, msg);
@@ -518,6 +518,16 @@ impl Bridge {
             listener(msg);
         }
         self.counters.received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an rpc event handed to this node's subscribers (`delivered`), or one that was
+    /// not a well-formed value.
+    fn delivered_rpc(&self, delivered: bool, own: bool) {
+        if !delivered {
+            self.malformed();
+        } else if !own {
+            self.counters.received.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn malformed(&self) {
@@ -611,9 +621,10 @@ struct Delivery<'a> {
 /// The rpc topic of a channel's name after the prefix (`rpc:{TAG}topic`), if its tag is the
 /// topic's.
 fn rpc_topic(rest: &str) -> Option<&str> {
-    let rest = rest.strip_prefix("rpc:")?;
-    let (tag, topic) = rest.split_at_checked(18)?;
-    (tag == cluster::tag(topic)).then_some(topic)
+    let rest = rest.strip_prefix("rpc:{")?;
+    let (hash, topic) = rest.split_at_checked(16)?;
+    let topic = topic.strip_prefix('}')?;
+    (u64::from_str_radix(hash, 16).ok()? == cluster::hash(topic)).then_some(topic)
 }
 
 /// Sleeps `for_` in steps, returning early once the server stops.

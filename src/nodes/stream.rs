@@ -276,16 +276,18 @@ impl Stored {
 /// [`READ`]'s answer.
 fn stored(answer: Value, node: u64) -> Option<Stored> {
     let Value::Array(parts) = answer else { return None };
-    let [epoch, Value::Int(top), Value::Int(now), Value::Array(entries)] = &parts[..] else {
+    let Ok([epoch, Value::Int(top), Value::Int(now), Value::Array(entries)]) =
+        <[Value; 4]>::try_from(parts)
+    else {
         return None;
     };
     let epoch = match epoch {
-        Value::BulkString(b) => String::from_utf8(b.clone()).ok()?,
-        Value::SimpleString(s) => s.clone(),
+        Value::BulkString(bytes) => String::from_utf8(bytes).ok()?,
+        Value::SimpleString(text) => text,
         _ => return None,
     };
-    let events = entries.iter().map(|entry| event(entry, *now, node)).collect::<Option<_>>()?;
-    Some(Stored { epoch, top: u64::try_from(*top).ok()?, events })
+    let events = entries.iter().map(|entry| event(entry, now, node)).collect::<Option<_>>()?;
+    Some(Stored { epoch, top: u64::try_from(top).ok()?, events })
 }
 
 /// One stream entry: `[id, [field, value, …]]`.

@@ -220,35 +220,27 @@ impl Shard<'_> {
                     // Redis answers: a connection that keeps failing before this backs off.
                     backoff = MIN_BACKOFF;
                     let Some(local) = local.upgrade() else { break };
-                    let pushed = received(bridge, &*local, &kind, data);
-                    match pushed {
-                        Pushed::Subscribed(channel, n) => {
-                            confirmed.insert(channel);
-                            counters
-                                .channels
-                                .fetch_add(n.wrapping_sub(reported), Ordering::Relaxed);
-                            reported = n;
+                    let Some((channel, subscribed, n)) = received(bridge, &*local, &kind, data)
+                    else {
+                        continue;
+                    };
+                    // Redis says how many channels the connection has now.
+                    counters.channels.fetch_add(n.wrapping_sub(reported), Ordering::Relaxed);
+                    reported = n;
+                    if subscribed {
+                        confirmed.insert(channel);
+                    } else if let Some(pending) = ending.get_mut(&channel) {
+                        *pending -= 1;
+                        if *pending == 0 {
+                            ending.remove(&channel);
                         }
-                        Pushed::Unsubscribed(channel, n) => {
-                            if let Some(pending) = ending.get_mut(&channel) {
-                                *pending -= 1;
-                                if *pending == 0 {
-                                    ending.remove(&channel);
-                                }
-                            } else {
-                                // Not asked, for one this node still wants: its slot moved to
-                                // another shard.
-                                if channels.contains_key(&channel) {
-                                    moved.store(true, Ordering::Relaxed);
-                                }
-                                confirmed.remove(&channel);
-                            }
-                            counters
-                                .channels
-                                .fetch_add(n.wrapping_sub(reported), Ordering::Relaxed);
-                            reported = n;
+                    } else {
+                        // Not asked, for one this node still wants: its slot moved to another
+                        // shard.
+                        if channels.contains_key(&channel) {
+                            moved.store(true, Ordering::Relaxed);
                         }
-                        Pushed::Other => {}
+                        confirmed.remove(&channel);
                     }
                 }
                 // A channel this shard does not own.
@@ -327,6 +319,9 @@ impl Shard<'_> {
         waiting: &mut Vec<Read>,
         reader: &mut Option<redis::Connection>,
     ) {
+        if waiting.is_empty() {
+            return;
+        }
         expire(waiting);
         // Those confirmed, of at most `TOPICS_PER_READ` topics; the others wait.
         let mut topics: HashSet<String> = HashSet::new();
@@ -461,34 +456,27 @@ fn send(
     Ok(())
 }
 
-/// What a push from Redis was, besides a message delivered.
-enum Pushed {
-    /// A channel's subscription confirmed, and how many the connection has now.
-    Subscribed(String, u64),
-    /// A channel unsubscribed (asked, or its slot moved away), and how many are left.
-    Unsubscribed(String, u64),
-    Other,
-}
-
-/// A push from Redis: a message, handed to this node's subscribers, or a subscription's
-/// confirmation or end (which says how many channels the connection has).
-fn received(bridge: &Bridge, local: &dyn Local, kind: &PushKind, data: Vec<Value>) -> Pushed {
-    match (kind, data.as_slice()) {
+/// A push from Redis: a message, handed to this node's subscribers, or a channel's
+/// subscription confirmed (`true`) or ended (asked, or its slot moved away), with how many
+/// channels the connection has now.
+fn received(
+    bridge: &Bridge,
+    local: &dyn Local,
+    kind: &PushKind,
+    data: Vec<Value>,
+) -> Option<(String, bool, u64)> {
+    let subscribed = match (kind, data.as_slice()) {
         (
             PushKind::Message | PushKind::SMessage,
             [Value::BulkString(channel), Value::BulkString(message)],
         ) => {
             bridge.deliver(local, channel, message);
-            Pushed::Other
+            return None;
         }
-        (kind, [Value::BulkString(channel), Value::Int(n)]) => {
-            let (channel, n) = (String::from_utf8_lossy(channel).into_owned(), *n as u64);
-            match kind {
-                PushKind::Subscribe | PushKind::SSubscribe => Pushed::Subscribed(channel, n),
-                PushKind::Unsubscribe | PushKind::SUnsubscribe => Pushed::Unsubscribed(channel, n),
-                _ => Pushed::Other,
-            }
-        }
-        _ => Pushed::Other,
-    }
+        (PushKind::Subscribe | PushKind::SSubscribe, _) => true,
+        (PushKind::Unsubscribe | PushKind::SUnsubscribe, _) => false,
+        _ => return None,
+    };
+    let [Value::BulkString(channel), Value::Int(n)] = data.as_slice() else { return None };
+    Some((String::from_utf8_lossy(channel).into_owned(), subscribed, u64::try_from(*n).ok()?))
 }

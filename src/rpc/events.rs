@@ -102,13 +102,9 @@ fn spread(
         let (exclude, own) = skipped(from, topic);
         let (json, bytes) = data.raw();
         bridge.keep(topic, json, bytes, history, exclude);
-        let subscribers = Wire::ALL.into_iter().filter_map(|w| {
-            shared
-                .registry
-                .counts(&engine_topic(w, topic))
-                .map(|c| c.workers().map(|(_, n)| n).sum::<usize>())
-        });
-        return subscribers.sum::<usize>().saturating_sub(usize::from(own));
+        let counts = Wire::ALL.map(|w| shared.registry.counts(&engine_topic(w, topic)));
+        let subscribers: usize = counts.iter().flatten().map(|c| c.total()).sum();
+        return subscribers.saturating_sub(usize::from(own));
     }
     let (json, bytes) = data.raw();
     shared.forward(topic, Forward::Rpc { json, data: bytes });
@@ -343,7 +339,7 @@ impl Endpoint {
                 let _ = handle.post_to::<Self, _>(move |endpoint, cx| {
                     endpoint.subscribed_from(cx, id, &name, since.as_ref(), stored);
                     drop(pin);
-                    endpoint.egress.flush(cx, &mut endpoint.answers);
+                    wire::Reader::send_answers(endpoint, cx);
                 });
             });
             return bridge.read_history(topic, from, bounds, then);
