@@ -30,24 +30,12 @@ impl RedisServer {
     }
 
     fn spawn(port: u16, dir: Option<&std::path::Path>) -> Child {
-        let mut command = Command::new("redis-server");
-        command.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""]);
-        command.args(["--protected-mode", "yes"]);
         match dir {
-            None => command.args(["--appendonly", "no"]),
+            None => spawn(port, None, &["--appendonly", "no"]),
             Some(dir) => {
-                command.args(["--appendonly", "yes", "--appendfsync", "always", "--dir"]).arg(dir)
+                spawn(port, Some(dir), &["--appendonly", "yes", "--appendfsync", "always"])
             }
-        };
-        let child =
-            command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap_or_else(|e| {
-                panic!("redis-server did not start ({e}): run scripts/redis/install.sh")
-            });
-        let up = super::wait_until(Duration::from_secs(10), || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        assert!(up, "redis-server is not listening on {port}");
-        child
+        }
     }
 
     pub fn url(&self) -> String {
@@ -72,6 +60,25 @@ impl Drop for RedisServer {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
+}
+
+/// A `redis-server` on loopback at `port`, saving no snapshot, with `args` (and `--dir` if
+/// given); returns once it listens.
+fn spawn(port: u16, dir: Option<&std::path::Path>, args: &[&str]) -> Child {
+    let mut command = Command::new("redis-server");
+    command.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""]);
+    command.args(["--protected-mode", "yes"]).args(args);
+    if let Some(dir) = dir {
+        command.arg("--dir").arg(dir);
+    }
+    let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap_or_else(|e| {
+        panic!("redis-server did not start ({e}): run scripts/redis/install.sh")
+    });
+    let up = super::wait_until(Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(up, "redis-server is not listening on {port}");
+    child
 }
 
 fn free_port() -> u16 {
@@ -107,27 +114,14 @@ impl RedisCluster {
         let servers = ports
             .iter()
             .map(|&port| {
-                let child = Command::new("redis-server")
-                    .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-                    .args(["--appendonly", "no", "--cluster-enabled", "yes"])
-                    .args(["--cluster-node-timeout", "1000", "--repl-diskless-sync-delay", "0"])
-                    .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
-                    .arg("--dir")
-                    .arg(&dir)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("redis-server (scripts/redis/install.sh)");
-                (port, child)
+                let config = format!("nodes-{port}.conf");
+                let args = ["--appendonly", "no", "--cluster-enabled", "yes"];
+                let cluster = ["--cluster-node-timeout", "1000", "--repl-diskless-sync-delay", "0"];
+                let args = [&args[..], &cluster, &["--cluster-config-file", &config]].concat();
+                (port, spawn(port, Some(&dir), &args))
             })
             .collect();
         let cluster = Self { servers, dir };
-        for &port in &ports {
-            let up = super::wait_until(Duration::from_secs(10), || {
-                TcpStream::connect(("127.0.0.1", port)).is_ok()
-            });
-            assert!(up, "redis-server is not listening on {port}");
-        }
         let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let created = Command::new("redis-cli")
             .args(["--cluster", "create"])
